@@ -1,0 +1,87 @@
+//! # multiproc
+//!
+//! Python's concurrency toolkit — `multiprocessing`, `threading`, `concurrent.futures`,
+//! `queue`, `subprocess` — natively in Rust, with a process layer that never hangs,
+//! never leaks and never loses a message when a process dies.
+//!
+//! ```
+//! fn square(x: u64) -> u64 { x * x }
+//!
+//! fn main() {
+//!     multiproc::init(); // first thing in main: spawn/forkserver children start here
+//!     let mut child = multiproc::Process::start(square, 12).unwrap();
+//!     assert_eq!(child.join().unwrap(), 144);
+//! }
+//! ```
+//!
+//! ## Python → multiproc
+//!
+//! | Python | multiproc |
+//! |---|---|
+//! | `Process(target=f, args=(a,)).start()` | [`Process::start(f, a)`](Process::start) |
+//! | `Process(name=…, daemon=True)` | [`Process::builder()`](Process::builder)`.name(…).daemon(true)` |
+//! | subclass with `run()` | `impl` [`Run`], [`Process::start_run`] |
+//! | `p.join()`, `p.join(timeout)` | [`Process::join`] (returns the result), [`Process::wait_timeout`] |
+//! | `p.exitcode` | [`Process::exit_status`] → [`ExitStatus::exitcode`] |
+//! | `p.is_alive()`, `p.terminate()`, `p.kill()`, `p.pid`, `p.name` | same names |
+//! | `set_start_method('spawn')`, `get_context('fork')` | [`set_start_method`], [`ProcessBuilder::start_method`] |
+//! | `current_process()`, `os.getpid()`, `os.getppid()` | [`current_process`], [`parent_pid`] |
+//! | `active_children()` | [`active_children`] |
+//! | `os.fork()` | `unsafe` [`sys::fork`] |
+//! | `os._exit(n)` | [`process::exit_now`] |
+//! | `threading.Thread(target=f, name=…)` | [`thread::Thread`] |
+//! | `threading.current_thread().name`, `get_ident()` | [`thread::current_thread`], [`thread::get_ident`] |
+//! | `threading.Lock`, `RLock` | [`thread::Lock`], [`thread::RLock`] |
+//! | `threading.local()` | [`thread::Local`] (or `std::thread_local!`) |
+//!
+//! ## Start methods
+//!
+//! `forkserver` (the default, as in Python 3.14), `spawn` and `fork`: see
+//! [`StartMethod`]. The first two re-execute the current binary, which is why `main`
+//! must call [`init`] first; test binaries call [`test_support!`] once instead.
+//!
+//! ## Scenarios
+//!
+//! The seed tutorials' programs are scenarios S1–S43 (see `SCENARIOS.md`); each has an
+//! example under `examples/` and a test under `tests/` citing its id.
+#![deny(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod codec;
+pub mod process;
+pub mod sys;
+pub mod testing;
+pub mod thread;
+
+pub use codec::CodecError;
+pub use process::{
+    ExitStatus, Process, ProcessBuilder, ProcessError, ProcessInfo, Run, StartError, StartMethod,
+    active_children, current_process, get_start_method, init, parent_pid, set_start_method,
+};
+
+/// Makes a test binary (or any binary whose `main` you do not write) able to run
+/// `spawn` and `forkserver` children: expands to a constructor that calls [`init`]
+/// before `main`. Put it once at the top level of each integration-test file.
+///
+/// ```ignore
+/// multiproc::test_support!();
+///
+/// #[test]
+/// fn child_runs() { /* ... */ }
+/// ```
+#[macro_export]
+macro_rules! test_support {
+    () => {
+        const _: () = {
+            #[allow(unsafe_code)]
+            #[used]
+            #[unsafe(link_section = ".init_array")]
+            static __MULTIPROC_INIT: extern "C" fn() = {
+                extern "C" fn __multiproc_init() {
+                    $crate::init();
+                }
+                __multiproc_init
+            };
+        };
+    };
+}

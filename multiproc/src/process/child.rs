@@ -1,0 +1,179 @@
+//! The child's side: receiving the bootstrap, running the target, reporting the outcome.
+//!
+//! Protocol on the private stream socket between a parent and one child:
+//!
+//! 1. (`spawn`, `forkserver` only) parent → child: one [`Bootstrap`] frame.
+//! 2. child → parent: one [`Outcome`] frame, written just before the child exits.
+//!
+//! A child that dies before step 2 leaves no (or a truncated) outcome; the parent then
+//! reports the exit status instead.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::panic::AssertUnwindSafe;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::info::{self, ChildInfo};
+use super::runtime;
+use crate::codec::{self, Limits};
+use crate::sys;
+use crate::sys::entry::{FnAddr, Verified};
+
+/// Exit code of a child whose target panicked (Python: an uncaught exception gives 1).
+pub const EXIT_PANIC: i32 = 1;
+/// Exit code of a child that could not read or run its bootstrap.
+pub const EXIT_BOOTSTRAP: i32 = 70;
+/// Exit code of a child whose parent died before it could start.
+pub const EXIT_ORPHANED: i32 = 71;
+
+/// What a `spawn`/`forkserver` child needs to run its target.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Bootstrap {
+    pub(crate) exe: (u64, u64),
+    pub(crate) entry: FnAddr,
+    pub(crate) target: FnAddr,
+    pub(crate) info: ChildInfo,
+    #[serde(with = "serde_bytes")]
+    pub(crate) args: Vec<u8>,
+}
+
+/// How the target ended, as the child reports it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Outcome {
+    /// Returned normally; the postcard body of the return value.
+    Returned(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Panicked with this message.
+    Panicked(String),
+    /// The arguments could not be decoded, or the result encoded.
+    Codec(String),
+    /// The bootstrap failed before the target ran.
+    Bootstrap(String),
+}
+
+impl Outcome {
+    fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Returned(_) => 0,
+            Outcome::Panicked(_) | Outcome::Codec(_) => EXIT_PANIC,
+            Outcome::Bootstrap(_) => EXIT_BOOTSTRAP,
+        }
+    }
+}
+
+/// What an entry function gets.
+pub(crate) struct EntryCall {
+    pub(crate) proof: Verified,
+    pub(crate) target: FnAddr,
+    pub(crate) args: Vec<u8>,
+}
+
+/// The monomorphic function a child calls to run its target.
+pub(crate) type Entry = fn(EntryCall) -> Outcome;
+
+/// Entry for a `fn(A) -> R` target.
+pub(crate) fn entry_fn<A: DeserializeOwned, R: Serialize>(call: EntryCall) -> Outcome {
+    let f: fn(A) -> R = sys::entry::resolve(&call.proof, call.target);
+    let args: A = match codec::decode(&call.args) {
+        Ok(a) => a,
+        Err(e) => return Outcome::Codec(format!("arguments: {e}")),
+    };
+    run_caught(move || f(args))
+}
+
+/// Entry for a [`Run`](crate::Run) target.
+pub(crate) fn entry_run<T: crate::Run + DeserializeOwned>(call: EntryCall) -> Outcome
+where
+    T::Output: Serialize,
+{
+    let obj: T = match codec::decode(&call.args) {
+        Ok(a) => a,
+        Err(e) => return Outcome::Codec(format!("arguments: {e}")),
+    };
+    run_caught(move || obj.run())
+}
+
+/// Runs `f`, catching a panic, and encodes its result.
+pub(crate) fn run_caught<R: Serialize>(f: impl FnOnce() -> R) -> Outcome {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(value) => match codec::encode(&value) {
+            Ok(bytes) => Outcome::Returned(bytes),
+            Err(e) => Outcome::Codec(format!("result: {e}")),
+        },
+        Err(payload) => Outcome::Panicked(panic_message(payload.as_ref())),
+    }
+}
+
+/// The message of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
+}
+
+/// Reports `outcome` on `chan`, waits for this child's own non-daemon children, flushes
+/// stdio and ends the process.
+pub(crate) fn finish(chan: &OwnedFd, outcome: Outcome) -> i32 {
+    let code = outcome.exit_code();
+    if let Ok(frame) = codec::encode_frame(&outcome, &Limits::default()) {
+        let _ = sys::fd::send_all(chan.as_fd(), &frame);
+    }
+    end_of_child();
+    code
+}
+
+/// What every multiproc child does before `_exit`: flush stdio, then (like CPython's
+/// `_exit_function`) terminate daemon children and join the others.
+pub(crate) fn end_of_child() {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    runtime::run_exit_hook();
+}
+
+/// Runs a `spawn` or `forkserver` child: read the bootstrap from `chan`, run the target,
+/// report, exit. Never returns.
+pub(crate) fn child_main(chan: OwnedFd) -> ! {
+    let code = match read_bootstrap(&chan) {
+        Ok(boot) => run_bootstrap(&chan, boot),
+        Err(message) => finish(&chan, Outcome::Bootstrap(message)),
+    };
+    sys::proc::exit_now(code)
+}
+
+fn run_bootstrap(chan: &OwnedFd, boot: Bootstrap) -> i32 {
+    info::become_child(boot.info);
+    let proof = match sys::entry::verify(boot.exe) {
+        Ok(p) => p,
+        Err(e) => return finish(chan, Outcome::Bootstrap(e.to_string())),
+    };
+    let entry: Entry = sys::entry::resolve(&proof, boot.entry);
+    let outcome = entry(EntryCall { proof, target: boot.target, args: boot.args });
+    finish(chan, outcome)
+}
+
+fn read_bootstrap(chan: &OwnedFd) -> Result<Bootstrap, String> {
+    let limits = Limits::default();
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        match codec::frame_len(&buf, &limits) {
+            Ok(Some(total)) if buf.len() >= total => {
+                return codec::decode_frame::<Bootstrap>(&buf, &limits)
+                    .map(|(b, _)| b)
+                    .map_err(|e| format!("bootstrap: {e}"));
+            }
+            Ok(Some(total)) => buf.reserve(total - buf.len()),
+            Ok(None) => {}
+            Err(e) => return Err(format!("bootstrap: {e}")),
+        }
+        match sys::fd::read_into(chan.as_fd(), &mut buf, 4096) {
+            Ok(0) => return Err("the parent closed the bootstrap channel".into()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("bootstrap read: {e}")),
+        }
+    }
+}

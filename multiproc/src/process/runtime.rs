@@ -1,0 +1,255 @@
+//! Per-process state of multiproc: the launcher thread, the registry of live children,
+//! the default-name counter, the forkserver connection, and `init`.
+//!
+//! All of it is keyed by pid: a process created by `fork` finds its parent's state
+//! (copied by the fork, with possibly held locks) and replaces it with fresh state
+//! instead of touching it.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+
+use super::start::forkserver::ForkServer;
+use crate::sys;
+use crate::sys::cell::LeakedCell;
+
+/// Work for the launcher thread.
+pub(crate) enum LaunchJob {
+    /// Fork; the child runs the closure and exits with the code it returns.
+    Fork {
+        child: Box<dyn FnOnce() -> i32 + Send>,
+        reply: Sender<std::io::Result<u32>>,
+    },
+    /// `posix_spawn` the current executable.
+    Spawn {
+        spawn: Box<dyn FnOnce() -> std::io::Result<u32> + Send>,
+        reply: Sender<std::io::Result<u32>>,
+    },
+}
+
+/// A live child known to this process.
+pub(crate) struct Registered {
+    pub(crate) name: String,
+    pub(crate) daemon: bool,
+    pub(crate) pidfd: Arc<OwnedFd>,
+}
+
+pub(crate) struct Runtime {
+    pid: u32,
+    launcher: Sender<LaunchJob>,
+    pub(crate) children: Mutex<HashMap<u32, Registered>>,
+    pub(crate) counter: AtomicU32,
+    pub(crate) forkserver: Mutex<Option<ForkServer>>,
+    /// Raw number of the forkserver socket, closed in forked children.
+    pub(crate) forkserver_fd: AtomicI32,
+    /// Threads of multiproc's own in this process (launcher, reapers).
+    pub(crate) helper_threads: AtomicUsize,
+    fork_warned: AtomicBool,
+}
+
+static RUNTIME: LeakedCell<Runtime> = LeakedCell::new();
+static INITIALISED: AtomicBool = AtomicBool::new(false);
+static EXIT_HOOK: std::sync::Once = std::sync::Once::new();
+
+/// This process's runtime, created on first use (and again in a forked child, which
+/// must not use its parent's launcher thread or locks).
+pub(crate) fn runtime() -> &'static Runtime {
+    let pid = sys::proc::getpid();
+    let current = RUNTIME.get();
+    match current {
+        Some(rt) if rt.pid == pid => rt,
+        _ => RUNTIME.publish(current, Runtime::new(pid)),
+    }
+}
+
+impl Runtime {
+    fn new(pid: u32) -> Runtime {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let rt = Runtime {
+            pid,
+            launcher: tx,
+            children: Mutex::new(HashMap::new()),
+            counter: AtomicU32::new(0),
+            forkserver: Mutex::new(None),
+            forkserver_fd: AtomicI32::new(-1),
+            helper_threads: AtomicUsize::new(0),
+            fork_warned: AtomicBool::new(false),
+        };
+        rt.helper_threads.fetch_add(1, Ordering::Relaxed);
+        std::thread::Builder::new()
+            .name("multiproc-launcher".into())
+            .spawn(move || launcher_loop(rx))
+            .expect("cannot start the multiproc launcher thread");
+        rt
+    }
+
+    /// Runs `job` on the launcher thread and returns the child's pid.
+    ///
+    /// Children are created by this one long-lived thread because the kernel's
+    /// parent-death signal fires when the *thread* that created a child exits: a child
+    /// started from a short-lived thread would otherwise be killed with that thread.
+    pub(crate) fn launch(&self, job: impl FnOnce(Sender<std::io::Result<u32>>) -> LaunchJob) -> std::io::Result<u32> {
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        self.launcher
+            .send(job(reply_tx))
+            .map_err(|_| std::io::Error::other("the launcher thread is gone"))?;
+        reply_rx
+            .recv()
+            .map_err(|_| std::io::Error::other("the launcher thread dropped a request"))?
+    }
+
+    /// Prints CPython 3.12's warning once if this process has threads other than
+    /// multiproc's own when it forks.
+    pub(crate) fn warn_if_threaded_fork(&self) {
+        let others = sys::proc::thread_count().saturating_sub(self.helper_threads.load(Ordering::Relaxed));
+        if others > 1 && !self.fork_warned.swap(true, Ordering::Relaxed) && fork_warning_enabled() {
+            eprintln!(
+                "multiproc: warning: this process (pid={}) is multi-threaded ({} threads); use of fork() \
+                 may lead to deadlocks in the child (locks held by other threads stay locked). \
+                 Prefer StartMethod::ForkServer (the default) or StartMethod::Spawn.",
+                self.pid, others
+            );
+        }
+    }
+
+    pub(crate) fn register(&self, pid: u32, entry: Registered) {
+        self.children.lock().insert(pid, entry);
+    }
+
+    pub(crate) fn unregister(&self, pid: u32) {
+        self.children.lock().remove(&pid);
+    }
+}
+
+fn launcher_loop(jobs: Receiver<LaunchJob>) {
+    for job in jobs {
+        match job {
+            LaunchJob::Fork { child, reply } => {
+                let _ = reply.send(sys::proc::fork_and_run(child));
+            }
+            LaunchJob::Spawn { spawn, reply } => {
+                let _ = reply.send(spawn());
+            }
+        }
+    }
+}
+
+static FORK_WARNING: AtomicBool = AtomicBool::new(true);
+
+fn fork_warning_enabled() -> bool {
+    FORK_WARNING.load(Ordering::Relaxed) && std::env::var_os("MULTIPROC_NO_FORK_WARNING").is_none()
+}
+
+/// Turns the multi-threaded-fork warning on or off for this process.
+pub fn set_fork_warning(enabled: bool) {
+    FORK_WARNING.store(enabled, Ordering::Relaxed);
+}
+
+/// Called in a child right after `fork`: forget the parent's runtime (its launcher
+/// thread does not exist here and its locks may be held) and close the parent's
+/// forkserver socket, read through an atomic because its Mutex may be held.
+pub(crate) fn after_fork_in_child() {
+    if let Some(rt) = RUNTIME.forget() {
+        sys::fd::close_inherited(rt.forkserver_fd.swap(-1, Ordering::AcqRel));
+    }
+    super::info::after_fork_in_child();
+}
+
+/// Whether [`init`] ran in this process.
+pub(crate) fn initialised() -> bool {
+    INITIALISED.load(Ordering::Acquire)
+}
+
+/// Sets up multiproc in this process. **Call it first thing in `main`** (before any other
+/// thread starts); in test binaries use [`test_support!`](crate::test_support) instead.
+///
+/// In the main process it only records that the executable is multiproc-aware and
+/// returns. In a process that multiproc re-executed to run a child (the `spawn` start
+/// method) or to serve as the forkserver, it does that job and ends the process: the
+/// rest of `main` never runs there. Calling it more than once is harmless.
+///
+/// The `spawn` and `forkserver` start methods refuse to start processes (with
+/// [`StartError::NotInitialized`](crate::StartError::NotInitialized)) unless `init` ran,
+/// so that forgetting it cannot make every child re-run `main` (a fork bomb).
+///
+/// ```
+/// fn main() {
+///     multiproc::init();
+///     // ... the program
+/// }
+/// ```
+pub fn init() {
+    if INITIALISED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    if let Some(fd) = role_fd("MULTIPROC_CHILD") {
+        super::child::child_main(fd);
+    }
+    if let Some(fd) = role_fd("MULTIPROC_FORKSERVER") {
+        super::start::forkserver::serve(fd);
+    }
+}
+
+/// The descriptor named by a role variable (`"<fd>:<parent pid>"`) if it is meant for
+/// this process: the parent pid must be our parent, so that a variable leaking into a
+/// grandchild's environment is ignored there.
+fn role_fd(var: &str) -> Option<OwnedFd> {
+    let value = std::env::var(var).ok()?;
+    let (fd, parent) = value.split_once(':')?;
+    let fd: i32 = fd.parse().ok()?;
+    let parent: u32 = parent.parse().ok()?;
+    if parent != sys::proc::getppid() {
+        return None;
+    }
+    let owned = sys::fd::adopt_inherited(fd).ok()?;
+    // A role runs in a process started by multiproc from the given parent: bind its life
+    // to that parent's before doing anything else.
+    sys::proc::die_with_parent(parent);
+    Some(owned)
+}
+
+/// The current runtime's registry: live, unreaped children.
+pub(crate) fn registered_children() -> Vec<(u32, String, bool, Arc<OwnedFd>)> {
+    runtime()
+        .children
+        .lock()
+        .iter()
+        .map(|(pid, r)| (*pid, r.name.clone(), r.daemon, r.pidfd.clone()))
+        .collect()
+}
+
+/// Installs the exit hook that joins non-daemon children and terminates daemon ones
+/// when this process exits normally (CPython's `_exit_function`).
+pub(crate) fn install_exit_hook() {
+    EXIT_HOOK.call_once(|| sys::proc::at_exit(exit_hook));
+}
+
+extern "C" fn exit_hook() {
+    run_exit_hook();
+}
+
+/// Terminates daemon children and waits for non-daemon ones. Runs at normal exit of
+/// the main process, and at the end of every multiproc child.
+pub(crate) fn run_exit_hook() {
+    let Some(rt) = RUNTIME.get() else { return };
+    if rt.pid != sys::proc::getpid() {
+        return;
+    }
+    let Some(children) = rt.children.try_lock_for(Duration::from_secs(1)) else { return };
+    let snapshot: Vec<(bool, Arc<OwnedFd>)> = children.values().map(|r| (r.daemon, r.pidfd.clone())).collect();
+    drop(children);
+    for (daemon, pidfd) in &snapshot {
+        if *daemon {
+            let _ = sys::proc::pidfd_kill(pidfd.as_fd(), libc::SIGTERM);
+        }
+    }
+    for (_, pidfd) in &snapshot {
+        // Waits for the exit without reaping: the handle (if any) still owns that.
+        let _ = sys::fd::wait_readable(pidfd.as_fd(), None);
+    }
+}

@@ -1,0 +1,255 @@
+//! File descriptors: socket pairs, descriptor passing, non-blocking I/O, polling.
+//!
+//! Every descriptor created here has `O_CLOEXEC` set, so a `spawn` child inherits only
+//! the descriptors multiproc hands it on purpose.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+};
+
+/// A connected pair of Unix stream sockets, both close-on-exec.
+pub(crate) fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+/// A connected pair of Unix sequenced-packet sockets (message boundaries kept), both
+/// close-on-exec.
+pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+/// Sets or clears `O_NONBLOCK`.
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let mut flags = rustix::fs::fcntl_getfl(fd)?;
+    flags.set(rustix::fs::OFlags::NONBLOCK, on);
+    rustix::fs::fcntl_setfl(fd, flags)?;
+    Ok(())
+}
+
+/// Sets or clears `FD_CLOEXEC`.
+pub(crate) fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let mut flags = rustix::io::fcntl_getfd(fd)?;
+    flags.set(rustix::io::FdFlags::CLOEXEC, on);
+    rustix::io::fcntl_setfd(fd, flags)?;
+    Ok(())
+}
+
+/// Duplicates `fd` to the lowest free descriptor that is at least `min`, close-on-exec.
+pub(crate) fn dup_at_least(fd: BorrowedFd<'_>, min: RawFd) -> io::Result<OwnedFd> {
+    Ok(rustix::io::fcntl_dupfd_cloexec(fd, min)?)
+}
+
+/// Writes all of `buf` to a stream socket, retrying on `EINTR`. Never raises `SIGPIPE`:
+/// a closed peer is an `io::ErrorKind::BrokenPipe` error.
+pub(crate) fn send_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match rustix::net::send(fd, buf, SendFlags::NOSIGNAL) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Reads once into the spare capacity of `buf` (at least `min_room` bytes of room are
+/// reserved first). Returns the number of bytes read; 0 means end of stream.
+/// `WouldBlock` is returned as an error on a non-blocking descriptor with no data.
+pub(crate) fn read_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, min_room: usize) -> io::Result<usize> {
+    buf.reserve(min_room);
+    loop {
+        match rustix::io::read(fd, buf.spare_capacity_mut()) {
+            Ok((filled, _)) => {
+                let n = filled.len();
+                let len = buf.len();
+                // `read` initialised exactly `n` bytes of the spare capacity.
+                set_len_after_read(buf, len + n);
+                return Ok(n);
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn set_len_after_read(buf: &mut Vec<u8>, new_len: usize) {
+    debug_assert!(new_len <= buf.capacity());
+    // SAFETY: the caller (`read_into`) passes the length covered by bytes that the
+    // kernel has just written into the vector's spare capacity; all of them are
+    // initialised `u8`s and `new_len <= capacity`.
+    unsafe { buf.set_len(new_len) }
+}
+
+/// What `poll_two` saw.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Readiness {
+    /// The first descriptor is readable (or hung up).
+    pub(crate) first: bool,
+    /// The second descriptor is readable (or hung up).
+    pub(crate) second: bool,
+}
+
+/// Waits until `a` or `b` (if given) is readable or hung up, or the deadline passes.
+/// `None` as deadline waits for ever. Retries on `EINTR` with the remaining time.
+pub(crate) fn poll_two(
+    a: BorrowedFd<'_>,
+    b: Option<BorrowedFd<'_>>,
+    deadline: Option<Instant>,
+) -> io::Result<Readiness> {
+    let flags = PollFlags::IN | PollFlags::HUP | PollFlags::ERR;
+    loop {
+        let timeout = match deadline {
+            None => None,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                Some(Timespec::try_from(left).unwrap_or(Timespec {
+                    tv_sec: i64::MAX,
+                    tv_nsec: 0,
+                }))
+            }
+        };
+        let mut fds = [PollFd::new(&a, flags), PollFd::new(&a, PollFlags::empty())];
+        let n = if let Some(b) = b.as_ref() {
+            fds[1] = PollFd::new(b, flags);
+            2
+        } else {
+            1
+        };
+        match rustix::event::poll(&mut fds[..n], timeout.as_ref()) {
+            Ok(_) => {
+                let ready = |f: &PollFd<'_>| !f.revents().is_empty();
+                return Ok(Readiness {
+                    first: ready(&fds[0]),
+                    second: n == 2 && ready(&fds[1]),
+                });
+            }
+            Err(rustix::io::Errno::INTR) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(Readiness::default());
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Waits up to `timeout` for `fd` to become readable.
+pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    Ok(poll_two(fd, None, deadline)?.first)
+}
+
+/// Sends one packet with descriptors attached (`SCM_RIGHTS`).
+pub(crate) fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let mut space = vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::other("too many descriptors for one message"));
+    }
+    let iov = [io::IoSlice::new(data)];
+    loop {
+        match rustix::net::sendmsg(sock, &iov, &mut control, SendFlags::NOSIGNAL) {
+            Ok(n) if n == data.len() => return Ok(()),
+            Ok(_) => return Err(io::Error::other("short send of a packet")),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Receives one packet of at most `buf.len()` bytes and up to `max_fds` descriptors.
+/// Returns the number of bytes (0 with no descriptors means the peer closed) and the
+/// descriptors received, each close-on-exec.
+pub(crate) fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    max_fds: usize,
+) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut space = vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(max_fds.max(1)))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let msg = loop {
+        match rustix::net::recvmsg(sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
+            Ok(m) => break m,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut fds = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    if msg.flags.contains(rustix::net::ReturnFlags::TRUNC) {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "packet larger than the buffer"));
+    }
+    Ok((msg.bytes, fds))
+}
+
+/// The descriptors this process has open, from `/proc/self/fd` (the directory handle
+/// used to list them is left out).
+pub(crate) fn open_fds() -> io::Result<Vec<RawFd>> {
+    let dir = std::fs::read_dir("/proc/self/fd")?;
+    let mut fds: Vec<RawFd> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    // The listing includes the directory's own descriptor, which is closed by now.
+    fds.retain(|fd| rustix::io::fcntl_getfd(borrow_raw_checked(*fd)).is_ok());
+    fds.sort_unstable();
+    Ok(fds)
+}
+
+fn borrow_raw_checked(fd: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: the descriptor is only used for an `fcntl(F_GETFD)` probe, which is
+    // harmless on a closed or reused number (it just fails with EBADF); the borrow
+    // does not outlive the probe in `open_fds`.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+/// Closes a descriptor number that this process inherited and owns by contract (used in
+/// a freshly forked child for descriptors that belong to its parent's bookkeeping).
+pub(crate) fn close_inherited(fd: RawFd) {
+    if fd >= 0 {
+        // SAFETY: called only in a freshly forked child on a descriptor number that the
+        // parent's runtime owned exclusively (no `OwnedFd` in the child refers to it
+        // through safe code that will run again), so closing it cannot invalidate a
+        // live owner.
+        drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+    }
+}
+
+/// Takes ownership of a descriptor number handed to this process at exec time (the
+/// `spawn` and `forkserver` bootstrap descriptor), after checking it is open.
+pub(crate) fn adopt_inherited(fd: RawFd) -> io::Result<OwnedFd> {
+    rustix::io::fcntl_getfd(borrow_raw_checked(fd))?;
+    // SAFETY: the descriptor is open (checked above) and was placed at this number by
+    // our parent for this process alone; nothing else in this process owns it, and
+    // `adopt_inherited` is called at most once per number (from `init`).
+    let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    set_cloexec(owned.as_fd(), true)?;
+    Ok(owned)
+}
+
+/// The raw number of a descriptor, for logging and the exec bootstrap.
+pub(crate) fn raw(fd: &impl AsRawFd) -> RawFd {
+    fd.as_raw_fd()
+}

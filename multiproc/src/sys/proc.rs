@@ -1,0 +1,382 @@
+//! Processes: fork, `clone(CLONE_PARENT)`, exec through `posix_spawn`, pidfds, waiting,
+//! signals, parent-death signals, immediate exit.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use rustix::process::{Pid, PidfdFlags, Signal, WaitIdOptions, WaitIdStatus};
+
+/// The two returns of [`fork`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fork {
+    /// In the parent: the child's pid.
+    Parent(u32),
+    /// In the child.
+    Child,
+}
+
+/// `fork(2)`: duplicates the calling process. Returns twice: [`Fork::Parent`] with the
+/// child's pid in the parent, [`Fork::Child`] in the child (S8).
+///
+/// This is the raw primitive; [`Process`](crate::Process) with
+/// [`StartMethod::Fork`](crate::StartMethod::Fork) is the safe way to run code in a
+/// forked child (it reports the result, reaps the child and ties its life to yours).
+///
+/// # Safety
+///
+/// Only the calling thread exists in the child. Any lock another thread held at the
+/// moment of the fork (the stdout lock, a `Mutex` of yours, an allocator lock of a
+/// non-glibc allocator) stays locked for ever in the child. In a process that has other
+/// threads, the child must therefore restrict itself to async-signal-safe operations
+/// until it calls `exec` or `_exit`. In a single-threaded process the child may do
+/// anything. The caller must also make sure the child never returns into code that
+/// would run the parent's cleanup twice (for example by ending it with
+/// `std::process::exit` or [`exit_immediately`](crate::process::exit_immediately)).
+///
+/// # Examples
+///
+/// ```
+/// # multiproc::init();
+/// use multiproc::sys::{fork, Fork};
+/// // SAFETY: doctests run single-threaded; the child only calls _exit.
+/// match unsafe { fork() }.unwrap() {
+///     Fork::Child => multiproc::process::exit_immediately(7),
+///     Fork::Parent(pid) => {
+///         let status = multiproc::process::wait_pid(pid).unwrap();
+///         assert_eq!(status.code(), Some(7));
+///     }
+/// }
+/// ```
+pub unsafe fn fork() -> io::Result<Fork> {
+    // SAFETY: forwarded to the caller by this function's contract.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            crate::process::runtime::after_fork_in_child();
+            Ok(Fork::Child)
+        }
+        pid => Ok(Fork::Parent(pid as u32)),
+    }
+}
+
+/// `fork` used internally by the launcher thread and the forkserver.
+///
+/// # Safety
+///
+/// As for [`fork`]: the child must only run code that does not depend on locks held by
+/// other threads of the parent. multiproc calls it from its launcher thread (which holds
+/// no lock while forking) and from the single-threaded forkserver.
+pub(crate) unsafe fn fork_raw() -> io::Result<Fork> {
+    // SAFETY: forwarded to the caller by this function's contract.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Fork::Child),
+        pid => Ok(Fork::Parent(pid as u32)),
+    }
+}
+
+/// `clone(CLONE_PARENT | SIGCHLD)`: like `fork`, but the new process becomes a child of
+/// the *caller's parent*. The forkserver uses it so that the processes it creates are
+/// children of the user's process, which can then wait for them, read their exit status
+/// and bind their life to its own.
+///
+/// # Safety
+///
+/// The calling process must be single-threaded (the forkserver is). glibc's `fork`
+/// handlers do not run, which is fine only for a single-threaded caller whose child
+/// does not depend on `pthread_atfork` state.
+pub(crate) unsafe fn clone_parent() -> io::Result<Fork> {
+    let flags = (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: with a null stack the raw `clone` syscall behaves like `fork` (the child
+    // continues on a copy-on-write copy of this stack). The remaining arguments (parent
+    // tid, child tid, tls) are unused without the matching flags. The caller guarantees
+    // the process is single-threaded.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Fork::Child),
+        pid => Ok(Fork::Parent(pid as u32)),
+    }
+}
+
+/// Ends the process at once with `code`: no destructors, no `atexit` handlers, no stdio
+/// flush (flush first if you printed). This is how every multiproc child ends, so that
+/// a forked child never runs its parent's exit handlers.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` is async-signal-safe and has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// Asks the kernel to send `SIGKILL` to this process when the thread that created it
+/// exits, then checks that this parent is still `expected_parent`: if the parent died
+/// before the request took effect, the process exits at once.
+pub(crate) fn die_with_parent(expected_parent: u32) {
+    let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+    let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
+    if parent != expected_parent {
+        exit_now(crate::process::EXIT_ORPHANED);
+    }
+}
+
+/// This process's pid.
+pub(crate) fn getpid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get() as u32
+}
+
+/// The parent's pid (0 if there is none, as for pid 1).
+pub(crate) fn getppid() -> u32 {
+    rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32)
+}
+
+/// The kernel thread id of the calling thread.
+pub(crate) fn gettid() -> u32 {
+    rustix::thread::gettid().as_raw_nonzero().get() as u32
+}
+
+fn pid(raw: u32) -> io::Result<Pid> {
+    Pid::from_raw(raw as i32).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// A pidfd for `pid`, close-on-exec. For a child of this process that is not yet reaped
+/// the pid cannot be reused, so the pidfd is sure to refer to that child.
+pub(crate) fn pidfd_open(raw: u32) -> io::Result<OwnedFd> {
+    Ok(rustix::process::pidfd_open(pid(raw)?, PidfdFlags::empty())?)
+}
+
+/// Sends `signal` (a raw signal number) to `pid`.
+pub(crate) fn kill(raw: u32, signal: i32) -> io::Result<()> {
+    let sig = Signal::from_named_raw(signal).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    Ok(rustix::process::kill_process(pid(raw)?, sig)?)
+}
+
+/// Sends `signal` through a pidfd (no pid-reuse race).
+pub(crate) fn pidfd_kill(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    let sig = Signal::from_named_raw(signal).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    Ok(rustix::process::pidfd_send_signal(pidfd, sig)?)
+}
+
+/// How a process ended: `(exit code, terminating signal)`, exactly one of them `Some`.
+pub(crate) type RawStatus = (Option<i32>, Option<i32>);
+
+fn to_raw(status: WaitIdStatus) -> RawStatus {
+    if let Some(sig) = status.terminating_signal() {
+        (None, Some(sig))
+    } else {
+        (Some(status.exit_status().unwrap_or(0)), None)
+    }
+}
+
+/// Reaps the child behind `pidfd` if it has exited (`block`: wait until it has).
+/// Returns `None` if it is still running (only when `block` is false).
+pub(crate) fn reap(pidfd: BorrowedFd<'_>, block: bool) -> io::Result<Option<RawStatus>> {
+    let mut opts = WaitIdOptions::EXITED;
+    if !block {
+        opts |= WaitIdOptions::NOHANG;
+    }
+    loop {
+        match rustix::process::waitid(rustix::process::WaitId::PidFd(pidfd), opts) {
+            Ok(status) => return Ok(status.map(to_raw)),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Waits for (and reaps) the child `pid`.
+pub(crate) fn reap_pid(raw: u32) -> io::Result<RawStatus> {
+    loop {
+        match rustix::process::waitid(rustix::process::WaitId::Pid(pid(raw)?), WaitIdOptions::EXITED) {
+            Ok(Some(status)) => return Ok(to_raw(status)),
+            Ok(None) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Identity of this process's executable file (`st_dev`, `st_ino`) as the kernel sees
+/// `/proc/self/exe`. A re-executed child compares it with its parent's before it trusts
+/// any function address its parent sent (see [`super::entry`]).
+pub(crate) fn exe_identity() -> io::Result<(u64, u64)> {
+    let st = rustix::fs::stat("/proc/self/exe")?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// Threads in this process, from `/proc/self/status`.
+pub(crate) fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(1)
+}
+
+/// Starts `exe` with `argv` and `envp` through `posix_spawn` (vfork-like, cheap even for
+/// a large parent), giving it `fds[i].0` at descriptor number `fds[i].1`. All other
+/// descriptors of this process are close-on-exec and so are not inherited.
+/// Returns the child's pid.
+pub(crate) fn spawn_exe(
+    exe: &CStr,
+    argv: &[CString],
+    envp: &[CString],
+    fds: &[(BorrowedFd<'_>, RawFd)],
+) -> io::Result<u32> {
+    let mut argv_ptrs: Vec<*mut libc::c_char> = argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    argv_ptrs.push(std::ptr::null_mut());
+    let mut envp_ptrs: Vec<*mut libc::c_char> = envp.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    envp_ptrs.push(std::ptr::null_mut());
+
+    // Targets must not collide with sources, or dup2 would not clear FD_CLOEXEC: move
+    // any source that sits on a target number (or below the highest target) out of the way.
+    let top = fds.iter().map(|f| f.1).max().unwrap_or(0);
+    let mut moved = Vec::new();
+    let mut sources = Vec::new();
+    for (fd, _) in fds {
+        if fd.as_raw_fd() <= top {
+            let high = super::fd::dup_at_least(fd.as_fd(), top + 1)?;
+            sources.push(high.as_raw_fd());
+            moved.push(high);
+        } else {
+            sources.push(fd.as_raw_fd());
+        }
+    }
+
+    let mut actions = std::mem::MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
+    // SAFETY: `actions` is valid writable storage for a file-actions object.
+    check(unsafe { libc::posix_spawn_file_actions_init(actions.as_mut_ptr()) })?;
+    let mut attr = std::mem::MaybeUninit::<libc::posix_spawnattr_t>::uninit();
+    // SAFETY: `attr` is valid writable storage for an attributes object.
+    if let Err(e) = check(unsafe { libc::posix_spawnattr_init(attr.as_mut_ptr()) }) {
+        // SAFETY: `actions` was initialised above.
+        unsafe { libc::posix_spawn_file_actions_destroy(actions.as_mut_ptr()) };
+        return Err(e);
+    }
+    let result = (|| {
+        for (src, (_, target)) in sources.iter().zip(fds) {
+            // SAFETY: `actions` is initialised; both numbers are plain integers checked
+            // by the child at spawn time.
+            check(unsafe { libc::posix_spawn_file_actions_adddup2(actions.as_mut_ptr(), *src, *target) })?;
+        }
+        // Reset the signal mask and the dispositions of the usual signals in the child,
+        // so that a launcher thread's mask never leaks into user code.
+        let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: `empty` is valid storage for a sigset.
+        unsafe { libc::sigemptyset(empty.as_mut_ptr()) };
+        let mut defaults = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: valid storage; the signal numbers are valid.
+        unsafe {
+            libc::sigemptyset(defaults.as_mut_ptr());
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGCHLD, libc::SIGHUP, libc::SIGQUIT] {
+                libc::sigaddset(defaults.as_mut_ptr(), sig);
+            }
+        }
+        // SAFETY: `attr` is initialised, the sets were initialised above.
+        unsafe {
+            check(libc::posix_spawnattr_setsigmask(attr.as_mut_ptr(), empty.as_ptr()))?;
+            check(libc::posix_spawnattr_setsigdefault(attr.as_mut_ptr(), defaults.as_ptr()))?;
+            check(libc::posix_spawnattr_setflags(
+                attr.as_mut_ptr(),
+                (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short,
+            ))?;
+        }
+        let mut child: libc::pid_t = 0;
+        // SAFETY: `exe`, `argv_ptrs` and `envp_ptrs` are NUL-terminated strings in
+        // null-terminated arrays that outlive the call; `actions` and `attr` are
+        // initialised.
+        check(unsafe {
+            libc::posix_spawn(
+                &mut child,
+                exe.as_ptr(),
+                actions.as_ptr(),
+                attr.as_ptr(),
+                argv_ptrs.as_ptr(),
+                envp_ptrs.as_ptr(),
+            )
+        })?;
+        Ok(child as u32)
+    })();
+    // SAFETY: both objects were initialised above and are destroyed once.
+    unsafe {
+        libc::posix_spawn_file_actions_destroy(actions.as_mut_ptr());
+        libc::posix_spawnattr_destroy(attr.as_mut_ptr());
+    }
+    drop(moved);
+    result
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(rc)) }
+}
+
+/// Registers `f` to run when the process exits normally (`exit`, return from `main`).
+pub(crate) fn at_exit(f: extern "C" fn()) {
+    // SAFETY: `f` is a plain `extern "C" fn()` with no captured state; `atexit` only
+    // stores the pointer.
+    unsafe { libc::atexit(f) };
+}
+
+/// Forks the calling process and runs `child` in the new process; returns the child's
+/// pid in the parent. `child` never returns (it ends the process).
+///
+/// This is safe to call in the sense of memory safety for the *parent*, which continues
+/// untouched. In the child only the calling thread exists: locks that other threads held
+/// at the moment of the fork stay locked there, so a child that touches them deadlocks
+/// (it does not corrupt the parent). multiproc calls this only from its launcher thread,
+/// which holds none of multiproc's locks while it forks, for the `fork` start method,
+/// whose hazards are documented on [`StartMethod::Fork`](crate::StartMethod::Fork) and
+/// warned about at run time when the parent has other threads, as CPython does.
+pub(crate) fn fork_and_run(child: Box<dyn FnOnce() -> i32 + Send>) -> io::Result<u32> {
+    // SAFETY: the parent side only records the pid. In the child, `child` runs on the
+    // single remaining thread and ends with `_exit`, never returning into the caller's
+    // frames (so no destructor or stack-owned state of the parent runs twice); see the
+    // function documentation for the lock hazard, which cannot cause memory unsafety in
+    // the parent and is documented for the child.
+    match unsafe { fork_raw() }? {
+        Fork::Child => {
+            crate::process::runtime::after_fork_in_child();
+            let code = child();
+            exit_now(code)
+        }
+        Fork::Parent(pid) => Ok(pid),
+    }
+}
+
+/// Proof that the process was single-threaded when checked; not `Send`, so it stays
+/// on the thread that checked. The forkserver takes it once at start and never starts a
+/// thread.
+pub(crate) struct SingleThreaded(std::marker::PhantomData<*const ()>);
+
+impl SingleThreaded {
+    /// `Some` if this process has exactly one thread.
+    pub(crate) fn check() -> Option<SingleThreaded> {
+        (thread_count() == 1).then_some(SingleThreaded(std::marker::PhantomData))
+    }
+}
+
+/// Forks with `CLONE_PARENT` (see [`clone_parent`]) and runs `child` in the new process,
+/// which becomes a sibling of the caller (a child of the caller's parent). Returns its
+/// pid in the caller. The child ends with `_exit` and the code `child` returns.
+pub(crate) fn fork_sibling(_single: &SingleThreaded, child: impl FnOnce() -> i32) -> io::Result<u32> {
+    // SAFETY: the caller is single-threaded (`SingleThreaded` proof, a process that
+    // starts no thread after the check), as `clone_parent` requires; the child runs
+    // `child`, which never returns into the caller's frames.
+    match unsafe { clone_parent() }? {
+        Fork::Child => exit_now(child()),
+        Fork::Parent(pid) => Ok(pid),
+    }
+}

@@ -1,0 +1,1 @@
+//! Threads (placeholder, filled in below).
