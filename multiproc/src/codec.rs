@@ -47,14 +47,18 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_message: DEFAULT_MAX_MESSAGE }
+        Limits {
+            max_message: DEFAULT_MAX_MESSAGE,
+        }
     }
 }
 
 impl Limits {
     /// Limits with the given maximum body size.
     pub fn with_max_message(max_message: usize) -> Limits {
-        Limits { max_message: max_message.min(u32::MAX as usize) }
+        Limits {
+            max_message: max_message.min(u32::MAX as usize),
+        }
     }
 }
 
@@ -85,7 +89,9 @@ pub enum CodecError {
         found: [u8; 4],
     },
     /// The frame holds a value of another type than the one asked for.
-    #[error("type mismatch: expected {expected} (fingerprint {expected_fingerprint:#x}), frame holds fingerprint {found:#x}")]
+    #[error(
+        "type mismatch: expected {expected} (fingerprint {expected_fingerprint:#x}), frame holds fingerprint {found:#x}"
+    )]
     TypeMismatch {
         /// The type the receiver asked for.
         expected: &'static str,
@@ -148,10 +154,13 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
 /// Decodes a bare postcard body that must hold exactly one `T`.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
     let expected = std::any::type_name::<T>();
-    let (value, rest) =
-        postcard::take_from_bytes::<T>(body).map_err(|source| CodecError::Decode { expected, source })?;
+    let (value, rest) = postcard::take_from_bytes::<T>(body)
+        .map_err(|source| CodecError::Decode { expected, source })?;
     if !rest.is_empty() {
-        return Err(CodecError::TrailingBytes { expected, extra: rest.len() });
+        return Err(CodecError::TrailingBytes {
+            expected,
+            extra: rest.len(),
+        });
     }
     Ok(value)
 }
@@ -167,19 +176,32 @@ pub fn encode_frame_into<T: Serialize + ?Sized>(
     let body = postcard::to_io(value, &mut *out);
     if let Err(source) = body {
         out.truncate(start);
-        return Err(CodecError::Encode { ty: std::any::type_name::<T>(), source });
+        return Err(CodecError::Encode {
+            ty: std::any::type_name::<T>(),
+            source,
+        });
     }
     let size = out.len() - start - HEADER_LEN;
     if size > limits.max_message || size > u32::MAX as usize {
         out.truncate(start);
-        return Err(CodecError::Oversized { size, max: limits.max_message });
+        return Err(CodecError::Oversized {
+            size,
+            max: limits.max_message,
+        });
     }
-    write_header(&mut out[start..start + HEADER_LEN], size, fingerprint::<T>());
+    write_header(
+        &mut out[start..start + HEADER_LEN],
+        size,
+        fingerprint::<T>(),
+    );
     Ok(())
 }
 
 /// One frame holding `value`.
-pub fn encode_frame<T: Serialize + ?Sized>(value: &T, limits: &Limits) -> Result<Vec<u8>, CodecError> {
+pub fn encode_frame<T: Serialize + ?Sized>(
+    value: &T,
+    limits: &Limits,
+) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::new();
     encode_frame_into(value, limits, &mut out)?;
     Ok(out)
@@ -203,7 +225,10 @@ pub struct Header {
 /// Parses a frame header from the start of `bytes`, checking magic and size limit.
 pub fn parse_header(bytes: &[u8], limits: &Limits) -> Result<Header, CodecError> {
     if bytes.len() < HEADER_LEN {
-        return Err(CodecError::Truncated { needed: HEADER_LEN, got: bytes.len() });
+        return Err(CodecError::Truncated {
+            needed: HEADER_LEN,
+            got: bytes.len(),
+        });
     }
     let magic: [u8; 4] = bytes[0..4].try_into().expect("4 bytes");
     if magic != MAGIC {
@@ -211,7 +236,10 @@ pub fn parse_header(bytes: &[u8], limits: &Limits) -> Result<Header, CodecError>
     }
     let len = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize;
     if len > limits.max_message {
-        return Err(CodecError::Oversized { size: len, max: limits.max_message });
+        return Err(CodecError::Oversized {
+            size: len,
+            max: limits.max_message,
+        });
     }
     let fingerprint = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
     Ok(Header { len, fingerprint })
@@ -219,11 +247,17 @@ pub fn parse_header(bytes: &[u8], limits: &Limits) -> Result<Header, CodecError>
 
 /// Decodes the frame at the start of `bytes` as a `T`. Returns the value and the number
 /// of bytes the frame occupied.
-pub fn decode_frame<T: DeserializeOwned>(bytes: &[u8], limits: &Limits) -> Result<(T, usize), CodecError> {
+pub fn decode_frame<T: DeserializeOwned>(
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<(T, usize), CodecError> {
     let header = parse_header(bytes, limits)?;
     let total = HEADER_LEN + header.len;
     if bytes.len() < total {
-        return Err(CodecError::Truncated { needed: total, got: bytes.len() });
+        return Err(CodecError::Truncated {
+            needed: total,
+            got: bytes.len(),
+        });
     }
     let expected_fingerprint = fingerprint::<T>();
     if header.fingerprint != expected_fingerprint {

@@ -119,8 +119,13 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// stdio and ends the process.
 pub(crate) fn finish(chan: &OwnedFd, outcome: Outcome) -> i32 {
     let code = outcome.exit_code();
-    if let Ok(frame) = codec::encode_frame(&outcome, &Limits::default()) {
-        let _ = sys::fd::send_all(chan.as_fd(), &frame);
+    // A value that encodes to nothing (`()`) needs no report: the parent decodes it
+    // from the empty report of a child that exited with 0.
+    let empty = matches!(&outcome, Outcome::Returned(bytes) if bytes.is_empty());
+    if !empty {
+        if let Ok(frame) = codec::encode_frame(&outcome, &Limits::default()) {
+            let _ = sys::fd::send_all(chan.as_fd(), &frame);
+        }
     }
     end_of_child();
     code
@@ -152,7 +157,11 @@ fn run_bootstrap(chan: &OwnedFd, boot: Bootstrap) -> i32 {
         Err(e) => return finish(chan, Outcome::Bootstrap(e.to_string())),
     };
     let entry: Entry = sys::entry::resolve(&proof, boot.entry);
-    let outcome = entry(EntryCall { proof, target: boot.target, args: boot.args });
+    let outcome = entry(EntryCall {
+        proof,
+        target: boot.target,
+        args: boot.args,
+    });
     finish(chan, outcome)
 }
 

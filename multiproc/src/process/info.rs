@@ -17,7 +17,7 @@ pub(crate) struct ChildInfo {
 }
 
 /// This process's identity, as seen by [`current_process`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ProcessInfo {
     /// The name: `MainProcess` for the process the user started, `Process-1`,

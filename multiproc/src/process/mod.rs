@@ -79,7 +79,11 @@ pub enum StartMethod {
 
 impl StartMethod {
     /// Every start method, in Python's order of `get_all_start_methods()`.
-    pub const ALL: [StartMethod; 3] = [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer];
+    pub const ALL: [StartMethod; 3] = [
+        StartMethod::Fork,
+        StartMethod::Spawn,
+        StartMethod::ForkServer,
+    ];
 
     /// Python's name for it.
     pub fn name(self) -> &'static str {
@@ -304,11 +308,19 @@ impl ProcessBuilder {
     {
         let method = self.method.unwrap_or_else(get_start_method);
         if method == StartMethod::Fork {
-            return self.launch(method, Job::Closure(Box::new(move || child::run_caught(move || target(args)))));
+            return self.launch(
+                method,
+                Job::Closure(Box::new(move || child::run_caught(move || target(args)))),
+            );
         }
         let args = codec::encode(&args)?;
         let entry: child::Entry = child::entry_fn::<A, R>;
-        self.launch_bootstrap(method, sys::entry::FnAddr::of(entry), sys::entry::FnAddr::of(target), args)
+        self.launch_bootstrap(
+            method,
+            sys::entry::FnAddr::of(entry),
+            sys::entry::FnAddr::of(target),
+            args,
+        )
     }
 
     /// Starts `obj.run()` in a child (Python's `Process` subclass with `run()`).
@@ -319,11 +331,19 @@ impl ProcessBuilder {
     {
         let method = self.method.unwrap_or_else(get_start_method);
         if method == StartMethod::Fork {
-            return self.launch(method, Job::Closure(Box::new(move || child::run_caught(move || obj.run()))));
+            return self.launch(
+                method,
+                Job::Closure(Box::new(move || child::run_caught(move || obj.run()))),
+            );
         }
         let args = codec::encode(&obj)?;
         let entry: child::Entry = child::entry_run::<T>;
-        self.launch_bootstrap(method, sys::entry::FnAddr::of(entry), sys::entry::FnAddr::of(entry), args)
+        self.launch_bootstrap(
+            method,
+            sys::entry::FnAddr::of(entry),
+            sys::entry::FnAddr::of(entry),
+            args,
+        )
     }
 
     /// Forks a child that runs the closure `f` (always the `fork` start method: a
@@ -338,7 +358,10 @@ impl ProcessBuilder {
             None | Some(StartMethod::Fork) => {}
             Some(_) => return Err(StartError::Unsupported("closures need StartMethod::Fork")),
         }
-        self.launch(StartMethod::Fork, Job::Closure(Box::new(move || child::run_caught(f))))
+        self.launch(
+            StartMethod::Fork,
+            Job::Closure(Box::new(move || child::run_caught(f))),
+        )
     }
 
     fn launch_bootstrap<R: DeserializeOwned>(
@@ -350,12 +373,22 @@ impl ProcessBuilder {
     ) -> Result<Process<R>, StartError> {
         let exe = sys::proc::exe_identity()?;
         let (info, number) = self.child_info(method);
-        let boot = child::Bootstrap { exe, entry, target, info: info.clone(), args };
+        let boot = child::Bootstrap {
+            exe,
+            entry,
+            target,
+            info: info.clone(),
+            args,
+        };
         let frame = codec::encode_frame(&boot, &Limits::default())?;
         self.finish_launch(method, info, number, Job::Bootstrap(frame))
     }
 
-    fn launch<R: DeserializeOwned>(self, method: StartMethod, job: Job) -> Result<Process<R>, StartError> {
+    fn launch<R: DeserializeOwned>(
+        self,
+        method: StartMethod,
+        job: Job,
+    ) -> Result<Process<R>, StartError> {
         let (info, number) = self.child_info(method);
         self.finish_launch(method, info, number, job)
     }
@@ -367,7 +400,13 @@ impl ProcessBuilder {
             let parts: Vec<String> = identity.iter().map(u32::to_string).collect();
             format!("Process-{}", parts.join(":"))
         });
-        let info = ChildInfo { name, identity, daemon: self.daemon, parent_pid: sys::proc::getpid(), method };
+        let info = ChildInfo {
+            name,
+            identity,
+            daemon: self.daemon,
+            parent_pid: sys::proc::getpid(),
+            method,
+        };
         (info, number)
     }
 
@@ -382,14 +421,21 @@ impl ProcessBuilder {
         let launched = start::starter(method).start(info, job)?;
         let pidfd = Arc::new(launched.pidfd);
         let rt = runtime();
-        rt.register(launched.pid, Registered { name: name.clone(), daemon: self.daemon, pidfd: pidfd.clone() });
+        rt.register(
+            launched.pid,
+            Registered {
+                name: name.clone(),
+                daemon: self.daemon,
+                pidfd: pidfd.clone(),
+            },
+        );
         runtime::install_exit_hook();
         Ok(Process {
             pid: launched.pid,
             name,
             daemon: self.daemon,
             method,
-            pidfd,
+            pidfd: Some(pidfd),
             chan: Some(launched.chan),
             buf: Vec::new(),
             limits: self.limits.unwrap_or_default(),
@@ -412,7 +458,8 @@ pub struct Process<R> {
     name: String,
     daemon: bool,
     method: StartMethod,
-    pidfd: Arc<OwnedFd>,
+    /// `None` once reaped: a finished handle keeps no descriptor open.
+    pidfd: Option<Arc<OwnedFd>>,
     chan: Option<OwnedFd>,
     buf: Vec<u8>,
     limits: Limits,
@@ -471,7 +518,8 @@ impl<R: DeserializeOwned + 'static> Process<R> {
     /// Whether the child is still running (it has not exited, whether or not it was
     /// reaped).
     pub fn is_alive(&self) -> bool {
-        self.status.is_none() && !sys::fd::wait_readable(self.pidfd.as_fd(), Some(Duration::ZERO)).unwrap_or(true)
+        self.status.is_none()
+            && !sys::fd::wait_readable(self.pidfd(), Some(Duration::ZERO)).unwrap_or(true)
     }
 
     /// Sends `SIGTERM` (Python's `terminate()`). A child that already ended is left alone.
@@ -490,7 +538,7 @@ impl<R: DeserializeOwned + 'static> Process<R> {
         if self.status.is_some() {
             return Ok(());
         }
-        match sys::proc::pidfd_kill(self.pidfd.as_fd(), signal) {
+        match sys::proc::pidfd_kill(self.pidfd(), signal) {
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
             other => other,
         }
@@ -507,7 +555,9 @@ impl<R: DeserializeOwned + 'static> Process<R> {
     /// followed by `exitcode`). The result, if any, stays available to [`join`](Self::join).
     pub fn wait(&mut self) -> std::io::Result<ExitStatus> {
         self.collect(None)?;
-        Ok(self.status.expect("collect(None) waits until the child is reaped"))
+        Ok(self
+            .status
+            .expect("collect(None) waits until the child is reaped"))
     }
 
     /// Waits at most `timeout` (Python's `join(timeout)`); `None` if the child still runs.
@@ -534,29 +584,43 @@ impl<R: DeserializeOwned + 'static> Process<R> {
 
     fn take_result(&mut self) -> Result<R, ProcessError> {
         let status = self.status.expect("called once reaped");
-        self.result.take().unwrap_or(Err(ProcessError::AlreadyJoined(status)))
+        self.result
+            .take()
+            .unwrap_or(Err(ProcessError::AlreadyJoined(status)))
     }
 
     /// Reads the child's report and reaps it once it has exited. `deadline` `None`
     /// waits for ever; returns whether the child has been reaped.
+    ///
+    /// The report is read while waiting (a large report would otherwise block the child
+    /// in `write` and both would wait for ever); once it is complete, or the channel
+    /// closed, only the exit is waited for.
     fn collect(&mut self, deadline: Option<Instant>) -> std::io::Result<bool> {
         if self.status.is_some() {
             return Ok(true);
         }
         loop {
-            let ready = sys::fd::poll_two(self.pidfd.as_fd(), self.chan.as_ref().map(|c| c.as_fd()), deadline)?;
+            let listening = self.chan.is_some() && !self.report_complete();
+            if !listening && deadline.is_none() {
+                // Nothing more to read: a blocking wait is the cheapest way to the exit.
+                let raw = sys::proc::reap(self.pidfd(), true)?.expect("blocking reap");
+                self.record(ExitStatus::from_raw(raw));
+                return Ok(true);
+            }
+            let chan = if listening {
+                self.chan.as_ref().map(|c| c.as_fd())
+            } else {
+                None
+            };
+            let ready = sys::fd::poll_two(self.pidfd(), chan, deadline)?;
             if ready.second {
                 self.read_report(false)?;
             }
             if ready.first {
                 // It has exited: everything it wrote is in the socket buffer by now.
                 self.read_report(true)?;
-                let raw = sys::proc::reap(self.pidfd.as_fd(), true)?.expect("blocking reap");
-                let status = ExitStatus::from_raw(raw);
-                self.status = Some(status);
-                runtime().unregister(self.pid);
-                self.result = Some(self.interpret(status));
-                self.buf = Vec::new();
+                let raw = sys::proc::reap(self.pidfd(), true)?.expect("blocking reap");
+                self.record(ExitStatus::from_raw(raw));
                 return Ok(true);
             }
             if !ready.second && deadline.is_some_and(|d| Instant::now() >= d) {
@@ -565,21 +629,50 @@ impl<R: DeserializeOwned + 'static> Process<R> {
         }
     }
 
+    /// The pidfd of a child that is not yet reaped.
+    fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.pidfd
+            .as_deref()
+            .expect("only used before the child is reaped")
+            .as_fd()
+    }
+
+    fn record(&mut self, status: ExitStatus) {
+        self.status = Some(status);
+        self.pidfd = None;
+        runtime().unregister(self.pid);
+        self.result = Some(self.interpret(status));
+        self.buf = Vec::new();
+        self.chan = None;
+    }
+
+    /// Whether `buf` holds a whole report frame (or garbage that will not get better).
+    fn report_complete(&self) -> bool {
+        match codec::frame_len(&self.buf, &self.limits) {
+            Ok(Some(total)) => self.buf.len() >= total,
+            Ok(None) => false,
+            Err(_) => true,
+        }
+    }
+
     /// Moves what the child wrote into `buf`; `drain`: the child is dead, read until
     /// the buffer is empty. Closes the channel at end of stream.
     fn read_report(&mut self, drain: bool) -> std::io::Result<()> {
-        let Some(chan) = self.chan.as_ref() else { return Ok(()) };
+        let Some(chan) = self.chan.as_ref() else {
+            return Ok(());
+        };
         if drain {
             sys::fd::set_nonblocking(chan.as_fd(), true)?;
         }
         loop {
-            let cap = self.limits.max_message.saturating_add(codec::HEADER_LEN);
-            if self.buf.len() > cap {
-                // A child that writes more than a report: stop reading, interpret() says why.
-                self.chan = None;
+            if self.report_complete() && !drain {
                 return Ok(());
             }
-            match sys::fd::read_into(chan.as_fd(), &mut self.buf, 64 * 1024) {
+            let room = match codec::frame_len(&self.buf, &self.limits) {
+                Ok(Some(total)) => total.saturating_sub(self.buf.len()).max(512),
+                _ => 512,
+            };
+            match sys::fd::read_into(chan.as_fd(), &mut self.buf, room) {
                 Ok(0) => {
                     self.chan = None;
                     return Ok(());
@@ -593,6 +686,9 @@ impl<R: DeserializeOwned + 'static> Process<R> {
                 }
                 Err(e) => return Err(e),
             }
+            if self.report_complete() && drain {
+                return Ok(());
+            }
         }
     }
 
@@ -603,7 +699,9 @@ impl<R: DeserializeOwned + 'static> Process<R> {
                 Some(_) => Err(ProcessError::Signaled { pid, status }),
                 // A target that returns `()` and a child that exits 0 without a report
                 // (`std::process::exit(0)`) agree: `()` decodes from no bytes.
-                None if status.success() => codec::decode::<R>(&[]).map_err(|_| ProcessError::Exited { pid, status }),
+                None if status.success() => {
+                    codec::decode::<R>(&[]).map_err(|_| ProcessError::Exited { pid, status })
+                }
                 None => Err(ProcessError::Exited { pid, status }),
             };
         }
@@ -630,19 +728,23 @@ impl<R> Drop for Process<R> {
             return;
         }
         // Reap at once if it has ended; otherwise hand it to a reaper thread.
-        if let Ok(Some(_)) = sys::proc::reap(self.pidfd.as_fd(), false) {
+        let Some(pidfd) = self.pidfd.take() else {
+            return;
+        };
+        if let Ok(Some(_)) = sys::proc::reap(pidfd.as_fd(), false) {
             runtime().unregister(self.pid);
             return;
         }
         let pid = self.pid;
-        let pidfd = self.pidfd.clone();
         let chan = self.chan.take();
         let rt = runtime();
         rt.helper_threads.fetch_add(1, Ordering::Relaxed);
-        let spawned = std::thread::Builder::new().name(format!("multiproc-reaper-{pid}")).spawn(move || {
-            reap_detached(pid, pidfd, chan);
-            runtime().helper_threads.fetch_sub(1, Ordering::Relaxed);
-        });
+        let spawned = std::thread::Builder::new()
+            .name(format!("multiproc-reaper-{pid}"))
+            .spawn(move || {
+                reap_detached(pid, pidfd, chan);
+                runtime().helper_threads.fetch_sub(1, Ordering::Relaxed);
+            });
         if spawned.is_err() {
             rt.helper_threads.fetch_sub(1, Ordering::Relaxed);
         }
@@ -653,15 +755,14 @@ impl<R> Drop for Process<R> {
 fn reap_detached(pid: u32, pidfd: Arc<OwnedFd>, chan: Option<OwnedFd>) {
     let mut sink = Vec::new();
     let mut chan = chan;
-    loop {
-        let ready = match sys::fd::poll_two(pidfd.as_fd(), chan.as_ref().map(|c| c.as_fd()), None) {
-            Ok(r) => r,
-            Err(_) => break,
-        };
+    while let Ok(ready) = sys::fd::poll_two(pidfd.as_fd(), chan.as_ref().map(|c| c.as_fd()), None) {
         if ready.second {
             if let Some(c) = chan.as_ref() {
                 sink.clear();
-                if matches!(sys::fd::read_into(c.as_fd(), &mut sink, 64 * 1024), Ok(0) | Err(_)) {
+                if matches!(
+                    sys::fd::read_into(c.as_fd(), &mut sink, 64 * 1024),
+                    Ok(0) | Err(_)
+                ) {
                     chan = None;
                 }
             }
@@ -691,7 +792,9 @@ pub struct ChildSummary {
 pub fn active_children() -> Vec<ChildSummary> {
     let mut out: Vec<ChildSummary> = runtime::registered_children()
         .into_iter()
-        .filter(|(_, _, _, pidfd)| !sys::fd::wait_readable(pidfd.as_fd(), Some(Duration::ZERO)).unwrap_or(true))
+        .filter(|(_, _, _, pidfd)| {
+            !sys::fd::wait_readable(pidfd.as_fd(), Some(Duration::ZERO)).unwrap_or(true)
+        })
         .map(|(pid, name, daemon, _)| ChildSummary { pid, name, daemon })
         .collect();
     out.sort_by_key(|c| c.pid);

@@ -93,8 +93,18 @@ impl Runtime {
     /// Children are created by this one long-lived thread because the kernel's
     /// parent-death signal fires when the *thread* that created a child exits: a child
     /// started from a short-lived thread would otherwise be killed with that thread.
-    pub(crate) fn launch(&self, job: impl FnOnce(Sender<std::io::Result<u32>>) -> LaunchJob) -> std::io::Result<u32> {
+    /// The main thread lives as long as the process, so it launches directly.
+    pub(crate) fn launch(
+        &self,
+        job: impl FnOnce(Sender<std::io::Result<u32>>) -> LaunchJob,
+    ) -> std::io::Result<u32> {
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        if sys::proc::gettid() == self.pid {
+            run_job(job(reply_tx));
+            return reply_rx
+                .recv()
+                .map_err(|_| std::io::Error::other("launch job dropped its reply"))?;
+        }
         self.launcher
             .send(job(reply_tx))
             .map_err(|_| std::io::Error::other("the launcher thread is gone"))?;
@@ -106,8 +116,12 @@ impl Runtime {
     /// Prints CPython 3.12's warning once if this process has threads other than
     /// multiproc's own when it forks.
     pub(crate) fn warn_if_threaded_fork(&self) {
-        let others = sys::proc::thread_count().saturating_sub(self.helper_threads.load(Ordering::Relaxed));
-        if others > 1 && !self.fork_warned.swap(true, Ordering::Relaxed) && fork_warning_enabled() {
+        if self.fork_warned.load(Ordering::Relaxed) || !fork_warning_enabled() {
+            return;
+        }
+        let others =
+            sys::proc::thread_count().saturating_sub(self.helper_threads.load(Ordering::Relaxed));
+        if others > 1 && !self.fork_warned.swap(true, Ordering::Relaxed) {
             eprintln!(
                 "multiproc: warning: this process (pid={}) is multi-threaded ({} threads); use of fork() \
                  may lead to deadlocks in the child (locks held by other threads stay locked). \
@@ -128,13 +142,17 @@ impl Runtime {
 
 fn launcher_loop(jobs: Receiver<LaunchJob>) {
     for job in jobs {
-        match job {
-            LaunchJob::Fork { child, reply } => {
-                let _ = reply.send(sys::proc::fork_and_run(child));
-            }
-            LaunchJob::Spawn { spawn, reply } => {
-                let _ = reply.send(spawn());
-            }
+        run_job(job);
+    }
+}
+
+fn run_job(job: LaunchJob) {
+    match job {
+        LaunchJob::Fork { child, reply } => {
+            let _ = reply.send(sys::proc::fork_and_run(child));
+        }
+        LaunchJob::Spawn { spawn, reply } => {
+            let _ = reply.send(spawn());
         }
     }
 }
@@ -142,7 +160,9 @@ fn launcher_loop(jobs: Receiver<LaunchJob>) {
 static FORK_WARNING: AtomicBool = AtomicBool::new(true);
 
 fn fork_warning_enabled() -> bool {
-    FORK_WARNING.load(Ordering::Relaxed) && std::env::var_os("MULTIPROC_NO_FORK_WARNING").is_none()
+    static ENV_OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    FORK_WARNING.load(Ordering::Relaxed)
+        && !*ENV_OFF.get_or_init(|| std::env::var_os("MULTIPROC_NO_FORK_WARNING").is_some())
 }
 
 /// Turns the multi-threaded-fork warning on or off for this process.
@@ -177,11 +197,10 @@ pub(crate) fn initialised() -> bool {
 /// [`StartError::NotInitialized`](crate::StartError::NotInitialized)) unless `init` ran,
 /// so that forgetting it cannot make every child re-run `main` (a fork bomb).
 ///
-/// ```
-/// fn main() {
-///     multiproc::init();
-///     // ... the program
-/// }
+/// ```no_run
+/// # fn run_the_program() {}
+/// multiproc::init(); // first line of main
+/// run_the_program();
 /// ```
 pub fn init() {
     if INITIALISED.swap(true, Ordering::AcqRel) {
@@ -195,18 +214,23 @@ pub fn init() {
     }
 }
 
-/// The descriptor named by a role variable (`"<fd>:<parent pid>"`) if it is meant for
-/// this process: the parent pid must be our parent, so that a variable leaking into a
-/// grandchild's environment is ignored there.
+/// The descriptor named by a role variable (`"<fd>:<parent pid>"`), if the variable is
+/// set. A process whose parent is no longer the one named (it died while we started)
+/// exits at once with [`EXIT_ORPHANED`](crate::process::EXIT_ORPHANED) rather than
+/// falling through to `main`.
 fn role_fd(var: &str) -> Option<OwnedFd> {
     let value = std::env::var(var).ok()?;
-    let (fd, parent) = value.split_once(':')?;
-    let fd: i32 = fd.parse().ok()?;
-    let parent: u32 = parent.parse().ok()?;
+    // The variable is for this process alone: drop it before anything can inherit it.
+    sys::proc::remove_role_var(var);
+    let malformed = || -> ! { sys::proc::exit_now(super::child::EXIT_BOOTSTRAP) };
+    let (fd, parent) = value.split_once(':').unwrap_or_else(|| malformed());
+    let fd: i32 = fd.parse().unwrap_or_else(|_| malformed());
+    let parent: u32 = parent.parse().unwrap_or_else(|_| malformed());
     if parent != sys::proc::getppid() {
-        return None;
+        // Our parent died while we were starting: we must not run `main` in its place.
+        sys::proc::exit_now(super::child::EXIT_ORPHANED);
     }
-    let owned = sys::fd::adopt_inherited(fd).ok()?;
+    let owned = sys::fd::adopt_inherited(fd).unwrap_or_else(|_| malformed());
     // A role runs in a process started by multiproc from the given parent: bind its life
     // to that parent's before doing anything else.
     sys::proc::die_with_parent(parent);
@@ -240,8 +264,13 @@ pub(crate) fn run_exit_hook() {
     if rt.pid != sys::proc::getpid() {
         return;
     }
-    let Some(children) = rt.children.try_lock_for(Duration::from_secs(1)) else { return };
-    let snapshot: Vec<(bool, Arc<OwnedFd>)> = children.values().map(|r| (r.daemon, r.pidfd.clone())).collect();
+    let Some(children) = rt.children.try_lock_for(Duration::from_secs(1)) else {
+        return;
+    };
+    let snapshot: Vec<(bool, Arc<OwnedFd>)> = children
+        .values()
+        .map(|r| (r.daemon, r.pidfd.clone()))
+        .collect();
     drop(children);
     for (daemon, pidfd) in &snapshot {
         if *daemon {
@@ -252,4 +281,23 @@ pub(crate) fn run_exit_hook() {
         // Waits for the exit without reaping: the handle (if any) still owns that.
         let _ = sys::fd::wait_readable(pidfd.as_fd(), None);
     }
+    // Stop and reap the forkserver, so that it does not linger as a zombie.
+    if let Some(mut slot) = rt.forkserver.try_lock_for(Duration::from_secs(1)) {
+        rt.forkserver_fd.store(-1, Ordering::Release);
+        drop(slot.take());
+    }
+}
+
+/// Descriptors that multiproc's runtime keeps for the life of the process (the
+/// forkserver socket), which leak checks must not count.
+pub(crate) fn runtime_fds() -> Vec<i32> {
+    let Some(rt) = RUNTIME.get() else {
+        return Vec::new();
+    };
+    let mut fds = vec![rt.forkserver_fd.load(Ordering::Acquire)];
+    if let Some(slot) = rt.forkserver.try_lock() {
+        fds.extend(slot.as_ref().map(|fs| fs.pidfd_raw()));
+    }
+    fds.retain(|fd| *fd >= 0);
+    fds
 }

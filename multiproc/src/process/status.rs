@@ -11,7 +11,7 @@ use crate::sys::proc::RawStatus;
 /// assert_eq!(status.code(), Some(3));
 /// assert_eq!(status.exitcode(), 3);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ExitStatus {
     code: Option<i32>,
     signal: Option<i32>,

@@ -15,7 +15,9 @@ pub(crate) struct LeakedCell<T: 'static> {
 impl<T: Send + Sync + 'static> LeakedCell<T> {
     /// An empty slot.
     pub(crate) const fn new() -> Self {
-        LeakedCell { ptr: AtomicPtr::new(std::ptr::null_mut()) }
+        LeakedCell {
+            ptr: AtomicPtr::new(std::ptr::null_mut()),
+        }
     }
 
     /// The published value, if any.
@@ -31,9 +33,15 @@ impl<T: Send + Sync + 'static> LeakedCell<T> {
     /// returns whatever the slot holds afterwards.
     pub(crate) fn publish(&self, expected: Option<&'static T>, value: T) -> &'static T {
         let fresh = Box::into_raw(Box::new(value));
-        let mut expected_ptr = expected.map_or(std::ptr::null_mut(), |r| (r as *const T).cast_mut());
+        let mut expected_ptr =
+            expected.map_or(std::ptr::null_mut(), |r| (r as *const T).cast_mut());
         loop {
-            match self.ptr.compare_exchange(expected_ptr, fresh, Ordering::AcqRel, Ordering::Acquire) {
+            match self.ptr.compare_exchange(
+                expected_ptr,
+                fresh,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 // SAFETY: `fresh` was just created by `Box::into_raw` and is now
                 // published, hence never freed.
                 Ok(_) => return unsafe { &*fresh },

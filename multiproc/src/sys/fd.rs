@@ -5,7 +5,7 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
@@ -70,10 +70,26 @@ pub(crate) fn send_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes as much of `buf` as the socket takes without blocking; returns how much.
+pub(crate) fn send_nonblocking(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    loop {
+        match rustix::net::send(fd, buf, SendFlags::NOSIGNAL | SendFlags::DONTWAIT) {
+            Ok(n) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Reads once into the spare capacity of `buf` (at least `min_room` bytes of room are
 /// reserved first). Returns the number of bytes read; 0 means end of stream.
 /// `WouldBlock` is returned as an error on a non-blocking descriptor with no data.
-pub(crate) fn read_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, min_room: usize) -> io::Result<usize> {
+pub(crate) fn read_into(
+    fd: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    min_room: usize,
+) -> io::Result<usize> {
     buf.reserve(min_room);
     loop {
         match rustix::io::read(fd, buf.spare_capacity_mut()) {
@@ -158,7 +174,11 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io
 }
 
 /// Sends one packet with descriptors attached (`SCM_RIGHTS`).
-pub(crate) fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+pub(crate) fn send_with_fds(
+    sock: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
     let mut space = vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !control.push(SendAncillaryMessage::ScmRights(fds)) {
@@ -183,7 +203,8 @@ pub(crate) fn recv_with_fds(
     buf: &mut [u8],
     max_fds: usize,
 ) -> io::Result<(usize, Vec<OwnedFd>)> {
-    let mut space = vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(max_fds.max(1)))];
+    let mut space =
+        vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(max_fds.max(1)))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut iov = [io::IoSliceMut::new(buf)];
     let msg = loop {
@@ -200,7 +221,10 @@ pub(crate) fn recv_with_fds(
         }
     }
     if msg.flags.contains(rustix::net::ReturnFlags::TRUNC) {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "packet larger than the buffer"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "packet larger than the buffer",
+        ));
     }
     Ok((msg.bytes, fds))
 }
@@ -247,9 +271,4 @@ pub(crate) fn adopt_inherited(fd: RawFd) -> io::Result<OwnedFd> {
     let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     set_cloexec(owned.as_fd(), true)?;
     Ok(owned)
-}
-
-/// The raw number of a descriptor, for logging and the exec bootstrap.
-pub(crate) fn raw(fd: &impl AsRawFd) -> RawFd {
-    fd.as_raw_fd()
 }

@@ -32,7 +32,7 @@ pub enum Fork {
 /// until it calls `exec` or `_exit`. In a single-threaded process the child may do
 /// anything. The caller must also make sure the child never returns into code that
 /// would run the parent's cleanup twice (for example by ending it with
-/// `std::process::exit` or [`exit_immediately`](crate::process::exit_immediately)).
+/// `std::process::exit` or [`exit_now`](crate::process::exit_now)).
 ///
 /// # Examples
 ///
@@ -41,7 +41,7 @@ pub enum Fork {
 /// use multiproc::sys::{fork, Fork};
 /// // SAFETY: doctests run single-threaded; the child only calls _exit.
 /// match unsafe { fork() }.unwrap() {
-///     Fork::Child => multiproc::process::exit_immediately(7),
+///     Fork::Child => multiproc::process::exit_now(7),
 ///     Fork::Parent(pid) => {
 ///         let status = multiproc::process::wait_pid(pid).unwrap();
 ///         assert_eq!(status.code(), Some(7));
@@ -155,15 +155,10 @@ pub(crate) fn pidfd_open(raw: u32) -> io::Result<OwnedFd> {
     Ok(rustix::process::pidfd_open(pid(raw)?, PidfdFlags::empty())?)
 }
 
-/// Sends `signal` (a raw signal number) to `pid`.
-pub(crate) fn kill(raw: u32, signal: i32) -> io::Result<()> {
-    let sig = Signal::from_named_raw(signal).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-    Ok(rustix::process::kill_process(pid(raw)?, sig)?)
-}
-
 /// Sends `signal` through a pidfd (no pid-reuse race).
 pub(crate) fn pidfd_kill(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
-    let sig = Signal::from_named_raw(signal).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let sig = Signal::from_named_raw(signal)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
     Ok(rustix::process::pidfd_send_signal(pidfd, sig)?)
 }
 
@@ -197,7 +192,10 @@ pub(crate) fn reap(pidfd: BorrowedFd<'_>, block: bool) -> io::Result<Option<RawS
 /// Waits for (and reaps) the child `pid`.
 pub(crate) fn reap_pid(raw: u32) -> io::Result<RawStatus> {
     loop {
-        match rustix::process::waitid(rustix::process::WaitId::Pid(pid(raw)?), WaitIdOptions::EXITED) {
+        match rustix::process::waitid(
+            rustix::process::WaitId::Pid(pid(raw)?),
+            WaitIdOptions::EXITED,
+        ) {
             Ok(Some(status)) => return Ok(to_raw(status)),
             Ok(None) => {}
             Err(rustix::io::Errno::INTR) => {}
@@ -236,9 +234,11 @@ pub(crate) fn spawn_exe(
     envp: &[CString],
     fds: &[(BorrowedFd<'_>, RawFd)],
 ) -> io::Result<u32> {
-    let mut argv_ptrs: Vec<*mut libc::c_char> = argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    let mut argv_ptrs: Vec<*mut libc::c_char> =
+        argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
     argv_ptrs.push(std::ptr::null_mut());
-    let mut envp_ptrs: Vec<*mut libc::c_char> = envp.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    let mut envp_ptrs: Vec<*mut libc::c_char> =
+        envp.iter().map(|a| a.as_ptr().cast_mut()).collect();
     envp_ptrs.push(std::ptr::null_mut());
 
     // Targets must not collide with sources, or dup2 would not clear FD_CLOEXEC: move
@@ -270,7 +270,9 @@ pub(crate) fn spawn_exe(
         for (src, (_, target)) in sources.iter().zip(fds) {
             // SAFETY: `actions` is initialised; both numbers are plain integers checked
             // by the child at spawn time.
-            check(unsafe { libc::posix_spawn_file_actions_adddup2(actions.as_mut_ptr(), *src, *target) })?;
+            check(unsafe {
+                libc::posix_spawn_file_actions_adddup2(actions.as_mut_ptr(), *src, *target)
+            })?;
         }
         // Reset the signal mask and the dispositions of the usual signals in the child,
         // so that a launcher thread's mask never leaks into user code.
@@ -281,14 +283,26 @@ pub(crate) fn spawn_exe(
         // SAFETY: valid storage; the signal numbers are valid.
         unsafe {
             libc::sigemptyset(defaults.as_mut_ptr());
-            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGCHLD, libc::SIGHUP, libc::SIGQUIT] {
+            for sig in [
+                libc::SIGINT,
+                libc::SIGTERM,
+                libc::SIGCHLD,
+                libc::SIGHUP,
+                libc::SIGQUIT,
+            ] {
                 libc::sigaddset(defaults.as_mut_ptr(), sig);
             }
         }
         // SAFETY: `attr` is initialised, the sets were initialised above.
         unsafe {
-            check(libc::posix_spawnattr_setsigmask(attr.as_mut_ptr(), empty.as_ptr()))?;
-            check(libc::posix_spawnattr_setsigdefault(attr.as_mut_ptr(), defaults.as_ptr()))?;
+            check(libc::posix_spawnattr_setsigmask(
+                attr.as_mut_ptr(),
+                empty.as_ptr(),
+            ))?;
+            check(libc::posix_spawnattr_setsigdefault(
+                attr.as_mut_ptr(),
+                defaults.as_ptr(),
+            ))?;
             check(libc::posix_spawnattr_setflags(
                 attr.as_mut_ptr(),
                 (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short,
@@ -320,7 +334,11 @@ pub(crate) fn spawn_exe(
 }
 
 fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(rc)) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
 }
 
 /// Registers `f` to run when the process exits normally (`exit`, return from `main`).
@@ -371,7 +389,10 @@ impl SingleThreaded {
 /// Forks with `CLONE_PARENT` (see [`clone_parent`]) and runs `child` in the new process,
 /// which becomes a sibling of the caller (a child of the caller's parent). Returns its
 /// pid in the caller. The child ends with `_exit` and the code `child` returns.
-pub(crate) fn fork_sibling(_single: &SingleThreaded, child: impl FnOnce() -> i32) -> io::Result<u32> {
+pub(crate) fn fork_sibling(
+    _single: &SingleThreaded,
+    child: impl FnOnce() -> i32,
+) -> io::Result<u32> {
     // SAFETY: the caller is single-threaded (`SingleThreaded` proof, a process that
     // starts no thread after the check), as `clone_parent` requires; the child runs
     // `child`, which never returns into the caller's frames.
@@ -379,4 +400,16 @@ pub(crate) fn fork_sibling(_single: &SingleThreaded, child: impl FnOnce() -> i32
         Fork::Child => exit_now(child()),
         Fork::Parent(pid) => Ok(pid),
     }
+}
+
+/// Removes `key` from this process's environment.
+///
+/// Contract: called only from `init` in a process that multiproc started in a role
+/// (`spawn` child or forkserver), where `init` is the first thing `main` (or a
+/// pre-`main` constructor) does, before any thread exists that could read the
+/// environment concurrently.
+pub(crate) fn remove_role_var(key: &str) {
+    // SAFETY: see the contract above: no other thread exists yet, so no concurrent
+    // `getenv` can observe the environment while it is modified.
+    unsafe { std::env::remove_var(key) }
 }

@@ -3,10 +3,10 @@
 use std::os::fd::AsRawFd;
 
 use super::{Job, Launched, Starter};
+use crate::process::StartError;
 use crate::process::child;
 use crate::process::info::{self, ChildInfo};
 use crate::process::runtime::{LaunchJob, runtime};
-use crate::process::StartError;
 use crate::sys;
 
 pub(crate) struct Fork;
@@ -14,7 +14,9 @@ pub(crate) struct Fork;
 impl Starter for Fork {
     fn start(&self, info: ChildInfo, job: Job) -> Result<Launched, StartError> {
         let Job::Closure(run) = job else {
-            return Err(StartError::Unsupported("fork runs closures; got a bootstrap"));
+            return Err(StartError::Unsupported(
+                "fork runs closures; got a bootstrap",
+            ));
         };
         let rt = runtime();
         rt.warn_if_threaded_fork();
@@ -28,8 +30,15 @@ impl Starter for Fork {
             let outcome = run();
             child::finish(&child_end, outcome)
         };
-        let pid = rt.launch(|reply| LaunchJob::Fork { child: Box::new(child_main), reply })?;
+        let pid = rt.launch(|reply| LaunchJob::Fork {
+            child: Box::new(child_main),
+            reply,
+        })?;
         let pidfd = sys::proc::pidfd_open(pid)?;
-        Ok(Launched { pid, pidfd, chan: parent_end })
+        Ok(Launched {
+            pid,
+            pidfd,
+            chan: parent_end,
+        })
     }
 }

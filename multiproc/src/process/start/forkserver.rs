@@ -34,7 +34,11 @@ impl ForkServer {
         let (mine, theirs) = sys::fd::seqpacket_pair()?;
         let pid = super::spawn::exec_self("MULTIPROC_FORKSERVER", theirs)?;
         let pidfd = sys::proc::pidfd_open(pid)?;
-        Ok(ForkServer { pid, pidfd, sock: mine })
+        Ok(ForkServer {
+            pid,
+            pidfd,
+            sock: mine,
+        })
     }
 
     /// Asks the server for a child that will read its bootstrap from `chan`.
@@ -43,14 +47,25 @@ impl ForkServer {
         let mut reply = [0u8; 512];
         let (n, _) = sys::fd::recv_with_fds(self.sock.as_fd(), &mut reply, 0)?;
         match reply[..n] {
-            [] => Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the forkserver died")),
+            [] => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the forkserver died",
+            )),
             [b'P', a, b, c, d] => Ok(u32::from_le_bytes([a, b, c, d])),
             [b'E', ref msg @ ..] => Err(std::io::Error::other(format!(
                 "forkserver: {}",
                 String::from_utf8_lossy(msg)
             ))),
-            _ => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "bad forkserver reply")),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "bad forkserver reply",
+            )),
         }
+    }
+
+    /// The raw number of the server's pidfd (kept for the life of the server).
+    pub(crate) fn pidfd_raw(&self) -> i32 {
+        self.pidfd.as_raw_fd()
     }
 
     /// The server's pid (it is a child of this process).
@@ -76,7 +91,8 @@ pub(crate) fn ensure_started() -> Result<u32, StartError> {
         }
     }
     let fs = ForkServer::start()?;
-    rt.forkserver_fd.store(fs.sock.as_raw_fd(), Ordering::Release);
+    rt.forkserver_fd
+        .store(fs.sock.as_raw_fd(), Ordering::Release);
     let pid = fs.pid;
     *slot = Some(fs);
     Ok(pid)
@@ -85,7 +101,10 @@ pub(crate) fn ensure_started() -> Result<u32, StartError> {
 /// The pid of the running forkserver, if one was started (it is not one of the
 /// user's children: leak checks and `active_children` leave it out).
 pub(crate) fn current_pid() -> Option<u32> {
-    runtime().forkserver.try_lock().and_then(|s| s.as_ref().map(ForkServer::pid))
+    runtime()
+        .forkserver
+        .try_lock()
+        .and_then(|s| s.as_ref().map(ForkServer::pid))
 }
 
 fn request(chan: &OwnedFd) -> Result<u32, StartError> {
@@ -95,7 +114,8 @@ fn request(chan: &OwnedFd) -> Result<u32, StartError> {
     for _attempt in 0..2 {
         if slot.is_none() {
             let fs = ForkServer::start()?;
-            rt.forkserver_fd.store(fs.sock.as_raw_fd(), Ordering::Release);
+            rt.forkserver_fd
+                .store(fs.sock.as_raw_fd(), Ordering::Release);
             *slot = Some(fs);
         }
         let fs = slot.as_ref().expect("set above");
@@ -117,7 +137,9 @@ pub(crate) struct ForkServerStarter;
 impl Starter for ForkServerStarter {
     fn start(&self, _info: ChildInfo, job: Job) -> Result<Launched, StartError> {
         let Job::Bootstrap(frame) = job else {
-            return Err(StartError::Unsupported("forkserver cannot run closures; use StartMethod::Fork"));
+            return Err(StartError::Unsupported(
+                "forkserver cannot run closures; use StartMethod::Fork",
+            ));
         };
         if !crate::process::runtime::initialised() {
             return Err(StartError::NotInitialized);
@@ -127,7 +149,11 @@ impl Starter for ForkServerStarter {
         drop(child_end);
         let pidfd = sys::proc::pidfd_open(pid)?;
         let _ = sys::fd::send_all(parent_end.as_fd(), &frame);
-        Ok(Launched { pid, pidfd, chan: parent_end })
+        Ok(Launched {
+            pid,
+            pidfd,
+            chan: parent_end,
+        })
     }
 }
 

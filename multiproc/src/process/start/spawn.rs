@@ -19,14 +19,23 @@ pub(crate) struct Spawn;
 impl Starter for Spawn {
     fn start(&self, _info: ChildInfo, job: Job) -> Result<Launched, StartError> {
         let Job::Bootstrap(frame) = job else {
-            return Err(StartError::Unsupported("spawn cannot run closures; use StartMethod::Fork"));
+            return Err(StartError::Unsupported(
+                "spawn cannot run closures; use StartMethod::Fork",
+            ));
         };
         let (parent_end, child_end) = sys::fd::stream_pair()?;
+        // Queue what fits in the socket buffer now, so the child finds its bootstrap
+        // waiting when it starts; the rest follows once it runs.
+        let sent = sys::fd::send_nonblocking(parent_end.as_fd(), &frame)?;
         let pid = exec_self("MULTIPROC_CHILD", child_end)?;
         let pidfd = sys::proc::pidfd_open(pid)?;
         // A child that died already makes this fail with EPIPE; `join` reports its death.
-        let _ = sys::fd::send_all(parent_end.as_fd(), &frame);
-        Ok(Launched { pid, pidfd, chan: parent_end })
+        let _ = sys::fd::send_all(parent_end.as_fd(), &frame[sent..]);
+        Ok(Launched {
+            pid,
+            pidfd,
+            chan: parent_end,
+        })
     }
 }
 
@@ -35,10 +44,14 @@ pub(crate) fn exec_self(role: &str, fd: std::os::fd::OwnedFd) -> Result<u32, Sta
     if !runtime::initialised() {
         return Err(StartError::NotInitialized);
     }
-    let argv0 = std::env::args_os().next().unwrap_or_else(|| OsString::from("multiproc-child"));
+    let argv0 = std::env::args_os()
+        .next()
+        .unwrap_or_else(|| OsString::from("multiproc-child"));
     let argv = vec![cstring(argv0)?];
     let mut envp: Vec<CString> = std::env::vars_os()
-        .filter(|(k, _)| !k.to_string_lossy().starts_with("MULTIPROC_CHILD") && k != "MULTIPROC_FORKSERVER")
+        .filter(|(k, _)| {
+            !k.to_string_lossy().starts_with("MULTIPROC_CHILD") && k != "MULTIPROC_FORKSERVER"
+        })
         .map(|(k, v)| {
             let mut kv = k.into_vec();
             kv.push(b'=');
@@ -46,15 +59,21 @@ pub(crate) fn exec_self(role: &str, fd: std::os::fd::OwnedFd) -> Result<u32, Sta
             cstring(OsString::from_vec(kv))
         })
         .collect::<Result<_, _>>()?;
-    envp.push(cstring(OsString::from(format!("{role}={ROLE_FD}:{}", sys::proc::getpid())))?);
+    envp.push(cstring(OsString::from(format!(
+        "{role}={ROLE_FD}:{}",
+        sys::proc::getpid()
+    )))?);
     let rt = runtime();
     let pid = rt.launch(|reply| LaunchJob::Spawn {
-        spawn: Box::new(move || sys::proc::spawn_exe(c"/proc/self/exe", &argv, &envp, &[(fd.as_fd(), ROLE_FD)])),
+        spawn: Box::new(move || {
+            sys::proc::spawn_exe(c"/proc/self/exe", &argv, &envp, &[(fd.as_fd(), ROLE_FD)])
+        }),
         reply,
     })?;
     Ok(pid)
 }
 
 fn cstring(s: OsString) -> Result<CString, StartError> {
-    CString::new(s.into_vec()).map_err(|_| StartError::Unsupported("an argument or environment variable contains NUL"))
+    CString::new(s.into_vec())
+        .map_err(|_| StartError::Unsupported("an argument or environment variable contains NUL"))
 }

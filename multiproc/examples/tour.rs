@@ -1,0 +1,126 @@
+//! The tour: every scenario example, in order of scenario id, with its timing.
+//!
+//! ```text
+//! cargo run --release --example tour               # all of them
+//! cargo run --release --example tour -- S2 S28     # some, by id or example name
+//! MULTIPROC_TOUR_FAST=1 cargo run --example tour   # S2's sleeps scaled down
+//! ```
+//!
+//! Each scenario is the `run()` of its example file (`examples/sNN_*.rs`), included here
+//! as a module, so `cargo run --example s01_process_hello` and the tour run the same
+//! code. A scenario that fails (panics) is reported and the tour goes on; the exit code
+//! says whether all passed.
+
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+#[path = "s01_process_hello.rs"]
+pub mod s01_process_hello;
+#[path = "s02_parallel_sleep.rs"]
+pub mod s02_parallel_sleep;
+#[path = "s07_thread_ident.rs"]
+pub mod s07_thread_ident;
+#[path = "s08_raw_fork.rs"]
+pub mod s08_raw_fork;
+#[path = "s09_current_process.rs"]
+pub mod s09_current_process;
+#[path = "s13_thread_names.rs"]
+pub mod s13_thread_names;
+#[path = "s14_thread_lock_balance.rs"]
+pub mod s14_thread_lock_balance;
+#[path = "s15_thread_local.rs"]
+pub mod s15_thread_local;
+#[path = "s16_lock_rlock.rs"]
+pub mod s16_lock_rlock;
+#[path = "s17_crash_isolation.rs"]
+pub mod s17_crash_isolation;
+#[path = "s19_separate_memory.rs"]
+pub mod s19_separate_memory;
+#[path = "s20_thread_styles.rs"]
+pub mod s20_thread_styles;
+#[path = "s23_process_styles.rs"]
+pub mod s23_process_styles;
+#[path = "s26_terminate.rs"]
+pub mod s26_terminate;
+#[path = "s27_exit_codes.rs"]
+pub mod s27_exit_codes;
+#[path = "s28_daemon.rs"]
+pub mod s28_daemon;
+#[path = "s34_names_args.rs"]
+pub mod s34_names_args;
+
+/// Every scenario of the tour, in order of id: (id, example name, its `run`).
+const SCENARIOS: &[(&str, &str, fn())] = &[
+    ("S1", "s01_process_hello", s01_process_hello::run),
+    ("S2", "s02_parallel_sleep", s02_parallel_sleep::run),
+    ("S7", "s07_thread_ident", s07_thread_ident::run),
+    ("S8", "s08_raw_fork", s08_raw_fork::run),
+    ("S9", "s09_current_process", s09_current_process::run),
+    ("S13", "s13_thread_names", s13_thread_names::run),
+    (
+        "S14",
+        "s14_thread_lock_balance",
+        s14_thread_lock_balance::run,
+    ),
+    ("S15", "s15_thread_local", s15_thread_local::run),
+    ("S16", "s16_lock_rlock", s16_lock_rlock::run),
+    ("S17", "s17_crash_isolation", s17_crash_isolation::run),
+    ("S19", "s19_separate_memory", s19_separate_memory::run),
+    ("S20", "s20_thread_styles", s20_thread_styles::run),
+    ("S23", "s23_process_styles", s23_process_styles::run),
+    ("S26", "s26_terminate", s26_terminate::run),
+    ("S27", "s27_exit_codes", s27_exit_codes::run),
+    ("S28", "s28_daemon", s28_daemon::run),
+    ("S34", "s34_names_args", s34_names_args::run),
+];
+
+/// Whether the command line selects the scenario (no arguments: all of them).
+fn selected(filters: &[String], id: &str, name: &str) -> bool {
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case(id) || f == name)
+}
+
+fn main() {
+    multiproc::init();
+    let filters: Vec<String> = std::env::args().skip(1).collect();
+    let tour = Instant::now();
+    let mut results: Vec<(&str, &str, Duration, bool)> = Vec::new();
+    for &(id, name, run) in SCENARIOS
+        .iter()
+        .filter(|(id, name, _)| selected(&filters, id, name))
+    {
+        println!("== {id} {name} ==");
+        let started = Instant::now();
+        let passed = std::panic::catch_unwind(AssertUnwindSafe(run)).is_ok();
+        let took = started.elapsed();
+        if passed {
+            println!("-- {id} took {:.3}s\n", took.as_secs_f64());
+        } else {
+            println!("-- {id} FAILED after {:.3}s\n", took.as_secs_f64());
+        }
+        results.push((id, name, took, passed));
+    }
+    assert!(!results.is_empty(), "no scenario matches {filters:?}");
+
+    println!("== summary ==");
+    println!("{:<5} {:<26} {:>9}  result", "id", "example", "seconds");
+    for (id, name, took, passed) in &results {
+        println!(
+            "{id:<5} {name:<26} {:>9.3}  {}",
+            took.as_secs_f64(),
+            if *passed { "ok" } else { "FAILED" }
+        );
+    }
+    let failed = results.iter().filter(|r| !r.3).count();
+    println!(
+        "{} scenarios, {} failed, {:.3}s in all",
+        results.len(),
+        failed,
+        tour.elapsed().as_secs_f64()
+    );
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,605 @@
+//! Process tests: S1 S2 S8 S9 S17 S19 S23 S26 S27 S28 S34, under every start method
+//! where the scenario applies, each wrapped in a leak check (no child, fd or /dev/shm
+//! entry may be left behind).
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use multiproc::testing::LeakCheck;
+use multiproc::{Process, ProcessError, Run, StartError, StartMethod};
+use serde::{Deserialize, Serialize};
+
+multiproc::test_support!();
+
+const ALL: [StartMethod; 3] = StartMethod::ALL;
+/// Generous bound for anything that should happen "promptly" on a loaded 2-core box.
+const PROMPT: Duration = Duration::from_secs(30);
+
+fn builder(method: StartMethod) -> multiproc::ProcessBuilder {
+    multiproc::process::set_fork_warning(false);
+    Process::builder().start_method(method)
+}
+
+fn pids(_: ()) -> (u32, u32) {
+    (std::process::id(), multiproc::parent_pid())
+}
+
+#[test]
+fn s01_child_has_its_own_pid_and_knows_its_parent() {
+    let check = LeakCheck::start();
+    for method in ALL {
+        let mut p = builder(method).start(pids, ()).unwrap();
+        let child_pid = p.pid();
+        let (pid, ppid) = p.join().unwrap();
+        assert_eq!(pid, child_pid, "{method}");
+        assert_ne!(pid, std::process::id(), "{method}");
+        assert_eq!(
+            ppid,
+            std::process::id(),
+            "{method}: the child's parent is this process"
+        );
+        assert!(p.exit_status().unwrap().success());
+    }
+    check.assert_clean();
+}
+
+fn sleep_and_report(ms: u64) -> (f64, f64) {
+    let now = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let start = now();
+    std::thread::sleep(Duration::from_millis(ms));
+    (start, now())
+}
+
+#[test]
+fn s02_parallel_sleeps_overlap_instead_of_queueing() {
+    let check = LeakCheck::start();
+    for method in ALL {
+        let mut children: Vec<_> = (0..5)
+            .map(|_| builder(method).start(sleep_and_report, 1000).unwrap())
+            .collect();
+        let spans: Vec<(f64, f64)> = children.iter_mut().map(|p| p.join().unwrap()).collect();
+        // All five were sleeping at the same moment: the last start precedes the first end.
+        let last_start = spans.iter().map(|s| s.0).fold(f64::MIN, f64::max);
+        let first_end = spans.iter().map(|s| s.1).fold(f64::MAX, f64::min);
+        assert!(
+            last_start < first_end,
+            "{method}: sleeps ran one after another: {spans:?}"
+        );
+    }
+    check.assert_clean();
+}
+
+#[test]
+fn s08_raw_fork_returns_twice() {
+    let check = LeakCheck::start();
+    // SAFETY: the child only calls async-signal-safe functions (getppid, _exit).
+    #[allow(unsafe_code)]
+    let forked = unsafe { multiproc::sys::fork() }.unwrap();
+    match forked {
+        multiproc::sys::Fork::Child => {
+            let code = if multiproc::parent_pid() == check_parent() {
+                0
+            } else {
+                1
+            };
+            multiproc::process::exit_now(code)
+        }
+        multiproc::sys::Fork::Parent(pid) => {
+            assert_ne!(pid, std::process::id());
+            let status = multiproc::process::wait_pid(pid).unwrap();
+            assert_eq!(
+                status.code(),
+                Some(0),
+                "the child saw this process as its parent"
+            );
+        }
+    }
+    check.assert_clean();
+}
+
+static PARENT_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+fn check_parent() -> u32 {
+    *PARENT_PID.get().expect("set before the fork")
+}
+
+fn who_am_i(_: ()) -> multiproc::ProcessInfo {
+    multiproc::current_process()
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Info {
+    name: String,
+    pid: u32,
+    parent_pid: u32,
+    daemon: bool,
+    identity: Vec<u32>,
+}
+
+fn who_am_i_ser(_: ()) -> Info {
+    let me = who_am_i(());
+    Info {
+        name: me.name,
+        pid: me.pid,
+        parent_pid: me.parent_pid,
+        daemon: me.daemon,
+        identity: me.identity,
+    }
+}
+
+#[test]
+fn s09_current_process_in_parent_and_child() {
+    PARENT_PID.get_or_init(std::process::id);
+    let check = LeakCheck::start();
+    let me = multiproc::current_process();
+    assert_eq!(me.name, "MainProcess");
+    assert_eq!(me.pid, std::process::id());
+    assert!(me.identity.is_empty());
+    for method in ALL {
+        let mut p = builder(method)
+            .name(format!("child-{method}"))
+            .daemon(true)
+            .start(who_am_i_ser, ())
+            .unwrap();
+        let info = p.join().unwrap();
+        assert_eq!(info.name, format!("child-{method}"));
+        assert_eq!(info.pid, p.pid());
+        assert_eq!(info.parent_pid, std::process::id());
+        assert!(info.daemon);
+        assert_eq!(info.identity.len(), 1);
+    }
+    check.assert_clean();
+}
+
+fn panics(msg: String) -> u32 {
+    panic!("{msg}")
+}
+
+fn aborts(_: ()) {
+    std::process::abort()
+}
+
+fn segfaults(_: ()) {
+    let null = std::hint::black_box(std::ptr::null_mut::<u8>());
+    // SAFETY: not safe at all: this child exists to die of a genuine SIGSEGV.
+    #[allow(unsafe_code)]
+    unsafe {
+        null.write_volatile(1)
+    };
+}
+
+#[test]
+fn s17_crashing_children_leave_the_parent_running() {
+    let check = LeakCheck::start();
+    for method in ALL {
+        let mut p = builder(method)
+            .start(panics, "boom in the child".to_string())
+            .unwrap();
+        match p.join() {
+            Err(ProcessError::Panicked { message, pid }) => {
+                assert_eq!(message, "boom in the child");
+                assert_eq!(pid, p.pid());
+            }
+            other => panic!("{method}: expected a panic, got {other:?}"),
+        }
+        assert_eq!(
+            p.exit_status().unwrap().code(),
+            Some(multiproc::process::EXIT_PANIC)
+        );
+
+        let mut p = builder(method).start(aborts, ()).unwrap();
+        match p.join() {
+            Err(ProcessError::Signaled { status, .. }) => {
+                assert_eq!(status.signal(), Some(libc::SIGABRT))
+            }
+            other => panic!("{method}: expected SIGABRT, got {other:?}"),
+        }
+
+        let mut p = builder(method).start(segfaults, ()).unwrap();
+        match p.join() {
+            Err(ProcessError::Signaled { status, .. }) => {
+                assert_eq!(status.signal(), Some(libc::SIGSEGV));
+                assert_eq!(status.signal_name(), Some("SIGSEGV"));
+                assert_eq!(status.exitcode(), -libc::SIGSEGV);
+            }
+            other => panic!("{method}: expected SIGSEGV, got {other:?}"),
+        }
+    }
+    check.assert_clean();
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(2);
+
+fn bump(_: ()) -> u32 {
+    COUNTER.fetch_add(1, Ordering::SeqCst) + 1
+}
+
+#[test]
+fn s19_children_have_separate_address_spaces() {
+    let check = LeakCheck::start();
+    let before = COUNTER.load(Ordering::SeqCst);
+    for method in ALL {
+        let mut a = builder(method).start(bump, ()).unwrap();
+        let mut b = builder(method).start(bump, ()).unwrap();
+        // Each child bumps its own copy of the global (2 under fork, the initial 2 otherwise).
+        assert_eq!(a.join().unwrap(), before + 1, "{method}");
+        assert_eq!(b.join().unwrap(), before + 1, "{method}");
+    }
+    assert_eq!(
+        COUNTER.load(Ordering::SeqCst),
+        before,
+        "the parent's copy is unchanged"
+    );
+    check.assert_clean();
+}
+
+#[derive(Serialize, Deserialize)]
+struct Greeter {
+    greeting: String,
+    times: usize,
+}
+
+impl Run for Greeter {
+    type Output = Vec<String>;
+    fn run(self) -> Vec<String> {
+        vec![
+            format!(
+                "{} from {}",
+                self.greeting,
+                multiproc::current_process().name
+            );
+            self.times
+        ]
+    }
+}
+
+fn double(x: i64) -> i64 {
+    x * 2
+}
+
+#[test]
+fn s23_function_target_and_run_type() {
+    let check = LeakCheck::start();
+    for method in ALL {
+        let mut f = builder(method).start(double, 21).unwrap();
+        assert_eq!(f.join().unwrap(), 42);
+        let mut r = builder(method)
+            .name("greeter")
+            .start_run(Greeter {
+                greeting: "hi".into(),
+                times: 2,
+            })
+            .unwrap();
+        assert_eq!(
+            r.join().unwrap(),
+            vec!["hi from greeter".to_string(), "hi from greeter".to_string()]
+        );
+    }
+    check.assert_clean();
+}
+
+fn sleep_forever(_: ()) {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+#[test]
+fn s26_terminate_stops_a_running_child() {
+    let check = LeakCheck::start();
+    for method in ALL {
+        let mut p = builder(method).start(sleep_forever, ()).unwrap();
+        assert!(p.is_alive());
+        assert_eq!(p.exit_status(), None);
+        p.terminate().unwrap();
+        let status = p.wait().unwrap();
+        assert!(!p.is_alive());
+        assert_eq!(status.signal(), Some(libc::SIGTERM), "{method}");
+        assert_eq!(status.exitcode(), -15);
+        assert!(matches!(p.join(), Err(ProcessError::Signaled { .. })));
+        // Terminating a dead child is harmless.
+        p.terminate().unwrap();
+        let mut k = builder(method).start(sleep_forever, ()).unwrap();
+        k.kill().unwrap();
+        assert_eq!(k.wait().unwrap().signal(), Some(libc::SIGKILL));
+    }
+    check.assert_clean();
+}
+
+fn exit_with(code: i32) {
+    std::process::exit(code)
+}
+
+fn is_gone(pid: u32) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn s27_exit_codes_are_readable_and_no_zombie_remains() {
+    let check = LeakCheck::start();
+    for method in ALL {
+        for code in [0, 1, 3, 255] {
+            let mut p = builder(method).start(exit_with, code).unwrap();
+            let status = p.wait().unwrap();
+            assert_eq!(status.code(), Some(code), "{method}");
+            assert_eq!(status.success(), code == 0);
+            match p.join() {
+                Ok(()) => assert_eq!(code, 0),
+                Err(ProcessError::Exited { status, .. }) => assert_eq!(status.code(), Some(code)),
+                other => panic!("{other:?}"),
+            }
+            assert!(
+                is_gone(p.pid()),
+                "{method}: child {} left as a zombie",
+                p.pid()
+            );
+        }
+        // A dropped handle of a running child does not block, and the child is reaped
+        // once it ends (the leak check below waits for that).
+        let p = builder(method).start(sleep_and_report, 50).unwrap();
+        let t = Instant::now();
+        drop(p);
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+    check.assert_clean();
+}
+
+/// Under fork: start `grandchild_method` daemon grandchild, report its pid on `report`,
+/// then wait to be killed.
+fn middle_reports_grandchild(
+    mut report: UnixStream,
+    grandchild_method: StartMethod,
+    daemon: bool,
+) -> ! {
+    let g = Process::builder()
+        .start_method(grandchild_method)
+        .daemon(daemon)
+        .start(sleep_forever, ())
+        .unwrap();
+    report.write_all(&g.pid().to_le_bytes()).unwrap();
+    std::mem::forget(g);
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn wait_gone(pid: u32, bound: Duration) -> bool {
+    // pidfd of a process that is not our child: readable once it has exited.
+    let Ok(fd) = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::PidfdFlags::empty(),
+    ) else {
+        return true;
+    };
+    let mut fds = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    let ts = rustix::event::Timespec::try_from(bound).unwrap();
+    matches!(rustix::event::poll(&mut fds, Some(&ts)), Ok(1))
+}
+
+#[test]
+fn s28_children_die_when_their_parent_is_sigkilled() {
+    let check = LeakCheck::start();
+    for grandchild_method in ALL {
+        for daemon in [true, false] {
+            let (mut mine, theirs) = UnixStream::pair().unwrap();
+            let mut middle = builder(StartMethod::Fork)
+                .start_closure(move || -> () {
+                    middle_reports_grandchild(theirs, grandchild_method, daemon)
+                })
+                .unwrap();
+            let mut buf = [0u8; 4];
+            mine.set_read_timeout(Some(PROMPT)).unwrap();
+            mine.read_exact(&mut buf).unwrap();
+            let grandchild = u32::from_le_bytes(buf);
+            assert!(
+                !wait_gone(grandchild, Duration::ZERO),
+                "the grandchild runs"
+            );
+            middle.kill().unwrap();
+            assert_eq!(middle.wait().unwrap().signal(), Some(libc::SIGKILL));
+            assert!(
+                wait_gone(grandchild, PROMPT),
+                "{grandchild_method} grandchild (daemon={daemon}) outlived its SIGKILLed parent"
+            );
+        }
+    }
+    check.assert_clean();
+}
+
+fn start_grandchild_and_return(args: (bool, u64)) -> u32 {
+    let (daemon, ms) = args;
+    let g = Process::builder()
+        .daemon(daemon)
+        .start(sleep_and_report, ms)
+        .unwrap();
+    let pid = g.pid();
+    std::mem::forget(g); // neither joined nor dropped: the exit of this child decides
+    pid
+}
+
+#[test]
+fn s28_normal_exit_terminates_daemons_and_waits_for_others() {
+    let check = LeakCheck::start();
+    for method in ALL {
+        // A daemon grandchild sleeping an hour is terminated when its parent returns.
+        let mut middle = builder(method)
+            .start(start_grandchild_and_return, (true, 3_600_000))
+            .unwrap();
+        let grandchild = middle.join().unwrap();
+        assert!(
+            wait_gone(grandchild, PROMPT),
+            "{method}: daemon grandchild survived"
+        );
+        // A non-daemon grandchild is waited for: when the middle process is joined, the
+        // grandchild has already finished.
+        let mut middle = builder(method)
+            .start(start_grandchild_and_return, (false, 300))
+            .unwrap();
+        let grandchild = middle.join().unwrap();
+        assert!(
+            wait_gone(grandchild, Duration::ZERO),
+            "{method}: parent exited before its non-daemon child"
+        );
+    }
+    check.assert_clean();
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Kwargs {
+    label: String,
+    weights: Vec<f64>,
+    flag: Option<bool>,
+}
+
+fn describe(args: (u8, String, Kwargs)) -> String {
+    format!(
+        "{}:{}:{:?}:{}",
+        args.0,
+        args.1,
+        args.2,
+        multiproc::current_process().name
+    )
+}
+
+#[test]
+fn s34_default_names_and_arguments_of_any_type() {
+    let check = LeakCheck::start();
+    let mut a = Process::start(who_am_i_ser, ()).unwrap();
+    let mut b = Process::start(who_am_i_ser, ()).unwrap();
+    let (na, nb) = (a.name().to_string(), b.name().to_string());
+    let n: u32 = na.strip_prefix("Process-").unwrap().parse().unwrap();
+    assert_eq!(nb, format!("Process-{}", n + 1), "default names count up");
+    assert_eq!(a.join().unwrap().name, na);
+    assert_eq!(b.join().unwrap().identity, vec![n + 1]);
+    for method in ALL {
+        let kw = Kwargs {
+            label: "w".into(),
+            weights: vec![0.5, 1.5],
+            flag: None,
+        };
+        let mut p = builder(method)
+            .name("named")
+            .start(describe, (7, "text".to_string(), kw.clone()))
+            .unwrap();
+        assert_eq!(p.join().unwrap(), format!("7:text:{kw:?}:named"));
+    }
+    check.assert_clean();
+}
+
+fn echo_len(data: Vec<u8>) -> Vec<u8> {
+    data.into_iter().rev().collect()
+}
+
+#[test]
+fn large_arguments_and_results_cross_every_method() {
+    let check = LeakCheck::start();
+    let data: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+    for method in ALL {
+        let mut p = builder(method).start(echo_len, data.clone()).unwrap();
+        let back = p.join().unwrap();
+        assert_eq!(back.len(), data.len());
+        assert!(back.iter().rev().eq(data.iter()), "{method}");
+    }
+    check.assert_clean();
+}
+
+#[test]
+fn join_timeout_then_join() {
+    let check = LeakCheck::start();
+    for method in ALL {
+        let mut p = builder(method).start(sleep_and_report, 500).unwrap();
+        assert!(matches!(
+            p.join_timeout(Duration::ZERO),
+            Err(ProcessError::Timeout)
+        ));
+        assert!(p.wait_timeout(Duration::from_millis(1)).unwrap().is_none());
+        let (start, end) = p.join_timeout(PROMPT).unwrap();
+        assert!(end > start);
+        assert!(matches!(p.join(), Err(ProcessError::AlreadyJoined(_))));
+    }
+    check.assert_clean();
+}
+
+#[test]
+fn closures_need_fork() {
+    let check = LeakCheck::start();
+    let captured = String::from("captured by the closure");
+    let mut p = builder(StartMethod::Fork)
+        .start_closure(move || captured.len())
+        .unwrap();
+    assert_eq!(p.join().unwrap(), 23);
+    let err = builder(StartMethod::Spawn).start_closure(|| 1).unwrap_err();
+    assert!(matches!(err, StartError::Unsupported(_)));
+    check.assert_clean();
+}
+
+#[test]
+fn forkserver_is_restarted_after_being_killed() {
+    let check = LeakCheck::start();
+    let first = multiproc::process::ensure_forkserver().unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(first as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    let mut p = builder(StartMethod::ForkServer).start(double, 4).unwrap();
+    assert_eq!(p.join().unwrap(), 8);
+    let second = multiproc::process::forkserver_pid().unwrap();
+    assert_ne!(first, second);
+    // The old server is reaped, not a zombie.
+    assert!(is_gone(first));
+    check.assert_clean();
+}
+
+#[test]
+fn many_threads_start_processes_at_once() {
+    let check = LeakCheck::start();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            s.spawn(move || {
+                for method in [StartMethod::ForkServer, StartMethod::Spawn] {
+                    for i in 0..3 {
+                        let mut p = builder(method).start(double, t * 10 + i).unwrap();
+                        assert_eq!(p.join().unwrap(), (t * 10 + i) * 2);
+                    }
+                }
+            });
+        }
+    });
+    check.assert_clean();
+}
+
+#[test]
+fn active_children_lists_running_children() {
+    let check = LeakCheck::start();
+    let mut p = builder(StartMethod::ForkServer)
+        .name("listed")
+        .start(sleep_forever, ())
+        .unwrap();
+    let listed = multiproc::active_children();
+    assert!(
+        listed
+            .iter()
+            .any(|c| c.pid == p.pid() && c.name == "listed")
+    );
+    assert!(
+        multiproc::process::forkserver_pid().is_none_or(|fs| listed.iter().all(|c| c.pid != fs))
+    );
+    p.kill().unwrap();
+    p.wait().unwrap();
+    assert!(
+        multiproc::active_children()
+            .iter()
+            .all(|c| c.pid != p.pid())
+    );
+    check.assert_clean();
+}
