@@ -14,12 +14,14 @@
 //! length lets the receiver refuse an oversized message *before* allocating for it; the
 //! fingerprint turns "the peer sent a `String` where I expect a `u64`" into
 //! [`CodecError::TypeMismatch`] instead of silently mis-decoding (postcard is not
-//! self-describing). Every failure is a typed [`CodecError`]; nothing here panics on
+//! self-describing). The fingerprint is strict: it names the exact Rust type, so a
+//! frame of `&str` does not decode as `String`; typed channels use one `T` on both
+//! ends, where this is what is wanted. Every failure is a typed [`CodecError`]; nothing here panics on
 //! bad input, and nothing blocks (the I/O layers above decide about waiting).
 //!
 //! ```
 //! use multiproc::codec::{self, CodecError, Limits};
-//! let frame = codec::encode_frame(&("hello", 42u32), &Limits::default()).unwrap();
+//! let frame = codec::encode_frame(&("hello".to_string(), 42u32), &Limits::default()).unwrap();
 //! let (value, used): ((String, u32), usize) = codec::decode_frame(&frame, &Limits::default()).unwrap();
 //! assert_eq!(value, ("hello".to_string(), 42));
 //! assert_eq!(used, frame.len());

@@ -603,3 +603,80 @@ fn active_children_lists_running_children() {
     );
     check.assert_clean();
 }
+
+/// Serialises fine, never deserialises.
+#[derive(Debug, Serialize)]
+struct OneWay(u32);
+
+impl<'de> Deserialize<'de> for OneWay {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("OneWay cannot be received"))
+    }
+}
+
+/// Never serialises.
+#[derive(Debug, Deserialize)]
+struct Unsendable;
+
+impl Serialize for Unsendable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("Unsendable cannot be sent"))
+    }
+}
+
+fn takes_one_way(x: OneWay) -> u32 {
+    x.0
+}
+
+fn returns_unsendable(_: ()) -> Unsendable {
+    Unsendable
+}
+
+fn takes_unsendable(_: Unsendable) -> u32 {
+    0
+}
+
+/// FAILURE_MODES 9: every (de)serialisation failure is an error of that process alone,
+/// synchronous where possible, never a hang.
+#[test]
+fn serialization_failures_are_typed_errors() {
+    let check = LeakCheck::start();
+    for method in ALL {
+        // Arguments that cannot be decoded in the child (under fork they are not encoded).
+        let mut p = builder(method).start(takes_one_way, OneWay(5)).unwrap();
+        match (method, p.join()) {
+            (StartMethod::Fork, Ok(5)) => {}
+            (_, Err(ProcessError::Serialization { message, .. })) => {
+                assert!(message.contains("arguments"), "{message}")
+            }
+            (_, other) => panic!("{method}: {other:?}"),
+        }
+        // A result that cannot be encoded in the child.
+        let mut p = builder(method).start(returns_unsendable, ()).unwrap();
+        match p.join() {
+            Err(ProcessError::Serialization { message, .. }) => {
+                assert!(message.contains("result"), "{message}")
+            }
+            other => panic!("{method}: {other:?}"),
+        }
+        // Arguments that cannot be encoded fail `start` itself.
+        if method != StartMethod::Fork {
+            let err = builder(method)
+                .start(takes_unsendable, Unsendable)
+                .unwrap_err();
+            assert!(matches!(err, StartError::Codec(_)), "{method}: {err:?}");
+        }
+    }
+    check.assert_clean();
+}
+
+#[test]
+fn sigint_without_a_handler_ends_the_child_by_sigint() {
+    let check = LeakCheck::start();
+    for method in ALL {
+        let mut p = builder(method).start(sleep_forever, ()).unwrap();
+        p.signal(libc::SIGINT).unwrap();
+        assert_eq!(p.wait().unwrap().exitcode(), -libc::SIGINT, "{method}");
+    }
+    check.assert_clean();
+}

@@ -6,7 +6,7 @@ use crate::sys::proc::RawStatus;
 ///
 /// ```
 /// # multiproc::init();
-/// let mut p = multiproc::Process::start(|()| std::process::exit(3), ()).unwrap();
+/// let mut p = multiproc::Process::start(|()| -> () { std::process::exit(3) }, ()).unwrap();
 /// let status = p.wait().unwrap();
 /// assert_eq!(status.code(), Some(3));
 /// assert_eq!(status.exitcode(), 3);
