@@ -26,20 +26,11 @@ use metrics::{Ctx, METRICS, Metric};
 /// Time limit of one repetition at `--scale` <= 1 (pybench's `LIMIT_S`).
 const LIMIT_S: f64 = 120.0;
 
+multiproc::test_support!();
+
 fn main() -> ExitCode {
     // First thing: a spawn child or the forkserver does its job here and never returns.
     multiproc::init();
-    // init() also returns in a spawn child or forkserver whose parent died before the
-    // child checked its role (it ignores a role variable naming another parent, to skip
-    // one leaked into a grandchild). Such an orphan, started with no arguments, would
-    // run the whole benchmark. TODO: remove once init() ends orphans itself.
-    if ["MULTIPROC_CHILD", "MULTIPROC_FORKSERVER"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some())
-    {
-        eprintln!("multiproc-bench: orphaned multiproc child (its parent is gone); exiting");
-        return ExitCode::from(multiproc::process::EXIT_ORPHANED as u8);
-    }
 
     let args = match cli::parse_args(std::env::args().skip(1)) {
         Ok(Parsed::Run(a)) => a,
