@@ -41,7 +41,8 @@ pub(crate) struct Registered {
 
 pub(crate) struct Runtime {
     pid: u32,
-    launcher: Sender<LaunchJob>,
+    /// Started on the first launch from a thread other than the main thread.
+    launcher: std::sync::OnceLock<Sender<LaunchJob>>,
     pub(crate) children: Mutex<HashMap<u32, Registered>>,
     pub(crate) counter: AtomicU32,
     pub(crate) forkserver: Mutex<Option<ForkServer>>,
@@ -69,23 +70,33 @@ pub(crate) fn runtime() -> &'static Runtime {
 
 impl Runtime {
     fn new(pid: u32) -> Runtime {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let rt = Runtime {
+        Runtime {
             pid,
-            launcher: tx,
+            launcher: std::sync::OnceLock::new(),
             children: Mutex::new(HashMap::new()),
             counter: AtomicU32::new(0),
             forkserver: Mutex::new(None),
             forkserver_fd: AtomicI32::new(-1),
             helper_threads: AtomicUsize::new(0),
             fork_warned: AtomicBool::new(false),
-        };
-        rt.helper_threads.fetch_add(1, Ordering::Relaxed);
-        std::thread::Builder::new()
-            .name("multiproc-launcher".into())
-            .spawn(move || launcher_loop(rx))
-            .expect("cannot start the multiproc launcher thread");
-        rt
+        }
+    }
+
+    fn launcher(&self) -> std::io::Result<&Sender<LaunchJob>> {
+        if let Some(tx) = self.launcher.get() {
+            return Ok(tx);
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut started = Ok(());
+        let tx = self.launcher.get_or_init(|| {
+            self.helper_threads.fetch_add(1, Ordering::Relaxed);
+            started = std::thread::Builder::new()
+                .name("multiproc-launcher".into())
+                .spawn(move || launcher_loop(rx))
+                .map(drop);
+            tx
+        });
+        started.map(|()| tx)
     }
 
     /// Runs `job` on the launcher thread and returns the child's pid.
@@ -105,7 +116,7 @@ impl Runtime {
                 .recv()
                 .map_err(|_| std::io::Error::other("launch job dropped its reply"))?;
         }
-        self.launcher
+        self.launcher()?
             .send(job(reply_tx))
             .map_err(|_| std::io::Error::other("the launcher thread is gone"))?;
         reply_rx
