@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 pub mod s01_process_hello;
 #[path = "s02_parallel_sleep.rs"]
 pub mod s02_parallel_sleep;
+#[path = "s03_pipe.rs"]
+pub mod s03_pipe;
 #[path = "s07_thread_ident.rs"]
 pub mod s07_thread_ident;
 #[path = "s08_raw_fork.rs"]
@@ -46,6 +48,8 @@ pub mod s26_terminate;
 pub mod s27_exit_codes;
 #[path = "s28_daemon.rs"]
 pub mod s28_daemon;
+#[path = "s30_queue.rs"]
+pub mod s30_queue;
 #[path = "s34_names_args.rs"]
 pub mod s34_names_args;
 
@@ -53,6 +57,7 @@ pub mod s34_names_args;
 const SCENARIOS: &[(&str, &str, fn())] = &[
     ("S1", "s01_process_hello", s01_process_hello::run),
     ("S2", "s02_parallel_sleep", s02_parallel_sleep::run),
+    ("S3", "s03_pipe", s03_pipe::run),
     ("S7", "s07_thread_ident", s07_thread_ident::run),
     ("S8", "s08_raw_fork", s08_raw_fork::run),
     ("S9", "s09_current_process", s09_current_process::run),
@@ -71,6 +76,7 @@ const SCENARIOS: &[(&str, &str, fn())] = &[
     ("S26", "s26_terminate", s26_terminate::run),
     ("S27", "s27_exit_codes", s27_exit_codes::run),
     ("S28", "s28_daemon", s28_daemon::run),
+    ("S30", "s30_queue", s30_queue::run),
     ("S34", "s34_names_args", s34_names_args::run),
 ];
 

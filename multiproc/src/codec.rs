@@ -209,6 +209,14 @@ pub fn encode_frame<T: Serialize + ?Sized>(
     Ok(out)
 }
 
+/// The header of a frame whose body is `len` bytes of a value with fingerprint `fp`,
+/// for transports that assemble frames themselves.
+pub fn header(len: usize, fp: u64) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    write_header(&mut h, len, fp);
+    h
+}
+
 fn write_header(header: &mut [u8], size: usize, fp: u64) {
     header[0..4].copy_from_slice(&MAGIC);
     header[4..8].copy_from_slice(&(size as u32).to_le_bytes());

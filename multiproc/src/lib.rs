@@ -48,7 +48,10 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod codec;
+pub mod connection;
+pub(crate) mod handle;
 pub mod process;
+pub mod queue;
 pub mod sys;
 pub mod testing;
 pub mod thread;

@@ -66,6 +66,8 @@ pub(crate) struct EntryCall {
     pub(crate) proof: Verified,
     pub(crate) target: FnAddr,
     pub(crate) args: Vec<u8>,
+    /// Descriptors that came with the bootstrap, for the handles inside `args`.
+    pub(crate) fds: Vec<OwnedFd>,
 }
 
 /// The monomorphic function a child calls to run its target.
@@ -74,7 +76,7 @@ pub(crate) type Entry = fn(EntryCall) -> Outcome;
 /// Entry for a `fn(A) -> R` target.
 pub(crate) fn entry_fn<A: DeserializeOwned, R: Serialize>(call: EntryCall) -> Outcome {
     let f: fn(A) -> R = sys::entry::resolve(&call.proof, call.target);
-    let args: A = match codec::decode(&call.args) {
+    let args: A = match crate::handle::provide_fds(call.fds, || codec::decode(&call.args)) {
         Ok(a) => a,
         Err(e) => return Outcome::Codec(format!("arguments: {e}")),
     };
@@ -86,7 +88,7 @@ pub(crate) fn entry_run<T: crate::Run + DeserializeOwned>(call: EntryCall) -> Ou
 where
     T::Output: Serialize,
 {
-    let obj: T = match codec::decode(&call.args) {
+    let obj: T = match crate::handle::provide_fds(call.fds, || codec::decode(&call.args)) {
         Ok(a) => a,
         Err(e) => return Outcome::Codec(format!("arguments: {e}")),
     };
@@ -144,13 +146,13 @@ pub(crate) fn end_of_child() {
 /// report, exit. Never returns.
 pub(crate) fn child_main(chan: OwnedFd) -> ! {
     let code = match read_bootstrap(&chan) {
-        Ok(boot) => run_bootstrap(&chan, boot),
+        Ok((boot, fds)) => run_bootstrap(&chan, boot, fds),
         Err(message) => finish(&chan, Outcome::Bootstrap(message)),
     };
     sys::proc::exit_now(code)
 }
 
-fn run_bootstrap(chan: &OwnedFd, boot: Bootstrap) -> i32 {
+fn run_bootstrap(chan: &OwnedFd, boot: Bootstrap, fds: Vec<OwnedFd>) -> i32 {
     info::become_child(boot.info);
     let proof = match sys::entry::verify(boot.exe) {
         Ok(p) => p,
@@ -161,25 +163,28 @@ fn run_bootstrap(chan: &OwnedFd, boot: Bootstrap) -> i32 {
         proof,
         target: boot.target,
         args: boot.args,
+        fds,
     });
     finish(chan, outcome)
 }
 
-fn read_bootstrap(chan: &OwnedFd) -> Result<Bootstrap, String> {
+fn read_bootstrap(chan: &OwnedFd) -> Result<(Bootstrap, Vec<OwnedFd>), String> {
     let limits = Limits::default();
     let mut buf = Vec::with_capacity(4096);
+    let mut fds = Vec::new();
     loop {
+        let mut room = 4096;
         match codec::frame_len(&buf, &limits) {
             Ok(Some(total)) if buf.len() >= total => {
                 return codec::decode_frame::<Bootstrap>(&buf, &limits)
-                    .map(|(b, _)| b)
+                    .map(|(b, _)| (b, fds))
                     .map_err(|e| format!("bootstrap: {e}"));
             }
-            Ok(Some(total)) => buf.reserve(total - buf.len()),
+            Ok(Some(total)) => room = total - buf.len(),
             Ok(None) => {}
             Err(e) => return Err(format!("bootstrap: {e}")),
         }
-        match sys::fd::read_into(chan.as_fd(), &mut buf, 4096) {
+        match sys::fd::recv_into_with_fds(chan.as_fd(), &mut buf, room, &mut fds, false) {
             Ok(0) => return Err("the parent closed the bootstrap channel".into()),
             Ok(_) => {}
             Err(e) => return Err(format!("bootstrap read: {e}")),

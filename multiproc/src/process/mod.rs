@@ -313,7 +313,8 @@ impl ProcessBuilder {
                 Job::Closure(Box::new(move || child::run_caught(move || target(args)))),
             );
         }
-        let args = codec::encode(&args)?;
+        let (args, fds) = crate::handle::collect_fds(|| codec::encode(&args));
+        let args = (args?, fds);
         let entry: child::Entry = child::entry_fn::<A, R>;
         self.launch_bootstrap(
             method,
@@ -336,7 +337,8 @@ impl ProcessBuilder {
                 Job::Closure(Box::new(move || child::run_caught(move || obj.run()))),
             );
         }
-        let args = codec::encode(&obj)?;
+        let (args, fds) = crate::handle::collect_fds(|| codec::encode(&obj));
+        let args = (args?, fds);
         let entry: child::Entry = child::entry_run::<T>;
         self.launch_bootstrap(
             method,
@@ -369,7 +371,7 @@ impl ProcessBuilder {
         method: StartMethod,
         entry: sys::entry::FnAddr,
         target: sys::entry::FnAddr,
-        args: Vec<u8>,
+        (args, fds): (Vec<u8>, Vec<OwnedFd>),
     ) -> Result<Process<R>, StartError> {
         let exe = sys::proc::exe_identity()?;
         let (info, number) = self.child_info(method);
@@ -381,7 +383,7 @@ impl ProcessBuilder {
             args,
         };
         let frame = codec::encode_frame(&boot, &Limits::default())?;
-        self.finish_launch(method, info, number, Job::Bootstrap(frame))
+        self.finish_launch(method, info, number, Job::Bootstrap(frame, fds))
     }
 
     fn launch<R: DeserializeOwned>(

@@ -195,6 +195,33 @@ pub(crate) fn send_with_fds(
     }
 }
 
+/// Writes all of `data` to a stream socket, the descriptors attached to its first
+/// byte. Never raises `SIGPIPE`.
+pub(crate) fn send_all_with_fds(
+    sock: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    if fds.is_empty() {
+        return send_all(sock, data);
+    }
+    let mut space = vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::other("too many descriptors for one message"));
+    }
+    let first = &data[..data.len().min(64 * 1024)];
+    let iov = [io::IoSlice::new(first)];
+    let sent = loop {
+        match rustix::net::sendmsg(sock, &iov, &mut control, SendFlags::NOSIGNAL) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    };
+    send_all(sock, &data[sent..])
+}
+
 /// Receives one packet of at most `buf.len()` bytes and up to `max_fds` descriptors.
 /// Returns the number of bytes (0 with no descriptors means the peer closed) and the
 /// descriptors received, each close-on-exec.
@@ -228,6 +255,52 @@ pub(crate) fn recv_with_fds(
     }
     Ok((msg.bytes, fds))
 }
+
+/// Reads once into the spare capacity of `buf` (reserving `min_room` bytes first), also
+/// taking any descriptors that arrive with the data (`SCM_RIGHTS`) into `fds`, in
+/// arrival order. Returns the number of bytes read; 0 means end of stream.
+pub(crate) fn recv_into_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    min_room: usize,
+    fds: &mut Vec<OwnedFd>,
+    nonblocking: bool,
+) -> io::Result<usize> {
+    buf.reserve(min_room);
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_READ))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let spare = buf.spare_capacity_mut();
+    let spare_len = spare.len();
+    // recvmsg wants initialised buffers: zero the room we offer (cheap next to a syscall
+    // for the sizes used here, and only the part the kernel may fill).
+    let room = &mut spare[..spare_len.min(min_room.max(512))];
+    room.fill(MaybeUninit::new(0));
+    let room_len = room.len();
+    let len = buf.len();
+    set_len_after_read(buf, len + room_len);
+    let mut flags = RecvFlags::CMSG_CLOEXEC;
+    if nonblocking {
+        flags |= RecvFlags::DONTWAIT;
+    }
+    let result = loop {
+        let mut iov = [io::IoSliceMut::new(&mut buf[len..])];
+        match rustix::net::recvmsg(sock, &mut iov, &mut control, flags) {
+            Ok(m) => break Ok(m.bytes),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => break Err(io::Error::from(e)),
+        }
+    };
+    buf.truncate(len + *result.as_ref().unwrap_or(&0));
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    result
+}
+
+/// Most descriptors accepted with one read.
+pub(crate) const MAX_FDS_PER_READ: usize = 64;
 
 /// The descriptors this process has open, from `/proc/self/fd` (the directory handle
 /// used to list them is left out).

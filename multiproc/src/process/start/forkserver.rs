@@ -136,7 +136,7 @@ pub(crate) struct ForkServerStarter;
 
 impl Starter for ForkServerStarter {
     fn start(&self, _info: ChildInfo, job: Job) -> Result<Launched, StartError> {
-        let Job::Bootstrap(frame) = job else {
+        let Job::Bootstrap(frame, fds) = job else {
             return Err(StartError::Unsupported(
                 "forkserver cannot run closures; use StartMethod::Fork",
             ));
@@ -148,7 +148,8 @@ impl Starter for ForkServerStarter {
         let pid = request(&child_end)?;
         drop(child_end);
         let pidfd = sys::proc::pidfd_open(pid)?;
-        let _ = sys::fd::send_all(parent_end.as_fd(), &frame);
+        let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+        let _ = sys::fd::send_all_with_fds(parent_end.as_fd(), &frame, &borrowed);
         Ok(Launched {
             pid,
             pidfd,

@@ -32,8 +32,9 @@ pub(crate) struct Launched {
 pub(crate) enum Job {
     /// A closure: only the `fork` method can run it.
     Closure(Box<dyn FnOnce() -> Outcome + Send>),
-    /// A bootstrap frame naming a function by address (see `sys::entry`).
-    Bootstrap(Vec<u8>),
+    /// A bootstrap frame naming a function by address (see `sys::entry`), and the
+    /// descriptors of the handles among its arguments.
+    Bootstrap(Vec<u8>, Vec<OwnedFd>),
 }
 
 /// One way of starting a child.

@@ -18,7 +18,7 @@ pub(crate) struct Spawn;
 
 impl Starter for Spawn {
     fn start(&self, _info: ChildInfo, job: Job) -> Result<Launched, StartError> {
-        let Job::Bootstrap(frame) = job else {
+        let Job::Bootstrap(frame, fds) = job else {
             return Err(StartError::Unsupported(
                 "spawn cannot run closures; use StartMethod::Fork",
             ));
@@ -26,11 +26,16 @@ impl Starter for Spawn {
         let (parent_end, child_end) = sys::fd::stream_pair()?;
         // Queue what fits in the socket buffer now, so the child finds its bootstrap
         // waiting when it starts; the rest follows once it runs.
-        let sent = sys::fd::send_nonblocking(parent_end.as_fd(), &frame)?;
+        let sent = if fds.is_empty() {
+            sys::fd::send_nonblocking(parent_end.as_fd(), &frame)?
+        } else {
+            0
+        };
         let pid = exec_self("MULTIPROC_CHILD", child_end)?;
         let pidfd = sys::proc::pidfd_open(pid)?;
         // A child that died already makes this fail with EPIPE; `join` reports its death.
-        let _ = sys::fd::send_all(parent_end.as_fd(), &frame[sent..]);
+        let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+        let _ = sys::fd::send_all_with_fds(parent_end.as_fd(), &frame[sent..], &borrowed);
         Ok(Launched {
             pid,
             pidfd,

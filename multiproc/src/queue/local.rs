@@ -1,0 +1,800 @@
+//! Python's `queue.Queue` for the threads of one process, on `crossbeam-channel` (S30).
+//!
+//! The items travel through one crossbeam channel (`bounded(maxsize)`, or `unbounded()`
+//! for Python's `maxsize == 0`; crossbeam's `bounded(0)` would be a rendezvous channel).
+//! Beside it sit the two things a channel lacks:
+//!
+//! * the **unfinished-tasks counter** behind `task_done()`/`join()`: an atomic, raised by
+//!   a `put` *before* its item becomes visible (so a `task_done` for it can never be
+//!   early) and lowered by `task_done`; `join` sleeps on a condvar that whoever brings
+//!   the counter to zero notifies, taking the condvar's mutex first so no wake-up is lost;
+//! * the **shutdown signal**: a state word (open, shut down, shut down immediately) and a
+//!   channel that never carries a message and whose only sender is dropped on shutdown.
+//!   Every blocked `get` and `put` selects on it beside the item channel, so a shutdown
+//!   wakes them all;
+//! * the **puts in flight**: a `put` that saw the queue open may still be delivering its
+//!   item when the queue is shut down. Python's mutex orders the two; here a `put`
+//!   announces itself (an atomic count, raised *before* it reads the state) and a `get`
+//!   that finds the queue shut down and empty waits for that count to reach zero, then
+//!   looks once more, before it reports `Closed`. Without this a consumer could end its
+//!   loop while a last item was still arriving, which would then never be taken and
+//!   `join` would hang. The wait is short: after a shutdown every put either completes at
+//!   once or is woken by the signal and fails.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError};
+use parking_lot::{Condvar, Mutex};
+
+use super::{Closed, GetError, PutError, TooManyTaskDone};
+
+/// `shutdown` has not been called.
+const OPEN: u8 = 0;
+/// `shutdown(false)`: puts fail; gets drain what is left, then fail.
+const SHUT_DOWN: u8 = 1;
+/// `shutdown(true)`: the items left were discarded; puts and gets fail.
+const SHUT_DOWN_IMMEDIATELY: u8 = 2;
+
+/// Python's `queue.Queue`: a FIFO queue between the threads of one process, bounded or
+/// unbounded, with `task_done()`/`join()` and Python 3.13's `shutdown()` (S30).
+///
+/// A `LocalQueue` is a handle: [`Clone`] gives another handle to the same queue, to move
+/// into another thread. It is `Send` and `Sync` when `T: Send`. See the
+/// [module docs](crate::queue) for the Python → Rust table and the errors.
+///
+/// ```
+/// use multiproc::queue::LocalQueue;
+/// use std::thread;
+///
+/// let q = LocalQueue::new(2);
+/// let consumer = {
+///     let q = q.clone();
+///     thread::spawn(move || {
+///         let mut total = 0;
+///         for item in q.iter() { // ends when the queue is shut down and drained
+///             total += item;
+///             q.task_done().unwrap();
+///         }
+///         total
+///     })
+/// };
+/// for i in 1..=10 {
+///     q.put(i).unwrap(); // waits while two items are queued
+/// }
+/// q.join(); // every item was taken and marked done
+/// q.shutdown(false);
+/// assert_eq!(consumer.join().unwrap(), 55);
+/// ```
+pub struct LocalQueue<T> {
+    shared: Arc<Shared<T>>,
+}
+
+/// What every handle of one queue shares.
+struct Shared<T> {
+    items_tx: Sender<T>,
+    items_rx: Receiver<T>,
+    /// As given to `new`: 0 for unbounded.
+    maxsize: usize,
+    /// [`OPEN`], [`SHUT_DOWN`] or [`SHUT_DOWN_IMMEDIATELY`]; only ever increases.
+    state: AtomicU8,
+    /// Dropped (set to `None`) by `shutdown`, which disconnects `shutdown_rx`.
+    shutdown_tx: Mutex<Option<Sender<Infallible>>>,
+    /// Ready (disconnected) once the queue is shut down; never carries a message.
+    shutdown_rx: Receiver<Infallible>,
+    /// Items put and not yet marked done, plus puts in flight.
+    unfinished: AtomicUsize,
+    /// Puts between their state check and their return (see the module docs).
+    puts_in_flight: AtomicUsize,
+    /// Taken by a `get` waiting for `puts_in_flight` to reach zero after a shutdown, and
+    /// by the put that brings it there before notifying `puts_finished`.
+    puts_lock: Mutex<()>,
+    puts_finished: Condvar,
+    /// Taken by `join` while it checks `unfinished`, and by whoever brings `unfinished`
+    /// to zero before notifying `all_done`.
+    join_lock: Mutex<()>,
+    all_done: Condvar,
+}
+
+/// How long a `get` or `put` may wait.
+#[derive(Clone, Copy)]
+enum Wait {
+    No,
+    Forever,
+    Until(Instant),
+}
+
+impl Wait {
+    /// Waits at most `timeout`; a timeout too large for an `Instant` waits forever.
+    fn at_most(timeout: Duration) -> Self {
+        Instant::now()
+            .checked_add(timeout)
+            .map_or(Self::Forever, Self::Until)
+    }
+}
+
+impl<T> LocalQueue<T> {
+    /// Python's `queue.Queue(maxsize)`: holds at most `maxsize` items, and a `put` waits
+    /// for room; `maxsize == 0` means unbounded, as in Python.
+    ///
+    /// ```
+    /// use multiproc::queue::{LocalQueue, PutError};
+    ///
+    /// let q = LocalQueue::new(1);
+    /// q.put('a').unwrap();
+    /// assert_eq!(q.try_put('b'), Err(PutError::Full('b')));
+    /// assert_eq!(LocalQueue::<char>::new(0).maxsize(), 0); // unbounded
+    /// ```
+    pub fn new(maxsize: usize) -> Self {
+        let (items_tx, items_rx) = if maxsize == 0 {
+            crossbeam_channel::unbounded()
+        } else {
+            crossbeam_channel::bounded(maxsize)
+        };
+        let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded(0);
+        Self {
+            shared: Arc::new(Shared {
+                items_tx,
+                items_rx,
+                maxsize,
+                state: AtomicU8::new(OPEN),
+                shutdown_tx: Mutex::new(Some(shutdown_tx)),
+                shutdown_rx,
+                unfinished: AtomicUsize::new(0),
+                puts_in_flight: AtomicUsize::new(0),
+                puts_lock: Mutex::new(()),
+                puts_finished: Condvar::new(),
+                join_lock: Mutex::new(()),
+                all_done: Condvar::new(),
+            }),
+        }
+    }
+
+    /// Python's `queue.Queue()`: no bound, a `put` never waits. Same as `new(0)` and
+    /// `LocalQueue::default()`.
+    ///
+    /// ```
+    /// let q = multiproc::queue::LocalQueue::unbounded();
+    /// for i in 0..10_000 {
+    ///     q.try_put(i).unwrap();
+    /// }
+    /// assert!(!q.full());
+    /// assert_eq!(q.qsize(), 10_000);
+    /// ```
+    pub fn unbounded() -> Self {
+        Self::new(0)
+    }
+
+    /// Python's `q.put(item)`: appends `item`, waiting as long as the queue is full.
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] with the item if the queue is shut down, before or while waiting.
+    ///
+    /// ```
+    /// use multiproc::queue::{Closed, LocalQueue};
+    ///
+    /// let q = LocalQueue::new(5);
+    /// q.put(111).unwrap();
+    /// q.shutdown(false);
+    /// assert_eq!(q.put(222), Err(Closed(222)));
+    /// ```
+    pub fn put(&self, item: T) -> Result<(), Closed<T>> {
+        self.put_waiting(item, Wait::Forever)
+            .map_err(|err| Closed(err.into_inner()))
+    }
+
+    /// Python's `q.put(item, timeout=t)`: like [`put`](Self::put), waiting at most
+    /// `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// [`PutError::Full`] with the item if there was no room for the whole `timeout`;
+    /// [`PutError::Closed`] with the item if the queue is shut down.
+    ///
+    /// ```
+    /// use multiproc::queue::{LocalQueue, PutError};
+    /// use std::time::Duration;
+    ///
+    /// let q = LocalQueue::new(1);
+    /// q.put_timeout(1, Duration::from_millis(10)).unwrap();
+    /// let late = q.put_timeout(2, Duration::from_millis(10));
+    /// assert_eq!(late, Err(PutError::Full(2)));
+    /// ```
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        self.put_waiting(item, Wait::at_most(timeout))
+    }
+
+    /// Python's `q.put_nowait(item)` (`put(item, block=False)`): appends `item` if there
+    /// is room now.
+    ///
+    /// # Errors
+    ///
+    /// [`PutError::Full`] with the item if the queue is full; [`PutError::Closed`] with
+    /// the item if it is shut down.
+    ///
+    /// ```
+    /// use multiproc::queue::{LocalQueue, PutError};
+    ///
+    /// let q = LocalQueue::new(1);
+    /// assert_eq!(q.try_put("a"), Ok(()));
+    /// assert_eq!(q.try_put("b"), Err(PutError::Full("b")));
+    /// ```
+    pub fn try_put(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_waiting(item, Wait::No)
+    }
+
+    /// Python's `q.get()`: removes and returns the oldest item, waiting as long as the
+    /// queue is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] once the queue is shut down and has nothing left: after
+    /// `shutdown(false)` the items already queued are still returned first.
+    ///
+    /// ```
+    /// use multiproc::queue::{Closed, LocalQueue};
+    ///
+    /// let q = LocalQueue::new(5);
+    /// q.put(111).unwrap();
+    /// q.put(222).unwrap();
+    /// assert_eq!(q.get(), Ok(111));
+    /// q.shutdown(false);
+    /// assert_eq!(q.get(), Ok(222));
+    /// assert_eq!(q.get(), Err(Closed(())));
+    /// ```
+    pub fn get(&self) -> Result<T, Closed> {
+        self.get_waiting(Wait::Forever).map_err(|_| Closed(()))
+    }
+
+    /// Python's `q.get(timeout=t)`: like [`get`](Self::get), waiting at most `timeout`
+    /// for an item.
+    ///
+    /// # Errors
+    ///
+    /// [`GetError::Empty`] if no item came for the whole `timeout` (S30: `get(timeout=3)`
+    /// raises `Empty` after 3 s); [`GetError::Closed`] once the queue is shut down and
+    /// has nothing left.
+    ///
+    /// ```
+    /// use multiproc::queue::{GetError, LocalQueue};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let q = LocalQueue::<i32>::new(5);
+    /// let start = Instant::now();
+    /// assert_eq!(q.get_timeout(Duration::from_millis(30)), Err(GetError::Empty));
+    /// assert!(start.elapsed() >= Duration::from_millis(30));
+    /// ```
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
+        self.get_waiting(Wait::at_most(timeout))
+    }
+
+    /// Python's `q.get_nowait()` (`get(block=False)`): removes and returns the oldest
+    /// item if there is one now.
+    ///
+    /// # Errors
+    ///
+    /// [`GetError::Empty`] if the queue is empty (S30: `get_nowait()` raises `Empty`);
+    /// [`GetError::Closed`] if it is shut down and has nothing left.
+    ///
+    /// ```
+    /// use multiproc::queue::{GetError, LocalQueue};
+    ///
+    /// let q = LocalQueue::new(5);
+    /// q.put(111).unwrap();
+    /// assert_eq!(q.try_get(), Ok(111));
+    /// assert_eq!(q.try_get(), Err(GetError::Empty));
+    /// ```
+    pub fn try_get(&self) -> Result<T, GetError> {
+        self.get_waiting(Wait::No)
+    }
+
+    /// Python's `q.qsize()`: how many items are queued. Another thread may change it
+    /// before the caller acts on it.
+    ///
+    /// ```
+    /// let q = multiproc::queue::LocalQueue::new(5);
+    /// q.put(111).unwrap();
+    /// q.put(222).unwrap();
+    /// assert_eq!(q.qsize(), 2);
+    /// ```
+    pub fn qsize(&self) -> usize {
+        self.shared.items_rx.len()
+    }
+
+    /// Python's `q.empty()`: `true` if no item is queued (at the moment of the call).
+    ///
+    /// ```
+    /// let q = multiproc::queue::LocalQueue::new(5);
+    /// assert!(q.empty());
+    /// q.put(111).unwrap();
+    /// assert!(!q.empty());
+    /// ```
+    pub fn empty(&self) -> bool {
+        self.shared.items_rx.is_empty()
+    }
+
+    /// Python's `q.full()`: `true` if the queue is bounded and holds `maxsize` items (at
+    /// the moment of the call); never for an unbounded queue.
+    ///
+    /// ```
+    /// let q = multiproc::queue::LocalQueue::new(2);
+    /// q.put(111).unwrap();
+    /// assert!(!q.full());
+    /// q.put(222).unwrap();
+    /// assert!(q.full());
+    /// ```
+    pub fn full(&self) -> bool {
+        self.shared.maxsize != 0 && self.shared.items_tx.is_full()
+    }
+
+    /// Python's `q.maxsize`: the bound given to [`new`](Self::new); 0 for unbounded.
+    ///
+    /// ```
+    /// use multiproc::queue::LocalQueue;
+    /// assert_eq!(LocalQueue::<u8>::new(5).maxsize(), 5);
+    /// assert_eq!(LocalQueue::<u8>::unbounded().maxsize(), 0);
+    /// ```
+    pub fn maxsize(&self) -> usize {
+        self.shared.maxsize
+    }
+
+    /// Python's `q.task_done()`: marks one item taken by a `get` as processed, for
+    /// [`join`](Self::join).
+    ///
+    /// # Errors
+    ///
+    /// [`TooManyTaskDone`] if every item put is already marked done (Python's
+    /// `ValueError`); the count is left at zero.
+    ///
+    /// ```
+    /// use multiproc::queue::{LocalQueue, TooManyTaskDone};
+    ///
+    /// let q = LocalQueue::new(5);
+    /// q.put(111).unwrap();
+    /// q.get().unwrap();
+    /// assert_eq!(q.task_done(), Ok(()));
+    /// assert_eq!(q.task_done(), Err(TooManyTaskDone));
+    /// ```
+    pub fn task_done(&self) -> Result<(), TooManyTaskDone> {
+        let before = self
+            .shared
+            .unfinished
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .map_err(|_| TooManyTaskDone)?;
+        if before == 1 {
+            self.shared.notify_all_done();
+        }
+        Ok(())
+    }
+
+    /// Python's `q.join()`: waits until every item ever put has been marked done by
+    /// [`task_done`](Self::task_done) (at once if none is pending).
+    ///
+    /// ```
+    /// use multiproc::queue::LocalQueue;
+    /// use std::thread;
+    ///
+    /// let q = LocalQueue::new(0);
+    /// q.put("job").unwrap();
+    /// let worker = q.clone();
+    /// thread::spawn(move || {
+    ///     let job = worker.get().unwrap();
+    ///     assert_eq!(job, "job");
+    ///     worker.task_done().unwrap();
+    /// });
+    /// q.join();
+    /// assert_eq!(q.unfinished_tasks(), 0);
+    /// ```
+    pub fn join(&self) {
+        let mut guard = self.shared.join_lock.lock();
+        while self.shared.unfinished.load(Ordering::Acquire) != 0 {
+            self.shared.all_done.wait(&mut guard);
+        }
+    }
+
+    /// Like [`join`](Self::join), waiting at most `timeout`: `true` if every item put
+    /// was marked done in time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let q = multiproc::queue::LocalQueue::new(0);
+    /// assert!(q.join_timeout(Duration::ZERO));
+    /// q.put(1).unwrap();
+    /// assert!(!q.join_timeout(Duration::from_millis(10)));
+    /// ```
+    pub fn join_timeout(&self, timeout: Duration) -> bool {
+        let Wait::Until(deadline) = Wait::at_most(timeout) else {
+            self.join();
+            return true;
+        };
+        let mut guard = self.shared.join_lock.lock();
+        while self.shared.unfinished.load(Ordering::Acquire) != 0 {
+            if self
+                .shared
+                .all_done
+                .wait_until(&mut guard, deadline)
+                .timed_out()
+            {
+                return self.shared.unfinished.load(Ordering::Acquire) == 0;
+            }
+        }
+        true
+    }
+
+    /// Python's `q.unfinished_tasks`: items put and not yet marked done (a `put` still
+    /// in progress in another thread may be counted already).
+    ///
+    /// ```
+    /// let q = multiproc::queue::LocalQueue::new(0);
+    /// q.put(1).unwrap();
+    /// q.put(2).unwrap();
+    /// q.get().unwrap();
+    /// assert_eq!(q.unfinished_tasks(), 2); // taken is not done
+    /// q.task_done().unwrap();
+    /// assert_eq!(q.unfinished_tasks(), 1);
+    /// ```
+    pub fn unfinished_tasks(&self) -> usize {
+        self.shared.unfinished.load(Ordering::Acquire)
+    }
+
+    /// Python 3.13's `q.shutdown(immediate)`: from now on every `put` fails with
+    /// [`Closed`], and every waiting `get` and `put`, in any thread, wakes up.
+    ///
+    /// With `immediate == false`, gets still return the items already queued, then
+    /// fail. With `immediate == true`, the queued items are dropped at once (each
+    /// counting as done for [`join`](Self::join)) and gets fail. Calling it again is
+    /// harmless; `shutdown(true)` after `shutdown(false)` drops what is left.
+    ///
+    /// ```
+    /// use multiproc::queue::{Closed, LocalQueue};
+    ///
+    /// let q = LocalQueue::new(0);
+    /// q.put(1).unwrap();
+    /// q.put(2).unwrap();
+    /// q.shutdown(true);
+    /// assert!(q.is_shutdown());
+    /// assert_eq!(q.get(), Err(Closed(())));
+    /// assert_eq!(q.qsize(), 0);
+    /// q.join(); // the dropped items count as done
+    /// ```
+    pub fn shutdown(&self, immediate: bool) {
+        let state = if immediate {
+            SHUT_DOWN_IMMEDIATELY
+        } else {
+            SHUT_DOWN
+        };
+        self.shared.state.fetch_max(state, Ordering::SeqCst);
+        // Disconnecting the signal wakes every `get` and `put` blocked in a select. The
+        // state is set first so that each of them sees it on waking.
+        drop(self.shared.shutdown_tx.lock().take());
+        if immediate {
+            self.shared.discard_queued();
+        }
+    }
+
+    /// Python 3.13's `q.is_shutdown`: `true` once [`shutdown`](Self::shutdown) was called.
+    ///
+    /// ```
+    /// let q = multiproc::queue::LocalQueue::<u8>::new(0);
+    /// assert!(!q.is_shutdown());
+    /// q.shutdown(false);
+    /// assert!(q.is_shutdown());
+    /// ```
+    pub fn is_shutdown(&self) -> bool {
+        self.shared.state() != OPEN
+    }
+
+    /// Takes items as they come, waiting for each, until the queue is shut down and
+    /// drained: `for item in q.iter()` is Python's `while True: q.get()` ended by
+    /// `ShutDown`. `&LocalQueue` iterates the same way.
+    ///
+    /// ```
+    /// let q = multiproc::queue::LocalQueue::new(0);
+    /// q.put(1).unwrap();
+    /// q.put(2).unwrap();
+    /// q.shutdown(false);
+    /// assert_eq!(q.iter().collect::<Vec<_>>(), [1, 2]);
+    /// ```
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter { queue: self }
+    }
+
+    /// Takes the items queued now, without waiting: ends at the first
+    /// [`try_get`](Self::try_get) that finds nothing.
+    ///
+    /// ```
+    /// let q = multiproc::queue::LocalQueue::new(0);
+    /// q.put(1).unwrap();
+    /// q.put(2).unwrap();
+    /// assert_eq!(q.try_iter().collect::<Vec<_>>(), [1, 2]);
+    /// assert!(q.empty()); // and the queue stays open
+    /// ```
+    pub fn try_iter(&self) -> TryIter<'_, T> {
+        TryIter { queue: self }
+    }
+
+    /// The one implementation of `put`, `put_timeout` and `try_put`.
+    fn put_waiting(&self, item: T, wait: Wait) -> Result<(), PutError<T>> {
+        let shared = &*self.shared;
+        // Announced before the state is read (both `SeqCst`, like the state's store in
+        // `shutdown` and the loads in `get_waiting`): a `get` that sees the shutdown then
+        // sees this put in flight if the put saw the queue open.
+        shared.puts_in_flight.fetch_add(1, Ordering::SeqCst);
+        let result = self.put_announced(item, wait);
+        if shared.puts_in_flight.fetch_sub(1, Ordering::SeqCst) == 1
+            && shared.state_seq_cst() != OPEN
+        {
+            // Taking the lock first: a waiting `get` is either before its check of the
+            // count (and will see zero) or already waiting (and is woken).
+            drop(shared.puts_lock.lock());
+            shared.puts_finished.notify_all();
+        }
+        result
+    }
+
+    /// `put_waiting` once the put is counted in `puts_in_flight`.
+    fn put_announced(&self, item: T, wait: Wait) -> Result<(), PutError<T>> {
+        let shared = &*self.shared;
+        if shared.state_seq_cst() != OPEN {
+            return Err(PutError::Closed(item));
+        }
+        // Counted before the item is visible, so a consumer's `task_done` for it can never
+        // come first and be refused.
+        shared.unfinished.fetch_add(1, Ordering::AcqRel);
+        let sent = match shared.items_tx.try_send(item) {
+            Ok(()) => Ok(()),
+            // Unreachable while `shared` holds the receiver; reported rather than assumed.
+            Err(TrySendError::Disconnected(item)) => Err(PutError::Closed(item)),
+            Err(TrySendError::Full(item)) => match wait {
+                Wait::No => Err(PutError::Full(item)),
+                Wait::Forever => shared.send_blocking(item, None),
+                Wait::Until(deadline) => shared.send_blocking(item, Some(deadline)),
+            },
+        };
+        match sent {
+            Ok(()) => {
+                // A `shutdown(true)` that raced with this put may have drained the queue
+                // before the item arrived: the put then counts as made before it, and the
+                // item is dropped with the others.
+                if shared.state() == SHUT_DOWN_IMMEDIATELY {
+                    shared.discard_queued();
+                }
+                Ok(())
+            }
+            Err(err) => {
+                shared.finish_tasks(1);
+                Err(err)
+            }
+        }
+    }
+
+    /// The one implementation of `get`, `get_timeout` and `try_get`.
+    fn get_waiting(&self, wait: Wait) -> Result<T, GetError> {
+        let shared = &*self.shared;
+        loop {
+            if shared.state() == SHUT_DOWN_IMMEDIATELY {
+                shared.discard_queued();
+                return Err(GetError::Closed);
+            }
+            match shared.items_rx.try_recv() {
+                Ok(item) => return Ok(item),
+                Err(TryRecvError::Disconnected) => return Err(GetError::Closed),
+                Err(TryRecvError::Empty) => {}
+            }
+            if shared.state_seq_cst() != OPEN {
+                // Empty and shut down, unless a put that saw the queue open is still
+                // delivering its item: wait for those, then look once more.
+                shared.wait_for_puts_in_flight();
+                return shared.items_rx.try_recv().map_err(|_| GetError::Closed);
+            }
+            let deadline = match wait {
+                Wait::No => return Err(GetError::Empty),
+                Wait::Forever => None,
+                Wait::Until(deadline) => Some(deadline),
+            };
+            let mut select = Select::new_biased();
+            let item_ready = select.recv(&shared.items_rx);
+            let shutdown_ready = select.recv(&shared.shutdown_rx);
+            let ready = match deadline {
+                None => select.select(),
+                Some(deadline) => match select.select_deadline(deadline) {
+                    Ok(ready) => ready,
+                    Err(_) => return Err(GetError::Empty),
+                },
+            };
+            if ready.index() == item_ready {
+                return ready.recv(&shared.items_rx).map_err(|_| GetError::Closed);
+            }
+            debug_assert_eq!(ready.index(), shutdown_ready);
+            // Completes the selected operation (it reports the disconnection); the loop
+            // then drains what is left or reports the shutdown.
+            let _disconnected = ready.recv(&shared.shutdown_rx);
+        }
+    }
+}
+
+impl<T> Shared<T> {
+    fn state(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    /// The state, read in the single order shared with `puts_in_flight` (see
+    /// `put_waiting`).
+    fn state_seq_cst(&self) -> u8 {
+        self.state.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no put is between its state check and its return. Called only once
+    /// the queue is shut down, when no new put gets past its check.
+    fn wait_for_puts_in_flight(&self) {
+        let mut guard = self.puts_lock.lock();
+        while self.puts_in_flight.load(Ordering::SeqCst) != 0 {
+            self.puts_finished.wait(&mut guard);
+        }
+    }
+
+    /// Waits until `item` can be sent, the deadline passes (`Full`) or the queue is shut
+    /// down (`Closed`). A shutdown wins over free room when both are ready.
+    fn send_blocking(&self, item: T, deadline: Option<Instant>) -> Result<(), PutError<T>> {
+        let mut select = Select::new_biased();
+        let shutdown_ready = select.recv(&self.shutdown_rx);
+        let room_ready = select.send(&self.items_tx);
+        let ready = match deadline {
+            None => select.select(),
+            Some(deadline) => match select.select_deadline(deadline) {
+                Ok(ready) => ready,
+                Err(_) => return Err(PutError::Full(item)),
+            },
+        };
+        if ready.index() == shutdown_ready {
+            let _disconnected = ready.recv(&self.shutdown_rx);
+            return Err(PutError::Closed(item));
+        }
+        debug_assert_eq!(ready.index(), room_ready);
+        ready
+            .send(&self.items_tx, item)
+            .map_err(|err| PutError::Closed(err.into_inner()))
+    }
+
+    /// Drops every queued item, counting each as done (Python's `shutdown(immediate=True)`).
+    fn discard_queued(&self) {
+        let discarded = self.items_rx.try_iter().count();
+        if discarded > 0 {
+            self.finish_tasks(discarded);
+        }
+    }
+
+    /// Lowers the unfinished count by `n` (not below zero) and wakes the joiners if it
+    /// reaches zero.
+    fn finish_tasks(&self, n: usize) {
+        let before = self
+            .unfinished
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+                Some(count.saturating_sub(n))
+            })
+            .unwrap_or_else(|count| count);
+        if before != 0 && before <= n {
+            self.notify_all_done();
+        }
+    }
+
+    /// Wakes every `join`. Taking the lock first means a joiner is either before its
+    /// check of the count (and will see zero) or already waiting (and is woken).
+    fn notify_all_done(&self) {
+        drop(self.join_lock.lock());
+        self.all_done.notify_all();
+    }
+}
+
+impl<T> Clone for LocalQueue<T> {
+    /// Another handle to the same queue (Python code would pass the same object).
+    ///
+    /// ```
+    /// let q = multiproc::queue::LocalQueue::new(0);
+    /// let other = q.clone();
+    /// other.put("shared").unwrap();
+    /// assert_eq!(q.get(), Ok("shared"));
+    /// ```
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<T> Default for LocalQueue<T> {
+    /// An unbounded queue, like Python's `queue.Queue()`.
+    ///
+    /// ```
+    /// let q = multiproc::queue::LocalQueue::<u8>::default();
+    /// assert_eq!(q.maxsize(), 0);
+    /// ```
+    fn default() -> Self {
+        Self::unbounded()
+    }
+}
+
+impl<T> fmt::Debug for LocalQueue<T> {
+    /// The queue's counters, not its items (which need not be `Debug`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalQueue")
+            .field("maxsize", &self.maxsize())
+            .field("qsize", &self.qsize())
+            .field("unfinished_tasks", &self.unfinished_tasks())
+            .field("is_shutdown", &self.is_shutdown())
+            .finish()
+    }
+}
+
+impl<'a, T> IntoIterator for &'a LocalQueue<T> {
+    type Item = T;
+    type IntoIter = Iter<'a, T>;
+
+    /// Same as [`LocalQueue::iter`]: waits for each item until the queue is shut down and
+    /// drained.
+    fn into_iter(self) -> Iter<'a, T> {
+        self.iter()
+    }
+}
+
+/// The blocking iterator of [`LocalQueue::iter`]: each `next` is a
+/// [`get`](LocalQueue::get); it ends when the queue is shut down and drained.
+///
+/// ```
+/// let q = multiproc::queue::LocalQueue::new(0);
+/// q.put('x').unwrap();
+/// q.shutdown(false);
+/// let mut items = q.iter();
+/// assert_eq!(items.next(), Some('x'));
+/// assert_eq!(items.next(), None);
+/// ```
+pub struct Iter<'a, T> {
+    queue: &'a LocalQueue<T>,
+}
+
+impl<T> Iterator for Iter<'_, T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        self.queue.get().ok()
+    }
+}
+
+impl<T> fmt::Debug for Iter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Iter").field(self.queue).finish()
+    }
+}
+
+/// The non-blocking iterator of [`LocalQueue::try_iter`]: each `next` is a
+/// [`try_get`](LocalQueue::try_get); it ends when the queue is empty.
+///
+/// ```
+/// let q = multiproc::queue::LocalQueue::new(0);
+/// q.put('x').unwrap();
+/// let mut items = q.try_iter();
+/// assert_eq!(items.next(), Some('x'));
+/// assert_eq!(items.next(), None);
+/// ```
+pub struct TryIter<'a, T> {
+    queue: &'a LocalQueue<T>,
+}
+
+impl<T> Iterator for TryIter<'_, T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        self.queue.try_get().ok()
+    }
+}
+
+impl<T> fmt::Debug for TryIter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TryIter").field(self.queue).finish()
+    }
+}
