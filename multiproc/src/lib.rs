@@ -29,6 +29,8 @@
 //! | `active_children()` | [`active_children`] |
 //! | `os.fork()` | `unsafe` [`sys::fork`] |
 //! | `os._exit(n)` | [`process::exit_now`] |
+//! | `Pipe()`, `Pipe(duplex=False)`, `conn.send/recv/poll` | [`connection::pipe`], [`connection::pipe_simplex`], [`connection::Connection`] |
+//! | `queue.Queue(maxsize)`, `get_nowait`, `task_done`, `join`, `shutdown` | [`queue::LocalQueue`] ([`queue::GetError`], [`queue::PutError`]) |
 //! | `threading.Thread(target=f, name=…)` | [`thread::Thread`] |
 //! | `threading.current_thread().name`, `get_ident()` | [`thread::current_thread`], [`thread::get_ident`] |
 //! | `threading.Lock`, `RLock` | [`thread::Lock`], [`thread::RLock`] |
