@@ -8,17 +8,21 @@
 
 use std::time::Instant;
 
+use multiproc::connection::{Connection, Receiver, Sender, pipe, pipe_simplex};
 use multiproc::{Process, StartMethod};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_bytes::ByteBuf;
+
+/// pybench's `MiB`.
+const MIB: usize = 1 << 20;
 
 /// What every metric gets: the workload scale and the default start method.
 pub(crate) struct Ctx {
     /// `--scale`.
     pub(crate) scale: f64,
     /// `--method`: the start method of the metrics that do not name one (also set as
-    /// multiproc's default with `set_start_method`). Unused until such metrics exist.
-    #[allow(dead_code)]
+    /// multiproc's default with `set_start_method`).
     pub(crate) method: StartMethod,
 }
 
@@ -67,7 +71,25 @@ pub(crate) const METRICS: &[Metric] = &[
         desc: "thread::Thread::start(noop) + join()",
         run: thread_start_join,
     },
-    // ---- queues and pipes: queue_*, pipe_*           (to come)
+    // ---- queues and pipes: queue_*                    (to come)
+    Metric {
+        name: "pipe_small_msgs",
+        unit: "msg/s",
+        desc: "pipe_simplex: a child sends N small ints and a sentinel, the parent receives them",
+        run: pipe_small_msgs,
+    },
+    Metric {
+        name: "pipe_1m_bw",
+        unit: "MB/s",
+        desc: "pipe_simplex: as pipe_small_msgs with 1 MiB bytes payloads (MB = 1e6 bytes)",
+        run: pipe_1m_bw,
+    },
+    Metric {
+        name: "pipe_rtt",
+        unit: "us",
+        desc: "round trip parent -> child -> parent over a duplex pipe",
+        run: pipe_rtt,
+    },
     // ---- pools and executors: pool_*, ppe_*, tpe_*, cpu_speedup (to come)
     // ---- shared state and locks: value_*, lock_*, shm_* (to come)
     // ---- manager_dict_*, subprocess_run_true          (to come)
@@ -92,7 +114,6 @@ pub(crate) fn per_op(seconds: f64, count: u64, unit: &str) -> f64 {
 }
 
 /// Throughput: `count` per second.
-#[allow(dead_code)] // for the throughput metrics to come
 pub(crate) fn rate(count: f64, seconds: f64) -> f64 {
     count / seconds
 }
@@ -175,6 +196,25 @@ where
 /// pybench's `noop`.
 fn noop(_: ()) {}
 
+/// pybench's `pipe_produce`: waits for the parent's go (the start barrier), then sends
+/// `count` payloads and the `None` sentinel.
+fn pipe_produce<T: Serialize>(args: (Sender<Option<T>>, Receiver<()>, u64, T)) {
+    let (tx, go, count, payload) = args;
+    go.recv().expect("pipe_produce: go");
+    let msg = Some(payload);
+    for _ in 0..count {
+        tx.send(&msg).expect("pipe_produce: send");
+    }
+    tx.send(&None).expect("pipe_produce: send sentinel");
+}
+
+/// pybench's `pipe_echo`: sends back every message until the `None` sentinel.
+fn pipe_echo(conn: Connection<Option<u64>>) {
+    while let Some(x) = conn.recv().expect("pipe_echo: recv") {
+        conn.send(&Some(x)).expect("pipe_echo: send");
+    }
+}
+
 // ---- processes and threads ---------------------------------------------------------
 
 /// Seconds for `count` starts+joins of a noop child in a row (pybench's `start_join`).
@@ -216,5 +256,74 @@ fn thread_start_join(c: &Ctx) -> Result<f64, String> {
         Ok::<(), String>(())
     });
     joined?;
+    Ok(per_op(seconds, k, "us"))
+}
+
+// ---- queues and pipes --------------------------------------------------------------
+
+/// Receives until the `None` sentinel; checks that `count` items came before it
+/// (pybench's `receive_all`).
+fn receive_all<T: DeserializeOwned>(rx: &Receiver<Option<T>>, count: u64) -> Result<(), String> {
+    let mut got = 0u64;
+    while rx.recv().map_err(|e| format!("recv: {e}"))?.is_some() {
+        got += 1;
+    }
+    check(got == count, || {
+        format!("received {got} of {count} messages")
+    })
+}
+
+/// Seconds for a ready child to send `count` payloads and a sentinel through a one-way
+/// pipe and for the parent to receive them all (pybench's `pipe_stream`).
+fn pipe_stream<T>(c: &Ctx, count: u64, payload: T) -> Result<f64, String>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    let (rx, tx) = pipe_simplex::<Option<T>>().map_err(|e| format!("pipe: {e}"))?;
+    let (go_rx, go_tx) = pipe_simplex::<()>().map_err(|e| format!("pipe: {e}"))?;
+    let mut p = start_child(c.method, pipe_produce::<T>, (tx, go_rx, count, payload))?;
+    // The start barrier: the clock starts when the child is told to go.
+    go_tx.send(&()).map_err(|e| format!("send go: {e}"))?;
+    let (seconds, received) = clock(|| receive_all(&rx, count));
+    received?;
+    join_ok(&mut p, "pipe_produce")?;
+    Ok(seconds)
+}
+
+fn pipe_small_msgs(c: &Ctx) -> Result<f64, String> {
+    let k = c.n(200_000);
+    Ok(rate(k as f64, pipe_stream(c, k, 7u64)?))
+}
+
+fn pipe_1m_bw(c: &Ctx) -> Result<f64, String> {
+    let k = c.n(300);
+    let seconds = pipe_stream(c, k, ByteBuf::from(vec![b'x'; MIB]))?;
+    Ok(rate(k as f64 * MIB as f64 / 1e6, seconds))
+}
+
+/// Seconds for `count` round trips to an echo child, after one untimed trip
+/// (pybench's `ping_pong`).
+fn ping_pong(conn: &Connection<Option<u64>>, count: u64) -> Result<f64, String> {
+    let trip = |x: u64| -> Result<Option<u64>, String> {
+        conn.send(&Some(x)).map_err(|e| format!("send: {e}"))?;
+        conn.recv().map_err(|e| format!("recv: {e}"))
+    };
+    check(trip(u64::MAX)? == Some(u64::MAX), || "warm-up echo".into())?;
+    let t0 = Instant::now();
+    for i in 0..count {
+        let echo = trip(i)?;
+        check(echo == Some(i), || format!("echo of {i}"))?;
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+fn pipe_rtt(c: &Ctx) -> Result<f64, String> {
+    let k = c.n(10_000);
+    let (here, there) = pipe::<Option<u64>>().map_err(|e| format!("pipe: {e}"))?;
+    let mut p = start_child(c.method, pipe_echo, there)?;
+    let seconds = ping_pong(&here, k)?;
+    here.send(&None)
+        .map_err(|e| format!("send sentinel: {e}"))?;
+    join_ok(&mut p, "pipe_echo")?;
     Ok(per_op(seconds, k, "us"))
 }
