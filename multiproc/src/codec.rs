@@ -153,6 +153,21 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     })
 }
 
+/// Appends the bare postcard body of `value` to `out` (for transports that write their
+/// own headers in front of it without copying the body again).
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let start = out.len();
+    postcard::to_io(value, &mut *out)
+        .map(drop)
+        .map_err(|source| {
+            out.truncate(start);
+            CodecError::Encode {
+                ty: std::any::type_name::<T>(),
+                source,
+            }
+        })
+}
+
 /// Decodes a bare postcard body that must hold exactly one `T`.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
     let expected = std::any::type_name::<T>();

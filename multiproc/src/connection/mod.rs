@@ -151,14 +151,16 @@ impl Endpoint {
     }
 
     fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), SendError> {
-        let (body, fds) = handle::collect_fds(|| codec::encode(value));
-        let body = body?;
+        // Header and descriptor count are written in front of the body in place.
+        let mut frame = vec![0u8; HEADER_LEN + 1];
+        let (encoded, fds) = handle::collect_fds(|| codec::encode_into(value, &mut frame));
+        encoded?;
         if fds.len() > u8::MAX as usize {
             return Err(SendError::Io(io::Error::other(
                 "more than 255 descriptors in one message",
             )));
         }
-        let size = body.len() + 1;
+        let size = frame.len() - HEADER_LEN;
         if size > self.limits.max_message {
             return Err(CodecError::Oversized {
                 size,
@@ -166,10 +168,8 @@ impl Endpoint {
             }
             .into());
         }
-        let mut frame = Vec::with_capacity(HEADER_LEN + size);
-        frame.extend_from_slice(&codec::header(size, codec::fingerprint::<T>()));
-        frame.push(fds.len() as u8);
-        frame.extend_from_slice(&body);
+        frame[..HEADER_LEN].copy_from_slice(&codec::header(size, codec::fingerprint::<T>()));
+        frame[HEADER_LEN] = fds.len() as u8;
         let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
         let _guard = self.writer.lock();
         sys::fd::send_all_with_fds(self.sock.as_fd(), &frame, &borrowed)?;
@@ -186,11 +186,13 @@ impl Endpoint {
             if st.eof {
                 return Err(RecvError::Disconnected);
             }
-            let room = match codec::frame_len(&st.buf[st.start..], &self.limits) {
-                Ok(Some(total)) => total - (st.buf.len() - st.start),
-                _ => 64 * 1024,
-            }
-            .clamp(4096, 1 << 30);
+            // Inside a frame's body no descriptor can arrive (they come with a frame's
+            // first byte), so the rest of a large body is read without ancillary data.
+            let (room, mid_frame) = match codec::frame_len(&st.buf[st.start..], &self.limits) {
+                Ok(Some(total)) => (total - (st.buf.len() - st.start), true),
+                _ => (64 * 1024, false),
+            };
+            let room = room.clamp(4096, 1 << 30);
             if st.start > 0 && st.start * 2 >= st.buf.len() {
                 let start = st.start;
                 st.buf.drain(..start);
@@ -206,13 +208,17 @@ impl Endpoint {
                 }
             };
             let mut got = Vec::new();
-            let read = sys::fd::recv_into_with_fds(
-                self.sock.as_fd(),
-                &mut st.buf,
-                room,
-                &mut got,
-                nonblocking,
-            );
+            let read = if mid_frame && !nonblocking {
+                sys::fd::read_into(self.sock.as_fd(), &mut st.buf, room)
+            } else {
+                sys::fd::recv_into_with_fds(
+                    self.sock.as_fd(),
+                    &mut st.buf,
+                    room,
+                    &mut got,
+                    nonblocking,
+                )
+            };
             st.fds.extend(got);
             match read {
                 Ok(0) => st.eof = true,
