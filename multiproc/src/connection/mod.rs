@@ -170,9 +170,8 @@ impl Endpoint {
         }
         frame[..HEADER_LEN].copy_from_slice(&codec::header(size, codec::fingerprint::<T>()));
         frame[HEADER_LEN] = fds.len() as u8;
-        let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
         let _guard = self.writer.lock();
-        sys::fd::send_all_with_fds(self.sock.as_fd(), &frame, &borrowed)?;
+        sys::fd::send_all_with_fds(self.sock.as_fd(), &frame, &fds)?;
         Ok(())
     }
 

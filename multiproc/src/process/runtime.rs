@@ -18,18 +18,13 @@ use super::start::forkserver::ForkServer;
 use crate::sys;
 use crate::sys::cell::LeakedCell;
 
-/// Work for the launcher thread.
-pub(crate) enum LaunchJob {
-    /// Fork; the child runs the closure and exits with the code it returns.
-    Fork {
-        child: Box<dyn FnOnce() -> i32 + Send>,
-        reply: Sender<std::io::Result<u32>>,
-    },
-    /// `posix_spawn` the current executable.
-    Spawn {
-        spawn: Box<dyn FnOnce() -> std::io::Result<u32> + Send>,
-        reply: Sender<std::io::Result<u32>>,
-    },
+/// Creating one child (fork or `posix_spawn`): returns its pid.
+pub(crate) type LaunchWork = Box<dyn FnOnce() -> std::io::Result<u32> + Send>;
+
+/// Work for the launcher thread, with where to send the pid.
+struct LaunchJob {
+    work: LaunchWork,
+    reply: Sender<std::io::Result<u32>>,
 }
 
 /// A live child known to this process.
@@ -99,25 +94,20 @@ impl Runtime {
         started.map(|()| tx)
     }
 
-    /// Runs `job` on the launcher thread and returns the child's pid.
+    /// Runs `work` (which creates one child) on the launcher thread and returns the
+    /// child's pid.
     ///
     /// Children are created by this one long-lived thread because the kernel's
     /// parent-death signal fires when the *thread* that created a child exits: a child
     /// started from a short-lived thread would otherwise be killed with that thread.
     /// The main thread lives as long as the process, so it launches directly.
-    pub(crate) fn launch(
-        &self,
-        job: impl FnOnce(Sender<std::io::Result<u32>>) -> LaunchJob,
-    ) -> std::io::Result<u32> {
-        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+    pub(crate) fn launch(&self, work: LaunchWork) -> std::io::Result<u32> {
         if sys::proc::gettid() == self.pid {
-            run_job(job(reply_tx));
-            return reply_rx
-                .recv()
-                .map_err(|_| std::io::Error::other("launch job dropped its reply"))?;
+            return work();
         }
+        let (reply, reply_rx) = crossbeam_channel::bounded(1);
         self.launcher()?
-            .send(job(reply_tx))
+            .send(LaunchJob { work, reply })
             .map_err(|_| std::io::Error::other("the launcher thread is gone"))?;
         reply_rx
             .recv()
@@ -153,18 +143,7 @@ impl Runtime {
 
 fn launcher_loop(jobs: Receiver<LaunchJob>) {
     for job in jobs {
-        run_job(job);
-    }
-}
-
-fn run_job(job: LaunchJob) {
-    match job {
-        LaunchJob::Fork { child, reply } => {
-            let _ = reply.send(sys::proc::fork_and_run(child));
-        }
-        LaunchJob::Spawn { spawn, reply } => {
-            let _ = reply.send(spawn());
-        }
+        let _ = job.reply.send((job.work)());
     }
 }
 

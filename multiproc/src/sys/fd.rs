@@ -200,11 +200,13 @@ pub(crate) fn send_with_fds(
 pub(crate) fn send_all_with_fds(
     sock: BorrowedFd<'_>,
     data: &[u8],
-    fds: &[BorrowedFd<'_>],
+    fds: &[OwnedFd],
 ) -> io::Result<()> {
     if fds.is_empty() {
         return send_all(sock, data);
     }
+    let fds: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+    let fds = &fds[..];
     let mut space = vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !control.push(SendAncillaryMessage::ScmRights(fds)) {

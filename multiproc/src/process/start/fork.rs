@@ -6,7 +6,7 @@ use super::{Job, Launched, Starter};
 use crate::process::StartError;
 use crate::process::child;
 use crate::process::info::{self, ChildInfo};
-use crate::process::runtime::{LaunchJob, runtime};
+use crate::process::runtime::runtime;
 use crate::sys;
 
 pub(crate) struct Fork;
@@ -30,10 +30,9 @@ impl Starter for Fork {
             let outcome = run();
             child::finish(&child_end, outcome)
         };
-        let pid = rt.launch(|reply| LaunchJob::Fork {
-            child: Box::new(child_main),
-            reply,
-        })?;
+        let pid = rt.launch(Box::new(move || {
+            sys::proc::fork_and_run(Box::new(child_main))
+        }))?;
         let pidfd = sys::proc::pidfd_open(pid)?;
         Ok(Launched {
             pid,

@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use super::{Job, Launched, Starter};
 use crate::process::StartError;
 use crate::process::info::ChildInfo;
-use crate::process::runtime::runtime;
+use crate::process::runtime::{Runtime, runtime};
 use crate::sys;
 
 /// The parent's handle on its forkserver.
@@ -90,12 +90,21 @@ pub(crate) fn ensure_started() -> Result<u32, StartError> {
             return Ok(fs.pid);
         }
     }
+    Ok(install(rt, &mut slot)?.pid)
+}
+
+/// Starts a new forkserver into `slot` (reaping the old one, if any) and publishes its
+/// socket number for forked children to close.
+fn install<'a>(
+    rt: &Runtime,
+    slot: &'a mut Option<ForkServer>,
+) -> Result<&'a ForkServer, StartError> {
+    rt.forkserver_fd.store(-1, Ordering::Release);
+    *slot = None;
     let fs = ForkServer::start()?;
     rt.forkserver_fd
         .store(fs.sock.as_raw_fd(), Ordering::Release);
-    let pid = fs.pid;
-    *slot = Some(fs);
-    Ok(pid)
+    Ok(slot.insert(fs))
 }
 
 /// The pid of the running forkserver, if one was started (it is not one of the
@@ -112,13 +121,10 @@ fn request(chan: &OwnedFd) -> Result<u32, StartError> {
     let mut slot = rt.forkserver.lock();
     let mut last_error = None;
     for _attempt in 0..2 {
-        if slot.is_none() {
-            let fs = ForkServer::start()?;
-            rt.forkserver_fd
-                .store(fs.sock.as_raw_fd(), Ordering::Release);
-            *slot = Some(fs);
-        }
-        let fs = slot.as_ref().expect("set above");
+        let fs = match slot.as_ref() {
+            Some(fs) => fs,
+            None => install(rt, &mut slot)?,
+        };
         match fs.fork_one(chan) {
             Ok(pid) => return Ok(pid),
             Err(e) => {
@@ -148,8 +154,7 @@ impl Starter for ForkServerStarter {
         let pid = request(&child_end)?;
         drop(child_end);
         let pidfd = sys::proc::pidfd_open(pid)?;
-        let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-        let _ = sys::fd::send_all_with_fds(parent_end.as_fd(), &frame, &borrowed);
+        let _ = sys::fd::send_all_with_fds(parent_end.as_fd(), &frame, &fds);
         Ok(Launched {
             pid,
             pidfd,

@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStringExt;
 use super::{Job, Launched, Starter};
 use crate::process::StartError;
 use crate::process::info::ChildInfo;
-use crate::process::runtime::{self, LaunchJob, runtime};
+use crate::process::runtime::{self, runtime};
 use crate::sys;
 
 /// Descriptor number at which a re-executed process finds its channel.
@@ -34,8 +34,7 @@ impl Starter for Spawn {
         let pid = exec_self("MULTIPROC_CHILD", child_end)?;
         let pidfd = sys::proc::pidfd_open(pid)?;
         // A child that died already makes this fail with EPIPE; `join` reports its death.
-        let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-        let _ = sys::fd::send_all_with_fds(parent_end.as_fd(), &frame[sent..], &borrowed);
+        let _ = sys::fd::send_all_with_fds(parent_end.as_fd(), &frame[sent..], &fds);
         Ok(Launched {
             pid,
             pidfd,
@@ -69,12 +68,9 @@ pub(crate) fn exec_self(role: &str, fd: std::os::fd::OwnedFd) -> Result<u32, Sta
         sys::proc::getpid()
     )))?);
     let rt = runtime();
-    let pid = rt.launch(|reply| LaunchJob::Spawn {
-        spawn: Box::new(move || {
-            sys::proc::spawn_exe(c"/proc/self/exe", &argv, &envp, &[(fd.as_fd(), ROLE_FD)])
-        }),
-        reply,
-    })?;
+    let pid = rt.launch(Box::new(move || {
+        sys::proc::spawn_exe(c"/proc/self/exe", &argv, &envp, &[(fd.as_fd(), ROLE_FD)])
+    }))?;
     Ok(pid)
 }
 
