@@ -8,7 +8,7 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use multiproc::queue::{GetError, LocalQueue};
+use multiproc::queue::{GetError, Queue};
 
 /// The `timeout` of the seed's `q.get(timeout=3)`.
 fn get_timeout() -> Duration {
@@ -21,7 +21,7 @@ fn get_timeout() -> Duration {
 
 /// Runs the seed program, then a producer/consumer pair.
 pub fn run() {
-    let q = LocalQueue::new(5); // q = queue.Queue(5)
+    let q = Queue::new(5); // q = queue.Queue(5)
     q.put(111).expect("open queue");
     q.put(222).expect("open queue");
     println!("q.full() = {}", q.full());
@@ -52,7 +52,7 @@ pub fn run() {
 /// A producer thread puts ten jobs into a `Queue(2)`, so it waits for room; a consumer
 /// thread squares each and marks it done; `join()` returns once all ten are done.
 fn producer_consumer() {
-    let jobs = LocalQueue::new(2);
+    let jobs = Queue::new(2);
     let consumer = {
         let jobs = jobs.clone();
         thread::spawn(move || {

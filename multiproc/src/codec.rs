@@ -37,8 +37,9 @@ use serde::de::DeserializeOwned;
 pub const MAGIC: [u8; 4] = *b"MPF1";
 /// Size of the frame header in bytes.
 pub const HEADER_LEN: usize = 16;
-/// Default maximum body size of one message: 1 GiB.
-pub const DEFAULT_MAX_MESSAGE: usize = 1 << 30;
+/// Default maximum body size of one message: 2 GiB (so that a 1 GiB payload and its
+/// length prefix fit).
+pub const DEFAULT_MAX_MESSAGE: usize = 1 << 31;
 
 /// Size limits applied when encoding and decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +119,10 @@ pub enum CodecError {
         /// Bytes left over.
         extra: usize,
     },
+    /// Shared memory holds bytes no sender wrote: something outside multiproc wrote
+    /// over a queue's memory.
+    #[error("corrupt shared memory: {0}")]
+    Corrupt(&'static str),
     /// The value could not be serialised.
     #[error("cannot encode {ty}: {source}")]
     Encode {
@@ -151,6 +156,30 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
         ty: std::any::type_name::<T>(),
         source,
     })
+}
+
+/// The size of the bare postcard body of `value`, computed without writing it.
+pub fn encoded_size<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError> {
+    postcard::experimental::serialized_size(value).map_err(|source| CodecError::Encode {
+        ty: std::any::type_name::<T>(),
+        source,
+    })
+}
+
+/// Writes the bare postcard body of `value` into `out`, which must be exactly
+/// [`encoded_size`] bytes long (a value whose encoding changes between the two calls is
+/// an encode error).
+pub fn encode_to_slice<T: Serialize + ?Sized>(value: &T, out: &mut [u8]) -> Result<(), CodecError> {
+    let want = out.len();
+    let fail = |source| CodecError::Encode {
+        ty: std::any::type_name::<T>(),
+        source,
+    };
+    let used = postcard::to_slice(value, out).map_err(fail)?.len();
+    if used != want {
+        return Err(fail(postcard::Error::SerializeBufferFull));
+    }
+    Ok(())
 }
 
 /// Appends the bare postcard body of `value` to `out` (for transports that write their

@@ -30,7 +30,7 @@
 //! | `os.fork()` | `unsafe` [`sys::fork`] |
 //! | `os._exit(n)` | [`process::exit_now`] |
 //! | `Pipe()`, `Pipe(duplex=False)`, `conn.send/recv/poll` | [`connection::pipe`], [`connection::pipe_simplex`], [`connection::Connection`] |
-//! | `queue.Queue(maxsize)`, `get_nowait`, `task_done`, `join`, `shutdown` | [`queue::LocalQueue`] ([`queue::GetError`], [`queue::PutError`]) |
+//! | `queue.Queue(maxsize)`, `get_nowait`, `task_done`, `join`, `shutdown` | [`queue::Queue`] ([`queue::GetError`], [`queue::PutError`]) |
 //! | `threading.Thread(target=f, name=…)` | [`thread::Thread`] |
 //! | `threading.current_thread().name`, `get_ident()` | [`thread::current_thread`], [`thread::get_ident`] |
 //! | `threading.Lock`, `RLock` | [`thread::Lock`], [`thread::RLock`] |
@@ -59,6 +59,7 @@ pub mod testing;
 pub mod thread;
 
 pub use codec::CodecError;
+pub use queue::mp::{JoinableQueue, Queue, SimpleQueue};
 pub use process::{
     ExitStatus, Process, ProcessBuilder, ProcessError, ProcessInfo, Run, StartError, StartMethod,
     active_children, current_process, get_start_method, init, parent_pid, set_start_method,

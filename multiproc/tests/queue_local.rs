@@ -1,4 +1,4 @@
-//! `multiproc::queue::LocalQueue`: Python's `queue.Queue` between threads (S30).
+//! `multiproc::queue::Queue`: Python's `queue.Queue` between threads (S30).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -6,7 +6,7 @@ use std::sync::{Arc, Barrier, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use multiproc::queue::{Closed, GetError, LocalQueue, PutError, TooManyTaskDone};
+use multiproc::queue::{Closed, GetError, Queue, PutError, TooManyTaskDone};
 
 /// How long a negative check ("this call is still blocked") looks. It can only miss a
 /// bug, never fail a correct implementation.
@@ -17,7 +17,7 @@ struct Opaque(u32);
 
 #[test]
 fn s30_seed_program_put_full_get_empty_get_nowait() {
-    let q = LocalQueue::new(5);
+    let q = Queue::new(5);
     q.put(111).unwrap();
     q.put(222).unwrap();
     assert!(!q.full(), "two items in a Queue(5)");
@@ -30,7 +30,7 @@ fn s30_seed_program_put_full_get_empty_get_nowait() {
 
 #[test]
 fn s30_get_timeout_on_empty_gives_empty_after_the_timeout() {
-    let q = LocalQueue::<u32>::new(5);
+    let q = Queue::<u32>::new(5);
     let timeout = Duration::from_millis(300);
     let start = Instant::now();
     assert_eq!(q.get_timeout(timeout), Err(GetError::Empty));
@@ -39,14 +39,14 @@ fn s30_get_timeout_on_empty_gives_empty_after_the_timeout() {
 
 #[test]
 fn s30_get_timeout_returns_an_item_already_there() {
-    let q = LocalQueue::new(5);
+    let q = Queue::new(5);
     q.put(7).unwrap();
     assert_eq!(q.get_timeout(Duration::from_secs(3600)), Ok(7));
 }
 
 #[test]
 fn s30_get_timeout_returns_an_item_put_while_waiting() {
-    let q = LocalQueue::new(5);
+    let q = Queue::new(5);
     let producer = q.clone();
     let (waiting_tx, waiting_rx) = mpsc::channel();
     let putter = thread::spawn(move || {
@@ -60,7 +60,7 @@ fn s30_get_timeout_returns_an_item_put_while_waiting() {
 
 #[test]
 fn s30_try_put_on_full_gives_the_item_back() {
-    let q = LocalQueue::new(2);
+    let q = Queue::new(2);
     assert_eq!(q.try_put("a"), Ok(()));
     assert_eq!(q.try_put("b"), Ok(()));
     assert!(q.full());
@@ -73,7 +73,7 @@ fn s30_try_put_on_full_gives_the_item_back() {
 
 #[test]
 fn s30_put_timeout_on_full_gives_the_item_back_after_the_timeout() {
-    let q = LocalQueue::new(1);
+    let q = Queue::new(1);
     q.put(1).unwrap();
     let timeout = Duration::from_millis(100);
     let start = Instant::now();
@@ -87,7 +87,7 @@ fn s30_put_timeout_on_full_gives_the_item_back_after_the_timeout() {
 
 #[test]
 fn s30_qsize_empty_full_track_the_items() {
-    let q = LocalQueue::new(3);
+    let q = Queue::new(3);
     assert_eq!(q.maxsize(), 3);
     assert!(q.empty() && !q.full());
     assert_eq!(q.qsize(), 0);
@@ -104,7 +104,7 @@ fn s30_qsize_empty_full_track_the_items() {
 
 #[test]
 fn s30_items_come_out_in_fifo_order() {
-    let q = LocalQueue::new(100);
+    let q = Queue::new(100);
     for i in 0..100 {
         q.put(i).unwrap();
     }
@@ -115,9 +115,9 @@ fn s30_items_come_out_in_fifo_order() {
 #[test]
 fn s30_maxsize_zero_is_unbounded_as_in_python() {
     for q in [
-        LocalQueue::new(0),
-        LocalQueue::unbounded(),
-        LocalQueue::default(),
+        Queue::new(0),
+        Queue::unbounded(),
+        Queue::default(),
     ] {
         assert_eq!(q.maxsize(), 0);
         for i in 0..10_000 {
@@ -130,7 +130,7 @@ fn s30_maxsize_zero_is_unbounded_as_in_python() {
 
 #[test]
 fn s30_put_blocks_when_full_until_a_get_frees_space() {
-    let q = LocalQueue::new(1);
+    let q = Queue::new(1);
     q.put("first").unwrap();
     let producer = q.clone();
     let (about_to_put_tx, about_to_put_rx) = mpsc::channel();
@@ -154,7 +154,7 @@ fn s30_put_blocks_when_full_until_a_get_frees_space() {
 
 #[test]
 fn s30_get_blocks_until_a_put_from_another_thread() {
-    let q = LocalQueue::new(1);
+    let q = Queue::new(1);
     let consumer = q.clone();
     let (got_tx, got_rx) = mpsc::channel();
     let getter = thread::spawn(move || got_tx.send(consumer.get()).unwrap());
@@ -169,7 +169,7 @@ fn s30_get_blocks_until_a_put_from_another_thread() {
 
 #[test]
 fn s30_join_returns_at_once_with_no_tasks() {
-    let q = LocalQueue::<u8>::new(0);
+    let q = Queue::<u8>::new(0);
     q.join();
     assert!(q.join_timeout(Duration::ZERO));
     assert_eq!(q.unfinished_tasks(), 0);
@@ -177,7 +177,7 @@ fn s30_join_returns_at_once_with_no_tasks() {
 
 #[test]
 fn s30_join_returns_only_after_the_last_task_done() {
-    let q = LocalQueue::new(0);
+    let q = Queue::new(0);
     for i in 0..3 {
         q.put(i).unwrap();
     }
@@ -208,7 +208,7 @@ fn s30_join_returns_only_after_the_last_task_done() {
 
 #[test]
 fn s30_join_timeout_reports_whether_all_tasks_were_done() {
-    let q = LocalQueue::new(0);
+    let q = Queue::new(0);
     q.put(1).unwrap();
     let timeout = Duration::from_millis(50);
     let start = Instant::now();
@@ -221,7 +221,7 @@ fn s30_join_timeout_reports_whether_all_tasks_were_done() {
 
 #[test]
 fn s30_many_joiners_all_wake() {
-    let q = LocalQueue::new(0);
+    let q = Queue::new(0);
     q.put(()).unwrap();
     let joiners: Vec<_> = (0..4)
         .map(|_| {
@@ -238,7 +238,7 @@ fn s30_many_joiners_all_wake() {
 
 #[test]
 fn s30_task_done_more_times_than_items_is_an_error() {
-    let q = LocalQueue::new(0);
+    let q = Queue::new(0);
     assert_eq!(q.task_done(), Err(TooManyTaskDone));
     q.put('a').unwrap();
     q.put('b').unwrap();
@@ -255,7 +255,7 @@ fn s30_task_done_more_times_than_items_is_an_error() {
 
 #[test]
 fn s30_a_refused_put_is_not_a_task() {
-    let q = LocalQueue::new(1);
+    let q = Queue::new(1);
     q.put(1).unwrap();
     assert!(q.try_put(2).is_err());
     assert!(q.put_timeout(3, Duration::from_millis(1)).is_err());
@@ -269,7 +269,7 @@ fn s30_a_refused_put_is_not_a_task() {
 
 #[test]
 fn s30_shutdown_refuses_puts_and_get_drains_then_closes() {
-    let q = LocalQueue::new(5);
+    let q = Queue::new(5);
     q.put(1).unwrap();
     q.put(2).unwrap();
     q.put(3).unwrap();
@@ -300,7 +300,7 @@ fn s30_shutdown_refuses_puts_and_get_drains_then_closes() {
 
 #[test]
 fn s30_shutdown_immediate_drops_the_items_and_releases_join() {
-    let q = LocalQueue::new(5);
+    let q = Queue::new(5);
     for i in 0..4 {
         q.put(i).unwrap();
     }
@@ -322,7 +322,7 @@ fn s30_shutdown_immediate_drops_the_items_and_releases_join() {
 
 #[test]
 fn s30_shutdown_immediate_after_shutdown_drops_what_is_left() {
-    let q = LocalQueue::new(0);
+    let q = Queue::new(0);
     q.put(1).unwrap();
     q.put(2).unwrap();
     q.shutdown(false);
@@ -337,7 +337,7 @@ fn s30_shutdown_immediate_after_shutdown_drops_what_is_left() {
 #[test]
 fn s30_shutdown_wakes_blocked_getters() {
     for immediate in [false, true] {
-        let q = LocalQueue::<u32>::new(1);
+        let q = Queue::<u32>::new(1);
         let start = Arc::new(Barrier::new(3));
         let getter = {
             let (q, start) = (q.clone(), Arc::clone(&start));
@@ -363,7 +363,7 @@ fn s30_shutdown_wakes_blocked_getters() {
 #[test]
 fn s30_shutdown_wakes_blocked_putters_and_gives_their_items_back() {
     for immediate in [false, true] {
-        let q = LocalQueue::new(1);
+        let q = Queue::new(1);
         q.put(0).unwrap();
         let start = Arc::new(Barrier::new(3));
         let putter = {
@@ -404,7 +404,7 @@ fn s30_shutdown_wakes_blocked_putters_and_gives_their_items_back() {
 
 #[test]
 fn s30_iter_waits_for_items_until_shutdown() {
-    let q = LocalQueue::new(2);
+    let q = Queue::new(2);
     let consumer = {
         let q = q.clone();
         thread::spawn(move || (&q).into_iter().collect::<Vec<_>>())
@@ -418,7 +418,7 @@ fn s30_iter_waits_for_items_until_shutdown() {
 
 #[test]
 fn s30_try_iter_takes_what_is_there_and_leaves_the_queue_open() {
-    let q = LocalQueue::new(0);
+    let q = Queue::new(0);
     assert_eq!(q.try_iter().count(), 0);
     q.put('a').unwrap();
     q.put('b').unwrap();
@@ -430,7 +430,7 @@ fn s30_try_iter_takes_what_is_there_and_leaves_the_queue_open() {
 
 #[test]
 fn s30_clones_are_handles_to_one_queue() {
-    let q = LocalQueue::new(2);
+    let q = Queue::new(2);
     let other = q.clone();
     other.put(1).unwrap();
     q.put(2).unwrap();
@@ -447,10 +447,10 @@ fn s30_clones_are_handles_to_one_queue() {
 #[test]
 fn s30_queue_is_send_and_sync_and_needs_no_debug_items() {
     fn assert_send_sync<X: Send + Sync>() {}
-    assert_send_sync::<LocalQueue<Opaque>>();
-    assert_send_sync::<LocalQueue<Vec<u8>>>();
+    assert_send_sync::<Queue<Opaque>>();
+    assert_send_sync::<Queue<Vec<u8>>>();
 
-    let q = LocalQueue::new(1);
+    let q = Queue::new(1);
     q.put(Opaque(1)).unwrap(); // unwrap on errors holding an item that is not Debug
     let err = q.try_put(Opaque(2)).unwrap_err();
     assert_eq!(format!("{err:?}"), "Full(..)");
@@ -462,7 +462,7 @@ fn s30_queue_is_send_and_sync_and_needs_no_debug_items() {
     assert_eq!(closed.into_inner().0, 3);
     assert_eq!(
         format!("{q:?}"),
-        "LocalQueue { maxsize: 1, qsize: 0, unfinished_tasks: 1, is_shutdown: true }"
+        "Queue { maxsize: 1, qsize: 0, unfinished_tasks: 1, is_shutdown: true }"
     );
 }
 
@@ -480,13 +480,13 @@ fn s30_errors_display_and_convert() {
     assert_eq!(PutError::from(Closed(5)), PutError::Closed(5));
 
     fn forward(
-        from: &LocalQueue<u8>,
-        to: &LocalQueue<u8>,
+        from: &Queue<u8>,
+        to: &Queue<u8>,
     ) -> Result<(), Box<dyn std::error::Error>> {
         to.put(from.try_get()?)?;
         Ok(())
     }
-    let (a, b) = (LocalQueue::new(0), LocalQueue::new(0));
+    let (a, b) = (Queue::new(0), Queue::new(0));
     a.put(1).unwrap();
     forward(&a, &b).unwrap();
     assert_eq!(b.try_get(), Ok(1));
@@ -500,7 +500,7 @@ fn s30_many_producers_many_consumers_see_every_item_exactly_once() {
     const CONSUMERS: usize = 4;
     const PER_PRODUCER: u64 = 10_000;
 
-    let q = LocalQueue::new(64); // small, so puts and gets both wait
+    let q = Queue::new(64); // small, so puts and gets both wait
     let consumers: Vec<_> = (0..CONSUMERS)
         .map(|_| {
             let q = q.clone();
@@ -562,7 +562,7 @@ fn s30_an_item_put_while_the_queue_shuts_down_is_never_stranded() {
     // taken, none is left behind, and join returns.
     for round in 0..300 {
         let immediate = round % 3 == 2;
-        let q = LocalQueue::new(if round % 2 == 0 { 4 } else { 0 });
+        let q = Queue::new(if round % 2 == 0 { 4 } else { 0 });
         let producers: Vec<_> = (0..3_u64)
             .map(|p| {
                 let q = q.clone();

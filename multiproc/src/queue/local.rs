@@ -42,15 +42,15 @@ const SHUT_DOWN_IMMEDIATELY: u8 = 2;
 /// Python's `queue.Queue`: a FIFO queue between the threads of one process, bounded or
 /// unbounded, with `task_done()`/`join()` and Python 3.13's `shutdown()` (S30).
 ///
-/// A `LocalQueue` is a handle: [`Clone`] gives another handle to the same queue, to move
+/// A `Queue` is a handle: [`Clone`] gives another handle to the same queue, to move
 /// into another thread. It is `Send` and `Sync` when `T: Send`. See the
 /// [module docs](crate::queue) for the Python → Rust table and the errors.
 ///
 /// ```
-/// use multiproc::queue::LocalQueue;
+/// use multiproc::queue::Queue;
 /// use std::thread;
 ///
-/// let q = LocalQueue::new(2);
+/// let q = Queue::new(2);
 /// let consumer = {
 ///     let q = q.clone();
 ///     thread::spawn(move || {
@@ -69,7 +69,7 @@ const SHUT_DOWN_IMMEDIATELY: u8 = 2;
 /// q.shutdown(false);
 /// assert_eq!(consumer.join().unwrap(), 55);
 /// ```
-pub struct LocalQueue<T> {
+pub struct Queue<T> {
     shared: Arc<Shared<T>>,
 }
 
@@ -116,17 +116,17 @@ impl Wait {
     }
 }
 
-impl<T> LocalQueue<T> {
+impl<T> Queue<T> {
     /// Python's `queue.Queue(maxsize)`: holds at most `maxsize` items, and a `put` waits
     /// for room; `maxsize == 0` means unbounded, as in Python.
     ///
     /// ```
-    /// use multiproc::queue::{LocalQueue, PutError};
+    /// use multiproc::queue::{Queue, PutError};
     ///
-    /// let q = LocalQueue::new(1);
+    /// let q = Queue::new(1);
     /// q.put('a').unwrap();
     /// assert_eq!(q.try_put('b'), Err(PutError::Full('b')));
-    /// assert_eq!(LocalQueue::<char>::new(0).maxsize(), 0); // unbounded
+    /// assert_eq!(Queue::<char>::new(0).maxsize(), 0); // unbounded
     /// ```
     pub fn new(maxsize: usize) -> Self {
         let (items_tx, items_rx) = if maxsize == 0 {
@@ -154,10 +154,10 @@ impl<T> LocalQueue<T> {
     }
 
     /// Python's `queue.Queue()`: no bound, a `put` never waits. Same as `new(0)` and
-    /// `LocalQueue::default()`.
+    /// `Queue::default()`.
     ///
     /// ```
-    /// let q = multiproc::queue::LocalQueue::unbounded();
+    /// let q = multiproc::queue::Queue::unbounded();
     /// for i in 0..10_000 {
     ///     q.try_put(i).unwrap();
     /// }
@@ -175,9 +175,9 @@ impl<T> LocalQueue<T> {
     /// [`Closed`] with the item if the queue is shut down, before or while waiting.
     ///
     /// ```
-    /// use multiproc::queue::{Closed, LocalQueue};
+    /// use multiproc::queue::{Closed, Queue};
     ///
-    /// let q = LocalQueue::new(5);
+    /// let q = Queue::new(5);
     /// q.put(111).unwrap();
     /// q.shutdown(false);
     /// assert_eq!(q.put(222), Err(Closed(222)));
@@ -196,10 +196,10 @@ impl<T> LocalQueue<T> {
     /// [`PutError::Closed`] with the item if the queue is shut down.
     ///
     /// ```
-    /// use multiproc::queue::{LocalQueue, PutError};
+    /// use multiproc::queue::{Queue, PutError};
     /// use std::time::Duration;
     ///
-    /// let q = LocalQueue::new(1);
+    /// let q = Queue::new(1);
     /// q.put_timeout(1, Duration::from_millis(10)).unwrap();
     /// let late = q.put_timeout(2, Duration::from_millis(10));
     /// assert_eq!(late, Err(PutError::Full(2)));
@@ -217,9 +217,9 @@ impl<T> LocalQueue<T> {
     /// the item if it is shut down.
     ///
     /// ```
-    /// use multiproc::queue::{LocalQueue, PutError};
+    /// use multiproc::queue::{Queue, PutError};
     ///
-    /// let q = LocalQueue::new(1);
+    /// let q = Queue::new(1);
     /// assert_eq!(q.try_put("a"), Ok(()));
     /// assert_eq!(q.try_put("b"), Err(PutError::Full("b")));
     /// ```
@@ -236,9 +236,9 @@ impl<T> LocalQueue<T> {
     /// `shutdown(false)` the items already queued are still returned first.
     ///
     /// ```
-    /// use multiproc::queue::{Closed, LocalQueue};
+    /// use multiproc::queue::{Closed, Queue};
     ///
-    /// let q = LocalQueue::new(5);
+    /// let q = Queue::new(5);
     /// q.put(111).unwrap();
     /// q.put(222).unwrap();
     /// assert_eq!(q.get(), Ok(111));
@@ -260,10 +260,10 @@ impl<T> LocalQueue<T> {
     /// has nothing left.
     ///
     /// ```
-    /// use multiproc::queue::{GetError, LocalQueue};
+    /// use multiproc::queue::{GetError, Queue};
     /// use std::time::{Duration, Instant};
     ///
-    /// let q = LocalQueue::<i32>::new(5);
+    /// let q = Queue::<i32>::new(5);
     /// let start = Instant::now();
     /// assert_eq!(q.get_timeout(Duration::from_millis(30)), Err(GetError::Empty));
     /// assert!(start.elapsed() >= Duration::from_millis(30));
@@ -281,9 +281,9 @@ impl<T> LocalQueue<T> {
     /// [`GetError::Closed`] if it is shut down and has nothing left.
     ///
     /// ```
-    /// use multiproc::queue::{GetError, LocalQueue};
+    /// use multiproc::queue::{GetError, Queue};
     ///
-    /// let q = LocalQueue::new(5);
+    /// let q = Queue::new(5);
     /// q.put(111).unwrap();
     /// assert_eq!(q.try_get(), Ok(111));
     /// assert_eq!(q.try_get(), Err(GetError::Empty));
@@ -296,7 +296,7 @@ impl<T> LocalQueue<T> {
     /// before the caller acts on it.
     ///
     /// ```
-    /// let q = multiproc::queue::LocalQueue::new(5);
+    /// let q = multiproc::queue::Queue::new(5);
     /// q.put(111).unwrap();
     /// q.put(222).unwrap();
     /// assert_eq!(q.qsize(), 2);
@@ -308,7 +308,7 @@ impl<T> LocalQueue<T> {
     /// Python's `q.empty()`: `true` if no item is queued (at the moment of the call).
     ///
     /// ```
-    /// let q = multiproc::queue::LocalQueue::new(5);
+    /// let q = multiproc::queue::Queue::new(5);
     /// assert!(q.empty());
     /// q.put(111).unwrap();
     /// assert!(!q.empty());
@@ -321,7 +321,7 @@ impl<T> LocalQueue<T> {
     /// the moment of the call); never for an unbounded queue.
     ///
     /// ```
-    /// let q = multiproc::queue::LocalQueue::new(2);
+    /// let q = multiproc::queue::Queue::new(2);
     /// q.put(111).unwrap();
     /// assert!(!q.full());
     /// q.put(222).unwrap();
@@ -334,9 +334,9 @@ impl<T> LocalQueue<T> {
     /// Python's `q.maxsize`: the bound given to [`new`](Self::new); 0 for unbounded.
     ///
     /// ```
-    /// use multiproc::queue::LocalQueue;
-    /// assert_eq!(LocalQueue::<u8>::new(5).maxsize(), 5);
-    /// assert_eq!(LocalQueue::<u8>::unbounded().maxsize(), 0);
+    /// use multiproc::queue::Queue;
+    /// assert_eq!(Queue::<u8>::new(5).maxsize(), 5);
+    /// assert_eq!(Queue::<u8>::unbounded().maxsize(), 0);
     /// ```
     pub fn maxsize(&self) -> usize {
         self.shared.maxsize
@@ -351,9 +351,9 @@ impl<T> LocalQueue<T> {
     /// `ValueError`); the count is left at zero.
     ///
     /// ```
-    /// use multiproc::queue::{LocalQueue, TooManyTaskDone};
+    /// use multiproc::queue::{Queue, TooManyTaskDone};
     ///
-    /// let q = LocalQueue::new(5);
+    /// let q = Queue::new(5);
     /// q.put(111).unwrap();
     /// q.get().unwrap();
     /// assert_eq!(q.task_done(), Ok(()));
@@ -375,10 +375,10 @@ impl<T> LocalQueue<T> {
     /// [`task_done`](Self::task_done) (at once if none is pending).
     ///
     /// ```
-    /// use multiproc::queue::LocalQueue;
+    /// use multiproc::queue::Queue;
     /// use std::thread;
     ///
-    /// let q = LocalQueue::new(0);
+    /// let q = Queue::new(0);
     /// q.put("job").unwrap();
     /// let worker = q.clone();
     /// thread::spawn(move || {
@@ -402,7 +402,7 @@ impl<T> LocalQueue<T> {
     /// ```
     /// use std::time::Duration;
     ///
-    /// let q = multiproc::queue::LocalQueue::new(0);
+    /// let q = multiproc::queue::Queue::new(0);
     /// assert!(q.join_timeout(Duration::ZERO));
     /// q.put(1).unwrap();
     /// assert!(!q.join_timeout(Duration::from_millis(10)));
@@ -430,7 +430,7 @@ impl<T> LocalQueue<T> {
     /// in progress in another thread may be counted already).
     ///
     /// ```
-    /// let q = multiproc::queue::LocalQueue::new(0);
+    /// let q = multiproc::queue::Queue::new(0);
     /// q.put(1).unwrap();
     /// q.put(2).unwrap();
     /// q.get().unwrap();
@@ -451,9 +451,9 @@ impl<T> LocalQueue<T> {
     /// harmless; `shutdown(true)` after `shutdown(false)` drops what is left.
     ///
     /// ```
-    /// use multiproc::queue::{Closed, LocalQueue};
+    /// use multiproc::queue::{Closed, Queue};
     ///
-    /// let q = LocalQueue::new(0);
+    /// let q = Queue::new(0);
     /// q.put(1).unwrap();
     /// q.put(2).unwrap();
     /// q.shutdown(true);
@@ -480,7 +480,7 @@ impl<T> LocalQueue<T> {
     /// Python 3.13's `q.is_shutdown`: `true` once [`shutdown`](Self::shutdown) was called.
     ///
     /// ```
-    /// let q = multiproc::queue::LocalQueue::<u8>::new(0);
+    /// let q = multiproc::queue::Queue::<u8>::new(0);
     /// assert!(!q.is_shutdown());
     /// q.shutdown(false);
     /// assert!(q.is_shutdown());
@@ -491,10 +491,10 @@ impl<T> LocalQueue<T> {
 
     /// Takes items as they come, waiting for each, until the queue is shut down and
     /// drained: `for item in q.iter()` is Python's `while True: q.get()` ended by
-    /// `ShutDown`. `&LocalQueue` iterates the same way.
+    /// `ShutDown`. `&Queue` iterates the same way.
     ///
     /// ```
-    /// let q = multiproc::queue::LocalQueue::new(0);
+    /// let q = multiproc::queue::Queue::new(0);
     /// q.put(1).unwrap();
     /// q.put(2).unwrap();
     /// q.shutdown(false);
@@ -508,7 +508,7 @@ impl<T> LocalQueue<T> {
     /// [`try_get`](Self::try_get) that finds nothing.
     ///
     /// ```
-    /// let q = multiproc::queue::LocalQueue::new(0);
+    /// let q = multiproc::queue::Queue::new(0);
     /// q.put(1).unwrap();
     /// q.put(2).unwrap();
     /// assert_eq!(q.try_iter().collect::<Vec<_>>(), [1, 2]);
@@ -691,11 +691,11 @@ impl<T> Shared<T> {
     }
 }
 
-impl<T> Clone for LocalQueue<T> {
+impl<T> Clone for Queue<T> {
     /// Another handle to the same queue (Python code would pass the same object).
     ///
     /// ```
-    /// let q = multiproc::queue::LocalQueue::new(0);
+    /// let q = multiproc::queue::Queue::new(0);
     /// let other = q.clone();
     /// other.put("shared").unwrap();
     /// assert_eq!(q.get(), Ok("shared"));
@@ -707,11 +707,11 @@ impl<T> Clone for LocalQueue<T> {
     }
 }
 
-impl<T> Default for LocalQueue<T> {
+impl<T> Default for Queue<T> {
     /// An unbounded queue, like Python's `queue.Queue()`.
     ///
     /// ```
-    /// let q = multiproc::queue::LocalQueue::<u8>::default();
+    /// let q = multiproc::queue::Queue::<u8>::default();
     /// assert_eq!(q.maxsize(), 0);
     /// ```
     fn default() -> Self {
@@ -719,10 +719,10 @@ impl<T> Default for LocalQueue<T> {
     }
 }
 
-impl<T> fmt::Debug for LocalQueue<T> {
+impl<T> fmt::Debug for Queue<T> {
     /// The queue's counters, not its items (which need not be `Debug`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LocalQueue")
+        f.debug_struct("Queue")
             .field("maxsize", &self.maxsize())
             .field("qsize", &self.qsize())
             .field("unfinished_tasks", &self.unfinished_tasks())
@@ -731,22 +731,22 @@ impl<T> fmt::Debug for LocalQueue<T> {
     }
 }
 
-impl<'a, T> IntoIterator for &'a LocalQueue<T> {
+impl<'a, T> IntoIterator for &'a Queue<T> {
     type Item = T;
     type IntoIter = Iter<'a, T>;
 
-    /// Same as [`LocalQueue::iter`]: waits for each item until the queue is shut down and
+    /// Same as [`Queue::iter`]: waits for each item until the queue is shut down and
     /// drained.
     fn into_iter(self) -> Iter<'a, T> {
         self.iter()
     }
 }
 
-/// The blocking iterator of [`LocalQueue::iter`]: each `next` is a
-/// [`get`](LocalQueue::get); it ends when the queue is shut down and drained.
+/// The blocking iterator of [`Queue::iter`]: each `next` is a
+/// [`get`](Queue::get); it ends when the queue is shut down and drained.
 ///
 /// ```
-/// let q = multiproc::queue::LocalQueue::new(0);
+/// let q = multiproc::queue::Queue::new(0);
 /// q.put('x').unwrap();
 /// q.shutdown(false);
 /// let mut items = q.iter();
@@ -754,7 +754,7 @@ impl<'a, T> IntoIterator for &'a LocalQueue<T> {
 /// assert_eq!(items.next(), None);
 /// ```
 pub struct Iter<'a, T> {
-    queue: &'a LocalQueue<T>,
+    queue: &'a Queue<T>,
 }
 
 impl<T> Iterator for Iter<'_, T> {
@@ -771,18 +771,18 @@ impl<T> fmt::Debug for Iter<'_, T> {
     }
 }
 
-/// The non-blocking iterator of [`LocalQueue::try_iter`]: each `next` is a
-/// [`try_get`](LocalQueue::try_get); it ends when the queue is empty.
+/// The non-blocking iterator of [`Queue::try_iter`]: each `next` is a
+/// [`try_get`](Queue::try_get); it ends when the queue is empty.
 ///
 /// ```
-/// let q = multiproc::queue::LocalQueue::new(0);
+/// let q = multiproc::queue::Queue::new(0);
 /// q.put('x').unwrap();
 /// let mut items = q.try_iter();
 /// assert_eq!(items.next(), Some('x'));
 /// assert_eq!(items.next(), None);
 /// ```
 pub struct TryIter<'a, T> {
-    queue: &'a LocalQueue<T>,
+    queue: &'a Queue<T>,
 }
 
 impl<T> Iterator for TryIter<'_, T> {

@@ -1,15 +1,15 @@
 //! Queues: Python's `queue.Queue` between threads (S30); the errors every queue shares.
 //!
-//! [`LocalQueue`] is Python's `queue.Queue`: a FIFO for the threads of one process,
+//! [`Queue`] is Python's `queue.Queue`: a FIFO for the threads of one process,
 //! bounded or not, with Python's `task_done()`/`join()` accounting and Python 3.13's
 //! `shutdown()`. It is built on `crossbeam-channel`. The cross-process queue will sit
 //! beside it with the same methods and the same errors.
 //!
 //! ```
-//! use multiproc::queue::{GetError, LocalQueue};
+//! use multiproc::queue::{GetError, Queue};
 //! use std::time::Duration;
 //!
-//! let q = LocalQueue::new(5); // queue.Queue(5)
+//! let q = Queue::new(5); // queue.Queue(5)
 //! q.put(111).unwrap();
 //! q.put(222).unwrap();
 //! assert!(!q.full());
@@ -23,17 +23,17 @@
 //!
 //! | Python `queue` | `multiproc::queue` |
 //! |---|---|
-//! | `Queue(maxsize)`, `Queue()` | [`LocalQueue::new(maxsize)`](LocalQueue::new) (0 = unbounded), [`LocalQueue::unbounded`] |
-//! | `q.put(item)` | [`LocalQueue::put`] (waits for room; [`Closed`] after shutdown) |
-//! | `q.put(item, timeout=t)` | [`LocalQueue::put_timeout`] → [`PutError::Full`] with the item |
-//! | `q.put_nowait(item)`, `put(item, block=False)` | [`LocalQueue::try_put`] → [`PutError::Full`] with the item |
-//! | `q.get()` | [`LocalQueue::get`] (waits for an item; [`Closed`] after shutdown, once drained) |
-//! | `q.get(timeout=t)` | [`LocalQueue::get_timeout`] → [`GetError::Empty`] after `t` |
-//! | `q.get_nowait()`, `get(block=False)` | [`LocalQueue::try_get`] → [`GetError::Empty`] |
-//! | `q.qsize()`, `q.empty()`, `q.full()`, `q.maxsize` | [`LocalQueue::qsize`], [`LocalQueue::empty`], [`LocalQueue::full`], [`LocalQueue::maxsize`] |
-//! | `q.task_done()`, `q.join()`, `q.unfinished_tasks` | [`LocalQueue::task_done`] ([`TooManyTaskDone`]), [`LocalQueue::join`], [`LocalQueue::join_timeout`], [`LocalQueue::unfinished_tasks`] |
-//! | `q.shutdown(immediate)`, `q.is_shutdown` (3.13) | [`LocalQueue::shutdown`], [`LocalQueue::is_shutdown`] |
-//! | `while True: item = q.get()` … `except ShutDown` | `for item in q.iter()`, or [`LocalQueue::try_iter`] for what is there now |
+//! | `Queue(maxsize)`, `Queue()` | [`Queue::new(maxsize)`](Queue::new) (0 = unbounded), [`Queue::unbounded`] |
+//! | `q.put(item)` | [`Queue::put`] (waits for room; [`Closed`] after shutdown) |
+//! | `q.put(item, timeout=t)` | [`Queue::put_timeout`] → [`PutError::Full`] with the item |
+//! | `q.put_nowait(item)`, `put(item, block=False)` | [`Queue::try_put`] → [`PutError::Full`] with the item |
+//! | `q.get()` | [`Queue::get`] (waits for an item; [`Closed`] after shutdown, once drained) |
+//! | `q.get(timeout=t)` | [`Queue::get_timeout`] → [`GetError::Empty`] after `t` |
+//! | `q.get_nowait()`, `get(block=False)` | [`Queue::try_get`] → [`GetError::Empty`] |
+//! | `q.qsize()`, `q.empty()`, `q.full()`, `q.maxsize` | [`Queue::qsize`], [`Queue::empty`], [`Queue::full`], [`Queue::maxsize`] |
+//! | `q.task_done()`, `q.join()`, `q.unfinished_tasks` | [`Queue::task_done`] ([`TooManyTaskDone`]), [`Queue::join`], [`Queue::join_timeout`], [`Queue::unfinished_tasks`] |
+//! | `q.shutdown(immediate)`, `q.is_shutdown` (3.13) | [`Queue::shutdown`], [`Queue::is_shutdown`] |
+//! | `while True: item = q.get()` … `except ShutDown` | `for item in q.iter()`, or [`Queue::try_iter`] for what is there now |
 //! | `except queue.Empty`, `queue.Full`, `queue.ShutDown` | [`GetError::Empty`], [`PutError::Full`], [`Closed`] / [`GetError::Closed`] / [`PutError::Closed`] |
 //!
 //! # Errors
@@ -41,11 +41,11 @@
 //! Python raises `Empty`, `Full` or `ShutDown`. Here a call's error type lists exactly
 //! what that call can meet:
 //!
-//! * the blocking [`get`](LocalQueue::get) and [`put`](LocalQueue::put) only fail once
+//! * the blocking [`get`](Queue::get) and [`put`](Queue::put) only fail once
 //!   the queue is shut down: [`Closed`], which gives back the item a `put` was handed;
-//! * [`try_get`](LocalQueue::try_get) and [`get_timeout`](LocalQueue::get_timeout) meet
+//! * [`try_get`](Queue::try_get) and [`get_timeout`](Queue::get_timeout) meet
 //!   an empty queue or a shut-down one: [`GetError`];
-//! * [`try_put`](LocalQueue::try_put) and [`put_timeout`](LocalQueue::put_timeout) meet
+//! * [`try_put`](Queue::try_put) and [`put_timeout`](Queue::put_timeout) meet
 //!   a full queue or a shut-down one: [`PutError`], which gives the item back either way.
 //!
 //! `Closed` converts into both enums, so `?` works across the blocking and
@@ -56,22 +56,24 @@
 //! * `maxsize` is a `usize`; 0 means unbounded, as in Python (negative sizes have no
 //!   counterpart). The seed's comment that the default is 32767 describes
 //!   `multiprocessing.Queue` on some platforms, not `queue.Queue`, whose default is
-//!   unbounded ([`LocalQueue::unbounded`], also its `Default`).
+//!   unbounded ([`Queue::unbounded`], also its `Default`).
 //! * A handle is cloned, not shared by reference: every clone is the same queue.
 //! * Items are owned: a `put` that fails hands the item back inside its error.
 
 use std::fmt;
 
 pub mod local;
+pub mod mp;
+pub(crate) mod shm;
 
-pub use local::{Iter, LocalQueue, TryIter};
+pub use local::{Iter, Queue, TryIter};
 
-/// Why [`LocalQueue::try_get`] or [`LocalQueue::get_timeout`] returned no item.
+/// Why [`Queue::try_get`] or [`Queue::get_timeout`] returned no item.
 ///
 /// ```
-/// use multiproc::queue::{GetError, LocalQueue};
+/// use multiproc::queue::{GetError, Queue};
 ///
-/// let q = LocalQueue::<u32>::new(5);
+/// let q = Queue::<u32>::new(5);
 /// assert_eq!(q.try_get(), Err(GetError::Empty));
 /// q.shutdown(false);
 /// assert_eq!(q.try_get(), Err(GetError::Closed));
@@ -117,15 +119,15 @@ impl From<Closed> for GetError {
     }
 }
 
-/// Why [`LocalQueue::try_put`] or [`LocalQueue::put_timeout`] did not enqueue its item,
+/// Why [`Queue::try_put`] or [`Queue::put_timeout`] did not enqueue its item,
 /// which it gives back.
 ///
 /// Its `Debug` does not show the item, so `T` need not be `Debug` for `unwrap()`.
 ///
 /// ```
-/// use multiproc::queue::{LocalQueue, PutError};
+/// use multiproc::queue::{Queue, PutError};
 ///
-/// let q = LocalQueue::new(1);
+/// let q = Queue::new(1);
 /// q.try_put("first").unwrap();
 /// assert_eq!(q.try_put("second"), Err(PutError::Full("second")));
 /// q.shutdown(false);
@@ -197,15 +199,15 @@ impl<T> From<Closed<T>> for PutError<T> {
 }
 
 /// The queue was shut down (Python 3.13's `queue.ShutDown`): the error of the blocking
-/// [`LocalQueue::put`], which gives its item back, and of [`LocalQueue::get`] (`T = ()`),
+/// [`Queue::put`], which gives its item back, and of [`Queue::get`] (`T = ()`),
 /// once the queue has nothing left.
 ///
 /// Its `Debug` does not show the item, so `T` need not be `Debug` for `unwrap()`.
 ///
 /// ```
-/// use multiproc::queue::{Closed, LocalQueue};
+/// use multiproc::queue::{Closed, Queue};
 ///
-/// let q = LocalQueue::new(0);
+/// let q = Queue::new(0);
 /// q.put(1).unwrap();
 /// q.shutdown(false);
 /// assert_eq!(q.put(2), Err(Closed(2))); // put fails at once
@@ -234,13 +236,13 @@ impl<T> fmt::Debug for Closed<T> {
     }
 }
 
-/// [`LocalQueue::task_done`] was called more times than items were put (Python raises
+/// [`Queue::task_done`] was called more times than items were put (Python raises
 /// `ValueError('task_done() called too many times')`).
 ///
 /// ```
-/// use multiproc::queue::{LocalQueue, TooManyTaskDone};
+/// use multiproc::queue::{Queue, TooManyTaskDone};
 ///
-/// let q = LocalQueue::new(0);
+/// let q = Queue::new(0);
 /// q.put('a').unwrap();
 /// q.get().unwrap();
 /// assert_eq!(q.task_done(), Ok(()));

@@ -5,14 +5,16 @@
 //! descriptor and the last mapping are gone (CPython's resource-tracker leaks, FAILURE_MODES
 //! item 7, cannot happen). The descriptor is passed to other processes by inheritance or
 //! `SCM_RIGHTS`. The shared-memory types of the crate build on this.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::time::Duration;
 
-use rustix::fs::MemfdFlags;
+use rustix::fs::{FallocateFlags, MemfdFlags};
 use rustix::mm::{MapFlags, ProtFlags};
+use rustix::thread::futex;
 
 /// Creates a memfd of `len` bytes (zero-filled), close-on-exec.
 pub(crate) fn memfd(name: &str, len: usize) -> io::Result<OwnedFd> {
@@ -22,8 +24,43 @@ pub(crate) fn memfd(name: &str, len: usize) -> io::Result<OwnedFd> {
 }
 
 /// The size of the file behind `fd`.
-pub(crate) fn file_len(fd: &OwnedFd) -> io::Result<usize> {
-    Ok(rustix::fs::fstat(fd)?.st_size as usize)
+pub(crate) fn file_len(fd: impl AsFd) -> io::Result<u64> {
+    Ok(rustix::fs::fstat(fd)?.st_size as u64)
+}
+
+/// Reads up to `buf.len()` bytes of the file behind `fd` at `offset`.
+pub(crate) fn read_at(fd: impl AsFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    Ok(rustix::io::pread(fd, buf, offset)?)
+}
+
+/// Gives the memory behind `[offset, offset + len)` of a memfd back to the kernel; the
+/// range reads as zeros afterwards, for every process mapping it.
+pub(crate) fn punch_hole(fd: impl AsFd, offset: u64, len: u64) -> io::Result<()> {
+    rustix::fs::fallocate(
+        fd,
+        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+        offset,
+        len,
+    )?;
+    Ok(())
+}
+
+/// Sleeps while `word` holds `expected`, at most `timeout`: a futex wait that works
+/// across processes (the word lives in a `MAP_SHARED` mapping, so the futex is not
+/// private). Returns on a wake-up, a changed value, a signal or the timeout; callers
+/// recheck their condition.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|t| rustix::thread::futex::Timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(t.subsec_nanos()),
+    });
+    // EAGAIN (value changed), EINTR and ETIMEDOUT all mean "look again".
+    let _ = futex::wait(word, futex::Flags::empty(), expected, ts.as_ref());
+}
+
+/// Wakes every process and thread sleeping in [`futex_wait`] on `word`.
+pub(crate) fn futex_wake_all(word: &AtomicU32) {
+    let _ = futex::wake(word, futex::Flags::empty(), i32::MAX as u32);
 }
 
 /// A read-write `MAP_SHARED` mapping of a whole file, unmapped on drop.
@@ -43,12 +80,29 @@ unsafe impl Sync for Mapping {}
 impl Mapping {
     /// Maps all `len` bytes of `fd` shared and read-write. `len` must not be 0.
     pub(crate) fn new(fd: impl AsFd, len: usize) -> io::Result<Mapping> {
+        Mapping::range(fd, 0, len, false)
+    }
+
+    /// Maps `len` bytes of `fd` from `offset` (a multiple of the page size) shared and
+    /// read-write. With `populate`, the pages are faulted in by the `mmap` call itself,
+    /// which is much cheaper than one fault per page for a region about to be copied.
+    pub(crate) fn range(
+        fd: impl AsFd,
+        offset: u64,
+        len: usize,
+        populate: bool,
+    ) -> io::Result<Mapping> {
         if len == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "cannot map 0 bytes",
             ));
         }
+        let flags = if populate {
+            MapFlags::SHARED | MapFlags::POPULATE
+        } else {
+            MapFlags::SHARED
+        };
         // SAFETY: a fresh mapping chosen by the kernel (null hint) cannot overlap any
         // existing Rust object; the length is non-zero; the descriptor is valid for the
         // call (borrowed).
@@ -57,9 +111,9 @@ impl Mapping {
                 std::ptr::null_mut(),
                 len,
                 ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
+                flags,
                 fd,
-                0,
+                offset,
             )
         }?;
         let ptr =
@@ -67,14 +121,101 @@ impl Mapping {
         Ok(Mapping { ptr, len })
     }
 
-    /// The start of the mapping.
-    pub(crate) fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
+    /// The atomic `u64` at byte `offset`, which must be 8-aligned and inside the mapping.
+    ///
+    /// # Panics
+    /// On a misaligned or out-of-bounds offset: a bug in the caller's layout.
+    pub(crate) fn u64_at(&self, offset: usize) -> &AtomicU64 {
+        assert!(offset % 8 == 0 && offset + 8 <= self.len, "bad u64 offset {offset}");
+        // SAFETY: in bounds and aligned (checked; the mapping is page-aligned); the
+        // memory lives as long as `&self`; every process and thread accesses these words
+        // only atomically, and any bit pattern is a valid `u64`.
+        unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU64>() }
     }
 
-    /// Its length in bytes.
-    pub(crate) fn len(&self) -> usize {
-        self.len
+    /// The atomic `u32` at byte `offset`, which must be 4-aligned and inside the mapping.
+    ///
+    /// # Panics
+    /// On a misaligned or out-of-bounds offset: a bug in the caller's layout.
+    pub(crate) fn u32_at(&self, offset: usize) -> &AtomicU32 {
+        assert!(offset % 4 == 0 && offset + 4 <= self.len, "bad u32 offset {offset}");
+        // SAFETY: as for `u64_at`.
+        unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU32>() }
+    }
+
+    /// Copies `dst.len()` bytes from `offset` out of the mapping.
+    ///
+    /// The bytes may be written concurrently by another process; the copy is then
+    /// garbage, and the caller must validate it afterwards (the queue does so with a
+    /// compare-and-swap on the cursor that covers them, as a seqlock does with its
+    /// sequence number). Bytes are plain `u8`s: any value is valid.
+    ///
+    /// # Panics
+    /// If the range is out of bounds.
+    pub(crate) fn read(&self, offset: usize, dst: &mut [u8]) {
+        assert!(
+            offset.checked_add(dst.len()).is_some_and(|end| end <= self.len),
+            "read out of bounds"
+        );
+        // SAFETY: the source range is inside the mapping (checked) and cannot overlap
+        // `dst`, a Rust allocation distinct from it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), dst.as_mut_ptr(), dst.len())
+        }
+    }
+
+    /// Copies `len` bytes from `offset` into a new vector, under the same terms as
+    /// [`Mapping::read`] (without zero-filling the vector first).
+    ///
+    /// # Panics
+    /// If the range is out of bounds.
+    pub(crate) fn read_vec(&self, offset: usize, len: usize) -> Vec<u8> {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "read out of bounds"
+        );
+        let mut out = Vec::with_capacity(len);
+        // SAFETY: the source is inside the mapping (checked); the destination is the
+        // vector's own capacity of at least `len` bytes, which cannot overlap it; after
+        // the copy those `len` bytes are initialised, so `set_len` is sound.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), out.as_mut_ptr(), len);
+            out.set_len(len);
+        }
+        out
+    }
+
+    /// Runs `write` on the `len` bytes at `offset`.
+    ///
+    /// Contract: the caller owns that range for writing by the protocol of the shared
+    /// structure (a queue lane's free space, owned by the one thread that holds the
+    /// lane); readers of a stale view may copy it concurrently and discard the copy.
+    ///
+    /// # Panics
+    /// If the range is out of bounds.
+    pub(crate) fn write_with<R>(
+        &self,
+        offset: usize,
+        len: usize,
+        write: impl FnOnce(&mut [u8]) -> R,
+    ) -> R {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "write out of bounds"
+        );
+        // SAFETY: in bounds (checked) and alive for the call; no other `&mut` to this
+        // range exists in this process, by the caller's contract; `u8` has no invalid
+        // values, so whatever another process stores concurrently is sound to observe.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(offset), len) };
+        write(bytes)
+    }
+
+    /// The bytes, for reading.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` readable bytes living as long as `self`. Writers
+        // of this range own it exclusively by the caller's protocol (a blob is written
+        // once before it is published and only read after).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
     /// The bytes, for exclusive use.
@@ -102,12 +243,19 @@ mod tests {
     fn two_mappings_of_one_memfd_share_bytes() {
         let fd = memfd("multiproc-test", 4096).unwrap();
         assert_eq!(file_len(&fd).unwrap(), 4096);
+        let w = Mapping::range(&fd, 0, 4096, true).unwrap();
+        w.write_with(8, 3, |b| b.copy_from_slice(b"abc"));
+        let mut out = [0u8; 3];
+        w.read(8, &mut out);
+        assert_eq!(&out, b"abc");
+        w.u64_at(16).store(7, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(w.as_slice()[16], 7);
+        punch_hole(&fd, 0, 4096).unwrap();
+        assert_eq!(w.as_slice()[8], 0);
         let mut a = Mapping::new(&fd, 4096).unwrap();
         let mut b = Mapping::new(&fd, 4096).unwrap();
         a.as_mut_slice()[100] = 42;
         assert_eq!(b.as_mut_slice()[100], 42);
-        assert_eq!(a.len(), 4096);
-        assert!(!a.as_ptr().is_null());
         assert!(Mapping::new(&fd, 0).is_err());
     }
 }

@@ -212,6 +212,24 @@ pub(crate) fn exe_identity() -> io::Result<(u64, u64)> {
     Ok((st.st_dev, st.st_ino))
 }
 
+/// When process `pid` started, in clock ticks since boot (field 22 of
+/// `/proc/<pid>/stat`), or `None` if there is no such process or it has already exited
+/// (a zombie counts as gone). With the pid it names one process for the life of the
+/// system: a recycled pid has a later start time.
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may itself contain spaces or
+    // parentheses: the fields after it start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    // `state` was field 3; the start time is field 22.
+    fields.nth(18)?.parse().ok()
+}
+
 /// Threads in this process, from `/proc/self/status`.
 pub(crate) fn thread_count() -> usize {
     std::fs::read_to_string("/proc/self/status")

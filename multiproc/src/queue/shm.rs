@@ -1,0 +1,778 @@
+//! The shared-memory transport behind the cross-process queues.
+//!
+//! One memfd holds everything (layout below). There is no lock in it: a process killed
+//! at any instruction leaves nothing held, and everything it had published stays
+//! readable. See ARCHITECTURE.md, "The cross-process queue", for the argument.
+//!
+//! ```text
+//! 0             header: magic, type fingerprint, geometry; wait words on their own lines
+//! PAGE          lane control blocks, LANE_STRIDE bytes each:
+//!                 +0   owner  (pid << 32 | start time): the one process that writes the lane
+//!                 +8   w      write cursor, stored only by the owner
+//!                 +128 r      read cursor, advanced by consumers with compare-and-swap
+//! ring_base     one ring of `ring` bytes per lane: records, 8-aligned
+//! blob_base..   large messages, one page-aligned blob each, bump-allocated; a sparse
+//!               file of 2^60 bytes, so untouched space costs nothing, and consumed
+//!               blobs are punched out
+//! ```
+//!
+//! A record is an 8-byte header (`kind << 32 | len`) and `len` payload bytes, padded to
+//! 8. `INLINE` carries the postcard body; `BLOB` carries the blob's file offset and body
+//! length; `WRAP` says "continue at offset 0". A cursor packs a message sequence number
+//! (35 bits, `WRAP` does not count) with the ring offset in 8-byte units (29 bits), so
+//! `w.seq - r.seq` is the number of messages in the lane and a cursor value never comes
+//! back while anyone could hold an old copy of it.
+//!
+//! Per lane there is one producer (the owning process; its threads take turns under an
+//! in-process mutex) and any number of consumers. A consumer copies the record at `r`,
+//! then moves `r` past it with one compare-and-swap; if that fails, another consumer
+//! took the record (and the copy, which the producer may have overwritten since, is
+//! dropped). A blob record is claimed the same way; the blob is only ever read by the
+//! consumer whose swap succeeded.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec::{self, CodecError};
+use crate::sys::mem::{self, Mapping};
+use crate::sys::proc;
+
+const MAGIC: u64 = u64::from_le_bytes(*b"MPQUEUE1");
+const PAGE: usize = 4096;
+const LANE_STRIDE: usize = 256;
+const FILE_LEN: u64 = 1 << 60;
+const BLOB_ALIGN: u64 = 2 << 20;
+
+// Header offsets. Words written by different parties sit on different cache lines.
+const H_MAGIC: usize = 0;
+const H_FINGERPRINT: usize = 8;
+const H_LANES: usize = 16;
+const H_RING: usize = 24;
+const H_MAXSIZE: usize = 32;
+const H_MAX_MESSAGE: usize = 40;
+const H_JOINABLE: usize = 48;
+const H_BLOB_NEXT: usize = 128;
+const H_LANES_HI: usize = 192;
+const H_CLOSED: usize = 196;
+const H_GET_WAITERS: usize = 256;
+const H_NOT_EMPTY: usize = 260;
+const H_PUT_WAITERS: usize = 384;
+const H_NOT_FULL: usize = 388;
+const H_UNFINISHED: usize = 512;
+
+// Lane control offsets.
+const L_OWNER: usize = 0;
+const L_W: usize = 8;
+const L_R: usize = 128;
+
+const INLINE: u64 = 1;
+const BLOB: u64 = 2;
+const WRAP: u64 = 3;
+const REC_HEADER: usize = 8;
+const BLOB_RECORD: usize = REC_HEADER + 16;
+
+const OFF_BITS: u32 = 29;
+const SEQ_MASK: u64 = (1 << (64 - OFF_BITS)) - 1;
+/// Largest ring a cursor can address.
+pub(crate) const MAX_RING: usize = (1 << OFF_BITS) * 8;
+
+fn cursor(seq: u64, off: usize) -> u64 {
+    ((seq & SEQ_MASK) << OFF_BITS) | (off as u64 >> 3)
+}
+fn seq_of(c: u64) -> u64 {
+    c >> OFF_BITS
+}
+fn off_of(c: u64) -> usize {
+    ((c & ((1 << OFF_BITS) - 1)) << 3) as usize
+}
+/// Messages between cursor `r` and cursor `w` of one lane.
+fn pending(w: u64, r: u64) -> u64 {
+    seq_of(w).wrapping_sub(seq_of(r)) & SEQ_MASK
+}
+fn round8(n: usize) -> usize {
+    (n + 7) & !7
+}
+fn round_up(n: u64, to: u64) -> u64 {
+    n.div_ceil(to) * to
+}
+
+/// Geometry and typing of a new queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Config {
+    pub(crate) lanes: usize,
+    pub(crate) ring: usize,
+    pub(crate) maxsize: usize,
+    pub(crate) max_message: usize,
+    pub(crate) joinable: bool,
+    pub(crate) fingerprint: u64,
+}
+
+/// Why an item was not put.
+#[derive(Debug)]
+pub(crate) enum PutFail {
+    Full,
+    Closed,
+    Codec(CodecError),
+    Io(io::Error),
+}
+
+/// Why no item was got.
+#[derive(Debug)]
+pub(crate) enum GetFail {
+    Empty,
+    Closed,
+    Codec(CodecError),
+    Io(io::Error),
+}
+
+/// The lane this process writes, and what it knows of it.
+#[derive(Debug, Default)]
+struct Producer {
+    /// The pid that claimed `lane`; a forked child inherits the struct but not the lane.
+    pid: u32,
+    lane: Option<usize>,
+    identity: u64,
+    /// Last read cursor seen; refreshed only when it seems to leave too little room.
+    r_seen: u64,
+}
+
+/// One process's view of a queue: the mapping and this process's producer state.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    fd: OwnedFd,
+    map: Mapping,
+    lanes: usize,
+    ring: usize,
+    ring_base: usize,
+    blob_base: u64,
+    maxsize: usize,
+    max_message: usize,
+    max_inline: usize,
+    hot: usize,
+    joinable: bool,
+    producer: Mutex<Producer>,
+    /// Where the next scan for a non-empty lane starts, so that busy lanes do not starve
+    /// later ones.
+    scan_from: AtomicUsize,
+}
+
+fn layout(lanes: usize, ring: usize) -> (usize, usize, u64) {
+    let ring_base = (PAGE + lanes * LANE_STRIDE).div_ceil(PAGE) * PAGE;
+    let map_len = ring_base + lanes * ring;
+    let blob_base = round_up(map_len as u64, BLOB_ALIGN);
+    (ring_base, map_len, blob_base)
+}
+
+impl Shared {
+    /// Creates a queue in a fresh memfd.
+    pub(crate) fn create(config: Config) -> io::Result<Shared> {
+        let Config {
+            lanes,
+            ring,
+            maxsize,
+            max_message,
+            joinable,
+            fingerprint,
+        } = config;
+        let fd = mem::memfd("multiproc-queue", FILE_LEN as usize)?;
+        let (_, map_len, blob_base) = layout(lanes, ring);
+        let map = Mapping::new(&fd, map_len)?;
+        map.u64_at(H_FINGERPRINT).store(fingerprint, Ordering::Relaxed);
+        map.u64_at(H_LANES).store(lanes as u64, Ordering::Relaxed);
+        map.u64_at(H_RING).store(ring as u64, Ordering::Relaxed);
+        map.u64_at(H_MAXSIZE).store(maxsize as u64, Ordering::Relaxed);
+        map.u64_at(H_MAX_MESSAGE).store(max_message as u64, Ordering::Relaxed);
+        map.u64_at(H_JOINABLE).store(joinable as u64, Ordering::Relaxed);
+        map.u64_at(H_BLOB_NEXT).store(blob_base, Ordering::Relaxed);
+        map.u64_at(H_MAGIC).store(MAGIC, Ordering::Release);
+        Ok(Shared::from_parts(fd, map, config))
+    }
+
+    /// Maps a queue received from another process, checking that it is one, of the
+    /// expected item type.
+    pub(crate) fn open(fd: OwnedFd, fingerprint: u64) -> io::Result<Shared> {
+        let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+        let mut head = [0u8; 56];
+        if mem::read_at(&fd, &mut head, 0)? != head.len() {
+            return Err(bad("not a multiproc queue: short header"));
+        }
+        let word = |i: usize| u64::from_le_bytes(head[i..i + 8].try_into().expect("8 bytes"));
+        if word(H_MAGIC) != MAGIC {
+            return Err(bad("not a multiproc queue: bad magic"));
+        }
+        if word(H_FINGERPRINT) != fingerprint {
+            return Err(bad("the queue carries a different item type"));
+        }
+        let lanes = word(H_LANES) as usize;
+        let ring = word(H_RING) as usize;
+        if !(1..=4096).contains(&lanes) || ring < PAGE || ring > MAX_RING || ring % PAGE != 0 {
+            return Err(bad("not a multiproc queue: bad geometry"));
+        }
+        let (_, map_len, _) = layout(lanes, ring);
+        if mem::file_len(&fd)? < FILE_LEN {
+            return Err(bad("not a multiproc queue: short file"));
+        }
+        let map = Mapping::new(&fd, map_len)?;
+        let config = Config {
+            lanes,
+            ring,
+            maxsize: word(H_MAXSIZE) as usize,
+            max_message: word(H_MAX_MESSAGE) as usize,
+            joinable: word(H_JOINABLE) != 0,
+            fingerprint,
+        };
+        Ok(Shared::from_parts(fd, map, config))
+    }
+
+    fn from_parts(fd: OwnedFd, map: Mapping, config: Config) -> Shared {
+        let (ring_base, _, blob_base) = layout(config.lanes, config.ring);
+        Shared {
+            fd,
+            map,
+            lanes: config.lanes,
+            ring: config.ring,
+            ring_base,
+            blob_base,
+            maxsize: config.maxsize,
+            max_message: config.max_message,
+            max_inline: config.ring / 2,
+            hot: config.ring / 4,
+            joinable: config.joinable,
+            producer: Mutex::new(Producer::default()),
+            scan_from: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+    pub(crate) fn maxsize(&self) -> usize {
+        self.maxsize
+    }
+    pub(crate) fn is_joinable(&self) -> bool {
+        self.joinable
+    }
+
+    fn word(&self, off: usize) -> &AtomicU32 {
+        self.map.u32_at(off)
+    }
+    fn owner(&self, lane: usize) -> &AtomicU64 {
+        self.map.u64_at(PAGE + lane * LANE_STRIDE + L_OWNER)
+    }
+    fn w(&self, lane: usize) -> &AtomicU64 {
+        self.map.u64_at(PAGE + lane * LANE_STRIDE + L_W)
+    }
+    fn r(&self, lane: usize) -> &AtomicU64 {
+        self.map.u64_at(PAGE + lane * LANE_STRIDE + L_R)
+    }
+    fn ring_at(&self, lane: usize, off: usize) -> usize {
+        self.ring_base + lane * self.ring + off
+    }
+    fn lanes_in_use(&self) -> usize {
+        (self.word(H_LANES_HI).load(Ordering::Acquire) as usize).min(self.lanes)
+    }
+
+    /// Items in the queue now (approximate while others put and get).
+    pub(crate) fn qsize(&self) -> usize {
+        (0..self.lanes_in_use())
+            .map(|lane| {
+                let r = self.r(lane).load(Ordering::Acquire);
+                let w = self.w(lane).load(Ordering::Acquire);
+                pending(w, r) as usize
+            })
+            .sum()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.word(H_CLOSED).load(Ordering::Acquire) != 0
+    }
+
+    /// Python 3.13's `shutdown()`: no more puts; gets drain what is left, then fail.
+    pub(crate) fn shutdown(&self) {
+        self.word(H_CLOSED).store(1, Ordering::SeqCst);
+        for (flag, epoch) in [
+            (H_GET_WAITERS, H_NOT_EMPTY),
+            (H_PUT_WAITERS, H_NOT_FULL),
+        ] {
+            self.word(flag).store(0, Ordering::SeqCst);
+            self.word(epoch).fetch_add(1, Ordering::SeqCst);
+            mem::futex_wake_all(self.word(epoch));
+        }
+        mem::futex_wake_all(self.word(H_UNFINISHED));
+    }
+
+    // ---- producing -------------------------------------------------------------
+
+    /// This process's identity as a lane owner.
+    fn identity(pid: u32) -> u64 {
+        let started = proc::start_time(pid).unwrap_or(0);
+        (u64::from(pid) << 32) | (started & 0xffff_ffff)
+    }
+
+    fn owner_alive(owner: u64) -> bool {
+        let pid = (owner >> 32) as u32;
+        proc::start_time(pid).is_some_and(|t| t & 0xffff_ffff == owner & 0xffff_ffff)
+    }
+
+    /// Takes a free lane, or one whose owner has died (its published messages stay and
+    /// come first: per-producer order is kept).
+    fn claim(&self, p: &mut Producer, deadline: Option<Instant>) -> Result<usize, PutFail> {
+        let pid = proc::getpid();
+        if p.pid != pid {
+            *p = Producer {
+                pid,
+                lane: None,
+                identity: Shared::identity(pid),
+                r_seen: 0,
+            };
+        }
+        if let Some(lane) = p.lane {
+            return Ok(lane);
+        }
+        let mut pause = Duration::from_micros(100);
+        loop {
+            let free = (0..self.lanes).find(|&lane| {
+                self.owner(lane)
+                    .compare_exchange(0, p.identity, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            });
+            let taken = free.or_else(|| {
+                (0..self.lanes).find(|&lane| {
+                    let owner = self.owner(lane).load(Ordering::Acquire);
+                    owner != p.identity
+                        && !Shared::owner_alive(owner)
+                        && self
+                            .owner(lane)
+                            .compare_exchange(owner, p.identity, Ordering::AcqRel, Ordering::Relaxed)
+                            .is_ok()
+                })
+            });
+            if let Some(lane) = taken {
+                self.word(H_LANES_HI).fetch_max(lane as u32 + 1, Ordering::AcqRel);
+                p.lane = Some(lane);
+                p.r_seen = self.r(lane).load(Ordering::Acquire);
+                return Ok(lane);
+            }
+            // Every lane belongs to a live process: wait for one to let go.
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(PutFail::Full);
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
+    }
+
+    /// Gives this process's lane back (when its last handle goes away).
+    pub(crate) fn release_lane(&self) {
+        let mut p = self.producer.lock();
+        if p.pid == proc::getpid()
+            && let Some(lane) = p.lane.take()
+        {
+            let _ = self.owner(lane).compare_exchange(
+                p.identity,
+                0,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Where a record of `size` bytes goes in the lane, given its cursors: `(offset,
+    /// wrap)`, where `wrap` says a `WRAP` marker goes at the current write offset first.
+    fn place(&self, w: u64, r: u64, size: usize) -> Option<(usize, bool)> {
+        let (wo, ro) = (off_of(w), off_of(r));
+        if w == r {
+            // Empty: restart at the front while the lane is cold-free.
+            return (size <= self.ring).then_some((0, wo != 0 && wo < self.ring));
+        }
+        if ro < wo {
+            // Same lap: free space is [wo, ring) and [0, ro).
+            let fits_here = wo + size <= self.ring;
+            let fits_front = size < ro;
+            if fits_here && !(wo >= self.hot && fits_front) {
+                Some((wo, false))
+            } else if fits_front {
+                Some((0, wo < self.ring))
+            } else {
+                None
+            }
+        } else {
+            // The reader is a lap behind: free space is [wo, ro), kept strictly below ro
+            // so that equal offsets always mean "empty".
+            (wo + size < ro).then_some((wo, false))
+        }
+    }
+
+    /// Puts one item: encoded straight into the lane's ring, or into a blob when large
+    /// (or when the ring has room only for a blob record). Waits for room until
+    /// `deadline` (`None`: for ever).
+    pub(crate) fn put<T: Serialize + ?Sized>(
+        &self,
+        item: &T,
+        deadline: Option<Instant>,
+    ) -> Result<(), PutFail> {
+        let len = codec::encoded_size(item).map_err(PutFail::Codec)?;
+        if len > self.max_message {
+            return Err(PutFail::Codec(CodecError::Oversized {
+                size: len,
+                max: self.max_message,
+            }));
+        }
+        let mut waiter = Waiter::new(deadline);
+        loop {
+            if self.is_closed() {
+                return Err(PutFail::Closed);
+            }
+            let mut stuck = None;
+            if self.maxsize == 0 || self.qsize() < self.maxsize {
+                match self.try_put(item, len, deadline)? {
+                    None => return Ok(()),
+                    Some(lane_and_r) => stuck = Some(lane_and_r),
+                }
+            }
+            let ready = || {
+                self.is_closed()
+                    || match stuck {
+                        // The lane was full: wait for a consumer to take from it.
+                        Some((lane, r)) => self.r(lane).load(Ordering::Acquire) != r,
+                        None => self.qsize() < self.maxsize,
+                    }
+            };
+            if !waiter.wait(self, H_PUT_WAITERS, H_NOT_FULL, ready) {
+                return Err(PutFail::Full);
+            }
+        }
+    }
+
+    /// One attempt; when the lane has no room, `Ok(Some((lane, r)))` with the read
+    /// cursor that left too little of it.
+    fn try_put<T: Serialize + ?Sized>(
+        &self,
+        item: &T,
+        len: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Option<(usize, u64)>, PutFail> {
+        let mut p = self.producer.lock();
+        let lane = self.claim(&mut p, deadline)?;
+        let w = self.w(lane).load(Ordering::Relaxed);
+        let inline = REC_HEADER + round8(len);
+        // Inline if small enough and there is room (first by the read cursor seen
+        // last, which can only understate the room, then by a fresh one); otherwise a
+        // blob, whose record needs only a few bytes of ring.
+        let small = len + REC_HEADER <= self.max_inline;
+        let mut spot = small.then(|| self.place(w, p.r_seen, inline)).flatten();
+        if spot.is_none() {
+            p.r_seen = self.r(lane).load(Ordering::Acquire);
+            spot = small.then(|| self.place(w, p.r_seen, inline)).flatten();
+        }
+        let is_inline = spot.is_some();
+        let Some((pos, wrap)) = spot.or_else(|| self.place(w, p.r_seen, BLOB_RECORD)) else {
+            return Ok(Some((lane, p.r_seen)));
+        };
+        let base = self.ring_at(lane, pos);
+        let size = if is_inline {
+            self.map
+                .write_with(base + REC_HEADER, len, |buf| codec::encode_to_slice(item, buf))
+                .map_err(PutFail::Codec)?;
+            self.map.u64_at(base).store(INLINE << 32 | len as u64, Ordering::Relaxed);
+            inline
+        } else {
+            let offset = self.write_blob(item, len)?;
+            self.map.u64_at(base + 8).store(offset, Ordering::Relaxed);
+            self.map.u64_at(base + 16).store(len as u64, Ordering::Relaxed);
+            self.map.u64_at(base).store(BLOB << 32 | 16, Ordering::Relaxed);
+            BLOB_RECORD
+        };
+        if wrap {
+            let at = self.ring_at(lane, off_of(w));
+            self.map.u64_at(at).store(WRAP << 32, Ordering::Relaxed);
+        }
+        if self.joinable {
+            self.word(H_UNFINISHED).fetch_add(1, Ordering::SeqCst);
+        }
+        // Publish: everything written above becomes visible with the cursor.
+        self.w(lane)
+            .store(cursor(seq_of(w) + 1, pos + size), Ordering::SeqCst);
+        drop(p);
+        self.notify(H_GET_WAITERS, H_NOT_EMPTY);
+        Ok(None)
+    }
+
+    /// Writes a large body into a fresh blob; returns its file offset.
+    fn write_blob<T: Serialize + ?Sized>(&self, item: &T, len: usize) -> Result<u64, PutFail> {
+        let span = round_up(len.max(1) as u64, PAGE as u64);
+        let offset = self.map.u64_at(H_BLOB_NEXT).fetch_add(span, Ordering::AcqRel);
+        if offset.saturating_add(span) > FILE_LEN || offset < self.blob_base {
+            return Err(PutFail::Io(io::Error::other("queue blob space exhausted")));
+        }
+        let mut blob = Mapping::range(&self.fd, offset, span as usize, true).map_err(PutFail::Io)?;
+        codec::encode_to_slice(item, &mut blob.as_mut_slice()[..len]).map_err(PutFail::Codec)?;
+        Ok(offset)
+    }
+
+    /// Wakes sleepers announced on `flag` (cleared atomically, so a waiter that announces
+    /// itself after the swap is seen by the next notify).
+    fn notify(&self, flag: usize, epoch: usize) {
+        let flag = self.word(flag);
+        if flag.load(Ordering::SeqCst) != 0 && flag.swap(0, Ordering::SeqCst) != 0 {
+            let epoch = self.word(epoch);
+            epoch.fetch_add(1, Ordering::SeqCst);
+            mem::futex_wake_all(epoch);
+        }
+    }
+
+    // ---- consuming -------------------------------------------------------------
+
+    /// Takes one item, waiting until `deadline` (`None`: for ever). Once the queue is
+    /// shut down and drained, fails with `Closed`.
+    pub(crate) fn get<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T, GetFail> {
+        let mut waiter = Waiter::new(deadline);
+        loop {
+            if let Some(item) = self.try_take()? {
+                return Ok(item);
+            }
+            if self.is_closed() {
+                // Items put just before the shutdown are still delivered.
+                return match self.try_take()? {
+                    Some(item) => Ok(item),
+                    None => Err(GetFail::Closed),
+                };
+            }
+            if !waiter.wait(self, H_GET_WAITERS, H_NOT_EMPTY, || {
+                self.is_closed() || self.has_items()
+            }) {
+                return Err(GetFail::Empty);
+            }
+        }
+    }
+
+    fn has_items(&self) -> bool {
+        (0..self.lanes_in_use()).any(|lane| {
+            self.r(lane).load(Ordering::Acquire) != self.w(lane).load(Ordering::Acquire)
+        })
+    }
+
+    /// One pass over the lanes: the first item found, if any.
+    fn try_take<T: DeserializeOwned>(&self) -> Result<Option<T>, GetFail> {
+        let lanes = self.lanes_in_use();
+        if lanes == 0 {
+            return Ok(None);
+        }
+        let start = self.scan_from.load(Ordering::Relaxed) % lanes;
+        for i in 0..lanes {
+            let lane = (start + i) % lanes;
+            if let Some(item) = self.take_from(lane)? {
+                // Round robin: a busy producer does not starve the others.
+                if lanes > 1 {
+                    self.scan_from.store(lane + 1, Ordering::Relaxed);
+                }
+                return Ok(Some(item));
+            }
+        }
+        Ok(None)
+    }
+
+    fn take_from<T: DeserializeOwned>(&self, lane: usize) -> Result<Option<T>, GetFail> {
+        let mut small = [0u8; 256];
+        let mut r = self.r(lane).load(Ordering::Acquire);
+        loop {
+            let w = self.w(lane).load(Ordering::Acquire);
+            if pending(w, r) == 0 {
+                return Ok(None);
+            }
+            let mut pos = off_of(r);
+            let mut head = if pos + REC_HEADER <= self.ring {
+                self.map.u64_at(self.ring_at(lane, pos)).load(Ordering::Relaxed)
+            } else {
+                WRAP << 32
+            };
+            if head >> 32 == WRAP {
+                pos = 0;
+                head = self.map.u64_at(self.ring_at(lane, 0)).load(Ordering::Relaxed);
+            }
+            let (kind, len) = (head >> 32, (head & 0xffff_ffff) as usize);
+            let valid = match kind {
+                INLINE => pos + REC_HEADER + len <= self.ring,
+                BLOB => len == 16,
+                _ => false,
+            };
+            if !valid {
+                let now = self.r(lane).load(Ordering::Acquire);
+                if now != r {
+                    r = now; // a stale view: another consumer moved on
+                    continue;
+                }
+                // The published record is not one we wrote: someone scribbled on the
+                // shared memory. Drop the lane's contents rather than loop or crash.
+                let _ = self.r(lane).compare_exchange(r, w, Ordering::SeqCst, Ordering::Acquire);
+                return Err(GetFail::Codec(CodecError::Corrupt(
+                    "a queue record no sender wrote",
+                )));
+            }
+            let next = cursor(seq_of(r) + 1, pos + REC_HEADER + round8(len));
+            let at = self.ring_at(lane, pos) + REC_HEADER;
+            if kind == INLINE {
+                let large;
+                let body: &[u8] = if len <= small.len() {
+                    self.map.read(at, &mut small[..len]);
+                    &small[..len]
+                } else {
+                    large = self.map.read_vec(at, len);
+                    &large
+                };
+                if let Err(now) =
+                    self.r(lane).compare_exchange(r, next, Ordering::SeqCst, Ordering::Acquire)
+                {
+                    r = now;
+                    continue;
+                }
+                self.consumed();
+                return decode(body).map(Some);
+            }
+            let offset = self.map.u64_at(at).load(Ordering::Relaxed);
+            let body = self.map.u64_at(at + 8).load(Ordering::Relaxed);
+            if let Err(now) =
+                self.r(lane).compare_exchange(r, next, Ordering::SeqCst, Ordering::Acquire)
+            {
+                r = now;
+                continue;
+            }
+            self.consumed();
+            return self.read_blob(offset, body).map(Some);
+        }
+    }
+
+    fn consumed(&self) {
+        self.notify(H_PUT_WAITERS, H_NOT_FULL);
+    }
+
+    /// Decodes a claimed blob in place and frees its memory.
+    fn read_blob<T: DeserializeOwned>(&self, offset: u64, len: u64) -> Result<T, GetFail> {
+        let span = round_up(len.max(1), PAGE as u64);
+        if offset < self.blob_base || offset % PAGE as u64 != 0 || offset.saturating_add(span) > FILE_LEN {
+            return Err(GetFail::Codec(CodecError::Corrupt(
+                "a queue blob record no sender wrote",
+            )));
+        }
+        if len as usize > self.max_message {
+            let _ = mem::punch_hole(&self.fd, offset, span);
+            return Err(GetFail::Codec(CodecError::Oversized {
+                size: len as usize,
+                max: self.max_message,
+            }));
+        }
+        let result = Mapping::range(&self.fd, offset, span as usize, true)
+            .map_err(GetFail::Io)
+            .and_then(|blob| decode(&blob.as_slice()[..len as usize]));
+        let _ = mem::punch_hole(&self.fd, offset, span);
+        result
+    }
+
+    // ---- task accounting (JoinableQueue) ----------------------------------------
+
+    pub(crate) fn unfinished(&self) -> u32 {
+        self.word(H_UNFINISHED).load(Ordering::Acquire)
+    }
+
+    /// One fewer unfinished task; `false` if there was none.
+    pub(crate) fn task_done(&self) -> bool {
+        let word = self.word(H_UNFINISHED);
+        let mut now = word.load(Ordering::Acquire);
+        loop {
+            if now == 0 {
+                return false;
+            }
+            match word.compare_exchange(now, now - 1, Ordering::SeqCst, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(seen) => now = seen,
+            }
+        }
+        if now == 1 {
+            mem::futex_wake_all(word);
+        }
+        true
+    }
+
+    /// Waits until no task is unfinished; `false` on timeout.
+    pub(crate) fn join(&self, deadline: Option<Instant>) -> bool {
+        let word = self.word(H_UNFINISHED);
+        loop {
+            let now = word.load(Ordering::SeqCst);
+            if now == 0 {
+                return true;
+            }
+            let left = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return false,
+                },
+            };
+            mem::futex_wait(word, now, left);
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.release_lane();
+    }
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, GetFail> {
+    crate::codec::decode(body).map_err(GetFail::Codec)
+}
+
+/// Spin, then yield, then sleep on a futex: a waiting process reacts within
+/// microseconds while the other side is busy, and costs nothing once it sleeps.
+struct Waiter {
+    deadline: Option<Instant>,
+    rounds: u32,
+}
+
+const SPIN_ROUNDS: u32 = 64;
+const YIELD_ROUNDS: u32 = SPIN_ROUNDS + 64;
+
+impl Waiter {
+    fn new(deadline: Option<Instant>) -> Waiter {
+        Waiter {
+            deadline,
+            rounds: 0,
+        }
+    }
+
+    /// Waits a little for `ready`; `false` once the deadline has passed.
+    fn wait(&mut self, q: &Shared, flag: usize, epoch: usize, ready: impl Fn() -> bool) -> bool {
+        let left = match self.deadline {
+            None => None,
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => return false,
+            },
+        };
+        self.rounds += 1;
+        if self.rounds <= SPIN_ROUNDS {
+            for _ in 0..(1 << self.rounds.min(6)) {
+                std::hint::spin_loop();
+            }
+            return true;
+        }
+        if self.rounds <= YIELD_ROUNDS {
+            std::thread::yield_now();
+            return true;
+        }
+        let epoch = q.word(epoch);
+        let seen = epoch.load(Ordering::SeqCst);
+        q.word(flag).store(1, Ordering::SeqCst);
+        if !ready() {
+            mem::futex_wait(epoch, seen, left);
+        }
+        true
+    }
+}
