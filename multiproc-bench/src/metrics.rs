@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use multiproc::connection::{Connection, Receiver, Sender, pipe, pipe_simplex};
-use multiproc::{Process, StartMethod};
+use multiproc::{Process, Queue, StartMethod};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
@@ -71,7 +71,31 @@ pub(crate) const METRICS: &[Metric] = &[
         desc: "thread::Thread::start(noop) + join()",
         run: thread_start_join,
     },
-    // ---- queues and pipes: queue_*                    (to come)
+    // ---- queues and pipes
+    Metric {
+        name: "queue_small_msgs",
+        unit: "msg/s",
+        desc: "Queue: a child puts N small ints and a sentinel, the parent gets them",
+        run: queue_small_msgs,
+    },
+    Metric {
+        name: "queue_1k_msgs",
+        unit: "msg/s",
+        desc: "Queue: as queue_small_msgs with 1 KiB bytes payloads",
+        run: queue_1k_msgs,
+    },
+    Metric {
+        name: "queue_1m_bw",
+        unit: "MB/s",
+        desc: "Queue: as queue_small_msgs with 1 MiB bytes payloads (MB = 1e6 bytes)",
+        run: queue_1m_bw,
+    },
+    Metric {
+        name: "queue_rtt",
+        unit: "us",
+        desc: "round trip parent -> child -> parent through two Queues",
+        run: queue_rtt,
+    },
     Metric {
         name: "pipe_small_msgs",
         unit: "msg/s",
@@ -208,6 +232,26 @@ fn pipe_produce<T: Serialize>(args: (Sender<Option<T>>, Receiver<()>, u64, T)) {
     tx.send(&None).expect("pipe_produce: send sentinel");
 }
 
+/// pybench's `produce` for queues: waits for the parent's go (the start barrier), then
+/// puts `count` payloads and the `None` sentinel.
+fn queue_produce<T: Serialize + DeserializeOwned>(args: (Queue<Option<T>>, Queue<()>, u64, T)) {
+    let (q, go, count, payload) = args;
+    go.get().expect("queue_produce: go");
+    let msg = Some(payload);
+    for _ in 0..count {
+        q.put_ref(&msg).expect("queue_produce: put");
+    }
+    q.put(None).expect("queue_produce: put sentinel");
+}
+
+/// pybench's `queue_echo`: puts back every item until the `None` sentinel.
+fn queue_echo(args: (Queue<Option<u64>>, Queue<Option<u64>>)) {
+    let (inq, outq) = args;
+    while let Some(x) = inq.get().expect("queue_echo: get") {
+        outq.put(Some(x)).expect("queue_echo: put");
+    }
+}
+
 /// pybench's `pipe_echo`: sends back every message until the `None` sentinel.
 fn pipe_echo(conn: Connection<Option<u64>>) {
     while let Some(x) = conn.recv().expect("pipe_echo: recv") {
@@ -299,6 +343,74 @@ fn pipe_1m_bw(c: &Ctx) -> Result<f64, String> {
     let k = c.n(300);
     let seconds = pipe_stream(c, k, ByteBuf::from(vec![b'x'; MIB]))?;
     Ok(rate(k as f64 * MIB as f64 / 1e6, seconds))
+}
+
+/// Seconds for a ready child to put `count` payloads and a sentinel on a Queue and for
+/// the parent to get them all (pybench's `queue_stream`).
+fn queue_stream<T>(c: &Ctx, count: u64, payload: T) -> Result<f64, String>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    let q = Queue::<Option<T>>::new().map_err(|e| format!("queue: {e}"))?;
+    let go = Queue::<()>::new().map_err(|e| format!("queue: {e}"))?;
+    let mut p = start_child(
+        c.method,
+        queue_produce::<T>,
+        (q.clone(), go.clone(), count, payload),
+    )?;
+    go.put(()).map_err(|e| format!("put go: {e}"))?;
+    let (seconds, received) = clock(|| {
+        let mut got = 0u64;
+        while q.get().map_err(|e| format!("get: {e}"))?.is_some() {
+            got += 1;
+        }
+        check(got == count, || {
+            format!("received {got} of {count} messages")
+        })
+    });
+    received?;
+    join_ok(&mut p, "queue_produce")?;
+    Ok(seconds)
+}
+
+fn queue_small_msgs(c: &Ctx) -> Result<f64, String> {
+    let k = c.n(100_000);
+    Ok(rate(k as f64, queue_stream(c, k, 7u64)?))
+}
+
+fn queue_1k_msgs(c: &Ctx) -> Result<f64, String> {
+    let k = c.n(50_000);
+    Ok(rate(
+        k as f64,
+        queue_stream(c, k, ByteBuf::from(vec![b'x'; 1024]))?,
+    ))
+}
+
+fn queue_1m_bw(c: &Ctx) -> Result<f64, String> {
+    let k = c.n(200);
+    let seconds = queue_stream(c, k, ByteBuf::from(vec![b'x'; MIB]))?;
+    Ok(rate(k as f64 * MIB as f64 / 1e6, seconds))
+}
+
+fn queue_rtt(c: &Ctx) -> Result<f64, String> {
+    let k = c.n(5000);
+    let inq = Queue::<Option<u64>>::new().map_err(|e| format!("queue: {e}"))?;
+    let outq = Queue::<Option<u64>>::new().map_err(|e| format!("queue: {e}"))?;
+    let mut p = start_child(c.method, queue_echo, (inq.clone(), outq.clone()))?;
+    let trip = |x: u64| -> Result<Option<u64>, String> {
+        inq.put(Some(x)).map_err(|e| format!("put: {e}"))?;
+        outq.get().map_err(|e| format!("get: {e}"))
+    };
+    check(trip(u64::MAX)? == Some(u64::MAX), || "warm-up echo".into())?;
+    let t0 = Instant::now();
+    for i in 0..k {
+        let echo = trip(i)?;
+        check(echo == Some(i), || format!("echo of {i}"))?;
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    inq.put(None).map_err(|e| format!("put sentinel: {e}"))?;
+    join_ok(&mut p, "queue_echo")?;
+    Ok(per_op(seconds, k, "us"))
 }
 
 /// Seconds for `count` round trips to an echo child, after one untimed trip

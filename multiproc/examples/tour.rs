@@ -20,12 +20,16 @@ pub mod s01_process_hello;
 pub mod s02_parallel_sleep;
 #[path = "s03_pipe.rs"]
 pub mod s03_pipe;
+#[path = "s04_queue_maxsize.rs"]
+pub mod s04_queue_maxsize;
 #[path = "s07_thread_ident.rs"]
 pub mod s07_thread_ident;
 #[path = "s08_raw_fork.rs"]
 pub mod s08_raw_fork;
 #[path = "s09_current_process.rs"]
 pub mod s09_current_process;
+#[path = "s12_queue_reader_writer.rs"]
+pub mod s12_queue_reader_writer;
 #[path = "s13_thread_names.rs"]
 pub mod s13_thread_names;
 #[path = "s14_thread_lock_balance.rs"]
@@ -50,6 +54,10 @@ pub mod s27_exit_codes;
 pub mod s28_daemon;
 #[path = "s30_queue.rs"]
 pub mod s30_queue;
+#[path = "s31_queue_between_processes.rs"]
+pub mod s31_queue_between_processes;
+#[path = "s32_producer_consumer.rs"]
+pub mod s32_producer_consumer;
 #[path = "s34_names_args.rs"]
 pub mod s34_names_args;
 
@@ -58,9 +66,15 @@ const SCENARIOS: &[(&str, &str, fn())] = &[
     ("S1", "s01_process_hello", s01_process_hello::run),
     ("S2", "s02_parallel_sleep", s02_parallel_sleep::run),
     ("S3", "s03_pipe", s03_pipe::run),
+    ("S4", "s04_queue_maxsize", s04_queue_maxsize::run),
     ("S7", "s07_thread_ident", s07_thread_ident::run),
     ("S8", "s08_raw_fork", s08_raw_fork::run),
     ("S9", "s09_current_process", s09_current_process::run),
+    (
+        "S12",
+        "s12_queue_reader_writer",
+        s12_queue_reader_writer::run,
+    ),
     ("S13", "s13_thread_names", s13_thread_names::run),
     (
         "S14",
@@ -77,6 +91,12 @@ const SCENARIOS: &[(&str, &str, fn())] = &[
     ("S27", "s27_exit_codes", s27_exit_codes::run),
     ("S28", "s28_daemon", s28_daemon::run),
     ("S30", "s30_queue", s30_queue::run),
+    (
+        "S31",
+        "s31_queue_between_processes",
+        s31_queue_between_processes::run,
+    ),
+    ("S32", "s32_producer_consumer", s32_producer_consumer::run),
     ("S34", "s34_names_args", s34_names_args::run),
 ];
 
@@ -111,10 +131,10 @@ fn main() {
     assert!(!results.is_empty(), "no scenario matches {filters:?}");
 
     println!("== summary ==");
-    println!("{:<5} {:<26} {:>9}  result", "id", "example", "seconds");
+    println!("{:<5} {:<28} {:>9}  result", "id", "example", "seconds");
     for (id, name, took, passed) in &results {
         println!(
-            "{id:<5} {name:<26} {:>9.3}  {}",
+            "{id:<5} {name:<28} {:>9.3}  {}",
             took.as_secs_f64(),
             if *passed { "ok" } else { "FAILED" }
         );

@@ -59,11 +59,11 @@ pub mod testing;
 pub mod thread;
 
 pub use codec::CodecError;
-pub use queue::mp::{JoinableQueue, Queue, SimpleQueue};
 pub use process::{
     ExitStatus, Process, ProcessBuilder, ProcessError, ProcessInfo, Run, StartError, StartMethod,
     active_children, current_process, get_start_method, init, parent_pid, set_start_method,
 };
+pub use queue::mp::{JoinableQueue, Queue, SimpleQueue};
 
 /// Makes a test binary (or any binary whose `main` you do not write) able to run
 /// `spawn` and `forkserver` children: expands to a constructor that calls [`init`]

@@ -6,7 +6,7 @@ use std::sync::{Arc, Barrier, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use multiproc::queue::{Closed, GetError, Queue, PutError, TooManyTaskDone};
+use multiproc::queue::{Closed, GetError, PutError, Queue, TooManyTaskDone};
 
 /// How long a negative check ("this call is still blocked") looks. It can only miss a
 /// bug, never fail a correct implementation.
@@ -114,11 +114,7 @@ fn s30_items_come_out_in_fifo_order() {
 
 #[test]
 fn s30_maxsize_zero_is_unbounded_as_in_python() {
-    for q in [
-        Queue::new(0),
-        Queue::unbounded(),
-        Queue::default(),
-    ] {
+    for q in [Queue::new(0), Queue::unbounded(), Queue::default()] {
         assert_eq!(q.maxsize(), 0);
         for i in 0..10_000 {
             q.try_put(i).unwrap(); // crossbeam's bounded(0) would refuse every one
@@ -479,10 +475,7 @@ fn s30_errors_display_and_convert() {
     assert_eq!(GetError::from(Closed(())), GetError::Closed);
     assert_eq!(PutError::from(Closed(5)), PutError::Closed(5));
 
-    fn forward(
-        from: &Queue<u8>,
-        to: &Queue<u8>,
-    ) -> Result<(), Box<dyn std::error::Error>> {
+    fn forward(from: &Queue<u8>, to: &Queue<u8>) -> Result<(), Box<dyn std::error::Error>> {
         to.put(from.try_get()?)?;
         Ok(())
     }

@@ -34,19 +34,21 @@
 //!   "joining processes that use queues" trap): the items stay in the queue, owned by
 //!   the shared memory, until someone takes them. An encoding error fails the `put`
 //!   itself.
-//! * **Large messages go through shared memory**: bodies beyond half a lane's ring
-//!   (2 MiB by default) are written once into a blob of the same memfd and decoded in
-//!   place by the consumer, then the memory is returned to the kernel.
+//! * **Large messages go through shared memory**: bodies beyond 4 MiB are written once
+//!   into a blob of the same memfd and decoded in place by the consumer, then the
+//!   memory is returned to the kernel.
 //! * Items are typed: a `Queue<T>` holds `T`s. For Python's mixed lists use an enum
 //!   (S31); a handle of the wrong type is refused when it arrives.
 //!
 //! # Limits
 //!
-//! * Each producing process writes into its own lane's ring (4 MiB by default,
-//!   [`QueueBuilder::ring_bytes`]). Small items are copied into it; when it is full,
-//!   items spill into blobs, and once even the ring's record space is used up, `put`
-//!   waits for a consumer. An unbounded queue thus holds a few hundred thousand small
-//!   items per producer without anyone reading, rather than without limit.
+//! * Each producing process writes into its own lane's ring (32 MiB of address space
+//!   by default, [`QueueBuilder::ring_bytes`]; only the part in use takes memory, and a
+//!   lane that a burst filled gives its pages back once drained). Items are copied into
+//!   it; when it is full, items spill into blobs, and once even the ring's record space
+//!   is used up, `put` waits for a consumer. An unbounded queue thus holds about a
+//!   million small items per producer without anyone reading, rather than without
+//!   limit.
 //! * At most [`QueueBuilder::lanes`] processes (64 by default) put at the same time; a
 //!   lane is freed when its process drops its last handle or dies.
 //! * `maxsize` is checked before each put, so producers in different processes racing
@@ -203,14 +205,14 @@ impl Default for QueueBuilder {
         QueueBuilder {
             maxsize: 0,
             lanes: 64,
-            ring: 4 << 20,
+            ring: 32 << 20,
             max_message: codec::DEFAULT_MAX_MESSAGE,
         }
     }
 }
 
 impl QueueBuilder {
-    /// The defaults: unbounded, 64 lanes of 4 MiB, messages up to
+    /// The defaults: unbounded, 64 lanes of 32 MiB, messages up to
     /// [`codec::DEFAULT_MAX_MESSAGE`].
     pub fn new() -> QueueBuilder {
         QueueBuilder::default()
@@ -260,9 +262,7 @@ impl QueueBuilder {
     }
 
     /// Creates a [`JoinableQueue`].
-    pub fn build_joinable<T: Serialize + DeserializeOwned>(
-        self,
-    ) -> io::Result<JoinableQueue<T>> {
+    pub fn build_joinable<T: Serialize + DeserializeOwned>(self) -> io::Result<JoinableQueue<T>> {
         Ok(JoinableQueue {
             queue: Queue::from_shared(self.shared::<T>(true)?),
         })
@@ -301,9 +301,11 @@ impl<T> fmt::Debug for Queue<T> {
 }
 
 fn deadline(timeout: Duration) -> Option<Instant> {
-    Some(Instant::now().checked_add(timeout).unwrap_or_else(|| {
-        Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
-    }))
+    Some(
+        Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)),
+    )
 }
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
@@ -361,6 +363,26 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// down or the item cannot be encoded; the item is given back.
     pub fn put(&self, item: T) -> Result<(), PutError<T>> {
         self.put_until(item, None)
+    }
+
+    /// Puts a copy of `*item` (encoded straight from the reference: no clone), waiting
+    /// while the queue is full; the error carries `()` instead of the item.
+    ///
+    /// ```
+    /// let q = multiproc::Queue::new()?;
+    /// let big = vec![7u8; 4096];
+    /// q.put_ref(&big)?;
+    /// q.put_ref(&big)?;
+    /// assert_eq!(q.qsize(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn put_ref(&self, item: &T) -> Result<(), PutError<()>> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(PutError::Closed(()));
+        }
+        self.shared
+            .put(item, None)
+            .map_err(|fail| PutError::new((), fail))
     }
 
     /// Puts `item`, waiting at most `timeout` for room: [`PutError::Full`] after that

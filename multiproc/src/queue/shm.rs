@@ -32,14 +32,14 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{self, CodecError};
+use crate::sys::cell::ForkMutex;
 use crate::sys::mem::{self, Mapping};
 use crate::sys::proc;
 
@@ -58,6 +58,7 @@ const H_MAXSIZE: usize = 32;
 const H_MAX_MESSAGE: usize = 40;
 const H_JOINABLE: usize = 48;
 const H_BLOB_NEXT: usize = 128;
+const H_TICKET: usize = 640;
 const H_LANES_HI: usize = 192;
 const H_CLOSED: usize = 196;
 const H_GET_WAITERS: usize = 256;
@@ -74,8 +75,17 @@ const L_R: usize = 128;
 const INLINE: u64 = 1;
 const BLOB: u64 = 2;
 const WRAP: u64 = 3;
-const REC_HEADER: usize = 8;
+const REC_HEADER: usize = 16;
 const BLOB_RECORD: usize = REC_HEADER + 16;
+
+/// Items up to this size (encoded) are copied through the ring; larger ones get a blob.
+const MAX_INLINE: usize = 4 << 20;
+/// Past this offset a producer goes back to the front of its ring as soon as there is
+/// room there, so that a steady stream keeps reusing the same warm pages.
+const HOT: usize = 1 << 20;
+/// After a burst has pushed a lane beyond this offset, the pages past it are given back
+/// to the kernel once the lane is empty again.
+const KEEP: usize = 2 << 20;
 
 const OFF_BITS: u32 = 29;
 const SEQ_MASK: u64 = (1 << (64 - OFF_BITS)) - 1;
@@ -131,6 +141,18 @@ pub(crate) enum GetFail {
     Io(io::Error),
 }
 
+/// What a consumer saw at the read cursor of a lane.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    lane: usize,
+    r: u64,
+    w: u64,
+    pos: usize,
+    kind: u64,
+    len: usize,
+    ticket: u64,
+}
+
 /// The lane this process writes, and what it knows of it.
 #[derive(Debug, Default)]
 struct Producer {
@@ -138,8 +160,13 @@ struct Producer {
     pid: u32,
     lane: Option<usize>,
     identity: u64,
+    /// The lane's write cursor: only this producer stores it, so it need not be read
+    /// back from the shared line (which the consumers keep pulling to their cores).
+    w: u64,
     /// Last read cursor seen; refreshed only when it seems to leave too little room.
     r_seen: u64,
+    /// Highest ring offset this process may have touched since the lane last shrank.
+    high: usize,
 }
 
 /// One process's view of a queue: the mapping and this process's producer state.
@@ -156,10 +183,10 @@ pub(crate) struct Shared {
     max_inline: usize,
     hot: usize,
     joinable: bool,
-    producer: Mutex<Producer>,
-    /// Where the next scan for a non-empty lane starts, so that busy lanes do not starve
-    /// later ones.
-    scan_from: AtomicUsize,
+    producer: ForkMutex<Producer>,
+    /// Per lane, the write cursor this process saw last: while the read cursor is
+    /// behind it, consumers need not touch the producer's cache line.
+    w_seen: Box<[AtomicU64]>,
 }
 
 fn layout(lanes: usize, ring: usize) -> (usize, usize, u64) {
@@ -183,12 +210,16 @@ impl Shared {
         let fd = mem::memfd("multiproc-queue", FILE_LEN as usize)?;
         let (_, map_len, blob_base) = layout(lanes, ring);
         let map = Mapping::new(&fd, map_len)?;
-        map.u64_at(H_FINGERPRINT).store(fingerprint, Ordering::Relaxed);
+        map.u64_at(H_FINGERPRINT)
+            .store(fingerprint, Ordering::Relaxed);
         map.u64_at(H_LANES).store(lanes as u64, Ordering::Relaxed);
         map.u64_at(H_RING).store(ring as u64, Ordering::Relaxed);
-        map.u64_at(H_MAXSIZE).store(maxsize as u64, Ordering::Relaxed);
-        map.u64_at(H_MAX_MESSAGE).store(max_message as u64, Ordering::Relaxed);
-        map.u64_at(H_JOINABLE).store(joinable as u64, Ordering::Relaxed);
+        map.u64_at(H_MAXSIZE)
+            .store(maxsize as u64, Ordering::Relaxed);
+        map.u64_at(H_MAX_MESSAGE)
+            .store(max_message as u64, Ordering::Relaxed);
+        map.u64_at(H_JOINABLE)
+            .store(joinable as u64, Ordering::Relaxed);
         map.u64_at(H_BLOB_NEXT).store(blob_base, Ordering::Relaxed);
         map.u64_at(H_MAGIC).store(MAGIC, Ordering::Release);
         Ok(Shared::from_parts(fd, map, config))
@@ -211,7 +242,7 @@ impl Shared {
         }
         let lanes = word(H_LANES) as usize;
         let ring = word(H_RING) as usize;
-        if !(1..=4096).contains(&lanes) || ring < PAGE || ring > MAX_RING || ring % PAGE != 0 {
+        if !(1..=4096).contains(&lanes) || !(PAGE..=MAX_RING).contains(&ring) || ring % PAGE != 0 {
             return Err(bad("not a multiproc queue: bad geometry"));
         }
         let (_, map_len, _) = layout(lanes, ring);
@@ -241,11 +272,11 @@ impl Shared {
             blob_base,
             maxsize: config.maxsize,
             max_message: config.max_message,
-            max_inline: config.ring / 2,
-            hot: config.ring / 4,
+            max_inline: (config.ring / 2).min(MAX_INLINE),
+            hot: (config.ring / 4).min(HOT),
             joinable: config.joinable,
-            producer: Mutex::new(Producer::default()),
-            scan_from: AtomicUsize::new(0),
+            producer: ForkMutex::new(Producer::default()),
+            w_seen: (0..config.lanes).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -296,10 +327,7 @@ impl Shared {
     /// Python 3.13's `shutdown()`: no more puts; gets drain what is left, then fail.
     pub(crate) fn shutdown(&self) {
         self.word(H_CLOSED).store(1, Ordering::SeqCst);
-        for (flag, epoch) in [
-            (H_GET_WAITERS, H_NOT_EMPTY),
-            (H_PUT_WAITERS, H_NOT_FULL),
-        ] {
+        for (flag, epoch) in [(H_GET_WAITERS, H_NOT_EMPTY), (H_PUT_WAITERS, H_NOT_FULL)] {
             self.word(flag).store(0, Ordering::SeqCst);
             self.word(epoch).fetch_add(1, Ordering::SeqCst);
             mem::futex_wake_all(self.word(epoch));
@@ -323,13 +351,15 @@ impl Shared {
     /// Takes a free lane, or one whose owner has died (its published messages stay and
     /// come first: per-producer order is kept).
     fn claim(&self, p: &mut Producer, deadline: Option<Instant>) -> Result<usize, PutFail> {
-        let pid = proc::getpid();
+        let pid = proc::cached_pid();
         if p.pid != pid {
             *p = Producer {
                 pid,
                 lane: None,
                 identity: Shared::identity(pid),
+                w: 0,
                 r_seen: 0,
+                high: 0,
             };
         }
         if let Some(lane) = p.lane {
@@ -349,14 +379,23 @@ impl Shared {
                         && !Shared::owner_alive(owner)
                         && self
                             .owner(lane)
-                            .compare_exchange(owner, p.identity, Ordering::AcqRel, Ordering::Relaxed)
+                            .compare_exchange(
+                                owner,
+                                p.identity,
+                                Ordering::AcqRel,
+                                Ordering::Relaxed,
+                            )
                             .is_ok()
                 })
             });
             if let Some(lane) = taken {
-                self.word(H_LANES_HI).fetch_max(lane as u32 + 1, Ordering::AcqRel);
+                self.word(H_LANES_HI)
+                    .fetch_max(lane as u32 + 1, Ordering::AcqRel);
                 p.lane = Some(lane);
+                p.w = self.w(lane).load(Ordering::Acquire);
                 p.r_seen = self.r(lane).load(Ordering::Acquire);
+                // A previous owner may have filled the ring: trim it at the first chance.
+                p.high = self.ring;
                 return Ok(lane);
             }
             // Every lane belongs to a live process: wait for one to let go.
@@ -371,7 +410,7 @@ impl Shared {
     /// Gives this process's lane back (when its last handle goes away).
     pub(crate) fn release_lane(&self) {
         let mut p = self.producer.lock();
-        if p.pid == proc::getpid()
+        if p.pid == proc::cached_pid()
             && let Some(lane) = p.lane.take()
         {
             let _ = self.owner(lane).compare_exchange(
@@ -383,16 +422,40 @@ impl Shared {
         }
     }
 
+    /// When the lane is empty, moves both cursors back to offset 0 (same sequence
+    /// number, so nobody sees an item appear or vanish): the next records go to the
+    /// front, into pages that are mapped and warm, and the whole ring is free again.
+    /// Consumers only move `r` while `w != r`, and `w` is ours, so the swap cannot race
+    /// with a successful take.
+    fn rewind(&self, lane: usize, p: &mut Producer) {
+        if p.r_seen != p.w || off_of(p.w) == 0 {
+            return;
+        }
+        let front = cursor(seq_of(p.w), 0);
+        if self
+            .r(lane)
+            .compare_exchange(p.w, front, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.w(lane).store(front, Ordering::Release);
+            p.w = front;
+            p.r_seen = front;
+            if p.high > KEEP {
+                // A burst is over: give the pages beyond the warm front back.
+                let start = self.ring_at(lane, KEEP) as u64;
+                let _ = mem::punch_hole(&self.fd, start, (p.high - KEEP) as u64);
+                p.high = KEEP;
+            }
+        }
+    }
+
     /// Where a record of `size` bytes goes in the lane, given its cursors: `(offset,
     /// wrap)`, where `wrap` says a `WRAP` marker goes at the current write offset first.
     fn place(&self, w: u64, r: u64, size: usize) -> Option<(usize, bool)> {
         let (wo, ro) = (off_of(w), off_of(r));
-        if w == r {
-            // Empty: restart at the front while the lane is cold-free.
-            return (size <= self.ring).then_some((0, wo != 0 && wo < self.ring));
-        }
-        if ro < wo {
-            // Same lap: free space is [wo, ring) and [0, ro).
+        if ro <= wo {
+            // Same lap (or empty): free space is [wo, ring) and [0, ro). A record placed
+            // at the front ends strictly before `ro`, so never on the WRAP marker.
             let fits_here = wo + size <= self.ring;
             let fits_front = size < ro;
             if fits_here && !(wo >= self.hot && fits_front) {
@@ -431,7 +494,7 @@ impl Shared {
             }
             let mut stuck = None;
             if self.maxsize == 0 || self.qsize() < self.maxsize {
-                match self.try_put(item, len, deadline)? {
+                match self.try_put(item, len, deadline, waiter.is_patient())? {
                     None => return Ok(()),
                     Some(lane_and_r) => stuck = Some(lane_and_r),
                 }
@@ -452,41 +515,62 @@ impl Shared {
 
     /// One attempt; when the lane has no room, `Ok(Some((lane, r)))` with the read
     /// cursor that left too little of it.
+    /// An item small enough for the ring spills into a blob only with `spill`: blobs
+    /// cost a mapping each, so a producer first gives a busy consumer a moment to make
+    /// room.
     fn try_put<T: Serialize + ?Sized>(
         &self,
         item: &T,
         len: usize,
         deadline: Option<Instant>,
+        spill: bool,
     ) -> Result<Option<(usize, u64)>, PutFail> {
         let mut p = self.producer.lock();
         let lane = self.claim(&mut p, deadline)?;
-        let w = self.w(lane).load(Ordering::Relaxed);
         let inline = REC_HEADER + round8(len);
         // Inline if small enough and there is room (first by the read cursor seen
         // last, which can only understate the room, then by a fresh one); otherwise a
         // blob, whose record needs only a few bytes of ring.
         let small = len + REC_HEADER <= self.max_inline;
-        let mut spot = small.then(|| self.place(w, p.r_seen, inline)).flatten();
+        self.rewind(lane, &mut p);
+        let mut spot = small.then(|| self.place(p.w, p.r_seen, inline)).flatten();
         if spot.is_none() {
             p.r_seen = self.r(lane).load(Ordering::Acquire);
-            spot = small.then(|| self.place(w, p.r_seen, inline)).flatten();
+            self.rewind(lane, &mut p);
+            spot = small.then(|| self.place(p.w, p.r_seen, inline)).flatten();
         }
+        let w = p.w;
         let is_inline = spot.is_some();
+        if small && !spill && !is_inline {
+            return Ok(Some((lane, p.r_seen)));
+        }
         let Some((pos, wrap)) = spot.or_else(|| self.place(w, p.r_seen, BLOB_RECORD)) else {
             return Ok(Some((lane, p.r_seen)));
         };
         let base = self.ring_at(lane, pos);
+        let ticket = self.map.u64_at(H_TICKET).fetch_add(1, Ordering::Relaxed);
+        self.map.u64_at(base + 8).store(ticket, Ordering::Relaxed);
         let size = if is_inline {
             self.map
-                .write_with(base + REC_HEADER, len, |buf| codec::encode_to_slice(item, buf))
+                .write_with(base + REC_HEADER, len, |buf| {
+                    codec::encode_to_slice(item, buf)
+                })
                 .map_err(PutFail::Codec)?;
-            self.map.u64_at(base).store(INLINE << 32 | len as u64, Ordering::Relaxed);
+            self.map
+                .u64_at(base)
+                .store(INLINE << 32 | len as u64, Ordering::Relaxed);
             inline
         } else {
             let offset = self.write_blob(item, len)?;
-            self.map.u64_at(base + 8).store(offset, Ordering::Relaxed);
-            self.map.u64_at(base + 16).store(len as u64, Ordering::Relaxed);
-            self.map.u64_at(base).store(BLOB << 32 | 16, Ordering::Relaxed);
+            self.map
+                .u64_at(base + REC_HEADER)
+                .store(offset, Ordering::Relaxed);
+            self.map
+                .u64_at(base + REC_HEADER + 8)
+                .store(len as u64, Ordering::Relaxed);
+            self.map
+                .u64_at(base)
+                .store(BLOB << 32 | 16, Ordering::Relaxed);
             BLOB_RECORD
         };
         if wrap {
@@ -497,8 +581,9 @@ impl Shared {
             self.word(H_UNFINISHED).fetch_add(1, Ordering::SeqCst);
         }
         // Publish: everything written above becomes visible with the cursor.
-        self.w(lane)
-            .store(cursor(seq_of(w) + 1, pos + size), Ordering::SeqCst);
+        p.w = cursor(seq_of(w) + 1, pos + size);
+        p.high = p.high.max(pos + size);
+        self.w(lane).store(p.w, Ordering::SeqCst);
         drop(p);
         self.notify(H_GET_WAITERS, H_NOT_EMPTY);
         Ok(None)
@@ -507,11 +592,15 @@ impl Shared {
     /// Writes a large body into a fresh blob; returns its file offset.
     fn write_blob<T: Serialize + ?Sized>(&self, item: &T, len: usize) -> Result<u64, PutFail> {
         let span = round_up(len.max(1) as u64, PAGE as u64);
-        let offset = self.map.u64_at(H_BLOB_NEXT).fetch_add(span, Ordering::AcqRel);
+        let offset = self
+            .map
+            .u64_at(H_BLOB_NEXT)
+            .fetch_add(span, Ordering::AcqRel);
         if offset.saturating_add(span) > FILE_LEN || offset < self.blob_base {
             return Err(PutFail::Io(io::Error::other("queue blob space exhausted")));
         }
-        let mut blob = Mapping::range(&self.fd, offset, span as usize, true).map_err(PutFail::Io)?;
+        let mut blob =
+            Mapping::range(&self.fd, offset, span as usize, true).map_err(PutFail::Io)?;
         codec::encode_to_slice(item, &mut blob.as_mut_slice()[..len]).map_err(PutFail::Codec)?;
         Ok(offset)
     }
@@ -558,94 +647,168 @@ impl Shared {
         })
     }
 
-    /// One pass over the lanes: the first item found, if any.
+    /// The oldest item there is now, if any.
+    ///
+    /// Every put takes a ticket from one queue-wide counter, so items have a global
+    /// order. A consumer looks at the head of every lane and takes the lowest ticket.
+    /// When there are several lanes it looks again at the others after choosing (a
+    /// lane it saw empty may have received an older item since), so that an item whose
+    /// put returned before another put began always comes out first: the property
+    /// "one sentinel per consumer after the work" needs (S32).
     fn try_take<T: DeserializeOwned>(&self) -> Result<Option<T>, GetFail> {
         let lanes = self.lanes_in_use();
-        if lanes == 0 {
-            return Ok(None);
-        }
-        let start = self.scan_from.load(Ordering::Relaxed) % lanes;
-        for i in 0..lanes {
-            let lane = (start + i) % lanes;
-            if let Some(item) = self.take_from(lane)? {
-                // Round robin: a busy producer does not starve the others.
-                if lanes > 1 {
-                    self.scan_from.store(lane + 1, Ordering::Relaxed);
+        'retry: loop {
+            let mut best: Option<Head> = None;
+            for lane in 0..lanes {
+                if let Some(head) = self.head(lane)
+                    && best.is_none_or(|b| head.ticket < b.ticket)
+                {
+                    best = Some(head);
                 }
-                return Ok(Some(item));
+            }
+            let Some(mut best) = best else {
+                return Ok(None);
+            };
+            if lanes > 1 {
+                let mut changed = true;
+                while changed {
+                    changed = false;
+                    for lane in 0..lanes {
+                        if lane != best.lane
+                            && let Some(head) = self.head(lane)
+                            && head.ticket < best.ticket
+                        {
+                            best = head;
+                            changed = true;
+                        }
+                    }
+                }
+            }
+            match self.take_head(best)? {
+                Some(item) => return Ok(Some(item)),
+                None => continue 'retry,
             }
         }
-        Ok(None)
     }
 
-    fn take_from<T: DeserializeOwned>(&self, lane: usize) -> Result<Option<T>, GetFail> {
-        let mut small = [0u8; 256];
-        let mut r = self.r(lane).load(Ordering::Acquire);
-        loop {
-            let w = self.w(lane).load(Ordering::Acquire);
-            if pending(w, r) == 0 {
-                return Ok(None);
+    /// The record at the read cursor of `lane`, if the lane holds any. The view may be
+    /// stale (another consumer moving on); [`Shared::take_head`] finds out.
+    fn head(&self, lane: usize) -> Option<Head> {
+        let r = self.r(lane).load(Ordering::Acquire);
+        let mut w = self.w_seen[lane].load(Ordering::Acquire);
+        // Nothing before the cursor seen last (or `r` already past it: the difference
+        // wraps to a huge number): look at the real one, on the producer's cache line.
+        if pending(w, r) == 0 || pending(w, r) > SEQ_MASK / 2 {
+            w = self.w(lane).load(Ordering::Acquire);
+            self.w_seen[lane].store(w, Ordering::Release);
+            if pending(w, r) == 0 || pending(w, r) > SEQ_MASK / 2 {
+                return None;
             }
-            let mut pos = off_of(r);
-            let mut head = if pos + REC_HEADER <= self.ring {
-                self.map.u64_at(self.ring_at(lane, pos)).load(Ordering::Relaxed)
-            } else {
-                WRAP << 32
-            };
-            if head >> 32 == WRAP {
-                pos = 0;
-                head = self.map.u64_at(self.ring_at(lane, 0)).load(Ordering::Relaxed);
+        }
+        let mut pos = off_of(r);
+        let mut word = if pos + REC_HEADER <= self.ring {
+            self.map
+                .u64_at(self.ring_at(lane, pos))
+                .load(Ordering::Relaxed)
+        } else {
+            WRAP << 32
+        };
+        if word >> 32 == WRAP {
+            pos = 0;
+            word = self
+                .map
+                .u64_at(self.ring_at(lane, 0))
+                .load(Ordering::Relaxed);
+        }
+        let ticket = self
+            .map
+            .u64_at(self.ring_at(lane, pos) + 8)
+            .load(Ordering::Relaxed);
+        Some(Head {
+            lane,
+            r,
+            w,
+            pos,
+            kind: word >> 32,
+            len: (word & 0xffff_ffff) as usize,
+            ticket,
+        })
+    }
+
+    /// Takes the record `head` describes: `Ok(None)` if another consumer took it first.
+    fn take_head<T: DeserializeOwned>(&self, head: Head) -> Result<Option<T>, GetFail> {
+        let Head {
+            lane,
+            r,
+            w,
+            pos,
+            kind,
+            len,
+            ..
+        } = head;
+        let valid = match kind {
+            INLINE => pos + REC_HEADER + len <= self.ring,
+            BLOB => len == 16,
+            _ => false,
+        };
+        if !valid {
+            if self.r(lane).load(Ordering::Acquire) != r {
+                return Ok(None); // a stale view: another consumer moved on
             }
-            let (kind, len) = (head >> 32, (head & 0xffff_ffff) as usize);
-            let valid = match kind {
-                INLINE => pos + REC_HEADER + len <= self.ring,
-                BLOB => len == 16,
-                _ => false,
-            };
-            if !valid {
-                let now = self.r(lane).load(Ordering::Acquire);
-                if now != r {
-                    r = now; // a stale view: another consumer moved on
-                    continue;
-                }
-                // The published record is not one we wrote: someone scribbled on the
-                // shared memory. Drop the lane's contents rather than loop or crash.
-                let _ = self.r(lane).compare_exchange(r, w, Ordering::SeqCst, Ordering::Acquire);
-                return Err(GetFail::Codec(CodecError::Corrupt(
-                    "a queue record no sender wrote",
-                )));
-            }
-            let next = cursor(seq_of(r) + 1, pos + REC_HEADER + round8(len));
-            let at = self.ring_at(lane, pos) + REC_HEADER;
-            if kind == INLINE {
-                let large;
-                let body: &[u8] = if len <= small.len() {
-                    self.map.read(at, &mut small[..len]);
-                    &small[..len]
-                } else {
-                    large = self.map.read_vec(at, len);
-                    &large
-                };
-                if let Err(now) =
-                    self.r(lane).compare_exchange(r, next, Ordering::SeqCst, Ordering::Acquire)
-                {
-                    r = now;
-                    continue;
-                }
-                self.consumed();
-                return decode(body).map(Some);
-            }
+            // The published record is not one we wrote: someone scribbled on the
+            // shared memory. Drop the lane's contents rather than loop or crash.
+            let _ = self
+                .r(lane)
+                .compare_exchange(r, w, Ordering::SeqCst, Ordering::Acquire);
+            return Err(GetFail::Codec(CodecError::Corrupt(
+                "a queue record no sender wrote",
+            )));
+        }
+        let next = cursor(seq_of(r) + 1, pos + REC_HEADER + round8(len));
+        let at = self.ring_at(lane, pos) + REC_HEADER;
+        let claim = || {
+            self.r(lane)
+                .compare_exchange(r, next, Ordering::SeqCst, Ordering::Acquire)
+                .is_ok()
+        };
+        if kind == BLOB {
             let offset = self.map.u64_at(at).load(Ordering::Relaxed);
             let body = self.map.u64_at(at + 8).load(Ordering::Relaxed);
-            if let Err(now) =
-                self.r(lane).compare_exchange(r, next, Ordering::SeqCst, Ordering::Acquire)
-            {
-                r = now;
-                continue;
+            if !claim() {
+                return Ok(None);
             }
             self.consumed();
             return self.read_blob(offset, body).map(Some);
         }
+        if len <= 256 {
+            let mut small = [0u8; 256];
+            let body = &mut small[..len];
+            self.map.read(at, body);
+            if !claim() {
+                return Ok(None);
+            }
+            self.consumed();
+            return decode(body).map(Some);
+        }
+        // Large inline records are copied into this thread's scratch buffer: no
+        // allocation and no fresh pages per message.
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        SCRATCH.with(|scratch| {
+            let mut buf = scratch.borrow_mut();
+            self.map.read_into_vec(at, len, &mut buf);
+            if !claim() {
+                return Ok(None);
+            }
+            self.consumed();
+            let result = decode(&buf).map(Some);
+            // Keep a buffer for the next large item, but not an outsized one.
+            if buf.capacity() > 8 << 20 {
+                *buf = Vec::new();
+            }
+            result
+        })
     }
 
     fn consumed(&self) {
@@ -655,7 +818,10 @@ impl Shared {
     /// Decodes a claimed blob in place and frees its memory.
     fn read_blob<T: DeserializeOwned>(&self, offset: u64, len: u64) -> Result<T, GetFail> {
         let span = round_up(len.max(1), PAGE as u64);
-        if offset < self.blob_base || offset % PAGE as u64 != 0 || offset.saturating_add(span) > FILE_LEN {
+        if offset < self.blob_base
+            || offset % PAGE as u64 != 0
+            || offset.saturating_add(span) > FILE_LEN
+        {
             return Err(GetFail::Codec(CodecError::Corrupt(
                 "a queue blob record no sender wrote",
             )));
@@ -745,6 +911,11 @@ impl Waiter {
             deadline,
             rounds: 0,
         }
+    }
+
+    /// `true` once spinning and yielding are over: the other side is not keeping up.
+    fn is_patient(&self) -> bool {
+        self.rounds >= YIELD_ROUNDS || self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
     /// Waits a little for `ready`; `false` once the deadline has passed.

@@ -65,3 +65,87 @@ impl<T: Send + Sync + 'static> LeakedCell<T> {
         unsafe { p.as_ref() }
     }
 }
+
+/// A mutex that a forked child can always take: the lock word holds the pid of the
+/// process whose thread holds it, so a child forked while another thread of its parent
+/// held the lock sees a foreign pid and takes the lock over, instead of waiting for a
+/// thread that does not exist in the child (the classic fork-with-threads deadlock).
+///
+/// The data a child takes over may have been mid-update in the parent: users of the
+/// lock must treat state stamped with another pid as void (the queue's producer state
+/// does). Waiting spins, then yields, then naps: the lock guards short sections.
+pub(crate) struct ForkMutex<T> {
+    owner: std::sync::atomic::AtomicU32,
+    data: std::cell::UnsafeCell<T>,
+}
+
+// SAFETY: the lock gives one thread at a time access to `data` (`T: Send` suffices, as
+// for `std::sync::Mutex`).
+unsafe impl<T: Send> Sync for ForkMutex<T> {}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for ForkMutex<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForkMutex").finish_non_exhaustive()
+    }
+}
+
+/// Access to the data of a locked [`ForkMutex`]; unlocks on drop.
+pub(crate) struct ForkMutexGuard<'a, T> {
+    lock: &'a ForkMutex<T>,
+}
+
+impl<T> ForkMutex<T> {
+    pub(crate) const fn new(data: T) -> Self {
+        ForkMutex {
+            owner: std::sync::atomic::AtomicU32::new(0),
+            data: std::cell::UnsafeCell::new(data),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> ForkMutexGuard<'_, T> {
+        let me = super::proc::cached_pid();
+        let mut round = 0u32;
+        loop {
+            let held = self.owner.load(Ordering::Relaxed);
+            // Free, or held by a thread of another process: the parent we were forked
+            // from. That thread does not exist here; the lock is ours to take.
+            if held != me
+                && self
+                    .owner
+                    .compare_exchange(held, me, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return ForkMutexGuard { lock: self };
+            }
+            round += 1;
+            if round < 64 {
+                std::hint::spin_loop();
+            } else if round < 128 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+        }
+    }
+}
+
+impl<T> std::ops::Deref for ForkMutexGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard exists only while this thread holds the lock.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T> std::ops::DerefMut for ForkMutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as for `deref`; `&mut self` makes the access unique.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T> Drop for ForkMutexGuard<'_, T> {
+    fn drop(&mut self) {
+        self.lock.owner.store(0, Ordering::Release);
+    }
+}

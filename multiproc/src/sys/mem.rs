@@ -126,7 +126,10 @@ impl Mapping {
     /// # Panics
     /// On a misaligned or out-of-bounds offset: a bug in the caller's layout.
     pub(crate) fn u64_at(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset % 8 == 0 && offset + 8 <= self.len, "bad u64 offset {offset}");
+        assert!(
+            offset % 8 == 0 && offset + 8 <= self.len,
+            "bad u64 offset {offset}"
+        );
         // SAFETY: in bounds and aligned (checked; the mapping is page-aligned); the
         // memory lives as long as `&self`; every process and thread accesses these words
         // only atomically, and any bit pattern is a valid `u64`.
@@ -138,7 +141,10 @@ impl Mapping {
     /// # Panics
     /// On a misaligned or out-of-bounds offset: a bug in the caller's layout.
     pub(crate) fn u32_at(&self, offset: usize) -> &AtomicU32 {
-        assert!(offset % 4 == 0 && offset + 4 <= self.len, "bad u32 offset {offset}");
+        assert!(
+            offset % 4 == 0 && offset + 4 <= self.len,
+            "bad u32 offset {offset}"
+        );
         // SAFETY: as for `u64_at`.
         unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU32>() }
     }
@@ -154,27 +160,34 @@ impl Mapping {
     /// If the range is out of bounds.
     pub(crate) fn read(&self, offset: usize, dst: &mut [u8]) {
         assert!(
-            offset.checked_add(dst.len()).is_some_and(|end| end <= self.len),
+            offset
+                .checked_add(dst.len())
+                .is_some_and(|end| end <= self.len),
             "read out of bounds"
         );
         // SAFETY: the source range is inside the mapping (checked) and cannot overlap
         // `dst`, a Rust allocation distinct from it.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), dst.as_mut_ptr(), dst.len())
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
         }
     }
 
-    /// Copies `len` bytes from `offset` into a new vector, under the same terms as
+    /// Replaces the contents of `out` with `len` bytes copied from `offset`, under the same terms as
     /// [`Mapping::read`] (without zero-filling the vector first).
     ///
     /// # Panics
     /// If the range is out of bounds.
-    pub(crate) fn read_vec(&self, offset: usize, len: usize) -> Vec<u8> {
+    pub(crate) fn read_into_vec(&self, offset: usize, len: usize, out: &mut Vec<u8>) {
         assert!(
             offset.checked_add(len).is_some_and(|end| end <= self.len),
             "read out of bounds"
         );
-        let mut out = Vec::with_capacity(len);
+        out.clear();
+        out.reserve(len);
         // SAFETY: the source is inside the mapping (checked); the destination is the
         // vector's own capacity of at least `len` bytes, which cannot overlap it; after
         // the copy those `len` bytes are initialised, so `set_len` is sound.
@@ -182,7 +195,6 @@ impl Mapping {
             std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), out.as_mut_ptr(), len);
             out.set_len(len);
         }
-        out
     }
 
     /// Runs `write` on the `len` bytes at `offset`.

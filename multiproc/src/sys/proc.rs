@@ -106,7 +106,10 @@ pub(crate) unsafe fn clone_parent() -> io::Result<Fork> {
     };
     match pid {
         -1 => Err(io::Error::last_os_error()),
-        0 => Ok(Fork::Child),
+        0 => {
+            forget_cached_pid();
+            Ok(Fork::Child)
+        }
         pid => Ok(Fork::Parent(pid as u32)),
     }
 }
@@ -133,6 +136,33 @@ pub(crate) fn die_with_parent(expected_parent: u32) {
 /// This process's pid.
 pub(crate) fn getpid() -> u32 {
     rustix::process::getpid().as_raw_nonzero().get() as u32
+}
+
+static PID_CACHE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+extern "C" fn forget_cached_pid() {
+    PID_CACHE.store(0, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// This process's pid without a system call on the hot path: cached, and forgotten in
+/// the child of every `fork` (a `pthread_atfork` handler, plus the raw `clone` of the
+/// forkserver, which calls [`forget_cached_pid`] itself). Used where a pid is checked on
+/// every operation (a queue's `put` asks "am I still the process that claimed my lane?").
+pub(crate) fn cached_pid() -> u32 {
+    use std::sync::atomic::Ordering;
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    let pid = PID_CACHE.load(Ordering::Relaxed);
+    if pid != 0 {
+        return pid;
+    }
+    REGISTER.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic, which is
+        // async-signal-safe and so fine in the child of a multi-threaded fork.
+        unsafe { libc::pthread_atfork(None, None, Some(forget_cached_pid)) };
+    });
+    let pid = getpid();
+    PID_CACHE.store(pid, Ordering::Relaxed);
+    pid
 }
 
 /// The parent's pid (0 if there is none, as for pid 1).
