@@ -14,7 +14,7 @@
 //! }
 //!
 //! let q = Queue::new()?;
-//! let child = Process::builder().start(worker, q.clone())?;
+//! let mut child = Process::builder().start(worker, q.clone())?;
 //! let greeting = q.get()?;
 //! assert!(greeting.starts_with("hello from"));
 //! child.join()?;
@@ -327,9 +327,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// ```
     /// use std::time::Duration;
     /// let q = multiproc::Queue::with_maxsize(1)?;
-    /// q.put("a")?;
+    /// q.put('a')?;
     /// assert!(q.full());
-    /// assert!(q.put_timeout("b", Duration::from_millis(10)).unwrap_err().is_full());
+    /// assert!(q.put_timeout('b', Duration::from_millis(10)).unwrap_err().is_full());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn with_maxsize(maxsize: usize) -> io::Result<Queue<T>> {

@@ -86,6 +86,8 @@ const HOT: usize = 1 << 20;
 /// After a burst has pushed a lane beyond this offset, the pages past it are given back
 /// to the kernel once the lane is empty again.
 const KEEP: usize = 2 << 20;
+/// Past [`HOT`], a producer refreshes its view of the read cursor every this many bytes.
+const LOOK_EVERY: usize = 64 << 10;
 
 const OFF_BITS: u32 = 29;
 const SEQ_MASK: u64 = (1 << (64 - OFF_BITS)) - 1;
@@ -167,6 +169,11 @@ struct Producer {
     r_seen: u64,
     /// Highest ring offset this process may have touched since the lane last shrank.
     high: usize,
+    /// Write offset at which `r_seen` was last refreshed past the warm front.
+    looked_at: usize,
+    /// The ring was full and the last item went into a blob: further items do the
+    /// same at once, until the ring has room again.
+    spilling: bool,
 }
 
 /// One process's view of a queue: the mapping and this process's producer state.
@@ -360,6 +367,8 @@ impl Shared {
                 w: 0,
                 r_seen: 0,
                 high: 0,
+                looked_at: 0,
+                spilling: false,
             };
         }
         if let Some(lane) = p.lane {
@@ -451,13 +460,19 @@ impl Shared {
 
     /// Where a record of `size` bytes goes in the lane, given its cursors: `(offset,
     /// wrap)`, where `wrap` says a `WRAP` marker goes at the current write offset first.
-    fn place(&self, w: u64, r: u64, size: usize) -> Option<(usize, bool)> {
+    ///
+    /// At least `slack` bytes must stay free besides: inline records leave an eighth of
+    /// the ring to blob records, so that a lane full of items can still spill.
+    fn place(&self, w: u64, r: u64, size: usize, slack: usize) -> Option<(usize, bool)> {
         let (wo, ro) = (off_of(w), off_of(r));
         if ro <= wo {
             // Same lap (or empty): free space is [wo, ring) and [0, ro). A record placed
             // at the front ends strictly before `ro`, so never on the WRAP marker.
+            if self.ring - wo + ro < size + slack {
+                return None;
+            }
             let fits_here = wo + size <= self.ring;
-            let fits_front = size < ro;
+            let fits_front = size + slack < ro;
             if fits_here && !(wo >= self.hot && fits_front) {
                 Some((wo, false))
             } else if fits_front {
@@ -468,7 +483,7 @@ impl Shared {
         } else {
             // The reader is a lap behind: free space is [wo, ro), kept strictly below ro
             // so that equal offsets always mean "empty".
-            (wo + size < ro).then_some((wo, false))
+            (wo + size + slack < ro).then_some((wo, false))
         }
     }
 
@@ -532,21 +547,35 @@ impl Shared {
         // last, which can only understate the room, then by a fresh one); otherwise a
         // blob, whose record needs only a few bytes of ring.
         let small = len + REC_HEADER <= self.max_inline;
+        let slack = self.ring / 8;
+        let wo = off_of(p.w);
+        if wo >= self.hot && wo.abs_diff(p.looked_at) >= LOOK_EVERY {
+            // Past the warm front: look where the consumers are now and then, to go back
+            // as soon as there is room (and to notice an empty lane, which is rewound
+            // and trimmed), without pulling their cache line over on every put.
+            p.r_seen = self.r(lane).load(Ordering::Acquire);
+            p.looked_at = wo;
+        }
         self.rewind(lane, &mut p);
-        let mut spot = small.then(|| self.place(p.w, p.r_seen, inline)).flatten();
+        let mut spot = small
+            .then(|| self.place(p.w, p.r_seen, inline, slack))
+            .flatten();
         if spot.is_none() {
             p.r_seen = self.r(lane).load(Ordering::Acquire);
             self.rewind(lane, &mut p);
-            spot = small.then(|| self.place(p.w, p.r_seen, inline)).flatten();
+            spot = small
+                .then(|| self.place(p.w, p.r_seen, inline, slack))
+                .flatten();
         }
         let w = p.w;
         let is_inline = spot.is_some();
-        if small && !spill && !is_inline {
+        if small && !spill && !p.spilling && !is_inline {
             return Ok(Some((lane, p.r_seen)));
         }
-        let Some((pos, wrap)) = spot.or_else(|| self.place(w, p.r_seen, BLOB_RECORD)) else {
+        let Some((pos, wrap)) = spot.or_else(|| self.place(w, p.r_seen, BLOB_RECORD, 0)) else {
             return Ok(Some((lane, p.r_seen)));
         };
+        p.spilling = small && !is_inline;
         let base = self.ring_at(lane, pos);
         let ticket = self.map.u64_at(H_TICKET).fetch_add(1, Ordering::Relaxed);
         self.map.u64_at(base + 8).store(ticket, Ordering::Relaxed);
@@ -900,22 +929,37 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, GetFail> {
 struct Waiter {
     deadline: Option<Instant>,
     rounds: u32,
+    /// When the first wait began.
+    since: Option<Instant>,
+    /// The deadline had passed already when the call began: a `try_` call.
+    immediate: bool,
 }
 
 const SPIN_ROUNDS: u32 = 64;
 const YIELD_ROUNDS: u32 = SPIN_ROUNDS + 64;
+/// How long a producer waits for room in its ring before it spills items into blobs:
+/// long enough that a consumer that is merely slower than the producer is waited for
+/// (blobs cost a mapping each), short enough that nobody notices when no one reads.
+const SPILL_AFTER: Duration = Duration::from_millis(10);
 
 impl Waiter {
     fn new(deadline: Option<Instant>) -> Waiter {
         Waiter {
             deadline,
             rounds: 0,
+            since: None,
+            immediate: deadline.is_some_and(|d| d <= Instant::now()),
         }
     }
 
-    /// `true` once spinning and yielding are over: the other side is not keeping up.
+    /// `true` once the other side has not kept up for [`SPILL_AFTER`] (or the
+    /// deadline is here: a `try_put` spills rather than fail).
     fn is_patient(&self) -> bool {
-        self.rounds >= YIELD_ROUNDS || self.deadline.is_some_and(|d| Instant::now() >= d)
+        match self.since {
+            // Not waited yet: only a call that cannot wait spills at once.
+            None => self.immediate,
+            Some(t) => self.immediate || t.elapsed() >= SPILL_AFTER,
+        }
     }
 
     /// Waits a little for `ready`; `false` once the deadline has passed.
@@ -927,6 +971,7 @@ impl Waiter {
                 _ => return false,
             },
         };
+        let since = *self.since.get_or_insert_with(Instant::now);
         self.rounds += 1;
         if self.rounds <= SPIN_ROUNDS {
             for _ in 0..(1 << self.rounds.min(6)) {
@@ -938,6 +983,14 @@ impl Waiter {
             std::thread::yield_now();
             return true;
         }
+        // Until spilling is allowed, sleep no further than the moment it is.
+        let spill_in = (flag == H_PUT_WAITERS)
+            .then(|| SPILL_AFTER.saturating_sub(since.elapsed()))
+            .filter(|d| !d.is_zero());
+        let left = match (left, spill_in) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let epoch = q.word(epoch);
         let seen = epoch.load(Ordering::SeqCst);
         q.word(flag).store(1, Ordering::SeqCst);
@@ -945,5 +998,128 @@ impl Waiter {
             mem::futex_wait(epoch, seen, left);
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(fingerprint: u64) -> Shared {
+        Shared::create(Config {
+            lanes: 4,
+            ring: 8 << 20,
+            maxsize: 0,
+            max_message: 1 << 30,
+            joinable: false,
+            fingerprint,
+        })
+        .unwrap()
+    }
+
+    fn allocated(q: &Shared) -> u64 {
+        rustix::fs::fstat(q.fd()).unwrap().st_blocks as u64 * 512
+    }
+
+    fn now() -> Option<Instant> {
+        Some(Instant::now())
+    }
+
+    #[test]
+    fn cursors_count_messages_across_wrap_around() {
+        let r = cursor(SEQ_MASK, 64);
+        let w = cursor(SEQ_MASK + 3, 8);
+        assert_eq!(pending(w, r), 3);
+        assert_eq!((seq_of(w), off_of(w)), (2, 8));
+        assert!(
+            pending(r, w) > SEQ_MASK / 2,
+            "r ahead of a stale w reads as huge"
+        );
+    }
+
+    #[test]
+    fn open_refuses_another_item_type_and_other_files() {
+        let q = queue(1);
+        let dup = q.fd().try_clone_to_owned().unwrap();
+        assert!(Shared::open(dup, 1).is_ok());
+        let dup = q.fd().try_clone_to_owned().unwrap();
+        let err = Shared::open(dup, 2).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let plain = mem::memfd("not-a-queue", 4096).unwrap();
+        assert_eq!(
+            Shared::open(plain, 1).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+    }
+
+    #[test]
+    fn scribbled_memory_gives_a_typed_error_and_the_queue_recovers() {
+        let q = queue(0);
+        for i in 0..3u32 {
+            q.put(&i, None).unwrap();
+        }
+        // Overwrite the first record's header with a kind no sender writes.
+        let first = q.ring_at(0, 0);
+        q.map.u64_at(first).store(7 << 32 | 3, Ordering::Relaxed);
+        assert!(matches!(
+            q.get::<u32>(now()),
+            Err(GetFail::Codec(CodecError::Corrupt(_)))
+        ));
+        q.put(&9u32, None).unwrap();
+        assert_eq!(q.get::<u32>(now()).unwrap(), 9);
+        assert!(matches!(q.get::<u32>(now()), Err(GetFail::Empty)));
+    }
+
+    #[test]
+    fn consumed_blobs_and_drained_bursts_give_their_memory_back() {
+        let q = queue(0);
+        let big = vec![3u8; 16 << 20];
+        q.put(&big, None).unwrap();
+        assert!(allocated(&q) >= 16 << 20);
+        assert_eq!(q.get::<Vec<u8>>(now()).unwrap(), big);
+        assert!(
+            allocated(&q) < 1 << 20,
+            "blob punched out: {}",
+            allocated(&q)
+        );
+
+        let item = vec![1u8; 100];
+        for _ in 0..60_000 {
+            q.put(&item, None).unwrap();
+        }
+        assert!(allocated(&q) >= 6 << 20);
+        for _ in 0..60_000 {
+            q.get::<Vec<u8>>(now()).unwrap();
+        }
+        // A trickle after the burst: the producer soon finds its lane empty, goes back
+        // to the front and gives the pages the burst used back.
+        for _ in 0..1000 {
+            q.put(&item, None).unwrap();
+            q.get::<Vec<u8>>(now()).unwrap();
+        }
+        let warm = (q.ring_base + KEEP) as u64; // header, lane blocks, warm front
+        assert!(allocated(&q) <= warm, "trimmed: {}", allocated(&q));
+    }
+
+    #[test]
+    fn a_full_lane_spills_into_blobs_instead_of_blocking() {
+        let q = Shared::create(Config {
+            lanes: 1,
+            ring: 64 << 10,
+            maxsize: 0,
+            max_message: 1 << 30,
+            joinable: false,
+            fingerprint: 0,
+        })
+        .unwrap();
+        let item = vec![5u8; 1000];
+        for _ in 0..200 {
+            q.put(&item, Some(Instant::now() + Duration::from_secs(10)))
+                .unwrap();
+        }
+        assert_eq!(q.qsize(), 200, "200 KB through a 64 KiB ring");
+        for _ in 0..200 {
+            assert_eq!(q.get::<Vec<u8>>(now()).unwrap(), item);
+        }
     }
 }
