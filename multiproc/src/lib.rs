@@ -30,6 +30,8 @@
 //! | `os.fork()` | `unsafe` [`sys::fork`] |
 //! | `os._exit(n)` | [`process::exit_now`] |
 //! | `Pipe()`, `Pipe(duplex=False)`, `conn.send/recv/poll` | [`connection::pipe`], [`connection::pipe_simplex`], [`connection::Connection`] |
+//! | `multiprocessing.Queue(maxsize)`, `put`, `get(timeout=…)`, `get_nowait`, `qsize` | [`Queue`] ([`queue::mp::GetError`], [`queue::mp::PutError`], [`queue::mp::QueueBuilder`]) |
+//! | `multiprocessing.SimpleQueue`, `JoinableQueue` (`task_done`, `join`) | [`SimpleQueue`], [`JoinableQueue`] |
 //! | `queue.Queue(maxsize)`, `get_nowait`, `task_done`, `join`, `shutdown` | [`queue::Queue`] ([`queue::GetError`], [`queue::PutError`]) |
 //! | `threading.Thread(target=f, name=…)` | [`thread::Thread`] |
 //! | `threading.current_thread().name`, `get_ident()` | [`thread::current_thread`], [`thread::get_ident`] |

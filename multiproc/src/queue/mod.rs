@@ -1,9 +1,12 @@
-//! Queues: Python's `queue.Queue` between threads (S30); the errors every queue shares.
+//! Queues: Python's `queue.Queue` between threads (S30), and in [`mp`] the queues
+//! between processes, `multiprocessing.Queue`, `SimpleQueue` and `JoinableQueue`
+//! (S4 S12 S31 S32, re-exported at the crate root as [`crate::Queue`] & co.).
 //!
 //! [`Queue`] is Python's `queue.Queue`: a FIFO for the threads of one process,
 //! bounded or not, with Python's `task_done()`/`join()` accounting and Python 3.13's
-//! `shutdown()`. It is built on `crossbeam-channel`. The cross-process queue will sit
-//! beside it with the same methods and the same errors.
+//! `shutdown()`. It is built on `crossbeam-channel`. The cross-process queues have the
+//! same method names; their errors ([`mp::GetError`], [`mp::PutError`]) add what only a
+//! process boundary can cause: an item that does not encode or decode, and I/O.
 //!
 //! ```
 //! use multiproc::queue::{GetError, Queue};
