@@ -345,3 +345,88 @@ fn threads_share_one_end_without_interleaving() {
     }
     check.assert_clean();
 }
+
+fn read_ten_then_die(rx: Receiver<u64>) {
+    for _ in 0..10 {
+        rx.recv().unwrap();
+    }
+    std::process::abort();
+}
+
+#[test]
+fn a_sender_whose_reader_died_gets_disconnected_not_a_hang() {
+    let check = LeakCheck::start();
+    {
+        for method in StartMethod::ALL {
+            let (rx, tx) = pipe_simplex::<u64>().unwrap();
+            let mut p = builder(method).start(read_ten_then_die, rx).unwrap();
+            // The reader dies after ten; sends land in shared memory until the sender
+            // notices the hang-up (at the latest every 1024 messages, or when full).
+            let mut sent = 0u64;
+            let start = Instant::now();
+            loop {
+                match tx.send(&sent) {
+                    Ok(()) => sent += 1,
+                    Err(SendError::Disconnected) => break,
+                    Err(e) => panic!("{method}: {e}"),
+                }
+                assert!(start.elapsed() < PROMPT, "{method}: still sending");
+            }
+            assert!(sent >= 10, "{method}");
+            assert!(p.join().is_err());
+        }
+    }
+    check.assert_clean();
+}
+
+fn echo_handles(conn: Connection<Carried>) {
+    while let Ok(msg) = conn.recv() {
+        let stop = matches!(msg, Carried::Stop);
+        conn.send(&msg).unwrap();
+        if stop {
+            break;
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Carried {
+    Number(u32),
+    End(Sender<String>),
+    Stop,
+}
+
+#[test]
+fn messages_with_descriptors_keep_their_place_among_plain_ones() {
+    let check = LeakCheck::start();
+    {
+        for method in StartMethod::ALL {
+            let (mine, theirs) = pipe::<Carried>().unwrap();
+            let mut p = builder(method).start(echo_handles, theirs).unwrap();
+            let (text_rx, text_tx) = pipe_simplex::<String>().unwrap();
+            mine.send(&Carried::Number(1)).unwrap();
+            mine.send(&Carried::End(text_tx)).unwrap();
+            mine.send(&Carried::Number(2)).unwrap();
+            mine.send(&Carried::Stop).unwrap();
+            assert!(matches!(
+                mine.recv_timeout(PROMPT).unwrap(),
+                Carried::Number(1)
+            ));
+            let Carried::End(back) = mine.recv_timeout(PROMPT).unwrap() else {
+                panic!("{method}: the end came out of order");
+            };
+            back.send(&"through the returned end".to_string()).unwrap();
+            assert_eq!(
+                text_rx.recv_timeout(PROMPT).unwrap(),
+                "through the returned end"
+            );
+            assert!(matches!(
+                mine.recv_timeout(PROMPT).unwrap(),
+                Carried::Number(2)
+            ));
+            assert!(matches!(mine.recv_timeout(PROMPT).unwrap(), Carried::Stop));
+            p.join_timeout(PROMPT).unwrap();
+        }
+    }
+    check.assert_clean();
+}

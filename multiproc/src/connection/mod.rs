@@ -43,13 +43,26 @@
 //! message rather than by closing. `spawn` and `forkserver` children receive only the
 //! ends passed to them.
 //!
-//! Transport: a Unix stream socket pair, frames as in [`crate::codec`], with a one-byte
-//! count of attached descriptors before the postcard body.
+//! # Transport
+//!
+//! Values travel through shared memory: one ring per direction, the lock-free
+//! transport of [`crate::Queue`] (see ARCHITECTURE.md), so a small message costs no
+//! system call and a waiting receiver spins briefly before it sleeps on a futex. Beside
+//! the rings each pair has a Unix socket. It carries the messages that hold descriptors
+//! (a ring marker keeps their place among the others), and it is how each side learns
+//! that the other is gone: a receiver with nothing to read looks at it every 20 ms, a
+//! sender every 1024 messages and whenever the ring is full. A send to a peer that has
+//! just died may therefore succeed (the message is lost with the peer) until the sender
+//! notices. Frames written straight to the socket by a peer that is not a `Connection`
+//! are read too, as in [`crate::codec`], with a one-byte count of attached descriptors
+//! before the postcard body.
 
 use std::collections::VecDeque;
 use std::io;
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -57,7 +70,64 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::{self, CodecError, HEADER_LEN, Limits};
+use crate::queue::shm::{Config, GetFail, PutFail, Shared};
 use crate::{handle, sys};
+
+/// How long a receiver sleeps on the ring before it looks at the socket (for the end of
+/// the peer, or a message sent there), and a full sender before it checks the peer.
+const SLICE: Duration = Duration::from_millis(20);
+/// A sender checks that its peer is still there every this many messages.
+const CHECK_PEER_EVERY: u32 = 1024;
+/// In a frame's descriptor-count byte: the frame was announced by a marker in the ring.
+const ANNOUNCED: u8 = 0x80;
+
+/// What travels through a pipe's ring: a value, or "the next message is on the socket"
+/// (a message carrying descriptors, which only a socket can pass).
+#[derive(Serialize)]
+enum WireRef<'a, T: ?Sized> {
+    Value(&'a T),
+    OnSocket,
+}
+
+/// The receiving side's view of [`WireRef`] (same encoding).
+#[derive(Deserialize)]
+enum Wire<T> {
+    Value(T),
+    OnSocket,
+}
+
+/// What the socket buffer holds for a read.
+enum Parsed<T> {
+    /// A message (or the error it gave).
+    Message(Result<T, RecvError>),
+    /// An announced frame: not for an `Unannounced` read.
+    NotYours,
+    /// No complete frame yet.
+    NeedMore,
+}
+
+/// Which socket frames a read may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// Only frames no ring marker announced (from a peer that writes the socket itself).
+    Unannounced,
+    /// The next frame, whatever it is (a marker was just taken).
+    Next,
+}
+
+/// A ring for one direction of a pipe: a few lanes (ends are shared by forked
+/// processes now and then), 4 MiB each.
+fn ring(fingerprint: u64) -> io::Result<Arc<Shared>> {
+    Shared::create(Config {
+        lanes: 8,
+        ring: 4 << 20,
+        maxsize: 0,
+        max_message: codec::DEFAULT_MAX_MESSAGE,
+        joinable: false,
+        fingerprint,
+    })
+    .map(Arc::new)
+}
 
 /// Why a message could not be received.
 #[derive(Debug, thiserror::Error)]
@@ -105,13 +175,23 @@ impl From<io::Error> for SendError {
     }
 }
 
-/// One end of a socket, without message types: the shared machinery of all ends.
+/// One end of a pipe, without message types: the shared machinery of all ends.
+///
+/// Values travel through shared-memory rings (the queue transport, one ring per
+/// direction); the socket carries messages with descriptors, tells each side when the
+/// other is gone (end-of-file), and takes frames from peers that write it directly.
 #[derive(Debug)]
 struct Endpoint {
     sock: OwnedFd,
     limits: Limits,
     writer: Mutex<()>,
     reader: Mutex<ReadState>,
+    /// The ring this end sends on, and the one it receives from.
+    tx: Option<Arc<Shared>>,
+    rx: Option<Arc<Shared>>,
+    sends: AtomicU32,
+    /// The other end is known to be gone (end-of-file or hang-up seen).
+    peer_gone: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -141,23 +221,88 @@ impl BrokenReason {
 }
 
 impl Endpoint {
-    fn new(sock: OwnedFd) -> Endpoint {
+    fn new(sock: OwnedFd, tx: Option<Arc<Shared>>, rx: Option<Arc<Shared>>) -> Endpoint {
         Endpoint {
             sock,
             limits: Limits::default(),
             writer: Mutex::new(()),
             reader: Mutex::new(ReadState::default()),
+            tx,
+            rx,
+            sends: AtomicU32::new(0),
+            peer_gone: AtomicBool::new(false),
         }
     }
 
+    fn set_max_message(&mut self, bytes: usize) {
+        self.limits = Limits::with_max_message(bytes);
+        for ring in [&self.tx, &self.rx].into_iter().flatten() {
+            ring.set_max_message(self.limits.max_message);
+        }
+    }
+
+    /// `true` if the other end has hung up (checked without waiting).
+    fn peer_closed(&self) -> bool {
+        if self.peer_gone.load(Ordering::Relaxed) {
+            return true;
+        }
+        let gone = sys::fd::peer_hung_up(self.sock.as_fd());
+        if gone {
+            self.peer_gone.store(true, Ordering::Relaxed);
+        }
+        gone
+    }
+
     fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), SendError> {
+        let Some(tx) = &self.tx else {
+            return self.send_socket(value, false);
+        };
+        if self.peer_gone.load(Ordering::Relaxed) {
+            return Err(SendError::Disconnected);
+        }
+        if self.sends.fetch_add(1, Ordering::Relaxed) % CHECK_PEER_EVERY == CHECK_PEER_EVERY - 1
+            && self.peer_closed()
+        {
+            return Err(SendError::Disconnected);
+        }
+        loop {
+            match tx.put(&WireRef::Value(value), Some(Instant::now() + SLICE)) {
+                Ok(()) => return Ok(()),
+                // The ring is full: still worth waiting only if someone reads it.
+                Err(PutFail::Full) if self.peer_closed() => return Err(SendError::Disconnected),
+                Err(PutFail::Full) => {}
+                Err(PutFail::Closed) => return Err(SendError::Disconnected),
+                Err(PutFail::Codec(CodecError::Encode { .. })) => {
+                    // Perhaps a handle inside, whose descriptor needs the socket: send
+                    // it there, then mark its place in the ring.
+                    self.send_socket(value, true)?;
+                    let marker = WireRef::<T>::OnSocket;
+                    return match tx.put(&marker, None) {
+                        Ok(()) => Ok(()),
+                        Err(PutFail::Codec(e)) => Err(e.into()),
+                        Err(PutFail::Io(e)) => Err(SendError::Io(e)),
+                        Err(PutFail::Full | PutFail::Closed) => Err(SendError::Disconnected),
+                    };
+                }
+                Err(PutFail::Codec(e)) => return Err(e.into()),
+                Err(PutFail::Io(e)) => return Err(SendError::Io(e)),
+            }
+        }
+    }
+
+    /// Sends one frame on the socket; `announced` marks frames a ring marker points to.
+    fn send_socket<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        announced: bool,
+    ) -> Result<(), SendError> {
         // Header and descriptor count are written in front of the body in place.
         let mut frame = vec![0u8; HEADER_LEN + 1];
         let (encoded, fds) = handle::collect_fds(|| codec::encode_into(value, &mut frame));
         encoded?;
-        if fds.len() > u8::MAX as usize {
+        if fds.len() >= ANNOUNCED as usize {
             return Err(SendError::Io(io::Error::other(
-                "more than 255 descriptors in one message",
+                "more than 127 descriptors in one message",
             )));
         }
         let size = frame.len() - HEADER_LEN;
@@ -169,7 +314,7 @@ impl Endpoint {
             .into());
         }
         frame[..HEADER_LEN].copy_from_slice(&codec::header(size, codec::fingerprint::<T>()));
-        frame[HEADER_LEN] = fds.len() as u8;
+        frame[HEADER_LEN] = fds.len() as u8 | if announced { ANNOUNCED } else { 0 };
         let _guard = self.writer.lock();
         sys::fd::send_all_with_fds(self.sock.as_fd(), &frame, &fds)?;
         Ok(())
@@ -177,10 +322,52 @@ impl Endpoint {
 
     /// Receives one `T`, waiting until `deadline` (`None`: for ever; `Some(now)`: not at all).
     fn recv<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T, RecvError> {
+        let Some(rx) = &self.rx else {
+            return self.recv_socket(deadline, Take::Next);
+        };
+        loop {
+            let slice = Instant::now() + SLICE;
+            let until = deadline.map_or(slice, |d| d.min(slice));
+            match rx.get::<Wire<T>>(Some(until)) {
+                Ok(Wire::Value(v)) => return Ok(v),
+                Ok(Wire::OnSocket) => return self.recv_socket(None, Take::Next),
+                Err(GetFail::Empty) => {}
+                Err(GetFail::Closed) => return Err(RecvError::Disconnected),
+                Err(GetFail::Codec(e)) => return Err(RecvError::Codec(e)),
+                Err(GetFail::Io(e)) => return Err(RecvError::Io(e)),
+            }
+            // The ring is empty: a frame written to the socket directly, or the end.
+            match self.recv_socket::<T>(Some(Instant::now()), Take::Unannounced) {
+                Err(RecvError::Timeout) => {}
+                Err(RecvError::Disconnected) => {
+                    self.peer_gone.store(true, Ordering::Relaxed);
+                    // What the peer published before it went is still delivered.
+                    return match rx.get::<Wire<T>>(Some(Instant::now())) {
+                        Ok(Wire::Value(v)) => Ok(v),
+                        Ok(Wire::OnSocket) => self.recv_socket(None, Take::Next),
+                        Err(_) => Err(RecvError::Disconnected),
+                    };
+                }
+                other => return other,
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(RecvError::Timeout);
+            }
+        }
+    }
+
+    /// Receives one frame from the socket (see [`Take`]), waiting until `deadline`.
+    fn recv_socket<T: DeserializeOwned>(
+        &self,
+        deadline: Option<Instant>,
+        take: Take,
+    ) -> Result<T, RecvError> {
         let mut st = self.reader.lock();
         loop {
-            if let Some(result) = self.parse::<T>(&mut st) {
-                return result;
+            match self.parse::<T>(&mut st, take) {
+                Parsed::Message(result) => return result,
+                Parsed::NotYours => return Err(RecvError::Timeout),
+                Parsed::NeedMore => {}
             }
             if st.eof {
                 return Err(RecvError::Disconnected);
@@ -230,7 +417,23 @@ impl Endpoint {
     }
 
     /// The next complete message in the buffer, if there is one.
-    fn parse<T: DeserializeOwned>(&self, st: &mut ReadState) -> Option<Result<T, RecvError>> {
+    fn parse<T: DeserializeOwned>(&self, st: &mut ReadState, take: Take) -> Parsed<T> {
+        match self.parse_frame(st, take) {
+            Some(Ok(None)) => Parsed::NotYours,
+            Some(Ok(Some(result))) => Parsed::Message(result),
+            Some(Err(e)) => Parsed::Message(Err(e)),
+            None => Parsed::NeedMore,
+        }
+    }
+
+    /// [`Endpoint::parse`]'s work; `Some(Ok(None))` for an announced frame at the head
+    /// of the buffer when only unannounced ones may be taken.
+    #[allow(clippy::type_complexity)]
+    fn parse_frame<T: DeserializeOwned>(
+        &self,
+        st: &mut ReadState,
+        take: Take,
+    ) -> Option<Result<Option<Result<T, RecvError>>, RecvError>> {
         if let Some(reason) = st.broken {
             return Some(Err(reason.error()));
         }
@@ -260,7 +463,12 @@ impl Endpoint {
                 None
             };
         }
-        let nfds = bytes[HEADER_LEN] as usize;
+        let flags = bytes[HEADER_LEN];
+        if take == Take::Unannounced && flags & ANNOUNCED != 0 {
+            // Its marker is on its way through the ring; it is taken from there.
+            return Some(Ok(None));
+        }
+        let nfds = (flags & !ANNOUNCED) as usize;
         if st.fds.len() < nfds {
             // The descriptors travel with the first byte of the frame: they are here
             // by the time its last byte is, unless the peer is not one of ours.
@@ -286,10 +494,28 @@ impl Endpoint {
             st.buf.clear();
             st.start = 0;
         }
-        Some(result)
+        Some(Ok(Some(result)))
     }
 
     fn poll(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        let Some(rx) = &self.rx else {
+            return self.poll_socket(timeout);
+        };
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if rx.has_items() || self.poll_socket(Some(Duration::ZERO))? {
+                return Ok(true);
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(false);
+            }
+            let slice = now + SLICE;
+            rx.wait_for_items(Some(deadline.map_or(slice, |d| d.min(slice))));
+        }
+    }
+
+    fn poll_socket(&self, timeout: Option<Duration>) -> io::Result<bool> {
         {
             let st = self.reader.lock();
             let pending = &st.buf[st.start..];
@@ -304,9 +530,63 @@ impl Endpoint {
     }
 }
 
-fn socket_pair() -> io::Result<(Endpoint, Endpoint)> {
+/// Two connected ends: a socket pair, and a ring for each direction that is used
+/// (`a_sends` carrying `A` from the first end, `b_sends` carrying `B` back).
+fn endpoints<A, B>(a_sends: bool, b_sends: bool) -> io::Result<(Endpoint, Endpoint)> {
     let (a, b) = sys::fd::stream_pair()?;
-    Ok((Endpoint::new(a), Endpoint::new(b)))
+    let a_to_b = a_sends
+        .then(|| ring(codec::fingerprint::<Wire<A>>()))
+        .transpose()?;
+    let b_to_a = b_sends
+        .then(|| ring(codec::fingerprint::<Wire<B>>()))
+        .transpose()?;
+    Ok((
+        Endpoint::new(a, a_to_b.clone(), b_to_a.clone()),
+        Endpoint::new(b, b_to_a, a_to_b),
+    ))
+}
+
+/// A descriptor inside an end's encoding (see [`handle`]).
+struct FdOut<'a>(BorrowedFd<'a>);
+
+impl Serialize for FdOut<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        handle::serialize_fd(self.0, serializer)
+    }
+}
+
+/// The receiving side of [`FdOut`].
+struct FdIn(OwnedFd);
+
+impl<'de> Deserialize<'de> for FdIn {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        handle::deserialize_fd(deserializer).map(FdIn)
+    }
+}
+
+impl Endpoint {
+    /// An end crosses as its socket and its rings' memfds.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (
+            FdOut(self.sock.as_fd()),
+            self.tx.as_ref().map(|r| FdOut(r.fd())),
+            self.rx.as_ref().map(|r| FdOut(r.fd())),
+        )
+            .serialize(serializer)
+    }
+
+    /// The other side of [`Endpoint::serialize`]; `S` and `R` type the rings.
+    fn deserialize<'de, S, R, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (sock, tx, rx) = <(FdIn, Option<FdIn>, Option<FdIn>)>::deserialize(deserializer)?;
+        let open = |fd: Option<FdIn>, fingerprint: u64| {
+            fd.map(|FdIn(fd)| Shared::open(fd, fingerprint).map(Arc::new))
+                .transpose()
+                .map_err(|e| serde::de::Error::custom(format!("cannot attach pipe: {e}")))
+        };
+        let tx = open(tx, codec::fingerprint::<Wire<S>>())?;
+        let rx = open(rx, codec::fingerprint::<Wire<R>>())?;
+        Ok(Endpoint::new(sock.0, tx, rx))
+    }
 }
 
 /// One end of a duplex pipe: sends `S`, receives `R` (Python's `Connection`).
@@ -337,7 +617,7 @@ pub fn pipe<T>() -> io::Result<(Connection<T>, Connection<T>)> {
 
 /// A duplex pipe with a type per direction: the first end sends `A` and receives `B`.
 pub fn pipe_with<A, B>() -> io::Result<(Connection<A, B>, Connection<B, A>)> {
-    let (a, b) = socket_pair()?;
+    let (a, b) = endpoints::<A, B>(true, true)?;
     Ok((
         Connection {
             end: a,
@@ -357,7 +637,7 @@ pub fn pipe_with<A, B>() -> io::Result<(Connection<A, B>, Connection<B, A>)> {
 /// r.send(&1); // a Receiver cannot send
 /// ```
 pub fn pipe_simplex<T>() -> io::Result<(Receiver<T>, Sender<T>)> {
-    let (a, b) = socket_pair()?;
+    let (a, b) = endpoints::<(), T>(false, true)?;
     // Make the one-way intent real at the socket too.
     let _ = rustix::net::shutdown(&a.sock, rustix::net::Shutdown::Write);
     let _ = rustix::net::shutdown(&b.sock, rustix::net::Shutdown::Read);
@@ -418,9 +698,9 @@ macro_rules! sending {
 
 macro_rules! limits {
     () => {
-        /// Sets the largest message this end sends or accepts (default 1 GiB).
+        /// Sets the largest message this end sends or accepts (default 2 GiB).
         pub fn set_max_message(&mut self, bytes: usize) {
-            self.end.limits = Limits::with_max_message(bytes);
+            self.end.set_max_message(bytes);
         }
     };
 }
@@ -442,7 +722,7 @@ impl<T: DeserializeOwned> Receiver<T> {
 }
 
 macro_rules! handle_impls {
-    ($name:ident < $($p:ident),* >) => {
+    ($name:ident < $($p:ident),* >, $send:ty, $recv:ty) => {
         impl<$($p),*> std::fmt::Debug for $name<$($p),*> {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.debug_struct(stringify!($name)).field("fd", &std::os::fd::AsRawFd::as_raw_fd(&self.end.sock)).finish()
@@ -459,19 +739,19 @@ macro_rules! handle_impls {
         /// drop yours if only the other process should hold it).
         impl<$($p),*> Serialize for $name<$($p),*> {
             fn serialize<Ser: Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
-                handle::serialize_fd(self.end.sock.as_fd(), serializer)
+                self.end.serialize(serializer)
             }
         }
 
         impl<'de, $($p),*> Deserialize<'de> for $name<$($p),*> {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let fd = handle::deserialize_fd(deserializer)?;
-                Ok($name { end: Endpoint::new(fd), _types: PhantomData })
+                let end = Endpoint::deserialize::<$send, $recv, D>(deserializer)?;
+                Ok($name { end, _types: PhantomData })
             }
         }
     };
 }
 
-handle_impls!(Connection<S, R>);
-handle_impls!(Sender<T>);
-handle_impls!(Receiver<T>);
+handle_impls!(Connection<S, R>, S, R);
+handle_impls!(Sender<T>, T, ());
+handle_impls!(Receiver<T>, (), T);

@@ -186,7 +186,9 @@ pub(crate) struct Shared {
     ring_base: usize,
     blob_base: u64,
     maxsize: usize,
-    max_message: usize,
+    /// This process's limit on item size (starts as the queue's; a `Connection` end
+    /// can lower it for itself).
+    max_message: std::sync::atomic::AtomicUsize,
     max_inline: usize,
     hot: usize,
     joinable: bool,
@@ -278,7 +280,7 @@ impl Shared {
             ring_base,
             blob_base,
             maxsize: config.maxsize,
-            max_message: config.max_message,
+            max_message: std::sync::atomic::AtomicUsize::new(config.max_message),
             max_inline: (config.ring / 2).min(MAX_INLINE),
             hot: (config.ring / 4).min(HOT),
             joinable: config.joinable,
@@ -290,6 +292,25 @@ impl Shared {
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+    /// Lowers (or raises) the item size this process accepts and sends.
+    pub(crate) fn set_max_message(&self, bytes: usize) {
+        self.max_message.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Waits until an item is there or `deadline` passes, taking nothing; `true` if one
+    /// is there.
+    pub(crate) fn wait_for_items(&self, deadline: Option<Instant>) -> bool {
+        let mut waiter = Waiter::new(deadline);
+        loop {
+            if self.has_items() {
+                return true;
+            }
+            if !waiter.wait(self, H_GET_WAITERS, H_NOT_EMPTY, || self.has_items()) {
+                return false;
+            }
+        }
+    }
+
     pub(crate) fn maxsize(&self) -> usize {
         self.maxsize
     }
@@ -496,11 +517,9 @@ impl Shared {
         deadline: Option<Instant>,
     ) -> Result<(), PutFail> {
         let len = codec::encoded_size(item).map_err(PutFail::Codec)?;
-        if len > self.max_message {
-            return Err(PutFail::Codec(CodecError::Oversized {
-                size: len,
-                max: self.max_message,
-            }));
+        let max = self.max_message.load(Ordering::Relaxed);
+        if len > max {
+            return Err(PutFail::Codec(CodecError::Oversized { size: len, max }));
         }
         let mut waiter = Waiter::new(deadline);
         loop {
@@ -670,7 +689,7 @@ impl Shared {
         }
     }
 
-    fn has_items(&self) -> bool {
+    pub(crate) fn has_items(&self) -> bool {
         (0..self.lanes_in_use()).any(|lane| {
             self.r(lane).load(Ordering::Acquire) != self.w(lane).load(Ordering::Acquire)
         })
@@ -809,6 +828,14 @@ impl Shared {
             self.consumed();
             return self.read_blob(offset, body).map(Some);
         }
+        let max = self.max_message.load(Ordering::Relaxed);
+        if len > max {
+            if !claim() {
+                return Ok(None);
+            }
+            self.consumed();
+            return Err(GetFail::Codec(CodecError::Oversized { size: len, max }));
+        }
         if len <= 256 {
             let mut small = [0u8; 256];
             let body = &mut small[..len];
@@ -855,11 +882,12 @@ impl Shared {
                 "a queue blob record no sender wrote",
             )));
         }
-        if len as usize > self.max_message {
+        let max = self.max_message.load(Ordering::Relaxed);
+        if len as usize > max {
             let _ = mem::punch_hole(&self.fd, offset, span);
             return Err(GetFail::Codec(CodecError::Oversized {
                 size: len as usize,
-                max: self.max_message,
+                max,
             }));
         }
         let result = Mapping::range(&self.fd, offset, span as usize, true)

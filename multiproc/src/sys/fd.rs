@@ -173,6 +173,25 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io
     Ok(poll_two(fd, None, deadline)?.first)
 }
 
+/// `true` if the peer of socket `fd` has hung up (closed every copy of its end), checked
+/// without waiting. Data still buffered does not count: only the hang-up.
+pub(crate) fn peer_hung_up(fd: BorrowedFd<'_>) -> bool {
+    use rustix::event::{PollFd, PollFlags, poll};
+    // Only HUP (both directions closed): a one-way pipe shuts one direction down on
+    // purpose, which alone would show as RDHUP.
+    let mut fds = [PollFd::new(&fd, PollFlags::empty())];
+    match poll(
+        &mut fds,
+        Some(&rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        }),
+    ) {
+        Ok(n) if n > 0 => fds[0].revents().intersects(PollFlags::HUP | PollFlags::ERR),
+        _ => false,
+    }
+}
+
 /// Sends one packet with descriptors attached (`SCM_RIGHTS`).
 pub(crate) fn send_with_fds(
     sock: BorrowedFd<'_>,
