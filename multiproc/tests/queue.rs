@@ -8,26 +8,13 @@ use std::time::{Duration, Instant};
 use multiproc::codec::CodecError;
 use multiproc::queue::mp::{GetError, PutError, QueueBuilder};
 use multiproc::testing::LeakCheck;
-use multiproc::{JoinableQueue, Process, Queue, SimpleQueue, StartMethod};
+use multiproc::{JoinableQueue, Queue, SimpleQueue, StartMethod};
 use serde::{Deserialize, Serialize};
 
 multiproc::test_support!();
 
-const PROMPT: Duration = Duration::from_secs(60);
-
-fn builder(method: StartMethod) -> multiproc::ProcessBuilder {
-    multiproc::process::set_fork_warning(false);
-    Process::builder().start_method(method)
-}
-
-/// Waits (without sleeping blindly) until `cond` holds; panics after `PROMPT`.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < PROMPT, "timed out waiting for {what}");
-        std::thread::yield_now();
-    }
-}
+mod common;
+use common::{PROMPT, builder, wait_until};
 
 #[test]
 fn fifo_in_one_process_with_sizes_and_errors() {

@@ -4,69 +4,16 @@
 //! programs consume every item exactly once (sentinels; `JoinableQueue::join`).
 
 use std::collections::BTreeMap;
-use std::ops::{Deref, DerefMut};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use multiproc::testing::LeakCheck;
-use multiproc::{JoinableQueue, Process, ProcessError, Queue, StartMethod};
+use multiproc::{JoinableQueue, ProcessError, Queue, StartMethod};
 use serde::{Deserialize, Serialize};
 
 multiproc::test_support!();
 
-const PROMPT: Duration = Duration::from_secs(60);
-
-fn builder(method: StartMethod) -> multiproc::ProcessBuilder {
-    multiproc::process::set_fork_warning(false);
-    Process::builder().start_method(method)
-}
-
-/// Waits (without sleeping blindly) until `cond` holds; panics after `PROMPT`.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < PROMPT, "timed out waiting for {what}");
-        std::thread::yield_now();
-    }
-}
-
-/// A child that is killed and reaped if the test panics while it runs, so that a failed
-/// assertion cannot leave a process behind (or a test binary waiting for it at exit).
-struct Child<R: serde::de::DeserializeOwned + 'static>(Process<R>);
-
-impl<R: serde::de::DeserializeOwned + 'static> Deref for Child<R> {
-    type Target = Process<R>;
-    fn deref(&self) -> &Process<R> {
-        &self.0
-    }
-}
-
-impl<R: serde::de::DeserializeOwned + 'static> DerefMut for Child<R> {
-    fn deref_mut(&mut self) -> &mut Process<R> {
-        &mut self.0
-    }
-}
-
-impl<R: serde::de::DeserializeOwned + 'static> Drop for Child<R> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// Starts `target(args)` under `method`, as a [`Child`].
-fn start<A, R>(method: StartMethod, target: fn(A) -> R, args: A) -> Child<R>
-where
-    A: Serialize + serde::de::DeserializeOwned + Send + 'static,
-    R: Serialize + serde::de::DeserializeOwned + 'static,
-{
-    Child(
-        builder(method)
-            .start(target, args)
-            .expect("start the child"),
-    )
-}
+mod common;
+use common::{Child, PROMPT, builder, start, wait_until};
 
 /// The state letter and the kernel wait channel of process `pid`'s main thread.
 fn state_and_wchan(pid: u32) -> (char, String) {
