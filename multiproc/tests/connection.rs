@@ -283,6 +283,22 @@ fn large_messages_cross_intact() {
     check.assert_clean();
 }
 
+#[test]
+fn a_one_gib_message_crosses() {
+    let check = LeakCheck::start();
+    {
+        let (rx, tx) = pipe_simplex::<serde_bytes::ByteBuf>().unwrap();
+        let mut p = builder(StartMethod::ForkServer)
+            .start(sum_bytes, (rx, 1))
+            .unwrap();
+        let big = serde_bytes::ByteBuf::from(vec![3u8; 1 << 30]);
+        tx.send(&big).unwrap();
+        drop(big);
+        assert_eq!(p.join_timeout(PROMPT).unwrap(), 3 << 30);
+    }
+    check.assert_clean();
+}
+
 fn forward(carrier: Receiver<Sender<String>>) {
     let inner = carrier.recv().unwrap();
     inner
