@@ -70,7 +70,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::{self, CodecError, HEADER_LEN, Limits};
-use crate::queue::shm::{Config, GetFail, PutFail, Shared};
+use crate::queue::shm::{self, Config, GetFail, PutFail, Shared};
 use crate::{handle, sys};
 
 /// How long a receiver sleeps on the ring before it looks at the socket (for the end of
@@ -126,7 +126,7 @@ fn ring(fingerprint: u64) -> io::Result<Arc<Shared>> {
         joinable: false,
         fingerprint,
     })
-    .map(Arc::new)
+    .map(shm::register)
 }
 
 /// Why a message could not be received.
@@ -579,7 +579,7 @@ impl Endpoint {
     fn deserialize<'de, S, R, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let (sock, tx, rx) = <(FdIn, Option<FdIn>, Option<FdIn>)>::deserialize(deserializer)?;
         let open = |fd: Option<FdIn>, fingerprint: u64| {
-            fd.map(|FdIn(fd)| Shared::open(fd, fingerprint).map(Arc::new))
+            fd.map(|FdIn(fd)| Shared::open(fd, fingerprint).map(shm::register))
                 .transpose()
                 .map_err(|e| serde::de::Error::custom(format!("cannot attach pipe: {e}")))
         };

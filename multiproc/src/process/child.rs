@@ -139,6 +139,7 @@ pub(crate) fn end_of_child() {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
+    crate::queue::shm::release_lanes();
     runtime::run_exit_hook();
 }
 

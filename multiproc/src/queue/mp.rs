@@ -253,7 +253,7 @@ impl QueueBuilder {
             joinable,
             fingerprint: codec::fingerprint::<T>(),
         })
-        .map(Arc::new)
+        .map(shm::register)
     }
 
     /// Creates a [`Queue`].
@@ -516,7 +516,7 @@ impl<'de, T: Serialize + DeserializeOwned> Deserialize<'de> for Queue<T> {
         let fd = handle::deserialize_fd(deserializer)?;
         let shared = Shared::open(fd, codec::fingerprint::<T>())
             .map_err(|e| serde::de::Error::custom(format!("cannot attach queue: {e}")))?;
-        Ok(Queue::from_shared(Arc::new(shared)))
+        Ok(Queue::from_shared(shm::register(shared)))
     }
 }
 

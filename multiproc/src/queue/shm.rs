@@ -32,6 +32,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -112,6 +113,29 @@ fn round8(n: usize) -> usize {
 }
 fn round_up(n: u64, to: u64) -> u64 {
     n.div_ceil(to) * to
+}
+
+/// Every queue and pipe ring this process has mapped, so that a multiproc child, which
+/// ends with `_exit` (no destructors), can still give its lanes back.
+static LIVE: ForkMutex<Vec<std::sync::Weak<Shared>>> = ForkMutex::new(Vec::new());
+
+/// Wraps a new mapping in an `Arc` and records it for [`release_lanes`].
+pub(crate) fn register(shared: Shared) -> Arc<Shared> {
+    let shared = Arc::new(shared);
+    let mut live = LIVE.lock();
+    live.retain(|w| w.strong_count() > 0);
+    live.push(Arc::downgrade(&shared));
+    shared
+}
+
+/// Gives back the lanes this process holds in every queue it still maps: called at the
+/// end of a multiproc child, so that the next producer finds them free rather than
+/// having to prove their owner dead.
+pub(crate) fn release_lanes() {
+    let live: Vec<Arc<Shared>> = LIVE.lock().iter().filter_map(|w| w.upgrade()).collect();
+    for shared in live {
+        shared.release_lane();
+    }
 }
 
 /// Geometry and typing of a new queue.
