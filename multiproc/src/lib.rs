@@ -56,6 +56,8 @@ pub mod connection;
 pub(crate) mod handle;
 pub mod process;
 pub mod queue;
+pub mod shared;
+pub mod sync;
 pub mod sys;
 pub mod testing;
 pub mod thread;

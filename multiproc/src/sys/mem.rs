@@ -121,6 +121,20 @@ impl Mapping {
         Ok(Mapping { ptr, len })
     }
 
+    /// A pointer to `len` bytes at `offset`, checked to be inside the mapping and aligned
+    /// to `align` (for the typed views of the `sys` layer).
+    ///
+    /// # Panics
+    /// On a misaligned or out-of-bounds range: a bug in the caller's layout.
+    pub(super) fn ptr_at(&self, offset: usize, len: usize, align: usize) -> *mut u8 {
+        assert!(
+            offset % align == 0 && offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "bad range {offset}+{len}"
+        );
+        // SAFETY: in bounds (checked).
+        unsafe { self.ptr.as_ptr().add(offset) }
+    }
+
     /// The atomic `u64` at byte `offset`, which must be 8-aligned and inside the mapping.
     ///
     /// # Panics

@@ -15,6 +15,7 @@ pub(crate) mod cell;
 pub(crate) mod entry;
 pub(crate) mod fd;
 pub(crate) mod mem;
+pub(crate) mod pmutex;
 pub(crate) mod proc;
 
 pub use proc::{Fork, fork};
