@@ -9,6 +9,8 @@
 use std::time::Instant;
 
 use multiproc::connection::{Connection, Receiver, Sender, pipe, pipe_simplex};
+use multiproc::shared::{SharedMemory, Value};
+use multiproc::sync::{Barrier, Lock};
 use multiproc::{Process, Queue, StartMethod};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -115,7 +117,31 @@ pub(crate) const METRICS: &[Metric] = &[
         run: pipe_rtt,
     },
     // ---- pools and executors: pool_*, ppe_*, tpe_*, cpu_speedup (to come)
-    // ---- shared state and locks: value_*, lock_*, shm_* (to come)
+    // ---- shared state and locks
+    Metric {
+        name: "value_lock_incr",
+        unit: "incr/s",
+        desc: "2 processes each increment one Value<i32> M times under its lock()",
+        run: value_lock_incr,
+    },
+    Metric {
+        name: "lock_uncontended",
+        unit: "pairs/s",
+        desc: "sync::Lock lock()+unlock (guard dropped) pairs in one process",
+        run: lock_uncontended,
+    },
+    Metric {
+        name: "lock_contended",
+        unit: "pairs/s",
+        desc: "2 processes lock()+unlock the same sync::Lock; total pairs/s",
+        run: lock_contended,
+    },
+    Metric {
+        name: "shm_1m_write",
+        unit: "MB/s",
+        desc: "SharedMemory: a child writes 64 MiB in 1 MiB write()s, the parent checks a checksum",
+        run: shm_1m_write,
+    },
     // ---- manager_dict_*, subprocess_run_true          (to come)
 ];
 
@@ -257,6 +283,148 @@ fn pipe_echo(conn: Connection<Option<u64>>) {
     while let Some(x) = conn.recv().expect("pipe_echo: recv") {
         conn.send(&Some(x)).expect("pipe_echo: send");
     }
+}
+
+/// A task that [`gated`] children run between the two barriers: pybench's `fn, *args`
+/// of `between_barriers(barrier, fn, *args)`, named by a type (a function pointer cannot
+/// travel to a spawn or forkserver child inside the arguments).
+trait Gated: Sized {
+    /// pybench's name of the task function, for error messages.
+    const NAME: &'static str;
+    /// pybench's `*args`.
+    type Args: Serialize + DeserializeOwned + Clone + Send + 'static;
+    /// What the child does before the start barrier.
+    fn ready(args: Self::Args) -> Result<Self, String>;
+    /// The timed work.
+    fn run(self) -> Result<(), String>;
+}
+
+/// pybench's `between_barriers`: gets ready, meets the parent at the start barrier,
+/// runs the task, meets it again. A failing task breaks the barrier, so that the parent
+/// stops waiting, and its error comes back as the child's result.
+fn between_barriers<G: Gated>(args: (Barrier, G::Args)) -> Result<(), String> {
+    let (barrier, args) = args;
+    let task = G::ready(args).inspect_err(|_| barrier.abort())?;
+    barrier
+        .wait()
+        .map_err(|e| format!("{}: start barrier: {e}", G::NAME))?;
+    if let Err(e) = task.run() {
+        barrier.abort();
+        return Err(format!("{}: {e}", G::NAME));
+    }
+    barrier
+        .wait()
+        .map_err(|e| format!("{}: closing barrier: {e}", G::NAME))?;
+    Ok(())
+}
+
+/// pybench's `locked_incr`: increments the value `count` times, each under its lock.
+struct LockedIncr {
+    value: Value<i32>,
+    count: u64,
+}
+
+impl Gated for LockedIncr {
+    const NAME: &'static str = "locked_incr";
+    type Args = (Value<i32>, u64);
+    fn ready((value, count): Self::Args) -> Result<Self, String> {
+        Ok(LockedIncr { value, count })
+    }
+    fn run(self) -> Result<(), String> {
+        for _ in 0..self.count {
+            *self.value.lock().map_err(|e| format!("lock: {e}"))? += 1;
+        }
+        Ok(())
+    }
+}
+
+/// pybench's `hammer`: `count` lock+unlock pairs.
+fn hammer(lock: &Lock, count: u64) -> Result<(), String> {
+    for _ in 0..count {
+        drop(lock.lock().map_err(|e| format!("lock: {e}"))?);
+    }
+    Ok(())
+}
+
+/// [`hammer`] as a gated task.
+struct Hammer {
+    lock: Lock,
+    count: u64,
+}
+
+impl Gated for Hammer {
+    const NAME: &'static str = "hammer";
+    type Args = (Lock, u64);
+    fn ready((lock, count): Self::Args) -> Result<Self, String> {
+        Ok(Hammer { lock, count })
+    }
+    fn run(self) -> Result<(), String> {
+        hammer(&self.lock, self.count)
+    }
+}
+
+/// pybench's `shm_pattern`: the bytes 0 to 255 over and over, `chunk` bytes (rounded
+/// down to a multiple of 256).
+fn shm_pattern(chunk: usize) -> Vec<u8> {
+    (0..=255u8).cycle().take(chunk / 256 * 256).collect()
+}
+
+/// pybench's `shm_write`: writes the pattern over the first `size` bytes, one `chunk`
+/// at a time; the pattern is made before the start barrier.
+struct ShmWrite {
+    shm: SharedMemory,
+    size: usize,
+    block: Vec<u8>,
+}
+
+impl Gated for ShmWrite {
+    const NAME: &'static str = "shm_write";
+    /// The segment, `size`, `chunk`.
+    type Args = (SharedMemory, usize, usize);
+    fn ready((shm, size, chunk): Self::Args) -> Result<Self, String> {
+        check(chunk > 0 && size % chunk == 0 && size <= shm.len(), || {
+            format!("{size} bytes in chunks of {chunk} into {} bytes", shm.len())
+        })?;
+        Ok(ShmWrite {
+            shm,
+            size,
+            block: shm_pattern(chunk),
+        })
+    }
+    fn run(self) -> Result<(), String> {
+        for off in (0..self.size).step_by(self.block.len()) {
+            self.shm.write(off, &self.block);
+        }
+        Ok(())
+    }
+}
+
+/// zlib's CRC-32 of `bytes`, continuing from `crc` (pybench's `zlib.crc32(bytes, crc)`).
+fn crc32(crc: u32, bytes: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut table = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut bit = 0;
+            while bit < 8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+                bit += 1;
+            }
+            table[i] = c;
+            i += 1;
+        }
+        table
+    };
+    let mut c = !crc;
+    for &b in bytes {
+        c = TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
+    }
+    !c
 }
 
 // ---- processes and threads ---------------------------------------------------------
@@ -438,4 +606,107 @@ fn pipe_rtt(c: &Ctx) -> Result<f64, String> {
         .map_err(|e| format!("send sentinel: {e}"))?;
     join_ok(&mut p, "pipe_echo")?;
     Ok(per_op(seconds, k, "us"))
+}
+
+// ---- shared state and locks --------------------------------------------------------
+
+/// Seconds from a start [`Barrier`] to a closing one, met by `procs` children that run
+/// the task `G` with `args` in between (pybench's `gated`); the children are then joined
+/// and must have succeeded.
+fn gated<G: Gated>(c: &Ctx, args: G::Args, procs: u16) -> Result<f64, String> {
+    let barrier = Barrier::new(procs + 1).map_err(|e| format!("barrier: {e}"))?;
+    let mut children = (0..procs)
+        .map(|_| {
+            start_child(
+                c.method,
+                between_barriers::<G>,
+                (barrier.clone(), args.clone()),
+            )
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let met = |which: &str| {
+        barrier
+            .wait()
+            .map(drop)
+            .map_err(|e| format!("{which} barrier: {e}"))
+    };
+    let timed = met("start").and_then(|()| {
+        let (seconds, closed) = clock(|| met("closing"));
+        closed.map(|()| seconds)
+    });
+    // The children's own errors say more than a broken barrier: join them all first.
+    let errors: Vec<String> = children
+        .iter_mut()
+        .filter_map(|p| join_ok(p, G::NAME).and_then(|done| done).err())
+        .collect();
+    if errors.is_empty() {
+        timed
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+fn value_lock_incr(c: &Ctx) -> Result<f64, String> {
+    let k = c.n(200_000);
+    let v = Value::new(0i32).map_err(|e| format!("value: {e}"))?;
+    let seconds = gated::<LockedIncr>(c, (v.clone(), k), 2)?;
+    let got = v.get();
+    check(i64::from(got) == 2 * k as i64, || {
+        format!("value {got}, expected {}", 2 * k)
+    })?;
+    Ok(rate(2.0 * k as f64, seconds))
+}
+
+fn lock_uncontended(c: &Ctx) -> Result<f64, String> {
+    let k = c.n(2_000_000);
+    let lock = Lock::new().map_err(|e| format!("lock: {e}"))?;
+    let (seconds, done) = clock(|| hammer(&lock, k));
+    done?;
+    Ok(rate(k as f64, seconds))
+}
+
+fn lock_contended(c: &Ctx) -> Result<f64, String> {
+    let k = c.n(500_000);
+    let lock = Lock::new().map_err(|e| format!("lock: {e}"))?;
+    Ok(rate(2.0 * k as f64, gated::<Hammer>(c, (lock, k), 2)?))
+}
+
+fn shm_1m_write(c: &Ctx) -> Result<f64, String> {
+    let (size, chunk) = (c.n(64) as usize * MIB, MIB);
+    let shm = SharedMemory::new(size).map_err(|e| format!("shared memory: {e}"))?;
+    let zeros = vec![0u8; chunk];
+    for off in (0..size).step_by(chunk) {
+        // The pages exist before the timed write.
+        shm.write(off, &zeros);
+    }
+    let seconds = gated::<ShmWrite>(c, (shm.clone(), size, chunk), 1)?;
+    let block = shm_pattern(chunk);
+    let (mut expected, mut got) = (0, 0);
+    let mut buf = vec![0u8; chunk];
+    for off in (0..size).step_by(chunk) {
+        expected = crc32(expected, &block);
+        shm.read(off, &mut buf);
+        got = crc32(got, &buf);
+    }
+    check(got == expected, || "checksum of the written segment".into())?;
+    Ok(rate(size as f64 / 1e6, seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32_is_zlibs() {
+        assert_eq!(crc32(0, b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(crc32(0, b"1234"), b"56789"), 0xCBF4_3926);
+        assert_eq!(crc32(0, b""), 0);
+    }
+
+    #[test]
+    fn shm_pattern_is_pybenchs() {
+        let p = shm_pattern(MIB);
+        assert_eq!(p.len(), MIB);
+        assert!(p.iter().enumerate().all(|(i, &b)| b == i as u8));
+    }
 }

@@ -22,6 +22,8 @@ pub mod s02_parallel_sleep;
 pub mod s03_pipe;
 #[path = "s04_queue_maxsize.rs"]
 pub mod s04_queue_maxsize;
+#[path = "s05_shared_value_lock.rs"]
+pub mod s05_shared_value_lock;
 #[path = "s07_thread_ident.rs"]
 pub mod s07_thread_ident;
 #[path = "s08_raw_fork.rs"]
@@ -32,12 +34,16 @@ pub mod s09_current_process;
 pub mod s12_queue_reader_writer;
 #[path = "s13_thread_names.rs"]
 pub mod s13_thread_names;
+#[path = "s14_process_lock_balance.rs"]
+pub mod s14_process_lock_balance;
 #[path = "s14_thread_lock_balance.rs"]
 pub mod s14_thread_lock_balance;
 #[path = "s15_thread_local.rs"]
 pub mod s15_thread_local;
 #[path = "s16_lock_rlock.rs"]
 pub mod s16_lock_rlock;
+#[path = "s16_process_lock_rlock.rs"]
+pub mod s16_process_lock_rlock;
 #[path = "s17_crash_isolation.rs"]
 pub mod s17_crash_isolation;
 #[path = "s19_separate_memory.rs"]
@@ -52,6 +58,8 @@ pub mod s26_terminate;
 pub mod s27_exit_codes;
 #[path = "s28_daemon.rs"]
 pub mod s28_daemon;
+#[path = "s29_ticket.rs"]
+pub mod s29_ticket;
 #[path = "s30_queue.rs"]
 pub mod s30_queue;
 #[path = "s31_queue_between_processes.rs"]
@@ -60,6 +68,10 @@ pub mod s31_queue_between_processes;
 pub mod s32_producer_consumer;
 #[path = "s34_names_args.rs"]
 pub mod s34_names_args;
+#[path = "s39_lock_print.rs"]
+pub mod s39_lock_print;
+#[path = "s41_value_array.rs"]
+pub mod s41_value_array;
 
 /// Every scenario of the tour, in order of id: (id, example name, its `run`).
 const SCENARIOS: &[(&str, &str, fn())] = &[
@@ -67,6 +79,7 @@ const SCENARIOS: &[(&str, &str, fn())] = &[
     ("S2", "s02_parallel_sleep", s02_parallel_sleep::run),
     ("S3", "s03_pipe", s03_pipe::run),
     ("S4", "s04_queue_maxsize", s04_queue_maxsize::run),
+    ("S5", "s05_shared_value_lock", s05_shared_value_lock::run),
     ("S7", "s07_thread_ident", s07_thread_ident::run),
     ("S8", "s08_raw_fork", s08_raw_fork::run),
     ("S9", "s09_current_process", s09_current_process::run),
@@ -81,8 +94,14 @@ const SCENARIOS: &[(&str, &str, fn())] = &[
         "s14_thread_lock_balance",
         s14_thread_lock_balance::run,
     ),
+    (
+        "S14",
+        "s14_process_lock_balance",
+        s14_process_lock_balance::run,
+    ),
     ("S15", "s15_thread_local", s15_thread_local::run),
     ("S16", "s16_lock_rlock", s16_lock_rlock::run),
+    ("S16", "s16_process_lock_rlock", s16_process_lock_rlock::run),
     ("S17", "s17_crash_isolation", s17_crash_isolation::run),
     ("S19", "s19_separate_memory", s19_separate_memory::run),
     ("S20", "s20_thread_styles", s20_thread_styles::run),
@@ -90,6 +109,7 @@ const SCENARIOS: &[(&str, &str, fn())] = &[
     ("S26", "s26_terminate", s26_terminate::run),
     ("S27", "s27_exit_codes", s27_exit_codes::run),
     ("S28", "s28_daemon", s28_daemon::run),
+    ("S29", "s29_ticket", s29_ticket::run),
     ("S30", "s30_queue", s30_queue::run),
     (
         "S31",
@@ -98,6 +118,8 @@ const SCENARIOS: &[(&str, &str, fn())] = &[
     ),
     ("S32", "s32_producer_consumer", s32_producer_consumer::run),
     ("S34", "s34_names_args", s34_names_args::run),
+    ("S39", "s39_lock_print", s39_lock_print::run),
+    ("S41", "s41_value_array", s41_value_array::run),
 ];
 
 /// Whether the command line selects the scenario (no arguments: all of them).

@@ -83,6 +83,10 @@ fn lock_anyway<T: Pod>(block: &Block, count: usize) -> PodGuard<'_, T> {
     match lock::<T>(block, count, Wait::Forever) {
         Ok(guard) => guard,
         Err(LockError::OwnerDied(guard)) => guard,
+        Err(LockError::WouldDeadlock) => panic!(
+            "get/set/to_vec called by a thread that holds this Value's or Array's lock: \
+             read and write through the guard instead"
+        ),
         Err(e) => panic!("a Value's own lock failed: {e}"),
     }
 }
@@ -168,6 +172,10 @@ impl<T: Pod> Value<T> {
     }
 
     /// The value, read under the lock (Python's `v.value`).
+    ///
+    /// # Panics
+    /// If the calling thread holds the lock through [`Value::lock`] (Python's lock is
+    /// re-entrant; here two ways to the same `T` at once would alias): use the guard.
     pub fn get(&self) -> T {
         lock_anyway::<T>(&self.block, 1)[0]
     }

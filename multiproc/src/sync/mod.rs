@@ -59,7 +59,10 @@ pub enum LockError<G> {
     /// The calling thread already holds this (non-reentrant) lock: waiting would never
     /// end (S16).
     WouldDeadlock,
-    /// Not acquired before the timeout (or, for `try_lock`, at once).
+    /// `try_lock`: someone else holds it now (Python's `acquire(False)` returning
+    /// `False`).
+    WouldBlock,
+    /// Not acquired before the timeout.
     Timeout,
     /// The operating system reported an error.
     Io(io::Error),
@@ -83,6 +86,7 @@ impl<G> LockError<G> {
         match self {
             Self::OwnerDied(g) => LockError::OwnerDied(f(g)),
             Self::WouldDeadlock => LockError::WouldDeadlock,
+            Self::WouldBlock => LockError::WouldBlock,
             Self::Timeout => LockError::Timeout,
             Self::Io(e) => LockError::Io(e),
         }
@@ -94,6 +98,7 @@ impl<G> fmt::Debug for LockError<G> {
         match self {
             Self::OwnerDied(_) => f.write_str("OwnerDied(..)"),
             Self::WouldDeadlock => f.write_str("WouldDeadlock"),
+            Self::WouldBlock => f.write_str("WouldBlock"),
             Self::Timeout => f.write_str("Timeout"),
             Self::Io(e) => write!(f, "Io({e:?})"),
         }
@@ -105,6 +110,7 @@ impl<G> fmt::Display for LockError<G> {
         match self {
             Self::OwnerDied(_) => f.write_str("the previous holder died holding the lock"),
             Self::WouldDeadlock => f.write_str("the calling thread already holds this lock"),
+            Self::WouldBlock => f.write_str("the lock is held by someone else"),
             Self::Timeout => f.write_str("timed out waiting for the lock"),
             Self::Io(e) => write!(f, "lock failed: {e}"),
         }
@@ -119,7 +125,8 @@ pub(crate) fn acquired<G>(outcome: Result<(G, Acquired), Refused>) -> Result<G, 
         Ok((guard, Acquired::Clean)) => Ok(guard),
         Ok((guard, Acquired::OwnerDied)) => Err(LockError::OwnerDied(guard)),
         Err(Refused::WouldDeadlock) => Err(LockError::WouldDeadlock),
-        Err(Refused::Busy) => Err(LockError::Timeout),
+        Err(Refused::Busy) => Err(LockError::WouldBlock),
+        Err(Refused::TimedOut) => Err(LockError::Timeout),
         Err(Refused::Other(e)) => Err(LockError::Io(e)),
     }
 }
@@ -239,7 +246,8 @@ impl Lock {
         lock_block(&self.block, until(timeout))
     }
 
-    /// Takes the lock only if it is free now (Python's `acquire(False)`).
+    /// Takes the lock only if it is free now (Python's `acquire(False)`):
+    /// [`LockError::WouldBlock`] otherwise.
     pub fn try_lock(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
         lock_block(&self.block, Wait::No)
     }

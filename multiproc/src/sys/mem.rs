@@ -28,6 +28,12 @@ pub(crate) fn file_len(fd: impl AsFd) -> io::Result<u64> {
     Ok(rustix::fs::fstat(fd)?.st_size as u64)
 }
 
+/// Bytes of memory the file behind `fd` actually holds (a sparse memfd holds less than
+/// its size).
+pub(crate) fn file_allocated(fd: impl AsFd) -> io::Result<u64> {
+    Ok(rustix::fs::fstat(fd)?.st_blocks as u64 * 512)
+}
+
 /// Reads up to `buf.len()` bytes of the file behind `fd` at `offset`.
 pub(crate) fn read_at(fd: impl AsFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     Ok(rustix::io::pread(fd, buf, offset)?)

@@ -28,8 +28,10 @@ pub(crate) enum Acquired {
 pub(crate) enum Refused {
     /// The calling thread holds this (non-recursive) mutex already.
     WouldDeadlock,
-    /// Held by someone else until the deadline (or, for `try_lock`, now).
+    /// Held by someone else now (`try_lock`).
     Busy,
+    /// Held by someone else until the deadline.
+    TimedOut,
     /// Anything else the C library reported.
     Other(io::Error),
 }
@@ -116,7 +118,8 @@ impl PMutex {
                 Ok(Acquired::OwnerDied)
             }
             libc::EDEADLK => Err(Refused::WouldDeadlock),
-            libc::EBUSY | libc::ETIMEDOUT => Err(Refused::Busy),
+            libc::EBUSY => Err(Refused::Busy),
+            libc::ETIMEDOUT => Err(Refused::TimedOut),
             rc => Err(Refused::Other(io::Error::from_raw_os_error(rc))),
         }
     }

@@ -89,24 +89,69 @@ pub(crate) unsafe fn fork_raw() -> io::Result<Fork> {
 /// handlers do not run, which is fine only for a single-threaded caller whose child
 /// does not depend on `pthread_atfork` state.
 pub(crate) unsafe fn clone_parent() -> io::Result<Fork> {
-    let flags = (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong;
+    // A raw `clone` bypasses what glibc's `fork` does for the child: write the child's
+    // thread id into glibc's per-thread record (which pthread mutexes use as their
+    // owner id: without it every forkserver child would pass for the forkserver's own
+    // thread) and register the child's robust-mutex list with the kernel (without it a
+    // child dying with a lock held would never be reported as the owner's death).
+    // Ask the kernel where both live, have it write the child's tid there
+    // (CLONE_CHILD_SETTID), and register the list again in the child.
+    let mut tid_addr: *mut libc::c_int = std::ptr::null_mut();
+    // SAFETY: PR_GET_TID_ADDRESS stores one pointer through the valid pointer we pass.
+    let have_tid_addr = unsafe {
+        libc::prctl(
+            libc::PR_GET_TID_ADDRESS,
+            &mut tid_addr as *mut *mut libc::c_int,
+            0,
+            0,
+            0,
+        )
+    } == 0
+        && !tid_addr.is_null();
+    let mut head: *mut libc::c_void = std::ptr::null_mut();
+    let mut head_len: libc::size_t = 0;
+    // SAFETY: get_robust_list(0, …) stores the calling thread's list head and length
+    // through the two valid pointers we pass.
+    let have_robust = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            0 as libc::c_long,
+            &mut head as *mut *mut libc::c_void,
+            &mut head_len as *mut libc::size_t,
+        )
+    } == 0
+        && !head.is_null();
+    let mut flags = (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong;
+    if have_tid_addr {
+        flags |= (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) as libc::c_ulong;
+    }
     // SAFETY: with a null stack the raw `clone` syscall behaves like `fork` (the child
-    // continues on a copy-on-write copy of this stack). The remaining arguments (parent
-    // tid, child tid, tls) are unused without the matching flags. The caller guarantees
-    // the process is single-threaded.
+    // continues on a copy-on-write copy of this stack). The child-tid pointer is the
+    // calling thread's own tid slot (from the kernel, valid in the copy); parent tid and
+    // tls are unused without their flags. The caller guarantees the process is
+    // single-threaded. (x86_64 argument order: flags, stack, parent_tid, child_tid, tls.)
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
             flags,
             std::ptr::null_mut::<libc::c_void>(),
             std::ptr::null_mut::<libc::c_int>(),
-            std::ptr::null_mut::<libc::c_int>(),
+            if have_tid_addr {
+                tid_addr
+            } else {
+                std::ptr::null_mut()
+            },
             0 as libc::c_ulong,
         )
     };
     match pid {
         -1 => Err(io::Error::last_os_error()),
         0 => {
+            if have_robust {
+                // SAFETY: the head is this thread's own list (copied into the child),
+                // with the length the kernel reported for it.
+                unsafe { libc::syscall(libc::SYS_set_robust_list, head, head_len) };
+            }
             forget_cached_pid();
             Ok(Fork::Child)
         }

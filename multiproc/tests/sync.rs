@@ -1,0 +1,306 @@
+//! Cross-process locks, events, semaphores, conditions, barriers and shared values:
+//! what many processes see, and what a holder's death does (FAILURE_MODES item 4).
+
+use std::time::{Duration, Instant};
+
+use multiproc::StartMethod;
+use multiproc::shared::Value;
+use multiproc::sync::{Barrier, Condition, Event, Lock, LockError, RLock, Semaphore};
+use multiproc::testing::LeakCheck;
+
+multiproc::test_support!();
+
+mod common;
+use common::{PROMPT, builder};
+
+/// Takes `lock`, says so, and waits to be killed holding it.
+fn hold_lock((lock, held, never): (Lock, Event, Event)) {
+    let _guard = lock.lock().unwrap();
+    held.set();
+    never.wait();
+}
+
+#[test]
+fn a_killed_holder_gives_owner_died_to_the_next_acquirer() {
+    let check = LeakCheck::start();
+    {
+        for method in StartMethod::ALL {
+            let (lock, held, never) = (
+                Lock::new().unwrap(),
+                Event::new().unwrap(),
+                Event::new().unwrap(),
+            );
+            let mut p = builder(method)
+                .start(hold_lock, (lock.clone(), held.clone(), never.clone()))
+                .unwrap();
+            assert!(
+                held.wait_timeout(PROMPT),
+                "{method}: the child holds the lock"
+            );
+            assert!(
+                matches!(lock.try_lock(), Err(LockError::WouldBlock)),
+                "{method}"
+            );
+            p.kill().unwrap();
+            let start = Instant::now();
+            match lock.lock_timeout(PROMPT) {
+                Err(LockError::OwnerDied(guard)) => drop(guard),
+                other => panic!("{method}: expected OwnerDied, got {other:?}"),
+            }
+            assert!(start.elapsed() < PROMPT);
+            // Recovered: the lock works as before.
+            drop(lock.lock().unwrap());
+            assert!(p.join_timeout(PROMPT).is_err());
+        }
+    }
+    check.assert_clean();
+}
+
+/// Starts updating two fields of `pair` under its lock, and dies half-way.
+fn die_mid_update((pair, held, never): (Value<[i64; 2]>, Event, Event)) {
+    let mut guard = pair.lock().unwrap();
+    guard[0] = 1; // guard[1] was to follow
+    held.set();
+    never.wait();
+}
+
+#[test]
+fn the_data_a_dead_holder_left_half_updated_is_reachable_through_the_guard() {
+    let check = LeakCheck::start();
+    {
+        let pair = Value::new([0i64, 0]).unwrap();
+        let (held, never) = (Event::new().unwrap(), Event::new().unwrap());
+        let mut p = builder(StartMethod::ForkServer)
+            .start(die_mid_update, (pair.clone(), held.clone(), never.clone()))
+            .unwrap();
+        assert!(held.wait_timeout(PROMPT));
+        p.kill().unwrap();
+        let mut guard = match pair.lock() {
+            Err(LockError::OwnerDied(guard)) => guard,
+            other => panic!("expected OwnerDied, got {other:?}"),
+        };
+        assert_eq!(*guard, [1, 0], "the half-done update is visible");
+        guard[1] = 1; // repair
+        drop(guard);
+        assert_eq!(pair.get(), [1, 1]);
+        assert!(p.join_timeout(PROMPT).is_err());
+    }
+    check.assert_clean();
+}
+
+fn hold_rlock_twice((lock, held, never): (RLock, Event, Event)) {
+    let _outer = lock.lock().unwrap();
+    let _inner = lock.lock().unwrap();
+    held.set();
+    never.wait();
+}
+
+#[test]
+fn a_killed_rlock_holder_gives_owner_died_too() {
+    let check = LeakCheck::start();
+    {
+        let (lock, held, never) = (
+            RLock::new().unwrap(),
+            Event::new().unwrap(),
+            Event::new().unwrap(),
+        );
+        let mut p = builder(StartMethod::Spawn)
+            .start(
+                hold_rlock_twice,
+                (lock.clone(), held.clone(), never.clone()),
+            )
+            .unwrap();
+        assert!(held.wait_timeout(PROMPT));
+        p.kill().unwrap();
+        assert!(lock.lock_timeout(PROMPT).unwrap_err().is_owner_died());
+        drop(lock.try_lock().unwrap());
+        assert!(p.join_timeout(PROMPT).is_err());
+    }
+    check.assert_clean();
+}
+
+fn increment((v, times): (Value<i64>, u32)) {
+    for _ in 0..times {
+        *v.lock().unwrap() += 1;
+    }
+}
+
+#[test]
+fn ten_processes_times_ten_thousand_locked_increments_make_exactly_100_000() {
+    let check = LeakCheck::start();
+    {
+        for method in StartMethod::ALL {
+            let v = Value::new(0i64).unwrap();
+            let kids: Vec<_> = (0..10)
+                .map(|_| {
+                    builder(method)
+                        .start(increment, (v.clone(), 10_000))
+                        .unwrap()
+                })
+                .collect();
+            for mut kid in kids {
+                kid.join_timeout(PROMPT).unwrap();
+            }
+            assert_eq!(v.get(), 100_000, "{method}");
+        }
+    }
+    check.assert_clean();
+}
+
+fn meet((barrier, arrived): (Barrier, Value<u32>)) -> (u32, u32) {
+    *arrived.lock().unwrap() += 1;
+    let index = barrier.wait_timeout(PROMPT).unwrap();
+    // Nobody passes before everyone has arrived.
+    (index, arrived.get())
+}
+
+#[test]
+fn a_barrier_of_n_processes_releases_all_n_together() {
+    let check = LeakCheck::start();
+    {
+        for method in StartMethod::ALL {
+            let n = 5;
+            let barrier = Barrier::new(n as u16).unwrap();
+            let arrived = Value::new(0u32).unwrap();
+            let kids: Vec<_> = (0..n)
+                .map(|_| {
+                    builder(method)
+                        .start(meet, (barrier.clone(), arrived.clone()))
+                        .unwrap()
+                })
+                .collect();
+            let mut indices: Vec<u32> = kids
+                .into_iter()
+                .map(|mut k| {
+                    let (index, seen) = k.join_timeout(PROMPT).unwrap();
+                    assert_eq!(seen, n, "{method}: passed before all arrived");
+                    index
+                })
+                .collect();
+            indices.sort();
+            assert_eq!(indices, (0..n).collect::<Vec<_>>(), "{method}");
+            assert_eq!(barrier.n_waiting(), 0);
+        }
+    }
+    check.assert_clean();
+}
+
+#[test]
+fn a_barrier_wait_that_times_out_breaks_it_for_everyone() {
+    let b = Barrier::new(3).unwrap();
+    std::thread::scope(|s| {
+        let other = s.spawn(|| b.wait());
+        assert!(b.wait_timeout(Duration::from_millis(50)).is_err());
+        assert!(
+            other.join().unwrap().is_err(),
+            "the other waiter is released, broken"
+        );
+    });
+    assert!(b.broken());
+    b.reset();
+    assert!(!b.broken());
+}
+
+fn inside_at_most((sem, inside, most): (Semaphore, Value<u32>, Value<u32>)) {
+    for _ in 0..20 {
+        let _slot = sem.acquire();
+        let now = {
+            let mut g = inside.lock().unwrap();
+            *g += 1;
+            *g
+        };
+        {
+            let mut m = most.lock().unwrap();
+            *m = (*m).max(now);
+        }
+        std::thread::yield_now();
+        *inside.lock().unwrap() -= 1;
+    }
+}
+
+#[test]
+fn a_semaphore_admits_at_most_its_value_across_processes() {
+    let check = LeakCheck::start();
+    {
+        let sem = Semaphore::bounded(2).unwrap();
+        let (inside, most) = (Value::new(0u32).unwrap(), Value::new(0u32).unwrap());
+        let kids: Vec<_> = (0..6)
+            .map(|_| {
+                builder(StartMethod::ForkServer)
+                    .start(inside_at_most, (sem.clone(), inside.clone(), most.clone()))
+                    .unwrap()
+            })
+            .collect();
+        for mut kid in kids {
+            kid.join_timeout(PROMPT).unwrap();
+        }
+        assert!(
+            most.get() <= 2 && most.get() >= 1,
+            "at most 2 inside: {}",
+            most.get()
+        );
+        assert_eq!(sem.value(), 2, "every slot given back");
+        assert!(sem.release().is_err(), "bounded");
+    }
+    check.assert_clean();
+}
+
+fn wait_for_one((cond, v): (Condition, Value<u32>)) -> bool {
+    let guard = cond.lock().unwrap();
+    let (_guard, ready) = cond
+        .wait_for(guard, Some(PROMPT), || v.get_racy() == 1)
+        .unwrap();
+    ready
+}
+
+fn wait_for_event(ev: Event) -> bool {
+    ev.wait_timeout(PROMPT)
+}
+
+#[test]
+fn events_and_conditions_wake_other_processes() {
+    let check = LeakCheck::start();
+    {
+        for method in StartMethod::ALL {
+            let ev = Event::new().unwrap();
+            let mut p = builder(method).start(wait_for_event, ev.clone()).unwrap();
+            ev.set();
+            assert!(p.join_timeout(PROMPT).unwrap(), "{method}");
+
+            let cond = Condition::new().unwrap();
+            let v = Value::new(0u32).unwrap();
+            let mut p = builder(method)
+                .start(wait_for_one, (cond.clone(), v.clone()))
+                .unwrap();
+            {
+                let _g = cond.lock().unwrap();
+                v.set(1);
+                cond.notify_all();
+            }
+            assert!(p.join_timeout(PROMPT).unwrap(), "{method}");
+        }
+    }
+    check.assert_clean();
+}
+
+#[test]
+fn lock_timeouts_and_relocking_by_the_holder() {
+    let lock = Lock::new().unwrap();
+    let held = lock.lock().unwrap();
+    assert!(
+        matches!(lock.lock(), Err(LockError::WouldDeadlock)),
+        "S16: reported, not a hang"
+    );
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let start = Instant::now();
+            assert!(matches!(
+                lock.lock_timeout(Duration::from_millis(50)),
+                Err(LockError::Timeout)
+            ));
+            assert!(start.elapsed() >= Duration::from_millis(50));
+        });
+    });
+    drop(held);
+    drop(lock.try_lock().unwrap());
+}
