@@ -32,6 +32,10 @@
 //! | `Pipe()`, `Pipe(duplex=False)`, `conn.send/recv/poll` | [`connection::pipe`], [`connection::pipe_simplex`], [`connection::Connection`] |
 //! | `multiprocessing.Queue(maxsize)`, `put`, `get(timeout=…)`, `get_nowait`, `qsize` | [`Queue`] ([`queue::mp::GetError`], [`queue::mp::PutError`], [`queue::mp::QueueBuilder`]) |
 //! | `multiprocessing.SimpleQueue`, `JoinableQueue` (`task_done`, `join`) | [`SimpleQueue`], [`JoinableQueue`] |
+//! | `Value('i', 0)`, `Array('i', range(10))`, `get_lock()`, `.value` | [`shared::Value`], [`shared::Array`] (`lock()`, `get()`, `set()`) |
+//! | `shared_memory.SharedMemory(create=True, size=n)` | [`shared::SharedMemory`] |
+//! | `multiprocessing.Lock`, `RLock`, `acquire(timeout=…)` | [`sync::Lock`], [`sync::RLock`] ([`sync::LockError::OwnerDied`] when a holder died) |
+//! | `Semaphore`, `BoundedSemaphore`, `Event`, `Condition`, `Barrier` | [`sync::Semaphore`], [`sync::Event`], [`sync::Condition`], [`sync::Barrier`] |
 //! | `queue.Queue(maxsize)`, `get_nowait`, `task_done`, `join`, `shutdown` | [`queue::Queue`] ([`queue::GetError`], [`queue::PutError`]) |
 //! | `threading.Thread(target=f, name=…)` | [`thread::Thread`] |
 //! | `threading.current_thread().name`, `get_ident()` | [`thread::current_thread`], [`thread::get_ident`] |

@@ -304,3 +304,29 @@ fn lock_timeouts_and_relocking_by_the_holder() {
     drop(held);
     drop(lock.try_lock().unwrap());
 }
+
+fn add_atomically((n, times): (multiproc::shared::Atomic<u64>, u32)) {
+    for _ in 0..times {
+        n.fetch_add(1);
+    }
+}
+
+#[test]
+fn lock_free_atomic_increments_from_many_processes_lose_nothing() {
+    let check = LeakCheck::start();
+    {
+        let n = multiproc::shared::Atomic::new(0u64).unwrap();
+        let kids: Vec<_> = (0..4)
+            .map(|_| {
+                builder(StartMethod::ForkServer)
+                    .start(add_atomically, (n.clone(), 25_000))
+                    .unwrap()
+            })
+            .collect();
+        for mut kid in kids {
+            kid.join_timeout(PROMPT).unwrap();
+        }
+        assert_eq!(n.load(), 100_000);
+    }
+    check.assert_clean();
+}
