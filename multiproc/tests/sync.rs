@@ -203,7 +203,7 @@ fn a_barrier_wait_that_times_out_breaks_it_for_everyone() {
 
 fn inside_at_most((sem, inside, most): (Semaphore, Value<u32>, Value<u32>)) {
     for _ in 0..20 {
-        let _slot = sem.acquire();
+        let _slot = sem.acquire().unwrap();
         let now = {
             let mut g = inside.lock().unwrap();
             *g += 1;
@@ -327,6 +327,41 @@ fn lock_free_atomic_increments_from_many_processes_lose_nothing() {
             kid.join_timeout(PROMPT).unwrap();
         }
         assert_eq!(n.load(), 100_000);
+    }
+    check.assert_clean();
+}
+
+fn hold_two_slots((sem, held, never): (Semaphore, Event, Event)) {
+    let _a = sem.acquire().unwrap();
+    let _b = sem.acquire().unwrap();
+    held.set();
+    never.wait();
+}
+
+#[test]
+fn slots_of_a_killed_semaphore_holder_come_back_as_owner_died() {
+    let check = LeakCheck::start();
+    {
+        for method in StartMethod::ALL {
+            let sem = Semaphore::bounded(2).unwrap();
+            let (held, never) = (Event::new().unwrap(), Event::new().unwrap());
+            let mut p = builder(method)
+                .start(hold_two_slots, (sem.clone(), held.clone(), never.clone()))
+                .unwrap();
+            assert!(held.wait_timeout(PROMPT), "{method}");
+            assert_eq!(sem.value(), 0);
+            p.kill().unwrap();
+            assert!(p.join_timeout(PROMPT).is_err());
+            let permit = match sem.acquire_timeout(PROMPT) {
+                Err(LockError::OwnerDied(permit)) => permit,
+                other => panic!("{method}: expected OwnerDied, got {other:?}"),
+            };
+            // Both dead slots came back: one is ours, the other is free.
+            assert_eq!(sem.value(), 1, "{method}");
+            drop(permit);
+            assert_eq!(sem.value(), 2, "{method}");
+            assert!(sem.try_acquire().is_ok());
+        }
     }
     check.assert_clean();
 }

@@ -389,17 +389,6 @@ impl Shared {
 
     // ---- producing -------------------------------------------------------------
 
-    /// This process's identity as a lane owner.
-    fn identity(pid: u32) -> u64 {
-        let started = proc::start_time(pid).unwrap_or(0);
-        (u64::from(pid) << 32) | (started & 0xffff_ffff)
-    }
-
-    fn owner_alive(owner: u64) -> bool {
-        let pid = (owner >> 32) as u32;
-        proc::start_time(pid).is_some_and(|t| t & 0xffff_ffff == owner & 0xffff_ffff)
-    }
-
     /// Takes a free lane, or one whose owner has died (its published messages stay and
     /// come first: per-producer order is kept).
     fn claim(&self, p: &mut Producer, deadline: Option<Instant>) -> Result<usize, PutFail> {
@@ -408,7 +397,7 @@ impl Shared {
             *p = Producer {
                 pid,
                 lane: None,
-                identity: Shared::identity(pid),
+                identity: proc::identity(pid),
                 w: 0,
                 r_seen: 0,
                 high: 0,
@@ -430,7 +419,7 @@ impl Shared {
                 (0..self.lanes).find(|&lane| {
                     let owner = self.owner(lane).load(Ordering::Acquire);
                     owner != p.identity
-                        && !Shared::owner_alive(owner)
+                        && !proc::identity_alive(owner)
                         && self
                             .owner(lane)
                             .compare_exchange(

@@ -35,8 +35,9 @@
 //! gets [`LockError::WouldDeadlock`] instead of hanging (S16).
 //!
 //! `Semaphore`, `Event`, `Condition` and `Barrier` are futex words in the same kind of
-//! block. A semaphore slot held by a dead process is not given back (a semaphore has no
-//! owner, as in Python): bound such waits with the `_timeout` variants.
+//! block. A semaphore slot taken through a [`Permit`] names its process, so slots a dead
+//! process held are taken back by the next acquirer that finds none free (reported as
+//! `OwnerDied`); a slot kept with [`Permit::forget`] has no owner, as in Python.
 
 use std::fmt;
 use std::io;
@@ -396,16 +397,25 @@ handle_serde!(Event, event_kind());
 const COUNT_AT: usize = BODY;
 const SLEEPERS_AT: usize = BODY + 4;
 const BOUND_AT: usize = BODY + 8;
+/// Who holds the slots taken through a [`Permit`]: one process identity per entry.
+const HOLDERS_AT: usize = BODY + 64;
+const HOLDERS: usize = 64;
+/// How long an acquirer sleeps before it looks for slots held by dead processes.
+const RECOVER_EVERY: Duration = Duration::from_millis(20);
 
 /// A counter of free slots shared by processes (Python's `multiprocessing.Semaphore`,
 /// and `BoundedSemaphore` through [`Semaphore::bounded`]).
 ///
+/// A slot taken through a [`Permit`] records its holder (up to 64 at a time). When a
+/// process dies holding slots, an acquirer that finds none free takes them back and
+/// reports it as [`LockError::OwnerDied`], permit included, as a lock does.
+///
 /// ```
 /// let sem = multiproc::sync::Semaphore::bounded(2)?;
 /// {
-///     let _a = sem.acquire();
-///     let _b = sem.acquire();
-///     assert!(sem.try_acquire().is_none());
+///     let _a = sem.acquire().unwrap();
+///     let _b = sem.acquire().unwrap();
+///     assert!(sem.try_acquire().is_err());
 /// }
 /// assert_eq!(sem.value(), 2);
 /// assert!(sem.release().is_err()); // bounded: one release too many
@@ -428,6 +438,8 @@ impl fmt::Debug for Semaphore {
 #[must_use = "the slot is given back as soon as the permit is dropped"]
 pub struct Permit<'a> {
     sem: &'a Semaphore,
+    /// The holder-table entry naming this process, if there was a free one.
+    entry: Option<usize>,
 }
 
 impl fmt::Debug for Permit<'_> {
@@ -438,13 +450,17 @@ impl fmt::Debug for Permit<'_> {
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
+        self.sem.forget_holder(self.entry);
         let _ = self.sem.release();
     }
 }
 
 impl Permit<'_> {
-    /// Keeps the slot taken (Python's `acquire()` without a matching `release()`).
+    /// Keeps the slot taken, to be given back by [`Semaphore::release`] (Python's
+    /// `acquire()` without a matching `release()` here); the slot is then no longer
+    /// recovered if this process dies.
     pub fn forget(self) {
+        self.sem.forget_holder(self.entry);
         std::mem::forget(self);
     }
 }
@@ -472,7 +488,7 @@ impl Semaphore {
     }
 
     fn with_bound(value: u32, bound: u32) -> io::Result<Semaphore> {
-        let block = Block::new(semaphore_kind(), BOUND_AT + 4)?;
+        let block = Block::new(semaphore_kind(), HOLDERS_AT + HOLDERS * 8)?;
         block.u32_at(COUNT_AT).store(value, Ordering::Relaxed);
         block.u32_at(BOUND_AT).store(bound, Ordering::Release);
         Ok(Semaphore {
@@ -497,40 +513,108 @@ impl Semaphore {
         false
     }
 
-    fn acquire_until(&self, deadline: Option<Instant>) -> bool {
+    fn holder(&self, entry: usize) -> &std::sync::atomic::AtomicU64 {
+        self.block.u64_at(HOLDERS_AT + entry * 8)
+    }
+
+    /// Records this process as a holder; the entry used, if any was free.
+    fn note_holder(&self) -> Option<usize> {
+        let me = crate::sys::proc::my_identity();
+        (0..HOLDERS).find(|&i| {
+            self.holder(i)
+                .compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        })
+    }
+
+    fn forget_holder(&self, entry: Option<usize>) {
+        if let Some(i) = entry {
+            self.holder(i).store(0, Ordering::Release);
+        }
+    }
+
+    /// Gives back the slots of holders that died; how many.
+    fn recover(&self) -> u32 {
+        let mut recovered = 0;
+        for i in 0..HOLDERS {
+            let who = self.holder(i).load(Ordering::Acquire);
+            if who != 0
+                && !crate::sys::proc::identity_alive(who)
+                && self
+                    .holder(i)
+                    .compare_exchange(who, 0, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                let _ = self.release();
+                recovered += 1;
+            }
+        }
+        recovered
+    }
+
+    fn acquire_until(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<Permit<'_>, LockError<Permit<'_>>> {
         let count = self.block.u32_at(COUNT_AT);
         let sleepers = self.block.u32_at(SLEEPERS_AT);
+        let mut owner_died = false;
         loop {
             if self.take() {
-                return true;
+                let permit = Permit {
+                    sem: self,
+                    entry: self.note_holder(),
+                };
+                return if owner_died {
+                    Err(LockError::OwnerDied(permit))
+                } else {
+                    Ok(permit)
+                };
             }
             let left = left(deadline);
             if left == Some(Duration::ZERO) {
-                return false;
+                return Err(LockError::Timeout);
             }
+            // No slot: perhaps a holder died with some.
+            if self.recover() > 0 {
+                owner_died = true;
+                continue;
+            }
+            let nap = left.map_or(RECOVER_EVERY, |l| l.min(RECOVER_EVERY));
             sleepers.fetch_add(1, Ordering::SeqCst);
             if count.load(Ordering::SeqCst) == 0 {
-                mem::futex_wait(count, 0, left);
+                mem::futex_wait(count, 0, Some(nap));
             }
             sleepers.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
-    /// Waits for a free slot.
-    pub fn acquire(&self) -> Permit<'_> {
-        self.acquire_until(None);
-        Permit { sem: self }
+    /// Waits for a free slot. [`LockError::OwnerDied`] (with the permit) when the slot
+    /// was recovered from a process that died holding it.
+    pub fn acquire(&self) -> Result<Permit<'_>, LockError<Permit<'_>>> {
+        self.acquire_until(None)
     }
 
-    /// Waits at most `timeout` for a slot.
-    pub fn acquire_timeout(&self, timeout: Duration) -> Option<Permit<'_>> {
+    /// Waits at most `timeout` for a slot ([`LockError::Timeout`]).
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<Permit<'_>, LockError<Permit<'_>>> {
         self.acquire_until(Some(Instant::now() + timeout))
-            .then_some(Permit { sem: self })
     }
 
-    /// Takes a slot only if one is free now.
-    pub fn try_acquire(&self) -> Option<Permit<'_>> {
-        self.take().then_some(Permit { sem: self })
+    /// Takes a slot only if one is free now ([`LockError::WouldBlock`]).
+    pub fn try_acquire(&self) -> Result<Permit<'_>, LockError<Permit<'_>>> {
+        if self.take() {
+            return Ok(Permit {
+                sem: self,
+                entry: self.note_holder(),
+            });
+        }
+        if self.recover() > 0 && self.take() {
+            return Err(LockError::OwnerDied(Permit {
+                sem: self,
+                entry: self.note_holder(),
+            }));
+        }
+        Err(LockError::WouldBlock)
     }
 
     /// Gives a slot back (Python's `release()`, for a slot taken with

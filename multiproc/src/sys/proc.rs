@@ -305,6 +305,33 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
     fields.nth(18)?.parse().ok()
 }
 
+/// A 64-bit name for process `pid` that a recycled pid does not repeat: the pid and
+/// the low bits of its start time. Stored in shared memory to say "held by".
+pub(crate) fn identity(pid: u32) -> u64 {
+    let started = start_time(pid).unwrap_or(0);
+    (u64::from(pid) << 32) | (started & 0xffff_ffff)
+}
+
+/// This process's [`identity`], computed once per process (a forked child has its own).
+pub(crate) fn my_identity() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static MINE: AtomicU64 = AtomicU64::new(0);
+    let pid = cached_pid();
+    let id = MINE.load(Ordering::Relaxed);
+    if id >> 32 == u64::from(pid) {
+        return id;
+    }
+    let id = identity(pid);
+    MINE.store(id, Ordering::Relaxed);
+    id
+}
+
+/// `true` while the process an [`identity`] names is alive (not a zombie).
+pub(crate) fn identity_alive(id: u64) -> bool {
+    let pid = (id >> 32) as u32;
+    start_time(pid).is_some_and(|t| t & 0xffff_ffff == id & 0xffff_ffff)
+}
+
 /// Threads in this process, from `/proc/self/status`.
 pub(crate) fn thread_count() -> usize {
     std::fs::read_to_string("/proc/self/status")
