@@ -365,3 +365,43 @@ fn slots_of_a_killed_semaphore_holder_come_back_as_owner_died() {
     }
     check.assert_clean();
 }
+
+fn write_by_name(name: String) -> usize {
+    let shm = multiproc::shared::SharedMemory::attach(&name).unwrap();
+    shm.write(0, b"written by name");
+    shm.len()
+}
+
+fn fill_pattern(shm: multiproc::shared::SharedMemory) {
+    let chunk: Vec<u8> = (0..1 << 20).map(|i| (i % 253) as u8).collect();
+    for off in (0..shm.len()).step_by(chunk.len()) {
+        shm.write(off, &chunk);
+    }
+}
+
+#[test]
+fn shared_memory_crosses_by_handle_and_by_name_and_leaves_nothing() {
+    let check = LeakCheck::start();
+    {
+        for method in StartMethod::ALL {
+            let shm = multiproc::shared::SharedMemory::new(8 << 20).unwrap();
+            let mut p = builder(method).start(fill_pattern, shm.clone()).unwrap();
+            p.join_timeout(PROMPT).unwrap();
+            let mut back = vec![0u8; 8 << 20];
+            shm.read(0, &mut back);
+            assert!(
+                back.iter()
+                    .enumerate()
+                    .all(|(i, &b)| b == ((i % (1 << 20)) % 253) as u8)
+            );
+
+            let mut p = builder(method).start(write_by_name, shm.name()).unwrap();
+            assert_eq!(p.join_timeout(PROMPT).unwrap(), 8 << 20, "{method}");
+            let mut out = [0u8; 15];
+            shm.read(0, &mut out);
+            assert_eq!(&out, b"written by name", "{method}");
+        }
+        assert!(multiproc::shared::SharedMemory::attach("/dev/shm/nothing").is_err());
+    }
+    check.assert_clean();
+}

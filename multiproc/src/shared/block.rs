@@ -73,6 +73,28 @@ impl Block {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
+    /// A path by which another process of this user can open the same memory while
+    /// this process holds it: `/proc/<pid>/fd/<n>`.
+    pub(crate) fn proc_path(&self) -> String {
+        use std::os::fd::AsRawFd;
+        format!(
+            "/proc/{}/fd/{}",
+            crate::sys::proc::cached_pid(),
+            self.fd.as_raw_fd()
+        )
+    }
+
+    /// Opens a block by a [`Block::proc_path`] of another process.
+    pub(crate) fn open_path(path: &str, kind: u64) -> io::Result<Block> {
+        if !path.starts_with("/proc/") {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a multiproc shared-memory name",
+            ));
+        }
+        Block::open(mem::reopen(path)?, kind)
+    }
+
     pub(crate) fn map(&self) -> &Mapping {
         &self.map
     }

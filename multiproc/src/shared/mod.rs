@@ -404,6 +404,44 @@ impl SharedMemory {
         self.size
     }
 
+    /// A name another process of the same user can [`attach`](SharedMemory::attach) to
+    /// while this process holds the block (Python's `shm.name`). It is a path in
+    /// `/proc`, not in `/dev/shm`: there is nothing to unlink, and nothing outlives the
+    /// last process holding the memory.
+    ///
+    /// ```
+    /// use multiproc::shared::SharedMemory;
+    /// let shm = SharedMemory::new(64)?;
+    /// shm.write(0, b"by name");
+    /// let same = SharedMemory::attach(&shm.name())?;
+    /// let mut out = [0u8; 7];
+    /// same.read(0, &mut out);
+    /// assert_eq!(&out, b"by name");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn name(&self) -> String {
+        self.block.proc_path()
+    }
+
+    /// Attaches to the block another process [named](SharedMemory::name) (Python's
+    /// `SharedMemory(name)`), while that process still holds it.
+    pub fn attach(name: &str) -> io::Result<SharedMemory> {
+        let block = Block::open_path(name, shm_kind())?;
+        let size = block
+            .u64_at(SIZE_AT)
+            .load(std::sync::atomic::Ordering::Acquire) as usize;
+        if BYTES_AT + size > block.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "shared memory smaller than announced",
+            ));
+        }
+        Ok(SharedMemory {
+            block: Arc::new(block),
+            size,
+        })
+    }
+
     /// `true` for a block of 0 bytes.
     pub fn is_empty(&self) -> bool {
         self.size == 0

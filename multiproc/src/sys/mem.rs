@@ -28,6 +28,17 @@ pub(crate) fn file_len(fd: impl AsFd) -> io::Result<u64> {
     Ok(rustix::fs::fstat(fd)?.st_size as u64)
 }
 
+/// Opens the file a `/proc/<pid>/fd/<n>` path names again, read-write, close-on-exec
+/// (for a memfd: the same memory).
+pub(crate) fn reopen(path: &str) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    Ok(rustix::fs::open(
+        path,
+        OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
 /// Bytes of memory the file behind `fd` actually holds (a sparse memfd holds less than
 /// its size).
 pub(crate) fn file_allocated(fd: impl AsFd) -> io::Result<u64> {
