@@ -369,6 +369,9 @@ impl<'de, T: Pod> Deserialize<'de> for Array<T> {
 pub struct SharedMemory {
     block: Arc<Block>,
     size: usize,
+    /// Serialises this process's slice views of the block (other processes are the
+    /// users' to coordinate, as in Python).
+    view: Arc<parking_lot::Mutex<()>>,
 }
 
 impl fmt::Debug for SharedMemory {
@@ -396,6 +399,7 @@ impl SharedMemory {
         Ok(SharedMemory {
             block: Arc::new(block),
             size,
+            view: Arc::default(),
         })
     }
 
@@ -439,6 +443,7 @@ impl SharedMemory {
         Ok(SharedMemory {
             block: Arc::new(block),
             size,
+            view: Arc::default(),
         })
     }
 
@@ -461,6 +466,21 @@ impl SharedMemory {
             .write_with(BYTES_AT + offset, bytes.len(), |dst| {
                 dst.copy_from_slice(bytes)
             });
+    }
+
+    /// Runs `f` on the whole block as a byte slice (Python's `shm.buf`), without copying.
+    /// Threads of this process take turns; other processes may write the same bytes
+    /// meanwhile, which is theirs and yours to coordinate, as in Python.
+    ///
+    /// ```
+    /// let shm = multiproc::shared::SharedMemory::new(16)?;
+    /// shm.with_bytes_mut(|buf| buf[..3].copy_from_slice(b"abc"));
+    /// assert_eq!(shm.with_bytes_mut(|buf| buf[1]), b'b');
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn with_bytes_mut<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        let _turn = self.view.lock();
+        self.block.map().write_with(BYTES_AT, self.size, f)
     }
 
     /// Copies `out.len()` bytes out from `offset`.
@@ -496,6 +516,7 @@ impl<'de> Deserialize<'de> for SharedMemory {
         Ok(SharedMemory {
             block: Arc::new(block),
             size,
+            view: Arc::default(),
         })
     }
 }
