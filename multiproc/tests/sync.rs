@@ -405,3 +405,153 @@ fn shared_memory_crosses_by_handle_and_by_name_and_leaves_nothing() {
     }
     check.assert_clean();
 }
+
+// ---- ports of CPython's _TestCondition, _TestBarrier, _TestLock, _TestSemaphore -------
+
+#[test]
+fn condition_notify_wakes_one_waiter_and_notify_all_the_rest() {
+    let cond = Condition::new().unwrap();
+    let tokens = Value::new(0u32).unwrap();
+    let done = Value::new(0u32).unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                let guard = cond.lock().unwrap();
+                let (_guard, ok) = cond
+                    .wait_for(guard, Some(PROMPT), || {
+                        let mut t = tokens.lock().unwrap();
+                        if *t > 0 {
+                            *t -= 1;
+                            true
+                        } else {
+                            false
+                        }
+                    })
+                    .unwrap();
+                assert!(ok);
+                *done.lock().unwrap() += 1;
+            });
+        }
+        {
+            let _g = cond.lock().unwrap();
+            tokens.set(1);
+            cond.notify();
+        }
+        let start = Instant::now();
+        while done.get() < 1 {
+            assert!(start.elapsed() < PROMPT);
+            std::thread::yield_now();
+        }
+        assert_eq!(done.get(), 1, "one token: one waiter through");
+        {
+            let _g = cond.lock().unwrap();
+            tokens.set(2);
+            cond.notify_all();
+        }
+    });
+    assert_eq!(done.get(), 3);
+    assert_eq!(tokens.get(), 0);
+}
+
+#[test]
+fn condition_wait_for_times_out_with_false() {
+    let cond = Condition::new().unwrap();
+    let guard = cond.lock().unwrap();
+    let start = Instant::now();
+    let (_guard, ok) = cond
+        .wait_for(guard, Some(Duration::from_millis(50)), || false)
+        .unwrap();
+    assert!(!ok && start.elapsed() >= Duration::from_millis(50));
+}
+
+fn rounds((barrier, n): (Barrier, u32)) -> Vec<u32> {
+    (0..n)
+        .map(|_| barrier.wait_timeout(PROMPT).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_barrier_serves_many_rounds_for_threads_and_processes_together() {
+    let check = LeakCheck::start();
+    {
+        let barrier = Barrier::new(4).unwrap();
+        let rounds_n = 50;
+        let mut kids: Vec<_> = (0..2)
+            .map(|_| {
+                builder(StartMethod::ForkServer)
+                    .start(rounds, (barrier.clone(), rounds_n))
+                    .unwrap()
+            })
+            .collect();
+        let mine: Vec<Vec<u32>> = std::thread::scope(|s| {
+            let a = s.spawn(|| rounds((barrier.clone(), rounds_n)));
+            let b = s.spawn(|| rounds((barrier.clone(), rounds_n)));
+            vec![a.join().unwrap(), b.join().unwrap()]
+        });
+        let mut all = mine;
+        for kid in &mut kids {
+            all.push(kid.join_timeout(PROMPT).unwrap());
+        }
+        for round in 0..rounds_n as usize {
+            let mut indices: Vec<u32> = all.iter().map(|r| r[round]).collect();
+            indices.sort();
+            assert_eq!(indices, [0, 1, 2, 3], "round {round}: each index once");
+        }
+        assert!(!barrier.broken());
+    }
+    check.assert_clean();
+}
+
+#[test]
+fn barrier_abort_releases_waiters_with_broken() {
+    let b = Barrier::new(3).unwrap();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| b.wait());
+        while b.n_waiting() == 0 {
+            std::thread::yield_now();
+        }
+        b.abort();
+        assert!(waiter.join().unwrap().is_err());
+    });
+    assert!(b.wait().is_err(), "stays broken until reset");
+    b.reset();
+    assert_eq!(Barrier::new(1).unwrap().wait(), Ok(0));
+}
+
+#[test]
+fn rlock_taken_three_times_is_free_after_three_releases() {
+    let lock = RLock::new().unwrap();
+    let a = lock.lock().unwrap();
+    let b = lock.try_lock().unwrap();
+    let c = lock.lock_timeout(Duration::from_millis(10)).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| assert!(matches!(lock.try_lock(), Err(LockError::WouldBlock))));
+    });
+    drop((c, b));
+    std::thread::scope(|s| {
+        s.spawn(|| assert!(matches!(lock.try_lock(), Err(LockError::WouldBlock))));
+    });
+    drop(a);
+    std::thread::scope(|s| {
+        s.spawn(|| drop(lock.try_lock().unwrap()));
+    });
+}
+
+#[test]
+fn semaphore_values_timeouts_and_forgotten_permits() {
+    let sem = Semaphore::new(2).unwrap();
+    let a = sem.acquire().unwrap();
+    assert_eq!(sem.value(), 1);
+    sem.try_acquire().unwrap().forget();
+    assert_eq!(sem.value(), 0);
+    let start = Instant::now();
+    assert!(matches!(
+        sem.acquire_timeout(Duration::from_millis(30)),
+        Err(LockError::Timeout)
+    ));
+    assert!(start.elapsed() >= Duration::from_millis(30));
+    drop(a);
+    sem.release().unwrap(); // gives back the forgotten one
+    sem.release().unwrap(); // an unbounded semaphore may grow (Python's Semaphore)
+    assert_eq!(sem.value(), 3);
+}
