@@ -680,3 +680,31 @@ fn sigint_without_a_handler_ends_the_child_by_sigint() {
     }
     check.assert_clean();
 }
+
+#[test]
+fn a_forked_child_exits_even_if_another_thread_held_stdout_at_the_fork() {
+    let check = LeakCheck::start();
+    {
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let _stdout = std::io::stdout().lock();
+            locked_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+        });
+        locked_rx.recv().unwrap();
+        // In the child the lock stays held by a thread that does not exist there: its
+        // final flush would wait for ever; it is given a second instead.
+        multiproc::process::set_fork_warning(false);
+        let mut p = Process::builder()
+            .start_method(StartMethod::Fork)
+            .start_closure(|| 7u32)
+            .unwrap();
+        let result = p.join_timeout(Duration::from_secs(60));
+        release_tx.send(()).unwrap();
+        holder.join().unwrap();
+        assert_eq!(result.unwrap(), 7);
+        assert_eq!(p.exit_status().unwrap().code(), Some(0));
+    }
+    check.assert_clean();
+}

@@ -120,6 +120,19 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// Reports `outcome` on `chan`, waits for this child's own non-daemon children, flushes
 /// stdio and ends the process.
 pub(crate) fn finish(chan: &OwnedFd, outcome: Outcome) -> i32 {
+    report(chan, outcome, false)
+}
+
+/// [`finish`] for a child made by `fork`: another thread of the parent may have held
+/// the lock of stdout or stderr at the moment of the fork; in the child that thread does
+/// not exist and the lock is never released. The flush is then given a second, after
+/// which an alarm ends the child with its exit code (its report is already sent; at
+/// most an unfinished line is lost) instead of letting it hang.
+pub(crate) fn finish_forked(chan: &OwnedFd, outcome: Outcome) -> i32 {
+    report(chan, outcome, true)
+}
+
+fn report(chan: &OwnedFd, outcome: Outcome, forked: bool) -> i32 {
     let code = outcome.exit_code();
     // A value that encodes to nothing (`()`) needs no report: the parent decodes it
     // from the empty report of a child that exited with 0.
@@ -129,16 +142,27 @@ pub(crate) fn finish(chan: &OwnedFd, outcome: Outcome) -> i32 {
             let _ = sys::fd::send_all(chan.as_fd(), &frame);
         }
     }
+    if forked {
+        sys::proc::exit_if_stuck(1, code);
+        flush_stdio();
+        sys::proc::exit_if_stuck(0, code);
+    } else {
+        flush_stdio();
+    }
     end_of_child();
     code
 }
 
-/// What every multiproc child does before `_exit`: flush stdio, then (like CPython's
-/// `_exit_function`) terminate daemon children and join the others.
-pub(crate) fn end_of_child() {
+fn flush_stdio() {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
+}
+
+/// What every multiproc child does before `_exit` (after flushing stdio): give back
+/// its queue lanes, then (like CPython's `_exit_function`) terminate daemon children
+/// and join the others.
+pub(crate) fn end_of_child() {
     crate::queue::shm::release_lanes();
     runtime::run_exit_hook();
 }

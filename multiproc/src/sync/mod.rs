@@ -27,8 +27,9 @@
 //!
 //! # A holder that dies
 //!
-//! `Lock` and `RLock` are robust mutexes: when a process (or thread) dies holding one,
-//! the kernel hands the lock to the next acquirer, whose call returns
+//! `Lock` and `RLock` are robust: their lock word names the holding thread, and a
+//! waiting acquirer checks every 20 ms that it still exists. When a process (or
+//! thread) dies holding one, the next acquirer takes it over and its call returns
 //! [`LockError::OwnerDied`] *with the guard*: the lock is held, and what it protects may
 //! be half-updated (CPython's `Lock` is an owner-less semaphore: a SIGKILLed holder
 //! blocks everyone for ever, FAILURE_MODES item 4). A holder that locks a `Lock` again

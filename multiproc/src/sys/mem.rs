@@ -75,6 +75,11 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Durati
     let _ = futex::wait(word, futex::Flags::empty(), expected, ts.as_ref());
 }
 
+/// Wakes one process or thread sleeping in [`futex_wait`] on `word`.
+pub(crate) fn futex_wake_one(word: &AtomicU32) {
+    let _ = futex::wake(word, futex::Flags::empty(), 1);
+}
+
 /// Wakes every process and thread sleeping in [`futex_wait`] on `word`.
 pub(crate) fn futex_wake_all(word: &AtomicU32) {
     let _ = futex::wake(word, futex::Flags::empty(), i32::MAX as u32);

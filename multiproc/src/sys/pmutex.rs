@@ -1,15 +1,13 @@
-//! Robust, process-shared pthread mutexes living in shared memory.
+//! Robust mutexes living in shared memory, for locks between processes.
 //!
-//! The kernel keeps, per thread, a list of the robust mutexes it holds; when the thread
-//! or its process dies, the kernel marks each one "owner died" and wakes a waiter,
-//! whose lock call then returns `EOWNERDEAD` instead of waiting for ever. That is what
-//! makes a `multiproc` lock whose holder was SIGKILLed report [`Acquired::OwnerDied`]
-//! to the next acquirer (FAILURE_MODES item 4). The mutexes are also error-checking
-//! (a holder that locks again gets `EDEADLK`, not a hang) or recursive.
+//! A lock whose holder dies is handed to the next locker, which learns it as
+//! [`Acquired::OwnerDied`] instead of waiting for ever (FAILURE_MODES item 4): the lock
+//! word names the holder's thread, and sleepers check now and then that it still
+//! exists. A holder that locks again is recognised (error-checking or recursive).
 
-use std::cell::UnsafeCell;
 use std::io;
-use std::time::{Instant, SystemTime};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use super::mem::Mapping;
 
@@ -32,17 +30,33 @@ pub(crate) enum Refused {
     Busy,
     /// Held by someone else until the deadline.
     TimedOut,
-    /// Anything else the C library reported.
+    /// Anything else the system reported.
+    #[allow(dead_code)]
     Other(io::Error),
 }
 
-/// A `pthread_mutex_t` at a fixed place in a `MAP_SHARED` mapping.
-#[repr(transparent)]
-pub(crate) struct PMutex(UnsafeCell<libc::pthread_mutex_t>);
+/// A robust mutex at a fixed place in a `MAP_SHARED` mapping.
+///
+/// The lock word holds the kernel thread id of the holder (0 when free) and a
+/// "sleepers" bit. Locking is one compare-and-swap when free; a contended locker spins
+/// briefly, then sleeps on the word (futex) in slices of [`CHECK_OWNER_EVERY`], after
+/// each of which it checks that the holder thread still exists: a holder that died
+/// (its thread or its whole process, SIGKILL included) is replaced, and the new holder
+/// learns it as [`Acquired::OwnerDied`]. A thread id names one thread system-wide, so
+/// a holder that locks again is recognised ([`Refused::WouldDeadlock`], or one level
+/// deeper for a recursive mutex).
+#[repr(C)]
+pub(crate) struct PMutex {
+    word: AtomicU32,
+    /// Re-entry depth beyond the first, touched only by the holder.
+    depth: AtomicU32,
+    recursive: AtomicU32,
+}
 
-// SAFETY: a pthread mutex exists to be used from several threads (and, being
-// PTHREAD_PROCESS_SHARED, processes) at once; all access goes through the pthread calls.
-unsafe impl Sync for PMutex {}
+const SLEEPERS: u32 = 1 << 31;
+const TID: u32 = !SLEEPERS;
+/// How often a sleeping locker checks that the holder is still alive.
+const CHECK_OWNER_EVERY: Duration = Duration::from_millis(20);
 
 impl std::fmt::Debug for PMutex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,17 +64,32 @@ impl std::fmt::Debug for PMutex {
     }
 }
 
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(rc))
+/// The calling thread's kernel id, cached per thread (and refreshed in a forked child,
+/// whose thread has a new id).
+fn my_tid() -> u32 {
+    thread_local! {
+        static MINE: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
     }
+    let pid = super::proc::cached_pid();
+    MINE.with(|m| {
+        let (for_pid, tid) = m.get();
+        if for_pid == pid && tid != 0 {
+            return tid;
+        }
+        let tid = super::proc::gettid();
+        m.set((pid, tid));
+        tid
+    })
+}
+
+/// `true` while thread `tid` exists (a zombie does not count).
+fn thread_alive(tid: u32) -> bool {
+    super::proc::start_time(tid).is_some()
 }
 
 impl PMutex {
     /// Bytes a mutex takes (align to 8).
-    pub(crate) const SIZE: usize = std::mem::size_of::<libc::pthread_mutex_t>();
+    pub(crate) const SIZE: usize = std::mem::size_of::<PMutex>();
 
     /// The mutex at byte `offset` of `map`.
     ///
@@ -69,92 +98,137 @@ impl PMutex {
     pub(crate) fn at(map: &Mapping, offset: usize) -> &PMutex {
         let ptr = map.ptr_at(offset, PMutex::SIZE, 8);
         // SAFETY: `ptr_at` checked bounds and alignment; the memory lives as long as the
-        // borrow of `map`; a `pthread_mutex_t` is plain bytes (every process maps the
-        // same ones), accessed only through the pthread calls via `UnsafeCell`.
+        // borrow of `map`; the struct is three atomics, valid for any bit pattern, and
+        // every process accesses them only atomically.
         unsafe { &*ptr.cast::<PMutex>() }
     }
 
-    /// Initialises the mutex: process-shared, robust, and recursive or error-checking.
-    /// Only the creator calls this, once, before any other process can see it.
+    /// Initialises the mutex, recursive or error-checking. Only the creator calls this,
+    /// before any other process can see it.
     pub(crate) fn init(&self, recursive: bool) -> io::Result<()> {
-        let kind = if recursive {
-            libc::PTHREAD_MUTEX_RECURSIVE
-        } else {
-            libc::PTHREAD_MUTEX_ERRORCHECK
-        };
-        let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-        // SAFETY: the attribute object is initialised by `pthread_mutexattr_init` before
-        // use and destroyed after; `self.0` is valid, suitably aligned memory for a
-        // mutex that no one uses yet (the caller's contract).
-        unsafe {
-            check(libc::pthread_mutexattr_init(attr.as_mut_ptr()))?;
-            let attr = attr.as_mut_ptr();
-            let result = check(libc::pthread_mutexattr_settype(attr, kind))
-                .and_then(|()| {
-                    check(libc::pthread_mutexattr_setpshared(
-                        attr,
-                        libc::PTHREAD_PROCESS_SHARED,
-                    ))
-                })
-                .and_then(|()| {
-                    check(libc::pthread_mutexattr_setrobust(
-                        attr,
-                        libc::PTHREAD_MUTEX_ROBUST,
-                    ))
-                })
-                .and_then(|()| check(libc::pthread_mutex_init(self.0.get(), attr)));
-            libc::pthread_mutexattr_destroy(attr);
-            result
-        }
+        self.word.store(0, Ordering::Relaxed);
+        self.depth.store(0, Ordering::Relaxed);
+        self.recursive.store(recursive as u32, Ordering::Release);
+        Ok(())
     }
 
-    fn outcome(&self, rc: libc::c_int) -> Result<Acquired, Refused> {
-        match rc {
-            0 => Ok(Acquired::Clean),
-            libc::EOWNERDEAD => {
-                // SAFETY: we hold the mutex (EOWNERDEAD means acquired); marking it
-                // consistent is what the owner of a recovered robust mutex does.
-                unsafe { libc::pthread_mutex_consistent(self.0.get()) };
-                Ok(Acquired::OwnerDied)
+    /// One attempt: `Some` when the lock is ours (or refused for good). `extra` is
+    /// [`SLEEPERS`] for a locker that has slept: others may still sleep, so its unlock
+    /// must wake one.
+    fn attempt(&self, me: u32, seen: u32, extra: u32) -> Option<Result<Acquired, Refused>> {
+        let owner = seen & TID;
+        if owner == me {
+            if self.recursive.load(Ordering::Relaxed) != 0 {
+                self.depth.fetch_add(1, Ordering::Relaxed);
+                return Some(Ok(Acquired::Clean));
             }
-            libc::EDEADLK => Err(Refused::WouldDeadlock),
-            libc::EBUSY => Err(Refused::Busy),
-            libc::ETIMEDOUT => Err(Refused::TimedOut),
-            rc => Err(Refused::Other(io::Error::from_raw_os_error(rc))),
+            return Some(Err(Refused::WouldDeadlock));
         }
+        if owner == 0 {
+            // Keep the sleepers bit: others may be asleep, and our unlock must wake one.
+            return self
+                .word
+                .compare_exchange(
+                    seen,
+                    me | (seen & SLEEPERS) | extra,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+                .then_some(Ok(Acquired::Clean));
+        }
+        None
+    }
+
+    /// Takes the lock from a dead holder: `Some(OwnerDied)` if this caller did.
+    fn take_over(&self, me: u32, seen: u32) -> Option<Result<Acquired, Refused>> {
+        let owner = seen & TID;
+        if owner == 0 || owner == me || thread_alive(owner) {
+            return None;
+        }
+        self.word
+            .compare_exchange(seen, me | SLEEPERS, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            .then(|| {
+                self.depth.store(0, Ordering::Relaxed);
+                Ok(Acquired::OwnerDied)
+            })
     }
 
     /// Locks, waiting until `deadline` (`None`: for ever).
     pub(crate) fn lock(&self, deadline: Option<Instant>) -> Result<Acquired, Refused> {
-        let Some(deadline) = deadline else {
-            // SAFETY: an initialised mutex (the creator's contract), used through its API.
-            return self.outcome(unsafe { libc::pthread_mutex_lock(self.0.get()) });
-        };
-        // pthread_mutex_timedlock takes a CLOCK_REALTIME instant.
-        let left = deadline.saturating_duration_since(Instant::now());
-        let wall = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            + left;
-        let ts = libc::timespec {
-            tv_sec: wall.as_secs() as libc::time_t,
-            tv_nsec: wall.subsec_nanos() as libc::c_long,
-        };
-        // SAFETY: as above; `ts` is a valid timespec for the call.
-        self.outcome(unsafe { libc::pthread_mutex_timedlock(self.0.get(), &ts) })
+        let me = my_tid();
+        if let Some(done) = self.attempt(me, 0, 0) {
+            return done;
+        }
+        // A holder on another core usually lets go within a few hundred nanoseconds.
+        for _ in 0..64 {
+            let seen = self.word.load(Ordering::Relaxed);
+            if let Some(done) = self.attempt(me, seen, 0) {
+                return done;
+            }
+            if seen & TID == me {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        let mut slept = 0;
+        loop {
+            let seen = self.word.load(Ordering::Relaxed);
+            if let Some(done) = self.attempt(me, seen, slept) {
+                return done;
+            }
+            if let Some(done) = self.take_over(me, seen) {
+                return done;
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Err(Refused::TimedOut);
+            }
+            // Say we sleep, then sleep while the word still says so.
+            let asleep = seen | SLEEPERS;
+            if seen != asleep
+                && self
+                    .word
+                    .compare_exchange(seen, asleep, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            let nap = left.map_or(CHECK_OWNER_EVERY, |l| l.min(CHECK_OWNER_EVERY));
+            super::mem::futex_wait(&self.word, asleep, Some(nap));
+            slept = SLEEPERS;
+        }
     }
 
-    /// Locks only if that is possible at once.
+    /// Locks only if that is possible at once (or the holder is dead).
     pub(crate) fn try_lock(&self) -> Result<Acquired, Refused> {
-        // SAFETY: an initialised mutex, used through its API.
-        self.outcome(unsafe { libc::pthread_mutex_trylock(self.0.get()) })
+        let me = my_tid();
+        let seen = self.word.load(Ordering::Relaxed);
+        if let Some(done) = self.attempt(me, seen, 0) {
+            return done;
+        }
+        if let Some(done) = self.take_over(me, seen) {
+            return done;
+        }
+        Err(Refused::Busy)
     }
 
     /// Unlocks; `EPERM` if the calling thread does not hold it.
     pub(crate) fn unlock(&self) -> io::Result<()> {
-        // SAFETY: an initialised mutex, used through its API; an error-checking or
-        // recursive mutex refuses (EPERM) an unlock by a thread that does not hold it.
-        check(unsafe { libc::pthread_mutex_unlock(self.0.get()) })
+        let me = my_tid();
+        let seen = self.word.load(Ordering::Relaxed);
+        if seen & TID != me {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
+        if self.depth.load(Ordering::Relaxed) > 0 {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        if self.word.swap(0, Ordering::Release) & SLEEPERS != 0 {
+            super::mem::futex_wake_one(&self.word);
+        }
+        Ok(())
     }
 }
 

@@ -159,6 +159,31 @@ pub(crate) unsafe fn clone_parent() -> io::Result<Fork> {
     }
 }
 
+static STUCK_EXIT_CODE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(1);
+
+extern "C" fn exit_when_stuck(_: libc::c_int) {
+    exit_now(STUCK_EXIT_CODE.load(std::sync::atomic::Ordering::Relaxed));
+}
+
+/// Ends the process with `code` if it is still running `seconds` from now (an alarm
+/// whose handler calls `_exit`); `seconds == 0` cancels. For a step that may block on
+/// a lock a vanished thread held (a forked child flushing stdio).
+pub(crate) fn exit_if_stuck(seconds: u32, code: i32) {
+    STUCK_EXIT_CODE.store(code, std::sync::atomic::Ordering::Relaxed);
+    if seconds > 0 {
+        // SAFETY: installs a handler that only reads an atomic and calls `_exit`, both
+        // async-signal-safe.
+        unsafe {
+            libc::signal(
+                libc::SIGALRM,
+                exit_when_stuck as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            )
+        };
+    }
+    // SAFETY: `alarm` has no preconditions.
+    unsafe { libc::alarm(seconds) };
+}
+
 /// Ends the process at once with `code`: no destructors, no `atexit` handlers, no stdio
 /// flush (flush first if you printed). This is how every multiproc child ends, so that
 /// a forked child never runs its parent's exit handlers.

@@ -28,7 +28,7 @@ impl Starter for Fork {
             sys::proc::die_with_parent(parent_pid);
             info::become_child(info);
             let outcome = run();
-            child::finish(&child_end, outcome)
+            child::finish_forked(&child_end, outcome)
         };
         let pid = rt.launch(Box::new(move || {
             sys::proc::fork_and_run(Box::new(child_main))
