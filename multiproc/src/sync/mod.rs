@@ -688,6 +688,19 @@ impl Condition {
         lock_block(&self.block, Wait::Forever)
     }
 
+    /// Takes the condition's lock, waiting at most `timeout`.
+    pub fn lock_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
+        lock_block(&self.block, until(timeout))
+    }
+
+    /// Takes the condition's lock only if it is free now.
+    pub fn try_lock(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
+        lock_block(&self.block, Wait::No)
+    }
+
     /// Releases the lock held through `guard`, waits for a notification, and takes the
     /// lock again (Python's `wait()`). Wake-ups may be spurious: check the condition.
     pub fn wait<'a>(
