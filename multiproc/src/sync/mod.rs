@@ -174,6 +174,15 @@ const MUTEX_AT: usize = BODY;
 /// A lock shared by processes (Python's `multiprocessing.Lock`): mutual exclusion with
 /// an RAII guard, robust against a holder's death, reporting re-acquisition by its
 /// holder (S16, S29, S39).
+///
+/// ```
+/// let lock = multiproc::sync::Lock::new()?;
+/// let held = lock.lock().unwrap();
+/// assert!(lock.lock().unwrap_err().to_string().contains("already holds"));
+/// drop(held);
+/// assert!(lock.try_lock().is_ok());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct Lock {
     block: Arc<Block>,
@@ -198,7 +207,7 @@ fn new_mutex_block(kind: u64, recursive: bool) -> io::Result<Block> {
     Ok(block)
 }
 
-fn lock_block(block: &Block, wait: Wait) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
+fn lock_block(block: &Block, wait: Wait) -> LockResult<'_> {
     acquired(
         pmutex::lock_data::<u8>(block.map(), MUTEX_AT, MUTEX_AT, 0, wait)
             .map(|(g, a)| (LockGuard { _inner: g }, a)),
@@ -209,6 +218,31 @@ impl fmt::Debug for Lock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Lock")
     }
+}
+
+/// What locking a [`Lock`], [`RLock`] or [`Condition`] gives: the guard, or why not.
+pub type LockResult<'a> = Result<LockGuard<'a>, LockError<LockGuard<'a>>>;
+
+/// `lock`, `lock_timeout` and `try_lock` for a type whose block holds a mutex.
+macro_rules! guard_methods {
+    () => {
+        /// Waits for the lock (Python's `acquire()`, `with lock:`).
+        pub fn lock(&self) -> LockResult<'_> {
+            lock_block(&self.block, Wait::Forever)
+        }
+
+        /// Waits at most `timeout` (Python's `acquire(timeout=t)`):
+        /// [`LockError::Timeout`].
+        pub fn lock_timeout(&self, timeout: Duration) -> LockResult<'_> {
+            lock_block(&self.block, until(timeout))
+        }
+
+        /// Takes the lock only if that is possible now (Python's `acquire(False)`):
+        /// [`LockError::WouldBlock`] otherwise.
+        pub fn try_lock(&self) -> LockResult<'_> {
+            lock_block(&self.block, Wait::No)
+        }
+    };
 }
 
 fn lock_kind() -> u64 {
@@ -226,33 +260,7 @@ impl Lock {
         })
     }
 
-    /// Waits for the lock (Python's `acquire()`, `with lock:`).
-    ///
-    /// ```
-    /// let lock = multiproc::sync::Lock::new()?;
-    /// let held = lock.lock().unwrap();
-    /// assert!(lock.lock().unwrap_err().to_string().contains("already holds"));
-    /// drop(held);
-    /// assert!(lock.try_lock().is_ok());
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn lock(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        lock_block(&self.block, Wait::Forever)
-    }
-
-    /// Waits at most `timeout` (Python's `acquire(timeout=t)`): [`LockError::Timeout`].
-    pub fn lock_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        lock_block(&self.block, until(timeout))
-    }
-
-    /// Takes the lock only if it is free now (Python's `acquire(False)`):
-    /// [`LockError::WouldBlock`] otherwise.
-    pub fn try_lock(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        lock_block(&self.block, Wait::No)
-    }
+    guard_methods!();
 }
 
 handle_serde!(Lock, lock_kind());
@@ -288,23 +296,7 @@ impl RLock {
         })
     }
 
-    /// Waits for the lock; immediate for its holder.
-    pub fn lock(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        lock_block(&self.block, Wait::Forever)
-    }
-
-    /// Waits at most `timeout`.
-    pub fn lock_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        lock_block(&self.block, until(timeout))
-    }
-
-    /// Takes the lock only if that is possible now.
-    pub fn try_lock(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        lock_block(&self.block, Wait::No)
-    }
+    guard_methods!();
 }
 
 handle_serde!(RLock, rlock_kind());
@@ -683,23 +675,7 @@ impl Condition {
         })
     }
 
-    /// Takes the condition's lock.
-    pub fn lock(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        lock_block(&self.block, Wait::Forever)
-    }
-
-    /// Takes the condition's lock, waiting at most `timeout`.
-    pub fn lock_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        lock_block(&self.block, until(timeout))
-    }
-
-    /// Takes the condition's lock only if it is free now.
-    pub fn try_lock(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        lock_block(&self.block, Wait::No)
-    }
+    guard_methods!();
 
     /// Releases the lock held through `guard`, waits for a notification, and takes the
     /// lock again (Python's `wait()`). Wake-ups may be spurious: check the condition.
