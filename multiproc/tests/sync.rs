@@ -555,3 +555,60 @@ fn semaphore_values_timeouts_and_forgotten_permits() {
     sem.release().unwrap(); // an unbounded semaphore may grow (Python's Semaphore)
     assert_eq!(sem.value(), 3);
 }
+
+/// Holds a lock, a shared block, a queue and a pipe end until terminated.
+fn hold_everything(
+    (lock, shm, q, tx, held, never): (
+        Lock,
+        multiproc::shared::SharedMemory,
+        multiproc::Queue<u32>,
+        multiproc::connection::Sender<u32>,
+        Event,
+        Event,
+    ),
+) {
+    let _g = lock.lock().unwrap();
+    shm.write(0, b"mine");
+    q.put(1).unwrap();
+    tx.send(&2).unwrap();
+    held.set();
+    never.wait();
+}
+
+#[test]
+fn a_terminated_holder_of_every_kind_of_resource_leaks_nothing() {
+    // CPython's TestResourceTracker: SIGTERM a process holding a Lock and SharedMemory;
+    // here the kernel frees everything (memfds, sockets) and the lock reports the death.
+    let check = LeakCheck::start();
+    {
+        for method in StartMethod::ALL {
+            let lock = Lock::new().unwrap();
+            let shm = multiproc::shared::SharedMemory::new(4096).unwrap();
+            let q = multiproc::Queue::new().unwrap();
+            let (rx, tx) = multiproc::connection::pipe_simplex::<u32>().unwrap();
+            let (held, never) = (Event::new().unwrap(), Event::new().unwrap());
+            let args = (
+                lock.clone(),
+                shm.clone(),
+                q.clone(),
+                tx,
+                held.clone(),
+                never.clone(),
+            );
+            let mut p = builder(method).start(hold_everything, args).unwrap();
+            assert!(held.wait_timeout(PROMPT), "{method}");
+            p.terminate().unwrap();
+            assert!(p.join_timeout(PROMPT).is_err());
+            assert!(
+                lock.lock_timeout(PROMPT).unwrap_err().is_owner_died(),
+                "{method}"
+            );
+            assert_eq!(q.get_timeout(PROMPT).unwrap(), 1);
+            assert_eq!(rx.recv_timeout(PROMPT).unwrap(), 2);
+            let mut out = [0u8; 4];
+            shm.read(0, &mut out);
+            assert_eq!(&out, b"mine");
+        }
+    }
+    check.assert_clean();
+}
