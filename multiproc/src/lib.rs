@@ -57,6 +57,7 @@
 
 pub mod codec;
 pub mod connection;
+pub mod executor;
 pub(crate) mod handle;
 pub mod process;
 pub mod queue;

@@ -1,0 +1,301 @@
+//! `concurrent.futures` in Rust: [`ThreadPoolExecutor`], [`Future`], [`as_completed`]
+//! and [`wait`] (S21).
+//!
+//! ```
+//! use multiproc::executor::{ThreadPoolExecutor, as_completed};
+//!
+//! let pool = ThreadPoolExecutor::new(2); // ThreadPoolExecutor(max_workers=2)
+//! let futures: Vec<_> = (1..=3).map(|i| pool.submit(move || i * 10).unwrap()).collect();
+//! let mut got: Vec<i32> = as_completed(futures).map(|f| f.result().unwrap()).collect();
+//! got.sort();
+//! assert_eq!(got, [10, 20, 30]);
+//! // `map` keeps input order:
+//! let squares: Vec<i32> = pool.map(|x: i32| x * x, 1..=4).unwrap().map(Result::unwrap).collect();
+//! assert_eq!(squares, [1, 4, 9, 16]);
+//! ```
+//!
+//! | Python `concurrent.futures` | `multiproc::executor` |
+//! |---|---|
+//! | `ThreadPoolExecutor(max_workers=n, thread_name_prefix=p)` | [`ThreadPoolExecutor::new(n)`](ThreadPoolExecutor::new), [`ThreadPoolExecutor::builder`] |
+//! | `ex.submit(fn, *args)` | [`ThreadPoolExecutor::submit`] (a closure) → [`Future`] |
+//! | `ex.map(fn, iterable)` | [`ThreadPoolExecutor::map`]: results in input order |
+//! | `ex.shutdown(wait, cancel_futures)`, `with ex:` | [`ThreadPoolExecutor::shutdown`], `Drop` |
+//! | `f.done()`, `f.running()`, `f.cancel()`, `f.cancelled()` | same names |
+//! | `f.result()`, `f.result(timeout)`, `f.exception()` | [`Future::result`], [`Future::result_timeout`], [`Future::exception`] |
+//! | `f.add_done_callback(cb)` | [`Future::add_done_callback`] |
+//! | `await asyncio.wrap_future(f)` | `f.await` (a `Future` is a [`std::future::Future`]) |
+//! | `as_completed(fs)`, `wait(fs, return_when=…)` | [`as_completed`], [`wait`] with [`ReturnWhen`] |
+
+mod future;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+
+pub use future::{Future, FutureError};
+use future::{Promise, pair};
+
+/// `submit` after [`ThreadPoolExecutor::shutdown`] (Python raises `RuntimeError`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("cannot schedule new tasks after shutdown")]
+pub struct Shutdown;
+
+/// A queued task: run it, or cancel it (at a shutdown with `cancel_futures`).
+struct Job {
+    run: Box<dyn FnOnce() + Send>,
+    cancel: Box<dyn FnOnce() + Send>,
+}
+
+/// Settings for a [`ThreadPoolExecutor`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ThreadPoolBuilder {
+    workers: usize,
+    name_prefix: String,
+}
+
+impl ThreadPoolBuilder {
+    /// How many threads run tasks (Python's `max_workers`; at least 1).
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
+    }
+
+    /// Thread names are `<prefix>_0`, `<prefix>_1`, … (Python's `thread_name_prefix`).
+    pub fn thread_name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.name_prefix = prefix.into();
+        self
+    }
+
+    /// Starts the threads.
+    pub fn build(self) -> std::io::Result<ThreadPoolExecutor> {
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let workers = (0..self.workers)
+            .map(|i| {
+                let rx: Receiver<Job> = rx.clone();
+                std::thread::Builder::new()
+                    .name(format!("{}_{i}", self.name_prefix))
+                    .spawn(move || {
+                        for job in rx.iter() {
+                            (job.run)();
+                        }
+                    })
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(ThreadPoolExecutor {
+            jobs: Mutex::new(Some(tx)),
+            queued: rx,
+            workers: Mutex::new(workers),
+        })
+    }
+}
+
+/// A pool of threads running submitted closures (Python's
+/// `concurrent.futures.ThreadPoolExecutor`). Dropping it is Python's `with` exit:
+/// queued tasks run, then the threads are joined.
+pub struct ThreadPoolExecutor {
+    jobs: Mutex<Option<Sender<Job>>>,
+    /// A receiving end kept to drain queued jobs at a cancelling shutdown.
+    queued: Receiver<Job>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for ThreadPoolExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadPoolExecutor")
+            .field("workers", &self.workers.lock().len())
+            .field("queued", &self.queued.len())
+            .finish()
+    }
+}
+
+impl ThreadPoolExecutor {
+    /// Settings: Python's default of `min(32, cpus + 4)` workers, threads named
+    /// `ThreadPoolExecutor-0_<i>`.
+    pub fn builder() -> ThreadPoolBuilder {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        ThreadPoolBuilder {
+            workers: (cpus + 4).min(32),
+            name_prefix: "ThreadPoolExecutor-0".into(),
+        }
+    }
+
+    /// A pool of `max_workers` threads.
+    ///
+    /// # Panics
+    /// If the operating system refuses to start a thread.
+    pub fn new(max_workers: usize) -> ThreadPoolExecutor {
+        ThreadPoolExecutor::builder()
+            .max_workers(max_workers)
+            .build()
+            .expect("cannot start the executor's threads")
+    }
+
+    /// Schedules `task`; returns at once with its [`Future`] (S21). A panic in the task
+    /// becomes [`FutureError::Panicked`] and leaves the pool running.
+    pub fn submit<T, F>(&self, task: F) -> Result<Future<T>, Shutdown>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let (future, promise) = pair::<T>();
+        let promise = Arc::new(Mutex::new(Some(promise)));
+        let cancel_side = Arc::clone(&promise);
+        let job = Job {
+            run: Box::new(move || {
+                if let Some(p) = promise.lock().take() {
+                    run(p, task);
+                }
+            }),
+            cancel: Box::new(move || {
+                if let Some(p) = cancel_side.lock().take() {
+                    p.cancel();
+                }
+            }),
+        };
+        match self.jobs.lock().as_ref() {
+            Some(tx) => tx.send(job).map_err(|_| Shutdown)?,
+            None => return Err(Shutdown),
+        }
+        Ok(future)
+    }
+
+    /// Submits `task(item)` for every item at once and yields the results in input order
+    /// as they become available (Python's `map`).
+    pub fn map<I, T, F>(
+        &self,
+        task: F,
+        items: I,
+    ) -> Result<impl Iterator<Item = Result<T, FutureError>> + use<I, T, F>, Shutdown>
+    where
+        I: IntoIterator,
+        I::Item: Send + 'static,
+        F: Fn(I::Item) -> T + Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        let task = Arc::new(task);
+        let futures = items
+            .into_iter()
+            .map(|item| {
+                let task = Arc::clone(&task);
+                self.submit(move || task(item))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(futures.into_iter().map(|f| f.result()))
+    }
+
+    /// Stops taking tasks (Python's `shutdown`). With `cancel_futures`, tasks not yet
+    /// started are cancelled; with `wait`, returns once the running (and remaining) tasks
+    /// are done and the threads have ended.
+    pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        drop(self.jobs.lock().take());
+        if cancel_futures {
+            for job in self.queued.try_iter() {
+                (job.cancel)();
+            }
+        }
+        if wait {
+            let workers = std::mem::take(&mut *self.workers.lock());
+            for w in workers {
+                let _ = w.join();
+            }
+        }
+    }
+}
+
+impl Drop for ThreadPoolExecutor {
+    fn drop(&mut self) {
+        self.shutdown(true, false);
+    }
+}
+
+fn run<T, F: FnOnce() -> T>(promise: Promise<T>, task: F) {
+    if !promise.start() {
+        return;
+    }
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)).map_err(|p| {
+        FutureError::Panicked {
+            message: crate::process::child::panic_message(p.as_ref()),
+        }
+    });
+    promise.finish(outcome);
+}
+
+/// The futures in the order they complete (Python's `as_completed`); waits as needed.
+pub fn as_completed<T: Send + 'static>(
+    futures: impl IntoIterator<Item = Future<T>>,
+) -> impl Iterator<Item = Future<T>> {
+    let mut slots: Vec<Option<Future<T>>> = futures.into_iter().map(Some).collect();
+    let (tx, rx) = crossbeam_channel::unbounded::<usize>();
+    for (i, f) in slots.iter().enumerate() {
+        let tx = tx.clone();
+        if let Some(f) = f {
+            f.add_done_callback(move || {
+                let _ = tx.send(i);
+            });
+        }
+    }
+    drop(tx);
+    rx.into_iter().filter_map(move |i| slots[i].take())
+}
+
+/// When [`wait`] returns (Python's `FIRST_COMPLETED`, `FIRST_EXCEPTION`,
+/// `ALL_COMPLETED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnWhen {
+    /// As soon as one future is done.
+    FirstCompleted,
+    /// As soon as one task panicked, or when all are done.
+    FirstException,
+    /// When all are done.
+    AllCompleted,
+}
+
+/// Which futures were done when [`wait`] returned: indices into its slice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Waited {
+    /// Indices of the futures that are done.
+    pub done: Vec<usize>,
+    /// Indices of the others.
+    pub not_done: Vec<usize>,
+}
+
+/// Waits for `futures` as `when` says, at most `timeout` (Python's `wait`).
+pub fn wait<T>(futures: &[Future<T>], when: ReturnWhen, timeout: Option<Duration>) -> Waited {
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let (tx, rx) = crossbeam_channel::unbounded::<()>();
+    for f in futures {
+        let tx = tx.clone();
+        f.add_done_callback(move || {
+            let _ = tx.send(());
+        });
+    }
+    drop(tx);
+    loop {
+        let done: Vec<usize> = (0..futures.len()).filter(|&i| futures[i].done()).collect();
+        let finished = match when {
+            ReturnWhen::AllCompleted => done.len() == futures.len(),
+            ReturnWhen::FirstCompleted => !done.is_empty() || futures.is_empty(),
+            ReturnWhen::FirstException => {
+                done.len() == futures.len()
+                    || done.iter().any(|&i| futures[i].exception().is_some())
+            }
+        };
+        let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
+        if finished || out_of_time {
+            let not_done = (0..futures.len()).filter(|i| !done.contains(i)).collect();
+            return Waited { done, not_done };
+        }
+        let got = match deadline {
+            Some(d) => rx.recv_deadline(d).map_err(|_| ()),
+            None => rx.recv().map_err(|_| ()),
+        };
+        if got.is_err() && deadline.is_none() {
+            // Every callback has run: all are done.
+            continue;
+        }
+    }
+}
