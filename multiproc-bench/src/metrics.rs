@@ -116,7 +116,13 @@ pub(crate) const METRICS: &[Metric] = &[
         desc: "round trip parent -> child -> parent over a duplex pipe",
         run: pipe_rtt,
     },
-    // ---- pools and executors: pool_*, ppe_*, tpe_*, cpu_speedup (to come)
+    // ---- pools and executors: pool_*, ppe_*, cpu_speedup (to come)
+    Metric {
+        name: "tpe_submit",
+        unit: "tasks/s",
+        desc: "ThreadPoolExecutor(2): N submit(ident, i), then result() them all",
+        run: tpe_submit,
+    },
     // ---- shared state and locks
     Metric {
         name: "value_lock_incr",
@@ -690,6 +696,36 @@ fn shm_1m_write(c: &Ctx) -> Result<f64, String> {
     }
     check(got == expected, || "checksum of the written segment".into())?;
     Ok(rate(size as f64 / 1e6, seconds))
+}
+
+// ---- pools and executors -----------------------------------------------------------
+
+/// pybench's `tpe_submit`: both threads started first, then `submit_all`.
+fn tpe_submit(c: &Ctx) -> Result<f64, String> {
+    use multiproc::executor::ThreadPoolExecutor;
+    let k = c.n(100_000);
+    let ex = ThreadPoolExecutor::new(2);
+    // Both threads started (pybench maps a short sleep over two items).
+    let _ = ex
+        .map(
+            |_: u32| std::thread::sleep(std::time::Duration::from_millis(5)),
+            0..2,
+        )
+        .map_err(|e| e.to_string())?
+        .count();
+    let (seconds, result) = clock(|| -> Result<Vec<u64>, String> {
+        let futures = (0..k)
+            .map(|i| ex.submit(move || std::hint::black_box(i)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        futures
+            .into_iter()
+            .map(|f| f.result().map_err(|e| e.to_string()))
+            .collect()
+    });
+    let result = result?;
+    check(result.iter().copied().eq(0..k), || "results".into())?;
+    Ok(rate(k as f64, seconds))
 }
 
 #[cfg(test)]

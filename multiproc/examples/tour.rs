@@ -50,6 +50,8 @@ pub mod s17_crash_isolation;
 pub mod s19_separate_memory;
 #[path = "s20_thread_styles.rs"]
 pub mod s20_thread_styles;
+#[path = "s21_thread_pool_executor.rs"]
+pub mod s21_thread_pool_executor;
 #[path = "s23_process_styles.rs"]
 pub mod s23_process_styles;
 #[path = "s26_terminate.rs"]
@@ -105,6 +107,11 @@ const SCENARIOS: &[(&str, &str, fn())] = &[
     ("S17", "s17_crash_isolation", s17_crash_isolation::run),
     ("S19", "s19_separate_memory", s19_separate_memory::run),
     ("S20", "s20_thread_styles", s20_thread_styles::run),
+    (
+        "S21",
+        "s21_thread_pool_executor",
+        s21_thread_pool_executor::run,
+    ),
     ("S23", "s23_process_styles", s23_process_styles::run),
     ("S26", "s26_terminate", s26_terminate::run),
     ("S27", "s27_exit_codes", s27_exit_codes::run),

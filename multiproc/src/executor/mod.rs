@@ -44,9 +44,28 @@ use future::{Promise, pair};
 pub struct Shutdown;
 
 /// A queued task: run it, or cancel it (at a shutdown with `cancel_futures`).
-struct Job {
-    run: Box<dyn FnOnce() + Send>,
-    cancel: Box<dyn FnOnce() + Send>,
+trait Task: Send {
+    fn run(self: Box<Self>);
+    fn cancel(self: Box<Self>);
+}
+
+type Job = Box<dyn Task>;
+
+/// A closure and the promise of its future: one allocation per submitted task.
+struct Submitted<T, F> {
+    promise: Promise<T>,
+    task: F,
+}
+
+impl<T: Send, F: FnOnce() -> T + Send> Task for Submitted<T, F> {
+    fn run(self: Box<Self>) {
+        let Submitted { promise, task } = *self;
+        run(promise, task);
+    }
+
+    fn cancel(self: Box<Self>) {
+        self.promise.cancel();
+    }
 }
 
 /// Settings for a [`ThreadPoolExecutor`].
@@ -80,7 +99,7 @@ impl ThreadPoolBuilder {
                     .name(format!("{}_{i}", self.name_prefix))
                     .spawn(move || {
                         for job in rx.iter() {
-                            (job.run)();
+                            job.run();
                         }
                     })
             })
@@ -142,20 +161,7 @@ impl ThreadPoolExecutor {
         T: Send + 'static,
     {
         let (future, promise) = pair::<T>();
-        let promise = Arc::new(Mutex::new(Some(promise)));
-        let cancel_side = Arc::clone(&promise);
-        let job = Job {
-            run: Box::new(move || {
-                if let Some(p) = promise.lock().take() {
-                    run(p, task);
-                }
-            }),
-            cancel: Box::new(move || {
-                if let Some(p) = cancel_side.lock().take() {
-                    p.cancel();
-                }
-            }),
-        };
+        let job: Job = Box::new(Submitted { promise, task });
         match self.jobs.lock().as_ref() {
             Some(tx) => tx.send(job).map_err(|_| Shutdown)?,
             None => return Err(Shutdown),
@@ -194,7 +200,7 @@ impl ThreadPoolExecutor {
         drop(self.jobs.lock().take());
         if cancel_futures {
             for job in self.queued.try_iter() {
-                (job.cancel)();
+                job.cancel();
             }
         }
         if wait {
