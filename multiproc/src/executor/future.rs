@@ -44,55 +44,40 @@ struct Slot<T> {
     on_done: Vec<Box<dyn FnOnce() + Send>>,
 }
 
+/// The state every future shares with its task.
 pub(crate) struct Inner<T> {
     slot: Mutex<Slot<T>>,
     done: Condvar,
 }
 
-/// The eventual result of a submitted task (Python's `concurrent.futures.Future`).
-///
-/// `result()` takes the value out (a Rust value has one owner): a second call gives
-/// [`FutureError::Taken`]. A `Future` is also a [`std::future::Future`]: async code can
-/// `.await` it.
-pub struct Future<T> {
-    inner: Arc<Inner<T>>,
+/// Whatever holds a future's [`Inner`]: the executor keeps the task itself in the same
+/// allocation (one allocation per submitted task).
+pub(crate) trait HasInner<T>: Send + Sync {
+    fn inner(&self) -> &Inner<T>;
 }
 
-impl<T> fmt::Debug for Future<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let stage = self.inner.slot.lock().stage;
-        f.debug_struct("Future").field("stage", &stage).finish()
+impl<T: Send> HasInner<T> for Inner<T> {
+    fn inner(&self) -> &Inner<T> {
+        self
     }
 }
 
-/// The executor's side of a [`Future`]: starts the task (unless it was cancelled) and
-/// records its outcome.
-pub(crate) struct Promise<T> {
-    inner: Arc<Inner<T>>,
-}
+impl<T> Inner<T> {
+    pub(crate) fn new() -> Inner<T> {
+        Inner {
+            slot: Mutex::new(Slot {
+                stage: Stage::Pending,
+                value: None,
+                waker: None,
+                on_done: Vec::new(),
+            }),
+            done: Condvar::new(),
+        }
+    }
 
-pub(crate) fn pair<T>() -> (Future<T>, Promise<T>) {
-    let inner = Arc::new(Inner {
-        slot: Mutex::new(Slot {
-            stage: Stage::Pending,
-            value: None,
-            waker: None,
-            on_done: Vec::new(),
-        }),
-        done: Condvar::new(),
-    });
-    (
-        Future {
-            inner: Arc::clone(&inner),
-        },
-        Promise { inner },
-    )
-}
-
-impl<T> Promise<T> {
     /// Marks the task running; `false` if it was cancelled first.
     pub(crate) fn start(&self) -> bool {
-        let mut slot = self.inner.slot.lock();
+        let mut slot = self.slot.lock();
         if slot.stage != Stage::Pending {
             return false;
         }
@@ -101,52 +86,24 @@ impl<T> Promise<T> {
     }
 
     /// Records the outcome and wakes everyone waiting.
-    pub(crate) fn finish(self, value: Result<T, FutureError>) {
+    pub(crate) fn finish(&self, value: Result<T, FutureError>) {
         let (waker, on_done) = {
-            let mut slot = self.inner.slot.lock();
+            let mut slot = self.slot.lock();
             slot.stage = Stage::Finished;
             slot.value = Some(value);
             (slot.waker.take(), std::mem::take(&mut slot.on_done))
         };
-        self.inner.done.notify_all();
+        self.done.notify_all();
         if let Some(w) = waker {
             w.wake();
         }
         on_done.into_iter().for_each(|f| f());
     }
 
-    /// Cancels a task that never started (an executor shutting down with
-    /// `cancel_futures`).
-    pub(crate) fn cancel(self) {
-        Future { inner: self.inner }.cancel();
-    }
-}
-
-fn finished<T>(slot: &Slot<T>) -> bool {
-    matches!(slot.stage, Stage::Finished | Stage::Cancelled)
-}
-
-impl<T> Future<T> {
-    /// `true` once the task finished or was cancelled (Python's `done()`).
-    pub fn done(&self) -> bool {
-        finished(&self.inner.slot.lock())
-    }
-
-    /// `true` while the task runs.
-    pub fn running(&self) -> bool {
-        self.inner.slot.lock().stage == Stage::Running
-    }
-
-    /// `true` if the task was cancelled before it started.
-    pub fn cancelled(&self) -> bool {
-        self.inner.slot.lock().stage == Stage::Cancelled
-    }
-
-    /// Cancels the task if it has not started; `false` if it runs or ran already
-    /// (Python's `cancel()`, S21).
-    pub fn cancel(&self) -> bool {
+    /// Cancels the task if it has not started.
+    pub(crate) fn cancel(&self) -> bool {
         let (waker, on_done) = {
-            let mut slot = self.inner.slot.lock();
+            let mut slot = self.slot.lock();
             match slot.stage {
                 Stage::Cancelled => return true,
                 Stage::Running | Stage::Finished => return false,
@@ -156,31 +113,78 @@ impl<T> Future<T> {
             slot.value = Some(Err(FutureError::Cancelled));
             (slot.waker.take(), std::mem::take(&mut slot.on_done))
         };
-        self.inner.done.notify_all();
+        self.done.notify_all();
         if let Some(w) = waker {
             w.wake();
         }
         on_done.into_iter().for_each(|f| f());
         true
     }
+}
+
+/// The eventual result of a submitted task (Python's `concurrent.futures.Future`).
+///
+/// `result()` takes the value out (a Rust value has one owner): a second call gives
+/// [`FutureError::Taken`]. A `Future` is also a [`std::future::Future`]: async code can
+/// `.await` it.
+pub struct Future<T> {
+    cell: Arc<dyn HasInner<T>>,
+}
+
+impl<T> fmt::Debug for Future<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stage = self.cell.inner().slot.lock().stage;
+        f.debug_struct("Future").field("stage", &stage).finish()
+    }
+}
+
+fn finished<T>(slot: &Slot<T>) -> bool {
+    matches!(slot.stage, Stage::Finished | Stage::Cancelled)
+}
+
+impl<T> Future<T> {
+    pub(crate) fn from_cell(cell: Arc<dyn HasInner<T>>) -> Future<T> {
+        Future { cell }
+    }
+
+    /// `true` once the task finished or was cancelled (Python's `done()`).
+    pub fn done(&self) -> bool {
+        finished(&self.cell.inner().slot.lock())
+    }
+
+    /// `true` while the task runs.
+    pub fn running(&self) -> bool {
+        self.cell.inner().slot.lock().stage == Stage::Running
+    }
+
+    /// `true` if the task was cancelled before it started.
+    pub fn cancelled(&self) -> bool {
+        self.cell.inner().slot.lock().stage == Stage::Cancelled
+    }
+
+    /// Cancels the task if it has not started; `false` if it runs or ran already
+    /// (Python's `cancel()`, S21).
+    pub fn cancel(&self) -> bool {
+        self.cell.inner().cancel()
+    }
 
     /// Waits until the task finished or was cancelled.
     pub fn wait(&self) {
-        let mut slot = self.inner.slot.lock();
+        let mut slot = self.cell.inner().slot.lock();
         while !finished(&slot) {
-            self.inner.done.wait(&mut slot);
+            self.cell.inner().done.wait(&mut slot);
         }
     }
 
     /// As [`Future::wait`], at most `timeout`; `true` if done.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         let deadline = Instant::now().checked_add(timeout);
-        let mut slot = self.inner.slot.lock();
+        let mut slot = self.cell.inner().slot.lock();
         while !finished(&slot) {
             match deadline {
-                None => self.inner.done.wait(&mut slot),
+                None => self.cell.inner().done.wait(&mut slot),
                 Some(d) => {
-                    if self.inner.done.wait_until(&mut slot, d).timed_out() {
+                    if self.cell.inner().done.wait_until(&mut slot, d).timed_out() {
                         return finished(&slot);
                     }
                 }
@@ -190,7 +194,8 @@ impl<T> Future<T> {
     }
 
     fn take(&self) -> Result<T, FutureError> {
-        self.inner
+        self.cell
+            .inner()
             .slot
             .lock()
             .value
@@ -219,7 +224,7 @@ impl<T> Future<T> {
     /// task; `None` if it succeeded or was cancelled. Leaves the value in place.
     pub fn exception(&self) -> Option<String> {
         self.wait();
-        match &self.inner.slot.lock().value {
+        match &self.cell.inner().slot.lock().value {
             Some(Err(FutureError::Panicked { message })) => Some(message.clone()),
             _ => None,
         }
@@ -228,7 +233,7 @@ impl<T> Future<T> {
     /// Runs `f` once the task is done (at once if it is already): Python's
     /// `add_done_callback`. `f` runs on the thread that completes the task.
     pub fn add_done_callback(&self, f: impl FnOnce() + Send + 'static) {
-        let mut slot = self.inner.slot.lock();
+        let mut slot = self.cell.inner().slot.lock();
         if finished(&slot) {
             drop(slot);
             f();
@@ -242,7 +247,7 @@ impl<T> std::future::Future for Future<T> {
     type Output = Result<T, FutureError>;
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut slot = self.inner.slot.lock();
+        let mut slot = self.cell.inner().slot.lock();
         if finished(&slot) {
             return Poll::Ready(slot.value.take().unwrap_or(Err(FutureError::Taken)));
         }

@@ -36,7 +36,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 pub use future::{Future, FutureError};
-use future::{Promise, pair};
+use future::{HasInner, Inner};
 
 /// `submit` after [`ThreadPoolExecutor::shutdown`] (Python raises `RuntimeError`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -44,27 +44,45 @@ use future::{Promise, pair};
 pub struct Shutdown;
 
 /// A queued task: run it, or cancel it (at a shutdown with `cancel_futures`).
-trait Task: Send {
-    fn run(self: Box<Self>);
-    fn cancel(self: Box<Self>);
+trait Task: Send + Sync {
+    fn run(&self);
+    fn cancel(&self);
 }
 
-type Job = Box<dyn Task>;
+type Job = Arc<dyn Task>;
 
-/// A closure and the promise of its future: one allocation per submitted task.
-struct Submitted<T, F> {
-    promise: Promise<T>,
-    task: F,
+/// A submitted closure and its future's state: one allocation per task, shared by the
+/// queue (as a [`Task`]) and the [`Future`].
+struct Cell<T, F> {
+    inner: Inner<T>,
+    task: Mutex<Option<F>>,
 }
 
-impl<T: Send, F: FnOnce() -> T + Send> Task for Submitted<T, F> {
-    fn run(self: Box<Self>) {
-        let Submitted { promise, task } = *self;
-        run(promise, task);
+impl<T: Send, F: Send> HasInner<T> for Cell<T, F> {
+    fn inner(&self) -> &Inner<T> {
+        &self.inner
+    }
+}
+
+impl<T: Send, F: FnOnce() -> T + Send> Task for Cell<T, F> {
+    fn run(&self) {
+        let Some(task) = self.task.lock().take() else {
+            return;
+        };
+        if !self.inner.start() {
+            return;
+        }
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)).map_err(|p| {
+            FutureError::Panicked {
+                message: crate::process::child::panic_message(p.as_ref()),
+            }
+        });
+        self.inner.finish(outcome);
     }
 
-    fn cancel(self: Box<Self>) {
-        self.promise.cancel();
+    fn cancel(&self) {
+        drop(self.task.lock().take());
+        self.inner.cancel();
     }
 }
 
@@ -160,8 +178,12 @@ impl ThreadPoolExecutor {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let (future, promise) = pair::<T>();
-        let job: Job = Box::new(Submitted { promise, task });
+        let cell = Arc::new(Cell {
+            inner: Inner::new(),
+            task: Mutex::new(Some(task)),
+        });
+        let job: Job = cell.clone();
+        let future = Future::from_cell(cell);
         match self.jobs.lock().as_ref() {
             Some(tx) => tx.send(job).map_err(|_| Shutdown)?,
             None => return Err(Shutdown),
@@ -216,18 +238,6 @@ impl Drop for ThreadPoolExecutor {
     fn drop(&mut self) {
         self.shutdown(true, false);
     }
-}
-
-fn run<T, F: FnOnce() -> T>(promise: Promise<T>, task: F) {
-    if !promise.start() {
-        return;
-    }
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)).map_err(|p| {
-        FutureError::Panicked {
-            message: crate::process::child::panic_message(p.as_ref()),
-        }
-    });
-    promise.finish(outcome);
 }
 
 /// The futures in the order they complete (Python's `as_completed`); waits as needed.
