@@ -36,6 +36,7 @@
 //! | `shared_memory.SharedMemory(create=True, size=n)` | [`shared::SharedMemory`] |
 //! | `multiprocessing.Lock`, `RLock`, `acquire(timeout=…)` | [`sync::Lock`], [`sync::RLock`] ([`sync::LockError::OwnerDied`] when a holder died) |
 //! | `Semaphore`, `BoundedSemaphore`, `Event`, `Condition`, `Barrier` | [`sync::Semaphore`], [`sync::Event`], [`sync::Condition`], [`sync::Barrier`] |
+//! | `concurrent.futures.ThreadPoolExecutor`, `Future`, `as_completed`, `wait` | [`executor::ThreadPoolExecutor`], [`executor::Future`], [`executor::as_completed`], [`executor::wait`] |
 //! | `queue.Queue(maxsize)`, `get_nowait`, `task_done`, `join`, `shutdown` | [`queue::Queue`] ([`queue::GetError`], [`queue::PutError`]) |
 //! | `threading.Thread(target=f, name=…)` | [`thread::Thread`] |
 //! | `threading.current_thread().name`, `get_ident()` | [`thread::current_thread`], [`thread::get_ident`] |
