@@ -31,7 +31,7 @@
 //! of them), which any bit pattern a dead writer leaves behind is a valid value of.
 //! `Value` and `Array` carry a robust lock, like Python's synchronized wrappers:
 //! [`Value::lock`] gives a guard, and a holder's death is reported to the next locker
-//! as [`LockError::OwnerDied`](crate::sync::LockError::OwnerDied), guard included.
+//! as [`crate::sync::LockError::OwnerDied`], guard included.
 
 pub(crate) mod block;
 
