@@ -943,13 +943,10 @@ impl Shared {
             if now == 0 {
                 return true;
             }
-            let left = match deadline {
-                None => None,
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => return false,
-                },
-            };
+            let left = mem::time_left(deadline);
+            if left == Some(Duration::ZERO) {
+                return false;
+            }
             mem::futex_wait(word, now, left);
         }
     }
@@ -1005,13 +1002,10 @@ impl Waiter {
 
     /// Waits a little for `ready`; `false` once the deadline has passed.
     fn wait(&mut self, q: &Shared, flag: usize, epoch: usize, ready: impl Fn() -> bool) -> bool {
-        let left = match self.deadline {
-            None => None,
-            Some(d) => match d.checked_duration_since(Instant::now()) {
-                Some(left) if !left.is_zero() => Some(left),
-                _ => return false,
-            },
-        };
+        let left = mem::time_left(self.deadline);
+        if left == Some(Duration::ZERO) {
+            return false;
+        }
         let since = *self.since.get_or_insert_with(Instant::now);
         self.rounds += 1;
         if self.rounds <= SPIN_ROUNDS {

@@ -144,11 +144,6 @@ fn deadline(timeout: Option<Duration>) -> Option<Instant> {
     timeout.and_then(|t| Instant::now().checked_add(t))
 }
 
-/// Time left until `deadline`; `Some(ZERO)` once it passed; `None` for no deadline.
-fn left(deadline: Option<Instant>) -> Option<Duration> {
-    deadline.map(|d| d.saturating_duration_since(Instant::now()))
-}
-
 macro_rules! handle_serde {
     ($ty:ident, $kind:expr) => {
         impl Serialize for $ty {
@@ -374,7 +369,7 @@ impl Event {
             if flag.load(Ordering::Acquire) != 0 {
                 return true;
             }
-            let left = left(deadline);
+            let left = mem::time_left(deadline);
             if left == Some(Duration::ZERO) {
                 return false;
             }
@@ -564,7 +559,7 @@ impl Semaphore {
                     Ok(permit)
                 };
             }
-            let left = left(deadline);
+            let left = mem::time_left(deadline);
             if left == Some(Duration::ZERO) {
                 return Err(LockError::Timeout);
             }
@@ -712,7 +707,7 @@ impl Condition {
             if ready() {
                 return Ok((guard, true));
             }
-            if left(deadline) == Some(Duration::ZERO) {
+            if mem::time_left(deadline) == Some(Duration::ZERO) {
                 return Ok((guard, false));
             }
             guard = self.wait_until(guard, deadline)?.0;
@@ -728,7 +723,7 @@ impl Condition {
         let seq = self.block.u32_at(SEQ_AT);
         let seen = seq.load(Ordering::SeqCst);
         drop(guard);
-        mem::futex_wait(seq, seen, left(deadline));
+        mem::futex_wait(seq, seen, mem::time_left(deadline));
         let notified = seq.load(Ordering::SeqCst) != seen;
         let notified_or_not = |g| (g, notified);
         match lock_block(&self.block, Wait::Forever) {
@@ -875,7 +870,7 @@ impl Barrier {
             if self.broken() {
                 return Err(BrokenBarrier);
             }
-            let left = left(deadline);
+            let left = mem::time_left(deadline);
             if left == Some(Duration::ZERO) {
                 self.abort();
                 return Err(BrokenBarrier);

@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::fs::{FallocateFlags, MemfdFlags};
 use rustix::mm::{MapFlags, ProtFlags};
@@ -60,6 +60,12 @@ pub(crate) fn punch_hole(fd: impl AsFd, offset: u64, len: u64) -> io::Result<()>
         len,
     )?;
     Ok(())
+}
+
+/// The timeout a wait until `deadline` has left: `None` for no deadline,
+/// `Some(Duration::ZERO)` once it has passed.
+pub(crate) fn time_left(deadline: Option<Instant>) -> Option<Duration> {
+    deadline.map(|d| d.saturating_duration_since(Instant::now()))
 }
 
 /// Sleeps while `word` holds `expected`, at most `timeout`: a futex wait that works

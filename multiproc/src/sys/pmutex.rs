@@ -181,7 +181,7 @@ impl PMutex {
             if let Some(done) = self.take_over(me, seen) {
                 return done;
             }
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let left = super::mem::time_left(deadline);
             if left == Some(Duration::ZERO) {
                 return Err(Refused::TimedOut);
             }
