@@ -57,7 +57,7 @@ fn new_locked_block<T>(what: &str, count: usize) -> io::Result<Block> {
         block::kind::<T>(what),
         DATA_AT + count * std::mem::size_of::<T>(),
     )?;
-    block.mutex_at(MUTEX_AT).init(false)?;
+    block.mutex_at(MUTEX_AT).init(false);
     block
         .u64_at(LEN_AT)
         .store(count as u64, std::sync::atomic::Ordering::Release);

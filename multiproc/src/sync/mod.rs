@@ -66,8 +66,6 @@ pub enum LockError<G> {
     WouldBlock,
     /// Not acquired before the timeout.
     Timeout,
-    /// The operating system reported an error.
-    Io(io::Error),
 }
 
 impl<G> LockError<G> {
@@ -90,7 +88,6 @@ impl<G> LockError<G> {
             Self::WouldDeadlock => LockError::WouldDeadlock,
             Self::WouldBlock => LockError::WouldBlock,
             Self::Timeout => LockError::Timeout,
-            Self::Io(e) => LockError::Io(e),
         }
     }
 }
@@ -102,7 +99,6 @@ impl<G> fmt::Debug for LockError<G> {
             Self::WouldDeadlock => f.write_str("WouldDeadlock"),
             Self::WouldBlock => f.write_str("WouldBlock"),
             Self::Timeout => f.write_str("Timeout"),
-            Self::Io(e) => write!(f, "Io({e:?})"),
         }
     }
 }
@@ -114,7 +110,6 @@ impl<G> fmt::Display for LockError<G> {
             Self::WouldDeadlock => f.write_str("the calling thread already holds this lock"),
             Self::WouldBlock => f.write_str("the lock is held by someone else"),
             Self::Timeout => f.write_str("timed out waiting for the lock"),
-            Self::Io(e) => write!(f, "lock failed: {e}"),
         }
     }
 }
@@ -129,7 +124,6 @@ pub(crate) fn acquired<G>(outcome: Result<(G, Acquired), Refused>) -> Result<G, 
         Err(Refused::WouldDeadlock) => Err(LockError::WouldDeadlock),
         Err(Refused::Busy) => Err(LockError::WouldBlock),
         Err(Refused::TimedOut) => Err(LockError::Timeout),
-        Err(Refused::Other(e)) => Err(LockError::Io(e)),
     }
 }
 
@@ -198,7 +192,7 @@ impl fmt::Debug for LockGuard<'_> {
 
 fn new_mutex_block(kind: u64, recursive: bool) -> io::Result<Block> {
     let block = Block::new(kind, MUTEX_AT + pmutex::PMutex::SIZE)?;
-    block.mutex_at(MUTEX_AT).init(recursive)?;
+    block.mutex_at(MUTEX_AT).init(recursive);
     Ok(block)
 }
 
@@ -664,7 +658,7 @@ impl Condition {
     /// A new condition with its own (non-reentrant, robust) lock.
     pub fn new() -> io::Result<Condition> {
         let block = Block::new(condition_kind(), SEQ_AT + 4)?;
-        block.mutex_at(MUTEX_AT).init(false)?;
+        block.mutex_at(MUTEX_AT).init(false);
         Ok(Condition {
             block: Arc::new(block),
         })

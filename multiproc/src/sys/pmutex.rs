@@ -30,9 +30,6 @@ pub(crate) enum Refused {
     Busy,
     /// Held by someone else until the deadline.
     TimedOut,
-    /// Anything else the system reported.
-    #[allow(dead_code)]
-    Other(io::Error),
 }
 
 /// A robust mutex at a fixed place in a `MAP_SHARED` mapping.
@@ -105,11 +102,10 @@ impl PMutex {
 
     /// Initialises the mutex, recursive or error-checking. Only the creator calls this,
     /// before any other process can see it.
-    pub(crate) fn init(&self, recursive: bool) -> io::Result<()> {
+    pub(crate) fn init(&self, recursive: bool) {
         self.word.store(0, Ordering::Relaxed);
         self.depth.store(0, Ordering::Relaxed);
         self.recursive.store(recursive as u32, Ordering::Release);
-        Ok(())
     }
 
     /// One attempt: `Some` when the lock is ours (or refused for good). `extra` is
