@@ -132,16 +132,12 @@ pub(crate) fn poll_two(
 ) -> io::Result<Readiness> {
     let flags = PollFlags::IN | PollFlags::HUP | PollFlags::ERR;
     loop {
-        let timeout = match deadline {
-            None => None,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                Some(Timespec::try_from(left).unwrap_or(Timespec {
-                    tv_sec: i64::MAX,
-                    tv_nsec: 0,
-                }))
-            }
-        };
+        let timeout = super::mem::time_left(deadline).map(|left| {
+            Timespec::try_from(left).unwrap_or(Timespec {
+                tv_sec: i64::MAX,
+                tv_nsec: 0,
+            })
+        });
         let mut fds = [PollFd::new(&a, flags), PollFd::new(&a, PollFlags::empty())];
         let n = if let Some(b) = b.as_ref() {
             fds[1] = PollFd::new(b, flags);
