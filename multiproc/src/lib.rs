@@ -60,6 +60,7 @@ pub mod codec;
 pub mod connection;
 pub mod executor;
 pub(crate) mod handle;
+pub mod pool;
 pub mod process;
 pub mod queue;
 pub mod shared;
@@ -69,6 +70,7 @@ pub mod testing;
 pub mod thread;
 
 pub use codec::CodecError;
+pub use pool::Pool;
 pub use process::{
     ExitStatus, Process, ProcessBuilder, ProcessError, ProcessInfo, Run, StartError, StartMethod,
     active_children, current_process, get_start_method, init, parent_pid, set_start_method,

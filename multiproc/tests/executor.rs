@@ -73,7 +73,12 @@ fn a_queued_task_can_be_cancelled_and_never_runs() {
 fn a_panicking_task_is_its_own_error_and_the_pool_goes_on() {
     let pool = ThreadPoolExecutor::new(2);
     let bad = pool.submit(|| -> u32 { panic!("boom") }).unwrap();
-    assert_eq!(bad.exception().as_deref(), Some("boom"));
+    assert_eq!(
+        bad.exception(),
+        Some(FutureError::Panicked {
+            message: "boom".into()
+        })
+    );
     assert_eq!(
         bad.result(),
         Err(FutureError::Panicked {

@@ -27,6 +27,39 @@ pub enum FutureError {
     /// The value was already taken by an earlier `result` (or `.await`).
     #[error("the result was already taken")]
     Taken,
+    /// The worker process running the task died (killed, aborted, segfaulted, out of
+    /// memory, or exited): only this task fails; the pool replaces the worker (pebble's
+    /// `ProcessExpired`, billiard's `WorkerLostError`).
+    #[error("the worker process {pid} running the task died: {status}")]
+    WorkerDied {
+        /// The dead worker's pid.
+        pid: u32,
+        /// How it ended.
+        status: crate::ExitStatus,
+    },
+    /// The task ran longer than its time limit; its worker was killed and replaced.
+    #[error("the task ran over its time limit of {limit:?} and was stopped")]
+    TimedOut {
+        /// The limit it ran over.
+        limit: Duration,
+    },
+    /// The pool was terminated (or dropped) before the task finished.
+    #[error("the pool was terminated before the task finished")]
+    Terminated,
+    /// The pool cannot run tasks: its worker initializer failed, or a worker could not
+    /// be started (concurrent.futures' `BrokenProcessPool`).
+    #[error("the pool is broken: {reason}")]
+    Broken {
+        /// Why.
+        reason: String,
+    },
+    /// The task's arguments or result could not be (de)serialised; the message says
+    /// which and why (Python's pickling errors, `MaybeEncodingError`).
+    #[error("{message}")]
+    Serialization {
+        /// What went wrong.
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +72,8 @@ enum Stage {
 
 struct Slot<T> {
     stage: Stage,
+    /// The task finished with a value (kept when the value is taken).
+    ok: bool,
     value: Option<Result<T, FutureError>>,
     waker: Option<Waker>,
     on_done: Vec<Box<dyn FnOnce() + Send>>,
@@ -54,6 +89,11 @@ pub(crate) struct Inner<T> {
 /// allocation (one allocation per submitted task).
 pub(crate) trait HasInner<T>: Send + Sync {
     fn inner(&self) -> &Inner<T>;
+
+    /// Stops the task even if it runs; `false` where that is impossible (a thread).
+    fn stop(&self) -> bool {
+        false
+    }
 }
 
 impl<T: Send> HasInner<T> for Inner<T> {
@@ -67,6 +107,7 @@ impl<T> Inner<T> {
         Inner {
             slot: Mutex::new(Slot {
                 stage: Stage::Pending,
+                ok: false,
                 value: None,
                 waker: None,
                 on_done: Vec::new(),
@@ -85,11 +126,16 @@ impl<T> Inner<T> {
         true
     }
 
-    /// Records the outcome and wakes everyone waiting.
+    /// Records the outcome and wakes everyone waiting. A task cancelled while it ran
+    /// (see [`Inner::cancel_running`]) keeps its `Cancelled`.
     pub(crate) fn finish(&self, value: Result<T, FutureError>) {
         let (waker, on_done) = {
             let mut slot = self.slot.lock();
+            if finished(&slot) {
+                return;
+            }
             slot.stage = Stage::Finished;
+            slot.ok = value.is_ok();
             slot.value = Some(value);
             (slot.waker.take(), std::mem::take(&mut slot.on_done))
         };
@@ -102,10 +148,20 @@ impl<T> Inner<T> {
 
     /// Cancels the task if it has not started.
     pub(crate) fn cancel(&self) -> bool {
+        self.cancel_if(false)
+    }
+
+    /// Cancels the task even if it runs (the caller stops it); `false` once finished.
+    pub(crate) fn cancel_running(&self) -> bool {
+        self.cancel_if(true)
+    }
+
+    fn cancel_if(&self, running_too: bool) -> bool {
         let (waker, on_done) = {
             let mut slot = self.slot.lock();
             match slot.stage {
                 Stage::Cancelled => return true,
+                Stage::Running if running_too => {}
                 Stage::Running | Stage::Finished => return false,
                 Stage::Pending => {}
             }
@@ -147,6 +203,16 @@ impl<T> Future<T> {
         Future { cell }
     }
 
+    /// A future that has already failed with `error`.
+    pub(crate) fn failed(error: FutureError) -> Future<T>
+    where
+        T: Send + 'static,
+    {
+        let inner = Inner::new();
+        inner.finish(Err(error));
+        Future::from_cell(Arc::new(inner))
+    }
+
     /// `true` once the task finished or was cancelled (Python's `done()`).
     pub fn done(&self) -> bool {
         finished(&self.cell.inner().slot.lock())
@@ -166,6 +232,16 @@ impl<T> Future<T> {
     /// (Python's `cancel()`, S21).
     pub fn cancel(&self) -> bool {
         self.cell.inner().cancel()
+    }
+
+    /// Cancels the task even if it is running, where that is possible: a task of a
+    /// [`ProcessPoolExecutor`](super::ProcessPoolExecutor) or a process
+    /// [`Pool`](crate::pool::Pool) is stopped by killing the worker that runs it (the pool
+    /// starts a replacement; pebble's `cancel()`). A thread cannot be stopped: for a
+    /// [`ThreadPoolExecutor`](super::ThreadPoolExecutor) task this is [`Future::cancel`].
+    /// `true` if the future is now cancelled.
+    pub fn cancel_running(&self) -> bool {
+        self.cell.inner().cancel() || self.cell.stop()
     }
 
     /// Waits until the task finished or was cancelled.
@@ -220,13 +296,25 @@ impl<T> Future<T> {
         }
     }
 
-    /// The panic message if the task panicked (Python's `exception()`), waiting for the
-    /// task; `None` if it succeeded or was cancelled. Leaves the value in place.
-    pub fn exception(&self) -> Option<String> {
+    /// Why the task failed (Python's `exception()`), waiting for it: `None` if it
+    /// succeeded or was cancelled (or its outcome was already taken). Leaves the value
+    /// in place.
+    pub fn exception(&self) -> Option<FutureError> {
         self.wait();
         match &self.cell.inner().slot.lock().value {
-            Some(Err(FutureError::Panicked { message })) => Some(message.clone()),
-            _ => None,
+            Some(Err(FutureError::Cancelled)) | Some(Ok(_)) | None => None,
+            Some(Err(e)) => Some(e.clone()),
+        }
+    }
+
+    /// Whether the task finished successfully; `None` while it is not done (Python's
+    /// `AsyncResult.successful()`, which raises instead).
+    pub fn successful(&self) -> Option<bool> {
+        let slot = self.cell.inner().slot.lock();
+        match slot.stage {
+            Stage::Cancelled => Some(false),
+            Stage::Finished => Some(slot.ok),
+            Stage::Pending | Stage::Running => None,
         }
     }
 

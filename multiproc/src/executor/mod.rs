@@ -26,7 +26,8 @@
 //! | `await asyncio.wrap_future(f)` | `f.await` (a `Future` is a [`std::future::Future`]) |
 //! | `as_completed(fs)`, `wait(fs, return_when=…)` | [`as_completed`], [`wait`] with [`ReturnWhen`] |
 
-mod future;
+pub(crate) mod future;
+mod process;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -37,6 +38,7 @@ use parking_lot::Mutex;
 
 pub use future::{Future, FutureError};
 use future::{HasInner, Inner};
+pub use process::{Executor, ProcessPoolBuilder, ProcessPoolExecutor};
 
 /// `submit` after [`ThreadPoolExecutor::shutdown`] (Python raises `RuntimeError`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -34,7 +34,7 @@ impl FnAddr {
 
 /// Proof that this process runs the same executable as the parent that sent the
 /// addresses it is about to resolve.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Verified(());
 
 /// Checks that this process's executable is the one identified by `parent_exe`.
@@ -70,6 +70,13 @@ unsafe impl<A, R> FnPtr for fn(A) -> R {
 
 // SAFETY: `fn(A, B) -> R` is a function pointer type.
 unsafe impl<A, B, R> FnPtr for fn(A, B) -> R {
+    fn addr(self) -> usize {
+        self as usize
+    }
+}
+
+// SAFETY: `fn(A, B, C) -> R` is a function pointer type.
+unsafe impl<A, B, C, R> FnPtr for fn(A, B, C) -> R {
     fn addr(self) -> usize {
         self as usize
     }

@@ -1,0 +1,308 @@
+//! [`ProcessPoolExecutor`]: `concurrent.futures` on worker processes, on the same
+//! engine as [`Pool`](crate::pool::Pool).
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Future, FutureError, Shutdown};
+use crate::StartMethod;
+use crate::pool::{Core, PoolBuilder, PoolError};
+
+/// Settings of a [`ProcessPoolExecutor`] (Python's `ProcessPoolExecutor(max_workers,
+/// mp_context, initializer, initargs, max_tasks_per_child)`).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ProcessPoolBuilder {
+    pool: PoolBuilder,
+}
+
+impl ProcessPoolBuilder {
+    /// How many worker processes (Python's `max_workers`; default: the cores).
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.pool = self.pool.processes(n);
+        self
+    }
+
+    /// The workers' start method (Python's `mp_context`).
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.pool = self.pool.start_method(method);
+        self
+    }
+
+    /// Every worker runs `f(args)` first (Python's `initializer`, `initargs`); a panic
+    /// breaks the executor (Python's `BrokenProcessPool`).
+    pub fn initializer<A>(mut self, f: fn(A), args: A) -> Self
+    where
+        A: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        self.pool = self.pool.initializer(f, args);
+        self
+    }
+
+    /// A worker is replaced after this many tasks (Python's `max_tasks_per_child`).
+    pub fn max_tasks_per_child(mut self, n: usize) -> Self {
+        self.pool = self.pool.maxtasksperchild(n);
+        self
+    }
+
+    /// The default time limit of every task: over it, the task's worker is killed and
+    /// replaced and the future fails with [`FutureError::TimedOut`].
+    pub fn task_timeout(mut self, limit: Duration) -> Self {
+        self.pool = self.pool.task_timeout(limit);
+        self
+    }
+
+    /// Starts the workers.
+    pub fn build(self) -> Result<ProcessPoolExecutor, PoolError> {
+        Ok(ProcessPoolExecutor {
+            core: self.pool.prefix("ProcessPoolExecutor").start_core()?,
+        })
+    }
+}
+
+/// A pool of worker processes running submitted functions (Python's
+/// `concurrent.futures.ProcessPoolExecutor`).
+///
+/// Unlike Python's, one worker dying does not break the executor: only the future of
+/// the task it ran fails ([`FutureError::WorkerDied`]) and a replacement starts.
+/// Dropping it is Python's `with` exit: `shutdown(wait=True)`.
+///
+/// ```
+/// # multiproc::init();
+/// use multiproc::executor::{ProcessPoolExecutor, as_completed};
+///
+/// fn cube(x: i64) -> i64 { x * x * x }
+///
+/// let ex = ProcessPoolExecutor::new(2)?;
+/// let futures: Vec<_> = (1..=3).map(|i| ex.submit(cube, i).unwrap()).collect();
+/// let mut got: Vec<i64> = as_completed(futures).map(|f| f.result().unwrap()).collect();
+/// got.sort();
+/// assert_eq!(got, [1, 8, 27]);
+/// let in_order: Vec<i64> = ex.map(cube, [4, 5])?.map(Result::unwrap).collect();
+/// assert_eq!(in_order, [64, 125]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct ProcessPoolExecutor {
+    core: Core,
+}
+
+impl std::fmt::Debug for ProcessPoolExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessPoolExecutor")
+            .field("max_workers", &self.core.processes())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProcessPoolExecutor {
+    /// Settings.
+    pub fn builder() -> ProcessPoolBuilder {
+        ProcessPoolBuilder {
+            pool: PoolBuilder::new(),
+        }
+    }
+
+    /// An executor of `max_workers` processes.
+    pub fn new(max_workers: usize) -> Result<ProcessPoolExecutor, PoolError> {
+        ProcessPoolExecutor::builder()
+            .max_workers(max_workers)
+            .build()
+    }
+
+    /// The pids of the live workers.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.core.pids()
+    }
+
+    fn submit_limited<A, R>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+        limit: Option<Duration>,
+    ) -> Result<Future<R>, Shutdown>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        match crate::pool::submit_one(&self.core, f, &arg, limit) {
+            Ok(future) => Ok(future),
+            Err(PoolError::Closed) => Err(Shutdown),
+            // Python raises these from `submit` too; here the future carries them, so
+            // that every failure is read in the same place.
+            Err(PoolError::Broken { reason }) => Ok(Future::failed(FutureError::Broken { reason })),
+            Err(PoolError::Arguments(e)) => Ok(Future::failed(FutureError::Serialization {
+                message: format!("cannot send the arguments: {e}"),
+            })),
+            Err(e) => Ok(Future::failed(FutureError::Broken {
+                reason: e.to_string(),
+            })),
+        }
+    }
+
+    /// Schedules `f(arg)` in a worker and returns its [`Future`] at once. A broken
+    /// executor or arguments that do not serialise give a future that has failed.
+    pub fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<Future<R>, Shutdown>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.submit_limited(f, arg, None)
+    }
+
+    /// As [`submit`](Self::submit), stopping the task (killing its worker) if it runs
+    /// longer than `limit` (pebble's `schedule(timeout=…)`).
+    pub fn schedule<A, R>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+        limit: Duration,
+    ) -> Result<Future<R>, Shutdown>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.submit_limited(f, arg, Some(limit))
+    }
+
+    /// Submits `f(item)` for every item at once (Python's `map`) and yields the results
+    /// in input order as they come, lazily. `chunksize` as in Python: items per task.
+    pub fn map<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<crate::pool::IMap<R>, Shutdown>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_chunked(f, items, 1)
+    }
+
+    /// [`map`](Self::map) with `chunksize` items per task.
+    pub fn map_chunked<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<crate::pool::IMap<R>, Shutdown>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        crate::pool::Mapper::new(&self.core)
+            .with_chunksize(chunksize)
+            .imap(f, items)
+            .map_err(|_| Shutdown)
+    }
+
+    /// Stops taking tasks (Python's `shutdown`): with `cancel_futures`, tasks no worker
+    /// has started are cancelled; with `wait`, returns once the rest are done and the
+    /// workers have exited.
+    pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        self.core.close(cancel_futures);
+        if wait {
+            self.core.join();
+        }
+    }
+}
+
+impl Drop for ProcessPoolExecutor {
+    fn drop(&mut self) {
+        self.core.join();
+    }
+}
+
+/// What [`ThreadPoolExecutor`](super::ThreadPoolExecutor) and [`ProcessPoolExecutor`]
+/// share (Python's `concurrent.futures.Executor`): code written against it runs its
+/// tasks on threads or on processes.
+///
+/// ```
+/// # multiproc::init();
+/// use multiproc::executor::{Executor, ProcessPoolExecutor, ThreadPoolExecutor};
+///
+/// fn double(x: u32) -> u32 { 2 * x }
+///
+/// fn total(ex: &impl Executor) -> u32 {
+///     let fs: Vec<_> = (1..=4).map(|i| ex.submit(double, i).unwrap()).collect();
+///     fs.into_iter().map(|f| f.result().unwrap()).sum()
+/// }
+///
+/// assert_eq!(total(&ThreadPoolExecutor::new(2)), 20);
+/// assert_eq!(total(&ProcessPoolExecutor::new(2)?), 20);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait Executor {
+    /// Schedules `f(arg)`; see the implementors.
+    fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<Future<R>, Shutdown>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static;
+
+    /// `f(item)` for every item, results in input order.
+    fn map<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Box<dyn Iterator<Item = Result<R, FutureError>>>, Shutdown>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Python's `shutdown(wait, cancel_futures)`.
+    fn shutdown(&self, wait: bool, cancel_futures: bool);
+}
+
+impl Executor for ProcessPoolExecutor {
+    fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<Future<R>, Shutdown>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        ProcessPoolExecutor::submit(self, f, arg)
+    }
+
+    fn map<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Box<dyn Iterator<Item = Result<R, FutureError>>>, Shutdown>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        Ok(Box::new(ProcessPoolExecutor::map(self, f, items)?))
+    }
+
+    fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        ProcessPoolExecutor::shutdown(self, wait, cancel_futures);
+    }
+}
+
+impl Executor for super::ThreadPoolExecutor {
+    fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<Future<R>, Shutdown>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        super::ThreadPoolExecutor::submit(self, move || f(arg))
+    }
+
+    fn map<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Box<dyn Iterator<Item = Result<R, FutureError>>>, Shutdown>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let items: Vec<A> = items.into_iter().collect();
+        Ok(Box::new(super::ThreadPoolExecutor::map(self, f, items)?))
+    }
+
+    fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        super::ThreadPoolExecutor::shutdown(self, wait, cancel_futures);
+    }
+}

@@ -1,0 +1,718 @@
+//! The engine under [`Pool`](super::Pool) and
+//! [`ProcessPoolExecutor`](crate::executor::ProcessPoolExecutor).
+//!
+//! * **Dispatch.** The parent keeps every task until it is done. It sends a task to one
+//!   worker's own queue, so at any time it knows which tasks each worker holds; the
+//!   worker's slot says which of them it is running. Submitting threads dispatch
+//!   directly while a worker has room; the rest wait in `pending` and the collector
+//!   sends them as replies come back.
+//! * **How many tasks a worker holds.** One while tasks are long (so a task goes to the
+//!   first worker to become free, as with Python's shared queue, S6); more when they are
+//!   short, enough to cover about a millisecond of work, up to 256, so that a worker
+//!   never waits for the parent between tiny tasks.
+//! * **The collector** (one thread) takes replies from the shared reply queue and
+//!   completes the tasks outside its lock. Every few milliseconds, and whenever the
+//!   queue is idle, it checks the workers: a dead worker's replies are all in the queue
+//!   before its death can be seen, so after draining the queue the task the slot names
+//!   is the one that was running: it alone fails ([`FutureError::WorkerDied`], or
+//!   [`FutureError::TimedOut`] / `Cancelled` when the pool killed the worker), the
+//!   tasks queued behind it go back to `pending`, and a replacement starts.
+//! * **Shutdown.** `close` + `join`: once nothing is left the collector sends `Stop` to
+//!   every worker and reaps them. `terminate`: kill every worker, fail what is left.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::worker::{self, Parts, Reply, Slots, TaskMsg};
+use crate::executor::FutureError;
+use crate::process::child::Outcome;
+use crate::queue::mp::QueueBuilder;
+use crate::sys::entry::FnAddr;
+use crate::{Process, Queue, StartError, StartMethod};
+
+/// Whatever waits for a task's outcome: a future, or a chunk of a map.
+pub(crate) trait Sink: Send + Sync {
+    /// The task is being sent to a worker; `false` if it was cancelled (drop it).
+    fn start(&self) -> bool;
+    /// The task ran: one outcome per item.
+    fn complete(&self, items: Vec<Outcome>);
+    /// The task did not run, or its worker died.
+    fn fail(&self, error: FutureError);
+    /// A shutdown with `cancel_futures` drops the task before it started.
+    fn cancel(&self);
+}
+
+/// Starts one worker process (the initializer's type is inside).
+pub(crate) type Spawner =
+    Arc<dyn Fn(crate::ProcessBuilder, Parts) -> Result<Process<()>, StartError> + Send + Sync>;
+
+/// How a pool is set up.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) processes: usize,
+    pub(crate) method: Option<StartMethod>,
+    pub(crate) spawner: Spawner,
+    pub(crate) max_tasks: Option<usize>,
+    pub(crate) timeout: Option<Duration>,
+    /// Worker names are `<prefix>-<n>`.
+    pub(crate) prefix: &'static str,
+}
+
+/// Why a task could not be submitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refused {
+    Closed,
+    Broken(String),
+}
+
+struct Job {
+    id: u64,
+    msg: TaskMsg,
+    timeout: Option<Duration>,
+    sink: Arc<dyn Sink>,
+    /// `sink.start()` returned true once: a job sent again after a worker died does
+    /// not ask again.
+    started: bool,
+}
+
+struct Worker {
+    generation: u32,
+    process: Option<Process<()>>,
+    tasks: Queue<TaskMsg>,
+    /// Sent to this worker, not yet replied, in the order it runs them.
+    sent: VecDeque<Job>,
+    /// Tasks sent to this worker in its life (for `max_tasks`).
+    dispatched: usize,
+    /// `Stop` was sent: no more tasks go to it.
+    stopping: bool,
+    /// The pool killed it because of this task, which fails with this error.
+    verdict: Option<(u64, FutureError)>,
+}
+
+struct State {
+    workers: Vec<Worker>,
+    pending: VecDeque<Job>,
+    /// Tasks submitted and not yet completed.
+    in_flight: usize,
+    closed: bool,
+    terminated: bool,
+    broken: Option<String>,
+    /// The collector has reaped every worker and ended.
+    done: bool,
+    /// Moving average of how long a task runs, in nanoseconds.
+    avg_busy_ns: f64,
+    /// How many tasks a worker may hold (see the module documentation).
+    window: usize,
+    spawned: u64,
+}
+
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+    replies: Queue<Reply>,
+    slots: Slots,
+    config: Config,
+    exe: (u64, u64),
+    next_id: AtomicU64,
+}
+
+/// A running pool: the shared state and the collector thread.
+pub(crate) struct Core {
+    shared: Arc<Shared>,
+    collector: Mutex<Option<JoinHandle<()>>>,
+}
+
+const MAX_WINDOW: usize = 256;
+/// Work a worker should have queued, in nanoseconds.
+const AHEAD_NS: f64 = 1_000_000.0;
+/// How often the collector checks the workers while tasks are out.
+const BUSY_TICK: Duration = Duration::from_millis(10);
+/// ... and while the pool is idle.
+const IDLE_TICK: Duration = Duration::from_millis(100);
+
+impl Core {
+    /// Starts the workers and the collector.
+    pub(crate) fn start(config: Config) -> Result<Core, StartError> {
+        let n = config.processes.max(1);
+        let replies = QueueBuilder::new()
+            .lanes((n + 2).min(4096))
+            .build::<Reply>()?;
+        let slots = Slots::new(n)?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                workers: Vec::with_capacity(n),
+                pending: VecDeque::new(),
+                in_flight: 0,
+                closed: false,
+                terminated: false,
+                broken: None,
+                done: false,
+                avg_busy_ns: f64::INFINITY,
+                window: 1,
+                spawned: 0,
+            }),
+            changed: Condvar::new(),
+            replies,
+            slots,
+            exe: crate::sys::proc::exe_identity()?,
+            config,
+            next_id: AtomicU64::new(1),
+        });
+        {
+            let mut st = shared.state.lock();
+            for index in 0..n {
+                match shared.spawn(&mut st, index, 0) {
+                    Ok(w) => st.workers.push(w),
+                    Err(e) => {
+                        // Python's issue #19675: a failed start leaves nothing behind.
+                        for w in &mut st.workers {
+                            if let Some(mut p) = w.process.take() {
+                                let _ = p.kill();
+                                let _ = p.wait();
+                            }
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let for_thread = Arc::clone(&shared);
+        let collector = std::thread::Builder::new()
+            .name("multiproc-pool-collector".into())
+            .spawn(move || collect(&for_thread))
+            .map_err(StartError::Io)?;
+        Ok(Core {
+            shared,
+            collector: Mutex::new(Some(collector)),
+        })
+    }
+
+    /// A fresh task id.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.shared.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn weak(&self) -> Weak<Shared> {
+        Arc::downgrade(&self.shared)
+    }
+
+    pub(crate) fn processes(&self) -> usize {
+        self.shared.config.processes
+    }
+
+    /// Queues tasks `(id, entry, target, args, sink)`, sending what fits to workers.
+    pub(crate) fn submit(
+        &self,
+        tasks: impl IntoIterator<Item = (u64, FnAddr, FnAddr, Vec<u8>, Arc<dyn Sink>)>,
+        timeout: Option<Duration>,
+    ) -> Result<(), Refused> {
+        let timeout = timeout.or(self.shared.config.timeout);
+        let mut failed = Vec::new();
+        {
+            let mut st = self.shared.state.lock();
+            if let Some(reason) = &st.broken {
+                return Err(Refused::Broken(reason.clone()));
+            }
+            if st.closed {
+                return Err(Refused::Closed);
+            }
+            for (id, entry, target, args, sink) in tasks {
+                st.pending.push_back(Job {
+                    id,
+                    msg: TaskMsg::Run {
+                        id,
+                        entry,
+                        target,
+                        args,
+                    },
+                    timeout,
+                    sink,
+                    started: false,
+                });
+                st.in_flight += 1;
+            }
+            self.shared.pump(&mut st, &mut failed);
+        }
+        finish_all(failed);
+        Ok(())
+    }
+
+    /// Stops taking tasks; with `cancel_pending`, drops those no worker holds yet.
+    pub(crate) fn close(&self, cancel_pending: bool) {
+        let cancelled: Vec<Job> = {
+            let mut st = self.shared.state.lock();
+            st.closed = true;
+            if cancel_pending {
+                let jobs: Vec<Job> = st.pending.drain(..).collect();
+                st.in_flight -= jobs.len();
+                jobs
+            } else {
+                Vec::new()
+            }
+        };
+        for job in cancelled {
+            job.sink.cancel();
+        }
+        self.shared.wake();
+    }
+
+    /// Waits until every task is done and every worker reaped (after [`Core::close`]).
+    pub(crate) fn join(&self) {
+        self.close(false);
+        {
+            let mut st = self.shared.state.lock();
+            while !st.done {
+                self.shared.changed.wait(&mut st);
+            }
+        }
+        if let Some(h) = self.collector.lock().take() {
+            let _ = h.join();
+        }
+    }
+
+    /// Kills every worker and fails every task not done with `Terminated`; returns once
+    /// the workers are reaped.
+    pub(crate) fn terminate(&self) {
+        let mut failed = Vec::new();
+        {
+            let mut st = self.shared.state.lock();
+            st.closed = true;
+            if !st.terminated {
+                st.terminated = true;
+                let pending: Vec<Job> = st.pending.drain(..).collect();
+                for job in pending {
+                    failed.push((job.sink, Err(FutureError::Terminated)));
+                }
+                for w in &mut st.workers {
+                    for job in w.sent.drain(..) {
+                        failed.push((job.sink, Err(FutureError::Terminated)));
+                    }
+                    if let Some(p) = &w.process {
+                        let _ = p.kill();
+                    }
+                }
+                st.in_flight = 0;
+            }
+        }
+        finish_all(failed);
+        self.shared.wake();
+        self.join();
+    }
+
+    /// The pids of the live workers.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        let st = self.shared.state.lock();
+        st.workers
+            .iter()
+            .filter_map(|w| w.process.as_ref().map(|p| p.pid()))
+            .collect()
+    }
+}
+
+impl Shared {
+    /// Starts worker `index` of generation `generation`.
+    fn spawn(&self, st: &mut State, index: usize, generation: u32) -> Result<Worker, StartError> {
+        let tasks = QueueBuilder::new().lanes(2).build::<TaskMsg>()?;
+        self.slots.reset(index);
+        st.spawned += 1;
+        let mut builder = Process::builder()
+            .name(format!("{}-{}", self.config.prefix, st.spawned))
+            .daemon(true);
+        if let Some(m) = self.config.method {
+            builder = builder.start_method(m);
+        }
+        let parts = Parts {
+            index: index as u32,
+            generation,
+            exe: self.exe,
+            tasks: tasks.clone(),
+            replies: self.replies.clone(),
+            slots: self.slots.clone(),
+        };
+        let process = (self.config.spawner)(builder, parts)?;
+        Ok(Worker {
+            generation,
+            process: Some(process),
+            tasks,
+            sent: VecDeque::new(),
+            dispatched: 0,
+            stopping: false,
+            verdict: None,
+        })
+    }
+
+    /// Wakes the collector (it may be waiting for a reply).
+    fn wake(&self) {
+        let _ = self.replies.put(Reply::Wake);
+    }
+
+    /// Sends pending tasks to workers with room.
+    fn pump(&self, st: &mut State, failed: &mut Finished) {
+        while !st.pending.is_empty() {
+            let window = st.window;
+            let Some(w) = st
+                .workers
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| w.process.is_some() && !w.stopping && w.sent.len() < window)
+                .min_by_key(|(_, w)| w.sent.len())
+                .map(|(i, _)| i)
+            else {
+                return;
+            };
+            let mut job = st.pending.pop_front().expect("not empty");
+            if !job.started {
+                if !job.sink.start() {
+                    st.in_flight -= 1;
+                    continue;
+                }
+                job.started = true;
+            }
+            let worker = &mut st.workers[w];
+            if let Err(e) = worker.tasks.put_ref(&job.msg) {
+                st.in_flight -= 1;
+                failed.push((
+                    job.sink,
+                    Err(FutureError::Serialization {
+                        message: format!("cannot send the task to a worker: {e}"),
+                    }),
+                ));
+                continue;
+            }
+            worker.dispatched += 1;
+            worker.sent.push_back(job);
+            if self
+                .config
+                .max_tasks
+                .is_some_and(|max| worker.dispatched >= max)
+            {
+                worker.stopping = true;
+                let _ = worker.tasks.put(TaskMsg::Stop);
+            }
+        }
+    }
+
+    /// Handles one reply.
+    fn on_reply(&self, st: &mut State, reply: Reply, finished: &mut Finished) {
+        match reply {
+            Reply::Wake => {}
+            Reply::Done {
+                worker,
+                generation,
+                id,
+                busy_ns,
+                items,
+            } => {
+                let Some(w) = st.workers.get_mut(worker as usize) else {
+                    return;
+                };
+                if w.generation != generation {
+                    return;
+                }
+                if w.sent.front().is_none_or(|j| j.id != id) {
+                    return;
+                }
+                let job = w.sent.pop_front().expect("checked");
+                if w.verdict.as_ref().is_some_and(|(v, _)| *v == id) {
+                    // Finished just before the pool killed it: the result stands.
+                    w.verdict = None;
+                }
+                st.in_flight -= 1;
+                finished.push((job.sink, Ok(items)));
+                // A moving average of task length sets how many tasks a worker holds.
+                let busy = busy_ns.max(1) as f64;
+                st.avg_busy_ns = if st.avg_busy_ns.is_finite() {
+                    0.9 * st.avg_busy_ns + 0.1 * busy
+                } else {
+                    busy
+                };
+                st.window = ((AHEAD_NS / st.avg_busy_ns) as usize).clamp(1, MAX_WINDOW);
+            }
+            Reply::InitFailed {
+                worker,
+                generation,
+                message,
+            } => {
+                let current = st
+                    .workers
+                    .get(worker as usize)
+                    .is_some_and(|w| w.generation == generation);
+                if current && st.broken.is_none() {
+                    self.break_pool(st, message, finished);
+                }
+            }
+        }
+    }
+
+    /// The pool can no longer run tasks: fail every task, stop every worker.
+    fn break_pool(&self, st: &mut State, reason: String, finished: &mut Finished) {
+        let error = FutureError::Broken {
+            reason: reason.clone(),
+        };
+        st.broken = Some(reason);
+        for job in st.pending.drain(..) {
+            finished.push((job.sink, Err(error.clone())));
+        }
+        for w in &mut st.workers {
+            for job in w.sent.drain(..) {
+                finished.push((job.sink, Err(error.clone())));
+            }
+            if let Some(p) = &w.process {
+                let _ = p.kill();
+            }
+        }
+        st.in_flight = 0;
+    }
+
+    /// Whether new workers should replace ones that end.
+    fn keep_workers(st: &State) -> bool {
+        !st.terminated && st.broken.is_none() && !(st.closed && st.in_flight == 0)
+    }
+
+    /// Checks every worker for death and timeouts.
+    fn check_workers(&self, st: &mut State, finished: &mut Finished) {
+        let mut dead = Vec::new();
+        for (i, w) in st.workers.iter().enumerate() {
+            if let Some(p) = &w.process {
+                if !p.is_alive() {
+                    dead.push(i);
+                }
+            }
+        }
+        if !dead.is_empty() {
+            // Everything a dead worker sent is in the queue by now.
+            while let Ok(reply) = self.replies.try_get() {
+                self.on_reply(st, reply, finished);
+            }
+            for i in dead {
+                self.bury(st, i, finished);
+            }
+        }
+        self.check_timeouts(st);
+    }
+
+    /// Reaps dead worker `i`, fails the task it ran, requeues the rest, replaces it.
+    fn bury(&self, st: &mut State, i: usize, finished: &mut Finished) {
+        let w = &mut st.workers[i];
+        let Some(mut process) = w.process.take() else {
+            return;
+        };
+        let pid = process.pid();
+        let status = process.wait().ok();
+        let (current, _) = self.slots.current(i);
+        let mut sent = std::mem::take(&mut w.sent);
+        let verdict = w.verdict.take();
+        if let Some(front) = sent.front() {
+            if front.id == current {
+                let job = sent.pop_front().expect("checked");
+                let error = match verdict {
+                    Some((id, e)) if id == job.id => e,
+                    _ => match status {
+                        Some(status) => FutureError::WorkerDied { pid, status },
+                        None => FutureError::WorkerDied {
+                            pid,
+                            status: crate::ExitStatus::from_raw((None, Some(libc::SIGKILL))),
+                        },
+                    },
+                };
+                st.in_flight -= 1;
+                finished.push((job.sink, Err(error)));
+            }
+        }
+        for job in sent.into_iter().rev() {
+            st.pending.push_front(job);
+        }
+        if Self::keep_workers(st) {
+            let generation = st.workers[i].generation.wrapping_add(1);
+            match self.spawn(st, i, generation) {
+                Ok(w) => st.workers[i] = w,
+                Err(e) => {
+                    st.workers[i].generation = generation;
+                    self.break_pool(st, format!("cannot start a worker: {e}"), finished);
+                }
+            }
+        }
+    }
+
+    /// Kills the worker of a task that ran over its limit.
+    fn check_timeouts(&self, st: &mut State) {
+        let now = worker::monotonic_ns();
+        for (i, w) in st.workers.iter_mut().enumerate() {
+            let Some(job) = w.sent.front() else { continue };
+            let Some(limit) = job.timeout else { continue };
+            if w.verdict.is_some() {
+                continue;
+            }
+            let (current, started) = self.slots.current(i);
+            if current == job.id && now.saturating_sub(started) >= limit.as_nanos() as u64 {
+                w.verdict = Some((job.id, FutureError::TimedOut { limit }));
+                if let Some(p) = &w.process {
+                    let _ = p.kill();
+                }
+            }
+        }
+    }
+
+    /// How long the collector may wait for a reply before checking the workers.
+    fn tick(&self, st: &State) -> Duration {
+        if st.in_flight == 0 && !st.closed {
+            return IDLE_TICK;
+        }
+        let mut tick = BUSY_TICK;
+        let now = worker::monotonic_ns();
+        for (i, w) in st.workers.iter().enumerate() {
+            let Some(limit) = w.sent.front().and_then(|j| j.timeout) else {
+                continue;
+            };
+            let (current, started) = self.slots.current(i);
+            if current == w.sent[0].id {
+                let left = (started + limit.as_nanos() as u64).saturating_sub(now);
+                tick = tick.min(Duration::from_nanos(left));
+            }
+        }
+        tick
+    }
+
+    /// Pool closed and nothing left: stop the workers and reap them. Returns whether the
+    /// collector is done.
+    fn wind_down(&self, st: &mut State) -> bool {
+        if !(st.terminated || st.broken.is_some() || (st.closed && st.in_flight == 0)) {
+            return false;
+        }
+        for w in &mut st.workers {
+            if !w.stopping {
+                w.stopping = true;
+                let _ = w.tasks.put(TaskMsg::Stop);
+            }
+        }
+        for w in &mut st.workers {
+            if let Some(mut p) = w.process.take() {
+                // Idle workers exit at `Stop` at once; be generous with a loaded machine,
+                // and never wait for ever.
+                match p.wait_timeout(Duration::from_secs(30)) {
+                    Ok(Some(_)) => {}
+                    _ => {
+                        let _ = p.kill();
+                        let _ = p.wait();
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
+type Finished = Vec<(Arc<dyn Sink>, Result<Vec<Outcome>, FutureError>)>;
+
+/// Completes tasks (outside every lock: completion runs user callbacks).
+fn finish_all(finished: Finished) {
+    for (sink, outcome) in finished {
+        match outcome {
+            Ok(items) => sink.complete(items),
+            Err(e) => sink.fail(e),
+        }
+    }
+}
+
+/// The collector thread.
+fn collect(shared: &Shared) {
+    let mut replies = Vec::with_capacity(256);
+    let mut last_check = Instant::now();
+    loop {
+        let tick = shared.tick(&shared.state.lock());
+        match shared.replies.get_timeout(tick) {
+            Ok(reply) => replies.push(reply),
+            Err(e) if e.is_empty() => {}
+            Err(_) => {
+                // The reply queue itself failed (scribbled memory): nothing can be
+                // trusted; fail everything rather than hang.
+                let mut finished = Vec::new();
+                let mut st = shared.state.lock();
+                shared.break_pool(&mut st, "the reply queue failed".into(), &mut finished);
+                drop(st);
+                finish_all(finished);
+            }
+        }
+        while replies.len() < 256 {
+            match shared.replies.try_get() {
+                Ok(reply) => replies.push(reply),
+                Err(_) => break,
+            }
+        }
+        let mut finished = Vec::new();
+        let over = {
+            let mut st = shared.state.lock();
+            for reply in replies.drain(..) {
+                shared.on_reply(&mut st, reply, &mut finished);
+            }
+            let now = Instant::now();
+            if finished.is_empty() || now.duration_since(last_check) >= BUSY_TICK {
+                last_check = now;
+                shared.check_workers(&mut st, &mut finished);
+            }
+            shared.pump(&mut st, &mut finished);
+            st.in_flight == 0 && st.closed
+                || st.terminated
+                || st.broken.is_some() && st.in_flight == 0
+        };
+        finish_all(finished);
+        if over {
+            let mut st = shared.state.lock();
+            if shared.wind_down(&mut st) {
+                st.done = true;
+                shared.changed.notify_all();
+                return;
+            }
+        }
+    }
+}
+
+/// Turns a task's single outcome into the caller's value.
+pub(crate) fn decode_outcome<R: serde::de::DeserializeOwned>(
+    outcome: Outcome,
+) -> Result<R, FutureError> {
+    match outcome {
+        Outcome::Returned(bytes) => {
+            crate::codec::decode::<R>(&bytes).map_err(|e| FutureError::Serialization {
+                message: format!("cannot decode the task's result: {e}"),
+            })
+        }
+        Outcome::Panicked(message) => Err(FutureError::Panicked { message }),
+        Outcome::Codec(message) | Outcome::Bootstrap(message) => {
+            Err(FutureError::Serialization { message })
+        }
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        // The owner decides between join and terminate; this only makes sure the
+        // collector and the workers are gone.
+        if !self.shared.state.lock().done {
+            self.terminate();
+        }
+    }
+}
+
+/// Stops task `id` if a worker runs it (the worker is killed and replaced).
+pub(crate) fn stop_task(shared: &Weak<Shared>, id: u64) {
+    let Some(shared) = shared.upgrade() else {
+        return;
+    };
+    let mut st = shared.state.lock();
+    for (i, w) in st.workers.iter_mut().enumerate() {
+        if w.sent.front().is_some_and(|j| j.id == id) && shared.slots.current(i).0 == id {
+            w.verdict = Some((id, FutureError::Cancelled));
+            if let Some(p) = &w.process {
+                let _ = p.kill();
+            }
+        }
+    }
+    drop(st);
+    shared.wake();
+}

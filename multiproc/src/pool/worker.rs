@@ -1,0 +1,323 @@
+//! The worker process of a [`Pool`](super::Pool): what it receives, what it sends back,
+//! and its loop.
+//!
+//! Each worker has a task queue of its own, written only by the parent, and all
+//! workers share one reply queue. Before it runs a task a worker writes the task's id
+//! and the time it started into its slot of a small shared block ([`Slots`]); that is
+//! how the parent knows which task a dead worker was running (and only that one fails)
+//! and when a task has run over its time limit.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::Queue;
+use crate::codec;
+use crate::process::child::{Outcome, run_caught};
+use crate::shared::block::{self, Block};
+use crate::sys;
+use crate::sys::entry::{FnAddr, Verified};
+
+/// A message on a worker's task queue.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum TaskMsg {
+    /// Run `entry(target, args)`; reply with the outcomes.
+    Run {
+        id: u64,
+        entry: FnAddr,
+        target: FnAddr,
+        #[serde(with = "serde_bytes")]
+        args: Vec<u8>,
+    },
+    /// Exit once the tasks before this one are done.
+    Stop,
+}
+
+/// A message on the shared reply queue.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Reply {
+    /// Task `id` ran: one outcome per item (one for `apply`, one per item of a chunk).
+    Done {
+        worker: u32,
+        generation: u32,
+        id: u64,
+        /// How long it ran, for the parent's choice of how many tasks to queue ahead.
+        busy_ns: u64,
+        items: Vec<Outcome>,
+    },
+    /// The initializer panicked (or its arguments did not decode); the worker exits.
+    InitFailed {
+        worker: u32,
+        generation: u32,
+        message: String,
+    },
+    /// Put by the parent itself to wake its collector.
+    Wake,
+}
+
+/// What an entry function gets: the proof that addresses resolve in this executable,
+/// the user's function and the encoded arguments.
+pub(crate) struct TaskCall {
+    pub(crate) proof: Verified,
+    pub(crate) target: FnAddr,
+    pub(crate) args: Vec<u8>,
+}
+
+/// The monomorphic function a worker calls for a task.
+pub(crate) type TaskEntry = fn(TaskCall) -> Vec<Outcome>;
+
+fn bad_args(e: codec::CodecError) -> Outcome {
+    Outcome::Codec(format!("cannot decode the task's arguments: {e}"))
+}
+
+/// `f(args)`.
+pub(crate) fn entry_one<A: DeserializeOwned, R: Serialize>(call: TaskCall) -> Vec<Outcome> {
+    let f: fn(A) -> R = sys::entry::resolve(&call.proof, call.target);
+    vec![match codec::decode::<A>(&call.args) {
+        Ok(a) => run_caught(move || f(a)),
+        Err(e) => bad_args(e),
+    }]
+}
+
+/// `f(item)` for each item of a chunk.
+pub(crate) fn entry_chunk<A: DeserializeOwned, R: Serialize>(call: TaskCall) -> Vec<Outcome> {
+    let f: fn(A) -> R = sys::entry::resolve(&call.proof, call.target);
+    match codec::decode::<Vec<A>>(&call.args) {
+        Ok(items) => items
+            .into_iter()
+            .map(|a| run_caught(move || f(a)))
+            .collect(),
+        Err(e) => vec![bad_args(e)],
+    }
+}
+
+/// `f(a, b)` for each `(a, b)` of a chunk (`starmap`).
+pub(crate) fn entry_star2<A, B, R>(call: TaskCall) -> Vec<Outcome>
+where
+    A: DeserializeOwned,
+    B: DeserializeOwned,
+    R: Serialize,
+{
+    let f: fn(A, B) -> R = sys::entry::resolve(&call.proof, call.target);
+    match codec::decode::<Vec<(A, B)>>(&call.args) {
+        Ok(items) => items
+            .into_iter()
+            .map(|(a, b)| run_caught(move || f(a, b)))
+            .collect(),
+        Err(e) => vec![bad_args(e)],
+    }
+}
+
+/// `f(a, b, c)` for each `(a, b, c)` of a chunk (`starmap`).
+pub(crate) fn entry_star3<A, B, C, R>(call: TaskCall) -> Vec<Outcome>
+where
+    A: DeserializeOwned,
+    B: DeserializeOwned,
+    C: DeserializeOwned,
+    R: Serialize,
+{
+    let f: fn(A, B, C) -> R = sys::entry::resolve(&call.proof, call.target);
+    match codec::decode::<Vec<(A, B, C)>>(&call.args) {
+        Ok(items) => items
+            .into_iter()
+            .map(|(a, b, c)| run_caught(move || f(a, b, c)))
+            .collect(),
+        Err(e) => vec![bad_args(e)],
+    }
+}
+
+/// Bytes per worker slot: one cache line, so that workers do not share lines.
+const SLOT: usize = 64;
+const CURRENT_AT: usize = 0;
+const STARTED_AT: usize = 8;
+
+/// Per worker: the id of the task it runs and when it started it (CLOCK_MONOTONIC
+/// nanoseconds, the same clock in every process).
+#[derive(Debug, Clone)]
+pub(crate) struct Slots {
+    block: Arc<Block>,
+    len: usize,
+}
+
+impl Slots {
+    pub(crate) fn new(len: usize) -> std::io::Result<Slots> {
+        let block = Block::new(kind(), block::BODY + SLOT * len)?;
+        Ok(Slots {
+            block: Arc::new(block),
+            len,
+        })
+    }
+
+    fn at(&self, worker: usize, field: usize) -> &std::sync::atomic::AtomicU64 {
+        assert!(worker < self.len);
+        self.block.u64_at(block::BODY + worker * SLOT + field)
+    }
+
+    /// The task `worker` runs now (0: none yet) and when it started it.
+    pub(crate) fn current(&self, worker: usize) -> (u64, u64) {
+        let started = self.at(worker, STARTED_AT).load(Ordering::Acquire);
+        let id = self.at(worker, CURRENT_AT).load(Ordering::Acquire);
+        (id, started)
+    }
+
+    /// Forgets what the previous worker at this index ran.
+    pub(crate) fn reset(&self, worker: usize) {
+        self.at(worker, CURRENT_AT).store(0, Ordering::Release);
+    }
+
+    fn begin(&self, worker: usize, id: u64) {
+        self.at(worker, STARTED_AT)
+            .store(monotonic_ns(), Ordering::Release);
+        self.at(worker, CURRENT_AT).store(id, Ordering::Release);
+    }
+}
+
+fn kind() -> u64 {
+    block::kind::<Slots>("pool slots")
+}
+
+impl Serialize for Slots {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (self.len as u64, SerBlock(&self.block)).serialize(serializer)
+    }
+}
+
+struct SerBlock<'a>(&'a Block);
+
+impl Serialize for SerBlock<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+struct DeBlock(Block);
+
+impl<'de> Deserialize<'de> for DeBlock {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Block::deserialize(deserializer, kind()).map(DeBlock)
+    }
+}
+
+impl<'de> Deserialize<'de> for Slots {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (len, DeBlock(block)) = <(u64, DeBlock)>::deserialize(deserializer)?;
+        let len = len as usize;
+        if block.len() < block::BODY + SLOT * len {
+            return Err(serde::de::Error::custom("pool slots: block too small"));
+        }
+        Ok(Slots {
+            block: Arc::new(block),
+            len,
+        })
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+pub(crate) fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// What every worker gets, whatever its initializer.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Parts {
+    pub(crate) index: u32,
+    pub(crate) generation: u32,
+    pub(crate) exe: (u64, u64),
+    pub(crate) tasks: Queue<TaskMsg>,
+    pub(crate) replies: Queue<Reply>,
+    pub(crate) slots: Slots,
+}
+
+/// The argument of [`worker_main`]: the parts and the initializer `fn(A)` (by
+/// address) with its arguments, which may hold handles (queues, locks, …).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct WorkerArgs<A> {
+    pub(crate) parts: Parts,
+    pub(crate) init: Option<(FnAddr, A)>,
+}
+
+/// A worker with the initializer `fn(A)`.
+pub(crate) fn worker_main<A: DeserializeOwned>(args: WorkerArgs<A>) {
+    let WorkerArgs { parts, init } = args;
+    let proof = match sys::entry::verify(parts.exe) {
+        Ok(proof) => proof,
+        Err(e) => return init_failed(&parts, e.to_string()),
+    };
+    if let Some((target, a)) = init {
+        let f: fn(A) = sys::entry::resolve(&proof, target);
+        if let Outcome::Panicked(m) = run_caught(move || f(a)) {
+            return init_failed(&parts, format!("the initializer panicked: {m}"));
+        }
+    }
+    worker_loop(parts, proof);
+}
+
+/// A worker (`fork` only) whose initializer is a closure.
+pub(crate) fn worker_with_closure(parts: Parts, init: impl FnOnce()) {
+    let proof = match sys::entry::verify(parts.exe) {
+        Ok(proof) => proof,
+        Err(e) => return init_failed(&parts, e.to_string()),
+    };
+    if let Outcome::Panicked(m) = run_caught(init) {
+        return init_failed(&parts, format!("the initializer panicked: {m}"));
+    }
+    worker_loop(parts, proof);
+}
+
+fn init_failed(parts: &Parts, message: String) {
+    let _ = parts.replies.put(Reply::InitFailed {
+        worker: parts.index,
+        generation: parts.generation,
+        message,
+    });
+}
+
+/// Runs tasks until `Stop` (or the end of the parent, which kills the worker).
+fn worker_loop(parts: Parts, proof: Verified) {
+    let Parts {
+        index,
+        generation,
+        tasks,
+        replies,
+        slots,
+        ..
+    } = parts;
+    let worker = index as usize;
+    while let Ok(TaskMsg::Run {
+        id,
+        entry,
+        target,
+        args,
+    }) = tasks.get()
+    {
+        slots.begin(worker, id);
+        let started = std::time::Instant::now();
+        let entry: TaskEntry = sys::entry::resolve(&proof, entry);
+        let items = entry(TaskCall {
+            proof,
+            target,
+            args,
+        });
+        let reply = Reply::Done {
+            worker: index,
+            generation,
+            id,
+            busy_ns: started.elapsed().as_nanos() as u64,
+            items,
+        };
+        if let Err(e) = replies.put(reply) {
+            // A result too large for the queue: report that instead, for this task only.
+            let message = format!("cannot send the result back: {e}");
+            let _ = replies.put(Reply::Done {
+                worker: index,
+                generation,
+                id,
+                busy_ns: 0,
+                items: vec![Outcome::Codec(message)],
+            });
+        }
+    }
+}

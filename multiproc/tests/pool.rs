@@ -1,0 +1,566 @@
+//! The process pool (S6 S10 S43) and what Python's does not promise: a worker that dies
+//! fails only its task, time limits, cancelling a running task, worker recycling, a
+//! failing initializer, and nothing left behind. Every test runs under all three start
+//! methods and checks for leaked processes and descriptors.
+
+use std::collections::HashSet;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use multiproc::executor::FutureError;
+use multiproc::pool::{Pool, PoolError};
+use multiproc::shared::Atomic;
+use multiproc::sync::Event;
+use multiproc::testing::LeakCheck;
+use multiproc::{StartMethod, process::set_fork_warning};
+
+multiproc::test_support!();
+
+const PROMPT: Duration = Duration::from_secs(60);
+
+fn pool(method: StartMethod, n: usize) -> Pool {
+    set_fork_warning(false);
+    Pool::builder()
+        .processes(n)
+        .start_method(method)
+        .build()
+        .expect("start the pool")
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn pid(_: ()) -> u32 {
+    std::process::id()
+}
+
+fn pid_after(d: Duration) -> u32 {
+    std::thread::sleep(d);
+    std::process::id()
+}
+
+fn sleep_then(d: Duration) -> u64 {
+    std::thread::sleep(d);
+    7
+}
+
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+fn add3(a: u64, b: String, c: u8) -> String {
+    format!("{a}{b}{c}")
+}
+
+fn fails_on_3(x: u32) -> u32 {
+    assert!(x != 3, "three is not allowed");
+    x
+}
+
+fn kill_self_on(x: u32) -> u32 {
+    if x == 0 {
+        rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL)
+            .unwrap();
+    }
+    x
+}
+
+fn abort_self(_: ()) -> u32 {
+    std::process::abort()
+}
+
+fn segfault_self(_: ()) -> u32 {
+    // The first SIGSEGV goes to std's stack-overflow handler, which finds no guard-page
+    // fault, restores the default action and returns; the second one kills.
+    loop {
+        rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::SEGV)
+            .unwrap();
+    }
+}
+
+fn exit_3(_: ()) -> u32 {
+    std::process::exit(3)
+}
+
+#[test]
+fn s10_map_keeps_input_order_with_any_chunksize() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let p = pool(method, 2);
+        let want: Vec<u64> = (0..200u64).map(|x| x * x).collect();
+        assert_eq!(p.map(square, 0..200).unwrap(), want, "{method} default");
+        for chunksize in [1, 2, 4, 7, 500] {
+            let got = p.with_chunksize(chunksize).map(square, 0..200).unwrap();
+            assert_eq!(got, want, "{method} chunksize {chunksize}");
+        }
+        assert_eq!(p.map(square, Vec::<u64>::new()).unwrap(), Vec::<u64>::new());
+        p.close();
+        p.join();
+    }
+    check.assert_clean();
+}
+
+#[test]
+fn apply_imap_starmap_and_async_results() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let p = pool(method, 2);
+        assert_eq!(p.apply(square, 9).unwrap(), 81);
+        let r = p.apply_async(square, 12).unwrap();
+        r.wait();
+        assert!(r.ready());
+        assert_eq!(r.successful(), Some(true));
+        assert_eq!(r.get().unwrap(), 144);
+        assert_eq!(r.get().unwrap_err(), FutureError::Taken);
+
+        let ordered: Vec<u64> = p.imap(square, 0..50).unwrap().map(Result::unwrap).collect();
+        assert_eq!(ordered, (0..50).map(|x| x * x).collect::<Vec<_>>());
+        let mut any: Vec<u64> = p
+            .with_chunksize(1)
+            .imap_unordered(square, 0..50)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        any.sort();
+        assert_eq!(any, ordered);
+
+        assert_eq!(p.starmap(add, [(1, 2), (3, 4)]).unwrap(), [3, 7]);
+        assert_eq!(
+            p.starmap3(add3, [(1, "x".to_string(), 2)]).unwrap(),
+            ["1x2"]
+        );
+        let m = p.map_async(square, 1..=3).unwrap();
+        assert!(m.wait_timeout(PROMPT));
+        assert!(m.ready());
+        assert_eq!(m.get().unwrap(), [1, 4, 9]);
+        p.close();
+        p.join();
+    }
+    check.assert_clean();
+}
+
+#[test]
+fn s43_get_timeout_only_stops_waiting() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let p = pool(method, 4);
+        let quick = p.apply_async(square, 20).unwrap();
+        assert_eq!(quick.get_timeout(PROMPT).unwrap(), 400);
+        let pids: Vec<_> = (0..4).map(|_| p.apply_async(pid, ()).unwrap()).collect();
+        for r in pids {
+            assert!(p.worker_pids().contains(&r.get_timeout(PROMPT).unwrap()));
+        }
+        let slow = p.apply_async(sleep_then, Duration::from_secs(600)).unwrap();
+        let t0 = Instant::now();
+        assert_eq!(
+            slow.get_timeout(Duration::from_millis(100)).unwrap_err(),
+            FutureError::WaitTimeout
+        );
+        assert!(t0.elapsed() >= Duration::from_millis(100));
+        assert!(!slow.ready(), "the task goes on after a timed-out get");
+        // Leaving the pool terminates it: the 600 s task does not hold the test.
+        drop(p);
+        assert_eq!(slow.get().unwrap_err(), FutureError::Terminated);
+    }
+    check.assert_clean();
+}
+
+static RUNNING: OnceLock<(Atomic<u32>, Atomic<u32>)> = OnceLock::new();
+
+fn set_counters(c: (Atomic<u32>, Atomic<u32>)) {
+    let _ = RUNNING.set(c);
+}
+
+/// Counts the tasks running at once, keeping the maximum.
+fn counted(d: Duration) -> u32 {
+    let (running, max) = RUNNING.get().expect("initializer ran");
+    let now = running.fetch_add(1) + 1;
+    let mut seen = max.load();
+    while now > seen {
+        match max.compare_exchange(seen, now) {
+            Ok(_) => break,
+            Err(v) => seen = v,
+        }
+    }
+    std::thread::sleep(d);
+    running.fetch_sub(1);
+    std::process::id()
+}
+
+#[test]
+fn s6_at_most_n_tasks_run_at_once_and_workers_are_reused() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let running = Atomic::new(0u32).unwrap();
+        let max = Atomic::new(0u32).unwrap();
+        set_fork_warning(false);
+        let p = Pool::builder()
+            .processes(3)
+            .start_method(method)
+            .initializer(set_counters, (running.clone(), max.clone()))
+            .build()
+            .unwrap();
+        let lengths = [30u64, 5, 10, 20, 15, 5, 25, 10];
+        let results: Vec<_> = lengths
+            .iter()
+            .map(|&ms| p.apply_async(counted, Duration::from_millis(ms)).unwrap())
+            .collect();
+        let pids: Vec<u32> = results.iter().map(|r| r.get().unwrap()).collect();
+        let distinct: HashSet<u32> = pids.iter().copied().collect();
+        assert!(max.load() <= 3, "{method}: {} ran at once", max.load());
+        assert!(distinct.len() <= 3, "{method}: pids {pids:?}");
+        assert!(distinct.len() < pids.len(), "a worker served several tasks");
+        p.close();
+        p.join();
+    }
+    check.assert_clean();
+}
+
+#[test]
+fn a_panic_fails_only_its_item_and_the_iteration_goes_on() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let p = pool(method, 2);
+        for chunksize in [1, 2, 4] {
+            let got: Vec<_> = p
+                .with_chunksize(chunksize)
+                .imap(fails_on_3, 0..8)
+                .unwrap()
+                .collect();
+            for (i, r) in got.iter().enumerate() {
+                if i == 3 {
+                    match r {
+                        Err(FutureError::Panicked { message }) => {
+                            assert!(message.contains("three is not allowed"))
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                } else {
+                    assert_eq!(r.as_ref().unwrap(), &(i as u32));
+                }
+            }
+        }
+        match p.map(fails_on_3, 0..8) {
+            Err(PoolError::Item { index: 3, error }) => {
+                assert!(matches!(error, FutureError::Panicked { .. }))
+            }
+            other => panic!("{other:?}"),
+        }
+        let r = p.apply_async(fails_on_3, 3).unwrap();
+        r.wait();
+        assert_eq!(r.successful(), Some(false));
+        assert_eq!(p.apply(fails_on_3, 4).unwrap(), 4, "the pool goes on");
+        p.close();
+        p.join();
+    }
+    check.assert_clean();
+}
+
+/// mpire's `test_defunct_processes_kill_apply`: 100 tasks, the worker running the
+/// first is killed: exactly that one fails.
+#[test]
+fn a_killed_worker_fails_only_its_task_and_is_replaced() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let p = pool(method, 2);
+        let before = p.worker_pids();
+        let results: Vec<_> = (0..100)
+            .map(|i| p.apply_async(kill_self_on, i).unwrap())
+            .collect();
+        let outcomes: Vec<_> = results.iter().map(|r| r.get()).collect();
+        match &outcomes[0] {
+            Err(FutureError::WorkerDied { pid, status }) => {
+                assert!(before.contains(pid));
+                assert_eq!(status.signal(), Some(libc::SIGKILL));
+            }
+            other => panic!("{method}: {other:?}"),
+        }
+        for (i, r) in outcomes.iter().enumerate().skip(1) {
+            assert_eq!(r.as_ref().unwrap(), &(i as u32), "{method}");
+        }
+        assert_eq!(p.worker_pids().len(), 2, "{method}: replaced");
+        // A map with a dying item: that item fails, the rest complete.
+        let got: Vec<_> = p
+            .with_chunksize(1)
+            .imap(kill_self_on, [5, 0, 6])
+            .unwrap()
+            .collect();
+        assert_eq!(got[0].as_ref().unwrap(), &5);
+        assert!(matches!(got[1], Err(FutureError::WorkerDied { .. })));
+        assert_eq!(got[2].as_ref().unwrap(), &6);
+        p.close();
+        p.join();
+    }
+    check.assert_clean();
+}
+
+#[test]
+fn abort_segfault_and_exit_in_a_task_are_worker_deaths() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let p = pool(method, 2);
+        let died = |r: Result<u32, FutureError>| match r {
+            Err(FutureError::WorkerDied { status, .. }) => status,
+            other => panic!("{method}: {other:?}"),
+        };
+        let s = died(p.apply_async(abort_self, ()).unwrap().get());
+        assert_eq!(s.signal(), Some(libc::SIGABRT));
+        let s = died(p.apply_async(segfault_self, ()).unwrap().get());
+        assert_eq!(s.signal(), Some(libc::SIGSEGV));
+        // pebble's test_process_pool_expired_worker: the exit code is reported.
+        let s = died(p.apply_async(exit_3, ()).unwrap().get());
+        assert_eq!(s.code(), Some(3));
+        assert_eq!(p.apply(square, 3).unwrap(), 9);
+        p.close();
+        p.join();
+    }
+    check.assert_clean();
+}
+
+#[test]
+fn a_task_over_its_time_limit_is_stopped_and_the_next_runs_in_a_new_worker() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let p = pool(method, 1);
+        let first = p.apply(pid, ()).unwrap();
+        let limit = Duration::from_millis(200);
+        let slow = p
+            .schedule(sleep_then, Duration::from_secs(600), limit)
+            .unwrap();
+        assert_eq!(slow.get().unwrap_err(), FutureError::TimedOut { limit });
+        let next = p.apply(pid, ()).unwrap();
+        assert_ne!(next, first, "{method}: the worker was replaced");
+        // A quick task under a limit is not affected.
+        let quick = p.schedule(square, 4, Duration::from_secs(600)).unwrap();
+        assert_eq!(quick.get().unwrap(), 16);
+        p.close();
+        p.join();
+
+        // The pool-wide default applies to map chunks too.
+        let p = Pool::builder()
+            .processes(2)
+            .start_method(method)
+            .task_timeout(limit)
+            .build()
+            .unwrap();
+        let got: Vec<_> = p
+            .with_chunksize(1)
+            .imap(sleep_then, [Duration::ZERO, Duration::from_secs(600)])
+            .unwrap()
+            .collect();
+        assert_eq!(got[0].as_ref().unwrap(), &7);
+        assert_eq!(
+            got[1].as_ref().unwrap_err(),
+            &FutureError::TimedOut { limit }
+        );
+        p.close();
+        p.join();
+    }
+    check.assert_clean();
+}
+
+static STARTED: OnceLock<Event> = OnceLock::new();
+
+fn set_started(e: Event) {
+    let _ = STARTED.set(e);
+}
+
+fn announce_then_sleep(d: Duration) -> u64 {
+    STARTED.get().expect("initializer ran").set();
+    std::thread::sleep(d);
+    1
+}
+
+#[test]
+fn cancel_running_stops_a_running_task() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let started = Event::new().unwrap();
+        set_fork_warning(false);
+        let p = Pool::builder()
+            .processes(1)
+            .start_method(method)
+            .initializer(set_started, started.clone())
+            .build()
+            .unwrap();
+        let before = p.worker_pids();
+        let f = p
+            .apply_async(announce_then_sleep, Duration::from_secs(600))
+            .unwrap()
+            .into_future();
+        assert!(started.wait_timeout(PROMPT), "{method}: the task started");
+        assert!(!f.cancel(), "Python's cancel() fails for a running task");
+        assert!(f.cancel_running());
+        assert!(f.cancelled());
+        assert_eq!(f.result().unwrap_err(), FutureError::Cancelled);
+        assert_eq!(p.apply(square, 5).unwrap(), 25);
+        assert_ne!(p.worker_pids(), before, "{method}: replaced");
+        p.close();
+        p.join();
+    }
+    check.assert_clean();
+}
+
+#[test]
+fn maxtasksperchild_recycles_workers() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        set_fork_warning(false);
+        let p = Pool::builder()
+            .processes(1)
+            .start_method(method)
+            .maxtasksperchild(2)
+            .build()
+            .unwrap();
+        let pids: Vec<u32> = (0..6).map(|_| p.apply(pid, ()).unwrap()).collect();
+        let distinct: HashSet<u32> = pids.iter().copied().collect();
+        assert_eq!(distinct.len(), 3, "{method}: {pids:?}");
+        // CPython issue #10332: closing before the work is done must not hang join.
+        let rs: Vec<_> = (0..5)
+            .map(|_| p.apply_async(pid_after, Duration::ZERO).unwrap())
+            .collect();
+        p.close();
+        p.join();
+        assert!(rs.iter().all(|r| r.get().is_ok()));
+    }
+    assert!(matches!(
+        Pool::builder().maxtasksperchild(0).build(),
+        Err(PoolError::Invalid(_))
+    ));
+    check.assert_clean();
+}
+
+fn bad_init(_: ()) {
+    panic!("no database here");
+}
+
+#[test]
+fn a_failing_initializer_breaks_the_pool_with_a_clear_error() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        set_fork_warning(false);
+        let p = Pool::builder()
+            .processes(2)
+            .start_method(method)
+            .initializer(bad_init, ())
+            .build()
+            .unwrap();
+        match p.apply(square, 2) {
+            Err(PoolError::Task(FutureError::Broken { reason })) => {
+                assert!(reason.contains("no database here"), "{reason}")
+            }
+            // The initializer may already have broken the pool before the submit.
+            Err(PoolError::Broken { reason }) => assert!(reason.contains("no database here")),
+            other => panic!("{method}: {other:?}"),
+        }
+        assert!(matches!(
+            p.apply_async(square, 2),
+            Err(PoolError::Broken { .. })
+        ));
+        drop(p);
+    }
+    check.assert_clean();
+}
+
+/// A value whose serialisation fails.
+#[derive(Debug)]
+struct Unencodable;
+
+impl serde::Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("cannot encode this"))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Unencodable {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Ok(Unencodable)
+    }
+}
+
+fn make_unencodable(_: ()) -> Unencodable {
+    Unencodable
+}
+
+fn takes_unencodable(_: Unencodable) -> u32 {
+    1
+}
+
+#[test]
+fn serialisation_failures_fail_the_task_only() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let p = pool(method, 2);
+        // CPython's test_map_unpicklable: the call itself fails, at once.
+        assert!(matches!(
+            p.apply_async(takes_unencodable, Unencodable),
+            Err(PoolError::Arguments(_))
+        ));
+        // CPython's test_unpickleable_result, 20 times: each fails, no worker is lost.
+        let pids = p.worker_pids();
+        for _ in 0..20 {
+            match p.apply_async(make_unencodable, ()).unwrap().get() {
+                Err(FutureError::Serialization { message }) => {
+                    assert!(message.contains("result"), "{message}")
+                }
+                other => panic!("{method}: {other:?}"),
+            }
+        }
+        assert_eq!(p.worker_pids(), pids, "{method}: no worker lost");
+        assert_eq!(p.apply(square, 6).unwrap(), 36);
+        p.close();
+        p.join();
+    }
+    check.assert_clean();
+}
+
+/// CPython's `_TestPool::test_terminate`: 10 000 long tasks, terminate returns.
+#[test]
+fn terminate_and_drop_mid_map_leave_nothing_behind() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let p = pool(method, 2);
+        let r = p
+            .with_chunksize(1)
+            .map_async(sleep_then, vec![Duration::from_secs(600); 10_000])
+            .unwrap();
+        p.terminate();
+        match r.get() {
+            Err(PoolError::Item { index: 0, error }) => {
+                assert_eq!(error, FutureError::Terminated)
+            }
+            other => panic!("{method}: {other:?}"),
+        }
+        assert!(p.apply_async(square, 1).is_err(), "terminated");
+
+        let p = pool(method, 2);
+        let it = p
+            .with_chunksize(1)
+            .imap(sleep_then, vec![Duration::from_secs(600); 100])
+            .unwrap();
+        drop(p);
+        drop(it);
+    }
+    check.assert_clean();
+}
+
+#[test]
+fn progress_counts_and_bar() {
+    let check = LeakCheck::start();
+    let p = pool(StartMethod::ForkServer, 2);
+    let mut it = p
+        .with_progress_bar()
+        .with_chunksize(3)
+        .imap(square, 0..30)
+        .unwrap();
+    assert_eq!(it.total(), 30);
+    assert_eq!(it.next().unwrap().unwrap(), 0);
+    let rest: Vec<u64> = it.by_ref().map(Result::unwrap).collect();
+    assert_eq!(rest.len(), 29);
+    assert_eq!(it.completed(), 30);
+    p.close();
+    p.join();
+    drop(p);
+    check.assert_clean();
+}
