@@ -116,12 +116,48 @@ pub(crate) const METRICS: &[Metric] = &[
         desc: "round trip parent -> child -> parent over a duplex pipe",
         run: pipe_rtt,
     },
-    // ---- pools and executors: pool_*, ppe_*, cpu_speedup (to come)
+    // ---- pools and executors
+    Metric {
+        name: "pool_map_default",
+        unit: "tasks/s",
+        desc: "Pool(2).map(ident, 0..N), default chunksize",
+        run: pool_map_default,
+    },
+    Metric {
+        name: "pool_map_c1",
+        unit: "tasks/s",
+        desc: "Pool(2).with_chunksize(1).map(ident, 0..N)",
+        run: pool_map_c1,
+    },
+    Metric {
+        name: "pool_imap_unordered_c1",
+        unit: "tasks/s",
+        desc: "Pool(2).with_chunksize(1).imap_unordered(ident, 0..N), all consumed",
+        run: pool_imap_unordered_c1,
+    },
+    Metric {
+        name: "pool_apply_async",
+        unit: "tasks/s",
+        desc: "Pool(2): N apply_async(ident, i), then get() them all",
+        run: pool_apply_async,
+    },
+    Metric {
+        name: "ppe_submit",
+        unit: "tasks/s",
+        desc: "ProcessPoolExecutor(2): N submit(ident, i), then result() them all",
+        run: ppe_submit,
+    },
     Metric {
         name: "tpe_submit",
         unit: "tasks/s",
         desc: "ThreadPoolExecutor(2): N submit(ident, i), then result() them all",
         run: tpe_submit,
+    },
+    Metric {
+        name: "cpu_speedup",
+        unit: "x",
+        desc: "8 CPU-bound items: sequential time / Pool(2).with_chunksize(1).map time, best of 3 each",
+        run: cpu_speedup,
     },
     // ---- shared state and locks
     Metric {
@@ -699,6 +735,166 @@ fn shm_1m_write(c: &Ctx) -> Result<f64, String> {
 }
 
 // ---- pools and executors -----------------------------------------------------------
+
+fn ident(x: u64) -> u64 {
+    x
+}
+
+fn pid_after(delay: std::time::Duration) -> u32 {
+    std::thread::sleep(delay);
+    std::process::id()
+}
+
+/// pybench's `cpu_work`.
+fn cpu_work(k: u64) -> u64 {
+    let mut s = 0u64;
+    for i in 0..std::hint::black_box(k) {
+        s = (s * 31 + i) % 1_000_003;
+    }
+    s
+}
+
+/// pybench's `warm`: short tasks until both workers have run one.
+fn warm(pool: &multiproc::pool::Pool) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 2 {
+        let pids = pool
+            .with_chunksize(1)
+            .map(pid_after, [std::time::Duration::from_millis(5); 2])
+            .map_err(|e| e.to_string())?;
+        seen.extend(pids);
+    }
+    Ok(())
+}
+
+/// pybench's `pool_rate`: tasks/s of `run` on a warmed `Pool(2)`; `run` returns
+/// `ident(i)` for `i < count`, in order unless `ordered` is false.
+fn pool_rate(
+    c: &Ctx,
+    count: u64,
+    ordered: bool,
+    run: impl FnOnce(&multiproc::pool::Pool) -> Result<Vec<u64>, String>,
+) -> Result<f64, String> {
+    let pool = multiproc::pool::Pool::builder()
+        .processes(2)
+        .start_method(c.method)
+        .build()
+        .map_err(|e| e.to_string())?;
+    warm(&pool)?;
+    let (seconds, result) = clock(|| run(&pool));
+    let mut result = result?;
+    if !ordered {
+        result.sort_unstable();
+    }
+    check(result.iter().copied().eq(0..count), || {
+        "pool results".into()
+    })?;
+    pool.close();
+    pool.join();
+    Ok(rate(count as f64, seconds))
+}
+
+fn pool_map_default(c: &Ctx) -> Result<f64, String> {
+    let k = c.n(1_000_000);
+    pool_rate(c, k, true, |pool| {
+        pool.map(ident, 0..k).map_err(|e| e.to_string())
+    })
+}
+
+fn pool_map_c1(c: &Ctx) -> Result<f64, String> {
+    let k = c.n(50_000);
+    pool_rate(c, k, true, |pool| {
+        pool.with_chunksize(1)
+            .map(ident, 0..k)
+            .map_err(|e| e.to_string())
+    })
+}
+
+fn pool_imap_unordered_c1(c: &Ctx) -> Result<f64, String> {
+    let k = c.n(50_000);
+    pool_rate(c, k, false, |pool| {
+        pool.with_chunksize(1)
+            .imap_unordered(ident, 0..k)
+            .map_err(|e| e.to_string())?
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect()
+    })
+}
+
+fn pool_apply_async(c: &Ctx) -> Result<f64, String> {
+    let k = c.n(30_000);
+    pool_rate(c, k, true, |pool| {
+        let pending = (0..k)
+            .map(|i| pool.apply_async(ident, i))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        pending
+            .iter()
+            .map(|r| r.get().map_err(|e| e.to_string()))
+            .collect()
+    })
+}
+
+/// pybench's `ppe_submit`: warmed `ProcessPoolExecutor(2)`, then `submit_all`.
+fn ppe_submit(c: &Ctx) -> Result<f64, String> {
+    use multiproc::executor::ProcessPoolExecutor;
+    let k = c.n(10_000);
+    let ex = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .start_method(c.method)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 2 {
+        for pid in ex
+            .map(pid_after, [std::time::Duration::from_millis(5); 2])
+            .map_err(|e| e.to_string())?
+        {
+            seen.insert(pid.map_err(|e| e.to_string())?);
+        }
+    }
+    let (seconds, result) = clock(|| -> Result<Vec<u64>, String> {
+        let futures = (0..k)
+            .map(|i| ex.submit(ident, i))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        futures
+            .into_iter()
+            .map(|f| f.result().map_err(|e| e.to_string()))
+            .collect()
+    });
+    let result = result?;
+    check(result.iter().copied().eq(0..k), || "results".into())?;
+    Ok(rate(k as f64, seconds))
+}
+
+/// pybench's `cpu_speedup`: best of 3 sequential runs over best of 3 pool maps, in
+/// alternation.
+fn cpu_speedup(c: &Ctx) -> Result<f64, String> {
+    let work = vec![c.n(200_000); 8];
+    let sequential = || work.iter().map(|&w| cpu_work(w)).collect::<Vec<u64>>();
+    let expected = sequential();
+    let pool = multiproc::pool::Pool::builder()
+        .processes(2)
+        .start_method(c.method)
+        .build()
+        .map_err(|e| e.to_string())?;
+    warm(&pool)?;
+    let (mut seq, mut par) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..3 {
+        let (s, got) = clock(sequential);
+        check(got == expected, || "sequential results".into())?;
+        seq = seq.min(s);
+        let (p, got) = clock(|| pool.with_chunksize(1).map(cpu_work, work.iter().copied()));
+        check(got.map_err(|e| e.to_string())? == expected, || {
+            "pool results".into()
+        })?;
+        par = par.min(p);
+    }
+    pool.close();
+    pool.join();
+    Ok(seq / par)
+}
 
 /// pybench's `tpe_submit`: both threads started first, then `submit_all`.
 fn tpe_submit(c: &Ctx) -> Result<f64, String> {
