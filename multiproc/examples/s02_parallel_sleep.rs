@@ -68,6 +68,18 @@ pub fn run() {
         "five parallel sleeps take about one sleep"
     );
 
+    // The same five tasks in a pool of five workers (started before the clock runs,
+    // as Python's Pool starts its workers in `Pool(5)`).
+    let pool = multiproc::pool::Pool::new(5).expect("start the pool");
+    let started = Instant::now();
+    pool.with_chunksize(1)
+        .map(io_task, [io; 5])
+        .expect("io_task returns");
+    let pooled = started.elapsed();
+    println!("5 tasks in a Pool(5): {:.2}s", pooled.as_secs_f64());
+    assert!(pooled < sequential / 2, "pooled sleeps overlap");
+    drop(pool);
+
     let mut processes: Vec<_> = (1..=3)
         .map(|i| Process::start(task, (format!("task process {i}"), long)).expect("start"))
         .collect();

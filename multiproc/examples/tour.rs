@@ -24,12 +24,16 @@ pub mod s03_pipe;
 pub mod s04_queue_maxsize;
 #[path = "s05_shared_value_lock.rs"]
 pub mod s05_shared_value_lock;
+#[path = "s06_pool_apply_async.rs"]
+pub mod s06_pool_apply_async;
 #[path = "s07_thread_ident.rs"]
 pub mod s07_thread_ident;
 #[path = "s08_raw_fork.rs"]
 pub mod s08_raw_fork;
 #[path = "s09_current_process.rs"]
 pub mod s09_current_process;
+#[path = "s10_pool_map.rs"]
+pub mod s10_pool_map;
 #[path = "s12_queue_reader_writer.rs"]
 pub mod s12_queue_reader_writer;
 #[path = "s13_thread_names.rs"]
@@ -74,6 +78,8 @@ pub mod s34_names_args;
 pub mod s39_lock_print;
 #[path = "s41_value_array.rs"]
 pub mod s41_value_array;
+#[path = "s43_pool_timeout.rs"]
+pub mod s43_pool_timeout;
 
 /// Every scenario of the tour, in order of id: (id, example name, its `run`).
 const SCENARIOS: &[(&str, &str, fn())] = &[
@@ -82,9 +88,11 @@ const SCENARIOS: &[(&str, &str, fn())] = &[
     ("S3", "s03_pipe", s03_pipe::run),
     ("S4", "s04_queue_maxsize", s04_queue_maxsize::run),
     ("S5", "s05_shared_value_lock", s05_shared_value_lock::run),
+    ("S6", "s06_pool_apply_async", s06_pool_apply_async::run),
     ("S7", "s07_thread_ident", s07_thread_ident::run),
     ("S8", "s08_raw_fork", s08_raw_fork::run),
     ("S9", "s09_current_process", s09_current_process::run),
+    ("S10", "s10_pool_map", s10_pool_map::run),
     (
         "S12",
         "s12_queue_reader_writer",
@@ -127,6 +135,7 @@ const SCENARIOS: &[(&str, &str, fn())] = &[
     ("S34", "s34_names_args", s34_names_args::run),
     ("S39", "s39_lock_print", s39_lock_print::run),
     ("S41", "s41_value_array", s41_value_array::run),
+    ("S43", "s43_pool_timeout", s43_pool_timeout::run),
 ];
 
 /// Whether the command line selects the scenario (no arguments: all of them).
