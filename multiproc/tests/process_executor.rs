@@ -1,0 +1,256 @@
+//! `concurrent.futures.ProcessPoolExecutor` (the process side of S21) and the shared
+//! `Executor` trait: submit, map, as_completed, wait, cancel, shutdown; and what
+//! CPython's executor does not do: a killed worker does not break it
+//! (`test_killed_child`, inverted), recycling with `max_tasks_per_child`
+//! (gh-115634), a failing initializer (`test_init.py`), time limits.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use multiproc::executor::{
+    Executor, FutureError, ProcessPoolExecutor, ReturnWhen, Shutdown, ThreadPoolExecutor,
+    as_completed, wait,
+};
+use multiproc::testing::LeakCheck;
+use multiproc::{StartMethod, process::set_fork_warning};
+
+multiproc::test_support!();
+
+const PROMPT: Duration = Duration::from_secs(60);
+
+fn executor(method: StartMethod, n: usize) -> ProcessPoolExecutor {
+    set_fork_warning(false);
+    ProcessPoolExecutor::builder()
+        .max_workers(n)
+        .start_method(method)
+        .build()
+        .expect("start the executor")
+}
+
+fn cube(x: i64) -> i64 {
+    x * x * x
+}
+
+fn pid(_: ()) -> u32 {
+    std::process::id()
+}
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn die(_: ()) -> u32 {
+    rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL)
+        .unwrap();
+    0
+}
+
+fn boom(_: ()) -> u32 {
+    panic!("boom")
+}
+
+#[test]
+fn submit_result_map_as_completed_and_wait() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let ex = executor(method, 2);
+        let f = ex.submit(cube, 3).unwrap();
+        assert_eq!(f.result_timeout(PROMPT).unwrap(), 27);
+        assert!(f.done());
+
+        let futures: Vec<_> = [30, 1, 15]
+            .iter()
+            .map(|&ms| ex.submit(sleep_ms, ms).unwrap())
+            .collect();
+        let mut got: Vec<u64> = as_completed(futures).map(|f| f.result().unwrap()).collect();
+        got.sort();
+        assert_eq!(got, [1, 15, 30]);
+
+        let in_order: Vec<i64> = ex.map(cube, 1..=5).unwrap().map(Result::unwrap).collect();
+        assert_eq!(in_order, [1, 8, 27, 64, 125]);
+        let chunked: Vec<i64> = ex
+            .map_chunked(cube, 1..=5, 2)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(chunked, in_order);
+
+        let fs = vec![ex.submit(boom, ()).unwrap(), ex.submit(pid, ()).unwrap()];
+        let w = wait(&fs, ReturnWhen::AllCompleted, Some(PROMPT));
+        assert_eq!(w.done.len(), 2);
+        match fs[0].exception() {
+            Some(FutureError::Panicked { message }) => assert_eq!(message, "boom"),
+            other => panic!("{other:?}"),
+        }
+        ex.shutdown(true, false);
+        assert_eq!(ex.submit(cube, 1).unwrap_err(), Shutdown);
+    }
+    check.assert_clean();
+}
+
+/// CPython's `test_killed_child` asserts the executor is broken afterwards; here only
+/// the killed task fails and the executor goes on.
+#[test]
+fn a_killed_worker_does_not_break_the_executor() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let ex = executor(method, 2);
+        let pids = ex.worker_pids();
+        let dead = ex.submit(die, ()).unwrap();
+        let others: Vec<_> = (0..20).map(|i| ex.submit(cube, i).unwrap()).collect();
+        match dead.result() {
+            Err(FutureError::WorkerDied { pid, status }) => {
+                assert!(pids.contains(&pid), "{method}");
+                assert_eq!(status.signal(), Some(libc::SIGKILL));
+            }
+            other => panic!("{method}: {other:?}"),
+        }
+        for (i, f) in others.iter().enumerate() {
+            assert_eq!(f.result().unwrap(), cube(i as i64));
+        }
+        assert_eq!(ex.submit(cube, 2).unwrap().result().unwrap(), 8);
+        assert_eq!(ex.worker_pids().len(), 2);
+    }
+    check.assert_clean();
+}
+
+#[test]
+fn cancel_pending_and_shutdown_cancel_futures() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let ex = executor(method, 1);
+        let running = ex.submit(sleep_ms, 300).unwrap();
+        let queued: Vec<_> = (0..5).map(|i| ex.submit(cube, i).unwrap()).collect();
+        // The first waits behind the running task: it can still be cancelled.
+        let last = queued.last().unwrap();
+        assert!(last.cancel(), "{method}");
+        assert!(last.cancelled());
+        assert_eq!(last.result().unwrap_err(), FutureError::Cancelled);
+        ex.shutdown(true, true);
+        assert_eq!(running.result().unwrap(), 300);
+        for f in &queued[..4] {
+            // Either run before the shutdown reached it, or cancelled by it.
+            match f.result() {
+                Ok(_) | Err(FutureError::Cancelled) => {}
+                other => panic!("{method}: {other:?}"),
+            }
+        }
+    }
+    check.assert_clean();
+}
+
+/// gh-115634: `ProcessPoolExecutor(1, max_tasks_per_child=2)` hung after two tasks.
+#[test]
+fn max_tasks_per_child_with_pending_tasks_does_not_hang() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        set_fork_warning(false);
+        let ex = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .max_tasks_per_child(2)
+            .start_method(method)
+            .build()
+            .unwrap();
+        let futures: Vec<_> = (0..6).map(|_| ex.submit(pid, ()).unwrap()).collect();
+        let pids: Vec<u32> = futures.iter().map(|f| f.result().unwrap()).collect();
+        let distinct: HashSet<u32> = pids.iter().copied().collect();
+        assert_eq!(distinct.len(), 3, "{method}: {pids:?}");
+        // gh-119592: shutdown(wait=False) while a recycled worker exits.
+        ex.shutdown(false, false);
+        drop(ex);
+    }
+    check.assert_clean();
+}
+
+fn failing_init(_: ()) {
+    panic!("cannot initialise");
+}
+
+#[test]
+fn a_failing_initializer_breaks_the_executor() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        set_fork_warning(false);
+        let ex = ProcessPoolExecutor::builder()
+            .max_workers(2)
+            .start_method(method)
+            .initializer(failing_init, ())
+            .build()
+            .unwrap();
+        match ex.submit(cube, 1).unwrap().result() {
+            Err(FutureError::Broken { reason }) => assert!(reason.contains("cannot initialise")),
+            other => panic!("{method}: {other:?}"),
+        }
+        match ex.submit(cube, 1).unwrap().result() {
+            Err(FutureError::Broken { .. }) => {}
+            other => panic!("{method}: {other:?}"),
+        }
+    }
+    check.assert_clean();
+}
+
+#[test]
+fn schedule_stops_a_task_over_its_limit() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let ex = executor(method, 1);
+        let limit = Duration::from_millis(200);
+        let f = ex.schedule(sleep_ms, 600_000, limit).unwrap();
+        assert_eq!(f.result().unwrap_err(), FutureError::TimedOut { limit });
+        assert_eq!(ex.submit(cube, 4).unwrap().result().unwrap(), 64);
+    }
+    check.assert_clean();
+}
+
+fn double(x: u32) -> u32 {
+    2 * x
+}
+
+fn total(ex: &impl Executor) -> u32 {
+    let fs: Vec<_> = (1..=10).map(|i| ex.submit(double, i).unwrap()).collect();
+    let submitted: u32 = fs.into_iter().map(|f| f.result().unwrap()).sum();
+    let mapped: u32 = ex.map(double, 1..=10).unwrap().map(Result::unwrap).sum();
+    assert_eq!(submitted, mapped);
+    submitted
+}
+
+#[test]
+fn the_executor_trait_runs_on_threads_and_processes() {
+    let check = LeakCheck::start();
+    assert_eq!(total(&ThreadPoolExecutor::new(2)), 110);
+    for method in StartMethod::ALL {
+        let ex = executor(method, 2);
+        assert_eq!(total(&ex), 110);
+        Executor::shutdown(&ex, true, false);
+    }
+    check.assert_clean();
+}
+
+#[test]
+fn a_future_can_be_awaited() {
+    let check = LeakCheck::start();
+    let ex = executor(StartMethod::ForkServer, 1);
+    let f = ex.submit(cube, 5).unwrap();
+    // A minimal executor for one future: poll until ready, parking between polls.
+    let waker = std::task::Waker::from(std::sync::Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    let value = loop {
+        match std::future::Future::poll(f.as_mut(), &mut cx) {
+            std::task::Poll::Ready(v) => break v,
+            std::task::Poll::Pending => std::thread::park_timeout(PROMPT),
+        }
+    };
+    assert_eq!(value.unwrap(), 125);
+    drop(ex);
+    check.assert_clean();
+}
+
+struct ThreadWaker(std::thread::Thread);
+
+impl std::task::Wake for ThreadWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.unpark();
+    }
+}
