@@ -37,6 +37,9 @@
 //! | `multiprocessing.Lock`, `RLock`, `acquire(timeout=…)` | [`sync::Lock`], [`sync::RLock`] ([`sync::LockError::OwnerDied`] when a holder died) |
 //! | `Semaphore`, `BoundedSemaphore`, `Event`, `Condition`, `Barrier` | [`sync::Semaphore`], [`sync::Event`], [`sync::Condition`], [`sync::Barrier`] |
 //! | `concurrent.futures.ThreadPoolExecutor`, `Future`, `as_completed`, `wait` | [`executor::ThreadPoolExecutor`], [`executor::Future`], [`executor::as_completed`], [`executor::wait`] |
+//! | `concurrent.futures.ProcessPoolExecutor`, `Executor` | [`executor::ProcessPoolExecutor`], [`executor::Executor`] |
+//! | `multiprocessing.Pool`, `apply_async`, `AsyncResult.get(timeout)`, `map`, `imap_unordered`, `starmap`, `close`, `join`, `terminate` | [`pool::Pool`], [`pool::AsyncResult`] (see the [`pool`] module's table) |
+//! | `BrokenProcessPool` / a Pool hung by a dead worker | [`executor::FutureError::WorkerDied`] for that task only |
 //! | `queue.Queue(maxsize)`, `get_nowait`, `task_done`, `join`, `shutdown` | [`queue::Queue`] ([`queue::GetError`], [`queue::PutError`]) |
 //! | `threading.Thread(target=f, name=…)` | [`thread::Thread`] |
 //! | `threading.current_thread().name`, `get_ident()` | [`thread::current_thread`], [`thread::get_ident`] |

@@ -83,6 +83,36 @@ fn exit_3(_: ()) -> u32 {
     std::process::exit(3)
 }
 
+fn sleep_and_report(ms: u64) -> (u128, u128) {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    };
+    let start = now();
+    std::thread::sleep(Duration::from_millis(ms));
+    (start, now())
+}
+
+/// S2 with a pool: five one-second sleeps in a `Pool(5)` all run at the same moment.
+#[test]
+fn s02_pooled_sleeps_overlap() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let p = pool(method, 5);
+        let spans = p
+            .with_chunksize(1)
+            .map(sleep_and_report, [1000; 5])
+            .unwrap();
+        let last_start = spans.iter().map(|s| s.0).max().unwrap();
+        let first_end = spans.iter().map(|s| s.1).min().unwrap();
+        assert!(last_start < first_end, "{method}: sleeps queued: {spans:?}");
+        drop(p);
+    }
+    check.assert_clean();
+}
+
 #[test]
 fn s10_map_keeps_input_order_with_any_chunksize() {
     let check = LeakCheck::start();
@@ -396,6 +426,38 @@ fn cancel_running_stops_a_running_task() {
         assert_eq!(f.result().unwrap_err(), FutureError::Cancelled);
         assert_eq!(p.apply(square, 5).unwrap(), 25);
         assert_ne!(p.worker_pids(), before, "{method}: replaced");
+        p.close();
+        p.join();
+    }
+    check.assert_clean();
+}
+
+/// FAILURE_MODES 12: Ctrl-C goes to the whole process group; workers ignore it and
+/// leave it to the parent (mpire's `DisableKeyboardInterruptSignal`).
+#[test]
+fn workers_ignore_ctrl_c() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let started = Event::new().unwrap();
+        set_fork_warning(false);
+        let p = Pool::builder()
+            .processes(1)
+            .start_method(method)
+            .initializer(set_started, started.clone())
+            .build()
+            .unwrap();
+        let r = p
+            .apply_async(announce_then_sleep, Duration::from_millis(100))
+            .unwrap();
+        assert!(started.wait_timeout(PROMPT));
+        let worker = p.worker_pids()[0];
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(worker as i32).unwrap(),
+            rustix::process::Signal::INT,
+        )
+        .unwrap();
+        assert_eq!(r.get().unwrap(), 1, "{method}");
+        assert_eq!(p.worker_pids(), [worker]);
         p.close();
         p.join();
     }

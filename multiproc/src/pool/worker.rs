@@ -242,6 +242,7 @@ pub(crate) struct WorkerArgs<A> {
 /// A worker with the initializer `fn(A)`.
 pub(crate) fn worker_main<A: DeserializeOwned>(args: WorkerArgs<A>) {
     let WorkerArgs { parts, init } = args;
+    sys::proc::ignore_interrupts();
     let proof = match sys::entry::verify(parts.exe) {
         Ok(proof) => proof,
         Err(e) => return init_failed(&parts, e.to_string()),
@@ -257,6 +258,7 @@ pub(crate) fn worker_main<A: DeserializeOwned>(args: WorkerArgs<A>) {
 
 /// A worker (`fork` only) whose initializer is a closure.
 pub(crate) fn worker_with_closure(parts: Parts, init: impl FnOnce()) {
+    sys::proc::ignore_interrupts();
     let proof = match sys::entry::verify(parts.exe) {
         Ok(proof) => proof,
         Err(e) => return init_failed(&parts, e.to_string()),

@@ -184,6 +184,13 @@ pub(crate) fn exit_if_stuck(seconds: u32, code: i32) {
     unsafe { libc::alarm(seconds) };
 }
 
+/// Ignores `SIGINT` in this process (pool workers: Ctrl-C reaches the whole foreground
+/// process group, and it is the parent's to handle; a worker dies with its parent).
+pub(crate) fn ignore_interrupts() {
+    // SAFETY: sets the disposition of SIGINT to SIG_IGN; no handler runs.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+}
+
 /// Ends the process at once with `code`: no destructors, no `atexit` handlers, no stdio
 /// flush (flush first if you printed). This is how every multiproc child ends, so that
 /// a forked child never runs its parent's exit handlers.
