@@ -871,7 +871,7 @@ fn ppe_submit(c: &Ctx) -> Result<f64, String> {
 /// pybench's `cpu_speedup`: best of 3 sequential runs over best of 3 pool maps, in
 /// alternation.
 fn cpu_speedup(c: &Ctx) -> Result<f64, String> {
-    let work = vec![c.n(200_000); 8];
+    let work = [c.n(200_000); 8];
     let sequential = || work.iter().map(|&w| cpu_work(w)).collect::<Vec<u64>>();
     let expected = sequential();
     let pool = multiproc::pool::Pool::builder()
