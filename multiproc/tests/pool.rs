@@ -549,6 +549,74 @@ fn takes_unencodable(_: Unencodable) -> u32 {
     1
 }
 
+/// Encodes fine; refuses to decode (a worker cannot read the argument, or the parent
+/// the result).
+#[derive(Debug)]
+struct Undecodable;
+
+impl serde::Serialize for Undecodable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(1)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Undecodable {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("cannot decode this"))
+    }
+}
+
+fn takes_undecodable(_: Undecodable) -> u32 {
+    1
+}
+
+fn makes_undecodable(_: ()) -> Undecodable {
+    Undecodable
+}
+
+/// The matrix of CPython's `test_deadlock.py` / loky's `test_crashes`, for what can
+/// fail in Rust: encoding the arguments (parent), decoding them (worker), running
+/// (panic, abort, exit: other tests), encoding the result (worker), decoding it
+/// (parent). Each is that task's error, promptly; the pool goes on.
+#[test]
+fn every_serialisation_step_fails_its_task_only() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let p = pool(method, 2);
+        let pids = p.worker_pids();
+        let in_worker = p.apply_async(takes_undecodable, Undecodable).unwrap().get();
+        match in_worker {
+            Err(FutureError::Serialization { message }) => {
+                assert!(message.contains("arguments"), "{message}")
+            }
+            other => panic!("{method}: {other:?}"),
+        }
+        let in_parent = p.apply_async(makes_undecodable, ()).unwrap().get();
+        match in_parent {
+            Err(FutureError::Serialization { message }) => {
+                assert!(message.contains("result"), "{message}")
+            }
+            other => panic!("{method}: {other:?}"),
+        }
+        // A map whose chunk cannot be decoded in the worker: every item says so.
+        let got: Vec<_> = p
+            .with_chunksize(2)
+            .imap(takes_undecodable, [Undecodable, Undecodable, Undecodable])
+            .unwrap()
+            .collect();
+        assert!(
+            got.iter()
+                .all(|r| matches!(r, Err(FutureError::Serialization { .. }))),
+            "{method}: {got:?}"
+        );
+        assert_eq!(p.worker_pids(), pids, "{method}: no worker lost");
+        assert_eq!(p.apply(square, 7).unwrap(), 49);
+        p.close();
+        p.join();
+    }
+    check.assert_clean();
+}
+
 #[test]
 fn serialisation_failures_fail_the_task_only() {
     let check = LeakCheck::start();

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -83,6 +84,9 @@ struct Slot<T> {
 pub(crate) struct Inner<T> {
     slot: Mutex<Slot<T>>,
     done: Condvar,
+    /// Set (after the slot) when the task finished or was cancelled: lets a waiter
+    /// spin without taking the lock.
+    settled: AtomicBool,
 }
 
 /// Whatever holds a future's [`Inner`]: the executor keeps the task itself in the same
@@ -113,6 +117,17 @@ impl<T> Inner<T> {
                 on_done: Vec::new(),
             }),
             done: Condvar::new(),
+            settled: AtomicBool::new(false),
+        }
+    }
+
+    /// Spins and yields a little while the task is not done: most tasks finish within
+    /// microseconds of being waited for, and sleeping on the condition variable would
+    /// cost a system call on each side.
+    fn spin_until_settled(&self) {
+        let backoff = crossbeam_utils::Backoff::new();
+        while !self.settled.load(Ordering::Acquire) && !backoff.is_completed() {
+            backoff.snooze();
         }
     }
 
@@ -137,6 +152,7 @@ impl<T> Inner<T> {
             slot.stage = Stage::Finished;
             slot.ok = value.is_ok();
             slot.value = Some(value);
+            self.settled.store(true, Ordering::Release);
             (slot.waker.take(), std::mem::take(&mut slot.on_done))
         };
         self.done.notify_all();
@@ -167,6 +183,7 @@ impl<T> Inner<T> {
             }
             slot.stage = Stage::Cancelled;
             slot.value = Some(Err(FutureError::Cancelled));
+            self.settled.store(true, Ordering::Release);
             (slot.waker.take(), std::mem::take(&mut slot.on_done))
         };
         self.done.notify_all();
@@ -246,6 +263,7 @@ impl<T> Future<T> {
 
     /// Waits until the task finished or was cancelled.
     pub fn wait(&self) {
+        self.cell.inner().spin_until_settled();
         let mut slot = self.cell.inner().slot.lock();
         while !finished(&slot) {
             self.cell.inner().done.wait(&mut slot);
