@@ -427,7 +427,7 @@ impl Shared {
                 // A moving average of task length sets how many tasks a worker holds.
                 let busy = busy_ns.max(1) as f64;
                 st.avg_busy_ns = if st.avg_busy_ns.is_finite() {
-                    0.9 * st.avg_busy_ns + 0.1 * busy
+                    0.5 * st.avg_busy_ns + 0.5 * busy
                 } else {
                     busy
                 };

@@ -851,20 +851,43 @@ impl<R: DeserializeOwned + Send> Sink for ChunkSink<R> {
         !self.map.abandoned.load(Ordering::Relaxed)
     }
     fn complete(&self, items: Vec<Outcome>) {
-        if items.len() == self.len {
-            self.map
-                .store(self.start, items.into_iter().map(decode_outcome::<R>));
-        } else {
-            // The whole chunk failed as one (its arguments or its result could not be
-            // sent): every item reports why.
-            let error = match items.into_iter().next().map(decode_outcome::<R>) {
-                Some(Err(e)) => e,
-                _ => FutureError::Serialization {
+        let error = match <[Outcome; 1]>::try_from(items) {
+            Ok([Outcome::Returned(blob)]) => {
+                match codec::decode::<Vec<worker::Item<R>>>(&blob) {
+                    Ok(items) if items.len() == self.len => {
+                        self.map
+                            .store(self.start, items.into_iter().map(|item| match item {
+                                worker::Item::Ok(v) => Ok(v),
+                                worker::Item::Panicked(message) => {
+                                    Err(FutureError::Panicked { message })
+                                }
+                                worker::Item::Codec(message) => {
+                                    Err(FutureError::Serialization { message })
+                                }
+                            }));
+                        return;
+                    }
+                    Ok(_) => FutureError::Serialization {
+                        message: "the worker sent a malformed reply".into(),
+                    },
+                    Err(e) => FutureError::Serialization {
+                        message: format!("cannot decode the task's result: {e}"),
+                    },
+                }
+            }
+            // The whole chunk failed as one (its arguments did not decode, or its
+            // result could not be sent): every item reports why.
+            Ok([other]) => match decode_outcome::<()>(other) {
+                Err(e) => e,
+                Ok(()) => FutureError::Serialization {
                     message: "the worker sent a malformed reply".into(),
                 },
-            };
-            self.fail(error);
-        }
+            },
+            Err(_) => FutureError::Serialization {
+                message: "the worker sent a malformed reply".into(),
+            },
+        };
+        self.fail(error);
     }
     fn fail(&self, error: FutureError) {
         self.map

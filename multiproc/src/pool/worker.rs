@@ -81,14 +81,56 @@ pub(crate) fn entry_one<A: DeserializeOwned, R: Serialize>(call: TaskCall) -> Ve
     }]
 }
 
+/// The outcome of one item of a chunk. A whole chunk comes back as one
+/// `Outcome::Returned` holding the postcard encoding of a `Vec<Item<R>>`: one buffer for
+/// the chunk, not one per item.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Item<R> {
+    Ok(R),
+    Panicked(String),
+    Codec(String),
+}
+
+/// [`Item`] by reference, with the same encoding.
+#[derive(Serialize)]
+enum ItemRef<'a, R> {
+    Ok(&'a R),
+    Panicked(&'a str),
+    Codec(&'a str),
+}
+
+/// Runs `call` on every item of a chunk, catching panics, and encodes the outcomes as a
+/// `Vec<Item<R>>`. A result that does not encode becomes that item's `Codec` outcome.
+fn run_chunk<T, R: Serialize>(items: Vec<T>, call: impl Fn(T) -> R) -> Vec<Outcome> {
+    use std::io::Write;
+    let mut buf = Vec::with_capacity(16 + items.len() * 4);
+    let mut len = [0u8; 10];
+    let prefix = postcard::to_slice(&(items.len() as u64), &mut len).map_or(0, |s| s.len());
+    // A sequence length is a varint, as a u64 is.
+    let _ = buf.write_all(&len[..prefix]);
+    for item in items {
+        let mark = buf.len();
+        let written = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(item))) {
+            Ok(value) => postcard::to_io(&ItemRef::Ok(&value), &mut buf).map(|_| ()),
+            Err(payload) => {
+                let message = crate::process::child::panic_message(payload.as_ref());
+                postcard::to_io(&ItemRef::<R>::Panicked(&message), &mut buf).map(|_| ())
+            }
+        };
+        if let Err(e) = written {
+            buf.truncate(mark);
+            let message = format!("result: cannot encode {}: {e}", std::any::type_name::<R>());
+            let _ = postcard::to_io(&ItemRef::<R>::Codec(&message), &mut buf);
+        }
+    }
+    vec![Outcome::Returned(buf)]
+}
+
 /// `f(item)` for each item of a chunk.
 pub(crate) fn entry_chunk<A: DeserializeOwned, R: Serialize>(call: TaskCall) -> Vec<Outcome> {
     let f: fn(A) -> R = sys::entry::resolve(&call.proof, call.target);
     match codec::decode::<Vec<A>>(&call.args) {
-        Ok(items) => items
-            .into_iter()
-            .map(|a| run_caught(move || f(a)))
-            .collect(),
+        Ok(items) => run_chunk(items, f),
         Err(e) => vec![bad_args(e)],
     }
 }
@@ -102,10 +144,7 @@ where
 {
     let f: fn(A, B) -> R = sys::entry::resolve(&call.proof, call.target);
     match codec::decode::<Vec<(A, B)>>(&call.args) {
-        Ok(items) => items
-            .into_iter()
-            .map(|(a, b)| run_caught(move || f(a, b)))
-            .collect(),
+        Ok(items) => run_chunk(items, |(a, b)| f(a, b)),
         Err(e) => vec![bad_args(e)],
     }
 }
@@ -120,10 +159,7 @@ where
 {
     let f: fn(A, B, C) -> R = sys::entry::resolve(&call.proof, call.target);
     match codec::decode::<Vec<(A, B, C)>>(&call.args) {
-        Ok(items) => items
-            .into_iter()
-            .map(|(a, b, c)| run_caught(move || f(a, b, c)))
-            .collect(),
+        Ok(items) => run_chunk(items, |(a, b, c)| f(a, b, c)),
         Err(e) => vec![bad_args(e)],
     }
 }
