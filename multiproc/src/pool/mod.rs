@@ -947,6 +947,20 @@ impl<R> IMap<R> {
                 self.next += 1;
                 return slots.results[i].take();
             }
+            // Results usually arrive microseconds apart: spin and yield a little before
+            // sleeping, which would cost a wake-up system call per result.
+            let seen = self.state.completed.load(Ordering::Acquire);
+            let backoff = crossbeam_utils::Backoff::new();
+            parking_lot::MutexGuard::unlocked(&mut slots, || {
+                while self.state.completed.load(Ordering::Acquire) == seen
+                    && !backoff.is_completed()
+                {
+                    backoff.snooze();
+                }
+            });
+            if self.state.completed.load(Ordering::Acquire) != seen {
+                continue;
+            }
             match deadline {
                 None => self.state.ready.wait(&mut slots),
                 Some(d) => {
