@@ -184,7 +184,23 @@ impl Core {
         let for_thread = Arc::clone(&shared);
         let collector = std::thread::Builder::new()
             .name("multiproc-pool-collector".into())
-            .spawn(move || collect(&for_thread))
+            .spawn(move || {
+                let shared = &*for_thread;
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| collect(shared)))
+                    .is_err()
+                {
+                    // A bug in the collector must not leave callers waiting for ever.
+                    let mut finished = Vec::new();
+                    let mut st = shared.state.lock();
+                    shared.break_pool(&mut st, "the pool's collector failed".into(), &mut finished);
+                    st.terminated = true;
+                    shared.wind_down(&mut st);
+                    st.done = true;
+                    shared.changed.notify_all();
+                    drop(st);
+                    finish_all(finished);
+                }
+            })
             .map_err(StartError::Io)?;
         Ok(Core {
             shared,

@@ -852,29 +852,29 @@ impl<R: DeserializeOwned + Send> Sink for ChunkSink<R> {
     }
     fn complete(&self, items: Vec<Outcome>) {
         let error = match <[Outcome; 1]>::try_from(items) {
-            Ok([Outcome::Returned(blob)]) => {
-                match codec::decode::<Vec<worker::Item<R>>>(&blob) {
-                    Ok(items) if items.len() == self.len => {
-                        self.map
-                            .store(self.start, items.into_iter().map(|item| match item {
-                                worker::Item::Ok(v) => Ok(v),
-                                worker::Item::Panicked(message) => {
-                                    Err(FutureError::Panicked { message })
-                                }
-                                worker::Item::Codec(message) => {
-                                    Err(FutureError::Serialization { message })
-                                }
-                            }));
-                        return;
-                    }
-                    Ok(_) => FutureError::Serialization {
-                        message: "the worker sent a malformed reply".into(),
-                    },
-                    Err(e) => FutureError::Serialization {
-                        message: format!("cannot decode the task's result: {e}"),
-                    },
+            Ok([Outcome::Returned(blob)]) => match codec::decode::<Vec<worker::Item<R>>>(&blob) {
+                Ok(items) if items.len() == self.len => {
+                    self.map.store(
+                        self.start,
+                        items.into_iter().map(|item| match item {
+                            worker::Item::Ok(v) => Ok(v),
+                            worker::Item::Panicked(message) => {
+                                Err(FutureError::Panicked { message })
+                            }
+                            worker::Item::Codec(message) => {
+                                Err(FutureError::Serialization { message })
+                            }
+                        }),
+                    );
+                    return;
                 }
-            }
+                Ok(_) => FutureError::Serialization {
+                    message: "the worker sent a malformed reply".into(),
+                },
+                Err(e) => FutureError::Serialization {
+                    message: format!("cannot decode the task's result: {e}"),
+                },
+            },
             // The whole chunk failed as one (its arguments did not decode, or its
             // result could not be sent): every item reports why.
             Ok([other]) => match decode_outcome::<()>(other) {
