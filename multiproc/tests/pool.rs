@@ -493,6 +493,33 @@ fn maxtasksperchild_recycles_workers() {
     check.assert_clean();
 }
 
+static GREETING: OnceLock<String> = OnceLock::new();
+
+fn greeting(_: ()) -> String {
+    GREETING.get().cloned().unwrap_or_default()
+}
+
+/// Under `fork`, the initializer may be a closure capturing anything.
+#[test]
+fn a_fork_initializer_closure_captures_state() {
+    let check = LeakCheck::start();
+    let captured = format!("hello from {}", std::process::id());
+    let expected = captured.clone();
+    set_fork_warning(false);
+    let p = Pool::builder()
+        .processes(2)
+        .fork_initializer(move || {
+            let _ = GREETING.set(captured.clone());
+        })
+        .build()
+        .unwrap();
+    assert_eq!(p.map(greeting, [(), (), ()]).unwrap(), vec![expected; 3]);
+    p.close();
+    p.join();
+    drop(p);
+    check.assert_clean();
+}
+
 fn bad_init(_: ()) {
     panic!("no database here");
 }
