@@ -754,17 +754,23 @@ fn cpu_work(k: u64) -> u64 {
     s
 }
 
-/// pybench's `warm`: short tasks until both workers have run one.
-fn warm(pool: &multiproc::pool::Pool) -> Result<(), String> {
+/// pybench's `warm`: `map_pids` maps `pid_after(5 ms)` over two items, until both
+/// workers have run one.
+fn warm(mut map_pids: impl FnMut() -> Result<Vec<u32>, String>) -> Result<(), String> {
     let mut seen = std::collections::HashSet::new();
     while seen.len() < 2 {
-        let pids = pool
-            .with_chunksize(1)
-            .map(pid_after, [std::time::Duration::from_millis(5); 2])
-            .map_err(|e| e.to_string())?;
-        seen.extend(pids);
+        seen.extend(map_pids()?);
     }
     Ok(())
+}
+
+/// [`warm`] for a [`multiproc::pool::Pool`].
+fn warm_pool(pool: &multiproc::pool::Pool) -> Result<(), String> {
+    warm(|| {
+        pool.with_chunksize(1)
+            .map(pid_after, [std::time::Duration::from_millis(5); 2])
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// pybench's `pool_rate`: tasks/s of `run` on a warmed `Pool(2)`; `run` returns
@@ -780,7 +786,7 @@ fn pool_rate(
         .start_method(c.method)
         .build()
         .map_err(|e| e.to_string())?;
-    warm(&pool)?;
+    warm_pool(&pool)?;
     let (seconds, result) = clock(|| run(&pool));
     let mut result = result?;
     if !ordered {
@@ -844,15 +850,12 @@ fn ppe_submit(c: &Ctx) -> Result<f64, String> {
         .start_method(c.method)
         .build()
         .map_err(|e| e.to_string())?;
-    let mut seen = std::collections::HashSet::new();
-    while seen.len() < 2 {
-        for pid in ex
-            .map(pid_after, [std::time::Duration::from_millis(5); 2])
+    warm(|| {
+        ex.map(pid_after, [std::time::Duration::from_millis(5); 2])
             .map_err(|e| e.to_string())?
-        {
-            seen.insert(pid.map_err(|e| e.to_string())?);
-        }
-    }
+            .map(|pid| pid.map_err(|e| e.to_string()))
+            .collect()
+    })?;
     let (seconds, result) = clock(|| -> Result<Vec<u64>, String> {
         let futures = (0..k)
             .map(|i| ex.submit(ident, i))
@@ -879,7 +882,7 @@ fn cpu_speedup(c: &Ctx) -> Result<f64, String> {
         .start_method(c.method)
         .build()
         .map_err(|e| e.to_string())?;
-    warm(&pool)?;
+    warm_pool(&pool)?;
     let (mut seq, mut par) = (f64::INFINITY, f64::INFINITY);
     for _ in 0..3 {
         let (s, got) = clock(sequential);

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::{Future, FutureError, Shutdown};
 use crate::StartMethod;
-use crate::pool::{Core, PoolBuilder, PoolError};
+use crate::pool::{Arg, Core, PoolBuilder, PoolError, Ret};
 
 /// Settings of a [`ProcessPoolExecutor`] (Python's `ProcessPoolExecutor(max_workers,
 /// mp_context, initializer, initargs, max_tasks_per_child)`).
@@ -123,8 +123,8 @@ impl ProcessPoolExecutor {
         limit: Option<Duration>,
     ) -> Result<Future<R>, Shutdown>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        A: Arg,
+        R: Ret,
     {
         match crate::pool::submit_one(&self.core, f, &arg, limit) {
             Ok(future) => Ok(future),
@@ -145,8 +145,8 @@ impl ProcessPoolExecutor {
     /// executor or arguments that do not serialise give a future that has failed.
     pub fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<Future<R>, Shutdown>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        A: Arg,
+        R: Ret,
     {
         self.submit_limited(f, arg, None)
     }
@@ -160,8 +160,8 @@ impl ProcessPoolExecutor {
         limit: Duration,
     ) -> Result<Future<R>, Shutdown>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        A: Arg,
+        R: Ret,
     {
         self.submit_limited(f, arg, Some(limit))
     }
@@ -174,8 +174,8 @@ impl ProcessPoolExecutor {
         items: impl IntoIterator<Item = A>,
     ) -> Result<crate::pool::IMap<R>, Shutdown>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        A: Arg,
+        R: Ret,
     {
         self.map_chunked(f, items, 1)
     }
@@ -188,8 +188,8 @@ impl ProcessPoolExecutor {
         chunksize: usize,
     ) -> Result<crate::pool::IMap<R>, Shutdown>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        A: Arg,
+        R: Ret,
     {
         crate::pool::Mapper::new(&self.core)
             .with_chunksize(chunksize)

@@ -77,6 +77,15 @@ use crate::{StartError, StartMethod};
 use core::{Config, Spawner};
 use worker::WorkerArgs;
 
+/// What a task takes: anything serde can carry across the process boundary.
+pub trait Arg: Serialize + DeserializeOwned + 'static {}
+impl<T: Serialize + DeserializeOwned + 'static> Arg for T {}
+
+/// What a task returns: anything serde can carry back, that the caller's thread can
+/// receive.
+pub trait Ret: Serialize + DeserializeOwned + Send + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + 'static> Ret for T {}
+
 /// Why a pool call failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -331,8 +340,8 @@ pub(crate) fn submit_one<A, R>(
     timeout: Option<Duration>,
 ) -> Result<Future<R>, PoolError>
 where
-    A: Serialize + DeserializeOwned + 'static,
-    R: Serialize + DeserializeOwned + Send + 'static,
+    A: Arg,
+    R: Ret,
 {
     let id = core.next_id();
     let cell = Arc::new(TaskCell::<R> {
@@ -375,8 +384,8 @@ impl Pool {
     /// Runs `f(args)` in a worker and waits for its result (Python's `apply`).
     pub fn apply<A, R>(&self, f: fn(A) -> R, args: A) -> Result<R, PoolError>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        A: Arg,
+        R: Ret,
     {
         self.apply_async(f, args)?.get().map_err(PoolError::Task)
     }
@@ -385,8 +394,8 @@ impl Pool {
     /// the pool is closed or broken or `args` cannot be serialised.
     pub fn apply_async<A, R>(&self, f: fn(A) -> R, args: A) -> Result<AsyncResult<R>, PoolError>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        A: Arg,
+        R: Ret,
     {
         submit_one(&self.core, f, &args, None).map(AsyncResult)
     }
@@ -401,8 +410,8 @@ impl Pool {
         limit: Duration,
     ) -> Result<AsyncResult<R>, PoolError>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        A: Arg,
+        R: Ret,
     {
         submit_one(&self.core, f, &args, Some(limit)).map(AsyncResult)
     }
@@ -435,8 +444,8 @@ impl Pool {
         items: impl IntoIterator<Item = A>,
     ) -> Result<Vec<R>, PoolError>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        A: Arg,
+        R: Ret,
     {
         self.mapper().map(f, items)
     }
@@ -448,8 +457,8 @@ impl Pool {
         items: impl IntoIterator<Item = A>,
     ) -> Result<MapResult<R>, PoolError>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        A: Arg,
+        R: Ret,
     {
         self.mapper().map_async(f, items)
     }
@@ -462,8 +471,8 @@ impl Pool {
         items: impl IntoIterator<Item = A>,
     ) -> Result<IMap<R>, PoolError>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        A: Arg,
+        R: Ret,
     {
         self.mapper().imap(f, items)
     }
@@ -476,8 +485,8 @@ impl Pool {
         items: impl IntoIterator<Item = A>,
     ) -> Result<IMap<R>, PoolError>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        A: Arg,
+        R: Ret,
     {
         self.mapper().imap_unordered(f, items)
     }
@@ -489,9 +498,9 @@ impl Pool {
         items: impl IntoIterator<Item = (A, B)>,
     ) -> Result<Vec<R>, PoolError>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        B: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        A: Arg,
+        B: Arg,
+        R: Ret,
     {
         self.mapper().starmap(f, items)
     }
@@ -503,10 +512,10 @@ impl Pool {
         items: impl IntoIterator<Item = (A, B, C)>,
     ) -> Result<Vec<R>, PoolError>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        B: Serialize + DeserializeOwned + 'static,
-        C: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        A: Arg,
+        B: Arg,
+        C: Arg,
+        R: Ret,
     {
         self.mapper().starmap3(f, items)
     }
@@ -672,8 +681,8 @@ impl<'p> Mapper<'p> {
         order: Order,
     ) -> Result<IMap<R>, PoolError>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        A: Arg,
+        R: Ret,
     {
         let entry: worker::TaskEntry = worker::entry_chunk::<A, R>;
         let items: Vec<A> = items.into_iter().collect();
@@ -687,8 +696,8 @@ impl<'p> Mapper<'p> {
         items: impl IntoIterator<Item = A>,
     ) -> Result<Vec<R>, PoolError>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        A: Arg,
+        R: Ret,
     {
         self.submit_map(f, items, Order::Input)?.collect_all()
     }
@@ -700,8 +709,8 @@ impl<'p> Mapper<'p> {
         items: impl IntoIterator<Item = A>,
     ) -> Result<MapResult<R>, PoolError>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        A: Arg,
+        R: Ret,
     {
         Ok(MapResult {
             map: Mutex::new(Some(self.submit_map(f, items, Order::Input)?)),
@@ -715,8 +724,8 @@ impl<'p> Mapper<'p> {
         items: impl IntoIterator<Item = A>,
     ) -> Result<IMap<R>, PoolError>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        A: Arg,
+        R: Ret,
     {
         self.submit_map(f, items, Order::Input)
     }
@@ -728,8 +737,8 @@ impl<'p> Mapper<'p> {
         items: impl IntoIterator<Item = A>,
     ) -> Result<IMap<R>, PoolError>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        A: Arg,
+        R: Ret,
     {
         self.submit_map(f, items, Order::Completion)
     }
@@ -741,9 +750,9 @@ impl<'p> Mapper<'p> {
         items: impl IntoIterator<Item = (A, B)>,
     ) -> Result<Vec<R>, PoolError>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        B: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        A: Arg,
+        B: Arg,
+        R: Ret,
     {
         let entry: worker::TaskEntry = worker::entry_star2::<A, B, R>;
         let items: Vec<(A, B)> = items.into_iter().collect();
@@ -758,10 +767,10 @@ impl<'p> Mapper<'p> {
         items: impl IntoIterator<Item = (A, B, C)>,
     ) -> Result<Vec<R>, PoolError>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        B: Serialize + DeserializeOwned + 'static,
-        C: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        A: Arg,
+        B: Arg,
+        C: Arg,
+        R: Ret,
     {
         let entry: worker::TaskEntry = worker::entry_star3::<A, B, C, R>;
         let items: Vec<(A, B, C)> = items.into_iter().collect();
