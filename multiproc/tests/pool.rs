@@ -58,6 +58,13 @@ fn fails_on_3(x: u32) -> u32 {
     x
 }
 
+/// Panics for 3, sleeps `x` milliseconds otherwise.
+fn fails_or_sleeps(x: u32) -> u32 {
+    assert!(x != 3, "three is not allowed");
+    std::thread::sleep(Duration::from_millis(x.into()));
+    x
+}
+
 fn kill_self_on(x: u32) -> u32 {
     if x == 0 {
         rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL)
@@ -277,6 +284,15 @@ fn a_panic_fails_only_its_item_and_the_iteration_goes_on() {
             }
             other => panic!("{other:?}"),
         }
+        // A failure ends a map of long tasks promptly: what was not started is skipped.
+        let p1 = pool(method, 1);
+        let mut items = vec![3u32];
+        items.extend(std::iter::repeat_n(600_000, 50));
+        match p1.with_chunksize(1).map(fails_or_sleeps, items) {
+            Err(PoolError::Item { index: 0, .. }) => {}
+            other => panic!("{method}: {other:?}"),
+        }
+        drop(p1);
         let r = p.apply_async(fails_on_3, 3).unwrap();
         r.wait();
         assert_eq!(r.successful(), Some(false));

@@ -437,7 +437,8 @@ impl Pool {
     }
 
     /// `f(item)` for every item, results in input order (Python's `map`, S10). The first
-    /// failed item (in input order) is the error.
+    /// failed item (in input order) is the error, and ends the map: items not started
+    /// yet are skipped.
     pub fn map<A, R>(
         &self,
         f: fn(A) -> R,
@@ -981,29 +982,23 @@ impl<R> IMap<R> {
         }
     }
 
-    /// Every result in input order, or the first failure.
+    /// Every result in input order, or the first failure (in input order). A failure
+    /// ends the map: chunks no worker has started are skipped (dropping the iterator
+    /// does that), the ones running finish in the background.
     fn collect_all(mut self) -> Result<Vec<R>, PoolError> {
         let mut out = Vec::with_capacity(self.state.total);
-        let mut first_error = None;
         while let Some(r) = self.next_until(None) {
             match r {
                 Ok(v) => out.push(v),
                 Err(error) => {
-                    if first_error.is_none() {
-                        first_error = Some(PoolError::Item {
-                            index: out.len(),
-                            error,
-                        });
-                    }
-                    // Keep draining so that the map is finished when this returns.
-                    self.state.abandoned.store(true, Ordering::Relaxed);
+                    return Err(PoolError::Item {
+                        index: out.len(),
+                        error,
+                    });
                 }
             }
         }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+        Ok(out)
     }
 }
 
