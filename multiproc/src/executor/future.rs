@@ -75,9 +75,29 @@ struct Slot<T> {
     stage: Stage,
     /// The task finished with a value (kept when the value is taken).
     ok: bool,
-    value: Option<Result<T, FutureError>>,
+    /// The outcome; the error boxed, for the same reason as `listeners`.
+    value: Option<Result<T, Box<FutureError>>>,
+    /// Who to tell when it is done: boxed, as most futures have nobody, so that a
+    /// future's state stays small (it moves between the threads' caches).
+    listeners: Option<Box<Listeners>>,
+}
+
+#[derive(Default)]
+struct Listeners {
     waker: Option<Waker>,
     on_done: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+impl Listeners {
+    /// Wakes the task that polled and runs the callbacks.
+    fn notify(listeners: Option<Box<Listeners>>) {
+        if let Some(l) = listeners {
+            if let Some(w) = l.waker {
+                w.wake();
+            }
+            l.on_done.into_iter().for_each(|f| f());
+        }
+    }
 }
 
 /// The state every future shares with its task.
@@ -113,8 +133,7 @@ impl<T> Inner<T> {
                 stage: Stage::Pending,
                 ok: false,
                 value: None,
-                waker: None,
-                on_done: Vec::new(),
+                listeners: None,
             }),
             done: Condvar::new(),
             settled: AtomicBool::new(false),
@@ -144,22 +163,19 @@ impl<T> Inner<T> {
     /// Records the outcome and wakes everyone waiting. A task cancelled while it ran
     /// (see [`Inner::cancel_running`]) keeps its `Cancelled`.
     pub(crate) fn finish(&self, value: Result<T, FutureError>) {
-        let (waker, on_done) = {
+        let listeners = {
             let mut slot = self.slot.lock();
             if finished(&slot) {
                 return;
             }
             slot.stage = Stage::Finished;
             slot.ok = value.is_ok();
-            slot.value = Some(value);
+            slot.value = Some(value.map_err(Box::new));
             self.settled.store(true, Ordering::Release);
-            (slot.waker.take(), std::mem::take(&mut slot.on_done))
+            slot.listeners.take()
         };
         self.done.notify_all();
-        if let Some(w) = waker {
-            w.wake();
-        }
-        on_done.into_iter().for_each(|f| f());
+        Listeners::notify(listeners);
     }
 
     /// Cancels the task if it has not started.
@@ -173,7 +189,7 @@ impl<T> Inner<T> {
     }
 
     fn cancel_if(&self, running_too: bool) -> bool {
-        let (waker, on_done) = {
+        let listeners = {
             let mut slot = self.slot.lock();
             match slot.stage {
                 Stage::Cancelled => return true,
@@ -182,15 +198,12 @@ impl<T> Inner<T> {
                 Stage::Pending => {}
             }
             slot.stage = Stage::Cancelled;
-            slot.value = Some(Err(FutureError::Cancelled));
+            slot.value = Some(Err(Box::new(FutureError::Cancelled)));
             self.settled.store(true, Ordering::Release);
-            (slot.waker.take(), std::mem::take(&mut slot.on_done))
+            slot.listeners.take()
         };
         self.done.notify_all();
-        if let Some(w) = waker {
-            w.wake();
-        }
-        on_done.into_iter().for_each(|f| f());
+        Listeners::notify(listeners);
         true
     }
 }
@@ -294,7 +307,7 @@ impl<T> Future<T> {
             .lock()
             .value
             .take()
-            .unwrap_or(Err(FutureError::Taken))
+            .map_or(Err(FutureError::Taken), |v| v.map_err(|e| *e))
     }
 
     /// Waits for the task and takes its value (Python's `result()`; a panic is
@@ -320,8 +333,8 @@ impl<T> Future<T> {
     pub fn exception(&self) -> Option<FutureError> {
         self.wait();
         match &self.cell.inner().slot.lock().value {
-            Some(Err(FutureError::Cancelled)) | Some(Ok(_)) | None => None,
-            Some(Err(e)) => Some(e.clone()),
+            Some(Err(e)) if **e != FutureError::Cancelled => Some((**e).clone()),
+            _ => None,
         }
     }
 
@@ -344,7 +357,10 @@ impl<T> Future<T> {
             drop(slot);
             f();
         } else {
-            slot.on_done.push(Box::new(f));
+            slot.listeners
+                .get_or_insert_default()
+                .on_done
+                .push(Box::new(f));
         }
     }
 }
@@ -355,9 +371,13 @@ impl<T> std::future::Future for Future<T> {
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut slot = self.cell.inner().slot.lock();
         if finished(&slot) {
-            return Poll::Ready(slot.value.take().unwrap_or(Err(FutureError::Taken)));
+            return Poll::Ready(
+                slot.value
+                    .take()
+                    .map_or(Err(FutureError::Taken), |v| v.map_err(|e| *e)),
+            );
         }
-        slot.waker = Some(cx.waker().clone());
+        slot.listeners.get_or_insert_default().waker = Some(cx.waker().clone());
         Poll::Pending
     }
 }
