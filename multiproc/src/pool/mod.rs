@@ -32,7 +32,7 @@
 //!   its limit is stopped — its worker is killed and replaced — and reports
 //!   [`FutureError::TimedOut`]. [`AsyncResult::get_timeout`] only stops *waiting*
 //!   ([`FutureError::WaitTimeout`], S43), as in Python; `cancel_running` on the
-//!   [`Future`](crate::executor::Future) stops the task.
+//!   [`Future`] stops the task.
 //! * **An initializer that fails** breaks the pool with a clear error
 //!   ([`FutureError::Broken`]) instead of respawning workers for ever.
 //! * **Nothing is left behind**: dropping the pool (Python's `with` exit) terminates it;
