@@ -63,6 +63,7 @@ pub(crate) mod handle;
 pub mod process;
 pub mod queue;
 pub mod shared;
+pub mod subprocess;
 pub mod sync;
 pub mod sys;
 pub mod testing;
