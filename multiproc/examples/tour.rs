@@ -30,6 +30,8 @@ pub mod s07_thread_ident;
 pub mod s08_raw_fork;
 #[path = "s09_current_process.rs"]
 pub mod s09_current_process;
+#[path = "s11_subprocess.rs"]
+pub mod s11_subprocess;
 #[path = "s12_queue_reader_writer.rs"]
 pub mod s12_queue_reader_writer;
 #[path = "s13_thread_names.rs"]
@@ -85,6 +87,7 @@ const SCENARIOS: &[(&str, &str, fn())] = &[
     ("S7", "s07_thread_ident", s07_thread_ident::run),
     ("S8", "s08_raw_fork", s08_raw_fork::run),
     ("S9", "s09_current_process", s09_current_process::run),
+    ("S11", "s11_subprocess", s11_subprocess::run),
     (
         "S12",
         "s12_queue_reader_writer",
