@@ -38,6 +38,13 @@
 //! | `Semaphore`, `BoundedSemaphore`, `Event`, `Condition`, `Barrier` | [`sync::Semaphore`], [`sync::Event`], [`sync::Condition`], [`sync::Barrier`] |
 //! | `concurrent.futures.ThreadPoolExecutor`, `Future`, `as_completed`, `wait` | [`executor::ThreadPoolExecutor`], [`executor::Future`], [`executor::as_completed`], [`executor::wait`] |
 //! | `queue.Queue(maxsize)`, `get_nowait`, `task_done`, `join`, `shutdown` | [`queue::Queue`] ([`queue::GetError`], [`queue::PutError`]) |
+//! | `subprocess.call(args)`, `check_call`, `check_output` | [`subprocess::call`] → [`ExitStatus`], [`subprocess::check_call`], [`subprocess::check_output`] |
+//! | `subprocess.run(args, input=…, capture_output=True, check=True, timeout=…)` | [`subprocess::run`]`(args).input(…).capture().check().timeout(…).output()` → [`subprocess::Completed`] |
+//! | `Popen(args, stdin=PIPE, stdout=PIPE, stderr=PIPE)`, `cwd=`, `env=`, `shell=True` | [`subprocess::Popen::builder`]`(args).stdin(PIPE)….cwd(…).env(…).shell(true).spawn()` |
+//! | `p.communicate(input)`, `communicate(input, timeout)` | [`subprocess::Popen::communicate`], [`subprocess::Popen::communicate_timeout`] (never deadlocks, whatever the sizes) |
+//! | `p.wait()`, `wait(timeout)`, `poll()`, `returncode`, `terminate()`, `kill()` | [`subprocess::Popen`]: same names, `wait_timeout`; [`subprocess::Popen::kill_group`] for the process group |
+//! | `PIPE`, `DEVNULL`, `STDOUT`, a file, `None` | [`subprocess::PIPE`], [`subprocess::DEVNULL`], [`subprocess::STDOUT`], [`subprocess::Stdio`] |
+//! | `CalledProcessError`, `TimeoutExpired` | [`subprocess::SubprocessError::Called`], [`subprocess::SubprocessError::TimeoutExpired`] (a timeout of `run` kills the child's process group and reaps the child) |
 //! | `threading.Thread(target=f, name=…)` | [`thread::Thread`] |
 //! | `threading.current_thread().name`, `get_ident()` | [`thread::current_thread`], [`thread::get_ident`] |
 //! | `threading.Lock`, `RLock` | [`thread::Lock`], [`thread::RLock`] |

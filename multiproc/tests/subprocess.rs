@@ -7,9 +7,7 @@ use std::ffi::OsString;
 use std::io::{ErrorKind, Read, Write};
 use std::time::{Duration, Instant};
 
-use multiproc::subprocess::{
-    self, Command, DEVNULL, PIPE, Popen, STDOUT, Stdio, SubprocessError,
-};
+use multiproc::subprocess::{self, Command, DEVNULL, PIPE, Popen, STDOUT, Stdio, SubprocessError};
 use multiproc::testing::LeakCheck;
 
 multiproc::test_support!();
@@ -20,7 +18,9 @@ const MB10: usize = 10 * 1024 * 1024;
 
 /// 10 MiB that are not all the same byte (a lost or reordered chunk would show).
 fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8 ^ (i >> 16) as u8).collect()
+    (0..len)
+        .map(|i| (i % 251) as u8 ^ (i >> 16) as u8)
+        .collect()
 }
 
 /// A file in the temp directory, already unlinked, open for reading and writing.
@@ -142,7 +142,14 @@ fn s11_run_captures_stdout_and_stderr_separately() {
     assert_eq!(done.stdout, b"to-out\n");
     assert_eq!(done.stderr, b"to-err\n");
     assert!(done.status.success());
-    assert_eq!(done.args, [OsString::from("sh"), "-c".into(), "echo to-out; echo to-err >&2".into()]);
+    assert_eq!(
+        done.args,
+        [
+            OsString::from("sh"),
+            "-c".into(),
+            "echo to-out; echo to-err >&2".into()
+        ]
+    );
 
     // Not captured: nothing in Completed (the output went to this process's own).
     let done = subprocess::run(["true"]).output().unwrap();
@@ -250,7 +257,10 @@ fn s11_communicate_timeout_keeps_the_child_and_the_output() {
     );
     p.kill().unwrap();
     let (out, err) = p.communicate(b"").unwrap();
-    assert_eq!(out, b"started\n", "the output read before the timeout is kept");
+    assert_eq!(
+        out, b"started\n",
+        "the output read before the timeout is kept"
+    );
     assert!(err.is_empty());
     assert_eq!(p.returncode(), Some(-9));
     check.assert_clean();
@@ -297,7 +307,10 @@ fn s11_run_timeout_when_the_child_already_exited_but_its_grandchild_holds_stdout
         .output()
         .unwrap_err();
     assert!(started.elapsed() < PROMPT, "took {:?}", started.elapsed());
-    assert!(matches!(err, SubprocessError::TimeoutExpired { .. }), "{err:?}");
+    assert!(
+        matches!(err, SubprocessError::TimeoutExpired { .. }),
+        "{err:?}"
+    );
     check.assert_clean();
 }
 
@@ -318,7 +331,10 @@ fn s11_wait_timeout_poll_and_returncode() {
     let check = LeakCheck::start();
     let mut p = Popen::builder(["sleep", "100"]).spawn().unwrap();
     assert!(p.pid() > 0);
-    assert!(p.has_own_group(), "stdin is not a terminal under the test harness");
+    assert!(
+        p.has_own_group(),
+        "stdin is not a terminal under the test harness"
+    );
     assert_eq!(p.poll().unwrap(), None);
     assert_eq!(p.returncode(), None);
     assert_eq!(p.exit_status(), None);
@@ -382,7 +398,10 @@ fn s11_kill_group_reaches_grandchildren() {
     assert_eq!(p.returncode(), Some(-9));
 
     // A child in this process's group cannot be group-killed.
-    let mut q = Popen::builder(["true"]).process_group(false).spawn().unwrap();
+    let mut q = Popen::builder(["true"])
+        .process_group(false)
+        .spawn()
+        .unwrap();
     assert!(!q.has_own_group());
     assert_eq!(q.kill_group().unwrap_err().kind(), ErrorKind::Unsupported);
     q.wait().unwrap();
@@ -453,7 +472,11 @@ fn s11_stderr_into_stdout_pipe() {
     assert!(err.is_empty());
     // STDOUT is for stderr only.
     assert_eq!(
-        Popen::builder(["true"]).stdout(STDOUT).spawn().unwrap_err().kind(),
+        Popen::builder(["true"])
+            .stdout(STDOUT)
+            .spawn()
+            .unwrap_err()
+            .kind(),
         ErrorKind::InvalidInput
     );
     check.assert_clean();
@@ -486,7 +509,10 @@ fn s11_cwd_env_and_shell() {
         .stdout(PIPE)
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&done.stdout).trim_end(), dir.to_string_lossy());
+    assert_eq!(
+        String::from_utf8_lossy(&done.stdout).trim_end(),
+        dir.to_string_lossy()
+    );
 
     let done = subprocess::run(["sh", "-c", "echo $MP_A-$MP_B-${HOME:-unset}"])
         .env("MP_A", "x")

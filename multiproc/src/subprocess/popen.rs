@@ -207,7 +207,9 @@ impl Popen {
     pub fn communicate(&mut self, input: impl AsRef<[u8]>) -> io::Result<(Vec<u8>, Vec<u8>)> {
         match self.communicate_until(input.as_ref(), None)? {
             Some(output) => Ok(output),
-            None => Err(io::Error::other("communicate without deadline returned early")),
+            None => Err(io::Error::other(
+                "communicate without deadline returned early",
+            )),
         }
     }
 
