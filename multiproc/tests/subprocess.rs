@@ -323,6 +323,24 @@ fn s11_run_timeout_not_reached() {
         .output()
         .unwrap();
     assert_eq!(done.stdout, b"quick\n");
+    // A timeout too large for an Instant means no deadline, not a panic.
+    let done = subprocess::run(["echo", "unbounded"])
+        .capture()
+        .timeout(Duration::MAX)
+        .output()
+        .unwrap();
+    assert_eq!(done.stdout, b"unbounded\n");
+    let mut p = Popen::builder(["cat"])
+        .stdin(PIPE)
+        .stdout(PIPE)
+        .spawn()
+        .unwrap();
+    let (out, _) = p.communicate_timeout("same", Duration::MAX).unwrap();
+    assert_eq!(out, b"same");
+    assert_eq!(
+        p.wait_timeout(Duration::MAX).unwrap().unwrap().code(),
+        Some(0)
+    );
     check.assert_clean();
 }
 

@@ -309,7 +309,7 @@ impl Command {
             }
         }
         let mut child = self.start()?;
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(super::deadline_after);
         let input = input.unwrap_or_default();
         let (stdout, stderr) = match child.communicate_until(&input, deadline) {
             Ok(Some(output)) => output,

@@ -21,7 +21,6 @@ const READS_PER_TURN: usize = 16;
 
 /// One `communicate` in progress: what is left to write, what was read so far. It
 /// survives a timeout, so that a later call goes on where this one stopped.
-#[derive(Debug)]
 pub(super) struct Exchange {
     stdin: Option<File>,
     input: Vec<u8>,
@@ -30,6 +29,20 @@ pub(super) struct Exchange {
     stderr: Option<File>,
     out: Vec<u8>,
     err: Vec<u8>,
+}
+
+impl std::fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Lengths, not the megabytes themselves.
+        f.debug_struct("Exchange")
+            .field("stdin_open", &self.stdin.is_some())
+            .field("input_left", &(self.input.len() - self.written))
+            .field("stdout_open", &self.stdout.is_some())
+            .field("stderr_open", &self.stderr.is_some())
+            .field("stdout_read", &self.out.len())
+            .field("stderr_read", &self.err.len())
+            .finish()
+    }
 }
 
 /// A pipe end as a non-blocking `File` (its own open file description: the child's end
@@ -142,6 +155,7 @@ impl Exchange {
         }
         self.stdin = None;
         self.input = Vec::new();
+        self.written = 0;
         Ok(())
     }
 

@@ -252,6 +252,12 @@ where
     Command::new(args)
 }
 
+/// The instant `timeout` from now; `None` (no deadline) if that is beyond what an
+/// `Instant` can hold (`Duration::MAX`).
+fn deadline_after(timeout: Duration) -> Option<std::time::Instant> {
+    std::time::Instant::now().checked_add(timeout)
+}
+
 /// A command line for messages: arguments separated by spaces, those that a shell
 /// would split or expand quoted.
 struct CmdLine<'a>(&'a [OsString]);

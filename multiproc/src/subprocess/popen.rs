@@ -163,7 +163,7 @@ impl Popen {
     /// ```
     pub fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
         self.stdin = None;
-        self.wait_until(Some(Instant::now() + timeout))
+        self.wait_until(super::deadline_after(timeout))
     }
 
     /// Waits until the child ended (and reaps it) or the deadline passed.
@@ -237,7 +237,7 @@ impl Popen {
         input: impl AsRef<[u8]>,
         timeout: Duration,
     ) -> Result<(Vec<u8>, Vec<u8>), SubprocessError> {
-        match self.communicate_until(input.as_ref(), Some(Instant::now() + timeout))? {
+        match self.communicate_until(input.as_ref(), super::deadline_after(timeout))? {
             Some(output) => Ok(output),
             None => Err(SubprocessError::TimeoutExpired {
                 cmd: self.args.clone(),
