@@ -201,6 +201,10 @@ impl Popen {
     /// what it wrote to stdout and stderr (empty for those that are not pipes); the
     /// status is then in [`returncode`](Self::returncode).
     ///
+    /// A child that exits without reading all its input simply does not get the rest
+    /// (`EPIPE` is not an error here; like any Rust binary, this relies on `SIGPIPE`
+    /// being ignored, which std's runtime does before `main`).
+    ///
     /// Input without a stdin pipe is an `InvalidInput` error. A grandchild that keeps
     /// the pipes open keeps this waiting: use
     /// [`communicate_timeout`](Self::communicate_timeout) if that can happen.
