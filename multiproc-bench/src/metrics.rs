@@ -184,7 +184,14 @@ pub(crate) const METRICS: &[Metric] = &[
         desc: "SharedMemory: a child writes 64 MiB in 1 MiB write()s, the parent checks a checksum",
         run: shm_1m_write,
     },
-    // ---- manager_dict_*, subprocess_run_true          (to come)
+    // ---- manager_dict_*                                (to come)
+    // ---- subprocess
+    Metric {
+        name: "subprocess_run_true",
+        unit: "ms",
+        desc: "subprocess::run([\"true\"]).check().output()",
+        run: subprocess_run_true,
+    },
 ];
 
 // ---- helpers (pybench's) ---------------------------------------------------------
@@ -925,6 +932,24 @@ fn tpe_submit(c: &Ctx) -> Result<f64, String> {
     let result = result?;
     check(result.iter().copied().eq(0..k), || "results".into())?;
     Ok(rate(k as f64, seconds))
+}
+
+// ---- subprocess ---------------------------------------------------------------------
+
+/// pybench's `subprocess_run_true`: `run(['true'], check=True)`, k times in a row.
+fn subprocess_run_true(c: &Ctx) -> Result<f64, String> {
+    let k = c.n(500);
+    let (seconds, ran) = clock(|| {
+        for _ in 0..k {
+            multiproc::subprocess::run(["true"])
+                .check()
+                .output()
+                .map_err(|e| e.to_string())?;
+        }
+        Ok::<(), String>(())
+    });
+    ran?;
+    Ok(per_op(seconds, k, "ms"))
 }
 
 #[cfg(test)]

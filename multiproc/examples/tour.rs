@@ -34,6 +34,8 @@ pub mod s08_raw_fork;
 pub mod s09_current_process;
 #[path = "s10_pool_map.rs"]
 pub mod s10_pool_map;
+#[path = "s11_subprocess.rs"]
+pub mod s11_subprocess;
 #[path = "s12_queue_reader_writer.rs"]
 pub mod s12_queue_reader_writer;
 #[path = "s13_thread_names.rs"]
@@ -93,6 +95,7 @@ const SCENARIOS: &[(&str, &str, fn())] = &[
     ("S8", "s08_raw_fork", s08_raw_fork::run),
     ("S9", "s09_current_process", s09_current_process::run),
     ("S10", "s10_pool_map", s10_pool_map::run),
+    ("S11", "s11_subprocess", s11_subprocess::run),
     (
         "S12",
         "s12_queue_reader_writer",

@@ -41,6 +41,13 @@
 //! | `multiprocessing.Pool`, `apply_async`, `AsyncResult.get(timeout)`, `map`, `imap_unordered`, `starmap`, `close`, `join`, `terminate` | [`pool::Pool`], [`pool::AsyncResult`] (see the [`pool`] module's table) |
 //! | `BrokenProcessPool` / a Pool hung by a dead worker | [`executor::FutureError::WorkerDied`] for that task only |
 //! | `queue.Queue(maxsize)`, `get_nowait`, `task_done`, `join`, `shutdown` | [`queue::Queue`] ([`queue::GetError`], [`queue::PutError`]) |
+//! | `subprocess.call(args)`, `check_call`, `check_output` | [`subprocess::call`] → [`ExitStatus`], [`subprocess::check_call`], [`subprocess::check_output`] |
+//! | `subprocess.run(args, input=…, capture_output=True, check=True, timeout=…)` | [`subprocess::run`]`(args).input(…).capture().check().timeout(…).output()` → [`subprocess::Completed`] |
+//! | `Popen(args, stdin=PIPE, stdout=PIPE, stderr=PIPE)`, `cwd=`, `env=`, `shell=True` | [`subprocess::Popen::builder`]`(args).stdin(PIPE)….cwd(…).env(…).shell(true).spawn()` |
+//! | `p.communicate(input)`, `communicate(input, timeout)` | [`subprocess::Popen::communicate`], [`subprocess::Popen::communicate_timeout`] (never deadlocks, whatever the sizes) |
+//! | `p.wait()`, `wait(timeout)`, `poll()`, `returncode`, `terminate()`, `kill()` | [`subprocess::Popen`]: same names, `wait_timeout`; [`subprocess::Popen::kill_group`] for the process group |
+//! | `PIPE`, `DEVNULL`, `STDOUT`, a file, `None` | [`subprocess::PIPE`], [`subprocess::DEVNULL`], [`subprocess::STDOUT`], [`subprocess::Stdio`] |
+//! | `CalledProcessError`, `TimeoutExpired` | [`subprocess::SubprocessError::Called`], [`subprocess::SubprocessError::TimeoutExpired`] (a timeout of `run` kills the child's process group and reaps the child) |
 //! | `threading.Thread(target=f, name=…)` | [`thread::Thread`] |
 //! | `threading.current_thread().name`, `get_ident()` | [`thread::current_thread`], [`thread::get_ident`] |
 //! | `threading.Lock`, `RLock` | [`thread::Lock`], [`thread::RLock`] |
@@ -67,6 +74,7 @@ pub mod pool;
 pub mod process;
 pub mod queue;
 pub mod shared;
+pub mod subprocess;
 pub mod sync;
 pub mod sys;
 pub mod testing;

@@ -269,6 +269,23 @@ pub(crate) fn pidfd_kill(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
     Ok(rustix::process::pidfd_send_signal(pidfd, sig)?)
 }
 
+/// Sends `signal` to every process of the process group `pgid` (`killpg`). Returns
+/// `false` if no process is in that group any more.
+///
+/// Contract: a group id is a pid, and the kernel does not hand out a pid again while any
+/// process still uses it as its pid or group id. So the group of an unreaped child that
+/// leads it cannot be confused with another; once that child is reaped and every member
+/// has exited, the id may in principle be reused.
+pub(crate) fn kill_group(pgid: u32, signal: i32) -> io::Result<bool> {
+    let sig = Signal::from_named_raw(signal)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    match rustix::process::kill_process_group(pid(pgid)?, sig) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::SRCH) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// How a process ended: `(exit code, terminating signal)`, exactly one of them `Some`.
 pub(crate) type RawStatus = (Option<i32>, Option<i32>);
 
