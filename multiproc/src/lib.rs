@@ -60,6 +60,7 @@ pub mod codec;
 pub mod connection;
 pub mod executor;
 pub(crate) mod handle;
+pub mod manager;
 pub mod process;
 pub mod queue;
 pub mod shared;
