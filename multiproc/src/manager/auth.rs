@@ -109,8 +109,8 @@ pub(crate) fn answer_challenge<S: Read + Write>(
         Ok(verdict) if verdict == WELCOME => Ok(()),
         Ok(verdict) if verdict == FAILURE => Err(AuthenticationError::Refused),
         Ok(_) => Err(AuthenticationError::Protocol("expected a verdict")),
-        // A server that closes without a verdict refused us too.
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(AuthenticationError::Refused),
+        // A server refusing a key says so before it closes: an end without a verdict
+        // is a server that went away.
         Err(e) => Err(e.into()),
     }
 }

@@ -21,7 +21,7 @@ use crate::sys::cell::ForkMutex;
 
 use super::protocol::{Failure, MAX_WAIT_MS, Op, Reply, Request};
 use super::wire::{self, ClientPipe, FrameError};
-use super::{Address, ManagerError, auth};
+use super::{Address, AuthenticationError, ManagerError, auth};
 
 /// How long connecting and the handshake may take before the server is given up on.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -191,7 +191,10 @@ impl Client {
         let mut transport = match self.checkout() {
             Ok(t) => t,
             // The server was reached before (a proxy exists), so it is gone.
-            Err(ManagerError::Connect { .. }) => return Err(ManagerError::ServerDied),
+            Err(
+                ManagerError::Connect { .. }
+                | ManagerError::Authentication(AuthenticationError::Io(_)),
+            ) => return Err(ManagerError::ServerDied),
             Err(e) => return Err(e),
         };
         let reply = transport.roundtrip(request, &self.limits);

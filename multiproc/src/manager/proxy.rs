@@ -710,7 +710,8 @@ impl LockProxy {
     pub fn try_lock(&self) -> Result<Option<ManagerLockGuard<'_>>, ManagerError> {
         Ok(self
             .acquire_until(Some(Instant::now()))?
-            .then_some(ManagerLockGuard { lock: self }))
+            // Not `then_some`: a guard made and dropped would release the holder's lock.
+            .then(|| ManagerLockGuard { lock: self }))
     }
 
     /// Python's `acquire(timeout=…)` without a guard (`None`: wait for ever); pair it

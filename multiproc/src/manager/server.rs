@@ -6,6 +6,11 @@
 //! failure of a connection ends that connection only. When a connection ends, the
 //! manager locks it holds are released, so a client that dies holding one does not
 //! block the others for ever.
+//!
+//! The server uses `std::sync` locks, not `parking_lot`'s: under the `fork` start
+//! method it is forked from a process whose other threads may have been parked, or
+//! half-way through parking, in `parking_lot`'s global table, which the child inherits
+//! in whatever state it was. `std`'s locks keep all their state in the lock itself.
 
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
@@ -14,12 +19,11 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
-use parking_lot::{Condvar, Mutex};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_bytes::ByteBuf;
@@ -113,6 +117,12 @@ pub(crate) fn run(args: ServerArgs) {
             }
         }
     }
+}
+
+/// Locks `mutex`; no code panics while holding these locks (user methods run under
+/// `catch_unwind`), so a poisoned one is taken as it is.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn spawn_conn(f: impl FnOnce() + Send + 'static) {
@@ -316,7 +326,7 @@ impl Server {
         if let Some(object) = conn.cache.get(&id) {
             return Some(object.clone());
         }
-        let object = self.objects.lock().by_id.get(&id).cloned()?;
+        let object = lock(&self.objects).by_id.get(&id).cloned()?;
         conn.cache.insert(id, object.clone());
         Some(object)
     }
@@ -324,7 +334,7 @@ impl Server {
     fn create(&self, kind: Kind, ty: u64, name: Option<String>) -> Reply {
         let kind_name = kind.name();
         if let Some(name) = &name {
-            let objects = self.objects.lock();
+            let objects = lock(&self.objects);
             if let Some(&id) = objects.by_name.get(name) {
                 let object = &objects.by_id[&id];
                 return if object.kind != kind_name {
@@ -368,7 +378,7 @@ impl Server {
             state: Mutex::new(state),
             changed: Condvar::new(),
         });
-        let mut objects = self.objects.lock();
+        let mut objects = lock(&self.objects);
         // Two clients may race to make the same name: the first one wins.
         if let Some(name) = &name
             && let Some(&id) = objects.by_name.get(name)
@@ -404,14 +414,20 @@ fn wait_for(
     mut ready: impl FnMut(&mut State) -> Option<Reply>,
 ) -> Reply {
     let deadline = wait_deadline(wait_ms);
-    let mut state = object.state.lock();
+    let mut state = lock(&object.state);
     loop {
         if let Some(reply) = ready(&mut state) {
             return reply;
         }
-        if object.changed.wait_until(&mut state, deadline).timed_out() {
-            return ready(&mut state).unwrap_or(Reply::TimedOut);
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Reply::TimedOut;
         }
+        state = object
+            .changed
+            .wait_timeout(state, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
     }
 }
 
@@ -435,7 +451,7 @@ impl Conn {
             Op::EventWait { wait_ms } => return Self::wait(object, wait_ms),
             op => op,
         };
-        let mut state = object.state.lock();
+        let mut state = lock(&object.state);
         match (&mut *state, op) {
             // ---- shared
             (State::List(v), Op::Len) => Reply::Count(v.len() as u64),
@@ -644,7 +660,7 @@ impl Conn {
     /// Releases the locks this connection still holds (it is ending).
     fn release_locks(&mut self) {
         for object in self.locks.drain(..) {
-            let mut state = object.state.lock();
+            let mut state = lock(&object.state);
             if let State::Lock(holder) = &mut *state
                 && *holder == Some(self.id)
             {
