@@ -782,7 +782,9 @@ fn manager_dict_get(c: &Ctx) -> Result<f64, String> {
     });
     let total = total?;
     let expected: u64 = (0..k).map(|i| i % 100).sum();
-    check(total == expected, || format!("sum {total}, expected {expected}"))?;
+    check(total == expected, || {
+        format!("sum {total}, expected {expected}")
+    })?;
     Ok(rate(k as f64, seconds))
 }
 

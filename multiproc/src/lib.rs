@@ -36,6 +36,10 @@
 //! | `shared_memory.SharedMemory(create=True, size=n)` | [`shared::SharedMemory`] |
 //! | `multiprocessing.Lock`, `RLock`, `acquire(timeout=…)` | [`sync::Lock`], [`sync::RLock`] ([`sync::LockError::OwnerDied`] when a holder died) |
 //! | `Semaphore`, `BoundedSemaphore`, `Event`, `Condition`, `Barrier` | [`sync::Semaphore`], [`sync::Event`], [`sync::Condition`], [`sync::Barrier`] |
+//! | `Manager()`, `with Manager() as m:`, `m.shutdown()` | [`manager::Manager::start`], `Drop`, [`manager::Manager::shutdown`] |
+//! | `m.list(xs)`, `m.dict()`, `m.Value(t, x)`, `m.Namespace()`, `m.Queue()`, `m.Lock()`, `m.Event()` | [`manager::ListProxy`], [`manager::DictProxy`], [`manager::ValueProxy`], [`manager::NamespaceProxy`], [`manager::QueueProxy`], [`manager::LockProxy`], [`manager::EventProxy`] |
+//! | `BaseManager.register('T', T)`, `m.T(...)` | `impl` [`manager::Shared`], [`manager::Manager::create`] → [`manager::SharedProxy`] |
+//! | `BaseManager(address=(host, port), authkey=k)`: `start()`, `connect()` | [`manager::Manager::serve`], [`manager::Manager::connect`] ([`manager::AuthenticationError`]) |
 //! | `concurrent.futures.ThreadPoolExecutor`, `Future`, `as_completed`, `wait` | [`executor::ThreadPoolExecutor`], [`executor::Future`], [`executor::as_completed`], [`executor::wait`] |
 //! | `queue.Queue(maxsize)`, `get_nowait`, `task_done`, `join`, `shutdown` | [`queue::Queue`] ([`queue::GetError`], [`queue::PutError`]) |
 //! | `threading.Thread(target=f, name=…)` | [`thread::Thread`] |

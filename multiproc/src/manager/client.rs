@@ -235,7 +235,10 @@ impl Client {
                     ms.min(u128::from(MAX_WAIT_MS)) as u32
                 }
             };
-            let request = Request::Call { id, op: op(wait_ms) };
+            let request = Request::Call {
+                id,
+                op: op(wait_ms),
+            };
             match self.call(&request)? {
                 Reply::TimedOut => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {

@@ -15,6 +15,9 @@ use super::client::Client;
 use super::protocol::{Op, Reply, Request};
 use super::{Address, ManagerError, Shared};
 
+/// Ties a proxy to its item types (invariant, `Send` and `Sync` whatever they are).
+type Invariant<T> = fn(T) -> T;
+
 /// One object of one server: what every proxy holds.
 #[derive(Clone)]
 pub(crate) struct ObjectRef {
@@ -133,10 +136,7 @@ impl Reply {
 
     fn pairs<K: DeserializeOwned, V: DeserializeOwned>(self) -> Result<Vec<(K, V)>, ManagerError> {
         match self {
-            Reply::Pairs(items) => items
-                .iter()
-                .map(|(k, v)| Ok((dec(k)?, dec(v)?)))
-                .collect(),
+            Reply::Pairs(items) => items.iter().map(|(k, v)| Ok((dec(k)?, dec(v)?))).collect(),
             r => Err(unexpected(r)),
         }
     }
@@ -232,7 +232,9 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 
     /// Replaces the item at `index` (`l[i] = x`).
     pub fn set(&self, index: usize, item: T) -> Result<(), ManagerError> {
-        self.obj.call(Op::ListSet(index as u64, enc(&item)?))?.unit()
+        self.obj
+            .call(Op::ListSet(index as u64, enc(&item)?))?
+            .unit()
     }
 
     /// Appends an item (`l.append(x)`).
@@ -251,7 +253,9 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 
     /// Inserts before `index`; past the end it appends (`l.insert(i, x)`).
     pub fn insert(&self, index: usize, item: T) -> Result<(), ManagerError> {
-        self.obj.call(Op::ListInsert(index as u64, enc(&item)?))?.unit()
+        self.obj
+            .call(Op::ListInsert(index as u64, enc(&item)?))?
+            .unit()
     }
 
     /// Removes and returns the last item; `None` if the list is empty (`l.pop()`).
@@ -335,7 +339,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 /// ```
 pub struct DictProxy<K, V> {
     obj: ObjectRef,
-    _types: PhantomData<fn(K, V) -> (K, V)>,
+    _types: PhantomData<Invariant<(K, V)>>,
 }
 
 proxy_impls!(DictProxy<K, V>, "dict");
@@ -613,7 +617,9 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
 
     /// Takes the next item, waiting for one (`q.get()`).
     pub fn get(&self) -> Result<T, ManagerError> {
-        Ok(self.get_until(None)?.expect("an endless wait ends with an item"))
+        Ok(self
+            .get_until(None)?
+            .expect("an endless wait ends with an item"))
     }
 
     /// Takes the next item, waiting at most `timeout` ([`ManagerError::Timeout`]).

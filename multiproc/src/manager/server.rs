@@ -19,8 +19,8 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
@@ -29,13 +29,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_bytes::ByteBuf;
 
 use crate::codec::{self, Limits};
-use crate::connection::{self, Connection, RecvError};
+use crate::connection::{self, Connection};
 use crate::{handle, sys};
 
 use super::Shared;
 use super::auth;
 use super::protocol::{Bytes, Failure, Kind, MAX_WAIT_MS, Op, Reply, Request};
-use super::wire::{self, FrameError, ServerPipe};
+use super::wire::{self, ServerPipe};
 
 /// How long a new connection has to complete the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -223,19 +223,15 @@ trait Transport {
 
 impl Transport for ServerPipe {
     fn recv(&mut self) -> Option<Request> {
-        match Connection::recv(self) {
-            Ok(request) => Some(request),
-            // The end, garbage, or a value of another type: nothing more to do with
-            // this peer.
-            Err(RecvError::Disconnected | RecvError::Codec(_) | RecvError::Io(_)) | Err(_) => None,
-        }
+        // The end, garbage, or a value of another type: nothing more to do with this
+        // peer.
+        Connection::recv(self).ok()
     }
 
     fn send(&mut self, reply: &Reply) -> bool {
         Connection::send(self, reply).is_ok()
     }
 }
-
 
 struct TcpTransport {
     stream: TcpStream,
@@ -246,10 +242,8 @@ struct TcpTransport {
 
 impl Transport for TcpTransport {
     fn recv(&mut self) -> Option<Request> {
-        match wire::read_frame(&mut self.stream, &self.limits, &mut self.rbuf) {
-            Ok(request) => Some(request),
-            Err(FrameError::Closed | FrameError::Codec(_) | FrameError::Io) => None,
-        }
+        // The end, garbage, an oversized frame: this connection is over.
+        wire::read_frame(&mut self.stream, &self.limits, &mut self.rbuf).ok()
     }
 
     fn send(&mut self, reply: &Reply) -> bool {
