@@ -3,7 +3,7 @@
 //! [`Manager::start`] starts a server process that owns shared objects — lists,
 //! dictionaries, values, namespaces, queues, locks, events and objects of your own types
 //! ([`Shared`]) — and hands out typed proxies to them. A proxy is a handle: pass it to
-//! a child [`Process`](crate::Process) (any start method) and the child's calls act on
+//! a child [`Process`] (any start method) and the child's calls act on
 //! the same object.
 //!
 //! ```
@@ -121,6 +121,18 @@ impl fmt::Display for Address {
             Address::Unix(path) => write!(f, "unix:{}", path.display()),
             Address::Tcp(addr) => write!(f, "tcp:{addr}"),
         }
+    }
+}
+
+impl From<SocketAddr> for Address {
+    fn from(addr: SocketAddr) -> Address {
+        Address::Tcp(addr)
+    }
+}
+
+impl From<PathBuf> for Address {
+    fn from(path: PathBuf) -> Address {
+        Address::Unix(path)
     }
 }
 
@@ -340,6 +352,7 @@ impl ManagerBuilder {
             client: Arc::new(Client::new(address, authkey, limits)),
             server: Some(process),
             cleanup,
+            owner_pid: sys::proc::getpid(),
         })
     }
 }
@@ -397,6 +410,9 @@ pub struct Manager {
     client: Arc<Client>,
     server: Option<Process<()>>,
     cleanup: Cleanup,
+    /// The process that made it: a `fork` child that inherited a copy (a closure
+    /// capturing it) must not shut the server down when its copy is dropped.
+    owner_pid: u32,
 }
 
 /// Makes objects in a manager's server, optionally under a name
@@ -560,9 +576,24 @@ impl Manager {
 
     /// Connects to a running server (Python's `BaseManager(address, authkey).connect()`),
     /// checking the key at once: a wrong one is [`ManagerError::Authentication`].
-    pub fn connect(address: Address, authkey: &[u8]) -> Result<Manager, ManagerError> {
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use multiproc::manager::{Address, Manager};
+    ///
+    /// let server = Manager::serve("127.0.0.1:0", b"secret").unwrap();
+    /// let Address::Tcp(addr) = server.address().clone() else { unreachable!() };
+    /// // Elsewhere (another process, another machine):
+    /// let client = Manager::connect(addr, b"secret").unwrap();
+    /// let jobs = client.named("jobs").queue::<String>().unwrap();
+    /// jobs.put("first".into()).unwrap();
+    /// // The server's own handle sees the same named queue.
+    /// assert_eq!(server.named("jobs").queue::<String>().unwrap().get().unwrap(), "first");
+    /// assert!(Manager::connect(addr, b"guess").is_err()); // AuthenticationError::Refused
+    /// ```
+    pub fn connect(address: impl Into<Address>, authkey: &[u8]) -> Result<Manager, ManagerError> {
         let client = Arc::new(Client::new(
-            address,
+            address.into(),
             authkey.to_vec(),
             Limits::with_max_message(DEFAULT_MAX_MESSAGE),
         ));
@@ -571,6 +602,7 @@ impl Manager {
             client,
             server: None,
             cleanup: Cleanup::default(),
+            owner_pid: sys::proc::getpid(),
         })
     }
 
@@ -590,7 +622,18 @@ impl Manager {
     }
 
     /// Makes objects under `name`: every client asking for the same name (and kind and
-    /// type) gets the same object; the initial contents count only for the first.
+    /// type) gets the same object; the initial contents count only for the first. The
+    /// same name asked for as another kind is [`ManagerError::WrongKind`], with other
+    /// item types [`ManagerError::WrongType`].
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// let m = multiproc::manager::Manager::start().unwrap();
+    /// let a = m.named("scores").dict_from([("ann".to_string(), 1u32)]).unwrap();
+    /// let b = m.named("scores").dict::<String, u32>().unwrap(); // the same object
+    /// assert_eq!(b.get(&"ann".into()).unwrap(), Some(1));
+    /// assert_eq!(a.id(), b.id());
+    /// ```
     pub fn named<'a>(&'a self, name: &'a str) -> Objects<'a> {
         Objects {
             client: &self.client,
@@ -682,8 +725,16 @@ impl Manager {
     /// Stops the server and waits for it, then removes the socket file and its
     /// directory (Python's `shutdown()`). Proxies left over get
     /// [`ManagerError::ServerDied`] afterwards. A manager from
-    /// [`connect`](Self::connect) only closes its connections. Called by `Drop`.
+    /// [`connect`](Self::connect) only closes its connections, and so does a copy
+    /// inherited by a `fork` child (only the process that started the server stops
+    /// it, as in Python). Called by `Drop`.
     pub fn shutdown(&mut self) -> Result<(), ManagerError> {
+        if sys::proc::getpid() != self.owner_pid {
+            // Not our child to reap, nor our directory to remove.
+            std::mem::forget(self.server.take());
+            self.cleanup = Cleanup::default();
+            return Ok(());
+        }
         let Some(mut server) = self.server.take() else {
             self.client.close_idle();
             return Ok(());
