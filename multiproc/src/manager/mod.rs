@@ -257,13 +257,25 @@ pub trait Shared: Serialize + DeserializeOwned + Send + 'static {
 }
 
 /// Configuration of a manager before it starts.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 #[must_use = "a builder does nothing until `start` is called"]
 pub struct ManagerBuilder {
     address: Option<Address>,
     authkey: Option<Vec<u8>>,
     method: Option<StartMethod>,
     max_message: Option<usize>,
+}
+
+/// Shows everything but the authkey.
+impl fmt::Debug for ManagerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManagerBuilder")
+            .field("address", &self.address)
+            .field("authkey", &self.authkey.as_ref().map(|_| "<hidden>"))
+            .field("method", &self.method)
+            .field("max_message", &self.max_message)
+            .finish()
+    }
 }
 
 impl ManagerBuilder {
