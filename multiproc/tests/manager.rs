@@ -839,3 +839,55 @@ fn s42_threads_of_one_process_share_a_manager() {
     }
     check.assert_clean();
 }
+
+fn fill_from_pipe(conn: multiproc::connection::Connection<Option<DictProxy<u32, String>>>) {
+    while let Ok(Some(d)) = conn.recv() {
+        d.set(d.len().unwrap() as u32, "from the pipe".into())
+            .unwrap();
+        conn.send(&None).unwrap();
+    }
+}
+
+#[test]
+fn s42_proxies_travel_through_pipes_and_carry_large_values() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let m = manager(method);
+        let d = m.dict::<u32, String>().unwrap();
+        let (mine, theirs) = multiproc::connection::pipe().unwrap();
+        let mut p = start(method, fill_from_pipe, theirs);
+        for _ in 0..3 {
+            mine.send(&Some(d.clone())).unwrap();
+            assert!(mine.recv().unwrap().is_none());
+        }
+        mine.send(&None).unwrap();
+        p.join().unwrap();
+        assert_eq!(d.keys().unwrap(), [0, 1, 2], "{method}");
+    }
+    // Large values, locally (shared memory) and over TCP.
+    let local = Manager::start().unwrap();
+    let tcp = Manager::serve("127.0.0.1:0", b"k").unwrap();
+    for m in [&local, &tcp] {
+        let big: Vec<u8> = (0..(8 << 20)).map(|i| (i % 251) as u8).collect();
+        let v = m.value(serde_bytes::ByteBuf::from(big.clone())).unwrap();
+        assert_eq!(v.get().unwrap().into_vec(), big);
+        let l = m.list(std::iter::repeat_n("x".repeat(1000), 2000)).unwrap();
+        assert_eq!(l.to_vec().unwrap().len(), 2000);
+    }
+    // A frame over the limit is refused before it is sent, and the connection stays.
+    let small = Manager::builder().max_message(1024).start().unwrap();
+    let v = small.value(0u8).unwrap();
+    let err = small.value(vec![0u8; 4096]).unwrap_err();
+    assert!(matches!(err, ManagerError::Codec(_)), "{err:?}");
+    assert_eq!(v.get().unwrap(), 0);
+    // Nobody listening: a connection error, not a hang.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = unused.local_addr().unwrap();
+    drop(unused);
+    assert!(matches!(
+        Manager::connect(addr, b"k"),
+        Err(ManagerError::Connect { .. })
+    ));
+    drop((local, tcp, small));
+    check.assert_clean();
+}

@@ -90,6 +90,7 @@ impl<'de> Deserialize<'de> for Listener {
 /// The server process's body: accepts connections until a client asks for a shutdown
 /// (which ends the process from that client's thread).
 pub(crate) fn run(args: ServerArgs) {
+    quiet_user_panics();
     let server = Arc::new(Server {
         objects: Mutex::new(Objects::default()),
         next_object: AtomicU64::new(1),
@@ -179,12 +180,32 @@ pub(crate) type MakeFn = fn(Vec<u8>) -> Result<Box<dyn ErasedShared>, String>;
 
 struct Holder<T>(T);
 
+thread_local! {
+    /// Set while a user method runs: its panic is the caller's error, not news for the
+    /// server's stderr.
+    static IN_USER_METHOD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Keeps the default panic report for everything but user methods' panics, which
+/// go back to the caller as [`Failure::Panicked`] (Python's manager does not print
+/// them either).
+fn quiet_user_panics() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !IN_USER_METHOD.with(std::cell::Cell::get) {
+            report(info);
+        }
+    }));
+}
+
 impl<T: Shared> ErasedShared for Holder<T> {
     fn call(&mut self, call: &[u8]) -> Result<Vec<u8>, Failure> {
         let call: T::Call =
             codec::decode(call).map_err(|e| Failure::BadRequest(format!("call: {e}")))?;
-        let reply = catch_unwind(AssertUnwindSafe(|| self.0.call(call)))
-            .map_err(|payload| Failure::Panicked(panic_message(payload.as_ref())))?;
+        IN_USER_METHOD.with(|f| f.set(true));
+        let reply = catch_unwind(AssertUnwindSafe(|| self.0.call(call)));
+        IN_USER_METHOD.with(|f| f.set(false));
+        let reply = reply.map_err(|payload| Failure::Panicked(panic_message(payload.as_ref())))?;
         codec::encode(&reply).map_err(|e| Failure::BadRequest(format!("reply: {e}")))
     }
 
