@@ -74,6 +74,7 @@ pub mod testing;
 pub mod thread;
 
 pub use codec::CodecError;
+pub use manager::Manager;
 pub use process::{
     ExitStatus, Process, ProcessBuilder, ProcessError, ProcessInfo, Run, StartError, StartMethod,
     active_children, current_process, get_start_method, init, parent_pid, set_start_method,

@@ -382,6 +382,7 @@ where
     }
 
     /// Whether `key` is present (`k in d`).
+    #[doc(alias = "contains")]
     pub fn contains_key(&self, key: &K) -> Result<bool, ManagerError> {
         self.obj.call(Op::DictContains(enc(key)?))?.flag()
     }
