@@ -368,6 +368,42 @@ fn s42_bounded_queue() {
     check.assert_clean();
 }
 
+/// Says it is about to wait, then waits in `get` (until it is killed).
+fn wait_in_get((q, ready): (QueueProxy<u32>, EventProxy)) -> u32 {
+    ready.set().unwrap();
+    q.get().unwrap()
+}
+
+#[test]
+fn s42_no_item_is_taken_for_a_killed_waiter() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let m = manager(method);
+        let q = m.queue::<u32>().unwrap();
+        let ready = m.event().unwrap();
+        for round in 0..3 {
+            ready.clear().unwrap();
+            let mut p = start(method, wait_in_get, (q.clone(), ready.clone()));
+            assert!(ready.wait_timeout(PROMPT).unwrap());
+            // The pauses synchronise nothing (the test passes without them, only less
+            // often reaching the case it is about): the first lets the child's `get`
+            // reach the server before the child is killed; the second leaves the dead
+            // child's server thread the time to wake up and take the item if it would
+            // (then `try_get` below finds nothing).
+            std::thread::sleep(Duration::from_millis(30));
+            p.kill().unwrap();
+            p.wait().unwrap();
+            // The server may still be waiting on the dead child's behalf (up to one
+            // 100 ms slice): the item must stay for the living all the same.
+            q.put(round).unwrap();
+            std::thread::sleep(Duration::from_millis(150));
+            let got = q.try_get();
+            assert!(matches!(got, Ok(r) if r == round), "{method}: {got:?}");
+        }
+    }
+    check.assert_clean();
+}
+
 // ---- event and lock -----------------------------------------------------------------
 
 fn wait_then_answer((go, done): (EventProxy, EventProxy)) -> bool {

@@ -58,7 +58,7 @@
 //! | the server dies (any way, `SIGKILL` included) | every call, also one waiting in a queue `get`, returns [`ManagerError::ServerDied`] promptly (the pipe reports the hang-up within ~20 ms) |
 //! | the manager's owner dies | the server dies with it (it is a daemon child with the library's parent-death signal) |
 //! | a client dies holding a manager lock | the server releases the lock when the client's connection closes |
-//! | a client dies while waiting in a queue `get` | its request ends within 100 ms (waits are sliced), so it takes no later item |
+//! | a client dies while waiting in a queue `get` | the server checks that a client that waited is still connected before it hands it an item (or a lock), so an item put later stays for the living |
 //! | a registered method panics | that call returns [`ManagerError::Panicked`]; the server carries on |
 //! | a proxy moves into a `fork` child | the child opens its own connections on its first call |
 //!

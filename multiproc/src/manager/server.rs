@@ -16,7 +16,7 @@ use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -240,6 +240,8 @@ trait Transport {
     fn recv(&mut self) -> Option<Request>;
     /// `false` ends the connection.
     fn send(&mut self, reply: &Reply) -> bool;
+    /// Whether the client is still connected (checked without waiting).
+    fn peer_alive(&self) -> bool;
 }
 
 impl Transport for ServerPipe {
@@ -251,6 +253,10 @@ impl Transport for ServerPipe {
 
     fn send(&mut self, reply: &Reply) -> bool {
         Connection::send(self, reply).is_ok()
+    }
+
+    fn peer_alive(&self) -> bool {
+        !sys::fd::peer_hung_up(self.as_fd())
     }
 }
 
@@ -269,6 +275,12 @@ impl Transport for TcpTransport {
 
     fn send(&mut self, reply: &Reply) -> bool {
         wire::write_frame(&mut self.stream, reply, &self.limits, &mut self.wbuf).is_ok()
+    }
+
+    fn peer_alive(&self) -> bool {
+        // A client waiting for a reply sends nothing: a readable stream is one that
+        // ended (or a peer that broke the protocol).
+        !sys::fd::wait_readable(self.stream.as_fd(), Some(Duration::ZERO)).unwrap_or(true)
     }
 }
 
@@ -322,7 +334,7 @@ impl Server {
             let reply = match request {
                 Request::Create { kind, ty, name } => self.create(kind, ty, name),
                 Request::Call { id, op } => match self.object(&mut conn, id) {
-                    Some(object) => conn.apply(&object, op),
+                    Some(object) => conn.apply(&object, op, &|| transport.peer_alive()),
                     None => Reply::Error(Failure::NoSuchObject(id)),
                 },
                 Request::Shutdown => {
@@ -423,14 +435,23 @@ fn wait_deadline(wait_ms: u32) -> Instant {
 }
 
 /// Waits on `object` until `ready` gives a reply or the deadline passes.
+///
+/// After having waited, it first checks that the client is still there: an item that
+/// arrives for a client that died while waiting stays in the queue for the living.
 fn wait_for(
     object: &Object,
     wait_ms: u32,
+    alive: &dyn Fn() -> bool,
     mut ready: impl FnMut(&mut State) -> Option<Reply>,
 ) -> Reply {
     let deadline = wait_deadline(wait_ms);
     let mut state = lock(&object.state);
+    let mut waited = false;
     loop {
+        if waited && !alive() {
+            return Reply::TimedOut;
+        }
+        waited = true;
         if let Some(reply) = ready(&mut state) {
             return reply;
         }
@@ -458,12 +479,14 @@ fn index(i: u64, len: usize) -> Result<usize, Failure> {
 }
 
 impl Conn {
-    fn apply(&mut self, object: &Arc<Object>, op: Op) -> Reply {
+    /// Runs `op`; `alive` tells whether the client is still there (asked only after a
+    /// wait).
+    fn apply(&mut self, object: &Arc<Object>, op: Op, alive: &dyn Fn() -> bool) -> Reply {
         let op = match op {
-            Op::QueuePut { item, wait_ms } => return self.put(object, item, wait_ms),
-            Op::QueueGet { wait_ms } => return Self::get(object, wait_ms),
-            Op::LockAcquire { wait_ms } => return self.acquire(object, wait_ms),
-            Op::EventWait { wait_ms } => return Self::wait(object, wait_ms),
+            Op::QueuePut { item, wait_ms } => return Self::put(object, item, wait_ms, alive),
+            Op::QueueGet { wait_ms } => return Self::get(object, wait_ms, alive),
+            Op::LockAcquire { wait_ms } => return self.acquire(object, wait_ms, alive),
+            Op::EventWait { wait_ms } => return Self::wait(object, wait_ms, alive),
             op => op,
         };
         let mut state = lock(&object.state);
@@ -621,9 +644,9 @@ impl Conn {
         }
     }
 
-    fn put(&mut self, object: &Object, item: Bytes, wait_ms: u32) -> Reply {
+    fn put(object: &Object, item: Bytes, wait_ms: u32, alive: &dyn Fn() -> bool) -> Reply {
         let mut item = Some(item);
-        let reply = wait_for(object, wait_ms, |s| match s {
+        let reply = wait_for(object, wait_ms, alive, |s| match s {
             State::Queue { items, maxsize } => {
                 if *maxsize == 0 || (items.len() as u64) < *maxsize {
                     items.extend(item.take());
@@ -638,8 +661,8 @@ impl Conn {
         reply
     }
 
-    fn get(object: &Object, wait_ms: u32) -> Reply {
-        let reply = wait_for(object, wait_ms, |s| match s {
+    fn get(object: &Object, wait_ms: u32, alive: &dyn Fn() -> bool) -> Reply {
+        let reply = wait_for(object, wait_ms, alive, |s| match s {
             State::Queue { items, .. } => items.pop_front().map(Reply::Bytes),
             _ => Some(not_a(object, "queue")),
         });
@@ -647,9 +670,9 @@ impl Conn {
         reply
     }
 
-    fn acquire(&mut self, object: &Arc<Object>, wait_ms: u32) -> Reply {
+    fn acquire(&mut self, object: &Arc<Object>, wait_ms: u32, alive: &dyn Fn() -> bool) -> Reply {
         let me = self.id;
-        let reply = wait_for(object, wait_ms, |s| match s {
+        let reply = wait_for(object, wait_ms, alive, |s| match s {
             State::Lock(holder @ None) => {
                 *holder = Some(me);
                 Some(Reply::Bool(true))
@@ -664,8 +687,8 @@ impl Conn {
         reply
     }
 
-    fn wait(object: &Object, wait_ms: u32) -> Reply {
-        wait_for(object, wait_ms, |s| match s {
+    fn wait(object: &Object, wait_ms: u32, alive: &dyn Fn() -> bool) -> Reply {
+        wait_for(object, wait_ms, alive, |s| match s {
             State::Event(true) => Some(Reply::Bool(true)),
             State::Event(false) => None,
             _ => Some(not_a(object, "event")),
