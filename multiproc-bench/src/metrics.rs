@@ -184,7 +184,19 @@ pub(crate) const METRICS: &[Metric] = &[
         desc: "SharedMemory: a child writes 64 MiB in 1 MiB write()s, the parent checks a checksum",
         run: shm_1m_write,
     },
-    // ---- manager_dict_*                                (to come)
+    // ---- managers
+    Metric {
+        name: "manager_dict_set",
+        unit: "ops/s",
+        desc: "Manager::start(), dict::<u64, u64>(): d.set(i, i) from the parent",
+        run: manager_dict_set,
+    },
+    Metric {
+        name: "manager_dict_get",
+        unit: "ops/s",
+        desc: "Manager::start(), dict_from of 100 items: d.get(&(i % 100)) from the parent",
+        run: manager_dict_get,
+    },
     // ---- subprocess
     Metric {
         name: "subprocess_run_true",
@@ -931,6 +943,53 @@ fn tpe_submit(c: &Ctx) -> Result<f64, String> {
     });
     let result = result?;
     check(result.iter().copied().eq(0..k), || "results".into())?;
+    Ok(rate(k as f64, seconds))
+}
+
+// ---- managers ----------------------------------------------------------------------
+
+/// pybench's `with CTX.Manager() as m:` (the manager is shut down when dropped).
+fn start_manager(c: &Ctx) -> Result<multiproc::manager::Manager, String> {
+    multiproc::manager::Manager::builder()
+        .start_method(c.method)
+        .start()
+        .map_err(|e| format!("manager: {e}"))
+}
+
+/// pybench's `manager_dict_set`: `d[i] = i` for i < k, one request each.
+fn manager_dict_set(c: &Ctx) -> Result<f64, String> {
+    let k = c.n(20_000);
+    let m = start_manager(c)?;
+    let d = m.dict::<u64, u64>().map_err(|e| e.to_string())?;
+    let (seconds, result) = clock(|| (0..k).try_for_each(|i| d.set(i, i)));
+    result.map_err(|e| format!("set: {e}"))?;
+    let len = d.len().map_err(|e| e.to_string())?;
+    check(len as u64 == k, || format!("dict size {len}, expected {k}"))?;
+    Ok(rate(k as f64, seconds))
+}
+
+/// pybench's `manager_dict_get`: `total += d[i % 100]` for i < k, one request each.
+fn manager_dict_get(c: &Ctx) -> Result<f64, String> {
+    let k = c.n(20_000);
+    let m = start_manager(c)?;
+    let d = m
+        .dict_from((0..100u64).map(|i| (i, i)))
+        .map_err(|e| e.to_string())?;
+    let (seconds, total) = clock(|| {
+        (0..k).try_fold(0u64, |total, i| {
+            Ok::<_, String>(
+                total
+                    + d.get(&(i % 100))
+                        .map_err(|e| format!("get: {e}"))?
+                        .ok_or("missing key")?,
+            )
+        })
+    });
+    let total = total?;
+    let expected: u64 = (0..k).map(|i| i % 100).sum();
+    check(total == expected, || {
+        format!("sum {total}, expected {expected}")
+    })?;
     Ok(rate(k as f64, seconds))
 }
 

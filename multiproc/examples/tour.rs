@@ -80,6 +80,8 @@ pub mod s34_names_args;
 pub mod s39_lock_print;
 #[path = "s41_value_array.rs"]
 pub mod s41_value_array;
+#[path = "s42_manager.rs"]
+pub mod s42_manager;
 #[path = "s43_pool_timeout.rs"]
 pub mod s43_pool_timeout;
 
@@ -138,6 +140,7 @@ const SCENARIOS: &[(&str, &str, fn())] = &[
     ("S34", "s34_names_args", s34_names_args::run),
     ("S39", "s39_lock_print", s39_lock_print::run),
     ("S41", "s41_value_array", s41_value_array::run),
+    ("S42", "s42_manager", s42_manager::run),
     ("S43", "s43_pool_timeout", s43_pool_timeout::run),
 ];
 

@@ -36,6 +36,10 @@
 //! | `shared_memory.SharedMemory(create=True, size=n)` | [`shared::SharedMemory`] |
 //! | `multiprocessing.Lock`, `RLock`, `acquire(timeout=…)` | [`sync::Lock`], [`sync::RLock`] ([`sync::LockError::OwnerDied`] when a holder died) |
 //! | `Semaphore`, `BoundedSemaphore`, `Event`, `Condition`, `Barrier` | [`sync::Semaphore`], [`sync::Event`], [`sync::Condition`], [`sync::Barrier`] |
+//! | `Manager()`, `with Manager() as m:`, `m.shutdown()` | [`manager::Manager::start`], `Drop`, [`manager::Manager::shutdown`] |
+//! | `m.list(xs)`, `m.dict()`, `m.Value(t, x)`, `m.Namespace()`, `m.Queue()`, `m.Lock()`, `m.Event()` | [`manager::ListProxy`], [`manager::DictProxy`], [`manager::ValueProxy`], [`manager::NamespaceProxy`], [`manager::QueueProxy`], [`manager::LockProxy`], [`manager::EventProxy`] |
+//! | `BaseManager.register('T', T)`, `m.T(...)` | `impl` [`manager::Shared`], [`manager::Manager::create`] → [`manager::SharedProxy`] |
+//! | `BaseManager(address=(host, port), authkey=k)`: `start()`, `connect()` | [`manager::Manager::serve`], [`manager::Manager::connect`] ([`manager::AuthenticationError`]) |
 //! | `concurrent.futures.ThreadPoolExecutor`, `Future`, `as_completed`, `wait` | [`executor::ThreadPoolExecutor`], [`executor::Future`], [`executor::as_completed`], [`executor::wait`] |
 //! | `concurrent.futures.ProcessPoolExecutor`, `Executor` | [`executor::ProcessPoolExecutor`], [`executor::Executor`] |
 //! | `multiprocessing.Pool`, `apply_async`, `AsyncResult.get(timeout)`, `map`, `imap_unordered`, `starmap`, `close`, `join`, `terminate` | [`pool::Pool`], [`pool::AsyncResult`] (see the [`pool`] module's table) |
@@ -70,6 +74,7 @@ pub mod codec;
 pub mod connection;
 pub mod executor;
 pub(crate) mod handle;
+pub mod manager;
 pub mod pool;
 pub mod process;
 pub mod queue;
@@ -81,6 +86,7 @@ pub mod testing;
 pub mod thread;
 
 pub use codec::CodecError;
+pub use manager::Manager;
 pub use pool::Pool;
 pub use process::{
     ExitStatus, Process, ProcessBuilder, ProcessError, ProcessInfo, Run, StartError, StartMethod,

@@ -1,0 +1,155 @@
+//! HMAC-SHA256 challenge–response, both ways (Python's `deliver_challenge` and
+//! `answer_challenge`): each side proves it knows the key without sending it.
+//!
+//! ```text
+//! server → client   #CHALLENGE#MPMGR1<32 random bytes>
+//! client → server   HMAC-SHA256(key, that whole message)
+//! server → client   #WELCOME#  or  #FAILURE# (and the server closes the connection)
+//! then the same with the roles swapped, so the client knows the server is genuine.
+//! ```
+//!
+//! Each message is one length byte and at most 255 bytes: a peer that sends anything
+//! else is refused after at most 256 bytes, whatever it sends.
+
+use std::io::{self, Read, Write};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+const CHALLENGE: &[u8] = b"#CHALLENGE#MPMGR1";
+const WELCOME: &[u8] = b"#WELCOME#";
+const FAILURE: &[u8] = b"#FAILURE#";
+const NONCE_LEN: usize = 32;
+
+/// The authentication handshake with a manager failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthenticationError {
+    /// The server did not accept our answer: the authkeys differ.
+    #[error("the manager refused the authkey (digest received was wrong)")]
+    Refused,
+    /// The peer could not prove it knows the authkey (it may be an impostor).
+    #[error("the peer failed to prove it knows the authkey")]
+    PeerUnproven,
+    /// The peer does not speak the manager handshake.
+    #[error("the peer does not speak the manager protocol: {0}")]
+    Protocol(&'static str),
+    /// The connection failed during the handshake.
+    #[error("during the authentication handshake: {0}")]
+    Io(#[from] io::Error),
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn mac(key: &[u8], message: &[u8]) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(message);
+    mac
+}
+
+/// The digest of `message` under `key`.
+pub(crate) fn digest(key: &[u8], message: &[u8]) -> Vec<u8> {
+    mac(key, message).finalize().into_bytes().to_vec()
+}
+
+/// `n` bytes from the operating system's random source.
+pub(crate) fn random_bytes(n: usize) -> io::Result<Vec<u8>> {
+    let mut bytes = vec![0u8; n];
+    getrandom::fill(&mut bytes).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(bytes)
+}
+
+fn send(stream: &mut impl Write, message: &[u8]) -> io::Result<()> {
+    debug_assert!(message.len() <= 255);
+    let mut out = Vec::with_capacity(message.len() + 1);
+    out.push(message.len() as u8);
+    out.extend_from_slice(message);
+    stream.write_all(&out)?;
+    stream.flush()
+}
+
+fn recv(stream: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 1];
+    stream.read_exact(&mut len)?;
+    let mut message = vec![0u8; len[0] as usize];
+    stream.read_exact(&mut message)?;
+    Ok(message)
+}
+
+/// Challenges the peer to prove it knows `key`; tells it the verdict.
+pub(crate) fn deliver_challenge<S: Read + Write>(
+    stream: &mut S,
+    key: &[u8],
+) -> Result<(), AuthenticationError> {
+    let mut message = CHALLENGE.to_vec();
+    message.extend_from_slice(&random_bytes(NONCE_LEN)?);
+    send(stream, &message)?;
+    let answer = recv(stream)?;
+    if mac(key, &message).verify_slice(&answer).is_ok() {
+        send(stream, WELCOME)?;
+        Ok(())
+    } else {
+        // Best effort: the peer learns why before the connection closes.
+        let _ = send(stream, FAILURE);
+        Err(AuthenticationError::PeerUnproven)
+    }
+}
+
+/// Answers the peer's challenge with `key`.
+pub(crate) fn answer_challenge<S: Read + Write>(
+    stream: &mut S,
+    key: &[u8],
+) -> Result<(), AuthenticationError> {
+    let message = recv(stream)?;
+    if !message.starts_with(CHALLENGE) || message.len() != CHALLENGE.len() + NONCE_LEN {
+        return Err(AuthenticationError::Protocol("expected a challenge"));
+    }
+    send(stream, &digest(key, &message))?;
+    match recv(stream) {
+        Ok(verdict) if verdict == WELCOME => Ok(()),
+        Ok(verdict) if verdict == FAILURE => Err(AuthenticationError::Refused),
+        Ok(_) => Err(AuthenticationError::Protocol("expected a verdict")),
+        // A server refusing a key says so before it closes: an end without a verdict
+        // is a server that went away.
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    fn handshake(server_key: &'static [u8], client_key: &'static [u8]) -> (bool, bool) {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        let server = std::thread::spawn(move || {
+            deliver_challenge(&mut a, server_key).is_ok()
+                && answer_challenge(&mut a, server_key).is_ok()
+        });
+        let client = answer_challenge(&mut b, client_key).is_ok()
+            && deliver_challenge(&mut b, client_key).is_ok();
+        drop(b);
+        (server.join().unwrap(), client)
+    }
+
+    #[test]
+    fn same_key_passes_both_ways() {
+        assert_eq!(handshake(b"secret", b"secret"), (true, true));
+    }
+
+    #[test]
+    fn wrong_key_is_refused() {
+        assert_eq!(handshake(b"secret", b"guess"), (false, false));
+    }
+
+    #[test]
+    fn digest_is_hmac_sha256() {
+        // RFC 4231, test case 2.
+        let d = digest(b"Jefe", b"what do ya want for nothing?");
+        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}

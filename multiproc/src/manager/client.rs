@@ -1,0 +1,269 @@
+//! The client side: connections to a manager server, pooled per process.
+//!
+//! A call takes an idle connection from the pool (or opens one), sends its request,
+//! waits for the reply and puts the connection back. Threads of one process therefore
+//! never wait for each other's calls (a thread blocked in a queue `get` holds its own
+//! connection), and a single-threaded client reuses one connection for ever.
+//!
+//! The pool belongs to one process: a forked child that inherited it (a proxy moved
+//! into a `fork` child) drops the inherited connections at its first call and opens
+//! its own, so parent and child never read each other's replies.
+
+use std::io;
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use crate::codec::{CodecError, Limits};
+use crate::connection::{RecvError, SendError};
+use crate::sys;
+use crate::sys::cell::ForkMutex;
+
+use super::protocol::{Failure, MAX_WAIT_MS, Op, Reply, Request};
+use super::wire::{self, ClientPipe, FrameError};
+use super::{Address, AuthenticationError, ManagerError, auth};
+
+/// How long connecting and the handshake may take before the server is given up on.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One client connection.
+enum Transport {
+    /// Local: a pipe over shared memory, handed over by the server.
+    Pipe(ClientPipe),
+    /// Remote: frames over TCP.
+    Tcp {
+        stream: TcpStream,
+        rbuf: Vec<u8>,
+        wbuf: Vec<u8>,
+    },
+}
+
+impl Transport {
+    fn roundtrip(&mut self, request: &Request, limits: &Limits) -> Result<Reply, ManagerError> {
+        match self {
+            Transport::Pipe(conn) => {
+                conn.send(request).map_err(|e| match e {
+                    SendError::Codec(e) => ManagerError::Codec(e),
+                    _ => ManagerError::ServerDied,
+                })?;
+                conn.recv().map_err(|e| match e {
+                    RecvError::Codec(e) => ManagerError::Protocol(e.to_string()),
+                    _ => ManagerError::ServerDied,
+                })
+            }
+            Transport::Tcp { stream, rbuf, wbuf } => {
+                wire::write_frame(stream, request, limits, wbuf).map_err(frame_error)?;
+                wire::read_frame(stream, limits, rbuf).map_err(frame_error)
+            }
+        }
+    }
+}
+
+fn frame_error(e: FrameError) -> ManagerError {
+    match e {
+        FrameError::Closed | FrameError::Io => ManagerError::ServerDied,
+        FrameError::Codec(e @ CodecError::Encode { .. }) => ManagerError::Codec(e),
+        FrameError::Codec(e) => ManagerError::Protocol(e.to_string()),
+    }
+}
+
+struct Pool {
+    /// The process these connections belong to.
+    pid: u32,
+    idle: Vec<Transport>,
+}
+
+/// Everything a proxy needs to reach its server.
+pub(crate) struct Client {
+    pub(crate) address: Address,
+    pub(crate) authkey: Vec<u8>,
+    pub(crate) limits: Limits,
+    pool: ForkMutex<Pool>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub(crate) fn new(address: Address, authkey: Vec<u8>, limits: Limits) -> Client {
+        Client {
+            address,
+            authkey,
+            limits,
+            pool: ForkMutex::new(Pool {
+                pid: sys::proc::cached_pid(),
+                idle: Vec::new(),
+            }),
+        }
+    }
+
+    /// Opens and authenticates a new connection.
+    fn connect(&self) -> Result<Transport, ManagerError> {
+        let connect_error = |source: io::Error| ManagerError::Connect {
+            address: self.address.to_string(),
+            source,
+        };
+        match &self.address {
+            Address::Unix(path) => {
+                let mut stream = UnixStream::connect(path).map_err(connect_error)?;
+                stream
+                    .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+                    .map_err(connect_error)?;
+                stream
+                    .set_write_timeout(Some(HANDSHAKE_TIMEOUT))
+                    .map_err(connect_error)?;
+                auth::answer_challenge(&mut stream, &self.authkey)?;
+                auth::deliver_challenge(&mut stream, &self.authkey)?;
+                let mut pipe = wire::take_over(&stream).map_err(connect_error)?;
+                pipe.set_max_message(self.limits.max_message);
+                Ok(Transport::Pipe(pipe))
+            }
+            Address::Tcp(addr) => {
+                let mut stream =
+                    TcpStream::connect_timeout(addr, HANDSHAKE_TIMEOUT).map_err(connect_error)?;
+                stream.set_nodelay(true).map_err(connect_error)?;
+                stream
+                    .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+                    .map_err(connect_error)?;
+                stream
+                    .set_write_timeout(Some(HANDSHAKE_TIMEOUT))
+                    .map_err(connect_error)?;
+                auth::answer_challenge(&mut stream, &self.authkey)?;
+                auth::deliver_challenge(&mut stream, &self.authkey)?;
+                stream.set_read_timeout(None).map_err(connect_error)?;
+                stream.set_write_timeout(None).map_err(connect_error)?;
+                Ok(Transport::Tcp {
+                    stream,
+                    rbuf: Vec::new(),
+                    wbuf: Vec::new(),
+                })
+            }
+        }
+    }
+
+    /// An idle connection of this process, or a new one.
+    fn checkout(&self) -> Result<Transport, ManagerError> {
+        let inherited = {
+            let mut pool = self.pool.lock();
+            let me = sys::proc::cached_pid();
+            if pool.pid == me {
+                if let Some(t) = pool.idle.pop() {
+                    return Ok(t);
+                }
+                Vec::new()
+            } else {
+                pool.pid = me;
+                std::mem::take(&mut pool.idle)
+            }
+        };
+        // Closed outside the lock; they were our parent's.
+        drop(inherited);
+        self.connect()
+    }
+
+    fn checkin(&self, transport: Transport) {
+        let mut pool = self.pool.lock();
+        if pool.pid == sys::proc::cached_pid() {
+            pool.idle.push(transport);
+        }
+    }
+
+    /// Opens a connection now (to report a wrong address or key at once).
+    pub(crate) fn probe(&self) -> Result<(), ManagerError> {
+        let t = self.checkout()?;
+        self.checkin(t);
+        Ok(())
+    }
+
+    /// Closes the idle connections.
+    pub(crate) fn close_idle(&self) {
+        let idle = std::mem::take(&mut self.pool.lock().idle);
+        drop(idle);
+    }
+
+    /// Sends `request` and returns the reply; a server-side refusal is an error.
+    pub(crate) fn call(&self, request: &Request) -> Result<Reply, ManagerError> {
+        let mut transport = match self.checkout() {
+            Ok(t) => t,
+            // The server was reached before (a proxy exists), so it is gone.
+            Err(
+                ManagerError::Connect { .. }
+                | ManagerError::Authentication(AuthenticationError::Io(_)),
+            ) => return Err(ManagerError::ServerDied),
+            Err(e) => return Err(e),
+        };
+        let reply = transport.roundtrip(request, &self.limits);
+        match reply {
+            Ok(reply) => {
+                self.checkin(transport);
+                match reply {
+                    Reply::Error(failure) => Err(failure.into()),
+                    reply => Ok(reply),
+                }
+            }
+            // An encoding failure happened before anything was sent: the connection
+            // is still good. Anything else leaves it in an unknown state.
+            Err(e @ ManagerError::Codec(_)) => {
+                self.checkin(transport);
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Repeats a waiting operation (each request waits at most [`MAX_WAIT_MS`] in the
+    /// server) until it gives something other than `TimedOut`, or `deadline` passes
+    /// (`Ok(None)`). `None` waits for ever; `Some(now)` asks once without waiting.
+    pub(crate) fn call_waiting(
+        &self,
+        id: u64,
+        deadline: Option<Instant>,
+        mut op: impl FnMut(u32) -> Op,
+    ) -> Result<Option<Reply>, ManagerError> {
+        loop {
+            let wait_ms = match deadline {
+                None => MAX_WAIT_MS,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    // Round up, so that a short timeout still waits.
+                    let ms = left.as_micros().div_ceil(1000);
+                    ms.min(u128::from(MAX_WAIT_MS)) as u32
+                }
+            };
+            let request = Request::Call {
+                id,
+                op: op(wait_ms),
+            };
+            match self.call(&request)? {
+                Reply::TimedOut => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Ok(None);
+                    }
+                }
+                reply => return Ok(Some(reply)),
+            }
+        }
+    }
+}
+
+impl From<Failure> for ManagerError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::NoSuchObject(id) => ManagerError::NoSuchObject(id),
+            Failure::WrongKind { expected, found } => ManagerError::WrongKind { expected, found },
+            Failure::WrongType => ManagerError::WrongType,
+            Failure::Index { index, len } => ManagerError::IndexOutOfRange { index, len },
+            Failure::NotFound => ManagerError::NotFound,
+            Failure::Empty => ManagerError::Empty,
+            Failure::Full => ManagerError::Full,
+            Failure::NotLocked => ManagerError::NotLocked,
+            Failure::Panicked(message) => ManagerError::Panicked(message),
+            Failure::BadRequest(message) => ManagerError::Protocol(message),
+        }
+    }
+}

@@ -1,0 +1,773 @@
+//! Managers: Python's `multiprocessing.Manager()` and `BaseManager` (S42).
+//!
+//! [`Manager::start`] starts a server process that owns shared objects — lists,
+//! dictionaries, values, namespaces, queues, locks, events and objects of your own types
+//! ([`Shared`]) — and hands out typed proxies to them. A proxy is a handle: pass it to
+//! a child [`Process`] (any start method) and the child's calls act on
+//! the same object.
+//!
+//! ```
+//! # multiproc::init();
+//! use multiproc::manager::{DictProxy, ListProxy, Manager};
+//! use multiproc::Process;
+//!
+//! fn work((d, l): (DictProxy<String, i32>, ListProxy<i32>)) {
+//!     d.set("1".into(), 2).unwrap();
+//!     for i in 0..l.len().unwrap() {
+//!         l.set(i, -(i as i32)).unwrap();
+//!     }
+//! }
+//!
+//! let m = Manager::start().unwrap();
+//! let l = m.list(0..10).unwrap();
+//! let d = m.dict().unwrap();
+//! Process::start(work, (d.clone(), l.clone())).unwrap().join().unwrap();
+//! assert_eq!(d.items().unwrap(), [("1".to_string(), 2)]);
+//! assert_eq!(l.to_vec().unwrap(), [0, -1, -2, -3, -4, -5, -6, -7, -8, -9]);
+//! ```
+//!
+//! # Values are bytes to the server
+//!
+//! The server never decodes what it stores: a proxy `ListProxy<T>` encodes each `T`
+//! (postcard) before sending it, and decodes what comes back. So the server needs no
+//! knowledge of your types, and any `Serialize + DeserializeOwned` type works. Equality
+//! in the server — dictionary keys, `remove`, `index`, `count`, `compare_and_set` — is
+//! equality of encodings (see [`DictProxy`]).
+//!
+//! # Transports and authentication
+//!
+//! Locally the server listens on a Unix socket, `0600` in a private `0700` directory
+//! that [`Manager::shutdown`] (or `Drop`) removes. Every connection first runs an
+//! HMAC-SHA256 challenge–response both ways (Python's authkey handshake: the key itself
+//! never crosses); then the server hands the client one end of a
+//! [`connection`](crate::connection) pipe over shared memory, so a call costs one pipe
+//! round trip (a few microseconds). [`Manager::serve`] listens on TCP instead
+//! (Python's `BaseManager(address=(host, port), authkey=…)`), and [`Manager::connect`]
+//! reaches such a server from anywhere: requests then travel as codec frames over TCP.
+//! A wrong key is [`ManagerError::Authentication`]; a peer that sends garbage or an
+//! oversized frame loses its own connection only.
+//!
+//! Objects made with [`Manager::named`] have a name: every client that asks for the
+//! same name gets the same object (Python's `register('get_queue', callable=…)` on a
+//! served manager).
+//!
+//! # Failure model
+//!
+//! | event | what you see |
+//! |---|---|
+//! | the server dies (any way, `SIGKILL` included) | every call, also one waiting in a queue `get`, returns [`ManagerError::ServerDied`] promptly (the pipe reports the hang-up within ~20 ms) |
+//! | the manager's owner dies | the server dies with it (it is a daemon child with the library's parent-death signal) |
+//! | a client dies holding a manager lock | the server releases the lock when the client's connection closes |
+//! | a client dies while waiting in a queue `get` | the server checks that a client that waited is still connected before it hands it an item (or a lock), so an item put later stays for the living |
+//! | a registered method panics | that call returns [`ManagerError::Panicked`]; the server carries on |
+//! | a proxy moves into a `fork` child | the child opens its own connections on its first call |
+//!
+//! Objects live as long as the server: there is no reference counting of proxies.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::codec::{self, CodecError, Limits};
+use crate::process::{Process, ProcessBuilder, StartError, StartMethod};
+use crate::sys;
+
+mod auth;
+mod client;
+mod protocol;
+mod proxy;
+mod server;
+mod wire;
+
+pub use auth::AuthenticationError;
+pub use proxy::{
+    DictProxy, EventProxy, ListProxy, LockProxy, ManagerLockGuard, NamespaceProxy, QueueProxy,
+    SharedProxy, ValueProxy,
+};
+
+use client::Client;
+use protocol::{Kind, Reply, Request};
+use proxy::{ObjectRef, enc};
+
+/// The largest request or reply a server accepts by default (a larger frame closes
+/// the connection that sent it).
+pub const DEFAULT_MAX_MESSAGE: usize = 256 << 20;
+
+/// How long [`Manager::shutdown`] waits for the server to exit before it kills it.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Where a manager's server listens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Address {
+    /// A Unix socket (the local default).
+    Unix(PathBuf),
+    /// A TCP address.
+    Tcp(SocketAddr),
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Unix(path) => write!(f, "unix:{}", path.display()),
+            Address::Tcp(addr) => write!(f, "tcp:{addr}"),
+        }
+    }
+}
+
+impl From<SocketAddr> for Address {
+    fn from(addr: SocketAddr) -> Address {
+        Address::Tcp(addr)
+    }
+}
+
+impl From<PathBuf> for Address {
+    fn from(path: PathBuf) -> Address {
+        Address::Unix(path)
+    }
+}
+
+/// A call to a manager failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManagerError {
+    /// The server process is gone: it died, or the manager was shut down.
+    #[error("the manager's server is gone (it died or was shut down)")]
+    ServerDied,
+    /// No connection could be made to the server.
+    #[error("cannot connect to the manager at {address}: {source}")]
+    Connect {
+        /// The address tried.
+        address: String,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The authentication handshake failed (a wrong authkey, for one).
+    #[error("authentication failed: {0}")]
+    Authentication(#[from] AuthenticationError),
+    /// The server process could not be started.
+    #[error("cannot start the manager's server: {0}")]
+    Start(#[from] StartError),
+    /// A value did not encode, or what came back did not decode as the proxy's type.
+    #[error("manager value: {0}")]
+    Codec(#[from] CodecError),
+    /// Setting up the server (socket, directory) failed.
+    #[error("manager: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server has no object with this id.
+    #[error("the manager has no object {0}")]
+    NoSuchObject(u64),
+    /// A named object exists with another kind (a dict asked for as a list).
+    #[error("the named object is a {found}, not a {expected}")]
+    WrongKind {
+        /// The kind asked for.
+        expected: String,
+        /// The kind it is.
+        found: String,
+    },
+    /// A named object exists with another item type.
+    #[error("the named object holds another type")]
+    WrongType,
+    /// A list index past the end (Python's `IndexError`).
+    #[error("list index {index} out of range (length {len})")]
+    IndexOutOfRange {
+        /// The index asked for.
+        index: u64,
+        /// The list's length.
+        len: u64,
+    },
+    /// The value is not in the list (Python's `ValueError` of `remove`).
+    #[error("the value is not in the list")]
+    NotFound,
+    /// `try_get` on an empty queue.
+    #[error("the queue is empty")]
+    Empty,
+    /// `try_put`/`put_timeout` on a full queue.
+    #[error("the queue is full")]
+    Full,
+    /// A `_timeout` call ran out of time.
+    #[error("timed out")]
+    Timeout,
+    /// `release` of a lock nobody holds.
+    #[error("release of an unlocked lock")]
+    NotLocked,
+    /// A registered type's method panicked in the server.
+    #[error("the method panicked in the manager: {0}")]
+    Panicked(String),
+    /// The server sent, or was sent, something that is not the protocol.
+    #[error("manager protocol: {0}")]
+    Protocol(String),
+}
+
+/// A user type whose objects live in a manager's server (Python's
+/// `BaseManager.register(typeid, callable)`): a serialisable state and one method,
+/// `call`, that takes a request and gives a reply (an enum of each makes several
+/// methods).
+///
+/// Create objects with [`Manager::create`]; the server finds `T`'s code by its address
+/// in the executable, so it must run the same executable as the client (it does, for
+/// a manager started by this program; a client of a served manager that runs another
+/// executable is refused).
+///
+/// ```
+/// # multiproc::init();
+/// use multiproc::manager::{Manager, Shared};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Maths { total: i64 }
+///
+/// #[derive(Serialize, Deserialize)]
+/// enum Op { Add(i64), Mul(i64) }
+///
+/// impl Shared for Maths {
+///     type Call = Op;
+///     type Reply = i64;
+///     fn call(&mut self, op: Op) -> i64 {
+///         match op {
+///             Op::Add(x) => self.total += x,
+///             Op::Mul(x) => self.total *= x,
+///         }
+///         self.total
+///     }
+/// }
+///
+/// let m = Manager::start().unwrap();
+/// let maths = m.create(Maths { total: 1 }).unwrap();
+/// assert_eq!(maths.call(Op::Add(2)).unwrap(), 3);
+/// assert_eq!(maths.call(Op::Mul(7)).unwrap(), 21);
+/// assert_eq!(maths.get().unwrap().total, 21);
+/// ```
+pub trait Shared: Serialize + DeserializeOwned + Send + 'static {
+    /// A request (one method call with its arguments).
+    type Call: Serialize + DeserializeOwned;
+    /// What a call returns.
+    type Reply: Serialize + DeserializeOwned;
+    /// Runs one call in the server (calls on one object never overlap).
+    fn call(&mut self, call: Self::Call) -> Self::Reply;
+}
+
+/// Configuration of a manager before it starts.
+#[derive(Clone, Default)]
+#[must_use = "a builder does nothing until `start` is called"]
+pub struct ManagerBuilder {
+    address: Option<Address>,
+    authkey: Option<Vec<u8>>,
+    method: Option<StartMethod>,
+    max_message: Option<usize>,
+}
+
+/// Shows everything but the authkey.
+impl fmt::Debug for ManagerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManagerBuilder")
+            .field("address", &self.address)
+            .field("authkey", &self.authkey.as_ref().map(|_| "<hidden>"))
+            .field("method", &self.method)
+            .field("max_message", &self.max_message)
+            .finish()
+    }
+}
+
+impl ManagerBuilder {
+    /// Where the server listens (default: a Unix socket in a private directory). A TCP
+    /// address with port 0 picks a free port: see [`Manager::address`].
+    pub fn address(mut self, address: Address) -> Self {
+        self.address = Some(address);
+        self
+    }
+
+    /// The key clients must prove they know (default: 32 random bytes).
+    pub fn authkey(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.authkey = Some(key.into());
+        self
+    }
+
+    /// How the server process is started (default: [`crate::get_start_method`]).
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
+    /// The largest request or reply accepted (default [`DEFAULT_MAX_MESSAGE`]).
+    pub fn max_message(mut self, bytes: usize) -> Self {
+        self.max_message = Some(bytes);
+        self
+    }
+
+    /// Starts the server process.
+    pub fn start(self) -> Result<Manager, ManagerError> {
+        let authkey = match self.authkey {
+            Some(key) => key,
+            None => auth::random_bytes(32)?,
+        };
+        let limits = Limits::with_max_message(self.max_message.unwrap_or(DEFAULT_MAX_MESSAGE));
+        let (listener, address, dir) = match self.address {
+            None => {
+                let dir = private_dir()?;
+                let path = dir.join("manager.sock");
+                let listener = bind_unix(&path).inspect_err(|_| {
+                    let _ = std::fs::remove_dir(&dir);
+                })?;
+                (
+                    server::Listener::Unix(listener),
+                    Address::Unix(path),
+                    Some(dir),
+                )
+            }
+            Some(Address::Unix(path)) => (
+                server::Listener::Unix(bind_unix(&path)?),
+                Address::Unix(path),
+                None,
+            ),
+            Some(Address::Tcp(addr)) => {
+                let listener = std::net::TcpListener::bind(addr)?;
+                let bound = listener.local_addr()?;
+                (
+                    server::Listener::Tcp(OwnedFd::from(listener)),
+                    Address::Tcp(bound),
+                    None,
+                )
+            }
+        };
+        let socket_file = match &address {
+            Address::Unix(path) => Some(path.clone()),
+            Address::Tcp(_) => None,
+        };
+        static COUNT: AtomicU32 = AtomicU32::new(0);
+        let mut builder = ProcessBuilder::new()
+            .name(format!(
+                "SyncManager-{}",
+                COUNT.fetch_add(1, Ordering::Relaxed) + 1
+            ))
+            .daemon(true);
+        if let Some(method) = self.method {
+            builder = builder.start_method(method);
+        }
+        let args = server::ServerArgs {
+            listener,
+            authkey: ByteBuf::from(authkey.clone()),
+            max_message: limits.max_message as u64,
+        };
+        let cleanup = Cleanup { socket_file, dir };
+        let process = builder.start(server::run, args)?;
+        Ok(Manager {
+            client: Arc::new(Client::new(address, authkey, limits)),
+            server: Some(process),
+            cleanup,
+            owner_pid: sys::proc::getpid(),
+        })
+    }
+}
+
+/// Binds a Unix listener at `path`, readable and writable by its owner only.
+fn bind_unix(path: &std::path::Path) -> std::io::Result<OwnedFd> {
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(OwnedFd::from(listener))
+}
+
+/// A fresh directory only this user can enter, for the socket.
+fn private_dir() -> std::io::Result<PathBuf> {
+    let base = std::env::temp_dir();
+    loop {
+        let tag: String = auth::random_bytes(6)?
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let dir = base.join(format!("multiproc-manager-{}-{tag}", sys::proc::getpid()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// What the owner removes at shutdown.
+#[derive(Debug, Default)]
+struct Cleanup {
+    socket_file: Option<PathBuf>,
+    dir: Option<PathBuf>,
+}
+
+impl Cleanup {
+    fn run(&mut self) {
+        if let Some(file) = self.socket_file.take() {
+            let _ = std::fs::remove_file(file);
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// A manager: the owner of a server process (from [`Manager::start`],
+/// [`Manager::serve`] or a [`ManagerBuilder`]), or a client of a server started
+/// elsewhere ([`Manager::connect`]). Makes the shared objects and hands out their
+/// proxies.
+///
+/// Dropping an owner shuts the server down (Python's `with Manager() as m:`).
+#[derive(Debug)]
+pub struct Manager {
+    client: Arc<Client>,
+    server: Option<Process<()>>,
+    cleanup: Cleanup,
+    /// The process that made it: a `fork` child that inherited a copy (a closure
+    /// capturing it) must not shut the server down when its copy is dropped.
+    owner_pid: u32,
+}
+
+/// Makes objects in a manager's server, optionally under a name
+/// ([`Manager::named`]). [`Manager`] has the same methods, for unnamed objects.
+#[derive(Debug, Clone, Copy)]
+pub struct Objects<'a> {
+    client: &'a Arc<Client>,
+    name: Option<&'a str>,
+}
+
+impl Objects<'_> {
+    fn make(&self, kind: Kind, ty: u64) -> Result<ObjectRef, ManagerError> {
+        let request = Request::Create {
+            kind,
+            ty,
+            name: self.name.map(str::to_string),
+        };
+        match self.client.call(&request)? {
+            Reply::Id(id) => Ok(ObjectRef {
+                client: self.client.clone(),
+                id,
+            }),
+            other => Err(ManagerError::Protocol(format!(
+                "unexpected reply to create: {other:?}"
+            ))),
+        }
+    }
+
+    /// A list holding `items` (Python's `manager.list(items)`).
+    pub fn list<T: Serialize + DeserializeOwned>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+    ) -> Result<ListProxy<T>, ManagerError> {
+        let items = items
+            .into_iter()
+            .map(|x| enc(&x))
+            .collect::<Result<_, _>>()?;
+        let obj = self.make(Kind::List(items), codec::fingerprint::<ListProxy<T>>())?;
+        Ok(ListProxy::from_ref(obj))
+    }
+
+    /// An empty dictionary (Python's `manager.dict()`).
+    pub fn dict<K, V>(&self) -> Result<DictProxy<K, V>, ManagerError>
+    where
+        K: Serialize + DeserializeOwned,
+        V: Serialize + DeserializeOwned,
+    {
+        self.dict_from(std::iter::empty())
+    }
+
+    /// A dictionary holding `entries` (Python's `manager.dict(mapping)`).
+    pub fn dict_from<K, V>(
+        &self,
+        entries: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<DictProxy<K, V>, ManagerError>
+    where
+        K: Serialize + DeserializeOwned,
+        V: Serialize + DeserializeOwned,
+    {
+        let pairs = entries
+            .into_iter()
+            .map(|(k, v)| Ok((enc(&k)?, enc(&v)?)))
+            .collect::<Result<_, ManagerError>>()?;
+        let obj = self.make(Kind::Dict(pairs), codec::fingerprint::<DictProxy<K, V>>())?;
+        Ok(DictProxy::from_ref(obj))
+    }
+
+    /// A value (Python's `manager.Value(typecode, value)`).
+    pub fn value<T: Serialize + DeserializeOwned>(
+        &self,
+        value: T,
+    ) -> Result<ValueProxy<T>, ManagerError> {
+        let obj = self.make(
+            Kind::Cell(enc(&value)?),
+            codec::fingerprint::<ValueProxy<T>>(),
+        )?;
+        Ok(ValueProxy::from_ref(obj))
+    }
+
+    /// A typed namespace (Python's `manager.Namespace()`): see [`NamespaceProxy`].
+    pub fn namespace<T: Serialize + DeserializeOwned>(
+        &self,
+        value: T,
+    ) -> Result<NamespaceProxy<T>, ManagerError> {
+        let obj = self.make(
+            Kind::Cell(enc(&value)?),
+            codec::fingerprint::<NamespaceProxy<T>>(),
+        )?;
+        Ok(NamespaceProxy::from_ref(obj))
+    }
+
+    /// An unbounded queue (Python's `manager.Queue()`).
+    pub fn queue<T: Serialize + DeserializeOwned>(&self) -> Result<QueueProxy<T>, ManagerError> {
+        self.queue_with_maxsize(0)
+    }
+
+    /// A queue of at most `maxsize` items, 0 for no bound (`manager.Queue(maxsize)`).
+    pub fn queue_with_maxsize<T: Serialize + DeserializeOwned>(
+        &self,
+        maxsize: usize,
+    ) -> Result<QueueProxy<T>, ManagerError> {
+        let obj = self.make(
+            Kind::Queue {
+                maxsize: maxsize as u64,
+            },
+            codec::fingerprint::<QueueProxy<T>>(),
+        )?;
+        Ok(QueueProxy::from_ref(obj))
+    }
+
+    /// A lock (Python's `manager.Lock()`).
+    pub fn lock(&self) -> Result<LockProxy, ManagerError> {
+        let obj = self.make(Kind::Lock, codec::fingerprint::<LockProxy>())?;
+        Ok(LockProxy::from_ref(obj))
+    }
+
+    /// An event (Python's `manager.Event()`).
+    pub fn event(&self) -> Result<EventProxy, ManagerError> {
+        let obj = self.make(Kind::Event, codec::fingerprint::<EventProxy>())?;
+        Ok(EventProxy::from_ref(obj))
+    }
+
+    /// An object of a registered user type (see [`Shared`]).
+    pub fn create<T: Shared>(&self, value: T) -> Result<SharedProxy<T>, ManagerError> {
+        let make: server::MakeFn = server::make_shared::<T>;
+        let kind = Kind::Custom {
+            exe: sys::proc::exe_identity()?,
+            make: sys::entry::FnAddr::of(make),
+            init: enc(&value)?,
+        };
+        let obj = self.make(kind, codec::fingerprint::<SharedProxy<T>>())?;
+        Ok(SharedProxy::from_ref(obj))
+    }
+}
+
+impl Manager {
+    /// Starts a manager with the defaults (Python's `Manager()`): a server process
+    /// listening on a private Unix socket, with a random authkey.
+    pub fn start() -> Result<Manager, ManagerError> {
+        ManagerBuilder::default().start()
+    }
+
+    /// A builder for the address, authkey, start method and limits.
+    pub fn builder() -> ManagerBuilder {
+        ManagerBuilder::default()
+    }
+
+    /// Starts a server process listening on TCP at `addr` for clients that know
+    /// `authkey` (Python's `BaseManager(address, authkey).start()`). Port 0 picks a free
+    /// port: see [`address`](Self::address). Bind to `127.0.0.1` unless remote
+    /// clients must reach it.
+    pub fn serve(addr: impl ToSocketAddrs, authkey: &[u8]) -> Result<Manager, ManagerError> {
+        let addr = addr.to_socket_addrs()?.next().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind")
+        })?;
+        ManagerBuilder::default()
+            .address(Address::Tcp(addr))
+            .authkey(authkey)
+            .start()
+    }
+
+    /// Connects to a running server (Python's `BaseManager(address, authkey).connect()`),
+    /// checking the key at once: a wrong one is [`ManagerError::Authentication`].
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use multiproc::manager::{Address, Manager};
+    ///
+    /// let server = Manager::serve("127.0.0.1:0", b"secret").unwrap();
+    /// let Address::Tcp(addr) = server.address().clone() else { unreachable!() };
+    /// // Elsewhere (another process, another machine):
+    /// let client = Manager::connect(addr, b"secret").unwrap();
+    /// let jobs = client.named("jobs").queue::<String>().unwrap();
+    /// jobs.put("first".into()).unwrap();
+    /// // The server's own handle sees the same named queue.
+    /// assert_eq!(server.named("jobs").queue::<String>().unwrap().get().unwrap(), "first");
+    /// assert!(Manager::connect(addr, b"guess").is_err()); // AuthenticationError::Refused
+    /// ```
+    pub fn connect(address: impl Into<Address>, authkey: &[u8]) -> Result<Manager, ManagerError> {
+        let client = Arc::new(Client::new(
+            address.into(),
+            authkey.to_vec(),
+            Limits::with_max_message(DEFAULT_MAX_MESSAGE),
+        ));
+        client.probe()?;
+        Ok(Manager {
+            client,
+            server: None,
+            cleanup: Cleanup::default(),
+            owner_pid: sys::proc::getpid(),
+        })
+    }
+
+    /// Where the server listens (with the actual port of a TCP address bound to 0).
+    pub fn address(&self) -> &Address {
+        &self.client.address
+    }
+
+    /// The authkey clients must know.
+    pub fn authkey(&self) -> &[u8] {
+        &self.client.authkey
+    }
+
+    /// The server's pid, for a manager that owns its server.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Process::pid)
+    }
+
+    /// Makes objects under `name`: every client asking for the same name (and kind and
+    /// type) gets the same object; the initial contents count only for the first. The
+    /// same name asked for as another kind is [`ManagerError::WrongKind`], with other
+    /// item types [`ManagerError::WrongType`].
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// let m = multiproc::manager::Manager::start().unwrap();
+    /// let a = m.named("scores").dict_from([("ann".to_string(), 1u32)]).unwrap();
+    /// let b = m.named("scores").dict::<String, u32>().unwrap(); // the same object
+    /// assert_eq!(b.get(&"ann".into()).unwrap(), Some(1));
+    /// assert_eq!(a.id(), b.id());
+    /// ```
+    pub fn named<'a>(&'a self, name: &'a str) -> Objects<'a> {
+        Objects {
+            client: &self.client,
+            name: Some(name),
+        }
+    }
+
+    /// Makes unnamed objects (what `Manager`'s own methods do).
+    pub fn objects(&self) -> Objects<'_> {
+        Objects {
+            client: &self.client,
+            name: None,
+        }
+    }
+
+    /// A list holding `items` (Python's `manager.list(items)`).
+    pub fn list<T: Serialize + DeserializeOwned>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+    ) -> Result<ListProxy<T>, ManagerError> {
+        self.objects().list(items)
+    }
+
+    /// An empty dictionary (Python's `manager.dict()`).
+    pub fn dict<K, V>(&self) -> Result<DictProxy<K, V>, ManagerError>
+    where
+        K: Serialize + DeserializeOwned,
+        V: Serialize + DeserializeOwned,
+    {
+        self.objects().dict()
+    }
+
+    /// A dictionary holding `entries` (Python's `manager.dict(mapping)`).
+    pub fn dict_from<K, V>(
+        &self,
+        entries: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<DictProxy<K, V>, ManagerError>
+    where
+        K: Serialize + DeserializeOwned,
+        V: Serialize + DeserializeOwned,
+    {
+        self.objects().dict_from(entries)
+    }
+
+    /// A value (Python's `manager.Value(typecode, value)`).
+    pub fn value<T: Serialize + DeserializeOwned>(
+        &self,
+        value: T,
+    ) -> Result<ValueProxy<T>, ManagerError> {
+        self.objects().value(value)
+    }
+
+    /// A typed namespace (Python's `manager.Namespace()`): see [`NamespaceProxy`].
+    pub fn namespace<T: Serialize + DeserializeOwned>(
+        &self,
+        value: T,
+    ) -> Result<NamespaceProxy<T>, ManagerError> {
+        self.objects().namespace(value)
+    }
+
+    /// An unbounded queue (Python's `manager.Queue()`).
+    pub fn queue<T: Serialize + DeserializeOwned>(&self) -> Result<QueueProxy<T>, ManagerError> {
+        self.objects().queue()
+    }
+
+    /// A queue of at most `maxsize` items, 0 for no bound (`manager.Queue(maxsize)`).
+    pub fn queue_with_maxsize<T: Serialize + DeserializeOwned>(
+        &self,
+        maxsize: usize,
+    ) -> Result<QueueProxy<T>, ManagerError> {
+        self.objects().queue_with_maxsize(maxsize)
+    }
+
+    /// A lock (Python's `manager.Lock()`).
+    pub fn lock(&self) -> Result<LockProxy, ManagerError> {
+        self.objects().lock()
+    }
+
+    /// An event (Python's `manager.Event()`).
+    pub fn event(&self) -> Result<EventProxy, ManagerError> {
+        self.objects().event()
+    }
+
+    /// An object of a registered user type (see [`Shared`]).
+    pub fn create<T: Shared>(&self, value: T) -> Result<SharedProxy<T>, ManagerError> {
+        self.objects().create(value)
+    }
+
+    /// Stops the server and waits for it, then removes the socket file and its
+    /// directory (Python's `shutdown()`). Proxies left over get
+    /// [`ManagerError::ServerDied`] afterwards. A manager from
+    /// [`connect`](Self::connect) only closes its connections, and so does a copy
+    /// inherited by a `fork` child (only the process that started the server stops
+    /// it, as in Python). Called by `Drop`.
+    pub fn shutdown(&mut self) -> Result<(), ManagerError> {
+        if sys::proc::getpid() != self.owner_pid {
+            // Not our child to reap, nor our directory to remove.
+            std::mem::forget(self.server.take());
+            self.cleanup = Cleanup::default();
+            return Ok(());
+        }
+        let Some(mut server) = self.server.take() else {
+            self.client.close_idle();
+            return Ok(());
+        };
+        // A server that died already cannot answer; it is reaped all the same.
+        let _ = self.client.call(&Request::Shutdown);
+        self.client.close_idle();
+        let result = match server.wait_timeout(SHUTDOWN_GRACE) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) | Err(_) => {
+                let _ = server.kill();
+                server.wait().map(drop).map_err(ManagerError::Io)
+            }
+        };
+        self.cleanup.run();
+        result
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}

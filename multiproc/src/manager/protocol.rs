@@ -1,0 +1,178 @@
+//! What clients and the manager server say to each other, after authentication.
+//!
+//! One [`Request`] from the client, one [`Reply`] from the server, in turn, on one
+//! connection. Values are opaque encoded bytes (postcard of the proxy's `T`): the server
+//! never decodes them, so it needs no knowledge of the user's types. Equality of values
+//! and of dictionary keys is equality of their encodings.
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::sys::entry::FnAddr;
+
+/// An encoded value.
+pub(crate) type Bytes = ByteBuf;
+
+/// The longest a server-side wait lasts in one request. A client waiting longer (a
+/// blocking `get`, `lock`, `wait`) repeats the request, so a server thread is never
+/// blocked on behalf of a client that has died for more than this.
+pub(crate) const MAX_WAIT_MS: u32 = 100;
+
+/// A client's request.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Request {
+    /// Makes a new object, or, with a `name`, finds the object of that name (making it
+    /// from `kind` if there is none). `ty` fingerprints the proxy's Rust type: a named
+    /// object found with another type is refused.
+    Create {
+        kind: Kind,
+        ty: u64,
+        name: Option<String>,
+    },
+    /// An operation on the object `id`.
+    Call { id: u64, op: Op },
+    /// Ends the server process (after replying).
+    Shutdown,
+}
+
+/// A new object and its initial contents.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Kind {
+    List(Vec<Bytes>),
+    Dict(Vec<(Bytes, Bytes)>),
+    /// `Value` and `Namespace`: one value.
+    Cell(Bytes),
+    Queue {
+        maxsize: u64,
+    },
+    Lock,
+    Event,
+    /// A user type ([`super::Shared`]): `make`, in the server, decodes `init` into the
+    /// object. `exe` identifies the client's executable: function addresses only mean
+    /// something in a process that runs the same one.
+    Custom {
+        exe: (u64, u64),
+        make: FnAddr,
+        init: Bytes,
+    },
+}
+
+impl Kind {
+    /// A short name, for error messages.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Kind::List(_) => "list",
+            Kind::Dict(_) => "dict",
+            Kind::Cell(_) => "value",
+            Kind::Queue { .. } => "queue",
+            Kind::Lock => "lock",
+            Kind::Event => "event",
+            Kind::Custom { .. } => "registered type",
+        }
+    }
+}
+
+/// An operation on an object. Waits (`wait_ms`) are capped at [`MAX_WAIT_MS`].
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Op {
+    /// list, dict, queue: number of items.
+    Len,
+    /// list, dict: remove everything.
+    Clear,
+    /// list: every item; dict: every (key, value); value, namespace and registered
+    /// types: the value.
+    Snapshot,
+
+    ListGet(u64),
+    ListSet(u64, Bytes),
+    ListPush(Bytes),
+    ListExtend(Vec<Bytes>),
+    ListInsert(u64, Bytes),
+    /// `None`: the last item.
+    ListPop(Option<u64>),
+    /// Removes the first item equal to the value.
+    ListRemove(Bytes),
+    ListIndex(Bytes),
+    ListCount(Bytes),
+    ListReverse,
+
+    DictGet(Bytes),
+    /// Reply: the previous value, if any.
+    DictInsert(Bytes, Bytes),
+    /// As `DictInsert`, without sending the previous value back.
+    DictSet(Bytes, Bytes),
+    DictRemove(Bytes),
+    DictContains(Bytes),
+    DictKeys,
+    DictValues,
+    DictUpdate(Vec<(Bytes, Bytes)>),
+    DictSetDefault(Bytes, Bytes),
+    /// Sets `key` to `new` if its current value is `expected` (`None`: absent).
+    DictCompareAndSet {
+        key: Bytes,
+        expected: Option<Bytes>,
+        new: Bytes,
+    },
+
+    CellSet(Bytes),
+    CellSwap(Bytes),
+    CellCompareAndSet {
+        expected: Bytes,
+        new: Bytes,
+    },
+
+    QueuePut {
+        item: Bytes,
+        wait_ms: u32,
+    },
+    QueueGet {
+        wait_ms: u32,
+    },
+
+    LockAcquire {
+        wait_ms: u32,
+    },
+    LockRelease,
+    LockLocked,
+
+    EventSet,
+    EventClear,
+    EventIsSet,
+    EventWait {
+        wait_ms: u32,
+    },
+
+    CustomCall(Bytes),
+}
+
+/// The server's answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Reply {
+    Unit,
+    Bool(bool),
+    Count(u64),
+    /// The object made or found by `Create`.
+    Id(u64),
+    Bytes(Bytes),
+    MaybeBytes(Option<Bytes>),
+    Many(Vec<Bytes>),
+    Pairs(Vec<(Bytes, Bytes)>),
+    /// A wait ran out of time (the client decides whether to wait again).
+    TimedOut,
+    Error(Failure),
+}
+
+/// Why the server refused a request.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Failure {
+    NoSuchObject(u64),
+    WrongKind { expected: String, found: String },
+    WrongType,
+    Index { index: u64, len: u64 },
+    NotFound,
+    Empty,
+    Full,
+    NotLocked,
+    Panicked(String),
+    BadRequest(String),
+}

@@ -1,0 +1,819 @@
+//! Typed proxies: each names one object in the server and turns its methods into
+//! requests.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_bytes::ByteBuf;
+
+use crate::codec::{self, Limits};
+
+use super::client::Client;
+use super::protocol::{Op, Reply, Request};
+use super::{Address, ManagerError, Shared};
+
+/// Ties a proxy to its item types (invariant, `Send` and `Sync` whatever they are).
+type Invariant<T> = fn(T) -> T;
+
+/// One object of one server: what every proxy holds.
+#[derive(Clone)]
+pub(crate) struct ObjectRef {
+    pub(crate) client: Arc<Client>,
+    pub(crate) id: u64,
+}
+
+impl ObjectRef {
+    fn call(&self, op: Op) -> Result<Reply, ManagerError> {
+        self.client.call(&Request::Call { id: self.id, op })
+    }
+
+    fn call_waiting(
+        &self,
+        deadline: Option<Instant>,
+        op: impl FnMut(u32) -> Op,
+    ) -> Result<Option<Reply>, ManagerError> {
+        self.client.call_waiting(self.id, deadline, op)
+    }
+}
+
+/// A proxy crosses to another process as the server's address, the authkey and the
+/// object's id; it connects on its first call there.
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    address: Address,
+    authkey: ByteBuf,
+    max_message: u64,
+    id: u64,
+}
+
+impl Serialize for ObjectRef {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Wire {
+            address: self.client.address.clone(),
+            authkey: ByteBuf::from(self.client.authkey.clone()),
+            max_message: self.client.limits.max_message as u64,
+            id: self.id,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ObjectRef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let w = Wire::deserialize(deserializer)?;
+        Ok(ObjectRef {
+            client: Arc::new(Client::new(
+                w.address,
+                w.authkey.into_vec(),
+                Limits::with_max_message(w.max_message as usize),
+            )),
+            id: w.id,
+        })
+    }
+}
+
+pub(crate) fn enc<T: Serialize + ?Sized>(value: &T) -> Result<ByteBuf, ManagerError> {
+    Ok(ByteBuf::from(codec::encode(value)?))
+}
+
+fn dec<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ManagerError> {
+    Ok(codec::decode(bytes)?)
+}
+
+fn unexpected(reply: Reply) -> ManagerError {
+    ManagerError::Protocol(format!("unexpected reply from the manager: {reply:?}"))
+}
+
+impl Reply {
+    fn unit(self) -> Result<(), ManagerError> {
+        match self {
+            Reply::Unit => Ok(()),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    fn flag(self) -> Result<bool, ManagerError> {
+        match self {
+            Reply::Bool(b) => Ok(b),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    fn count(self) -> Result<usize, ManagerError> {
+        match self {
+            Reply::Count(n) => Ok(n as usize),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    fn bytes(self) -> Result<ByteBuf, ManagerError> {
+        match self {
+            Reply::Bytes(b) => Ok(b),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    fn value<T: DeserializeOwned>(self) -> Result<T, ManagerError> {
+        dec(&self.bytes()?)
+    }
+
+    fn maybe<T: DeserializeOwned>(self) -> Result<Option<T>, ManagerError> {
+        match self {
+            Reply::MaybeBytes(b) => b.map(|b| dec(&b)).transpose(),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    fn many<T: DeserializeOwned>(self) -> Result<Vec<T>, ManagerError> {
+        match self {
+            Reply::Many(items) => items.iter().map(|b| dec(b)).collect(),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    fn pairs<K: DeserializeOwned, V: DeserializeOwned>(self) -> Result<Vec<(K, V)>, ManagerError> {
+        match self {
+            Reply::Pairs(items) => items.iter().map(|(k, v)| Ok((dec(k)?, dec(v)?))).collect(),
+            r => Err(unexpected(r)),
+        }
+    }
+}
+
+macro_rules! proxy_impls {
+    ($name:ident $(< $($p:ident),* >)?, $what:literal) => {
+        impl $(< $($p),* >)? Clone for $name $(< $($p),* >)? {
+            fn clone(&self) -> Self {
+                $name { obj: self.obj.clone(), _types: PhantomData }
+            }
+        }
+
+        impl $(< $($p),* >)? std::fmt::Debug for $name $(< $($p),* >)? {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "<{} proxy of object {} at {}>", $what, self.obj.id, self.obj.client.address)
+            }
+        }
+
+        /// A proxy passes to another process (as a `Process` argument under any start
+        /// method, or through a `Connection`) and works there: it connects to the server
+        /// on its first call. It carries the manager's authkey.
+        impl $(< $($p),* >)? Serialize for $name $(< $($p),* >)? {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                self.obj.serialize(serializer)
+            }
+        }
+
+        impl<'de $($(, $p)*)?> Deserialize<'de> for $name $(< $($p),* >)? {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                Ok($name { obj: ObjectRef::deserialize(deserializer)?, _types: PhantomData })
+            }
+        }
+
+        impl $(< $($p),* >)? $name $(< $($p),* >)? {
+            pub(crate) fn from_ref(obj: ObjectRef) -> Self {
+                $name { obj, _types: PhantomData }
+            }
+
+            /// The object's id in its server.
+            pub fn id(&self) -> u64 {
+                self.obj.id
+            }
+
+            /// The address of the server that holds the object.
+            pub fn address(&self) -> &Address {
+                &self.obj.client.address
+            }
+        }
+    };
+}
+
+// ---- list --------------------------------------------------------------------------
+
+/// A list in the manager's server (Python's `manager.list()`).
+///
+/// Items equal by their encoding are equal for [`remove`](Self::remove),
+/// [`index`](Self::index), [`count`](Self::count) and [`contains`](Self::contains).
+///
+/// ```
+/// # multiproc::init();
+/// let m = multiproc::manager::Manager::start().unwrap();
+/// let l = m.list(0..10).unwrap();
+/// l.set(0, -1).unwrap();
+/// l.push(10).unwrap();
+/// assert_eq!(l.len().unwrap(), 11);
+/// assert_eq!(l.get(0).unwrap(), -1);
+/// assert_eq!(l.pop().unwrap(), Some(10));
+/// assert_eq!(l.to_vec().unwrap(), [-1, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+/// ```
+pub struct ListProxy<T> {
+    obj: ObjectRef,
+    _types: PhantomData<fn(T) -> T>,
+}
+
+proxy_impls!(ListProxy<T>, "list");
+
+impl<T: Serialize + DeserializeOwned> ListProxy<T> {
+    /// Number of items (`len(l)`).
+    pub fn len(&self) -> Result<usize, ManagerError> {
+        self.obj.call(Op::Len)?.count()
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> Result<bool, ManagerError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// The item at `index` (`l[i]`); [`ManagerError::IndexOutOfRange`] past the end.
+    pub fn get(&self, index: usize) -> Result<T, ManagerError> {
+        self.obj.call(Op::ListGet(index as u64))?.value()
+    }
+
+    /// Replaces the item at `index` (`l[i] = x`).
+    pub fn set(&self, index: usize, item: T) -> Result<(), ManagerError> {
+        self.obj
+            .call(Op::ListSet(index as u64, enc(&item)?))?
+            .unit()
+    }
+
+    /// Appends an item (`l.append(x)`).
+    pub fn push(&self, item: T) -> Result<(), ManagerError> {
+        self.obj.call(Op::ListPush(enc(&item)?))?.unit()
+    }
+
+    /// Appends every item, in one request (`l.extend(xs)`).
+    pub fn extend(&self, items: impl IntoIterator<Item = T>) -> Result<(), ManagerError> {
+        let items = items
+            .into_iter()
+            .map(|x| enc(&x))
+            .collect::<Result<_, _>>()?;
+        self.obj.call(Op::ListExtend(items))?.unit()
+    }
+
+    /// Inserts before `index`; past the end it appends (`l.insert(i, x)`).
+    pub fn insert(&self, index: usize, item: T) -> Result<(), ManagerError> {
+        self.obj
+            .call(Op::ListInsert(index as u64, enc(&item)?))?
+            .unit()
+    }
+
+    /// Removes and returns the last item; `None` if the list is empty (`l.pop()`).
+    pub fn pop(&self) -> Result<Option<T>, ManagerError> {
+        match self.obj.call(Op::ListPop(None)) {
+            Ok(reply) => reply.value().map(Some),
+            Err(ManagerError::Empty) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes and returns the item at `index` (`l.pop(i)`).
+    pub fn pop_at(&self, index: usize) -> Result<T, ManagerError> {
+        self.obj.call(Op::ListPop(Some(index as u64)))?.value()
+    }
+
+    /// Removes the first item equal to `item` (`l.remove(x)`);
+    /// [`ManagerError::NotFound`] if there is none (Python's `ValueError`).
+    pub fn remove(&self, item: &T) -> Result<(), ManagerError> {
+        self.obj.call(Op::ListRemove(enc(item)?))?.unit()
+    }
+
+    /// The position of the first item equal to `item`, if any (`l.index(x)`).
+    pub fn index(&self, item: &T) -> Result<Option<usize>, ManagerError> {
+        match self.obj.call(Op::ListIndex(enc(item)?)) {
+            Ok(reply) => reply.count().map(Some),
+            Err(ManagerError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// How many items equal `item` (`l.count(x)`).
+    pub fn count(&self, item: &T) -> Result<usize, ManagerError> {
+        self.obj.call(Op::ListCount(enc(item)?))?.count()
+    }
+
+    /// Whether an item equals `item` (`x in l`).
+    pub fn contains(&self, item: &T) -> Result<bool, ManagerError> {
+        Ok(self.index(item)?.is_some())
+    }
+
+    /// Removes every item (`l.clear()`).
+    pub fn clear(&self) -> Result<(), ManagerError> {
+        self.obj.call(Op::Clear)?.unit()
+    }
+
+    /// Reverses the list in place (`l.reverse()`).
+    pub fn reverse(&self) -> Result<(), ManagerError> {
+        self.obj.call(Op::ListReverse)?.unit()
+    }
+
+    /// A copy of every item, in one request (`l[:]`).
+    pub fn to_vec(&self) -> Result<Vec<T>, ManagerError> {
+        self.obj.call(Op::Snapshot)?.many()
+    }
+
+    /// Iterates over a copy of the items taken now (`for x in l`).
+    pub fn iter(&self) -> Result<std::vec::IntoIter<T>, ManagerError> {
+        Ok(self.to_vec()?.into_iter())
+    }
+}
+
+// ---- dict --------------------------------------------------------------------------
+
+/// A dictionary in the manager's server (Python's `manager.dict()`), in insertion order.
+///
+/// The server stores keys and values encoded: **keys compare by their encoding**
+/// (postcard), which for the usual key types (integers, strings, tuples and enums of
+/// them) is the same as comparing the values. A key type whose equal values can encode
+/// differently (a `HashMap` inside a key, say) should not be used.
+///
+/// ```
+/// # multiproc::init();
+/// let m = multiproc::manager::Manager::start().unwrap();
+/// let d = m.dict::<String, i32>().unwrap();
+/// d.set("a".into(), 1).unwrap();
+/// assert_eq!(d.insert("a".into(), 2).unwrap(), Some(1));
+/// assert_eq!(d.get(&"a".into()).unwrap(), Some(2));
+/// assert_eq!(d.modify(&"b".into(), |v| v.unwrap_or(0) + 5).unwrap(), 5);
+/// assert_eq!(d.items().unwrap(), [("a".to_string(), 2), ("b".to_string(), 5)]);
+/// ```
+pub struct DictProxy<K, V> {
+    obj: ObjectRef,
+    _types: PhantomData<Invariant<(K, V)>>,
+}
+
+proxy_impls!(DictProxy<K, V>, "dict");
+
+impl<K, V> DictProxy<K, V>
+where
+    K: Serialize + DeserializeOwned,
+    V: Serialize + DeserializeOwned,
+{
+    /// Number of entries (`len(d)`).
+    pub fn len(&self) -> Result<usize, ManagerError> {
+        self.obj.call(Op::Len)?.count()
+    }
+
+    /// Whether the dictionary is empty.
+    pub fn is_empty(&self) -> Result<bool, ManagerError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// The value of `key`, if present (`d.get(k)`).
+    pub fn get(&self, key: &K) -> Result<Option<V>, ManagerError> {
+        self.obj.call(Op::DictGet(enc(key)?))?.maybe()
+    }
+
+    /// Sets `key` to `value` (`d[k] = v`); the previous value is not sent back.
+    pub fn set(&self, key: K, value: V) -> Result<(), ManagerError> {
+        self.obj.call(Op::DictSet(enc(&key)?, enc(&value)?))?.unit()
+    }
+
+    /// Sets `key` to `value` and returns the previous value (`HashMap::insert`).
+    pub fn insert(&self, key: K, value: V) -> Result<Option<V>, ManagerError> {
+        self.obj
+            .call(Op::DictInsert(enc(&key)?, enc(&value)?))?
+            .maybe()
+    }
+
+    /// Removes `key` and returns its value, if present (`d.pop(k, None)`).
+    pub fn remove(&self, key: &K) -> Result<Option<V>, ManagerError> {
+        self.obj.call(Op::DictRemove(enc(key)?))?.maybe()
+    }
+
+    /// Whether `key` is present (`k in d`).
+    #[doc(alias = "contains")]
+    pub fn contains_key(&self, key: &K) -> Result<bool, ManagerError> {
+        self.obj.call(Op::DictContains(enc(key)?))?.flag()
+    }
+
+    /// The keys, in insertion order (`list(d.keys())`).
+    pub fn keys(&self) -> Result<Vec<K>, ManagerError> {
+        self.obj.call(Op::DictKeys)?.many()
+    }
+
+    /// The values, in insertion order (`list(d.values())`).
+    pub fn values(&self) -> Result<Vec<V>, ManagerError> {
+        self.obj.call(Op::DictValues)?.many()
+    }
+
+    /// The entries, in insertion order, in one request (`list(d.items())`).
+    pub fn items(&self) -> Result<Vec<(K, V)>, ManagerError> {
+        self.obj.call(Op::Snapshot)?.pairs()
+    }
+
+    /// Removes every entry (`d.clear()`).
+    pub fn clear(&self) -> Result<(), ManagerError> {
+        self.obj.call(Op::Clear)?.unit()
+    }
+
+    /// Sets every entry, in one request (`d.update(other)`).
+    pub fn update(&self, entries: impl IntoIterator<Item = (K, V)>) -> Result<(), ManagerError> {
+        let pairs = entries
+            .into_iter()
+            .map(|(k, v)| Ok((enc(&k)?, enc(&v)?)))
+            .collect::<Result<_, ManagerError>>()?;
+        self.obj.call(Op::DictUpdate(pairs))?.unit()
+    }
+
+    /// The value of `key`, after setting it to `default` if it was absent
+    /// (`d.setdefault(k, default)`).
+    pub fn setdefault(&self, key: K, default: V) -> Result<V, ManagerError> {
+        self.obj
+            .call(Op::DictSetDefault(enc(&key)?, enc(&default)?))?
+            .value()
+    }
+
+    /// Atomically replaces the value of `key` by `f(current)` (`None`: absent) and
+    /// returns the new value. `f` runs here, in the caller; if another process changed
+    /// the entry in between, the change is not applied and `f` runs again on the new
+    /// value (compare-and-set on the encoding), so no update is ever lost.
+    pub fn modify(&self, key: &K, mut f: impl FnMut(Option<V>) -> V) -> Result<V, ManagerError> {
+        let key = enc(key)?;
+        loop {
+            let current = match self.obj.call(Op::DictGet(key.clone()))? {
+                Reply::MaybeBytes(b) => b,
+                r => return Err(unexpected(r)),
+            };
+            let old = current.as_ref().map(|b| dec(b)).transpose()?;
+            let new = f(old);
+            let op = Op::DictCompareAndSet {
+                key: key.clone(),
+                expected: current,
+                new: enc(&new)?,
+            };
+            if self.obj.call(op)?.flag()? {
+                return Ok(new);
+            }
+        }
+    }
+}
+
+// ---- value and namespace ------------------------------------------------------------
+
+macro_rules! cell_methods {
+    () => {
+        /// The current value (`v.value`).
+        pub fn get(&self) -> Result<T, ManagerError> {
+            self.obj.call(Op::Snapshot)?.value()
+        }
+
+        /// Replaces the value (`v.value = x`).
+        pub fn set(&self, value: T) -> Result<(), ManagerError> {
+            self.obj.call(Op::CellSet(enc(&value)?))?.unit()
+        }
+
+        /// Replaces the value and returns the previous one.
+        pub fn swap(&self, value: T) -> Result<T, ManagerError> {
+            self.obj.call(Op::CellSwap(enc(&value)?))?.value()
+        }
+
+        /// Sets `new` if the value is `expected` (compared by encoding); whether it did.
+        pub fn compare_and_set(&self, expected: &T, new: T) -> Result<bool, ManagerError> {
+            self.obj
+                .call(Op::CellCompareAndSet {
+                    expected: enc(expected)?,
+                    new: enc(&new)?,
+                })?
+                .flag()
+        }
+
+        /// Atomically replaces the value by `f(current)` and returns the new value. `f`
+        /// runs here; if another process changed the value in between, `f` runs again
+        /// on the new one (compare-and-set), so no update is ever lost.
+        pub fn modify(&self, mut f: impl FnMut(T) -> T) -> Result<T, ManagerError> {
+            loop {
+                let current = self.obj.call(Op::Snapshot)?.bytes()?;
+                let new = f(dec(&current)?);
+                let op = Op::CellCompareAndSet {
+                    expected: current,
+                    new: enc(&new)?,
+                };
+                if self.obj.call(op)?.flag()? {
+                    return Ok(new);
+                }
+            }
+        }
+    };
+}
+
+/// One value in the manager's server (Python's `manager.Value(typecode, x)`), of any
+/// serialisable type.
+///
+/// ```
+/// # multiproc::init();
+/// let m = multiproc::manager::Manager::start().unwrap();
+/// let v = m.value(1.5f64).unwrap();
+/// v.set(2.5).unwrap();
+/// assert_eq!(v.modify(|x| x * 2.0).unwrap(), 5.0);
+/// assert_eq!(v.get().unwrap(), 5.0);
+/// ```
+pub struct ValueProxy<T> {
+    obj: ObjectRef,
+    _types: PhantomData<fn(T) -> T>,
+}
+
+proxy_impls!(ValueProxy<T>, "value");
+
+impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
+    cell_methods!();
+}
+
+/// A typed namespace in the manager's server (Python's `manager.Namespace()`): a
+/// struct whose fields are the namespace's attributes. Read it whole with
+/// [`get`](Self::get), change fields atomically with [`modify`](Self::modify).
+///
+/// ```
+/// # multiproc::init();
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+/// struct Settings { name: String, rounds: u32 }
+///
+/// let m = multiproc::manager::Manager::start().unwrap();
+/// let ns = m.namespace(Settings::default()).unwrap();
+/// ns.modify(|mut s| { s.name = "run".into(); s.rounds += 1; s }).unwrap();
+/// assert_eq!(ns.get().unwrap(), Settings { name: "run".into(), rounds: 1 });
+/// ```
+pub struct NamespaceProxy<T> {
+    obj: ObjectRef,
+    _types: PhantomData<fn(T) -> T>,
+}
+
+proxy_impls!(NamespaceProxy<T>, "namespace");
+
+impl<T: Serialize + DeserializeOwned> NamespaceProxy<T> {
+    cell_methods!();
+}
+
+// ---- queue -------------------------------------------------------------------------
+
+/// A FIFO queue in the manager's server (Python's `manager.Queue(maxsize)`).
+///
+/// A blocking `get` or `put` waits in the server in slices of at most 100 ms, asking
+/// again after each, so it ends promptly with [`ManagerError::ServerDied`] if the server
+/// dies, and a server thread never waits long for a client that has died.
+///
+/// ```
+/// # multiproc::init();
+/// use std::time::Duration;
+/// let m = multiproc::manager::Manager::start().unwrap();
+/// let q = m.queue::<String>().unwrap();
+/// q.put("job".into()).unwrap();
+/// assert_eq!(q.qsize().unwrap(), 1);
+/// assert_eq!(q.get().unwrap(), "job");
+/// assert!(q.get_timeout(Duration::from_millis(10)).is_err()); // ManagerError::Timeout
+/// ```
+pub struct QueueProxy<T> {
+    obj: ObjectRef,
+    _types: PhantomData<fn(T) -> T>,
+}
+
+proxy_impls!(QueueProxy<T>, "queue");
+
+impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
+    fn put_until(&self, item: T, deadline: Option<Instant>) -> Result<bool, ManagerError> {
+        let item = enc(&item)?;
+        let reply = self.obj.call_waiting(deadline, |wait_ms| Op::QueuePut {
+            item: item.clone(),
+            wait_ms,
+        })?;
+        match reply {
+            Some(r) => r.unit().map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    fn get_until(&self, deadline: Option<Instant>) -> Result<Option<T>, ManagerError> {
+        match self
+            .obj
+            .call_waiting(deadline, |wait_ms| Op::QueueGet { wait_ms })?
+        {
+            Some(r) => r.value().map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Puts an item, waiting while the queue is full (`q.put(x)`).
+    pub fn put(&self, item: T) -> Result<(), ManagerError> {
+        self.put_until(item, None).map(drop)
+    }
+
+    /// Puts an item, waiting at most `timeout` for room ([`ManagerError::Full`]).
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), ManagerError> {
+        match self.put_until(item, Some(Instant::now() + timeout))? {
+            true => Ok(()),
+            false => Err(ManagerError::Full),
+        }
+    }
+
+    /// Puts an item if there is room now ([`ManagerError::Full`] otherwise;
+    /// `q.put_nowait(x)`).
+    pub fn try_put(&self, item: T) -> Result<(), ManagerError> {
+        match self.put_until(item, Some(Instant::now()))? {
+            true => Ok(()),
+            false => Err(ManagerError::Full),
+        }
+    }
+
+    /// Takes the next item, waiting for one (`q.get()`).
+    pub fn get(&self) -> Result<T, ManagerError> {
+        Ok(self
+            .get_until(None)?
+            .expect("an endless wait ends with an item"))
+    }
+
+    /// Takes the next item, waiting at most `timeout` ([`ManagerError::Timeout`]).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, ManagerError> {
+        self.get_until(Some(Instant::now() + timeout))?
+            .ok_or(ManagerError::Timeout)
+    }
+
+    /// Takes the next item if there is one ([`ManagerError::Empty`] otherwise;
+    /// `q.get_nowait()`).
+    pub fn try_get(&self) -> Result<T, ManagerError> {
+        self.get_until(Some(Instant::now()))?
+            .ok_or(ManagerError::Empty)
+    }
+
+    /// Number of items waiting (`q.qsize()`).
+    pub fn qsize(&self) -> Result<usize, ManagerError> {
+        self.obj.call(Op::Len)?.count()
+    }
+
+    /// Whether no item is waiting (`q.empty()`).
+    pub fn empty(&self) -> Result<bool, ManagerError> {
+        Ok(self.qsize()? == 0)
+    }
+}
+
+// ---- lock --------------------------------------------------------------------------
+
+/// A lock in the manager's server (Python's `manager.Lock()`, a `threading.Lock` in the
+/// server).
+///
+/// If the process holding it dies (or just drops its connection), the server releases
+/// it, so the others do not wait for ever.
+///
+/// ```
+/// # multiproc::init();
+/// let m = multiproc::manager::Manager::start().unwrap();
+/// let lock = m.lock().unwrap();
+/// {
+///     let _guard = lock.lock().unwrap();
+///     assert!(lock.is_locked().unwrap());
+///     assert!(lock.try_lock().unwrap().is_none());
+/// } // released here
+/// assert!(!lock.is_locked().unwrap());
+/// ```
+pub struct LockProxy {
+    obj: ObjectRef,
+    _types: PhantomData<()>,
+}
+
+proxy_impls!(LockProxy, "lock");
+
+/// Holds a [`LockProxy`]'s lock; releases it when dropped.
+#[must_use = "the lock is released when the guard is dropped"]
+#[derive(Debug)]
+pub struct ManagerLockGuard<'a> {
+    lock: &'a LockProxy,
+}
+
+impl Drop for ManagerLockGuard<'_> {
+    fn drop(&mut self) {
+        // A dead server released it anyway.
+        let _ = self.lock.release();
+    }
+}
+
+impl LockProxy {
+    fn acquire_until(&self, deadline: Option<Instant>) -> Result<bool, ManagerError> {
+        match self
+            .obj
+            .call_waiting(deadline, |wait_ms| Op::LockAcquire { wait_ms })?
+        {
+            Some(r) => r.flag(),
+            None => Ok(false),
+        }
+    }
+
+    /// Waits for the lock (`with lock:`).
+    pub fn lock(&self) -> Result<ManagerLockGuard<'_>, ManagerError> {
+        self.acquire_until(None)?;
+        Ok(ManagerLockGuard { lock: self })
+    }
+
+    /// Waits at most `timeout` for the lock ([`ManagerError::Timeout`]).
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<ManagerLockGuard<'_>, ManagerError> {
+        if self.acquire_until(Some(Instant::now() + timeout))? {
+            Ok(ManagerLockGuard { lock: self })
+        } else {
+            Err(ManagerError::Timeout)
+        }
+    }
+
+    /// The lock if it is free now (`lock.acquire(False)`).
+    pub fn try_lock(&self) -> Result<Option<ManagerLockGuard<'_>>, ManagerError> {
+        Ok(self
+            .acquire_until(Some(Instant::now()))?
+            // Not `then_some`: a guard made and dropped would release the holder's lock.
+            .then(|| ManagerLockGuard { lock: self }))
+    }
+
+    /// Python's `acquire(timeout=…)` without a guard (`None`: wait for ever); pair it
+    /// with [`release`](Self::release).
+    pub fn acquire(&self, timeout: Option<Duration>) -> Result<bool, ManagerError> {
+        self.acquire_until(timeout.map(|t| Instant::now() + t))
+    }
+
+    /// Releases the lock, whoever acquired it (Python's `release()`);
+    /// [`ManagerError::NotLocked`] if it is not held.
+    pub fn release(&self) -> Result<(), ManagerError> {
+        self.obj.call(Op::LockRelease)?.unit()
+    }
+
+    /// Whether someone holds the lock (`lock.locked()`).
+    pub fn is_locked(&self) -> Result<bool, ManagerError> {
+        self.obj.call(Op::LockLocked)?.flag()
+    }
+}
+
+// ---- event -------------------------------------------------------------------------
+
+/// An event in the manager's server (Python's `manager.Event()`).
+///
+/// ```
+/// # multiproc::init();
+/// use std::time::Duration;
+/// let m = multiproc::manager::Manager::start().unwrap();
+/// let e = m.event().unwrap();
+/// assert!(!e.wait_timeout(Duration::from_millis(10)).unwrap());
+/// e.set().unwrap();
+/// assert!(e.is_set().unwrap());
+/// e.wait().unwrap();
+/// ```
+pub struct EventProxy {
+    obj: ObjectRef,
+    _types: PhantomData<()>,
+}
+
+proxy_impls!(EventProxy, "event");
+
+impl EventProxy {
+    /// Sets the flag and wakes every waiter (`e.set()`).
+    pub fn set(&self) -> Result<(), ManagerError> {
+        self.obj.call(Op::EventSet)?.unit()
+    }
+
+    /// Clears the flag (`e.clear()`).
+    pub fn clear(&self) -> Result<(), ManagerError> {
+        self.obj.call(Op::EventClear)?.unit()
+    }
+
+    /// Whether the flag is set (`e.is_set()`).
+    pub fn is_set(&self) -> Result<bool, ManagerError> {
+        self.obj.call(Op::EventIsSet)?.flag()
+    }
+
+    /// Waits until the flag is set (`e.wait()`).
+    pub fn wait(&self) -> Result<(), ManagerError> {
+        self.obj
+            .call_waiting(None, |wait_ms| Op::EventWait { wait_ms })?;
+        Ok(())
+    }
+
+    /// Waits at most `timeout`; whether the flag was set (`e.wait(timeout)`).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool, ManagerError> {
+        let deadline = Some(Instant::now() + timeout);
+        Ok(self
+            .obj
+            .call_waiting(deadline, |wait_ms| Op::EventWait { wait_ms })?
+            .is_some())
+    }
+}
+
+// ---- registered types --------------------------------------------------------------
+
+/// An object of a user type `T` in the manager's server (Python's
+/// `BaseManager.register('T', T)` followed by `manager.T(...)`): its methods are
+/// [`Shared::call`], run in the server one at a time.
+pub struct SharedProxy<T> {
+    obj: ObjectRef,
+    _types: PhantomData<fn(T) -> T>,
+}
+
+proxy_impls!(SharedProxy<T>, "registered");
+
+impl<T: Shared> SharedProxy<T> {
+    /// Runs `call` on the object in the server and returns its reply. A panic in the
+    /// method is [`ManagerError::Panicked`]; the object stays as the method left it.
+    pub fn call(&self, call: T::Call) -> Result<T::Reply, ManagerError> {
+        self.obj.call(Op::CustomCall(enc(&call)?))?.value()
+    }
+
+    /// A copy of the object's current state.
+    pub fn get(&self) -> Result<T, ManagerError> {
+        self.obj.call(Op::Snapshot)?.value()
+    }
+}

@@ -1,0 +1,717 @@
+//! The manager's server process: it owns the objects and serves each client connection
+//! on a thread of its own.
+//!
+//! A connection thread authenticates its peer, then answers requests in turn until the
+//! peer goes away, sends something that does not parse, or asks for a shutdown. Every
+//! failure of a connection ends that connection only. When a connection ends, the
+//! manager locks it holds are released, so a client that dies holding one does not
+//! block the others for ever.
+//!
+//! The server uses `std::sync` locks, not `parking_lot`'s: under the `fork` start
+//! method it is forked from a process whose other threads may have been parked, or
+//! half-way through parking, in `parking_lot`'s global table, which the child inherits
+//! in whatever state it was. `std`'s locks keep all their state in the lock itself.
+
+use std::any::Any;
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_bytes::ByteBuf;
+
+use crate::codec::{self, Limits};
+use crate::connection::{self, Connection};
+use crate::{handle, sys};
+
+use super::Shared;
+use super::auth;
+use super::protocol::{Bytes, Failure, Kind, MAX_WAIT_MS, Op, Reply, Request};
+use super::wire::{self, ServerPipe};
+
+/// How long a new connection has to complete the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A listening socket handed to the server process.
+#[derive(Debug)]
+pub(crate) enum Listener {
+    Unix(OwnedFd),
+    Tcp(OwnedFd),
+}
+
+/// The server process's arguments.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ServerArgs {
+    pub(crate) listener: Listener,
+    pub(crate) authkey: ByteBuf,
+    pub(crate) max_message: u64,
+}
+
+impl Serialize for Listener {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        struct Fd<'a>(&'a OwnedFd);
+        impl Serialize for Fd<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                handle::serialize_fd(std::os::fd::AsFd::as_fd(self.0), serializer)
+            }
+        }
+        match self {
+            Listener::Unix(fd) => (false, Fd(fd)).serialize(serializer),
+            Listener::Tcp(fd) => (true, Fd(fd)).serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Listener {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fd(OwnedFd);
+        impl<'de> Deserialize<'de> for Fd {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                handle::deserialize_fd(deserializer).map(Fd)
+            }
+        }
+        let (tcp, Fd(fd)) = <(bool, Fd)>::deserialize(deserializer)?;
+        Ok(if tcp {
+            Listener::Tcp(fd)
+        } else {
+            Listener::Unix(fd)
+        })
+    }
+}
+
+/// The server process's body: accepts connections until a client asks for a shutdown
+/// (which ends the process from that client's thread).
+pub(crate) fn run(args: ServerArgs) {
+    quiet_user_panics();
+    let server = Arc::new(Server {
+        objects: Mutex::new(Objects::default()),
+        next_object: AtomicU64::new(1),
+        next_conn: AtomicU64::new(1),
+        authkey: args.authkey.into_vec(),
+        limits: Limits::with_max_message(args.max_message as usize),
+    });
+    match args.listener {
+        Listener::Unix(fd) => {
+            let listener = UnixListener::from(fd);
+            for stream in listener.incoming() {
+                // A failed accept (a peer that left at once, a descriptor shortage)
+                // concerns that peer only.
+                let Ok(stream) = stream else { continue };
+                let server = server.clone();
+                spawn_conn(move || server.serve_unix(stream));
+            }
+        }
+        Listener::Tcp(fd) => {
+            let listener = TcpListener::from(fd);
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let server = server.clone();
+                spawn_conn(move || server.serve_tcp(stream));
+            }
+        }
+    }
+}
+
+/// Locks `mutex`; no code panics while holding these locks (user methods run under
+/// `catch_unwind`), so a poisoned one is taken as it is.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn spawn_conn(f: impl FnOnce() + Send + 'static) {
+    // Without a thread the connection is dropped: that peer sees it closed.
+    let _ = std::thread::Builder::new()
+        .name("multiproc-manager-conn".into())
+        .spawn(f);
+}
+
+struct Server {
+    objects: Mutex<Objects>,
+    next_object: AtomicU64,
+    next_conn: AtomicU64,
+    authkey: Vec<u8>,
+    limits: Limits,
+}
+
+#[derive(Default)]
+struct Objects {
+    by_id: HashMap<u64, Arc<Object>>,
+    by_name: HashMap<String, u64>,
+}
+
+struct Object {
+    kind: &'static str,
+    ty: u64,
+    state: Mutex<State>,
+    /// Signalled on every change a waiter may wait for (queue, lock, event).
+    changed: Condvar,
+}
+
+enum State {
+    List(Vec<Bytes>),
+    Dict(IndexMap<Bytes, Bytes>),
+    Cell(Bytes),
+    Queue {
+        items: VecDeque<Bytes>,
+        maxsize: u64,
+    },
+    /// The connection holding it.
+    Lock(Option<u64>),
+    Event(bool),
+    Custom(Box<dyn ErasedShared>),
+}
+
+/// A user object behind its type ([`Shared`]), as the server sees it.
+pub(crate) trait ErasedShared: Send {
+    fn call(&mut self, call: &[u8]) -> Result<Vec<u8>, Failure>;
+    fn snapshot(&self) -> Result<Vec<u8>, Failure>;
+}
+
+/// What the client names by address to make a user object in the server.
+pub(crate) type MakeFn = fn(Vec<u8>) -> Result<Box<dyn ErasedShared>, String>;
+
+struct Holder<T>(T);
+
+thread_local! {
+    /// Set while a user method runs: its panic is the caller's error, not news for the
+    /// server's stderr.
+    static IN_USER_METHOD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Keeps the default panic report for everything but user methods' panics, which
+/// go back to the caller as [`Failure::Panicked`] (Python's manager does not print
+/// them either).
+fn quiet_user_panics() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !IN_USER_METHOD.with(std::cell::Cell::get) {
+            report(info);
+        }
+    }));
+}
+
+impl<T: Shared> ErasedShared for Holder<T> {
+    fn call(&mut self, call: &[u8]) -> Result<Vec<u8>, Failure> {
+        let call: T::Call =
+            codec::decode(call).map_err(|e| Failure::BadRequest(format!("call: {e}")))?;
+        IN_USER_METHOD.with(|f| f.set(true));
+        let reply = catch_unwind(AssertUnwindSafe(|| self.0.call(call)));
+        IN_USER_METHOD.with(|f| f.set(false));
+        let reply = reply.map_err(|payload| Failure::Panicked(panic_message(payload.as_ref())))?;
+        codec::encode(&reply).map_err(|e| Failure::BadRequest(format!("reply: {e}")))
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, Failure> {
+        codec::encode(&self.0).map_err(|e| Failure::BadRequest(format!("state: {e}")))
+    }
+}
+
+/// Makes a `T` from its encoding (the function a client names by address).
+pub(crate) fn make_shared<T: Shared>(init: Vec<u8>) -> Result<Box<dyn ErasedShared>, String> {
+    let value: T = decode_any(&init)?;
+    Ok(Box::new(Holder(value)))
+}
+
+fn decode_any<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    codec::decode(bytes).map_err(|e| e.to_string())
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
+}
+
+/// One side of a connection, as the request loop sees it.
+trait Transport {
+    /// The next request; `None` ends the connection.
+    fn recv(&mut self) -> Option<Request>;
+    /// `false` ends the connection.
+    fn send(&mut self, reply: &Reply) -> bool;
+    /// Whether the client is still connected (checked without waiting).
+    fn peer_alive(&self) -> bool;
+}
+
+impl Transport for ServerPipe {
+    fn recv(&mut self) -> Option<Request> {
+        // The end, garbage, or a value of another type: nothing more to do with this
+        // peer.
+        Connection::recv(self).ok()
+    }
+
+    fn send(&mut self, reply: &Reply) -> bool {
+        Connection::send(self, reply).is_ok()
+    }
+
+    fn peer_alive(&self) -> bool {
+        !sys::fd::peer_hung_up(self.as_fd())
+    }
+}
+
+struct TcpTransport {
+    stream: TcpStream,
+    limits: Limits,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+}
+
+impl Transport for TcpTransport {
+    fn recv(&mut self) -> Option<Request> {
+        // The end, garbage, an oversized frame: this connection is over.
+        wire::read_frame(&mut self.stream, &self.limits, &mut self.rbuf).ok()
+    }
+
+    fn send(&mut self, reply: &Reply) -> bool {
+        wire::write_frame(&mut self.stream, reply, &self.limits, &mut self.wbuf).is_ok()
+    }
+
+    fn peer_alive(&self) -> bool {
+        // A client waiting for a reply sends nothing: a readable stream is one that
+        // ended (or a peer that broke the protocol).
+        !sys::fd::wait_readable(self.stream.as_fd(), Some(Duration::ZERO)).unwrap_or(true)
+    }
+}
+
+fn authenticate<S: io::Read + io::Write>(stream: &mut S, key: &[u8]) -> bool {
+    auth::deliver_challenge(stream, key).is_ok() && auth::answer_challenge(stream, key).is_ok()
+}
+
+impl Server {
+    fn serve_unix(&self, mut stream: UnixStream) {
+        let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+        let _ = stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
+        if !authenticate(&mut stream, &self.authkey) {
+            return;
+        }
+        let Ok((mut mine, theirs)) = connection::pipe_with::<Reply, Request>() else {
+            return;
+        };
+        mine.set_max_message(self.limits.max_message);
+        if wire::hand_over(&stream, theirs).is_err() {
+            return;
+        }
+        drop(stream);
+        self.serve(mine);
+    }
+
+    fn serve_tcp(&self, mut stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+        let _ = stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
+        if !authenticate(&mut stream, &self.authkey) {
+            return;
+        }
+        let _ = stream.set_read_timeout(None);
+        let _ = stream.set_write_timeout(None);
+        self.serve(TcpTransport {
+            stream,
+            limits: self.limits,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+        });
+    }
+
+    /// The request loop of one connection.
+    fn serve(&self, mut transport: impl Transport) {
+        let mut conn = Conn {
+            id: self.next_conn.fetch_add(1, Ordering::Relaxed),
+            cache: HashMap::new(),
+            locks: Vec::new(),
+        };
+        while let Some(request) = transport.recv() {
+            let reply = match request {
+                Request::Create { kind, ty, name } => self.create(kind, ty, name),
+                Request::Call { id, op } => match self.object(&mut conn, id) {
+                    Some(object) => conn.apply(&object, op, &|| transport.peer_alive()),
+                    None => Reply::Error(Failure::NoSuchObject(id)),
+                },
+                Request::Shutdown => {
+                    transport.send(&Reply::Unit);
+                    sys::proc::exit_now(0);
+                }
+            };
+            if !transport.send(&reply) {
+                break;
+            }
+        }
+        conn.release_locks();
+    }
+
+    fn object(&self, conn: &mut Conn, id: u64) -> Option<Arc<Object>> {
+        if let Some(object) = conn.cache.get(&id) {
+            return Some(object.clone());
+        }
+        let object = lock(&self.objects).by_id.get(&id).cloned()?;
+        conn.cache.insert(id, object.clone());
+        Some(object)
+    }
+
+    fn create(&self, kind: Kind, ty: u64, name: Option<String>) -> Reply {
+        let kind_name = kind.name();
+        if let Some(name) = &name {
+            let objects = lock(&self.objects);
+            if let Some(&id) = objects.by_name.get(name) {
+                let object = &objects.by_id[&id];
+                return if object.kind != kind_name {
+                    Reply::Error(Failure::WrongKind {
+                        expected: kind_name.to_string(),
+                        found: object.kind.to_string(),
+                    })
+                } else if object.ty != ty {
+                    Reply::Error(Failure::WrongType)
+                } else {
+                    Reply::Id(id)
+                };
+            }
+        }
+        let state = match kind {
+            Kind::List(items) => State::List(items),
+            Kind::Dict(pairs) => State::Dict(pairs.into_iter().collect()),
+            Kind::Cell(value) => State::Cell(value),
+            Kind::Queue { maxsize } => State::Queue {
+                items: VecDeque::new(),
+                maxsize,
+            },
+            Kind::Lock => State::Lock(None),
+            Kind::Event => State::Event(false),
+            Kind::Custom { exe, make, init } => {
+                // Function addresses mean something only in the same executable.
+                let proof = match sys::entry::verify(exe) {
+                    Ok(proof) => proof,
+                    Err(e) => return Reply::Error(Failure::BadRequest(e.to_string())),
+                };
+                let make: MakeFn = sys::entry::resolve(&proof, make);
+                match make(init.into_vec()) {
+                    Ok(object) => State::Custom(object),
+                    Err(e) => return Reply::Error(Failure::BadRequest(e)),
+                }
+            }
+        };
+        let object = Arc::new(Object {
+            kind: kind_name,
+            ty,
+            state: Mutex::new(state),
+            changed: Condvar::new(),
+        });
+        let mut objects = lock(&self.objects);
+        // Two clients may race to make the same name: the first one wins.
+        if let Some(name) = &name
+            && let Some(&id) = objects.by_name.get(name)
+        {
+            return Reply::Id(id);
+        }
+        let id = self.next_object.fetch_add(1, Ordering::Relaxed);
+        objects.by_id.insert(id, object);
+        if let Some(name) = name {
+            objects.by_name.insert(name, id);
+        }
+        Reply::Id(id)
+    }
+}
+
+/// One connection's own state.
+struct Conn {
+    id: u64,
+    /// Objects this connection has used (saves a look-up under the global lock).
+    cache: HashMap<u64, Arc<Object>>,
+    /// Locks this connection acquired (released when it ends, if it still holds them).
+    locks: Vec<Arc<Object>>,
+}
+
+fn wait_deadline(wait_ms: u32) -> Instant {
+    Instant::now() + Duration::from_millis(u64::from(wait_ms.min(MAX_WAIT_MS)))
+}
+
+/// Waits on `object` until `ready` gives a reply or the deadline passes.
+///
+/// After having waited, it first checks that the client is still there: an item that
+/// arrives for a client that died while waiting stays in the queue for the living.
+fn wait_for(
+    object: &Object,
+    wait_ms: u32,
+    alive: &dyn Fn() -> bool,
+    mut ready: impl FnMut(&mut State) -> Option<Reply>,
+) -> Reply {
+    let deadline = wait_deadline(wait_ms);
+    let mut state = lock(&object.state);
+    let mut waited = false;
+    loop {
+        if waited && !alive() {
+            return Reply::TimedOut;
+        }
+        waited = true;
+        if let Some(reply) = ready(&mut state) {
+            return reply;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Reply::TimedOut;
+        }
+        state = object
+            .changed
+            .wait_timeout(state, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
+}
+
+fn index(i: u64, len: usize) -> Result<usize, Failure> {
+    if i < len as u64 {
+        Ok(i as usize)
+    } else {
+        Err(Failure::Index {
+            index: i,
+            len: len as u64,
+        })
+    }
+}
+
+impl Conn {
+    /// Runs `op`; `alive` tells whether the client is still there (asked only after a
+    /// wait).
+    fn apply(&mut self, object: &Arc<Object>, op: Op, alive: &dyn Fn() -> bool) -> Reply {
+        let op = match op {
+            Op::QueuePut { item, wait_ms } => return Self::put(object, item, wait_ms, alive),
+            Op::QueueGet { wait_ms } => return Self::get(object, wait_ms, alive),
+            Op::LockAcquire { wait_ms } => return self.acquire(object, wait_ms, alive),
+            Op::EventWait { wait_ms } => return Self::wait(object, wait_ms, alive),
+            op => op,
+        };
+        let mut state = lock(&object.state);
+        match (&mut *state, op) {
+            // ---- shared
+            (State::List(v), Op::Len) => Reply::Count(v.len() as u64),
+            (State::Dict(d), Op::Len) => Reply::Count(d.len() as u64),
+            (State::Queue { items, .. }, Op::Len) => Reply::Count(items.len() as u64),
+            (State::List(v), Op::Clear) => {
+                v.clear();
+                Reply::Unit
+            }
+            (State::Dict(d), Op::Clear) => {
+                d.clear();
+                Reply::Unit
+            }
+            (State::List(v), Op::Snapshot) => Reply::Many(v.clone()),
+            (State::Dict(d), Op::Snapshot) => {
+                Reply::Pairs(d.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            }
+            (State::Cell(c), Op::Snapshot) => Reply::Bytes(c.clone()),
+            (State::Custom(c), Op::Snapshot) => match c.snapshot() {
+                Ok(bytes) => Reply::Bytes(ByteBuf::from(bytes)),
+                Err(f) => Reply::Error(f),
+            },
+
+            // ---- list
+            (State::List(v), Op::ListGet(i)) => match index(i, v.len()) {
+                Ok(i) => Reply::Bytes(v[i].clone()),
+                Err(f) => Reply::Error(f),
+            },
+            (State::List(v), Op::ListSet(i, item)) => match index(i, v.len()) {
+                Ok(i) => {
+                    v[i] = item;
+                    Reply::Unit
+                }
+                Err(f) => Reply::Error(f),
+            },
+            (State::List(v), Op::ListPush(item)) => {
+                v.push(item);
+                Reply::Unit
+            }
+            (State::List(v), Op::ListExtend(items)) => {
+                v.extend(items);
+                Reply::Unit
+            }
+            (State::List(v), Op::ListInsert(i, item)) => {
+                // Python's insert: an index past the end appends.
+                let at = (i.min(v.len() as u64)) as usize;
+                v.insert(at, item);
+                Reply::Unit
+            }
+            (State::List(v), Op::ListPop(None)) => match v.pop() {
+                Some(item) => Reply::Bytes(item),
+                None => Reply::Error(Failure::Empty),
+            },
+            (State::List(v), Op::ListPop(Some(i))) => match index(i, v.len()) {
+                Ok(i) => Reply::Bytes(v.remove(i)),
+                Err(f) => Reply::Error(f),
+            },
+            (State::List(v), Op::ListRemove(item)) => match v.iter().position(|x| *x == item) {
+                Some(i) => {
+                    v.remove(i);
+                    Reply::Unit
+                }
+                None => Reply::Error(Failure::NotFound),
+            },
+            (State::List(v), Op::ListIndex(item)) => match v.iter().position(|x| *x == item) {
+                Some(i) => Reply::Count(i as u64),
+                None => Reply::Error(Failure::NotFound),
+            },
+            (State::List(v), Op::ListCount(item)) => {
+                Reply::Count(v.iter().filter(|x| **x == item).count() as u64)
+            }
+            (State::List(v), Op::ListReverse) => {
+                v.reverse();
+                Reply::Unit
+            }
+
+            // ---- dict
+            (State::Dict(d), Op::DictGet(k)) => Reply::MaybeBytes(d.get(&k).cloned()),
+            (State::Dict(d), Op::DictInsert(k, v)) => Reply::MaybeBytes(d.insert(k, v)),
+            (State::Dict(d), Op::DictSet(k, v)) => {
+                d.insert(k, v);
+                Reply::Unit
+            }
+            (State::Dict(d), Op::DictRemove(k)) => Reply::MaybeBytes(d.shift_remove(&k)),
+            (State::Dict(d), Op::DictContains(k)) => Reply::Bool(d.contains_key(&k)),
+            (State::Dict(d), Op::DictKeys) => Reply::Many(d.keys().cloned().collect()),
+            (State::Dict(d), Op::DictValues) => Reply::Many(d.values().cloned().collect()),
+            (State::Dict(d), Op::DictUpdate(pairs)) => {
+                d.extend(pairs);
+                Reply::Unit
+            }
+            (State::Dict(d), Op::DictSetDefault(k, v)) => {
+                Reply::Bytes(d.entry(k).or_insert(v).clone())
+            }
+            (State::Dict(d), Op::DictCompareAndSet { key, expected, new }) => {
+                if d.get(&key) == expected.as_ref() {
+                    d.insert(key, new);
+                    Reply::Bool(true)
+                } else {
+                    Reply::Bool(false)
+                }
+            }
+
+            // ---- value, namespace
+            (State::Cell(c), Op::CellSet(v)) => {
+                *c = v;
+                Reply::Unit
+            }
+            (State::Cell(c), Op::CellSwap(v)) => Reply::Bytes(std::mem::replace(c, v)),
+            (State::Cell(c), Op::CellCompareAndSet { expected, new }) => {
+                if *c == expected {
+                    *c = new;
+                    Reply::Bool(true)
+                } else {
+                    Reply::Bool(false)
+                }
+            }
+
+            // ---- lock
+            (State::Lock(holder), Op::LockRelease) => {
+                if holder.take().is_some() {
+                    object.changed.notify_all();
+                    Reply::Unit
+                } else {
+                    Reply::Error(Failure::NotLocked)
+                }
+            }
+            (State::Lock(holder), Op::LockLocked) => Reply::Bool(holder.is_some()),
+
+            // ---- event
+            (State::Event(flag), Op::EventSet) => {
+                *flag = true;
+                object.changed.notify_all();
+                Reply::Unit
+            }
+            (State::Event(flag), Op::EventClear) => {
+                *flag = false;
+                Reply::Unit
+            }
+            (State::Event(flag), Op::EventIsSet) => Reply::Bool(*flag),
+
+            // ---- registered types
+            (State::Custom(c), Op::CustomCall(call)) => match c.call(&call) {
+                Ok(bytes) => Reply::Bytes(ByteBuf::from(bytes)),
+                Err(f) => Reply::Error(f),
+            },
+
+            (_, op) => Reply::Error(Failure::BadRequest(format!(
+                "{op:?} is not an operation of a {}",
+                object.kind
+            ))),
+        }
+    }
+
+    fn put(object: &Object, item: Bytes, wait_ms: u32, alive: &dyn Fn() -> bool) -> Reply {
+        let mut item = Some(item);
+        let reply = wait_for(object, wait_ms, alive, |s| match s {
+            State::Queue { items, maxsize } => {
+                if *maxsize == 0 || (items.len() as u64) < *maxsize {
+                    items.extend(item.take());
+                    Some(Reply::Unit)
+                } else {
+                    None
+                }
+            }
+            _ => Some(not_a(object, "queue")),
+        });
+        object.changed.notify_all();
+        reply
+    }
+
+    fn get(object: &Object, wait_ms: u32, alive: &dyn Fn() -> bool) -> Reply {
+        let reply = wait_for(object, wait_ms, alive, |s| match s {
+            State::Queue { items, .. } => items.pop_front().map(Reply::Bytes),
+            _ => Some(not_a(object, "queue")),
+        });
+        object.changed.notify_all();
+        reply
+    }
+
+    fn acquire(&mut self, object: &Arc<Object>, wait_ms: u32, alive: &dyn Fn() -> bool) -> Reply {
+        let me = self.id;
+        let reply = wait_for(object, wait_ms, alive, |s| match s {
+            State::Lock(holder @ None) => {
+                *holder = Some(me);
+                Some(Reply::Bool(true))
+            }
+            State::Lock(Some(_)) => None,
+            _ => Some(not_a(object, "lock")),
+        });
+        if matches!(reply, Reply::Bool(true)) && !self.locks.iter().any(|l| Arc::ptr_eq(l, object))
+        {
+            self.locks.push(object.clone());
+        }
+        reply
+    }
+
+    fn wait(object: &Object, wait_ms: u32, alive: &dyn Fn() -> bool) -> Reply {
+        wait_for(object, wait_ms, alive, |s| match s {
+            State::Event(true) => Some(Reply::Bool(true)),
+            State::Event(false) => None,
+            _ => Some(not_a(object, "event")),
+        })
+    }
+
+    /// Releases the locks this connection still holds (it is ending).
+    fn release_locks(&mut self) {
+        for object in self.locks.drain(..) {
+            let mut state = lock(&object.state);
+            if let State::Lock(holder) = &mut *state
+                && *holder == Some(self.id)
+            {
+                *holder = None;
+                object.changed.notify_all();
+            }
+        }
+    }
+}
+
+fn not_a(object: &Object, kind: &str) -> Reply {
+    Reply::Error(Failure::WrongKind {
+        expected: kind.to_string(),
+        found: object.kind.to_string(),
+    })
+}

@@ -1,0 +1,114 @@
+//! How requests and replies travel: over a stream (TCP), one codec frame each; over a
+//! local Unix socket, the socket only carries the handshake and then hands the client
+//! one end of a [`connection`](crate::connection) pipe (shared-memory rings).
+
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec::{self, CodecError, HEADER_LEN, Limits};
+use crate::connection::Connection;
+use crate::{handle, sys};
+
+use super::protocol::{Reply, Request};
+
+/// The client's end of a local connection.
+pub(crate) type ClientPipe = Connection<Request, Reply>;
+/// The server's end of a local connection.
+pub(crate) type ServerPipe = Connection<Reply, Request>;
+
+/// Largest pipe hand-over message accepted (it holds three descriptor indices).
+const MAX_HANDOVER: usize = 4096;
+
+/// A frame could not be read.
+#[derive(Debug)]
+pub(crate) enum FrameError {
+    /// The peer closed the stream (or reset it) at a frame boundary or inside one.
+    Closed,
+    /// Garbage, an oversized frame, or a value of the wrong type.
+    Codec(CodecError),
+    /// Another I/O failure (the connection is unusable all the same).
+    Io,
+}
+
+impl From<io::Error> for FrameError {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => FrameError::Closed,
+            _ => FrameError::Io,
+        }
+    }
+}
+
+/// Writes `value` as one frame (one `write` call for the whole frame, so a small
+/// message is one TCP segment).
+pub(crate) fn write_frame<T: Serialize>(
+    stream: &mut impl Write,
+    value: &T,
+    limits: &Limits,
+    buf: &mut Vec<u8>,
+) -> Result<(), FrameError> {
+    buf.clear();
+    codec::encode_frame_into(value, limits, buf).map_err(FrameError::Codec)?;
+    stream.write_all(buf)?;
+    Ok(())
+}
+
+/// Reads one frame holding a `T`. The header is checked (magic, size limit) before
+/// the body is read, so garbage or a huge length costs at most 16 bytes of reading.
+pub(crate) fn read_frame<T: DeserializeOwned>(
+    stream: &mut impl Read,
+    limits: &Limits,
+    buf: &mut Vec<u8>,
+) -> Result<T, FrameError> {
+    buf.clear();
+    buf.resize(HEADER_LEN, 0);
+    stream.read_exact(buf)?;
+    let header = codec::parse_header(buf, limits).map_err(FrameError::Codec)?;
+    buf.resize(HEADER_LEN + header.len, 0);
+    stream.read_exact(&mut buf[HEADER_LEN..])?;
+    codec::decode_frame::<T>(buf, limits)
+        .map(|(value, _)| value)
+        .map_err(FrameError::Codec)
+}
+
+/// Sends the client its end of a fresh pipe, descriptors attached.
+pub(crate) fn hand_over(sock: &UnixStream, end: ClientPipe) -> io::Result<()> {
+    let (encoded, fds) = handle::collect_fds(|| codec::encode(&end));
+    drop(end);
+    let body = encoded.map_err(io::Error::other)?;
+    let mut message = (body.len() as u32).to_le_bytes().to_vec();
+    message.extend_from_slice(&body);
+    sys::fd::send_all_with_fds(sock.as_fd(), &message, &fds)
+}
+
+/// Receives the end of a pipe sent by [`hand_over`].
+pub(crate) fn take_over(sock: &UnixStream) -> io::Result<ClientPipe> {
+    let mut buf = Vec::new();
+    let mut fds = Vec::new();
+    loop {
+        if buf.len() >= 4 {
+            let len = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+            if len > MAX_HANDOVER {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the manager sent an oversized hand-over",
+                ));
+            }
+            if buf.len() >= 4 + len {
+                return handle::provide_fds(fds, || codec::decode::<ClientPipe>(&buf[4..4 + len]))
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        }
+        let n = sys::fd::recv_into_with_fds(sock.as_fd(), &mut buf, 512, &mut fds, false)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
