@@ -8,7 +8,7 @@
 //!   sends them as replies come back.
 //! * **How many tasks a worker holds.** One while tasks are long (so a task goes to the
 //!   first worker to become free, as with Python's shared queue, S6); more when they are
-//!   short, enough to cover about a millisecond of work, up to 256, so that a worker
+//!   short, enough to cover about 5 ms of work, up to 256, so that a worker
 //!   never waits for the parent between tiny tasks.
 //! * **The collector** (one thread) takes replies from the shared reply queue and
 //!   completes the tasks outside its lock. Every few milliseconds, and whenever the
@@ -128,8 +128,10 @@ pub(crate) struct Core {
 }
 
 const MAX_WINDOW: usize = 256;
-/// Work a worker should have queued, in nanoseconds.
-const AHEAD_NS: f64 = 1_000_000.0;
+/// Work a worker should have queued, in nanoseconds: enough that a worker never waits
+/// for the parent between short tasks (a round trip through two wake-ups), small enough
+/// that the end of a map is not unbalanced by more than this.
+const AHEAD_NS: f64 = 5_000_000.0;
 /// How often the collector checks the workers while tasks are out.
 const BUSY_TICK: Duration = Duration::from_millis(10);
 /// ... and while the pool is idle.
