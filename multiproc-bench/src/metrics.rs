@@ -875,19 +875,7 @@ fn ppe_submit(c: &Ctx) -> Result<f64, String> {
             .map(|pid| pid.map_err(|e| e.to_string()))
             .collect()
     })?;
-    let (seconds, result) = clock(|| -> Result<Vec<u64>, String> {
-        let futures = (0..k)
-            .map(|i| ex.submit(ident, i))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
-        futures
-            .into_iter()
-            .map(|f| f.result().map_err(|e| e.to_string()))
-            .collect()
-    });
-    let result = result?;
-    check(result.iter().copied().eq(0..k), || "results".into())?;
-    Ok(rate(k as f64, seconds))
+    submit_all(&ex, k)
 }
 
 /// pybench's `cpu_speedup`: best of 3 sequential runs over best of 3 pool maps, in
@@ -931,9 +919,15 @@ fn tpe_submit(c: &Ctx) -> Result<f64, String> {
         )
         .map_err(|e| e.to_string())?
         .count();
+    submit_all(&ex, k)
+}
+
+/// pybench's `submit_all`: submit `ident(i)` for i < k, then `result()` them all, in
+/// order; tasks/s.
+fn submit_all(ex: &impl multiproc::executor::Executor, k: u64) -> Result<f64, String> {
     let (seconds, result) = clock(|| -> Result<Vec<u64>, String> {
         let futures = (0..k)
-            .map(|i| ex.submit(move || std::hint::black_box(i)))
+            .map(|i| ex.submit(ident, i))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
         futures

@@ -12,7 +12,6 @@
 //! half-way through parking, in `parking_lot`'s global table, which the child inherits
 //! in whatever state it was. `std`'s locks keep all their state in the lock itself.
 
-use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{TcpListener, TcpStream};
@@ -205,7 +204,9 @@ impl<T: Shared> ErasedShared for Holder<T> {
         IN_USER_METHOD.with(|f| f.set(true));
         let reply = catch_unwind(AssertUnwindSafe(|| self.0.call(call)));
         IN_USER_METHOD.with(|f| f.set(false));
-        let reply = reply.map_err(|payload| Failure::Panicked(panic_message(payload.as_ref())))?;
+        let reply = reply.map_err(|payload| {
+            Failure::Panicked(crate::process::child::panic_message(payload.as_ref()))
+        })?;
         codec::encode(&reply).map_err(|e| Failure::BadRequest(format!("reply: {e}")))
     }
 
@@ -222,16 +223,6 @@ pub(crate) fn make_shared<T: Shared>(init: Vec<u8>) -> Result<Box<dyn ErasedShar
 
 fn decode_any<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     codec::decode(bytes).map_err(|e| e.to_string())
-}
-
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a non-string payload".to_string()
-    }
 }
 
 /// One side of a connection, as the request loop sees it.
