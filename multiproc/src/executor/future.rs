@@ -313,8 +313,15 @@ impl<T> Future<T> {
     /// Waits for the task and takes its value (Python's `result()`; a panic is
     /// [`FutureError::Panicked`], Python's re-raised exception).
     pub fn result(&self) -> Result<T, FutureError> {
-        self.wait();
-        self.take()
+        let inner = self.cell.inner();
+        inner.spin_until_settled();
+        let mut slot = inner.slot.lock();
+        while !finished(&slot) {
+            inner.done.wait(&mut slot);
+        }
+        slot.value
+            .take()
+            .map_or(Err(FutureError::Taken), |v| v.map_err(|e| *e))
     }
 
     /// As [`Future::result`], waiting at most `timeout`: [`FutureError::WaitTimeout`]
