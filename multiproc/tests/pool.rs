@@ -737,3 +737,68 @@ fn progress_counts_and_bar() {
     drop(p);
     check.assert_clean();
 }
+
+/// Under fork: a pool of `method` workers busy with a long task; reports the workers'
+/// pids on `report`, then waits to be killed.
+fn middle_with_a_busy_pool(mut report: std::os::unix::net::UnixStream, method: StartMethod) {
+    use std::io::Write;
+    let p = pool(method, 2);
+    let _busy = p.apply_async(sleep_then, Duration::from_secs(600)).unwrap();
+    for pid in p.worker_pids() {
+        report.write_all(&pid.to_le_bytes()).unwrap();
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn wait_gone(pid: u32, bound: Duration) -> bool {
+    // The pidfd of a process that is not our child is readable once it has exited.
+    let Ok(fd) = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::PidfdFlags::empty(),
+    ) else {
+        return true;
+    };
+    let mut fds = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    let ts = rustix::event::Timespec::try_from(bound).unwrap();
+    matches!(rustix::event::poll(&mut fds, Some(&ts)), Ok(1))
+}
+
+/// The workers of a pool die with the process that owns the pool, even when it is
+/// SIGKILLed in the middle of a task (dask/distributed#1303: orphaned workers).
+#[test]
+fn pool_workers_die_with_a_sigkilled_owner() {
+    use std::io::Read;
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let (mut mine, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        set_fork_warning(false);
+        let mut middle = multiproc::Process::builder()
+            .start_method(StartMethod::Fork)
+            .start_closure(move || middle_with_a_busy_pool(theirs, method))
+            .unwrap();
+        mine.set_read_timeout(Some(PROMPT)).unwrap();
+        let mut buf = [0u8; 8];
+        mine.read_exact(&mut buf).unwrap();
+        let workers = [
+            u32::from_le_bytes(buf[..4].try_into().unwrap()),
+            u32::from_le_bytes(buf[4..].try_into().unwrap()),
+        ];
+        for w in workers {
+            assert!(!wait_gone(w, Duration::ZERO), "{method}: worker {w} runs");
+        }
+        middle.kill().unwrap();
+        assert_eq!(middle.wait().unwrap().signal(), Some(libc::SIGKILL));
+        for w in workers {
+            assert!(
+                wait_gone(w, PROMPT),
+                "{method}: worker {w} outlived its SIGKILLed owner"
+            );
+        }
+    }
+    check.assert_clean();
+}
