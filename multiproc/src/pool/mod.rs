@@ -327,7 +327,9 @@ impl<R: DeserializeOwned + Send> Sink for TaskCell<R> {
         self.inner.finish(Err(error));
     }
     fn cancel(&self) {
-        self.inner.cancel();
+        // No worker holds it (it is pending, perhaps again after its worker died):
+        // cancel it even if it was marked running when first sent.
+        self.inner.cancel_running();
     }
 }
 
