@@ -192,9 +192,14 @@ impl Slots {
     }
 
     /// The task `worker` runs now (0: none yet) and when it started it.
+    ///
+    /// The id is read first: the worker writes the start time before the id (release),
+    /// so a new id always comes with its own start time. An old id may come with the
+    /// next task's start time, which only makes the old task look younger: it has
+    /// finished anyway.
     pub(crate) fn current(&self, worker: usize) -> (u64, u64) {
-        let started = self.at(worker, STARTED_AT).load(Ordering::Acquire);
         let id = self.at(worker, CURRENT_AT).load(Ordering::Acquire);
+        let started = self.at(worker, STARTED_AT).load(Ordering::Acquire);
         (id, started)
     }
 
