@@ -802,3 +802,55 @@ fn pool_workers_die_with_a_sigkilled_owner() {
     }
     check.assert_clean();
 }
+
+/// A 64 MiB result whose worker kills itself while (or before) it is being sent.
+fn big_result_then_die(n: usize) -> serde_bytes::ByteBuf {
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_millis(2));
+        rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL)
+            .unwrap();
+    });
+    serde_bytes::ByteBuf::from(vec![7u8; n])
+}
+
+fn len_of(b: serde_bytes::ByteBuf) -> usize {
+    b.len()
+}
+
+/// CPython's `test_crash_big_data` (gh-94777) and pebble's
+/// `test_pool_deadlock_stop_cancel`: a worker killed while it sends a large result
+/// fails that task only (or its result made it in whole); 100 MB of arguments, then a
+/// terminate, return promptly.
+#[test]
+fn big_data_with_crashes_never_hangs() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let p = pool(method, 2);
+        for _ in 0..3 {
+            let dying = p.apply_async(big_result_then_die, 64 << 20).unwrap();
+            let others: Vec<_> = (0..20).map(|i| p.apply_async(square, i).unwrap()).collect();
+            match dying.get() {
+                Ok(bytes) => assert!(bytes.len() == 64 << 20 && bytes.iter().all(|&b| b == 7)),
+                Err(FutureError::WorkerDied { .. }) => {}
+                other => panic!("{method}: {other:?}"),
+            }
+            for (i, r) in others.iter().enumerate() {
+                assert_eq!(r.get().unwrap(), (i * i) as u64, "{method}");
+            }
+        }
+        let big = serde_bytes::ByteBuf::from(vec![1u8; 100 << 20]);
+        assert_eq!(p.apply(len_of, big.clone()).unwrap(), 100 << 20);
+        let pending: Vec<_> = (0..3)
+            .map(|_| p.apply_async(len_of, big.clone()).unwrap())
+            .collect();
+        p.terminate();
+        for r in pending {
+            match r.get() {
+                Ok(n) => assert_eq!(n, 100 << 20),
+                Err(FutureError::Terminated) => {}
+                other => panic!("{method}: {other:?}"),
+            }
+        }
+    }
+    check.assert_clean();
+}
