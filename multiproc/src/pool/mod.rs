@@ -133,6 +133,28 @@ impl PoolError {
 
 /// Settings of a [`Pool`] (Python's `Pool(processes, initializer, initargs,
 /// maxtasksperchild)` and `get_context(method).Pool`).
+///
+/// ```
+/// # multiproc::init();
+/// use std::sync::OnceLock;
+/// use std::time::Duration;
+/// use multiproc::pool::Pool;
+/// use multiproc::StartMethod;
+///
+/// static GREETING: OnceLock<String> = OnceLock::new();
+/// fn set_greeting(g: String) { GREETING.set(g).unwrap(); }
+/// fn greet(name: String) -> String { format!("{} {name}", GREETING.get().unwrap()) }
+///
+/// let pool = Pool::builder()
+///     .processes(2)
+///     .start_method(StartMethod::Spawn)
+///     .initializer(set_greeting, "hello".to_string()) // once per worker
+///     .maxtasksperchild(100)                           // then a fresh worker
+///     .task_timeout(Duration::from_secs(60))           // no task runs longer
+///     .build()?;
+/// assert_eq!(pool.apply(greet, "pool".to_string())?, "hello pool");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 #[must_use]
 pub struct PoolBuilder {
@@ -405,6 +427,21 @@ impl Pool {
     /// As [`apply_async`](Self::apply_async) with a time limit (pebble's `schedule`):
     /// if the task runs longer than `limit` its worker is killed and replaced, and the
     /// result is [`FutureError::TimedOut`].
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use std::time::Duration;
+    /// use multiproc::pool::{FutureError, Pool};
+    ///
+    /// fn sleepy(d: Duration) { std::thread::sleep(d) }
+    ///
+    /// let pool = Pool::new(1)?;
+    /// let limit = Duration::from_millis(100);
+    /// let r = pool.schedule(sleepy, Duration::from_secs(3600), limit)?;
+    /// assert_eq!(r.get().unwrap_err(), FutureError::TimedOut { limit });
+    /// pool.apply(sleepy, Duration::ZERO)?; // a new worker took over
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn schedule<A, R>(
         &self,
         f: fn(A) -> R,
