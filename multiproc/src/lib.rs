@@ -14,6 +14,25 @@
 //! }
 //! ```
 //!
+//! A pool whose worker dies fails that task only, and carries on (Python's Pool would
+//! hang here, its executor would break):
+//!
+//! ```
+//! # multiproc::init();
+//! use multiproc::pool::{FutureError, Pool};
+//!
+//! fn risky(x: u32) -> u32 {
+//!     if x == 13 { std::process::abort() } // a crash in native code, say
+//!     x * 2
+//! }
+//!
+//! let pool = Pool::new(2)?;
+//! let results: Vec<_> = pool.imap(risky, 10..16)?.collect();
+//! assert!(matches!(results[3], Err(FutureError::WorkerDied { .. })));
+//! assert_eq!(results[4].as_ref().ok(), Some(&28)); // the others complete
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! ## Python → multiproc
 //!
 //! | Python | multiproc |
