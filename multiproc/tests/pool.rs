@@ -854,3 +854,53 @@ fn big_data_with_crashes_never_hangs() {
     }
     check.assert_clean();
 }
+
+fn resident(_: ()) -> (u32, u64) {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (std::process::id(), pages * 4096)
+}
+
+/// Leaks `mib` MiB, touched, and returns the pid.
+fn leak(mib: usize) -> u32 {
+    let v = vec![1u8; mib << 20];
+    std::hint::black_box(&v);
+    std::mem::forget(v);
+    std::process::id()
+}
+
+/// loky's `test_memory_leak_protection`, billiard's `max_memory_per_child`: a worker
+/// that a task left above the limit is replaced after that task; the task completes.
+#[test]
+fn max_memory_per_child_replaces_a_worker_that_leaked() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let probe = pool(method, 1);
+        let (_, baseline) = probe.apply(resident, ()).unwrap();
+        drop(probe);
+        set_fork_warning(false);
+        let p = Pool::builder()
+            .processes(1)
+            .start_method(method)
+            .max_memory_per_child(baseline + (48 << 20))
+            .build()
+            .unwrap();
+        let (first, _) = p.apply(resident, ()).unwrap();
+        assert_eq!(
+            p.apply(leak, 1).unwrap(),
+            first,
+            "{method}: a small leak is fine"
+        );
+        assert_eq!(
+            p.apply(leak, 96).unwrap(),
+            first,
+            "{method}: the task completes"
+        );
+        let (next, rss) = p.apply(resident, ()).unwrap();
+        assert_ne!(next, first, "{method}: the leaky worker was replaced");
+        assert!(rss < baseline + (48 << 20), "{method}: a fresh worker");
+        p.close();
+        p.join();
+    }
+    check.assert_clean();
+}

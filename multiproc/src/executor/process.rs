@@ -47,6 +47,12 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// A worker is replaced after a task that leaves its resident memory above `bytes`.
+    pub fn max_memory_per_child(mut self, bytes: u64) -> Self {
+        self.pool = self.pool.max_memory_per_child(bytes);
+        self
+    }
+
     /// The default time limit of every task: over it, the task's worker is killed and
     /// replaced and the future fails with [`FutureError::TimedOut`].
     pub fn task_timeout(mut self, limit: Duration) -> Self {

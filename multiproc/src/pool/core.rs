@@ -58,6 +58,7 @@ pub(crate) struct Config {
     pub(crate) method: Option<StartMethod>,
     pub(crate) spawner: Spawner,
     pub(crate) max_tasks: Option<usize>,
+    pub(crate) max_memory: Option<u64>,
     pub(crate) timeout: Option<Duration>,
     /// Worker names are `<prefix>-<n>`.
     pub(crate) prefix: &'static str,
@@ -351,6 +352,7 @@ impl Shared {
             tasks: tasks.clone(),
             replies: self.replies.clone(),
             slots: self.slots.clone(),
+            max_memory: self.config.max_memory,
         };
         let process = (self.config.spawner)(builder, parts)?;
         Ok(Worker {

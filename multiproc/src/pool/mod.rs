@@ -162,6 +162,7 @@ pub struct PoolBuilder {
     method: Option<StartMethod>,
     spawner: Spawner,
     max_tasks: Option<usize>,
+    max_memory: Option<u64>,
     timeout: Option<Duration>,
     invalid: Option<&'static str>,
     prefix: &'static str,
@@ -194,6 +195,7 @@ impl Default for PoolBuilder {
             method: None,
             spawner: no_initializer(),
             max_tasks: None,
+            max_memory: None,
             timeout: None,
             invalid: None,
             prefix: "PoolWorker",
@@ -263,6 +265,15 @@ impl PoolBuilder {
         self
     }
 
+    /// A worker whose resident memory exceeds `bytes` after a task exits and a fresh one
+    /// replaces it (billiard's `max_memory_per_child`, loky's memory-leak protection):
+    /// a task that leaks cannot grow a worker without bound. The task itself completes
+    /// normally.
+    pub fn max_memory_per_child(mut self, bytes: u64) -> Self {
+        self.max_memory = Some(bytes);
+        self
+    }
+
     /// The default time limit of every task (a chunk of a map counts as one task): a
     /// task over it is stopped and reports [`FutureError::TimedOut`].
     pub fn task_timeout(mut self, limit: Duration) -> Self {
@@ -284,6 +295,7 @@ impl PoolBuilder {
             method: self.method,
             spawner: self.spawner,
             max_tasks: self.max_tasks,
+            max_memory: self.max_memory,
             timeout: self.timeout,
             prefix: self.prefix,
         })?)

@@ -270,6 +270,9 @@ pub(crate) struct Parts {
     pub(crate) tasks: Queue<TaskMsg>,
     pub(crate) replies: Queue<Reply>,
     pub(crate) slots: Slots,
+    /// Exit (and be replaced) after a task that leaves the resident set above this
+    /// many bytes (billiard's `max_memory_per_child`).
+    pub(crate) max_memory: Option<u64>,
 }
 
 /// The argument of [`worker_main`]: the parts and the initializer `fn(A)` (by
@@ -326,6 +329,7 @@ fn worker_loop(parts: Parts, proof: Verified) {
         tasks,
         replies,
         slots,
+        max_memory,
         ..
     } = parts;
     let worker = index as usize;
@@ -362,5 +366,17 @@ fn worker_loop(parts: Parts, proof: Verified) {
                 items: vec![Outcome::Codec(message)],
             });
         }
+        if max_memory.is_some_and(|limit| resident_bytes().is_some_and(|rss| rss > limit)) {
+            // Retire: the parent sees a worker that ended between tasks, puts back what
+            // was queued to it, and starts a fresh one.
+            break;
+        }
     }
+}
+
+/// This process's resident set size, from `/proc/self/statm`.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * rustix::param::page_size() as u64)
 }
