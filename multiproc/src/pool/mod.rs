@@ -52,6 +52,7 @@
 //! | `pool.starmap(f, [(a, b), …])` | [`Pool::starmap`] (`fn(A, B) -> R`), [`Pool::starmap3`] |
 //! | `pool.close()`, `pool.join()`, `pool.terminate()`, `with Pool() as p:` | same names, `Drop` terminates |
 //! | pebble's `schedule(f, args, timeout=…)` | [`Pool::schedule`] |
+//! | billiard's `max_memory_per_child` | [`PoolBuilder::max_memory_per_child`] |
 //! | tqdm / mpire's `progress_bar=True` | [`Pool::with_progress_bar`], [`IMap::completed`] |
 
 mod core;
