@@ -24,7 +24,7 @@
 //! | `f.result()`, `f.result(timeout)`, `f.exception()` | [`Future::result`], [`Future::result_timeout`], [`Future::exception`] |
 //! | `f.add_done_callback(cb)` | [`Future::add_done_callback`] |
 //! | `await asyncio.wrap_future(f)` | `f.await` (a `Future` is a [`std::future::Future`]) |
-//! | `as_completed(fs)`, `wait(fs, return_when=…)` | [`as_completed`], [`wait`] with [`ReturnWhen`] |
+//! | `as_completed(fs)`, `as_completed(fs, timeout)`, `wait(fs, return_when=…)` | [`as_completed`], [`as_completed_timeout`], [`wait`] with [`ReturnWhen`] |
 
 pub(crate) mod future;
 mod process;
@@ -258,6 +258,61 @@ pub fn as_completed<T: Send + 'static>(
     }
     drop(tx);
     rx.into_iter().filter_map(move |i| slots[i].take())
+}
+
+/// As [`as_completed`], but all of it within `timeout` of the call (Python's
+/// `as_completed(fs, timeout)`): once the time is up, the iterator yields one
+/// `Err(WaitTimeout)` and ends; the futures not yielded keep running.
+///
+/// ```
+/// use std::time::Duration;
+/// use multiproc::executor::{FutureError, ThreadPoolExecutor, as_completed_timeout};
+///
+/// let pool = ThreadPoolExecutor::new(2);
+/// let (tx, rx) = std::sync::mpsc::channel::<()>();
+/// let quick = pool.submit(|| 1).unwrap();
+/// let stuck = pool.submit(move || rx.recv().is_ok()).unwrap();
+/// let got: Vec<_> = as_completed_timeout(vec![quick], Duration::from_secs(60)).collect();
+/// assert_eq!(got.len(), 1);
+/// let mut it = as_completed_timeout(vec![stuck], Duration::from_millis(50));
+/// assert_eq!(it.next().unwrap().unwrap_err(), FutureError::WaitTimeout);
+/// assert!(it.next().is_none());
+/// drop(tx);
+/// ```
+pub fn as_completed_timeout<T: Send + 'static>(
+    futures: impl IntoIterator<Item = Future<T>>,
+    timeout: Duration,
+) -> impl Iterator<Item = Result<Future<T>, FutureError>> {
+    let deadline = Instant::now().checked_add(timeout);
+    let mut slots: Vec<Option<Future<T>>> = futures.into_iter().map(Some).collect();
+    let (tx, rx) = crossbeam_channel::unbounded::<usize>();
+    for (i, f) in slots.iter().enumerate() {
+        let tx = tx.clone();
+        if let Some(f) = f {
+            f.add_done_callback(move || {
+                let _ = tx.send(i);
+            });
+        }
+    }
+    drop(tx);
+    let mut timed_out = false;
+    std::iter::from_fn(move || {
+        if timed_out {
+            return None;
+        }
+        let next = match deadline {
+            Some(d) => rx.recv_deadline(d).map_err(|e| e.is_timeout()),
+            None => rx.recv().map_err(|_| false),
+        };
+        match next {
+            Ok(i) => slots[i].take().map(Ok),
+            Err(true) => {
+                timed_out = true;
+                Some(Err(FutureError::WaitTimeout))
+            }
+            Err(false) => None,
+        }
+    })
 }
 
 /// When [`wait`] returns (Python's `FIRST_COMPLETED`, `FIRST_EXCEPTION`,
