@@ -254,3 +254,44 @@ impl std::task::Wake for ThreadWaker {
         self.0.unpark();
     }
 }
+
+/// A done-callback that panics does not take the other futures (or the pool) with it.
+#[test]
+fn a_panicking_callback_leaves_the_rest_alone() {
+    let check = LeakCheck::start();
+    let ex = executor(StartMethod::ForkServer, 2);
+    let futures: Vec<_> = (0..20).map(|i| ex.submit(cube, i).unwrap()).collect();
+    for f in &futures[..5] {
+        f.add_done_callback(|| panic!("a callback that panics"));
+    }
+    for (i, f) in futures.iter().enumerate() {
+        assert_eq!(f.result_timeout(PROMPT).unwrap(), cube(i as i64));
+    }
+    assert_eq!(ex.submit(cube, 3).unwrap().result().unwrap(), 27);
+    drop(ex);
+    check.assert_clean();
+}
+
+/// Shutting the executor down from a done-callback (which runs on the pool's own
+/// collector thread) neither deadlocks nor loses the other tasks.
+#[test]
+fn shutdown_from_a_done_callback() {
+    let check = LeakCheck::start();
+    let ex = std::sync::Arc::new(executor(StartMethod::ForkServer, 2));
+    let first = ex.submit(cube, 2).unwrap();
+    let rest: Vec<_> = (0..10).map(|i| ex.submit(cube, i).unwrap()).collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let inner = std::sync::Arc::clone(&ex);
+    first.add_done_callback(move || {
+        inner.shutdown(true, false);
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(PROMPT).expect("the callback returned");
+    assert_eq!(first.result().unwrap(), 8);
+    for (i, f) in rest.iter().enumerate() {
+        assert_eq!(f.result_timeout(PROMPT).unwrap(), cube(i as i64));
+    }
+    assert_eq!(ex.submit(cube, 1).unwrap_err(), Shutdown);
+    drop(ex);
+    check.assert_clean();
+}

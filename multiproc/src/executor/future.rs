@@ -95,7 +95,11 @@ impl Listeners {
             if let Some(w) = l.waker {
                 w.wake();
             }
-            l.on_done.into_iter().for_each(|f| f());
+            // A panicking callback must not skip the others, nor unwind into the
+            // thread that completed the task (a pool worker thread, a collector).
+            for f in l.on_done {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            }
         }
     }
 }

@@ -197,10 +197,26 @@ impl ProcessPoolExecutor {
         A: Arg,
         R: Ret,
     {
-        crate::pool::Mapper::new(&self.core)
+        let items: Vec<A> = items.into_iter().collect();
+        let total = items.len();
+        match crate::pool::Mapper::new(&self.core)
             .with_chunksize(chunksize)
             .imap(f, items)
-            .map_err(|_| Shutdown)
+        {
+            Ok(map) => Ok(map),
+            Err(PoolError::Closed) => Err(Shutdown),
+            // As `submit`: the failure is read from the results.
+            Err(PoolError::Broken { reason }) => Ok(crate::pool::IMap::failed(
+                total,
+                FutureError::Broken { reason },
+            )),
+            Err(e) => Ok(crate::pool::IMap::failed(
+                total,
+                FutureError::Serialization {
+                    message: e.to_string(),
+                },
+            )),
+        }
     }
 
     /// Stops taking tasks (Python's `shutdown`): with `cancel_futures`, tasks no worker

@@ -31,7 +31,7 @@ use parking_lot::{Condvar, Mutex};
 use super::worker::{self, Parts, Reply, Slots, TaskMsg};
 use crate::executor::FutureError;
 use crate::process::child::Outcome;
-use crate::queue::mp::QueueBuilder;
+use crate::queue::mp::{GetError, QueueBuilder};
 use crate::sys::entry::FnAddr;
 use crate::{Process, Queue, StartError, StartMethod};
 
@@ -79,7 +79,14 @@ struct Job {
     /// `sink.start()` returned true once: a job sent again after a worker died does
     /// not ask again.
     started: bool,
+    /// How many workers ended while holding it without having run it to the end (see
+    /// [`MAX_REQUEUES`]).
+    requeues: u32,
 }
+
+/// A task whose workers ended this many times in a row while they held it (before it
+/// started, or killed for another task) fails instead of going round for ever.
+const MAX_REQUEUES: u32 = 3;
 
 struct Worker {
     generation: u32,
@@ -93,6 +100,9 @@ struct Worker {
     stopping: bool,
     /// The pool killed it because of this task, which fails with this error.
     verdict: Option<(u64, FutureError)>,
+    /// The pool killed it (a verdict may have been cleared since by the task's reply:
+    /// then the task it died in was not the one meant).
+    killed: bool,
 }
 
 struct State {
@@ -120,6 +130,9 @@ pub(crate) struct Shared {
     config: Config,
     exe: (u64, u64),
     next_id: AtomicU64,
+    /// The collector's thread: completions (and so user callbacks) run on it, and a
+    /// callback that shuts the pool down must not wait for it.
+    collector: std::sync::OnceLock<std::thread::ThreadId>,
 }
 
 /// A running pool: the shared state and the collector thread.
@@ -165,6 +178,7 @@ impl Core {
             exe: crate::sys::proc::exe_identity()?,
             config,
             next_id: AtomicU64::new(1),
+            collector: std::sync::OnceLock::new(),
         });
         {
             let mut st = shared.state.lock();
@@ -189,19 +203,24 @@ impl Core {
             .name("multiproc-pool-collector".into())
             .spawn(move || {
                 let shared = &*for_thread;
+                let _ = shared.collector.set(std::thread::current().id());
                 if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| collect(shared)))
                     .is_err()
                 {
                     // A bug in the collector must not leave callers waiting for ever.
                     let mut finished = Vec::new();
-                    let mut st = shared.state.lock();
-                    shared.break_pool(&mut st, "the pool's collector failed".into(), &mut finished);
-                    st.terminated = true;
-                    shared.wind_down(&mut st);
-                    st.done = true;
-                    shared.changed.notify_all();
-                    drop(st);
+                    let processes = {
+                        let mut st = shared.state.lock();
+                        shared.break_pool(
+                            &mut st,
+                            "the pool's collector failed".into(),
+                            &mut finished,
+                        );
+                        st.terminated = true;
+                        shared.stop_workers(&mut st).unwrap_or_default()
+                    };
                     finish_all(finished);
+                    shared.finish_wind_down(processes);
                 }
             })
             .map_err(StartError::Io)?;
@@ -252,6 +271,7 @@ impl Core {
                     timeout,
                     sink,
                     started: false,
+                    requeues: 0,
                 });
                 st.in_flight += 1;
             }
@@ -283,6 +303,12 @@ impl Core {
     /// Waits until every task is done and every worker reaped (after [`Core::close`]).
     pub(crate) fn join(&self) {
         self.close(false);
+        if self.shared.on_collector() {
+            // Called from a done-callback: the collector finishes the work and reaps
+            // the workers once this callback returns; waiting here would wait for
+            // ourselves.
+            return;
+        }
         {
             let mut st = self.shared.state.lock();
             while !st.done {
@@ -363,6 +389,7 @@ impl Shared {
             dispatched: 0,
             stopping: false,
             verdict: None,
+            killed: false,
         })
     }
 
@@ -523,25 +550,42 @@ impl Shared {
             return;
         };
         let pid = process.pid();
-        let status = process.wait().ok();
+        let status = process
+            .wait()
+            .ok()
+            .unwrap_or_else(|| crate::ExitStatus::from_raw((None, Some(libc::SIGKILL))));
+        let died = FutureError::WorkerDied { pid, status };
         let (current, _) = self.slots.current(i);
         let mut sent = std::mem::take(&mut w.sent);
         let verdict = w.verdict.take();
-        if let Some(front) = sent.front() {
-            if front.id == current {
-                let job = sent.pop_front().expect("checked");
-                let error = match verdict {
-                    Some((id, e)) if id == job.id => e,
-                    _ => match status {
-                        Some(status) => FutureError::WorkerDied { pid, status },
-                        None => FutureError::WorkerDied {
-                            pid,
-                            status: crate::ExitStatus::from_raw((None, Some(libc::SIGKILL))),
-                        },
-                    },
-                };
-                st.in_flight -= 1;
-                finished.push((job.sink, Err(error)));
+        let killed = w.killed;
+        if let Some(front) = sent.front_mut() {
+            let ran = front.id == current;
+            match verdict {
+                // The task the pool stopped (time limit, cancel_running).
+                Some((id, e)) if ran && id == front.id => {
+                    let job = sent.pop_front().expect("checked");
+                    st.in_flight -= 1;
+                    finished.push((job.sink, Err(e)));
+                }
+                // It died in this task by itself: this task is the cause.
+                _ if ran && !killed => {
+                    let job = sent.pop_front().expect("checked");
+                    st.in_flight -= 1;
+                    finished.push((job.sink, Err(died.clone())));
+                }
+                // It died before starting this task (it could not read it, or it
+                // retired), or the pool killed it for a task that had just finished:
+                // not this task's doing. It goes round again, a bounded number of
+                // times (it may run twice if it had started).
+                _ => {
+                    front.requeues += 1;
+                    if front.requeues >= MAX_REQUEUES {
+                        let job = sent.pop_front().expect("checked");
+                        st.in_flight -= 1;
+                        finished.push((job.sink, Err(died.clone())));
+                    }
+                }
             }
         }
         for job in sent.into_iter().rev() {
@@ -559,6 +603,28 @@ impl Shared {
         }
     }
 
+    /// A reply was lost (it could not be decoded): the tasks the workers say they
+    /// finished but that have no reply fail, instead of holding their workers' queues
+    /// for ever.
+    fn recover_lost_replies(&self, st: &mut State, finished: &mut Finished) {
+        while let Ok(reply) = self.replies.try_get() {
+            self.on_reply(st, reply, finished);
+        }
+        for (i, w) in st.workers.iter_mut().enumerate() {
+            let done = self.slots.done(i);
+            while w.sent.front().is_some_and(|j| j.id <= done) {
+                let job = w.sent.pop_front().expect("checked");
+                st.in_flight -= 1;
+                finished.push((
+                    job.sink,
+                    Err(FutureError::Serialization {
+                        message: "the task's result was lost: it could not be decoded".into(),
+                    }),
+                ));
+            }
+        }
+    }
+
     /// Kills the worker of a task that ran over its limit.
     fn check_timeouts(&self, st: &mut State) {
         let now = worker::monotonic_ns();
@@ -569,8 +635,10 @@ impl Shared {
                 continue;
             }
             let (current, started) = self.slots.current(i);
-            if current == job.id && now.saturating_sub(started) >= limit.as_nanos() as u64 {
+            let limit_ns = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+            if current == job.id && now.saturating_sub(started) >= limit_ns {
                 w.verdict = Some((job.id, FutureError::TimedOut { limit }));
+                w.killed = true;
                 if let Some(p) = &w.process {
                     let _ = p.kill();
                 }
@@ -589,20 +657,26 @@ impl Shared {
             let Some(limit) = w.sent.front().and_then(|j| j.timeout) else {
                 continue;
             };
+            if w.verdict.is_some() {
+                // Already killed: its death is seen at the next tick.
+                continue;
+            }
             let (current, started) = self.slots.current(i);
             if current == w.sent[0].id {
-                let left = (started + limit.as_nanos() as u64).saturating_sub(now);
+                let limit = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+                let left = started.saturating_add(limit).saturating_sub(now);
                 tick = tick.min(Duration::from_nanos(left));
             }
         }
         tick
     }
 
-    /// Pool closed and nothing left: stop the workers and reap them. Returns whether the
-    /// collector is done.
-    fn wind_down(&self, st: &mut State) -> bool {
+    /// Pool closed and nothing left (or terminated, or broken): sends `Stop` to every
+    /// worker and hands their processes over to be reaped outside the lock; `None`
+    /// while work remains.
+    fn stop_workers(&self, st: &mut State) -> Option<Vec<Process<()>>> {
         if !(st.terminated || st.broken.is_some() || (st.closed && st.in_flight == 0)) {
-            return false;
+            return None;
         }
         for w in &mut st.workers {
             if !w.stopping {
@@ -610,20 +684,32 @@ impl Shared {
                 let _ = w.tasks.put(TaskMsg::Stop);
             }
         }
-        for w in &mut st.workers {
-            if let Some(mut p) = w.process.take() {
-                // Idle workers exit at `Stop` at once; be generous with a loaded machine,
-                // and never wait for ever.
-                match p.wait_timeout(Duration::from_secs(30)) {
-                    Ok(Some(_)) => {}
-                    _ => {
-                        let _ = p.kill();
-                        let _ = p.wait();
-                    }
-                }
+        Some(
+            st.workers
+                .iter_mut()
+                .filter_map(|w| w.process.take())
+                .collect(),
+        )
+    }
+
+    /// Reaps the stopped workers (killing those that do not exit within a generous
+    /// bound, on a loaded machine), then tells the waiters the pool is done.
+    fn finish_wind_down(&self, processes: Vec<Process<()>>) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for mut p in processes {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !matches!(p.wait_timeout(left), Ok(Some(_))) {
+                let _ = p.kill();
+                let _ = p.wait();
             }
         }
-        true
+        let mut st = self.state.lock();
+        st.done = true;
+        self.changed.notify_all();
+    }
+
+    fn on_collector(&self) -> bool {
+        self.collector.get() == Some(&std::thread::current().id())
     }
 }
 
@@ -632,10 +718,12 @@ type Finished = Vec<(Arc<dyn Sink>, Result<Vec<Outcome>, FutureError>)>;
 /// Completes tasks (outside every lock: completion runs user callbacks).
 fn finish_all(finished: Finished) {
     for (sink, outcome) in finished {
-        match outcome {
+        // A panic here (a user's done-callback) must not leave the other tasks of the
+        // batch pending; the callback's own panic is its business.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match outcome {
             Ok(items) => sink.complete(items),
             Err(e) => sink.fail(e),
-        }
+        }));
     }
 }
 
@@ -645,30 +733,34 @@ fn collect(shared: &Shared) {
     let mut last_check = Instant::now();
     loop {
         let tick = shared.tick(&shared.state.lock());
+        let mut lost = false;
+        let mut failed = false;
         match shared.replies.get_timeout(tick) {
             Ok(reply) => replies.push(reply),
             Err(e) if e.is_empty() => {}
-            Err(_) => {
-                // The reply queue itself failed (scribbled memory): nothing can be
-                // trusted; fail everything rather than hang.
-                let mut finished = Vec::new();
-                let mut st = shared.state.lock();
-                shared.break_pool(&mut st, "the reply queue failed".into(), &mut finished);
-                drop(st);
-                finish_all(finished);
-            }
+            Err(GetError::Codec(_)) => lost = true,
+            Err(_) => failed = true,
         }
         while replies.len() < 256 {
             match shared.replies.try_get() {
                 Ok(reply) => replies.push(reply),
+                Err(GetError::Codec(_)) => lost = true,
                 Err(_) => break,
             }
         }
         let mut finished = Vec::new();
-        let over = {
+        let processes = {
             let mut st = shared.state.lock();
             for reply in replies.drain(..) {
                 shared.on_reply(&mut st, reply, &mut finished);
+            }
+            if failed {
+                // The reply queue itself failed: nothing can be trusted; fail
+                // everything rather than hang.
+                shared.break_pool(&mut st, "the reply queue failed".into(), &mut finished);
+            }
+            if lost {
+                shared.recover_lost_replies(&mut st, &mut finished);
             }
             let now = Instant::now();
             if finished.is_empty() || now.duration_since(last_check) >= BUSY_TICK {
@@ -676,18 +768,12 @@ fn collect(shared: &Shared) {
                 shared.check_workers(&mut st, &mut finished);
             }
             shared.pump(&mut st, &mut finished);
-            st.in_flight == 0 && st.closed
-                || st.terminated
-                || st.broken.is_some() && st.in_flight == 0
+            shared.stop_workers(&mut st)
         };
         finish_all(finished);
-        if over {
-            let mut st = shared.state.lock();
-            if shared.wind_down(&mut st) {
-                st.done = true;
-                shared.changed.notify_all();
-                return;
-            }
+        if let Some(processes) = processes {
+            shared.finish_wind_down(processes);
+            return;
         }
     }
 }
@@ -728,6 +814,7 @@ pub(crate) fn stop_task(shared: &Weak<Shared>, id: u64) {
     for (i, w) in st.workers.iter_mut().enumerate() {
         if w.sent.front().is_some_and(|j| j.id == id) && shared.slots.current(i).0 == id {
             w.verdict = Some((id, FutureError::Cancelled));
+            w.killed = true;
             if let Some(p) = &w.process {
                 let _ = p.kill();
             }

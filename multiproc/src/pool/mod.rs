@@ -878,7 +878,7 @@ impl<R> MapState<R> {
 
     fn store(&self, start: usize, values: impl Iterator<Item = Result<R, FutureError>>) {
         let mut n = 0;
-        {
+        let done = {
             let mut slots = self.slots.lock();
             for (i, v) in (start..).zip(values) {
                 if i < self.total && slots.results[i].is_none() {
@@ -887,8 +887,10 @@ impl<R> MapState<R> {
                     n += 1;
                 }
             }
-        }
-        let done = self.completed.fetch_add(n, Ordering::AcqRel) + n;
+            // Counted under the lock: a waiter that read the count under it and found
+            // nothing new is asleep on the condition variable before this notifies.
+            self.completed.fetch_add(n, Ordering::AcqRel) + n
+        };
         self.ready.notify_all();
         #[cfg(feature = "progress")]
         if let Some(bar) = &self.bar {
@@ -979,6 +981,18 @@ impl<R> std::fmt::Debug for IMap<R> {
 }
 
 impl<R> IMap<R> {
+    /// A map of `total` items that all failed with `error` (a broken pool, arguments
+    /// that do not encode).
+    pub(crate) fn failed(total: usize, error: FutureError) -> IMap<R> {
+        let state = Arc::new(MapState::new(total, false));
+        state.store(0, (0..total).map(|_| Err(error.clone())));
+        IMap {
+            state,
+            next: 0,
+            order: Order::Input,
+        }
+    }
+
     /// How many items are done (for a progress display of your own).
     pub fn completed(&self) -> usize {
         self.state.completed.load(Ordering::Acquire)

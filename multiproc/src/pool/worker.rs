@@ -168,6 +168,7 @@ where
 const SLOT: usize = 64;
 const CURRENT_AT: usize = 0;
 const STARTED_AT: usize = 8;
+const DONE_AT: usize = 16;
 
 /// Per worker: the id of the task it runs and when it started it (CLOCK_MONOTONIC
 /// nanoseconds, the same clock in every process).
@@ -203,9 +204,19 @@ impl Slots {
         (id, started)
     }
 
+    /// The last task `worker` has put its reply for (0: none).
+    pub(crate) fn done(&self, worker: usize) -> u64 {
+        self.at(worker, DONE_AT).load(Ordering::Acquire)
+    }
+
     /// Forgets what the previous worker at this index ran.
     pub(crate) fn reset(&self, worker: usize) {
         self.at(worker, CURRENT_AT).store(0, Ordering::Release);
+        self.at(worker, DONE_AT).store(0, Ordering::Release);
+    }
+
+    fn end(&self, worker: usize, id: u64) {
+        self.at(worker, DONE_AT).store(id, Ordering::Release);
     }
 
     fn begin(&self, worker: usize, id: u64) {
@@ -366,6 +377,7 @@ fn worker_loop(parts: Parts, proof: Verified) {
                 items: vec![Outcome::Codec(message)],
             });
         }
+        slots.end(worker, id);
         if max_memory.is_some_and(|limit| resident_bytes().is_some_and(|rss| rss > limit)) {
             // Retire: the parent sees a worker that ended between tasks, puts back what
             // was queued to it, and starts a fresh one.
