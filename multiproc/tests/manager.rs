@@ -916,6 +916,20 @@ fn s42_proxies_travel_through_pipes_and_carry_large_values() {
     let err = small.value(vec![0u8; 4096]).unwrap_err();
     assert!(matches!(err, ManagerError::Codec(_)), "{err:?}");
     assert_eq!(v.get().unwrap(), 0);
+    // A reply over the limit is an error for that call only: the connection, and the
+    // lock this process holds through it, stay.
+    let lock = small.lock().unwrap();
+    let guard = lock.lock().unwrap();
+    let l = small.list(Vec::<u64>::new()).unwrap();
+    for i in 0..300u64 {
+        l.push(u64::MAX - i).unwrap(); // 10 bytes each: 3 KB in all
+    }
+    let err = l.to_vec().unwrap_err();
+    assert!(matches!(err, ManagerError::Protocol(_)), "{err:?}");
+    assert!(lock.is_locked().unwrap(), "the lock is still held");
+    assert_eq!(l.len().unwrap(), 300);
+    drop(guard);
+    assert!(!lock.is_locked().unwrap());
     // Nobody listening: a connection error, not a hang.
     let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = unused.local_addr().unwrap();

@@ -333,6 +333,19 @@ impl Server {
                     sys::proc::exit_now(0);
                 }
             };
+            // A reply over the size limit would fail to send and end the connection,
+            // releasing the locks it holds for other proxies of this process: say so
+            // instead, and keep the connection.
+            let reply = match codec::encoded_size(&reply) {
+                Ok(n) if n <= self.limits.max_message => reply,
+                Ok(n) => Reply::Error(Failure::BadRequest(format!(
+                    "the reply ({n} bytes) is over the size limit ({} bytes)",
+                    self.limits.max_message
+                ))),
+                Err(e) => Reply::Error(Failure::BadRequest(format!(
+                    "the reply cannot be encoded: {e}"
+                ))),
+            };
             if !transport.send(&reply) {
                 break;
             }
