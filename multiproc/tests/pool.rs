@@ -14,6 +14,9 @@ use multiproc::sync::Event;
 use multiproc::testing::LeakCheck;
 use multiproc::{StartMethod, process::set_fork_warning};
 
+mod common;
+use common::wait_gone;
+
 multiproc::test_support!();
 
 const PROMPT: Duration = Duration::from_secs(60);
@@ -750,22 +753,6 @@ fn middle_with_a_busy_pool(mut report: std::os::unix::net::UnixStream, method: S
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
-}
-
-fn wait_gone(pid: u32, bound: Duration) -> bool {
-    // The pidfd of a process that is not our child is readable once it has exited.
-    let Ok(fd) = rustix::process::pidfd_open(
-        rustix::process::Pid::from_raw(pid as i32).unwrap(),
-        rustix::process::PidfdFlags::empty(),
-    ) else {
-        return true;
-    };
-    let mut fds = [rustix::event::PollFd::new(
-        &fd,
-        rustix::event::PollFlags::IN,
-    )];
-    let ts = rustix::event::Timespec::try_from(bound).unwrap();
-    matches!(rustix::event::poll(&mut fds, Some(&ts)), Ok(1))
 }
 
 /// The workers of a pool die with the process that owns the pool, even when it is

@@ -11,6 +11,9 @@ use multiproc::testing::LeakCheck;
 use multiproc::{Process, ProcessError, Run, StartError, StartMethod};
 use serde::{Deserialize, Serialize};
 
+mod common;
+use common::wait_gone;
+
 multiproc::test_support!();
 
 const ALL: [StartMethod; 3] = StartMethod::ALL;
@@ -367,22 +370,6 @@ fn middle_reports_grandchild(
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
-}
-
-fn wait_gone(pid: u32, bound: Duration) -> bool {
-    // pidfd of a process that is not our child: readable once it has exited.
-    let Ok(fd) = rustix::process::pidfd_open(
-        rustix::process::Pid::from_raw(pid as i32).unwrap(),
-        rustix::process::PidfdFlags::empty(),
-    ) else {
-        return true;
-    };
-    let mut fds = [rustix::event::PollFd::new(
-        &fd,
-        rustix::event::PollFlags::IN,
-    )];
-    let ts = rustix::event::Timespec::try_from(bound).unwrap();
-    matches!(rustix::event::poll(&mut fds, Some(&ts)), Ok(1))
 }
 
 #[test]

@@ -246,7 +246,16 @@ impl Drop for ThreadPoolExecutor {
 pub fn as_completed<T: Send + 'static>(
     futures: impl IntoIterator<Item = Future<T>>,
 ) -> impl Iterator<Item = Future<T>> {
-    let mut slots: Vec<Option<Future<T>>> = futures.into_iter().map(Some).collect();
+    let (mut slots, rx) = completions(futures);
+    rx.into_iter().filter_map(move |i| slots[i].take())
+}
+
+/// The futures, and a channel that receives the index of each as it completes (it
+/// disconnects once all have).
+fn completions<T: Send + 'static>(
+    futures: impl IntoIterator<Item = Future<T>>,
+) -> (Vec<Option<Future<T>>>, Receiver<usize>) {
+    let slots: Vec<Option<Future<T>>> = futures.into_iter().map(Some).collect();
     let (tx, rx) = crossbeam_channel::unbounded::<usize>();
     for (i, f) in slots.iter().enumerate() {
         let tx = tx.clone();
@@ -256,8 +265,7 @@ pub fn as_completed<T: Send + 'static>(
             });
         }
     }
-    drop(tx);
-    rx.into_iter().filter_map(move |i| slots[i].take())
+    (slots, rx)
 }
 
 /// As [`as_completed`], but all of it within `timeout` of the call (Python's
@@ -284,17 +292,7 @@ pub fn as_completed_timeout<T: Send + 'static>(
     timeout: Duration,
 ) -> impl Iterator<Item = Result<Future<T>, FutureError>> {
     let deadline = Instant::now().checked_add(timeout);
-    let mut slots: Vec<Option<Future<T>>> = futures.into_iter().map(Some).collect();
-    let (tx, rx) = crossbeam_channel::unbounded::<usize>();
-    for (i, f) in slots.iter().enumerate() {
-        let tx = tx.clone();
-        if let Some(f) = f {
-            f.add_done_callback(move || {
-                let _ = tx.send(i);
-            });
-        }
-    }
-    drop(tx);
+    let (mut slots, rx) = completions(futures);
     let mut timed_out = false;
     std::iter::from_fn(move || {
         if timed_out {

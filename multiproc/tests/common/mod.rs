@@ -61,3 +61,20 @@ where
             .expect("start the child"),
     )
 }
+
+/// Waits at most `bound` for the process `pid` (not necessarily our child) to exit;
+/// `true` if it is gone. Its pidfd becomes readable when it exits.
+pub(crate) fn wait_gone(pid: u32, bound: Duration) -> bool {
+    let Ok(fd) = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::PidfdFlags::empty(),
+    ) else {
+        return true;
+    };
+    let mut fds = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    let ts = rustix::event::Timespec::try_from(bound).unwrap();
+    matches!(rustix::event::poll(&mut fds, Some(&ts)), Ok(1))
+}
