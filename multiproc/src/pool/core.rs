@@ -607,11 +607,15 @@ impl Shared {
     /// finished but that have no reply fail, instead of holding their workers' queues
     /// for ever.
     fn recover_lost_replies(&self, st: &mut State, finished: &mut Finished) {
+        // What each worker has finished, read before draining: a worker puts its reply
+        // before it records the task as finished, so every reply up to these is in the
+        // queue now and is drained below.
+        let done: Vec<u64> = (0..st.workers.len()).map(|i| self.slots.done(i)).collect();
         while let Ok(reply) = self.replies.try_get() {
             self.on_reply(st, reply, finished);
         }
         for (i, w) in st.workers.iter_mut().enumerate() {
-            let done = self.slots.done(i);
+            let done = done[i];
             while w.sent.front().is_some_and(|j| j.id <= done) {
                 let job = w.sent.pop_front().expect("checked");
                 st.in_flight -= 1;
