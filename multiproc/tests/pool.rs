@@ -891,3 +891,49 @@ fn max_memory_per_child_replaces_a_worker_that_leaked() {
     }
     check.assert_clean();
 }
+
+static ENCODED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// An initializer argument that encodes for the first worker and refuses for the second,
+/// so that the second worker cannot start.
+#[derive(Clone, Debug)]
+struct SecondRefuses;
+
+impl serde::Serialize for SecondRefuses {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if ENCODED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            return Err(serde::ser::Error::custom("the second worker cannot start"));
+        }
+        s.serialize_unit()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SecondRefuses {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <()>::deserialize(d).map(|()| SecondRefuses)
+    }
+}
+
+fn accept(_: SecondRefuses) {}
+
+/// CPython's `TestPoolNotLeakOnFailure::test_release_unused_processes` (Issue #19675):
+/// a pool whose second worker cannot start fails to build, and the first worker is
+/// killed and reaped.
+#[test]
+fn a_pool_that_cannot_start_leaves_no_worker_behind() {
+    let check = LeakCheck::start();
+    for method in [StartMethod::Spawn, StartMethod::ForkServer] {
+        ENCODED.store(0, std::sync::atomic::Ordering::SeqCst);
+        let built = Pool::builder()
+            .processes(3)
+            .start_method(method)
+            .initializer(accept, SecondRefuses)
+            .build();
+        match built {
+            Err(PoolError::Start(multiproc::StartError::Codec(_))) => {}
+            other => panic!("{method}: {other:?}"),
+        }
+        assert!(multiproc::active_children().is_empty(), "{method}");
+    }
+    check.assert_clean();
+}
