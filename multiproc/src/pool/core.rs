@@ -516,7 +516,8 @@ impl Shared {
         st.in_flight = 0;
     }
 
-    /// Whether new workers should replace ones that end.
+    /// Whether the pool still runs: not terminated, not broken, and not closed with
+    /// nothing left. Otherwise its workers are stopped, and none replaces one that ends.
     fn keep_workers(st: &State) -> bool {
         !st.terminated && st.broken.is_none() && !(st.closed && st.in_flight == 0)
     }
@@ -633,15 +634,8 @@ impl Shared {
     fn check_timeouts(&self, st: &mut State) {
         let now = worker::monotonic_ns();
         for (i, w) in st.workers.iter_mut().enumerate() {
-            let Some(job) = w.sent.front() else { continue };
-            let Some(limit) = job.timeout else { continue };
-            if w.verdict.is_some() {
-                continue;
-            }
-            let (current, started) = self.slots.current(i);
-            let limit_ns = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
-            if current == job.id && now.saturating_sub(started) >= limit_ns {
-                w.verdict = Some((job.id, FutureError::TimedOut { limit }));
+            if let Some((id, limit, 0)) = self.time_left(i, w, now) {
+                w.verdict = Some((id, FutureError::TimedOut { limit }));
                 w.killed = true;
                 if let Some(p) = &w.process {
                     let _ = p.kill();
@@ -650,36 +644,43 @@ impl Shared {
         }
     }
 
+    /// The task worker `i` is running under a time limit, if any and not already
+    /// stopped: its id, its limit and the nanoseconds it has left (0: over).
+    fn time_left(&self, i: usize, w: &Worker, now: u64) -> Option<(u64, Duration, u64)> {
+        let job = w.sent.front()?;
+        let limit = job.timeout?;
+        if w.verdict.is_some() {
+            // Already killed: its death is seen at the next check.
+            return None;
+        }
+        let (current, started) = self.slots.current(i);
+        if current != job.id {
+            return None;
+        }
+        let limit_ns = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+        let left = started.saturating_add(limit_ns).saturating_sub(now);
+        Some((job.id, limit, left))
+    }
+
     /// How long the collector may wait for a reply before checking the workers.
     fn tick(&self, st: &State) -> Duration {
         if st.in_flight == 0 && !st.closed {
             return IDLE_TICK;
         }
-        let mut tick = BUSY_TICK;
         let now = worker::monotonic_ns();
-        for (i, w) in st.workers.iter().enumerate() {
-            let Some(limit) = w.sent.front().and_then(|j| j.timeout) else {
-                continue;
-            };
-            if w.verdict.is_some() {
-                // Already killed: its death is seen at the next tick.
-                continue;
-            }
-            let (current, started) = self.slots.current(i);
-            if current == w.sent[0].id {
-                let limit = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
-                let left = started.saturating_add(limit).saturating_sub(now);
-                tick = tick.min(Duration::from_nanos(left));
-            }
-        }
-        tick
+        st.workers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| self.time_left(i, w, now))
+            .map(|(_, _, left)| Duration::from_nanos(left))
+            .fold(BUSY_TICK, Duration::min)
     }
 
     /// Pool closed and nothing left (or terminated, or broken): sends `Stop` to every
     /// worker and hands their processes over to be reaped outside the lock; `None`
     /// while work remains.
     fn stop_workers(&self, st: &mut State) -> Option<Vec<Process<()>>> {
-        if !(st.terminated || st.broken.is_some() || (st.closed && st.in_flight == 0)) {
+        if Self::keep_workers(st) {
             return None;
         }
         for w in &mut st.workers {
