@@ -421,18 +421,24 @@ fn announce_then_sleep(d: Duration) -> u64 {
     1
 }
 
+/// A one-worker pool whose tasks can say they started (through [`announce_then_sleep`]).
+fn announcing_pool(method: StartMethod) -> (Pool, Event) {
+    let started = Event::new().unwrap();
+    set_fork_warning(false);
+    let p = Pool::builder()
+        .processes(1)
+        .start_method(method)
+        .initializer(set_started, started.clone())
+        .build()
+        .unwrap();
+    (p, started)
+}
+
 #[test]
 fn cancel_running_stops_a_running_task() {
     let check = LeakCheck::start();
     for method in StartMethod::ALL {
-        let started = Event::new().unwrap();
-        set_fork_warning(false);
-        let p = Pool::builder()
-            .processes(1)
-            .start_method(method)
-            .initializer(set_started, started.clone())
-            .build()
-            .unwrap();
+        let (p, started) = announcing_pool(method);
         let before = p.worker_pids();
         let f = p
             .apply_async(announce_then_sleep, Duration::from_secs(600))
@@ -457,14 +463,7 @@ fn cancel_running_stops_a_running_task() {
 fn workers_ignore_ctrl_c() {
     let check = LeakCheck::start();
     for method in StartMethod::ALL {
-        let started = Event::new().unwrap();
-        set_fork_warning(false);
-        let p = Pool::builder()
-            .processes(1)
-            .start_method(method)
-            .initializer(set_started, started.clone())
-            .build()
-            .unwrap();
+        let (p, started) = announcing_pool(method);
         let r = p
             .apply_async(announce_then_sleep, Duration::from_millis(100))
             .unwrap();
