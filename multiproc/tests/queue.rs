@@ -1,20 +1,25 @@
 //! Cross-process queues (S4 S12 S31 S32): Queue, SimpleQueue, JoinableQueue under every
 //! start method, and what processes can do to them: die in the middle of a put or a
 //! get, send too much, send what cannot be encoded.
+//!
+//! The seed scenarios of the cross-process queues (S4 S12 S31 S32), under every start
+//! method: a bounded queue blocks its producer, a reader blocked in `get` can be
+//! terminated, any serializable value crosses in producer order, and producer/consumer
+//! programs consume every item exactly once (sentinels; `JoinableQueue::join`).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use multiproc::codec::CodecError;
 use multiproc::queue::mp::{GetError, PutError, QueueBuilder};
 use multiproc::testing::LeakCheck;
-use multiproc::{JoinableQueue, Queue, SimpleQueue, StartMethod};
+use multiproc::{JoinableQueue, ProcessError, Queue, SimpleQueue, StartMethod};
 use serde::{Deserialize, Serialize};
 
 multiproc::test_support!();
 
 mod common;
-use common::{PROMPT, builder, wait_until};
+use common::{Child, PROMPT, builder, start, wait_until};
 
 #[test]
 fn fifo_in_one_process_with_sizes_and_errors() {
@@ -487,4 +492,491 @@ fn joinable_queue_counts_tasks() {
     simple.close();
     assert!(simple.put("y".into()).unwrap_err().is_closed());
     assert!(matches!(simple.get(), Err(GetError::Closed)));
+}
+
+// ==== The seed scenarios ====
+
+/// The state letter and the kernel wait channel of process `pid`'s main thread.
+fn state_and_wchan(pid: u32) -> (char, String) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+        .and_then(|s| s.chars().next())
+        .unwrap_or('?');
+    let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    (state, wchan)
+}
+
+/// Whether `pid` is asleep in the kernel on a futex (where a blocked `get`/`put` waits).
+/// Where the kernel hides wait channels, being asleep has to do.
+fn asleep_on_futex(pid: u32) -> bool {
+    let (state, wchan) = state_and_wchan(pid);
+    let hidden = wchan.is_empty() || wchan == "0";
+    state == 'S' && (hidden || wchan.contains("futex"))
+}
+
+// ---- S4: a bounded queue -------------------------------------------------------------
+
+fn put_numbers((q, n): (Queue<u32>, u32)) -> u32 {
+    for i in 0..n {
+        q.put(i).unwrap();
+    }
+    n
+}
+
+#[test]
+fn s04_put_blocks_while_a_bounded_queue_is_full() {
+    let check = LeakCheck::start();
+    {
+        for method in StartMethod::ALL {
+            let q = Queue::<u32>::with_maxsize(10).unwrap();
+            assert_eq!(q.maxsize(), 10);
+            let mut child = start(method, put_numbers, (q.clone(), 20));
+
+            wait_until("the producer to fill the queue", || q.qsize() >= 10);
+            wait_until("the producer to block in put", || {
+                asleep_on_futex(child.pid())
+            });
+            assert_eq!(q.qsize(), 10, "{method}: maxsize is not exceeded");
+            assert!(q.full(), "{method}");
+            assert!(
+                child.is_alive(),
+                "{method}: 20 puts cannot finish in 10 slots"
+            );
+            assert!(q.try_put(999).unwrap_err().is_full(), "{method}");
+            assert!(
+                q.put_timeout(999, Duration::from_millis(20))
+                    .unwrap_err()
+                    .is_full(),
+                "{method}"
+            );
+
+            // One get makes room for exactly one more put, and the producer resumes.
+            assert_eq!(q.get_timeout(PROMPT).unwrap(), 0, "{method}");
+            wait_until("the blocked put to go through", || q.qsize() == 10);
+            assert!(child.is_alive(), "{method}: 9 puts still to go");
+
+            let got: Vec<u32> = (1..20).map(|_| q.get_timeout(PROMPT).unwrap()).collect();
+            assert_eq!(got, (1..20).collect::<Vec<_>>(), "{method}");
+            assert_eq!(child.join_timeout(PROMPT).unwrap(), 20, "{method}");
+            assert!(q.empty(), "{method}");
+            assert!(!q.full(), "{method}");
+        }
+    }
+    check.assert_clean();
+}
+
+// ---- S12: writer, endless reader, terminate --------------------------------------------
+
+fn write_abc(q: Queue<String>) {
+    // The seed's random sleeps, scaled down: they only shuffle the interleaving.
+    let mut state = u64::from(std::process::id());
+    for value in ["A", "B", "C"] {
+        q.put(value.to_string()).unwrap();
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        std::thread::sleep(Duration::from_micros((state >> 33) % 5_000));
+    }
+}
+
+/// Reads for ever, forwarding each value to `seen`.
+fn read_forever((q, seen): (Queue<String>, Queue<String>)) {
+    loop {
+        let value = q.get().unwrap();
+        seen.put(value).unwrap();
+    }
+}
+
+/// Reaps a reader that was terminated, checking that it died of SIGTERM.
+fn assert_terminated(child: &mut Child<()>, method: StartMethod) {
+    match child.join_timeout(PROMPT) {
+        Err(ProcessError::Signaled { status, .. }) => {
+            assert_eq!(status.signal(), Some(libc::SIGTERM), "{method}");
+        }
+        other => panic!("{method}: expected death by SIGTERM, got {other:?}"),
+    }
+    let status = child.exit_status().expect("reaped");
+    assert_eq!(status.signal_name(), Some("SIGTERM"), "{method}");
+    assert_eq!(status.exitcode(), -libc::SIGTERM, "{method}");
+    assert!(!child.is_alive(), "{method}");
+}
+
+#[test]
+fn s12_reader_gets_a_b_c_in_order_and_terminating_it_in_get_is_clean() {
+    let check = LeakCheck::start();
+    {
+        for method in StartMethod::ALL {
+            let q = Queue::<String>::new().unwrap();
+            let seen = Queue::<String>::new().unwrap();
+            let mut writer = start(method, write_abc, q.clone());
+            let mut reader = start(method, read_forever, (q.clone(), seen.clone()));
+            writer.join_timeout(PROMPT).unwrap();
+
+            let read: Vec<String> = (0..3).map(|_| seen.get_timeout(PROMPT).unwrap()).collect();
+            assert_eq!(read, ["A", "B", "C"], "{method}");
+
+            // The reader has forwarded C and is back in get(), where it blocks for ever.
+            wait_until("the reader to block in get", || {
+                asleep_on_futex(reader.pid())
+            });
+            assert!(reader.is_alive(), "{method}");
+            reader.terminate().unwrap();
+            assert_terminated(&mut reader, method);
+
+            // The queue is as it was: empty, and usable by this process and by others.
+            assert!(q.empty(), "{method}");
+            q.put("D".to_string()).unwrap();
+            assert_eq!(q.get_timeout(PROMPT).unwrap(), "D", "{method}");
+            let mut second = start(method, read_forever, (q.clone(), seen.clone()));
+            q.put("E".to_string()).unwrap();
+            assert_eq!(seen.get_timeout(PROMPT).unwrap(), "E", "{method}");
+            second.terminate().unwrap();
+            assert_terminated(&mut second, method);
+            assert!(q.empty() && seen.empty(), "{method}");
+        }
+    }
+    check.assert_clean();
+}
+
+// ---- S31: any value, any direction, producer order ---------------------------------------
+
+/// Python values of the kinds in the seed's `[1, 'str', None]`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+enum Py {
+    Int(i64),
+    Str(String),
+    None,
+    List(Vec<Py>),
+}
+
+/// The seed's list, numbered: `[seq, 'from <who>', None]`.
+fn py_list(seq: i64, who: &str) -> Vec<Py> {
+    vec![Py::Int(seq), Py::Str(format!("from {who}")), Py::None]
+}
+
+fn put_lists((q, who, n): (Queue<Vec<Py>>, String, i64)) {
+    for seq in 0..n {
+        q.put(py_list(seq, &who)).unwrap();
+    }
+}
+
+fn get_lists((q, n): (Queue<Vec<Py>>, usize)) -> Vec<Vec<Py>> {
+    (0..n).map(|_| q.get().unwrap()).collect()
+}
+
+#[test]
+fn s31_parent_to_child_child_to_parent_and_child_to_child_through_one_queue() {
+    let check = LeakCheck::start();
+    {
+        for method in StartMethod::ALL {
+            let q = Queue::<Vec<Py>>::new().unwrap();
+
+            // parent -> child, with the seed's exact list among others
+            let sent = vec![
+                vec![Py::Int(1), Py::Str("str".into()), Py::None],
+                vec![],
+                vec![
+                    Py::List(vec![Py::Int(-1), Py::List(vec![])]),
+                    Py::Str("".into()),
+                ],
+                py_list(i64::MAX, "the parent"),
+            ];
+            let mut reader = start(method, get_lists, (q.clone(), sent.len()));
+            for item in &sent {
+                q.put(item.clone()).unwrap();
+            }
+            assert_eq!(reader.join_timeout(PROMPT).unwrap(), sent, "{method}");
+
+            // child -> parent
+            let mut writer = start(method, put_lists, (q.clone(), "a child".into(), 100));
+            let got: Vec<Vec<Py>> = (0..100).map(|_| q.get_timeout(PROMPT).unwrap()).collect();
+            let expected: Vec<Vec<Py>> = (0..100).map(|s| py_list(s, "a child")).collect();
+            assert_eq!(got, expected, "{method}");
+            writer.join_timeout(PROMPT).unwrap();
+
+            // child -> child
+            let mut producer = start(method, put_lists, (q.clone(), "a sibling".into(), 1000));
+            let mut consumer = start(method, get_lists, (q.clone(), 1000));
+            producer.join_timeout(PROMPT).unwrap();
+            let got = consumer.join_timeout(PROMPT).unwrap();
+            let expected: Vec<Vec<Py>> = (0..1000).map(|s| py_list(s, "a sibling")).collect();
+            assert_eq!(got, expected, "{method}");
+            assert!(q.empty(), "{method}");
+        }
+    }
+    check.assert_clean();
+}
+
+/// Checks that `got` holds, for every producer in `counts`, its lists `0..count` in
+/// order, and nothing else.
+fn assert_producer_order(got: &[Vec<Py>], counts: &[(&str, i64)], method: StartMethod) {
+    let mut by_producer: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for item in got {
+        match item.as_slice() {
+            [Py::Int(seq), Py::Str(who), Py::None] => {
+                by_producer.entry(who.clone()).or_default().push(*seq)
+            }
+            other => panic!("{method}: an item no producer put: {other:?}"),
+        }
+    }
+    assert_eq!(by_producer.len(), counts.len(), "{method}: {by_producer:?}");
+    for (who, count) in counts {
+        let seqs = &by_producer[&format!("from {who}")];
+        assert_eq!(*seqs, (0..*count).collect::<Vec<_>>(), "{method}: {who}");
+    }
+}
+
+#[test]
+fn s31_three_producers_at_once_each_keep_their_order() {
+    let check = LeakCheck::start();
+    {
+        for method in StartMethod::ALL {
+            let q = Queue::<Vec<Py>>::new().unwrap();
+            let total = 3 * 500;
+            let mut consumer = start(method, get_lists, (q.clone(), total));
+            let mut producers = [
+                start(method, put_lists, (q.clone(), "child 1".into(), 500)),
+                start(method, put_lists, (q.clone(), "child 2".into(), 500)),
+            ];
+            put_lists((q.clone(), "the parent".into(), 500));
+            for p in &mut producers {
+                p.join_timeout(PROMPT).unwrap();
+            }
+            let got = consumer.join_timeout(PROMPT).unwrap();
+            assert_eq!(got.len(), total, "{method}");
+            assert_producer_order(
+                &got,
+                &[("child 1", 500), ("child 2", 500), ("the parent", 500)],
+                method,
+            );
+            assert!(q.empty(), "{method}");
+        }
+    }
+    check.assert_clean();
+}
+
+fn put_one((q, item): (Queue<Vec<Py>>, Vec<Py>)) {
+    q.put(item).unwrap();
+}
+
+/// A producer that exits frees its lane; the next process to put takes the lane over,
+/// and its items must arrive as they were put, whatever their size.
+#[test]
+fn s31_a_producer_taking_over_a_freed_lane_delivers_intact_items() {
+    let check = LeakCheck::start();
+    {
+        for method in StartMethod::ALL {
+            let q = Queue::<Vec<Py>>::new().unwrap();
+            let short = vec![Py::None];
+            let long = vec![Py::Str("0123456789abcdefghijklmnopqrstuvwxyz".into()); 3];
+            for item in [short.clone(), long.clone(), short, long] {
+                let mut producer = start(method, put_one, (q.clone(), item.clone()));
+                producer.join_timeout(PROMPT).unwrap();
+                assert_eq!(q.get_timeout(PROMPT).unwrap(), item, "{method}");
+            }
+        }
+    }
+    check.assert_clean();
+}
+
+// ---- S32: producers and consumers ----------------------------------------------------
+
+const N: u32 = 500;
+
+/// An item: (producer, sequence number).
+type Item = (u8, u32);
+
+fn produce((q, producer): (Queue<Option<Item>>, u8)) {
+    for i in 0..N {
+        q.put(Some((producer, i))).unwrap();
+    }
+}
+
+/// Takes items until the `None` sentinel; returns them in the order taken.
+fn consume(q: Queue<Option<Item>>) -> Vec<Item> {
+    let mut eaten = Vec::new();
+    while let Some(item) = q.get().unwrap() {
+        eaten.push(item);
+    }
+    eaten
+}
+
+/// Every item of both producers, sorted.
+fn all_items() -> Vec<Item> {
+    (1..=2u8)
+        .flat_map(|p| (0..N).map(move |i| (p, i)))
+        .collect()
+}
+
+#[test]
+fn s32_sentinel_per_consumer_every_item_consumed_exactly_once() {
+    let check = LeakCheck::start();
+    {
+        // The seed starts the consumers with the producers; started last, they find
+        // every item and both sentinels already queued, which must not change the outcome.
+        for (method, consumers_first) in StartMethod::ALL
+            .into_iter()
+            .flat_map(|m| [(m, true), (m, false)])
+        {
+            let case = format!(
+                "{method}, consumers started {}",
+                if consumers_first { "first" } else { "last" }
+            );
+            let q = Queue::<Option<Item>>::new().unwrap();
+            let mut p1 = start(method, produce, (q.clone(), 1));
+            let mut p2 = start(method, produce, (q.clone(), 2));
+            let start_consumers = || {
+                [
+                    start(method, consume, q.clone()),
+                    start(method, consume, q.clone()),
+                ]
+            };
+            let mut consumers = consumers_first.then(start_consumers);
+            // The seed: after each producer ends, one sentinel.
+            p1.join_timeout(PROMPT).unwrap();
+            q.put(None).unwrap();
+            p2.join_timeout(PROMPT).unwrap();
+            q.put(None).unwrap();
+            let eaten = consumers
+                .get_or_insert_with(start_consumers)
+                .each_mut()
+                .map(|c| c.join_timeout(PROMPT).unwrap());
+            let left: Vec<Option<Item>> = q.try_iter().collect();
+
+            // Each consumer saw each producer's items in the order they were put.
+            for (c, items) in eaten.iter().enumerate() {
+                for p in 1..=2u8 {
+                    let seqs: Vec<u32> = items.iter().filter(|i| i.0 == p).map(|i| i.1).collect();
+                    assert!(
+                        seqs.windows(2).all(|w| w[0] < w[1]),
+                        "{case}: consumer {c} took producer {p}'s items out of order"
+                    );
+                }
+            }
+            let mut all: Vec<Item> = eaten.concat();
+            all.sort_unstable();
+            let missing = all_items()
+                .iter()
+                .filter(|i| all.binary_search(i).is_err())
+                .count();
+            let duplicates = all.windows(2).filter(|w| w[0] == w[1]).count();
+            assert_eq!(
+                (missing, duplicates, left.len()),
+                (0, 0, 0),
+                "{case}: {missing} items never consumed, {duplicates} consumed twice, \
+                 {} left in the queue after both sentinels were taken (first: {:?})",
+                left.len(),
+                &left[..left.len().min(4)]
+            );
+            assert_eq!(all, all_items(), "{case}");
+        }
+    }
+    check.assert_clean();
+}
+
+/// Puts 1, 2, 3, then keeps its lane (stays alive) until told to go.
+fn put_three_and_hold((q, hold): (Queue<Option<Item>>, Queue<()>)) {
+    for i in 1..=3 {
+        q.put(Some((1, i))).unwrap();
+    }
+    hold.get().unwrap();
+}
+
+/// What the sentinel pattern relies on: an item put after others were already in the
+/// queue (here: after `qsize()` counted them) comes out after them, whoever put them.
+#[test]
+fn s32_a_sentinel_comes_out_after_the_items_already_queued() {
+    let check = LeakCheck::start();
+    {
+        for method in StartMethod::ALL {
+            let q = Queue::<Option<Item>>::new().unwrap();
+            let hold = Queue::<()>::new().unwrap();
+            let mut producer = start(method, put_three_and_hold, (q.clone(), hold.clone()));
+            wait_until("the three items", || q.qsize() == 3);
+            q.put(None).unwrap();
+            let order: Vec<Option<Item>> = (0..4).map(|_| q.get_timeout(PROMPT).unwrap()).collect();
+            hold.put(()).unwrap();
+            producer.join_timeout(PROMPT).unwrap();
+            assert_eq!(
+                order,
+                [Some((1, 1)), Some((1, 2)), Some((1, 3)), None],
+                "{method}"
+            );
+        }
+    }
+    check.assert_clean();
+}
+
+fn produce_joinable((q, producer): (JoinableQueue<Item>, u8)) {
+    for i in 0..N {
+        q.put((producer, i)).unwrap();
+    }
+}
+
+/// Records each item in `done`, then marks it done; returns how many it did once the
+/// queue is shut down.
+fn consume_joinable((q, done): (JoinableQueue<Item>, Queue<Item>)) -> usize {
+    let mut count = 0;
+    while let Ok(item) = q.get() {
+        done.put(item).unwrap();
+        q.task_done().unwrap();
+        count += 1;
+    }
+    count
+}
+
+#[test]
+fn s32_joinable_queue_join_returns_once_every_item_is_done() {
+    let check = LeakCheck::start();
+    {
+        for method in StartMethod::ALL {
+            let q = JoinableQueue::<Item>::new().unwrap();
+            let done = Queue::<Item>::new().unwrap();
+            let total = 2 * N as usize;
+            let mut producers = [
+                start(method, produce_joinable, (q.clone(), 1)),
+                start(method, produce_joinable, (q.clone(), 2)),
+            ];
+            for p in &mut producers {
+                p.join_timeout(PROMPT).unwrap();
+            }
+            assert_eq!(q.unfinished_tasks(), total, "{method}");
+            assert_eq!(q.qsize(), total, "{method}");
+            assert!(
+                !q.join_timeout(Duration::from_millis(10)),
+                "{method}: join returned with every task unfinished"
+            );
+
+            let mut consumers = [0, 1].map(|_| {
+                let p = builder(method)
+                    .daemon(true)
+                    .start(consume_joinable, (q.clone(), done.clone()))
+                    .unwrap();
+                assert!(p.is_daemon());
+                Child(p)
+            });
+            assert!(q.join_timeout(PROMPT), "{method}: join never returned");
+            // Every consumer records an item before marking it done: join returned no
+            // earlier than the last task_done.
+            assert_eq!(done.qsize(), total, "{method}");
+            assert_eq!(q.unfinished_tasks(), 0, "{method}");
+            assert!(q.empty(), "{method}");
+            assert!(q.task_done().is_err(), "{method}: one task_done too many");
+
+            let mut recorded: Vec<Item> = done.try_iter().collect();
+            recorded.sort_unstable();
+            assert_eq!(recorded, all_items(), "{method}: each item exactly once");
+
+            // The seed's daemons die with the main process; here they are told to stop.
+            q.shutdown();
+            let counts: Vec<usize> = consumers
+                .iter_mut()
+                .map(|c| c.join_timeout(PROMPT).unwrap())
+                .collect();
+            assert_eq!(counts.iter().sum::<usize>(), total, "{method}: {counts:?}");
+        }
+    }
+    check.assert_clean();
 }
