@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use multiproc::executor::FutureError;
+use multiproc::executor::WaitError;
 use multiproc::pool::Pool;
 
 fn func(x: u64) -> u64 {
@@ -74,7 +74,7 @@ pub fn run() {
 
     let res = p.apply_async(sleep, long).expect("submit");
     match res.get_timeout(wait) {
-        Err(FutureError::WaitTimeout) => println!("Timeout error!"),
+        Err(WaitError::Timeout) => println!("Timeout error!"),
         other => panic!("expected a timeout, got {other:?}"),
     }
     // Leaving the pool terminates it (Python's `with`): the sleep does not hold us.

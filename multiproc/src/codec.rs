@@ -66,7 +66,7 @@ impl Limits {
 }
 
 /// Why a message could not be encoded or decoded.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CodecError {
     /// Fewer bytes than the frame needs: the peer stopped (or died) mid-message.

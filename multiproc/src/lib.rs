@@ -19,7 +19,7 @@
 //!
 //! ```
 //! # multiproc::init();
-//! use multiproc::pool::{FutureError, Pool};
+//! use multiproc::pool::{TaskError, Pool};
 //!
 //! fn risky(x: u32) -> u32 {
 //!     if x == 13 { std::process::abort() } // a crash in native code, say
@@ -28,7 +28,7 @@
 //!
 //! let pool = Pool::new(2)?;
 //! let results: Vec<_> = pool.imap(risky, 10..16)?.collect();
-//! assert!(matches!(results[3], Err(FutureError::WorkerDied { .. })));
+//! assert!(matches!(results[3], Err(TaskError::WorkerDied { .. })));
 //! assert_eq!(results[4].as_ref().ok(), Some(&28)); // the others complete
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -62,7 +62,7 @@
 //! | `concurrent.futures.ThreadPoolExecutor`, `Future`, `as_completed`, `wait` | [`executor::ThreadPoolExecutor`], [`executor::Future`], [`executor::as_completed`], [`executor::wait`] |
 //! | `concurrent.futures.ProcessPoolExecutor`, `Executor` | [`executor::ProcessPoolExecutor`], [`executor::Executor`] |
 //! | `multiprocessing.Pool`, `apply_async`, `AsyncResult.get(timeout)`, `map`, `imap_unordered`, `starmap`, `close`, `join`, `terminate` | [`pool::Pool`], [`pool::AsyncResult`] (see the [`pool`] module's table) |
-//! | `BrokenProcessPool` / a Pool hung by a dead worker | [`executor::FutureError::WorkerDied`] for that task only |
+//! | `BrokenProcessPool` / a Pool hung by a dead worker | [`executor::TaskError::WorkerDied`] for that task only |
 //! | `queue.Queue(maxsize)`, `get_nowait`, `task_done`, `join`, `shutdown` | [`queue::Queue`] ([`queue::GetError`], [`queue::PutError`]) |
 //! | `subprocess.call(args)`, `check_call`, `check_output` | [`subprocess::call`] → [`ExitStatus`], [`subprocess::check_call`], [`subprocess::check_output`] |
 //! | `subprocess.run(args, input=…, capture_output=True, check=True, timeout=…)` | [`subprocess::run`]`(args).input(…).capture().check().timeout(…).output()` → [`subprocess::Completed`] |
@@ -92,6 +92,7 @@
 pub mod codec;
 pub mod connection;
 pub mod executor;
+pub(crate) mod future;
 pub(crate) mod handle;
 pub mod manager;
 pub mod pool;

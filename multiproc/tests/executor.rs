@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use multiproc::executor::{
-    FutureError, ReturnWhen, Shutdown, ThreadPoolExecutor, as_completed, wait,
+    ReturnWhen, Shutdown, TaskError, ThreadPoolExecutor, WaitError, as_completed, wait,
 };
 
 const PROMPT: Duration = Duration::from_secs(60);
@@ -47,7 +47,7 @@ fn s21_submit_returns_at_once_and_cancel_fails_for_a_running_task() {
     open.send(()).unwrap();
     assert_eq!(running.result().unwrap(), 1);
     assert!(running.done() && !running.cancelled());
-    assert_eq!(running.result(), Err(FutureError::Taken));
+    assert_eq!(running.result(), Err(WaitError::Taken));
 }
 
 #[test]
@@ -62,7 +62,7 @@ fn a_queued_task_can_be_cancelled_and_never_runs() {
         .unwrap();
     assert!(queued.cancel());
     assert!(queued.cancelled() && queued.done());
-    assert_eq!(queued.result(), Err(FutureError::Cancelled));
+    assert_eq!(queued.result(), Err(WaitError::Task(TaskError::Cancelled)));
     open.send(()).unwrap();
     assert_eq!(busy.result().unwrap(), 1);
     drop(pool); // joins: the cancelled task was skipped
@@ -75,15 +75,15 @@ fn a_panicking_task_is_its_own_error_and_the_pool_goes_on() {
     let bad = pool.submit(|| -> u32 { panic!("boom") }).unwrap();
     assert_eq!(
         bad.exception(),
-        Some(FutureError::Panicked {
+        Some(TaskError::Panicked {
             message: "boom".into()
         })
     );
     assert_eq!(
         bad.result(),
-        Err(FutureError::Panicked {
+        Err(WaitError::Task(TaskError::Panicked {
             message: "boom".into()
-        })
+        }))
     );
     assert_eq!(pool.submit(|| 5).unwrap().result().unwrap(), 5);
 }
@@ -96,7 +96,7 @@ fn result_timeout_leaves_the_future_pending() {
     let t0 = Instant::now();
     assert_eq!(
         f.result_timeout(Duration::from_millis(50)),
-        Err(FutureError::WaitTimeout)
+        Err(WaitError::Timeout)
     );
     assert!(t0.elapsed() >= Duration::from_millis(50));
     open.send(()).unwrap();

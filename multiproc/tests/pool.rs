@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use multiproc::executor::FutureError;
+use multiproc::executor::{TaskError, WaitError};
 use multiproc::pool::{Pool, PoolError};
 use multiproc::shared::Atomic;
 use multiproc::sync::Event;
@@ -152,7 +152,7 @@ fn apply_imap_starmap_and_async_results() {
         assert!(r.ready());
         assert_eq!(r.successful(), Some(true));
         assert_eq!(r.get().unwrap(), 144);
-        assert_eq!(r.get().unwrap_err(), FutureError::Taken);
+        assert_eq!(r.get().unwrap_err(), WaitError::Taken);
 
         let ordered: Vec<u64> = p.imap(square, 0..50).unwrap().map(Result::unwrap).collect();
         assert_eq!(ordered, (0..50).map(|x| x * x).collect::<Vec<_>>());
@@ -195,13 +195,16 @@ fn s43_get_timeout_only_stops_waiting() {
         let t0 = Instant::now();
         assert_eq!(
             slow.get_timeout(Duration::from_millis(100)).unwrap_err(),
-            FutureError::WaitTimeout
+            WaitError::Timeout
         );
         assert!(t0.elapsed() >= Duration::from_millis(100));
         assert!(!slow.ready(), "the task goes on after a timed-out get");
         // Leaving the pool terminates it: the 600 s task does not hold the test.
         drop(p);
-        assert_eq!(slow.get().unwrap_err(), FutureError::Terminated);
+        assert_eq!(
+            slow.get().unwrap_err(),
+            WaitError::Task(TaskError::Terminated)
+        );
     }
     check.assert_clean();
 }
@@ -271,7 +274,7 @@ fn a_panic_fails_only_its_item_and_the_iteration_goes_on() {
             for (i, r) in got.iter().enumerate() {
                 if i == 3 {
                     match r {
-                        Err(FutureError::Panicked { message }) => {
+                        Err(TaskError::Panicked { message }) => {
                             assert!(message.contains("three is not allowed"))
                         }
                         other => panic!("{other:?}"),
@@ -283,7 +286,7 @@ fn a_panic_fails_only_its_item_and_the_iteration_goes_on() {
         }
         match p.map(fails_on_3, 0..8) {
             Err(PoolError::Item { index: 3, error }) => {
-                assert!(matches!(error, FutureError::Panicked { .. }))
+                assert!(matches!(error, TaskError::Panicked { .. }))
             }
             other => panic!("{other:?}"),
         }
@@ -319,7 +322,7 @@ fn a_killed_worker_fails_only_its_task_and_is_replaced() {
             .collect();
         let outcomes: Vec<_> = results.iter().map(|r| r.get()).collect();
         match &outcomes[0] {
-            Err(FutureError::WorkerDied { pid, status }) => {
+            Err(WaitError::Task(TaskError::WorkerDied { pid, status })) => {
                 assert!(before.contains(pid));
                 assert_eq!(status.signal(), Some(libc::SIGKILL));
             }
@@ -336,7 +339,7 @@ fn a_killed_worker_fails_only_its_task_and_is_replaced() {
             .unwrap()
             .collect();
         assert_eq!(got[0].as_ref().unwrap(), &5);
-        assert!(matches!(got[1], Err(FutureError::WorkerDied { .. })));
+        assert!(matches!(got[1], Err(TaskError::WorkerDied { .. })));
         assert_eq!(got[2].as_ref().unwrap(), &6);
         p.close();
         p.join();
@@ -349,8 +352,8 @@ fn abort_segfault_and_exit_in_a_task_are_worker_deaths() {
     let check = LeakCheck::start();
     for method in StartMethod::ALL {
         let p = pool(method, 2);
-        let died = |r: Result<u32, FutureError>| match r {
-            Err(FutureError::WorkerDied { status, .. }) => status,
+        let died = |r: Result<u32, WaitError>| match r {
+            Err(WaitError::Task(TaskError::WorkerDied { status, .. })) => status,
             other => panic!("{method}: {other:?}"),
         };
         let s = died(p.apply_async(abort_self, ()).unwrap().get());
@@ -377,7 +380,10 @@ fn a_task_over_its_time_limit_is_stopped_and_the_next_runs_in_a_new_worker() {
         let slow = p
             .schedule(sleep_then, Duration::from_secs(600), limit)
             .unwrap();
-        assert_eq!(slow.get().unwrap_err(), FutureError::TimedOut { limit });
+        assert_eq!(
+            slow.get().unwrap_err(),
+            WaitError::Task(TaskError::TimedOut { limit })
+        );
         let next = p.apply(pid, ()).unwrap();
         assert_ne!(next, first, "{method}: the worker was replaced");
         // A quick task under a limit is not affected.
@@ -399,10 +405,7 @@ fn a_task_over_its_time_limit_is_stopped_and_the_next_runs_in_a_new_worker() {
             .unwrap()
             .collect();
         assert_eq!(got[0].as_ref().unwrap(), &7);
-        assert_eq!(
-            got[1].as_ref().unwrap_err(),
-            &FutureError::TimedOut { limit }
-        );
+        assert_eq!(got[1].as_ref().unwrap_err(), &TaskError::TimedOut { limit });
         p.close();
         p.join();
     }
@@ -448,7 +451,10 @@ fn cancel_running_stops_a_running_task() {
         assert!(!f.cancel(), "Python's cancel() fails for a running task");
         assert!(f.cancel_running());
         assert!(f.cancelled());
-        assert_eq!(f.result().unwrap_err(), FutureError::Cancelled);
+        assert_eq!(
+            f.result().unwrap_err(),
+            WaitError::Task(TaskError::Cancelled)
+        );
         assert_eq!(p.apply(square, 5).unwrap(), 25);
         assert_ne!(p.worker_pids(), before, "{method}: replaced");
         p.close();
@@ -554,7 +560,7 @@ fn a_failing_initializer_breaks_the_pool_with_a_clear_error() {
             .build()
             .unwrap();
         match p.apply(square, 2) {
-            Err(PoolError::Task(FutureError::Broken { reason })) => {
+            Err(PoolError::Task(TaskError::Broken { reason })) => {
                 assert!(reason.contains("no database here"), "{reason}")
             }
             // The initializer may already have broken the pool before the submit.
@@ -631,14 +637,22 @@ fn every_serialisation_step_fails_its_task_only() {
         let pids = p.worker_pids();
         let in_worker = p.apply_async(takes_undecodable, Undecodable).unwrap().get();
         match in_worker {
-            Err(FutureError::Serialization { message }) => {
+            // The worker's failure arrives as its message.
+            Err(WaitError::Task(TaskError::Serialization {
+                message,
+                source: None,
+            })) => {
                 assert!(message.contains("arguments"), "{message}")
             }
             other => panic!("{method}: {other:?}"),
         }
         let in_parent = p.apply_async(makes_undecodable, ()).unwrap().get();
         match in_parent {
-            Err(FutureError::Serialization { message }) => {
+            // This process's failure carries the codec's error.
+            Err(WaitError::Task(TaskError::Serialization {
+                message,
+                source: Some(multiproc::CodecError::Decode { .. }),
+            })) => {
                 assert!(message.contains("result"), "{message}")
             }
             other => panic!("{method}: {other:?}"),
@@ -651,7 +665,7 @@ fn every_serialisation_step_fails_its_task_only() {
             .collect();
         assert!(
             got.iter()
-                .all(|r| matches!(r, Err(FutureError::Serialization { .. }))),
+                .all(|r| matches!(r, Err(TaskError::Serialization { .. }))),
             "{method}: {got:?}"
         );
         assert_eq!(p.worker_pids(), pids, "{method}: no worker lost");
@@ -676,7 +690,10 @@ fn serialisation_failures_fail_the_task_only() {
         let pids = p.worker_pids();
         for _ in 0..20 {
             match p.apply_async(make_unencodable, ()).unwrap().get() {
-                Err(FutureError::Serialization { message }) => {
+                Err(WaitError::Task(TaskError::Serialization {
+                    message,
+                    source: None,
+                })) => {
                     assert!(message.contains("result"), "{message}")
                 }
                 other => panic!("{method}: {other:?}"),
@@ -703,7 +720,7 @@ fn terminate_and_drop_mid_map_leave_nothing_behind() {
         p.terminate();
         match r.get() {
             Err(PoolError::Item { index: 0, error }) => {
-                assert_eq!(error, FutureError::Terminated)
+                assert_eq!(error, TaskError::Terminated)
             }
             other => panic!("{method}: {other:?}"),
         }
@@ -817,7 +834,7 @@ fn big_data_with_crashes_never_hangs() {
             let others: Vec<_> = (0..20).map(|i| p.apply_async(square, i).unwrap()).collect();
             match dying.get() {
                 Ok(bytes) => assert!(bytes.len() == 64 << 20 && bytes.iter().all(|&b| b == 7)),
-                Err(FutureError::WorkerDied { .. }) => {}
+                Err(WaitError::Task(TaskError::WorkerDied { .. })) => {}
                 other => panic!("{method}: {other:?}"),
             }
             for (i, r) in others.iter().enumerate() {
@@ -833,7 +850,7 @@ fn big_data_with_crashes_never_hangs() {
         for r in pending {
             match r.get() {
                 Ok(n) => assert_eq!(n, 100 << 20),
-                Err(FutureError::Terminated) => {}
+                Err(WaitError::Task(TaskError::Terminated)) => {}
                 other => panic!("{method}: {other:?}"),
             }
         }

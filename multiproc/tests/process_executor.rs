@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use multiproc::executor::{
-    Executor, FutureError, ProcessPoolExecutor, ReturnWhen, Shutdown, ThreadPoolExecutor,
+    Executor, ProcessPoolExecutor, ReturnWhen, Shutdown, TaskError, ThreadPoolExecutor, WaitError,
     as_completed, wait,
 };
 use multiproc::testing::LeakCheck;
@@ -80,7 +80,7 @@ fn submit_result_map_as_completed_and_wait() {
         let w = wait(&fs, ReturnWhen::AllCompleted, Some(PROMPT));
         assert_eq!(w.done.len(), 2);
         match fs[0].exception() {
-            Some(FutureError::Panicked { message }) => assert_eq!(message, "boom"),
+            Some(TaskError::Panicked { message }) => assert_eq!(message, "boom"),
             other => panic!("{other:?}"),
         }
         ex.shutdown(true, false);
@@ -100,7 +100,7 @@ fn a_killed_worker_does_not_break_the_executor() {
         let dead = ex.submit(die, ()).unwrap();
         let others: Vec<_> = (0..20).map(|i| ex.submit(cube, i).unwrap()).collect();
         match dead.result() {
-            Err(FutureError::WorkerDied { pid, status }) => {
+            Err(WaitError::Task(TaskError::WorkerDied { pid, status })) => {
                 assert!(pids.contains(&pid), "{method}");
                 assert_eq!(status.signal(), Some(libc::SIGKILL));
             }
@@ -126,13 +126,16 @@ fn cancel_pending_and_shutdown_cancel_futures() {
         let last = queued.last().unwrap();
         assert!(last.cancel(), "{method}");
         assert!(last.cancelled());
-        assert_eq!(last.result().unwrap_err(), FutureError::Cancelled);
+        assert_eq!(
+            last.result().unwrap_err(),
+            WaitError::Task(TaskError::Cancelled)
+        );
         ex.shutdown(true, true);
         assert_eq!(running.result().unwrap(), 300);
         for f in &queued[..4] {
             // Either run before the shutdown reached it, or cancelled by it.
             match f.result() {
-                Ok(_) | Err(FutureError::Cancelled) => {}
+                Ok(_) | Err(WaitError::Task(TaskError::Cancelled)) => {}
                 other => panic!("{method}: {other:?}"),
             }
         }
@@ -179,11 +182,13 @@ fn a_failing_initializer_breaks_the_executor() {
             .build()
             .unwrap();
         match ex.submit(cube, 1).unwrap().result() {
-            Err(FutureError::Broken { reason }) => assert!(reason.contains("cannot initialise")),
+            Err(WaitError::Task(TaskError::Broken { reason })) => {
+                assert!(reason.contains("cannot initialise"))
+            }
             other => panic!("{method}: {other:?}"),
         }
         match ex.submit(cube, 1).unwrap().result() {
-            Err(FutureError::Broken { .. }) => {}
+            Err(WaitError::Task(TaskError::Broken { .. })) => {}
             other => panic!("{method}: {other:?}"),
         }
     }
@@ -197,7 +202,10 @@ fn schedule_stops_a_task_over_its_limit() {
         let ex = executor(method, 1);
         let limit = Duration::from_millis(200);
         let f = ex.schedule(sleep_ms, 600_000, limit).unwrap();
-        assert_eq!(f.result().unwrap_err(), FutureError::TimedOut { limit });
+        assert_eq!(
+            f.result().unwrap_err(),
+            WaitError::Task(TaskError::TimedOut { limit })
+        );
         assert_eq!(ex.submit(cube, 4).unwrap().result().unwrap(), 64);
     }
     check.assert_clean();

@@ -26,7 +26,6 @@
 //! | `await asyncio.wrap_future(f)` | `f.await` (a `Future` is a [`std::future::Future`]) |
 //! | `as_completed(fs)`, `as_completed(fs, timeout)`, `wait(fs, return_when=…)` | [`as_completed`], [`as_completed_timeout`], [`wait`] with [`ReturnWhen`] |
 
-pub(crate) mod future;
 mod process;
 
 use std::sync::Arc;
@@ -36,8 +35,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
-pub use future::{Future, FutureError};
-use future::{HasInner, Inner};
+pub use crate::future::{Future, TaskError, WaitError};
+use crate::future::{HasInner, Inner};
 pub use process::{Executor, ProcessPoolBuilder, ProcessPoolExecutor};
 
 /// `submit` after [`ThreadPoolExecutor::shutdown`] (Python raises `RuntimeError`).
@@ -75,7 +74,7 @@ impl<T: Send, F: FnOnce() -> T + Send> Task for Cell<T, F> {
             return;
         }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)).map_err(|p| {
-            FutureError::Panicked {
+            TaskError::Panicked {
                 message: crate::process::child::panic_message(p.as_ref()),
             }
         });
@@ -174,7 +173,7 @@ impl ThreadPoolExecutor {
     }
 
     /// Schedules `task`; returns at once with its [`Future`] (S21). A panic in the task
-    /// becomes [`FutureError::Panicked`] and leaves the pool running.
+    /// becomes [`TaskError::Panicked`] and leaves the pool running.
     pub fn submit<T, F>(&self, task: F) -> Result<Future<T>, Shutdown>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -199,7 +198,7 @@ impl ThreadPoolExecutor {
         &self,
         task: F,
         items: I,
-    ) -> Result<impl Iterator<Item = Result<T, FutureError>> + use<I, T, F>, Shutdown>
+    ) -> Result<impl Iterator<Item = Result<T, TaskError>> + use<I, T, F>, Shutdown>
     where
         I: IntoIterator,
         I::Item: Send + 'static,
@@ -214,7 +213,7 @@ impl ThreadPoolExecutor {
                 self.submit(move || task(item))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(futures.into_iter().map(|f| f.result()))
+        Ok(futures.into_iter().map(Future::into_outcome))
     }
 
     /// Stops taking tasks (Python's `shutdown`). With `cancel_futures`, tasks not yet
@@ -274,7 +273,7 @@ fn completions<T: Send + 'static>(
 ///
 /// ```
 /// use std::time::Duration;
-/// use multiproc::executor::{FutureError, ThreadPoolExecutor, as_completed_timeout};
+/// use multiproc::executor::{ThreadPoolExecutor, WaitError, as_completed_timeout};
 ///
 /// let pool = ThreadPoolExecutor::new(2);
 /// let (tx, rx) = std::sync::mpsc::channel::<()>();
@@ -283,14 +282,14 @@ fn completions<T: Send + 'static>(
 /// let got: Vec<_> = as_completed_timeout(vec![quick], Duration::from_secs(60)).collect();
 /// assert_eq!(got.len(), 1);
 /// let mut it = as_completed_timeout(vec![stuck], Duration::from_millis(50));
-/// assert_eq!(it.next().unwrap().unwrap_err(), FutureError::WaitTimeout);
+/// assert_eq!(it.next().unwrap().unwrap_err(), WaitError::Timeout);
 /// assert!(it.next().is_none());
 /// drop(tx);
 /// ```
 pub fn as_completed_timeout<T: Send + 'static>(
     futures: impl IntoIterator<Item = Future<T>>,
     timeout: Duration,
-) -> impl Iterator<Item = Result<Future<T>, FutureError>> {
+) -> impl Iterator<Item = Result<Future<T>, WaitError>> {
     let deadline = Instant::now().checked_add(timeout);
     let (mut slots, rx) = completions(futures);
     let mut timed_out = false;
@@ -306,7 +305,7 @@ pub fn as_completed_timeout<T: Send + 'static>(
             Ok(i) => slots[i].take().map(Ok),
             Err(true) => {
                 timed_out = true;
-                Some(Err(FutureError::WaitTimeout))
+                Some(Err(WaitError::Timeout))
             }
             Err(false) => None,
         }

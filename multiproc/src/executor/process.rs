@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Future, FutureError, Shutdown};
+use super::{Future, Shutdown, TaskError};
 use crate::StartMethod;
 use crate::pool::{Arg, Core, PoolBuilder, PoolError, Ret};
 
@@ -54,7 +54,7 @@ impl ProcessPoolBuilder {
     }
 
     /// The default time limit of every task: over it, the task's worker is killed and
-    /// replaced and the future fails with [`FutureError::TimedOut`].
+    /// replaced and the future fails with [`TaskError::TimedOut`].
     pub fn task_timeout(mut self, limit: Duration) -> Self {
         self.pool = self.pool.task_timeout(limit);
         self
@@ -72,7 +72,7 @@ impl ProcessPoolBuilder {
 /// `concurrent.futures.ProcessPoolExecutor`).
 ///
 /// Unlike Python's, one worker dying does not break the executor: only the future of
-/// the task it ran fails ([`FutureError::WorkerDied`]) and a replacement starts.
+/// the task it ran fails ([`TaskError::WorkerDied`]) and a replacement starts.
 /// Dropping it is Python's `with` exit: `shutdown(wait=True)`.
 ///
 /// ```
@@ -137,11 +137,12 @@ impl ProcessPoolExecutor {
             Err(PoolError::Closed) => Err(Shutdown),
             // Python raises these from `submit` too; here the future carries them, so
             // that every failure is read in the same place.
-            Err(PoolError::Broken { reason }) => Ok(Future::failed(FutureError::Broken { reason })),
-            Err(PoolError::Arguments(e)) => Ok(Future::failed(FutureError::Serialization {
-                message: format!("cannot send the arguments: {e}"),
-            })),
-            Err(e) => Ok(Future::failed(FutureError::Broken {
+            Err(PoolError::Broken { reason }) => Ok(Future::failed(TaskError::Broken { reason })),
+            Err(PoolError::Arguments(e)) => Ok(Future::failed(TaskError::codec(
+                "cannot send the arguments",
+                e,
+            ))),
+            Err(e) => Ok(Future::failed(TaskError::Broken {
                 reason: e.to_string(),
             })),
         }
@@ -208,12 +209,15 @@ impl ProcessPoolExecutor {
             // As `submit`: the failure is read from the results.
             Err(PoolError::Broken { reason }) => Ok(crate::pool::IMap::failed(
                 total,
-                FutureError::Broken { reason },
+                TaskError::Broken { reason },
             )),
             Err(e) => Ok(crate::pool::IMap::failed(
                 total,
-                FutureError::Serialization {
-                    message: e.to_string(),
+                match e {
+                    PoolError::Arguments(e) => TaskError::codec("cannot send the arguments", e),
+                    e => TaskError::Broken {
+                        reason: e.to_string(),
+                    },
                 },
             )),
         }
@@ -267,7 +271,7 @@ pub trait Executor {
         &self,
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A>,
-    ) -> Result<Box<dyn Iterator<Item = Result<R, FutureError>>>, Shutdown>
+    ) -> Result<Box<dyn Iterator<Item = Result<R, TaskError>>>, Shutdown>
     where
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static;
@@ -289,7 +293,7 @@ impl Executor for ProcessPoolExecutor {
         &self,
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A>,
-    ) -> Result<Box<dyn Iterator<Item = Result<R, FutureError>>>, Shutdown>
+    ) -> Result<Box<dyn Iterator<Item = Result<R, TaskError>>>, Shutdown>
     where
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
@@ -315,7 +319,7 @@ impl Executor for super::ThreadPoolExecutor {
         &self,
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A>,
-    ) -> Result<Box<dyn Iterator<Item = Result<R, FutureError>>>, Shutdown>
+    ) -> Result<Box<dyn Iterator<Item = Result<R, TaskError>>>, Shutdown>
     where
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,

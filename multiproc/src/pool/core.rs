@@ -14,8 +14,8 @@
 //!   completes the tasks outside its lock. Every few milliseconds, and whenever the
 //!   queue is idle, it checks the workers: a dead worker's replies are all in the queue
 //!   before its death can be seen, so after draining the queue the task the slot names
-//!   is the one that was running: it alone fails ([`FutureError::WorkerDied`], or
-//!   [`FutureError::TimedOut`] / `Cancelled` when the pool killed the worker), the
+//!   is the one that was running: it alone fails ([`TaskError::WorkerDied`], or
+//!   [`TaskError::TimedOut`] / `Cancelled` when the pool killed the worker), the
 //!   tasks queued behind it go back to `pending`, and a replacement starts.
 //! * **Shutdown.** `close` + `join`: once nothing is left the collector sends `Stop` to
 //!   every worker and reaps them. `terminate`: kill every worker, fail what is left.
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::worker::{self, Parts, Reply, Slots, TaskMsg};
-use crate::executor::FutureError;
+use crate::future::TaskError;
 use crate::process::child::Outcome;
 use crate::queue::mp::{GetError, QueueBuilder};
 use crate::sys::entry::FnAddr;
@@ -42,7 +42,7 @@ pub(crate) trait Sink: Send + Sync {
     /// The task ran: one outcome per item.
     fn complete(&self, items: Vec<Outcome>);
     /// The task did not run, or its worker died.
-    fn fail(&self, error: FutureError);
+    fn fail(&self, error: TaskError);
     /// A shutdown with `cancel_futures` drops the task before it started.
     fn cancel(&self);
 }
@@ -99,7 +99,7 @@ struct Worker {
     /// `Stop` was sent: no more tasks go to it.
     stopping: bool,
     /// The pool killed it because of this task, which fails with this error.
-    verdict: Option<(u64, FutureError)>,
+    verdict: Option<(u64, TaskError)>,
     /// The pool killed it (a verdict may have been cleared since by the task's reply:
     /// then the task it died in was not the one meant).
     killed: bool,
@@ -331,11 +331,11 @@ impl Core {
                 st.terminated = true;
                 let pending: Vec<Job> = st.pending.drain(..).collect();
                 for job in pending {
-                    failed.push((job.sink, Err(FutureError::Terminated)));
+                    failed.push((job.sink, Err(TaskError::Terminated)));
                 }
                 for w in &mut st.workers {
                     for job in w.sent.drain(..) {
-                        failed.push((job.sink, Err(FutureError::Terminated)));
+                        failed.push((job.sink, Err(TaskError::Terminated)));
                     }
                     if let Some(p) = &w.process {
                         let _ = p.kill();
@@ -423,12 +423,7 @@ impl Shared {
             let worker = &mut st.workers[w];
             if let Err(e) = worker.tasks.put_ref(&job.msg) {
                 st.in_flight -= 1;
-                failed.push((
-                    job.sink,
-                    Err(FutureError::Serialization {
-                        message: format!("cannot send the task to a worker: {e}"),
-                    }),
-                ));
+                failed.push((job.sink, Err(send_failure(e))));
                 continue;
             }
             worker.dispatched += 1;
@@ -498,7 +493,7 @@ impl Shared {
 
     /// The pool can no longer run tasks: fail every task, stop every worker.
     fn break_pool(&self, st: &mut State, reason: String, finished: &mut Finished) {
-        let error = FutureError::Broken {
+        let error = TaskError::Broken {
             reason: reason.clone(),
         };
         st.broken = Some(reason);
@@ -555,7 +550,7 @@ impl Shared {
             .wait()
             .ok()
             .unwrap_or_else(|| crate::ExitStatus::from_raw((None, Some(libc::SIGKILL))));
-        let died = FutureError::WorkerDied { pid, status };
+        let died = TaskError::WorkerDied { pid, status };
         let (current, _) = self.slots.current(i);
         let mut sent = std::mem::take(&mut w.sent);
         let verdict = w.verdict.take();
@@ -622,9 +617,9 @@ impl Shared {
                 st.in_flight -= 1;
                 finished.push((
                     job.sink,
-                    Err(FutureError::Serialization {
-                        message: "the task's result was lost: it could not be decoded".into(),
-                    }),
+                    Err(TaskError::serialization(
+                        "the task's result was lost: it could not be decoded",
+                    )),
                 ));
             }
         }
@@ -635,7 +630,7 @@ impl Shared {
         let now = worker::monotonic_ns();
         for (i, w) in st.workers.iter_mut().enumerate() {
             if let Some((id, limit, 0)) = self.time_left(i, w, now) {
-                w.verdict = Some((id, FutureError::TimedOut { limit }));
+                w.verdict = Some((id, TaskError::TimedOut { limit }));
                 w.killed = true;
                 if let Some(p) = &w.process {
                     let _ = p.kill();
@@ -718,7 +713,7 @@ impl Shared {
     }
 }
 
-type Finished = Vec<(Arc<dyn Sink>, Result<Vec<Outcome>, FutureError>)>;
+type Finished = Vec<(Arc<dyn Sink>, Result<Vec<Outcome>, TaskError>)>;
 
 /// Completes tasks (outside every lock: completion runs user callbacks).
 fn finish_all(finished: Finished) {
@@ -783,19 +778,26 @@ fn collect(shared: &Shared) {
     }
 }
 
+/// Why a task could not be put in its worker's queue.
+fn send_failure(error: crate::queue::mp::PutError<()>) -> TaskError {
+    match error {
+        crate::queue::mp::PutError::Codec((), e) => {
+            TaskError::codec("cannot send the task to a worker", e)
+        }
+        other => TaskError::serialization(format!("cannot send the task to a worker: {other}")),
+    }
+}
+
 /// Turns a task's single outcome into the caller's value.
 pub(crate) fn decode_outcome<R: serde::de::DeserializeOwned>(
     outcome: Outcome,
-) -> Result<R, FutureError> {
+) -> Result<R, TaskError> {
     match outcome {
-        Outcome::Returned(bytes) => {
-            crate::codec::decode::<R>(&bytes).map_err(|e| FutureError::Serialization {
-                message: format!("cannot decode the task's result: {e}"),
-            })
-        }
-        Outcome::Panicked(message) => Err(FutureError::Panicked { message }),
+        Outcome::Returned(bytes) => crate::codec::decode::<R>(&bytes)
+            .map_err(|e| TaskError::codec("cannot decode the task's result", e)),
+        Outcome::Panicked(message) => Err(TaskError::Panicked { message }),
         Outcome::Codec(message) | Outcome::Bootstrap(message) => {
-            Err(FutureError::Serialization { message })
+            Err(TaskError::serialization(message))
         }
     }
 }
@@ -818,7 +820,7 @@ pub(crate) fn stop_task(shared: &Weak<Shared>, id: u64) {
     let mut st = shared.state.lock();
     for (i, w) in st.workers.iter_mut().enumerate() {
         if w.sent.front().is_some_and(|j| j.id == id) && shared.slots.current(i).0 == id {
-            w.verdict = Some((id, FutureError::Cancelled));
+            w.verdict = Some((id, TaskError::Cancelled));
             w.killed = true;
             if let Some(p) = &w.process {
                 let _ = p.kill();

@@ -25,16 +25,16 @@
 //! # What Python's Pool does not promise and this one does
 //!
 //! * **A worker that dies fails only its task.** SIGKILL, abort, a segfault or the OOM
-//!   killer in a worker give that task [`FutureError::WorkerDied`] with the pid and the
+//!   killer in a worker give that task [`TaskError::WorkerDied`] with the pid and the
 //!   signal; the pool starts a replacement, and every other task completes. (CPython's
 //!   Pool hangs for ever here; its executor breaks the whole pool.)
 //! * **Time limits.** [`PoolBuilder::task_timeout`] or [`Pool::schedule`]: a task over
 //!   its limit is stopped — its worker is killed and replaced — and reports
-//!   [`FutureError::TimedOut`]. [`AsyncResult::get_timeout`] only stops *waiting*
-//!   ([`FutureError::WaitTimeout`], S43), as in Python; `cancel_running` on the
+//!   [`TaskError::TimedOut`]. [`AsyncResult::get_timeout`] only stops *waiting*
+//!   ([`WaitError::Timeout`], S43), as in Python; `cancel_running` on the
 //!   [`Future`] stops the task.
 //! * **An initializer that fails** breaks the pool with a clear error
-//!   ([`FutureError::Broken`]) instead of respawning workers for ever.
+//!   ([`TaskError::Broken`]) instead of respawning workers for ever.
 //! * **Nothing is left behind**: dropping the pool (Python's `with` exit) terminates it;
 //!   `close` + `join` finishes the work first. Either way every worker is reaped.
 //!
@@ -67,11 +67,11 @@ use parking_lot::{Condvar, Mutex};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use crate::executor::{Future, FutureError};
+pub use crate::future::{Future, TaskError, WaitError};
 pub(crate) use core::{Core, Refused, Sink, decode_outcome, stop_task};
 
 use crate::codec::{self, CodecError};
-use crate::executor::future::{HasInner, Inner};
+use crate::future::{HasInner, Inner};
 use crate::process::child::Outcome;
 use crate::sys::entry::FnAddr;
 use crate::{StartError, StartMethod};
@@ -110,18 +110,38 @@ pub enum PoolError {
     /// A setting is out of range (Python's `ValueError`).
     #[error("invalid: {0}")]
     Invalid(&'static str),
-    /// The task failed (for `apply`).
+    /// The task failed (for `apply`): its fate.
     #[error("{0}")]
-    Task(FutureError),
+    Task(TaskError),
     /// Item `index` of a `map` failed (the first in input order that did).
     #[error("item {index}: {error}")]
     Item {
         /// Its position in the input.
         index: usize,
         /// Why.
-        error: FutureError,
+        error: TaskError,
     },
+    /// A `_timeout` wait ran out (the map goes on and can be waited for again).
+    #[error("timed out waiting for the results")]
+    Timeout,
+    /// The results were already taken by an earlier `get`.
+    #[error("the results were already taken")]
+    Taken,
 }
+
+impl From<WaitError> for PoolError {
+    fn from(e: WaitError) -> PoolError {
+        match e {
+            WaitError::Task(e) => PoolError::Task(e),
+            WaitError::Timeout => PoolError::Timeout,
+            WaitError::Taken => PoolError::Taken,
+        }
+    }
+}
+
+/// A wait with a deadline that passed (internal: each caller says it in its own error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Elapsed;
 
 impl PoolError {
     fn refused(r: Refused) -> PoolError {
@@ -228,7 +248,7 @@ impl PoolBuilder {
     /// Every worker runs `f(args)` once before its first task (Python's `initializer`
     /// and `initargs`). `args` may hold handles (queues, locks, shared values), so this
     /// is how workers get them. A panic in `f` breaks the pool: every task fails with
-    /// [`FutureError::Broken`] and later calls with [`PoolError::Broken`].
+    /// [`TaskError::Broken`] and later calls with [`PoolError::Broken`].
     pub fn initializer<A>(mut self, f: fn(A), args: A) -> Self
     where
         A: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
@@ -276,7 +296,7 @@ impl PoolBuilder {
     }
 
     /// The default time limit of every task (a chunk of a map counts as one task): a
-    /// task over it is stopped and reports [`FutureError::TimedOut`].
+    /// task over it is stopped and reports [`TaskError::TimedOut`].
     pub fn task_timeout(mut self, limit: Duration) -> Self {
         self.timeout = Some(limit);
         self
@@ -352,13 +372,11 @@ impl<R: DeserializeOwned + Send> Sink for TaskCell<R> {
     fn complete(&self, items: Vec<Outcome>) {
         let outcome = match items.into_iter().next() {
             Some(o) => decode_outcome::<R>(o),
-            None => Err(FutureError::Serialization {
-                message: "the worker sent no result".into(),
-            }),
+            None => Err(TaskError::serialization("the worker sent no result")),
         };
         self.inner.finish(outcome);
     }
-    fn fail(&self, error: FutureError) {
+    fn fail(&self, error: TaskError) {
         self.inner.finish(Err(error));
     }
     fn cancel(&self) {
@@ -424,7 +442,7 @@ impl Pool {
         A: Arg,
         R: Ret,
     {
-        self.apply_async(f, args)?.get().map_err(PoolError::Task)
+        Ok(self.apply_async(f, args)?.get()?)
     }
 
     /// Submits `f(args)` and returns at once (Python's `apply_async`). Fails only if
@@ -439,19 +457,19 @@ impl Pool {
 
     /// As [`apply_async`](Self::apply_async) with a time limit (pebble's `schedule`):
     /// if the task runs longer than `limit` its worker is killed and replaced, and the
-    /// result is [`FutureError::TimedOut`].
+    /// result is [`TaskError::TimedOut`].
     ///
     /// ```
     /// # multiproc::init();
     /// use std::time::Duration;
-    /// use multiproc::pool::{FutureError, Pool};
+    /// use multiproc::pool::{TaskError, Pool};
     ///
     /// fn sleepy(d: Duration) { std::thread::sleep(d) }
     ///
     /// let pool = Pool::new(1)?;
     /// let limit = Duration::from_millis(100);
     /// let r = pool.schedule(sleepy, Duration::from_secs(3600), limit)?;
-    /// assert_eq!(r.get().unwrap_err(), FutureError::TimedOut { limit });
+    /// assert_eq!(r.get().unwrap_err(), TaskError::TimedOut { limit });
     /// pool.apply(sleepy, Duration::ZERO)?; // a new worker took over
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -585,7 +603,7 @@ impl Pool {
         self.core.join();
     }
 
-    /// Kills the workers at once; tasks not done fail with [`FutureError::Terminated`]
+    /// Kills the workers at once; tasks not done fail with [`TaskError::Terminated`]
     /// (Python's `terminate`). Returns once every worker is reaped.
     pub fn terminate(&self) {
         self.core.terminate();
@@ -604,15 +622,15 @@ pub struct AsyncResult<R>(Future<R>);
 
 impl<R> AsyncResult<R> {
     /// Waits for the task and takes its value (Python's `get()`); a second call gives
-    /// [`FutureError::Taken`].
-    pub fn get(&self) -> Result<R, FutureError> {
+    /// [`WaitError::Taken`].
+    pub fn get(&self) -> Result<R, WaitError> {
         self.0.result()
     }
 
-    /// As [`get`](Self::get), waiting at most `timeout`: [`FutureError::WaitTimeout`]
+    /// As [`get`](Self::get), waiting at most `timeout`: [`WaitError::Timeout`]
     /// if the task is not done by then (Python's `TimeoutError`, S43). The task goes on;
     /// `get` again later.
-    pub fn get_timeout(&self, timeout: Duration) -> Result<R, FutureError> {
+    pub fn get_timeout(&self, timeout: Duration) -> Result<R, WaitError> {
         self.0.result_timeout(timeout)
     }
 
@@ -845,7 +863,7 @@ struct MapState<R> {
 }
 
 struct MapSlots<R> {
-    results: Vec<Option<Result<R, FutureError>>>,
+    results: Vec<Option<Result<R, TaskError>>>,
     /// Indices in the order they completed.
     arrivals: VecDeque<usize>,
 }
@@ -876,7 +894,7 @@ impl<R> MapState<R> {
         }
     }
 
-    fn store(&self, start: usize, values: impl Iterator<Item = Result<R, FutureError>>) {
+    fn store(&self, start: usize, values: impl Iterator<Item = Result<R, TaskError>>) {
         let mut n = 0;
         let done = {
             let mut slots = self.slots.lock();
@@ -922,43 +940,31 @@ impl<R: DeserializeOwned + Send> Sink for ChunkSink<R> {
                         self.start,
                         items.into_iter().map(|item| match item {
                             worker::Item::Ok(v) => Ok(v),
-                            worker::Item::Panicked(message) => {
-                                Err(FutureError::Panicked { message })
-                            }
-                            worker::Item::Codec(message) => {
-                                Err(FutureError::Serialization { message })
-                            }
+                            worker::Item::Panicked(message) => Err(TaskError::Panicked { message }),
+                            worker::Item::Codec(message) => Err(TaskError::serialization(message)),
                         }),
                     );
                     return;
                 }
-                Ok(_) => FutureError::Serialization {
-                    message: "the worker sent a malformed reply".into(),
-                },
-                Err(e) => FutureError::Serialization {
-                    message: format!("cannot decode the task's result: {e}"),
-                },
+                Ok(_) => TaskError::serialization("the worker sent a malformed reply"),
+                Err(e) => TaskError::codec("cannot decode the task's result", e),
             },
             // The whole chunk failed as one (its arguments did not decode, or its
             // result could not be sent): every item reports why.
             Ok([other]) => match decode_outcome::<()>(other) {
                 Err(e) => e,
-                Ok(()) => FutureError::Serialization {
-                    message: "the worker sent a malformed reply".into(),
-                },
+                Ok(()) => TaskError::serialization("the worker sent a malformed reply"),
             },
-            Err(_) => FutureError::Serialization {
-                message: "the worker sent a malformed reply".into(),
-            },
+            Err(_) => TaskError::serialization("the worker sent a malformed reply"),
         };
         self.fail(error);
     }
-    fn fail(&self, error: FutureError) {
+    fn fail(&self, error: TaskError) {
         self.map
             .store(self.start, (0..self.len).map(|_| Err(error.clone())));
     }
     fn cancel(&self) {
-        self.fail(FutureError::Cancelled);
+        self.fail(TaskError::Cancelled);
     }
 }
 
@@ -983,7 +989,7 @@ impl<R> std::fmt::Debug for IMap<R> {
 impl<R> IMap<R> {
     /// A map of `total` items that all failed with `error` (a broken pool, arguments
     /// that do not encode).
-    pub(crate) fn failed(total: usize, error: FutureError) -> IMap<R> {
+    pub(crate) fn failed(total: usize, error: TaskError) -> IMap<R> {
         let state = Arc::new(MapState::new(total, false));
         state.store(0, (0..total).map(|_| Err(error.clone())));
         IMap {
@@ -1004,14 +1010,21 @@ impl<R> IMap<R> {
     }
 
     /// The next result, waiting at most `timeout` (Python's `next(timeout)`): `None` at
-    /// the end, `Some(Err(WaitTimeout))` if nothing came in time.
-    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R, FutureError>> {
-        self.next_until(Instant::now().checked_add(timeout))
+    /// the end, `Some(Err(WaitError::Timeout))` if nothing came in time.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R, WaitError>> {
+        match self.next_until(Instant::now().checked_add(timeout)) {
+            Ok(next) => next.map(|r| r.map_err(WaitError::Task)),
+            Err(Elapsed) => Some(Err(WaitError::Timeout)),
+        }
     }
 
-    fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R, FutureError>> {
+    /// Waits for the next result until `deadline` (`None`: for ever).
+    fn next_until(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Result<R, TaskError>>, Elapsed> {
         if self.next >= self.state.total {
-            return None;
+            return Ok(None);
         }
         let mut slots = self.state.slots.lock();
         loop {
@@ -1021,7 +1034,7 @@ impl<R> IMap<R> {
             };
             if let Some(i) = index {
                 self.next += 1;
-                return slots.results[i].take();
+                return Ok(slots.results[i].take());
             }
             // Results usually arrive microseconds apart: spin and yield a little before
             // sleeping, which would cost a wake-up system call per result.
@@ -1041,7 +1054,7 @@ impl<R> IMap<R> {
                 None => self.state.ready.wait(&mut slots),
                 Some(d) => {
                     if self.state.ready.wait_until(&mut slots, d).timed_out() {
-                        return Some(Err(FutureError::WaitTimeout));
+                        return Err(Elapsed);
                     }
                 }
             }
@@ -1053,7 +1066,7 @@ impl<R> IMap<R> {
     /// does that), the ones running finish in the background.
     fn collect_all(mut self) -> Result<Vec<R>, PoolError> {
         let mut out = Vec::with_capacity(self.state.total);
-        while let Some(r) = self.next_until(None) {
+        while let Ok(Some(r)) = self.next_until(None) {
             match r {
                 Ok(v) => out.push(v),
                 Err(error) => {
@@ -1069,10 +1082,11 @@ impl<R> IMap<R> {
 }
 
 impl<R> Iterator for IMap<R> {
-    type Item = Result<R, FutureError>;
+    type Item = Result<R, TaskError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.next_until(None)
+        // Without a deadline the wait cannot elapse.
+        self.next_until(None).unwrap_or(None)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -1145,21 +1159,21 @@ impl<R> MapResult<R> {
     }
 
     /// Waits and takes the results in input order, or the first failure (Python's
-    /// `get()`); later calls give `Task(Taken)`.
+    /// `get()`); later calls give [`PoolError::Taken`].
     pub fn get(&self) -> Result<Vec<R>, PoolError> {
         match self.map.lock().take() {
             Some(m) => m.collect_all(),
-            None => Err(PoolError::Task(FutureError::Taken)),
+            None => Err(PoolError::Taken),
         }
     }
 
     /// As [`get`](Self::get), waiting at most `timeout`:
-    /// `Task(WaitTimeout)` if not all are done by then (the map goes on).
+    /// [`PoolError::Timeout`] if not all are done by then (the map goes on).
     pub fn get_timeout(&self, timeout: Duration) -> Result<Vec<R>, PoolError> {
         if self.wait_timeout(timeout) {
             self.get()
         } else {
-            Err(PoolError::Task(FutureError::WaitTimeout))
+            Err(PoolError::Timeout)
         }
     }
 }

@@ -1,4 +1,8 @@
-//! [`Future`]: the handle `submit` returns (Python's `concurrent.futures.Future`).
+//! [`Future`]: the handle `submit` returns (Python's `concurrent.futures.Future`), with
+//! its errors: a task's fate ([`TaskError`]) and what a wait met ([`WaitError`]).
+//!
+//! It lives below both [`pool`](crate::pool) and [`executor`](crate::executor), which
+//! re-export it: the futures of both are one type.
 
 use std::fmt;
 use std::sync::Arc;
@@ -8,26 +12,26 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-/// Why a [`Future`] has no value to give.
+/// The fate of a task that did not deliver a value (tokio's `JoinError`): it panicked,
+/// its worker died, it ran over its time limit, it was cancelled or terminated, its
+/// pool broke, or its arguments or result could not cross between processes.
+///
+/// What a *wait* for the value met is [`WaitError`], which holds a `TaskError` when the
+/// task failed; a `TaskError` alone is what an iterator of results yields, and what
+/// [`Future::exception`] returns.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum FutureError {
+pub enum TaskError {
     /// The task panicked; the panic message (Python: the task's exception).
     #[error("the task panicked: {message}")]
     Panicked {
         /// The panic payload, if it was a string.
         message: String,
     },
-    /// The task was cancelled before it started.
+    /// The task was cancelled before it started (or, by
+    /// [`Future::cancel_running`], while it ran in a process).
     #[error("the task was cancelled")]
     Cancelled,
-    /// `result_timeout`: the task did not finish in time (Python's `TimeoutError`); the
-    /// future is still pending and can be waited for again.
-    #[error("timed out waiting for the task")]
-    WaitTimeout,
-    /// The value was already taken by an earlier `result` (or `.await`).
-    #[error("the result was already taken")]
-    Taken,
     /// The worker process running the task died (killed, aborted, segfaulted, out of
     /// memory, or exited): only this task fails; the pool replaces the worker (pebble's
     /// `ProcessExpired`, billiard's `WorkerLostError`).
@@ -36,9 +40,11 @@ pub enum FutureError {
         /// The dead worker's pid.
         pid: u32,
         /// How it ended.
-        status: crate::ExitStatus,
+        status: crate::process::ExitStatus,
     },
-    /// The task ran longer than its time limit; its worker was killed and replaced.
+    /// The task ran longer than its time limit; its worker was killed and replaced
+    /// (a fate of the task, not of a wait: a wait that runs out is
+    /// [`WaitError::Timeout`]).
     #[error("the task ran over its time limit of {limit:?} and was stopped")]
     TimedOut {
         /// The limit it ran over.
@@ -54,13 +60,88 @@ pub enum FutureError {
         /// Why.
         reason: String,
     },
-    /// The task's arguments or result could not be (de)serialised; the message says
-    /// which and why (Python's pickling errors, `MaybeEncodingError`).
+    /// The task's arguments or result could not be (de)serialised (Python's pickling
+    /// errors, `MaybeEncodingError`). `message` says which and why, with the user's
+    /// serde message; `source` is the codec's error when the failure happened in this
+    /// process (a worker's failure arrives as its message).
     #[error("{message}")]
     Serialization {
         /// What went wrong.
         message: String,
+        /// The codec error, when it happened on this side.
+        #[source]
+        source: Option<crate::codec::CodecError>,
     },
+}
+
+impl TaskError {
+    /// A serialisation failure reported by another process (its message only).
+    pub(crate) fn serialization(message: impl Into<String>) -> TaskError {
+        TaskError::Serialization {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A serialisation failure of this process: `context` says what was being done.
+    pub(crate) fn codec(context: &str, error: crate::codec::CodecError) -> TaskError {
+        TaskError::Serialization {
+            message: format!("{context}: {error}"),
+            source: Some(error),
+        }
+    }
+}
+
+/// What a wait for a task's value met (the `Err` of [`Future::result`], of
+/// [`Future::result_timeout`] and of `.await`): the task failed, the wait ran out, or
+/// the value had been taken already. tokio keeps its `JoinError` apart from `Elapsed`
+/// in the same way.
+///
+/// ```
+/// use multiproc::executor::{TaskError, ThreadPoolExecutor, WaitError};
+/// use std::time::Duration;
+///
+/// let pool = ThreadPoolExecutor::new(1);
+/// let slow = pool.submit(|| std::thread::sleep(Duration::from_millis(200))).unwrap();
+/// assert_eq!(slow.result_timeout(Duration::ZERO), Err(WaitError::Timeout)); // still running
+/// let bad = pool.submit(|| -> u32 { panic!("boom") }).unwrap();
+/// match bad.result() {
+///     Err(WaitError::Task(TaskError::Panicked { message })) => assert_eq!(message, "boom"),
+///     other => panic!("{other:?}"),
+/// }
+/// assert_eq!(bad.result(), Err(WaitError::Taken)); // the outcome had one owner
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// The task failed: its fate.
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    /// The wait ran out of time (Python's `TimeoutError`); the task goes on and can be
+    /// waited for again.
+    #[error("timed out waiting for the task")]
+    Timeout,
+    /// The value was already taken by an earlier `result` (or `.await`).
+    #[error("the result was already taken")]
+    Taken,
+}
+
+impl WaitError {
+    /// The task's fate, if the task failed (rather than the wait).
+    pub fn task(&self) -> Option<&TaskError> {
+        match self {
+            WaitError::Task(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The task's fate, if the task failed; otherwise `self` back.
+    pub fn into_task(self) -> Result<TaskError, WaitError> {
+        match self {
+            WaitError::Task(e) => Ok(e),
+            other => Err(other),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +157,7 @@ struct Slot<T> {
     /// The task finished with a value (kept when the value is taken).
     ok: bool,
     /// The outcome; the error boxed, for the same reason as `listeners`.
-    value: Option<Result<T, Box<FutureError>>>,
+    value: Option<Result<T, Box<TaskError>>>,
     /// Who to tell when it is done: boxed, as most futures have nobody, so that a
     /// future's state stays small (it moves between the threads' caches).
     listeners: Option<Box<Listeners>>,
@@ -166,7 +247,7 @@ impl<T> Inner<T> {
 
     /// Records the outcome and wakes everyone waiting. A task cancelled while it ran
     /// (see [`Inner::cancel_running`]) keeps its `Cancelled`.
-    pub(crate) fn finish(&self, value: Result<T, FutureError>) {
+    pub(crate) fn finish(&self, value: Result<T, TaskError>) {
         let listeners = {
             let mut slot = self.slot.lock();
             if finished(&slot) {
@@ -202,7 +283,7 @@ impl<T> Inner<T> {
                 Stage::Pending => {}
             }
             slot.stage = Stage::Cancelled;
-            slot.value = Some(Err(Box::new(FutureError::Cancelled)));
+            slot.value = Some(Err(Box::new(TaskError::Cancelled)));
             self.settled.store(true, Ordering::Release);
             slot.listeners.take()
         };
@@ -215,7 +296,7 @@ impl<T> Inner<T> {
 /// The eventual result of a submitted task (Python's `concurrent.futures.Future`).
 ///
 /// `result()` takes the value out (a Rust value has one owner): a second call gives
-/// [`FutureError::Taken`]. A `Future` is also a [`std::future::Future`]: async code can
+/// [`WaitError::Taken`]. A `Future` is also a [`std::future::Future`]: async code can
 /// `.await` it.
 pub struct Future<T> {
     cell: Arc<dyn HasInner<T>>,
@@ -225,6 +306,15 @@ impl<T> fmt::Debug for Future<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let stage = self.cell.inner().slot.lock().stage;
         f.debug_struct("Future").field("stage", &stage).finish()
+    }
+}
+
+/// Takes a finished future's outcome out of its slot.
+fn take_value<T>(slot: &mut Slot<T>) -> Result<T, WaitError> {
+    match slot.value.take() {
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err(WaitError::Task(*e)),
+        None => Err(WaitError::Taken),
     }
 }
 
@@ -238,7 +328,7 @@ impl<T> Future<T> {
     }
 
     /// A future that has already failed with `error`.
-    pub(crate) fn failed(error: FutureError) -> Future<T>
+    pub(crate) fn failed(error: TaskError) -> Future<T>
     where
         T: Send + 'static,
     {
@@ -269,10 +359,10 @@ impl<T> Future<T> {
     }
 
     /// Cancels the task even if it is running, where that is possible: a task of a
-    /// [`ProcessPoolExecutor`](super::ProcessPoolExecutor) or a process
+    /// [`ProcessPoolExecutor`](crate::executor::ProcessPoolExecutor) or a process
     /// [`Pool`](crate::pool::Pool) is stopped by killing the worker that runs it (the pool
     /// starts a replacement; pebble's `cancel()`). A thread cannot be stopped: for a
-    /// [`ThreadPoolExecutor`](super::ThreadPoolExecutor) task this is [`Future::cancel`].
+    /// [`ThreadPoolExecutor`](crate::executor::ThreadPoolExecutor) task this is [`Future::cancel`].
     /// `true` if the future is now cancelled.
     pub fn cancel_running(&self) -> bool {
         self.cell.inner().cancel() || self.cell.stop()
@@ -304,47 +394,52 @@ impl<T> Future<T> {
         true
     }
 
-    fn take(&self) -> Result<T, FutureError> {
-        self.cell
-            .inner()
-            .slot
-            .lock()
-            .value
-            .take()
-            .map_or(Err(FutureError::Taken), |v| v.map_err(|e| *e))
+    fn take(&self) -> Result<T, WaitError> {
+        take_value(&mut self.cell.inner().slot.lock())
     }
 
     /// Waits for the task and takes its value (Python's `result()`; a panic is
-    /// [`FutureError::Panicked`], Python's re-raised exception).
-    pub fn result(&self) -> Result<T, FutureError> {
+    /// [`TaskError::Panicked`] inside [`WaitError::Task`], Python's re-raised exception).
+    pub fn result(&self) -> Result<T, WaitError> {
         let inner = self.cell.inner();
         inner.spin_until_settled();
         let mut slot = inner.slot.lock();
         while !finished(&slot) {
             inner.done.wait(&mut slot);
         }
-        slot.value
-            .take()
-            .map_or(Err(FutureError::Taken), |v| v.map_err(|e| *e))
+        take_value(&mut slot)
     }
 
-    /// As [`Future::result`], waiting at most `timeout`: [`FutureError::WaitTimeout`]
+    /// As [`Future::result`], waiting at most `timeout`: [`WaitError::Timeout`]
     /// leaves the future pending.
-    pub fn result_timeout(&self, timeout: Duration) -> Result<T, FutureError> {
+    pub fn result_timeout(&self, timeout: Duration) -> Result<T, WaitError> {
         if self.wait_timeout(timeout) {
             self.take()
         } else {
-            Err(FutureError::WaitTimeout)
+            Err(WaitError::Timeout)
         }
+    }
+
+    /// Waits for the task and takes its outcome, for the owner of a future nobody else
+    /// has waited on (an executor's `map`): it cannot meet `Timeout` or `Taken`.
+    pub(crate) fn into_outcome(self) -> Result<T, TaskError> {
+        self.result().map_err(|e| match e {
+            WaitError::Task(e) => e,
+            WaitError::Timeout | WaitError::Taken => {
+                unreachable!(
+                    "a future owned by one caller and waited for without a deadline has its value"
+                )
+            }
+        })
     }
 
     /// Why the task failed (Python's `exception()`), waiting for it: `None` if it
     /// succeeded or was cancelled (or its outcome was already taken). Leaves the value
     /// in place.
-    pub fn exception(&self) -> Option<FutureError> {
+    pub fn exception(&self) -> Option<TaskError> {
         self.wait();
         match &self.cell.inner().slot.lock().value {
-            Some(Err(e)) if **e != FutureError::Cancelled => Some((**e).clone()),
+            Some(Err(e)) if **e != TaskError::Cancelled => Some((**e).clone()),
             _ => None,
         }
     }
@@ -377,16 +472,12 @@ impl<T> Future<T> {
 }
 
 impl<T> std::future::Future for Future<T> {
-    type Output = Result<T, FutureError>;
+    type Output = Result<T, WaitError>;
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut slot = self.cell.inner().slot.lock();
         if finished(&slot) {
-            return Poll::Ready(
-                slot.value
-                    .take()
-                    .map_or(Err(FutureError::Taken), |v| v.map_err(|e| *e)),
-            );
+            return Poll::Ready(take_value(&mut slot));
         }
         slot.listeners.get_or_insert_default().waker = Some(cx.waker().clone());
         Poll::Pending
