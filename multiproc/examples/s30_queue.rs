@@ -8,7 +8,7 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use multiproc::queue::{GetError, Queue};
+use multiproc::queue::local::{GetError, Queue};
 
 /// The `timeout` of the seed's `q.get(timeout=3)`.
 fn get_timeout() -> Duration {
@@ -40,7 +40,7 @@ pub fn run() {
     let v4 = q.get_timeout(timeout); // q.get(timeout=3)
     let waited = start.elapsed();
     println!("q.get(timeout={timeout:?}) -> {v4:?} after {waited:.2?}");
-    assert_eq!(v4, Err(GetError::Empty));
+    assert_eq!(v4, Err(GetError::Timeout)); // Python raises Empty: `is_empty()` is true
     assert!(waited >= timeout);
     println!("{v1}");
     println!("{v2}");

@@ -106,13 +106,14 @@ pub mod testing;
 pub mod thread;
 
 pub use codec::CodecError;
-pub use manager::Manager;
-pub use pool::Pool;
+pub use future::{TaskError, WaitError};
+pub use manager::{Manager, ManagerError};
+pub use pool::{Pool, PoolError};
 pub use process::{
     ExitStatus, Process, ProcessBuilder, ProcessError, ProcessInfo, Run, StartError, StartMethod,
     active_children, current_process, get_start_method, init, parent_pid, set_start_method,
 };
-pub use queue::mp::{JoinableQueue, Queue, SimpleQueue};
+pub use queue::{GetError, JoinableQueue, PutError, Queue, SimpleQueue};
 
 /// Makes a test binary (or any binary whose `main` you do not write) able to run
 /// `spawn` and `forkserver` children: expands to a constructor that calls [`init`]

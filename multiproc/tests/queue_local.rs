@@ -1,4 +1,4 @@
-//! `multiproc::queue::Queue`: Python's `queue.Queue` between threads (S30).
+//! `multiproc::queue::local::Queue`: Python's `queue.Queue` between threads (S30).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -6,7 +6,8 @@ use std::sync::{Arc, Barrier, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use multiproc::queue::{Closed, GetError, PutError, Queue, TooManyTaskDone};
+use multiproc::queue::TooManyTaskDone;
+use multiproc::queue::local::{GetError, PutError, Queue, ShutDown};
 
 /// How long a negative check ("this call is still blocked") looks. It can only miss a
 /// bug, never fail a correct implementation.
@@ -29,11 +30,13 @@ fn s30_seed_program_put_full_get_empty_get_nowait() {
 }
 
 #[test]
-fn s30_get_timeout_on_empty_gives_empty_after_the_timeout() {
+fn s30_get_timeout_on_empty_gives_timeout_after_the_timeout() {
     let q = Queue::<u32>::new(5);
     let timeout = Duration::from_millis(300);
     let start = Instant::now();
-    assert_eq!(q.get_timeout(timeout), Err(GetError::Empty));
+    let waited = q.get_timeout(timeout);
+    assert_eq!(waited, Err(GetError::Timeout));
+    assert!(waited.unwrap_err().is_empty(), "what Python's Empty means");
     assert!(start.elapsed() >= timeout, "waited {:?}", start.elapsed());
 }
 
@@ -66,7 +69,7 @@ fn s30_try_put_on_full_gives_the_item_back() {
     assert!(q.full());
     let err = q.try_put("c").unwrap_err();
     assert_eq!(err, PutError::Full("c"));
-    assert!(err.is_full() && !err.is_closed());
+    assert!(err.is_full() && !err.is_shut_down());
     assert_eq!(err.into_inner(), "c");
     assert_eq!(q.qsize(), 2, "the refused item was not queued");
 }
@@ -77,9 +80,10 @@ fn s30_put_timeout_on_full_gives_the_item_back_after_the_timeout() {
     q.put(1).unwrap();
     let timeout = Duration::from_millis(100);
     let start = Instant::now();
-    assert_eq!(q.put_timeout(2, timeout), Err(PutError::Full(2)));
+    assert_eq!(q.put_timeout(2, timeout), Err(PutError::Timeout(2)));
     assert!(start.elapsed() >= timeout, "waited {:?}", start.elapsed());
-    assert_eq!(q.put_timeout(3, Duration::ZERO), Err(PutError::Full(3)));
+    assert_eq!(q.put_timeout(3, Duration::ZERO), Err(PutError::Timeout(3)));
+    assert!(PutError::Timeout(3).is_full(), "what Python's Full means");
     assert_eq!(q.get(), Ok(1));
     assert_eq!(q.put_timeout(4, Duration::ZERO), Ok(()));
     assert_eq!(q.get(), Ok(4));
@@ -272,20 +276,20 @@ fn s30_shutdown_refuses_puts_and_get_drains_then_closes() {
     assert!(!q.is_shutdown());
     q.shutdown(false);
     assert!(q.is_shutdown());
-    assert_eq!(q.put(9), Err(Closed(9)));
-    assert_eq!(q.try_put(9), Err(PutError::Closed(9)));
+    assert_eq!(q.put(9), Err(ShutDown(9)));
+    assert_eq!(q.try_put(9), Err(PutError::ShutDown(9)));
     assert_eq!(
         q.put_timeout(9, Duration::from_secs(3600)),
-        Err(PutError::Closed(9))
+        Err(PutError::ShutDown(9))
     );
     assert_eq!(q.get(), Ok(1));
     assert_eq!(q.try_get(), Ok(2));
     assert_eq!(q.get_timeout(Duration::from_secs(3600)), Ok(3));
-    assert_eq!(q.get(), Err(Closed(())));
-    assert_eq!(q.try_get(), Err(GetError::Closed));
+    assert_eq!(q.get(), Err(ShutDown(())));
+    assert_eq!(q.try_get(), Err(GetError::ShutDown));
     assert_eq!(
         q.get_timeout(Duration::from_secs(3600)),
-        Err(GetError::Closed)
+        Err(GetError::ShutDown)
     );
     assert_eq!(q.unfinished_tasks(), 3, "taken items still need task_done");
     for _ in 0..3 {
@@ -309,9 +313,9 @@ fn s30_shutdown_immediate_drops_the_items_and_releases_join() {
     assert!(q.is_shutdown());
     assert_eq!(q.qsize(), 0);
     assert_eq!(q.unfinished_tasks(), 1, "dropped items count as done");
-    assert_eq!(q.get(), Err(Closed(())));
-    assert_eq!(q.try_get(), Err(GetError::Closed));
-    assert_eq!(q.put(5), Err(Closed(5)));
+    assert_eq!(q.get(), Err(ShutDown(())));
+    assert_eq!(q.try_get(), Err(GetError::ShutDown));
+    assert_eq!(q.put(5), Err(ShutDown(5)));
     q.task_done().unwrap();
     joiner.join().unwrap();
 }
@@ -325,7 +329,7 @@ fn s30_shutdown_immediate_after_shutdown_drops_what_is_left() {
     q.shutdown(false); // again: harmless
     assert_eq!(q.get(), Ok(1));
     q.shutdown(true);
-    assert_eq!(q.get(), Err(Closed(())));
+    assert_eq!(q.get(), Err(ShutDown(())));
     q.shutdown(false); // does not undo the immediate one
     assert_eq!(q.qsize(), 0);
 }
@@ -351,8 +355,8 @@ fn s30_shutdown_wakes_blocked_getters() {
         };
         start.wait();
         q.shutdown(immediate);
-        assert_eq!(getter.join().unwrap(), Err(Closed(())));
-        assert_eq!(timed_getter.join().unwrap(), Err(GetError::Closed));
+        assert_eq!(getter.join().unwrap(), Err(ShutDown(())));
+        assert_eq!(timed_getter.join().unwrap(), Err(GetError::ShutDown));
     }
 }
 
@@ -383,14 +387,14 @@ fn s30_shutdown_wakes_blocked_putters_and_gives_their_items_back() {
             // Dropping the queued item makes room: a put that passed its shutdown check
             // just before may take it, which makes it a put *before* the shutdown, whose
             // item is dropped too. Either way nothing is left and nothing is lost silently.
-            assert!(matches!(put, Ok(()) | Err(Closed(1))), "{put:?}");
+            assert!(matches!(put, Ok(()) | Err(ShutDown(1))), "{put:?}");
             assert!(
-                matches!(timed_put, Ok(()) | Err(PutError::Closed(2))),
+                matches!(timed_put, Ok(()) | Err(PutError::ShutDown(2))),
                 "{timed_put:?}"
             );
         } else {
-            assert_eq!(put, Err(Closed(1)));
-            assert_eq!(timed_put, Err(PutError::Closed(2)));
+            assert_eq!(put, Err(ShutDown(1)));
+            assert_eq!(timed_put, Err(PutError::ShutDown(2)));
         }
         let left: Vec<_> = q.try_iter().collect();
         assert_eq!(left, if immediate { vec![] } else { vec![0] });
@@ -454,7 +458,7 @@ fn s30_queue_is_send_and_sync_and_needs_no_debug_items() {
     assert_eq!(q.get().unwrap().0, 1);
     q.shutdown(false);
     let closed = q.put(Opaque(3)).unwrap_err();
-    assert_eq!(format!("{closed:?}"), "Closed(..)");
+    assert_eq!(format!("{closed:?}"), "ShutDown(..)");
     assert_eq!(closed.into_inner().0, 3);
     assert_eq!(
         format!("{q:?}"),
@@ -465,15 +469,15 @@ fn s30_queue_is_send_and_sync_and_needs_no_debug_items() {
 #[test]
 fn s30_errors_display_and_convert() {
     assert_eq!(GetError::Empty.to_string(), "the queue is empty");
-    assert_eq!(GetError::Closed.to_string(), "the queue is shut down");
+    assert_eq!(GetError::ShutDown.to_string(), "the queue is shut down");
     assert_eq!(PutError::Full(1).to_string(), "the queue is full");
-    assert_eq!(PutError::Closed(1).to_string(), "the queue is shut down");
-    assert_eq!(Closed(()).to_string(), "the queue is shut down");
-    assert!(GetError::Empty.is_empty() && !GetError::Empty.is_closed());
-    assert!(GetError::Closed.is_closed() && !GetError::Closed.is_empty());
-    assert!(PutError::Closed(1).is_closed() && !PutError::Closed(1).is_full());
-    assert_eq!(GetError::from(Closed(())), GetError::Closed);
-    assert_eq!(PutError::from(Closed(5)), PutError::Closed(5));
+    assert_eq!(PutError::ShutDown(1).to_string(), "the queue is shut down");
+    assert_eq!(ShutDown(()).to_string(), "the queue is shut down");
+    assert!(GetError::Empty.is_empty() && !GetError::Empty.is_shut_down());
+    assert!(GetError::ShutDown.is_shut_down() && !GetError::ShutDown.is_empty());
+    assert!(PutError::ShutDown(1).is_shut_down() && !PutError::ShutDown(1).is_full());
+    assert_eq!(GetError::from(ShutDown(())), GetError::ShutDown);
+    assert_eq!(PutError::from(ShutDown(5)), PutError::ShutDown(5));
 
     fn forward(from: &Queue<u8>, to: &Queue<u8>) -> Result<(), Box<dyn std::error::Error>> {
         to.put(from.try_get()?)?;

@@ -1,4 +1,70 @@
-//! Python's `queue.Queue` for the threads of one process, on `crossbeam-channel` (S30).
+//! Python's `queue.Queue` for the threads of one process (S30).
+//!
+//! [`Queue`] is a FIFO for the threads of one process, bounded or not, with Python's
+//! `task_done()`/`join()` accounting and Python 3.13's `shutdown()`. It is built on
+//! `crossbeam-channel`. The queues between processes ([`crate::queue::Queue`] & co.)
+//! have the same method names and error words.
+//!
+//! ```
+//! use multiproc::queue::local::{GetError, Queue};
+//! use std::time::Duration;
+//!
+//! let q = Queue::new(5); // queue.Queue(5)
+//! q.put(111).unwrap();
+//! q.put(222).unwrap();
+//! assert!(!q.full());
+//! assert_eq!(q.get(), Ok(111));
+//! assert_eq!(q.get(), Ok(222));
+//! assert_eq!(q.try_get(), Err(GetError::Empty)); // get_nowait() raises Empty
+//! assert!(q.empty());
+//! let waited = q.get_timeout(Duration::from_millis(10)); // get(timeout=…) raises Empty
+//! assert_eq!(waited, Err(GetError::Timeout));
+//! assert!(waited.unwrap_err().is_empty()); // what Python's Empty means
+//! ```
+//!
+//! | Python `queue` | `multiproc::queue::local` |
+//! |---|---|
+//! | `Queue(maxsize)`, `Queue()` | [`Queue::new(maxsize)`](Queue::new) (0 = unbounded), [`Queue::unbounded`] |
+//! | `q.put(item)` | [`Queue::put`] (waits for room; [`ShutDown`] after shutdown) |
+//! | `q.put(item, timeout=t)` | [`Queue::put_timeout`] → [`PutError::Timeout`] with the item |
+//! | `q.put_nowait(item)`, `put(item, block=False)` | [`Queue::try_put`] → [`PutError::Full`] with the item |
+//! | `q.get()` | [`Queue::get`] (waits for an item; [`ShutDown`] after shutdown, once drained) |
+//! | `q.get(timeout=t)` | [`Queue::get_timeout`] → [`GetError::Timeout`] after `t` |
+//! | `q.get_nowait()`, `get(block=False)` | [`Queue::try_get`] → [`GetError::Empty`] |
+//! | `q.qsize()`, `q.empty()`, `q.full()`, `q.maxsize` | [`Queue::qsize`], [`Queue::empty`], [`Queue::full`], [`Queue::maxsize`] |
+//! | `q.task_done()`, `q.join()`, `q.unfinished_tasks` | [`Queue::task_done`] ([`TooManyTaskDone`]), [`Queue::join`], [`Queue::join_timeout`], [`Queue::unfinished_tasks`] |
+//! | `q.shutdown(immediate)`, `q.is_shutdown` (3.13) | [`Queue::shutdown`], [`Queue::is_shutdown`] |
+//! | `while True: item = q.get()` … `except ShutDown` | `for item in q.iter()`, or [`Queue::try_iter`] for what is there now |
+//! | `except queue.Empty`, `queue.Full`, `queue.ShutDown` | [`GetError::Empty`] / [`GetError::Timeout`] ([`GetError::is_empty`]), [`PutError::Full`] / [`PutError::Timeout`] ([`PutError::is_full`]), [`ShutDown`] / [`GetError::ShutDown`] / [`PutError::ShutDown`] |
+//!
+//! # Errors
+//!
+//! Python raises `Empty`, `Full` or `ShutDown`. Here a call's error type lists exactly
+//! what that call can meet:
+//!
+//! * the blocking [`get`](Queue::get) and [`put`](Queue::put) only fail once
+//!   the queue is shut down: [`ShutDown`], which gives back the item a `put` was handed;
+//! * [`try_get`](Queue::try_get) and [`get_timeout`](Queue::get_timeout) meet
+//!   an empty queue (`Empty`, or `Timeout` once the wait ran out) or a shut-down one:
+//!   [`GetError`];
+//! * [`try_put`](Queue::try_put) and [`put_timeout`](Queue::put_timeout) meet
+//!   a full queue (`Full`, or `Timeout`) or a shut-down one: [`PutError`], which gives
+//!   the item back either way.
+//!
+//! `ShutDown` converts into both enums, so `?` works across the blocking and
+//! non-blocking calls.
+//!
+//! # Differences from Python
+//!
+//! * `maxsize` is a `usize`; 0 means unbounded, as in Python (negative sizes have no
+//!   counterpart). The seed's comment that the default is 32767 describes
+//!   `multiprocessing.Queue` on some platforms, not `queue.Queue`, whose default is
+//!   unbounded ([`Queue::unbounded`], also its `Default`).
+//! * A handle is cloned, not shared by reference: every clone is the same queue.
+//! * Items are owned: a `put` that fails hands the item back inside its error.
+
+//!
+//! # How it works
 //!
 //! The items travel through one crossbeam channel (`bounded(maxsize)`, or `unbounded()`
 //! for Python's `maxsize == 0`; crossbeam's `bounded(0)` would be a rendezvous channel).
@@ -16,7 +82,7 @@
 //!   item when the queue is shut down. Python's mutex orders the two; here a `put`
 //!   announces itself (an atomic count, raised *before* it reads the state) and a `get`
 //!   that finds the queue shut down and empty waits for that count to reach zero, then
-//!   looks once more, before it reports `Closed`. Without this a consumer could end its
+//!   looks once more, before it reports `ShutDown`. Without this a consumer could end its
 //!   loop while a last item was still arriving, which would then never be taken and
 //!   `join` would hang. The wait is short: after a shutdown every put either completes at
 //!   once or is woken by the signal and fails.
@@ -30,7 +96,187 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError};
 use parking_lot::{Condvar, Mutex};
 
-use super::{Closed, GetError, PutError, TooManyTaskDone};
+use super::TooManyTaskDone;
+
+/// Why [`Queue::try_get`] or [`Queue::get_timeout`] returned no item.
+///
+/// ```
+/// use multiproc::queue::local::{GetError, Queue};
+///
+/// let q = Queue::<u32>::new(5);
+/// assert_eq!(q.try_get(), Err(GetError::Empty));
+/// q.shutdown(false);
+/// assert_eq!(q.try_get(), Err(GetError::ShutDown));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum GetError {
+    /// Nothing to take now (`try_get`; Python's `queue.Empty`).
+    #[error("the queue is empty")]
+    Empty,
+    /// No item came before the timeout (`get_timeout`; Python raises `queue.Empty`).
+    #[error("timed out waiting for an item")]
+    Timeout,
+    /// The queue was shut down and has nothing left (Python 3.13's `queue.ShutDown`).
+    #[error("the queue is shut down")]
+    ShutDown,
+}
+
+impl GetError {
+    /// `true` for [`GetError::Empty`] and [`GetError::Timeout`]: no item now, but one
+    /// may come later (what Python's `queue.Empty` means).
+    ///
+    /// ```
+    /// assert!(multiproc::queue::local::GetError::Empty.is_empty());
+    /// assert!(multiproc::queue::local::GetError::Timeout.is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Self::Empty | Self::Timeout)
+    }
+
+    /// `true` for [`GetError::ShutDown`]: no item will ever come.
+    ///
+    /// ```
+    /// assert!(multiproc::queue::local::GetError::ShutDown.is_shut_down());
+    /// ```
+    pub fn is_shut_down(&self) -> bool {
+        matches!(self, Self::ShutDown)
+    }
+}
+
+impl From<ShutDown> for GetError {
+    /// ```
+    /// use multiproc::queue::local::{GetError, ShutDown};
+    /// assert_eq!(GetError::from(ShutDown(())), GetError::ShutDown);
+    /// ```
+    fn from(ShutDown(()): ShutDown) -> Self {
+        Self::ShutDown
+    }
+}
+
+/// Why [`Queue::try_put`] or [`Queue::put_timeout`] did not enqueue its item,
+/// which it gives back.
+///
+/// Its `Debug` does not show the item, so `T` need not be `Debug` for `unwrap()`.
+///
+/// ```
+/// use multiproc::queue::local::{Queue, PutError};
+///
+/// let q = Queue::new(1);
+/// q.try_put("first").unwrap();
+/// assert_eq!(q.try_put("second"), Err(PutError::Full("second")));
+/// q.shutdown(false);
+/// let err = q.try_put("third").unwrap_err();
+/// assert!(err.is_shut_down());
+/// assert_eq!(err.into_inner(), "third");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum PutError<T> {
+    /// No room now (`try_put`; Python's `queue.Full`); the item is given back.
+    #[error("the queue is full")]
+    Full(T),
+    /// No room came before the timeout (`put_timeout`; Python raises `queue.Full`); the
+    /// item is given back.
+    #[error("timed out waiting for room in the queue")]
+    Timeout(T),
+    /// The queue was shut down (Python 3.13's `queue.ShutDown`); the item is given back.
+    #[error("the queue is shut down")]
+    ShutDown(T),
+}
+
+impl<T> PutError<T> {
+    /// The item that was not enqueued.
+    ///
+    /// ```
+    /// use multiproc::queue::local::PutError;
+    /// assert_eq!(PutError::Full(7).into_inner(), 7);
+    /// ```
+    pub fn into_inner(self) -> T {
+        match self {
+            Self::Full(item) | Self::Timeout(item) | Self::ShutDown(item) => item,
+        }
+    }
+
+    /// `true` for [`PutError::Full`] and [`PutError::Timeout`]: no room now, but there
+    /// may be room later (what Python's `queue.Full` means).
+    ///
+    /// ```
+    /// assert!(multiproc::queue::local::PutError::Full(7).is_full());
+    /// assert!(multiproc::queue::local::PutError::Timeout(7).is_full());
+    /// ```
+    pub fn is_full(&self) -> bool {
+        matches!(self, Self::Full(_) | Self::Timeout(_))
+    }
+
+    /// `true` for [`PutError::ShutDown`]: the queue takes no more items.
+    ///
+    /// ```
+    /// assert!(multiproc::queue::local::PutError::ShutDown(7).is_shut_down());
+    /// ```
+    pub fn is_shut_down(&self) -> bool {
+        matches!(self, Self::ShutDown(_))
+    }
+}
+
+impl<T> fmt::Debug for PutError<T> {
+    /// Names the variant without the item, which need not be `Debug`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Full(_) => "Full(..)",
+            Self::Timeout(_) => "Timeout(..)",
+            Self::ShutDown(_) => "ShutDown(..)",
+        })
+    }
+}
+
+impl<T> From<ShutDown<T>> for PutError<T> {
+    /// ```
+    /// use multiproc::queue::local::{PutError, ShutDown};
+    /// assert_eq!(PutError::from(ShutDown(7)), PutError::ShutDown(7));
+    /// ```
+    fn from(ShutDown(item): ShutDown<T>) -> Self {
+        Self::ShutDown(item)
+    }
+}
+
+/// The queue was shut down (Python 3.13's `queue.ShutDown`): the error of the blocking
+/// [`Queue::put`], which gives its item back, and of [`Queue::get`] (`T = ()`),
+/// once the queue has nothing left.
+///
+/// Its `Debug` does not show the item, so `T` need not be `Debug` for `unwrap()`.
+///
+/// ```
+/// use multiproc::queue::local::{Queue, ShutDown};
+///
+/// let q = Queue::new(0);
+/// q.put(1).unwrap();
+/// q.shutdown(false);
+/// assert_eq!(q.put(2), Err(ShutDown(2))); // put fails at once
+/// assert_eq!(q.get(), Ok(1)); // get drains what is left...
+/// assert_eq!(q.get(), Err(ShutDown(()))); // ...then fails
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, thiserror::Error)]
+#[error("the queue is shut down")]
+pub struct ShutDown<T = ()>(pub T);
+
+impl<T> ShutDown<T> {
+    /// The item that was not enqueued (`()` for a `get`).
+    ///
+    /// ```
+    /// assert_eq!(multiproc::queue::local::ShutDown("item").into_inner(), "item");
+    /// ```
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> fmt::Debug for ShutDown<T> {
+    /// `ShutDown(..)`, without the item, which need not be `Debug`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ShutDown(..)")
+    }
+}
 
 /// `shutdown` has not been called.
 const OPEN: u8 = 0;
@@ -47,7 +293,7 @@ const SHUT_DOWN_IMMEDIATELY: u8 = 2;
 /// [module docs](crate::queue) for the Python → Rust table and the errors.
 ///
 /// ```
-/// use multiproc::queue::Queue;
+/// use multiproc::queue::local::Queue;
 /// use std::thread;
 ///
 /// let q = Queue::new(2);
@@ -70,11 +316,11 @@ const SHUT_DOWN_IMMEDIATELY: u8 = 2;
 /// assert_eq!(consumer.join().unwrap(), 55);
 /// ```
 pub struct Queue<T> {
-    shared: Arc<Shared<T>>,
+    shared: Arc<Inner<T>>,
 }
 
 /// What every handle of one queue shares.
-struct Shared<T> {
+struct Inner<T> {
     items_tx: Sender<T>,
     items_rx: Receiver<T>,
     /// As given to `new`: 0 for unbounded.
@@ -121,7 +367,7 @@ impl<T> Queue<T> {
     /// for room; `maxsize == 0` means unbounded, as in Python.
     ///
     /// ```
-    /// use multiproc::queue::{Queue, PutError};
+    /// use multiproc::queue::local::{Queue, PutError};
     ///
     /// let q = Queue::new(1);
     /// q.put('a').unwrap();
@@ -136,7 +382,7 @@ impl<T> Queue<T> {
         };
         let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded(0);
         Self {
-            shared: Arc::new(Shared {
+            shared: Arc::new(Inner {
                 items_tx,
                 items_rx,
                 maxsize,
@@ -157,7 +403,7 @@ impl<T> Queue<T> {
     /// `Queue::default()`.
     ///
     /// ```
-    /// let q = multiproc::queue::Queue::unbounded();
+    /// let q = multiproc::queue::local::Queue::unbounded();
     /// for i in 0..10_000 {
     ///     q.try_put(i).unwrap();
     /// }
@@ -172,19 +418,19 @@ impl<T> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`Closed`] with the item if the queue is shut down, before or while waiting.
+    /// [`ShutDown`] with the item if the queue is shut down, before or while waiting.
     ///
     /// ```
-    /// use multiproc::queue::{Closed, Queue};
+    /// use multiproc::queue::local::{ShutDown, Queue};
     ///
     /// let q = Queue::new(5);
     /// q.put(111).unwrap();
     /// q.shutdown(false);
-    /// assert_eq!(q.put(222), Err(Closed(222)));
+    /// assert_eq!(q.put(222), Err(ShutDown(222)));
     /// ```
-    pub fn put(&self, item: T) -> Result<(), Closed<T>> {
+    pub fn put(&self, item: T) -> Result<(), ShutDown<T>> {
         self.put_waiting(item, Wait::Forever)
-            .map_err(|err| Closed(err.into_inner()))
+            .map_err(|err| ShutDown(err.into_inner()))
     }
 
     /// Python's `q.put(item, timeout=t)`: like [`put`](Self::put), waiting at most
@@ -192,17 +438,17 @@ impl<T> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`PutError::Full`] with the item if there was no room for the whole `timeout`;
-    /// [`PutError::Closed`] with the item if the queue is shut down.
+    /// [`PutError::Timeout`] with the item if there was no room for the whole `timeout`;
+    /// [`PutError::ShutDown`] with the item if the queue is shut down.
     ///
     /// ```
-    /// use multiproc::queue::{Queue, PutError};
+    /// use multiproc::queue::local::{Queue, PutError};
     /// use std::time::Duration;
     ///
     /// let q = Queue::new(1);
     /// q.put_timeout(1, Duration::from_millis(10)).unwrap();
     /// let late = q.put_timeout(2, Duration::from_millis(10));
-    /// assert_eq!(late, Err(PutError::Full(2)));
+    /// assert_eq!(late, Err(PutError::Timeout(2)));
     /// ```
     pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
         self.put_waiting(item, Wait::at_most(timeout))
@@ -213,11 +459,11 @@ impl<T> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`PutError::Full`] with the item if the queue is full; [`PutError::Closed`] with
+    /// [`PutError::Full`] with the item if the queue is full; [`PutError::ShutDown`] with
     /// the item if it is shut down.
     ///
     /// ```
-    /// use multiproc::queue::{Queue, PutError};
+    /// use multiproc::queue::local::{Queue, PutError};
     ///
     /// let q = Queue::new(1);
     /// assert_eq!(q.try_put("a"), Ok(()));
@@ -232,11 +478,11 @@ impl<T> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`Closed`] once the queue is shut down and has nothing left: after
+    /// [`ShutDown`] once the queue is shut down and has nothing left: after
     /// `shutdown(false)` the items already queued are still returned first.
     ///
     /// ```
-    /// use multiproc::queue::{Closed, Queue};
+    /// use multiproc::queue::local::{ShutDown, Queue};
     ///
     /// let q = Queue::new(5);
     /// q.put(111).unwrap();
@@ -244,10 +490,10 @@ impl<T> Queue<T> {
     /// assert_eq!(q.get(), Ok(111));
     /// q.shutdown(false);
     /// assert_eq!(q.get(), Ok(222));
-    /// assert_eq!(q.get(), Err(Closed(())));
+    /// assert_eq!(q.get(), Err(ShutDown(())));
     /// ```
-    pub fn get(&self) -> Result<T, Closed> {
-        self.get_waiting(Wait::Forever).map_err(|_| Closed(()))
+    pub fn get(&self) -> Result<T, ShutDown> {
+        self.get_waiting(Wait::Forever).map_err(|_| ShutDown(()))
     }
 
     /// Python's `q.get(timeout=t)`: like [`get`](Self::get), waiting at most `timeout`
@@ -255,17 +501,17 @@ impl<T> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`GetError::Empty`] if no item came for the whole `timeout` (S30: `get(timeout=3)`
-    /// raises `Empty` after 3 s); [`GetError::Closed`] once the queue is shut down and
+    /// [`GetError::Timeout`] if no item came for the whole `timeout` (S30: `get(timeout=3)`
+    /// raises `Empty` after 3 s; [`GetError::is_empty`] is true for both); [`GetError::ShutDown`] once the queue is shut down and
     /// has nothing left.
     ///
     /// ```
-    /// use multiproc::queue::{GetError, Queue};
+    /// use multiproc::queue::local::{GetError, Queue};
     /// use std::time::{Duration, Instant};
     ///
     /// let q = Queue::<i32>::new(5);
     /// let start = Instant::now();
-    /// assert_eq!(q.get_timeout(Duration::from_millis(30)), Err(GetError::Empty));
+    /// assert_eq!(q.get_timeout(Duration::from_millis(30)), Err(GetError::Timeout));
     /// assert!(start.elapsed() >= Duration::from_millis(30));
     /// ```
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
@@ -278,10 +524,10 @@ impl<T> Queue<T> {
     /// # Errors
     ///
     /// [`GetError::Empty`] if the queue is empty (S30: `get_nowait()` raises `Empty`);
-    /// [`GetError::Closed`] if it is shut down and has nothing left.
+    /// [`GetError::ShutDown`] if it is shut down and has nothing left.
     ///
     /// ```
-    /// use multiproc::queue::{GetError, Queue};
+    /// use multiproc::queue::local::{GetError, Queue};
     ///
     /// let q = Queue::new(5);
     /// q.put(111).unwrap();
@@ -296,7 +542,7 @@ impl<T> Queue<T> {
     /// before the caller acts on it.
     ///
     /// ```
-    /// let q = multiproc::queue::Queue::new(5);
+    /// let q = multiproc::queue::local::Queue::new(5);
     /// q.put(111).unwrap();
     /// q.put(222).unwrap();
     /// assert_eq!(q.qsize(), 2);
@@ -308,7 +554,7 @@ impl<T> Queue<T> {
     /// Python's `q.empty()`: `true` if no item is queued (at the moment of the call).
     ///
     /// ```
-    /// let q = multiproc::queue::Queue::new(5);
+    /// let q = multiproc::queue::local::Queue::new(5);
     /// assert!(q.empty());
     /// q.put(111).unwrap();
     /// assert!(!q.empty());
@@ -321,7 +567,7 @@ impl<T> Queue<T> {
     /// the moment of the call); never for an unbounded queue.
     ///
     /// ```
-    /// let q = multiproc::queue::Queue::new(2);
+    /// let q = multiproc::queue::local::Queue::new(2);
     /// q.put(111).unwrap();
     /// assert!(!q.full());
     /// q.put(222).unwrap();
@@ -334,7 +580,7 @@ impl<T> Queue<T> {
     /// Python's `q.maxsize`: the bound given to [`new`](Self::new); 0 for unbounded.
     ///
     /// ```
-    /// use multiproc::queue::Queue;
+    /// use multiproc::queue::local::Queue;
     /// assert_eq!(Queue::<u8>::new(5).maxsize(), 5);
     /// assert_eq!(Queue::<u8>::unbounded().maxsize(), 0);
     /// ```
@@ -351,7 +597,8 @@ impl<T> Queue<T> {
     /// `ValueError`); the count is left at zero.
     ///
     /// ```
-    /// use multiproc::queue::{Queue, TooManyTaskDone};
+    /// use multiproc::queue::TooManyTaskDone;
+    /// use multiproc::queue::local::Queue;
     ///
     /// let q = Queue::new(5);
     /// q.put(111).unwrap();
@@ -375,7 +622,7 @@ impl<T> Queue<T> {
     /// [`task_done`](Self::task_done) (at once if none is pending).
     ///
     /// ```
-    /// use multiproc::queue::Queue;
+    /// use multiproc::queue::local::Queue;
     /// use std::thread;
     ///
     /// let q = Queue::new(0);
@@ -402,7 +649,7 @@ impl<T> Queue<T> {
     /// ```
     /// use std::time::Duration;
     ///
-    /// let q = multiproc::queue::Queue::new(0);
+    /// let q = multiproc::queue::local::Queue::new(0);
     /// assert!(q.join_timeout(Duration::ZERO));
     /// q.put(1).unwrap();
     /// assert!(!q.join_timeout(Duration::from_millis(10)));
@@ -430,7 +677,7 @@ impl<T> Queue<T> {
     /// in progress in another thread may be counted already).
     ///
     /// ```
-    /// let q = multiproc::queue::Queue::new(0);
+    /// let q = multiproc::queue::local::Queue::new(0);
     /// q.put(1).unwrap();
     /// q.put(2).unwrap();
     /// q.get().unwrap();
@@ -443,7 +690,7 @@ impl<T> Queue<T> {
     }
 
     /// Python 3.13's `q.shutdown(immediate)`: from now on every `put` fails with
-    /// [`Closed`], and every waiting `get` and `put`, in any thread, wakes up.
+    /// [`ShutDown`], and every waiting `get` and `put`, in any thread, wakes up.
     ///
     /// With `immediate == false`, gets still return the items already queued, then
     /// fail. With `immediate == true`, the queued items are dropped at once (each
@@ -451,14 +698,14 @@ impl<T> Queue<T> {
     /// harmless; `shutdown(true)` after `shutdown(false)` drops what is left.
     ///
     /// ```
-    /// use multiproc::queue::{Closed, Queue};
+    /// use multiproc::queue::local::{ShutDown, Queue};
     ///
     /// let q = Queue::new(0);
     /// q.put(1).unwrap();
     /// q.put(2).unwrap();
     /// q.shutdown(true);
     /// assert!(q.is_shutdown());
-    /// assert_eq!(q.get(), Err(Closed(())));
+    /// assert_eq!(q.get(), Err(ShutDown(())));
     /// assert_eq!(q.qsize(), 0);
     /// q.join(); // the dropped items count as done
     /// ```
@@ -480,7 +727,7 @@ impl<T> Queue<T> {
     /// Python 3.13's `q.is_shutdown`: `true` once [`shutdown`](Self::shutdown) was called.
     ///
     /// ```
-    /// let q = multiproc::queue::Queue::<u8>::new(0);
+    /// let q = multiproc::queue::local::Queue::<u8>::new(0);
     /// assert!(!q.is_shutdown());
     /// q.shutdown(false);
     /// assert!(q.is_shutdown());
@@ -494,7 +741,7 @@ impl<T> Queue<T> {
     /// `ShutDown`. `&Queue` iterates the same way.
     ///
     /// ```
-    /// let q = multiproc::queue::Queue::new(0);
+    /// let q = multiproc::queue::local::Queue::new(0);
     /// q.put(1).unwrap();
     /// q.put(2).unwrap();
     /// q.shutdown(false);
@@ -508,7 +755,7 @@ impl<T> Queue<T> {
     /// [`try_get`](Self::try_get) that finds nothing.
     ///
     /// ```
-    /// let q = multiproc::queue::Queue::new(0);
+    /// let q = multiproc::queue::local::Queue::new(0);
     /// q.put(1).unwrap();
     /// q.put(2).unwrap();
     /// assert_eq!(q.try_iter().collect::<Vec<_>>(), [1, 2]);
@@ -541,7 +788,7 @@ impl<T> Queue<T> {
     fn put_announced(&self, item: T, wait: Wait) -> Result<(), PutError<T>> {
         let shared = &*self.shared;
         if shared.state_seq_cst() != OPEN {
-            return Err(PutError::Closed(item));
+            return Err(PutError::ShutDown(item));
         }
         // Counted before the item is visible, so a consumer's `task_done` for it can never
         // come first and be refused.
@@ -549,7 +796,7 @@ impl<T> Queue<T> {
         let sent = match shared.items_tx.try_send(item) {
             Ok(()) => Ok(()),
             // Unreachable while `shared` holds the receiver; reported rather than assumed.
-            Err(TrySendError::Disconnected(item)) => Err(PutError::Closed(item)),
+            Err(TrySendError::Disconnected(item)) => Err(PutError::ShutDown(item)),
             Err(TrySendError::Full(item)) => match wait {
                 Wait::No => Err(PutError::Full(item)),
                 Wait::Forever => shared.send_blocking(item, None),
@@ -579,18 +826,18 @@ impl<T> Queue<T> {
         loop {
             if shared.state() == SHUT_DOWN_IMMEDIATELY {
                 shared.discard_queued();
-                return Err(GetError::Closed);
+                return Err(GetError::ShutDown);
             }
             match shared.items_rx.try_recv() {
                 Ok(item) => return Ok(item),
-                Err(TryRecvError::Disconnected) => return Err(GetError::Closed),
+                Err(TryRecvError::Disconnected) => return Err(GetError::ShutDown),
                 Err(TryRecvError::Empty) => {}
             }
             if shared.state_seq_cst() != OPEN {
                 // Empty and shut down, unless a put that saw the queue open is still
                 // delivering its item: wait for those, then look once more.
                 shared.wait_for_puts_in_flight();
-                return shared.items_rx.try_recv().map_err(|_| GetError::Closed);
+                return shared.items_rx.try_recv().map_err(|_| GetError::ShutDown);
             }
             let deadline = match wait {
                 Wait::No => return Err(GetError::Empty),
@@ -604,11 +851,11 @@ impl<T> Queue<T> {
                 None => select.select(),
                 Some(deadline) => match select.select_deadline(deadline) {
                     Ok(ready) => ready,
-                    Err(_) => return Err(GetError::Empty),
+                    Err(_) => return Err(GetError::Timeout),
                 },
             };
             if ready.index() == item_ready {
-                return ready.recv(&shared.items_rx).map_err(|_| GetError::Closed);
+                return ready.recv(&shared.items_rx).map_err(|_| GetError::ShutDown);
             }
             debug_assert_eq!(ready.index(), shutdown_ready);
             // Completes the selected operation (it reports the disconnection); the loop
@@ -618,7 +865,7 @@ impl<T> Queue<T> {
     }
 }
 
-impl<T> Shared<T> {
+impl<T> Inner<T> {
     fn state(&self) -> u8 {
         self.state.load(Ordering::Acquire)
     }
@@ -638,8 +885,8 @@ impl<T> Shared<T> {
         }
     }
 
-    /// Waits until `item` can be sent, the deadline passes (`Full`) or the queue is shut
-    /// down (`Closed`). A shutdown wins over free room when both are ready.
+    /// Waits until `item` can be sent, the deadline passes (`Timeout`) or the queue is
+    /// shut down (`ShutDown`). A shutdown wins over free room when both are ready.
     fn send_blocking(&self, item: T, deadline: Option<Instant>) -> Result<(), PutError<T>> {
         let mut select = Select::new_biased();
         let shutdown_ready = select.recv(&self.shutdown_rx);
@@ -648,17 +895,17 @@ impl<T> Shared<T> {
             None => select.select(),
             Some(deadline) => match select.select_deadline(deadline) {
                 Ok(ready) => ready,
-                Err(_) => return Err(PutError::Full(item)),
+                Err(_) => return Err(PutError::Timeout(item)),
             },
         };
         if ready.index() == shutdown_ready {
             let _disconnected = ready.recv(&self.shutdown_rx);
-            return Err(PutError::Closed(item));
+            return Err(PutError::ShutDown(item));
         }
         debug_assert_eq!(ready.index(), room_ready);
         ready
             .send(&self.items_tx, item)
-            .map_err(|err| PutError::Closed(err.into_inner()))
+            .map_err(|err| PutError::ShutDown(err.into_inner()))
     }
 
     /// Drops every queued item, counting each as done (Python's `shutdown(immediate=True)`).
@@ -695,7 +942,7 @@ impl<T> Clone for Queue<T> {
     /// Another handle to the same queue (Python code would pass the same object).
     ///
     /// ```
-    /// let q = multiproc::queue::Queue::new(0);
+    /// let q = multiproc::queue::local::Queue::new(0);
     /// let other = q.clone();
     /// other.put("shared").unwrap();
     /// assert_eq!(q.get(), Ok("shared"));
@@ -711,7 +958,7 @@ impl<T> Default for Queue<T> {
     /// An unbounded queue, like Python's `queue.Queue()`.
     ///
     /// ```
-    /// let q = multiproc::queue::Queue::<u8>::default();
+    /// let q = multiproc::queue::local::Queue::<u8>::default();
     /// assert_eq!(q.maxsize(), 0);
     /// ```
     fn default() -> Self {
@@ -746,7 +993,7 @@ impl<'a, T> IntoIterator for &'a Queue<T> {
 /// [`get`](Queue::get); it ends when the queue is shut down and drained.
 ///
 /// ```
-/// let q = multiproc::queue::Queue::new(0);
+/// let q = multiproc::queue::local::Queue::new(0);
 /// q.put('x').unwrap();
 /// q.shutdown(false);
 /// let mut items = q.iter();
@@ -775,7 +1022,7 @@ impl<T> fmt::Debug for Iter<'_, T> {
 /// [`try_get`](Queue::try_get); it ends when the queue is empty.
 ///
 /// ```
-/// let q = multiproc::queue::Queue::new(0);
+/// let q = multiproc::queue::local::Queue::new(0);
 /// q.put('x').unwrap();
 /// let mut items = q.try_iter();
 /// assert_eq!(items.next(), Some('x'));

@@ -77,11 +77,18 @@ use crate::handle;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GetError {
-    /// Nothing to take, for now or until the timeout (Python's `queue.Empty`).
+    /// Nothing to take now (`try_get`; Python's `queue.Empty`).
     #[error("the queue is empty")]
     Empty,
-    /// The queue was shut down and has nothing left, or this handle was closed.
+    /// No item came before the timeout (`get_timeout`; Python raises `queue.Empty`).
+    #[error("timed out waiting for an item")]
+    Timeout,
+    /// The queue was shut down (by any process) and has nothing left (Python 3.13's
+    /// `ShutDown`).
     #[error("the queue is shut down")]
+    ShutDown,
+    /// This handle was closed ([`Queue::close`]); the queue itself may go on.
+    #[error("this queue handle is closed")]
     Closed,
     /// An item was taken but could not be decoded (it is dropped; the queue stays usable).
     #[error("could not decode the item: {0}")]
@@ -92,22 +99,34 @@ pub enum GetError {
 }
 
 impl GetError {
-    /// `true` for [`GetError::Empty`].
+    /// `true` for [`GetError::Empty`] and [`GetError::Timeout`]: no item now, but one
+    /// may come later (what Python's `queue.Empty` means).
     ///
     /// ```
-    /// assert!(multiproc::queue::mp::GetError::Empty.is_empty());
+    /// assert!(multiproc::queue::GetError::Empty.is_empty());
+    /// assert!(multiproc::queue::GetError::Timeout.is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
-        matches!(self, Self::Empty)
+        matches!(self, Self::Empty | Self::Timeout)
     }
 
-    /// `true` for [`GetError::Closed`].
+    /// `true` for [`GetError::ShutDown`] and [`GetError::Closed`]: no item will ever
+    /// come through this handle.
     ///
     /// ```
-    /// assert!(multiproc::queue::mp::GetError::Closed.is_closed());
+    /// assert!(multiproc::queue::GetError::ShutDown.is_closed());
+    /// assert!(multiproc::queue::GetError::Closed.is_closed());
     /// ```
     pub fn is_closed(&self) -> bool {
-        matches!(self, Self::Closed)
+        matches!(self, Self::ShutDown | Self::Closed)
+    }
+
+    /// A wait that ran out is a `Timeout`, not an empty queue.
+    fn elapsed(self) -> GetError {
+        match self {
+            Self::Empty => Self::Timeout,
+            other => other,
+        }
     }
 }
 
@@ -117,11 +136,17 @@ impl GetError {
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum PutError<T> {
-    /// No room, now or until the timeout (Python's `queue.Full`).
+    /// No room now (`try_put`; Python's `queue.Full`).
     #[error("the queue is full")]
     Full(T),
-    /// The queue was shut down, or this handle was closed.
+    /// No room came before the timeout (`put_timeout`; Python raises `queue.Full`).
+    #[error("timed out waiting for room in the queue")]
+    Timeout(T),
+    /// The queue was shut down (by any process; Python 3.13's `ShutDown`).
     #[error("the queue is shut down")]
+    ShutDown(T),
+    /// This handle was closed ([`Queue::close`]).
+    #[error("this queue handle is closed")]
     Closed(T),
     /// The item could not be encoded, or is larger than the queue's maximum message.
     #[error("could not encode the item: {1}")]
@@ -135,26 +160,39 @@ impl<T> PutError<T> {
     /// The item that was not enqueued.
     pub fn into_inner(self) -> T {
         match self {
-            Self::Full(item) | Self::Closed(item) | Self::Codec(item, _) | Self::Io(item, _) => {
-                item
-            }
+            Self::Full(item)
+            | Self::Timeout(item)
+            | Self::ShutDown(item)
+            | Self::Closed(item)
+            | Self::Codec(item, _)
+            | Self::Io(item, _) => item,
         }
     }
 
-    /// `true` for [`PutError::Full`].
+    /// `true` for [`PutError::Full`] and [`PutError::Timeout`]: no room now, but
+    /// there may be room later (what Python's `queue.Full` means).
     pub fn is_full(&self) -> bool {
-        matches!(self, Self::Full(_))
+        matches!(self, Self::Full(_) | Self::Timeout(_))
     }
 
-    /// `true` for [`PutError::Closed`].
+    /// `true` for [`PutError::ShutDown`] and [`PutError::Closed`]: no item will ever
+    /// go in through this handle.
     pub fn is_closed(&self) -> bool {
-        matches!(self, Self::Closed(_))
+        matches!(self, Self::ShutDown(_) | Self::Closed(_))
+    }
+
+    /// A wait that ran out is a `Timeout`, not a full queue.
+    fn elapsed(self) -> PutError<T> {
+        match self {
+            Self::Full(item) => Self::Timeout(item),
+            other => other,
+        }
     }
 
     fn new(item: T, fail: PutFail) -> PutError<T> {
         match fail {
             PutFail::Full => Self::Full(item),
-            PutFail::Closed => Self::Closed(item),
+            PutFail::Closed => Self::ShutDown(item),
             PutFail::Codec(e) => Self::Codec(item, e),
             PutFail::Io(e) => Self::Io(item, e),
         }
@@ -165,6 +203,8 @@ impl<T> fmt::Debug for PutError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Full(_) => f.write_str("Full(..)"),
+            Self::Timeout(_) => f.write_str("Timeout(..)"),
+            Self::ShutDown(_) => f.write_str("ShutDown(..)"),
             Self::Closed(_) => f.write_str("Closed(..)"),
             Self::Codec(_, e) => write!(f, "Codec(.., {e:?})"),
             Self::Io(_, e) => write!(f, "Io(.., {e:?})"),
@@ -176,7 +216,7 @@ impl From<GetFail> for GetError {
     fn from(fail: GetFail) -> Self {
         match fail {
             GetFail::Empty => Self::Empty,
-            GetFail::Closed => Self::Closed,
+            GetFail::Closed => Self::ShutDown,
             GetFail::Codec(e) => Self::Codec(e),
             GetFail::Io(e) => Self::Io(e),
         }
@@ -186,7 +226,7 @@ impl From<GetFail> for GetError {
 /// Settings for a new [`Queue`], [`SimpleQueue`] or [`JoinableQueue`].
 ///
 /// ```
-/// use multiproc::queue::mp::QueueBuilder;
+/// use multiproc::queue::QueueBuilder;
 /// let q = QueueBuilder::new().maxsize(10).lanes(8).build::<u64>()?;
 /// assert_eq!(q.maxsize(), 10);
 /// # Ok::<(), std::io::Error>(())
@@ -360,7 +400,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// Puts `item`, waiting while the queue is full. Fails only if the queue is shut
-    /// down or the item cannot be encoded; the item is given back.
+    /// down, this handle closed, or the item cannot be encoded; the item is given back.
     pub fn put(&self, item: T) -> Result<(), PutError<T>> {
         self.put_until(item, None)
     }
@@ -385,10 +425,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .map_err(|fail| PutError::new((), fail))
     }
 
-    /// Puts `item`, waiting at most `timeout` for room: [`PutError::Full`] after that
-    /// (Python's `put(item, timeout=t)`).
+    /// Puts `item`, waiting at most `timeout` for room: [`PutError::Timeout`] after that
+    /// (Python's `put(item, timeout=t)`, which raises `Full`).
     pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
         self.put_until(item, deadline(timeout))
+            .map_err(PutError::elapsed)
     }
 
     /// Puts `item` only if there is room now (Python's `put_nowait`).
@@ -403,16 +444,16 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         Ok(self.shared.get(until)?)
     }
 
-    /// Takes the next item, waiting for one. Fails with [`GetError::Closed`] once the
+    /// Takes the next item, waiting for one. Fails with [`GetError::ShutDown`] once the
     /// queue is shut down and drained.
     pub fn get(&self) -> Result<T, GetError> {
         self.get_until(None)
     }
 
-    /// Takes the next item, waiting at most `timeout`: [`GetError::Empty`] after that
-    /// (Python's `get(timeout=t)`).
+    /// Takes the next item, waiting at most `timeout`: [`GetError::Timeout`] after that
+    /// (Python's `get(timeout=t)`, which raises `Empty`).
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
-        self.get_until(deadline(timeout))
+        self.get_until(deadline(timeout)).map_err(GetError::elapsed)
     }
 
     /// Takes an item only if one is there now (Python's `get_nowait`).
@@ -456,8 +497,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// Python 3.13's `shutdown()`, for every process: further puts fail with
-    /// [`PutError::Closed`]; gets take what is left, then fail with
-    /// [`GetError::Closed`], waking everyone blocked in `get` or `put`.
+    /// [`PutError::ShutDown`]; gets take what is left, then fail with
+    /// [`GetError::ShutDown`], waking everyone blocked in `get` or `put`.
     pub fn shutdown(&self) {
         self.shared.shutdown();
     }
