@@ -62,7 +62,7 @@ pub fn run() {
         .timeout(Duration::from_millis(200))
         .output();
     match timed_out {
-        Err(SubprocessError::TimeoutExpired { stdout, .. }) => {
+        Err(SubprocessError::Timeout { stdout, .. }) => {
             println!(
                 "timed out after {:.0} ms with {:?} read; child and grandchild killed",
                 started.elapsed().as_secs_f64() * 1e3,

@@ -70,7 +70,7 @@
 //! | `p.communicate(input)`, `communicate(input, timeout)` | [`subprocess::Popen::communicate`], [`subprocess::Popen::communicate_timeout`] (never deadlocks, whatever the sizes) |
 //! | `p.wait()`, `wait(timeout)`, `poll()`, `returncode`, `terminate()`, `kill()` | [`subprocess::Popen`]: same names, `wait_timeout`; [`subprocess::Popen::kill_group`] for the process group |
 //! | `PIPE`, `DEVNULL`, `STDOUT`, a file, `None` | [`subprocess::PIPE`], [`subprocess::DEVNULL`], [`subprocess::STDOUT`], [`subprocess::Stdio`] |
-//! | `CalledProcessError`, `TimeoutExpired` | [`subprocess::SubprocessError::Called`], [`subprocess::SubprocessError::TimeoutExpired`] (a timeout of `run` kills the child's process group and reaps the child) |
+//! | `CalledProcessError`, `TimeoutExpired` | [`subprocess::SubprocessError::Called`], [`subprocess::SubprocessError::Timeout`] (a timeout of `run` kills the child's process group and reaps the child) |
 //! | `threading.Thread(target=f, name=…)` | [`thread::Thread`] |
 //! | `threading.current_thread().name`, `get_ident()` | [`thread::current_thread`], [`thread::get_ident`] |
 //! | `threading.Lock`, `RLock` | [`thread::Lock`], [`thread::RLock`] |

@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use multiproc::executor::{
-    ReturnWhen, Shutdown, TaskError, ThreadPoolExecutor, WaitError, as_completed, wait,
+    ReturnWhen, ShutDown, TaskError, ThreadPoolExecutor, WaitError, as_completed, wait,
 };
 
 const PROMPT: Duration = Duration::from_secs(60);
@@ -174,7 +174,7 @@ fn shutdown_cancels_queued_tasks_on_request_and_refuses_new_ones() {
     let queued: Vec<_> = (0..5).map(|i| pool.submit(move || i).unwrap()).collect();
     pool.shutdown(false, true);
     assert!(queued.iter().all(|f| f.cancelled()));
-    assert!(matches!(pool.submit(|| 0), Err(Shutdown)));
+    assert!(matches!(pool.submit(|| 0), Err(ShutDown)));
     open.send(()).unwrap();
     assert_eq!(busy.result().unwrap(), 7, "the running task completes");
 }

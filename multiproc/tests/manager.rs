@@ -15,6 +15,7 @@ use multiproc::manager::{
     Address, AuthenticationError, DictProxy, EventProxy, ListProxy, LockProxy, Manager,
     ManagerError, NamespaceProxy, QueueProxy, Shared, SharedProxy, ValueProxy,
 };
+use multiproc::queue::{GetError, PutError};
 use multiproc::testing::LeakCheck;
 use serde::{Deserialize, Serialize};
 
@@ -331,11 +332,11 @@ fn s42_queue_between_processes() {
         inbox.put(None).unwrap();
         assert_eq!(p.join().unwrap(), 20);
         assert!(outbox.empty().unwrap());
-        assert!(matches!(outbox.try_get(), Err(ManagerError::Empty)));
+        assert!(matches!(outbox.try_get(), Err(GetError::Empty)));
         let t0 = Instant::now();
         assert!(matches!(
             outbox.get_timeout(Duration::from_millis(150)),
-            Err(ManagerError::Timeout)
+            Err(GetError::Timeout)
         ));
         assert!(t0.elapsed() >= Duration::from_millis(150));
     }
@@ -350,10 +351,10 @@ fn s42_bounded_queue() {
         let q = m.queue_with_maxsize::<u8>(2).unwrap();
         q.try_put(1).unwrap();
         q.put(2).unwrap();
-        assert!(matches!(q.try_put(3), Err(ManagerError::Full)));
+        assert!(matches!(q.try_put(3), Err(PutError::Full(3))));
         assert!(matches!(
             q.put_timeout(3, Duration::from_millis(50)),
-            Err(ManagerError::Full)
+            Err(PutError::Timeout(3))
         ));
         assert_eq!(q.qsize().unwrap(), 2);
         // A blocked put goes through once a get makes room.
@@ -783,18 +784,21 @@ fn s42_killed_server_gives_errors_not_hangs() {
                 )
                 .unwrap();
                 let (got, t0) = blocked.join().unwrap();
-                assert!(matches!(got, Err(ManagerError::ServerDied)), "{got:?}");
+                assert!(matches!(got, Err(GetError::Disconnected)), "{got:?}");
                 assert!(t0.elapsed() < SOON + Duration::from_secs(60));
                 let waited = waiting.join().unwrap();
                 assert!(
-                    matches!(waited, Err(ManagerError::ServerDied)),
+                    matches!(waited, Err(ManagerError::Disconnected)),
                     "{waited:?}"
                 );
             });
             let t0 = Instant::now();
-            assert!(matches!(d.get(&1), Err(ManagerError::ServerDied)));
-            assert!(matches!(d.set(2, 2), Err(ManagerError::ServerDied)));
-            assert!(matches!(m.list([1u8]), Err(ManagerError::ServerDied)));
+            assert!(matches!(d.get(&1), Err(ManagerError::Disconnected)));
+            // The queue proxy speaks the queue's errors, and gives the item back.
+            assert!(matches!(q.put(5), Err(PutError::Disconnected(5))));
+            assert!(matches!(q.try_get(), Err(GetError::Disconnected)));
+            assert!(matches!(d.set(2, 2), Err(ManagerError::Disconnected)));
+            assert!(matches!(m.list([1u8]), Err(ManagerError::Disconnected)));
             assert!(
                 t0.elapsed() < SOON,
                 "{method} tcp={tcp}: {:?}",
@@ -835,7 +839,7 @@ fn s42_shutdown_leaves_no_process_and_no_socket() {
             !std::path::Path::new(&format!("/proc/{pid}")).exists(),
             "{method}: server still there"
         );
-        assert!(matches!(l.len(), Err(ManagerError::ServerDied)));
+        assert!(matches!(l.len(), Err(ManagerError::Disconnected)));
         m.shutdown().unwrap(); // twice is fine
 
         // Dropping shuts down too.

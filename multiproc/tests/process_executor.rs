@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use multiproc::executor::{
-    Executor, ProcessPoolExecutor, ReturnWhen, Shutdown, TaskError, ThreadPoolExecutor, WaitError,
+    Executor, ProcessPoolExecutor, ReturnWhen, ShutDown, TaskError, ThreadPoolExecutor, WaitError,
     as_completed, wait,
 };
 use multiproc::testing::LeakCheck;
@@ -84,7 +84,7 @@ fn submit_result_map_as_completed_and_wait() {
             other => panic!("{other:?}"),
         }
         ex.shutdown(true, false);
-        assert_eq!(ex.submit(cube, 1).unwrap_err(), Shutdown);
+        assert_eq!(ex.submit(cube, 1).unwrap_err(), ShutDown);
     }
     check.assert_clean();
 }
@@ -299,7 +299,7 @@ fn shutdown_from_a_done_callback() {
     for (i, f) in rest.iter().enumerate() {
         assert_eq!(f.result_timeout(PROMPT).unwrap(), cube(i as i64));
     }
-    assert_eq!(ex.submit(cube, 1).unwrap_err(), Shutdown);
+    assert_eq!(ex.submit(cube, 1).unwrap_err(), ShutDown);
     drop(ex);
     check.assert_clean();
 }

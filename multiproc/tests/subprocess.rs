@@ -242,7 +242,7 @@ fn s11_communicate_timeout_keeps_the_child_and_the_output() {
         .communicate_timeout(b"", Duration::from_millis(200))
         .unwrap_err();
     match err {
-        SubprocessError::TimeoutExpired { timeout, .. } => {
+        SubprocessError::Timeout { timeout, .. } => {
             assert_eq!(timeout, Duration::from_millis(200))
         }
         other => panic!("expected TimeoutExpired, got {other:?}"),
@@ -279,7 +279,7 @@ fn s11_run_timeout_kills_the_group_whose_grandchild_holds_the_pipes() {
         .unwrap_err();
     assert!(started.elapsed() < PROMPT, "took {:?}", started.elapsed());
     match err {
-        SubprocessError::TimeoutExpired {
+        SubprocessError::Timeout {
             cmd,
             timeout,
             stdout,
@@ -307,10 +307,7 @@ fn s11_run_timeout_when_the_child_already_exited_but_its_grandchild_holds_stdout
         .output()
         .unwrap_err();
     assert!(started.elapsed() < PROMPT, "took {:?}", started.elapsed());
-    assert!(
-        matches!(err, SubprocessError::TimeoutExpired { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, SubprocessError::Timeout { .. }), "{err:?}");
     check.assert_clean();
 }
 

@@ -281,7 +281,7 @@ fn s16_lock_timeout_while_another_thread_holds_it() {
     let timeout = Duration::from_millis(50);
     let start = Instant::now();
     let err = lock.lock_timeout(timeout).unwrap_err();
-    assert_eq!(err, AcquireError::TimedOut(timeout));
+    assert_eq!(err, AcquireError::Timeout(timeout));
     assert!(start.elapsed() >= timeout, "it waited the timeout");
 
     drop(release);
@@ -307,7 +307,7 @@ fn s16_rlock_timeout_while_another_thread_holds_it() {
     let timeout = Duration::from_millis(20);
     assert_eq!(
         lock.lock_timeout(timeout).unwrap_err(),
-        AcquireError::TimedOut(timeout)
+        AcquireError::Timeout(timeout)
     );
     drop(release);
     holder.join().unwrap();

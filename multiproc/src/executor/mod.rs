@@ -42,7 +42,7 @@ pub use process::{Executor, ProcessPoolBuilder, ProcessPoolExecutor};
 /// `submit` after [`ThreadPoolExecutor::shutdown`] (Python raises `RuntimeError`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("cannot schedule new tasks after shutdown")]
-pub struct Shutdown;
+pub struct ShutDown;
 
 /// A queued task: run it, or cancel it (at a shutdown with `cancel_futures`).
 trait Task: Send + Sync {
@@ -174,7 +174,7 @@ impl ThreadPoolExecutor {
 
     /// Schedules `task`; returns at once with its [`Future`] (S21). A panic in the task
     /// becomes [`TaskError::Panicked`] and leaves the pool running.
-    pub fn submit<T, F>(&self, task: F) -> Result<Future<T>, Shutdown>
+    pub fn submit<T, F>(&self, task: F) -> Result<Future<T>, ShutDown>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
@@ -186,8 +186,8 @@ impl ThreadPoolExecutor {
         let job: Job = cell.clone();
         let future = Future::from_cell(cell);
         match self.jobs.lock().as_ref() {
-            Some(tx) => tx.send(job).map_err(|_| Shutdown)?,
-            None => return Err(Shutdown),
+            Some(tx) => tx.send(job).map_err(|_| ShutDown)?,
+            None => return Err(ShutDown),
         }
         Ok(future)
     }
@@ -198,7 +198,7 @@ impl ThreadPoolExecutor {
         &self,
         task: F,
         items: I,
-    ) -> Result<impl Iterator<Item = Result<T, TaskError>> + use<I, T, F>, Shutdown>
+    ) -> Result<impl Iterator<Item = Result<T, TaskError>> + use<I, T, F>, ShutDown>
     where
         I: IntoIterator,
         I::Item: Send + 'static,

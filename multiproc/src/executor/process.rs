@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Future, Shutdown, TaskError};
+use super::{Future, ShutDown, TaskError};
 use crate::StartMethod;
 use crate::pool::{Arg, Core, PoolBuilder, PoolError, Ret};
 
@@ -127,14 +127,14 @@ impl ProcessPoolExecutor {
         f: fn(A) -> R,
         arg: A,
         limit: Option<Duration>,
-    ) -> Result<Future<R>, Shutdown>
+    ) -> Result<Future<R>, ShutDown>
     where
         A: Arg,
         R: Ret,
     {
         match crate::pool::submit_one(&self.core, f, &arg, limit) {
             Ok(future) => Ok(future),
-            Err(PoolError::Closed) => Err(Shutdown),
+            Err(PoolError::Closed) => Err(ShutDown),
             // Python raises these from `submit` too; here the future carries them, so
             // that every failure is read in the same place.
             Err(PoolError::Broken { reason }) => Ok(Future::failed(TaskError::Broken { reason })),
@@ -150,7 +150,7 @@ impl ProcessPoolExecutor {
 
     /// Schedules `f(arg)` in a worker and returns its [`Future`] at once. A broken
     /// executor or arguments that do not serialise give a future that has failed.
-    pub fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<Future<R>, Shutdown>
+    pub fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<Future<R>, ShutDown>
     where
         A: Arg,
         R: Ret,
@@ -165,7 +165,7 @@ impl ProcessPoolExecutor {
         f: fn(A) -> R,
         arg: A,
         limit: Duration,
-    ) -> Result<Future<R>, Shutdown>
+    ) -> Result<Future<R>, ShutDown>
     where
         A: Arg,
         R: Ret,
@@ -179,7 +179,7 @@ impl ProcessPoolExecutor {
         &self,
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A>,
-    ) -> Result<crate::pool::IMap<R>, Shutdown>
+    ) -> Result<crate::pool::IMap<R>, ShutDown>
     where
         A: Arg,
         R: Ret,
@@ -193,7 +193,7 @@ impl ProcessPoolExecutor {
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A>,
         chunksize: usize,
-    ) -> Result<crate::pool::IMap<R>, Shutdown>
+    ) -> Result<crate::pool::IMap<R>, ShutDown>
     where
         A: Arg,
         R: Ret,
@@ -205,7 +205,7 @@ impl ProcessPoolExecutor {
             .imap(f, items)
         {
             Ok(map) => Ok(map),
-            Err(PoolError::Closed) => Err(Shutdown),
+            Err(PoolError::Closed) => Err(ShutDown),
             // As `submit`: the failure is read from the results.
             Err(PoolError::Broken { reason }) => Ok(crate::pool::IMap::failed(
                 total,
@@ -261,7 +261,7 @@ impl Drop for ProcessPoolExecutor {
 /// ```
 pub trait Executor {
     /// Schedules `f(arg)`; see the implementors.
-    fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<Future<R>, Shutdown>
+    fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<Future<R>, ShutDown>
     where
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static;
@@ -271,7 +271,7 @@ pub trait Executor {
         &self,
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A>,
-    ) -> Result<Box<dyn Iterator<Item = Result<R, TaskError>>>, Shutdown>
+    ) -> Result<Box<dyn Iterator<Item = Result<R, TaskError>>>, ShutDown>
     where
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static;
@@ -281,7 +281,7 @@ pub trait Executor {
 }
 
 impl Executor for ProcessPoolExecutor {
-    fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<Future<R>, Shutdown>
+    fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<Future<R>, ShutDown>
     where
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
@@ -293,7 +293,7 @@ impl Executor for ProcessPoolExecutor {
         &self,
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A>,
-    ) -> Result<Box<dyn Iterator<Item = Result<R, TaskError>>>, Shutdown>
+    ) -> Result<Box<dyn Iterator<Item = Result<R, TaskError>>>, ShutDown>
     where
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
@@ -307,7 +307,7 @@ impl Executor for ProcessPoolExecutor {
 }
 
 impl Executor for super::ThreadPoolExecutor {
-    fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<Future<R>, Shutdown>
+    fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<Future<R>, ShutDown>
     where
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
@@ -319,7 +319,7 @@ impl Executor for super::ThreadPoolExecutor {
         &self,
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A>,
-    ) -> Result<Box<dyn Iterator<Item = Result<R, TaskError>>>, Shutdown>
+    ) -> Result<Box<dyn Iterator<Item = Result<R, TaskError>>>, ShutDown>
     where
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,

@@ -44,11 +44,11 @@ impl Transport {
             Transport::Pipe(conn) => {
                 conn.send(request).map_err(|e| match e {
                     SendError::Codec(e) => ManagerError::Codec(e),
-                    _ => ManagerError::ServerDied,
+                    _ => ManagerError::Disconnected,
                 })?;
                 conn.recv().map_err(|e| match e {
                     RecvError::Codec(e) => ManagerError::Protocol(e.to_string()),
-                    _ => ManagerError::ServerDied,
+                    _ => ManagerError::Disconnected,
                 })
             }
             Transport::Tcp { stream, rbuf, wbuf } => {
@@ -61,7 +61,7 @@ impl Transport {
 
 fn frame_error(e: FrameError) -> ManagerError {
     match e {
-        FrameError::Closed | FrameError::Io => ManagerError::ServerDied,
+        FrameError::Closed | FrameError::Io => ManagerError::Disconnected,
         FrameError::Codec(e @ CodecError::Encode { .. }) => ManagerError::Codec(e),
         FrameError::Codec(e) => ManagerError::Protocol(e.to_string()),
     }
@@ -194,7 +194,7 @@ impl Client {
             Err(
                 ManagerError::Connect { .. }
                 | ManagerError::Authentication(AuthenticationError::Io(_)),
-            ) => return Err(ManagerError::ServerDied),
+            ) => return Err(ManagerError::Disconnected),
             Err(e) => return Err(e),
         };
         let reply = transport.roundtrip(request, &self.limits);
@@ -240,7 +240,7 @@ impl Client {
                 op: op(wait_ms),
             };
             match self.call(&request)? {
-                Reply::TimedOut => {
+                Reply::Timeout => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return Ok(None);
                     }
@@ -260,7 +260,6 @@ impl From<Failure> for ManagerError {
             Failure::Index { index, len } => ManagerError::IndexOutOfRange { index, len },
             Failure::NotFound => ManagerError::NotFound,
             Failure::Empty => ManagerError::Empty,
-            Failure::Full => ManagerError::Full,
             Failure::NotLocked => ManagerError::NotLocked,
             Failure::Panicked(message) => ManagerError::Panicked(message),
             Failure::BadRequest(message) => ManagerError::Protocol(message),

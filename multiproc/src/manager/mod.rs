@@ -55,7 +55,7 @@
 //!
 //! | event | what you see |
 //! |---|---|
-//! | the server dies (any way, `SIGKILL` included) | every call, also one waiting in a queue `get`, returns [`ManagerError::ServerDied`] promptly (the pipe reports the hang-up within ~20 ms) |
+//! | the server dies (any way, `SIGKILL` included) | every call, also one waiting in a queue `get`, returns [`ManagerError::Disconnected`] promptly (the pipe reports the hang-up within ~20 ms) |
 //! | the manager's owner dies | the server dies with it (it is a daemon child with the library's parent-death signal) |
 //! | a client dies holding a manager lock | the server releases the lock when the client's connection closes |
 //! | a client dies while waiting in a queue `get` | the server checks that a client that waited is still connected before it hands it an item (or a lock), so an item put later stays for the living |
@@ -140,9 +140,10 @@ impl From<PathBuf> for Address {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManagerError {
-    /// The server process is gone: it died, or the manager was shut down.
+    /// The server process is gone: it died, or the manager was shut down (the other
+    /// side is gone: `Disconnected`, as for a [`Connection`](crate::connection::Connection)).
     #[error("the manager's server is gone (it died or was shut down)")]
-    ServerDied,
+    Disconnected,
     /// No connection could be made to the server.
     #[error("cannot connect to the manager at {address}: {source}")]
     Connect {
@@ -188,12 +189,9 @@ pub enum ManagerError {
     /// The value is not in the list (Python's `ValueError` of `remove`).
     #[error("the value is not in the list")]
     NotFound,
-    /// `try_get` on an empty queue.
-    #[error("the queue is empty")]
+    /// `pop` of an empty list (the list proxies turn it into `None`).
+    #[error("the list is empty")]
     Empty,
-    /// `try_put`/`put_timeout` on a full queue.
-    #[error("the queue is full")]
-    Full,
     /// A `_timeout` call ran out of time.
     #[error("timed out")]
     Timeout,
@@ -736,7 +734,7 @@ impl Manager {
 
     /// Stops the server and waits for it, then removes the socket file and its
     /// directory (Python's `shutdown()`). Proxies left over get
-    /// [`ManagerError::ServerDied`] afterwards. A manager from
+    /// [`ManagerError::Disconnected`] afterwards. A manager from
     /// [`connect`](Self::connect) only closes its connections, and so does a copy
     /// inherited by a `fork` child (only the process that started the server stops
     /// it, as in Python). Called by `Drop`.

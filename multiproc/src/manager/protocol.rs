@@ -158,7 +158,7 @@ pub(crate) enum Reply {
     Many(Vec<Bytes>),
     Pairs(Vec<(Bytes, Bytes)>),
     /// A wait ran out of time (the client decides whether to wait again).
-    TimedOut,
+    Timeout,
     Error(Failure),
 }
 
@@ -171,7 +171,6 @@ pub(crate) enum Failure {
     Index { index: u64, len: u64 },
     NotFound,
     Empty,
-    Full,
     NotLocked,
     Panicked(String),
     BadRequest(String),

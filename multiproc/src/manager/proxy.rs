@@ -14,6 +14,7 @@ use crate::codec::{self, Limits};
 use super::client::Client;
 use super::protocol::{Op, Reply, Request};
 use super::{Address, ManagerError, Shared};
+use crate::queue::mp::{GetError, PutError};
 
 /// Ties a proxy to its item types (invariant, `Send` and `Sync` whatever they are).
 type Invariant<T> = fn(T) -> T;
@@ -550,9 +551,13 @@ impl<T: Serialize + DeserializeOwned> NamespaceProxy<T> {
 
 /// A FIFO queue in the manager's server (Python's `manager.Queue(maxsize)`).
 ///
+/// Its calls return the errors of the cross-process [`Queue`](crate::queue::Queue)
+/// ([`GetError`], [`PutError`]), the server's death included:
+/// [`GetError::Disconnected`].
+///
 /// A blocking `get` or `put` waits in the server in slices of at most 100 ms, asking
-/// again after each, so it ends promptly with [`ManagerError::ServerDied`] if the server
-/// dies, and a server thread never waits long for a client that has died.
+/// again after each, so it ends promptly with `Disconnected` if the server dies, and a
+/// server thread never waits long for a client that has died.
 ///
 /// ```
 /// # multiproc::init();
@@ -562,7 +567,8 @@ impl<T: Serialize + DeserializeOwned> NamespaceProxy<T> {
 /// q.put("job".into()).unwrap();
 /// assert_eq!(q.qsize().unwrap(), 1);
 /// assert_eq!(q.get().unwrap(), "job");
-/// assert!(q.get_timeout(Duration::from_millis(10)).is_err()); // ManagerError::Timeout
+/// let late = q.get_timeout(Duration::from_millis(10));
+/// assert!(matches!(late, Err(multiproc::queue::GetError::Timeout)));
 /// ```
 pub struct QueueProxy<T> {
     obj: ObjectRef,
@@ -572,8 +578,8 @@ pub struct QueueProxy<T> {
 proxy_impls!(QueueProxy<T>, "queue");
 
 impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
-    fn put_until(&self, item: T, deadline: Option<Instant>) -> Result<bool, ManagerError> {
-        let item = enc(&item)?;
+    fn put_until(&self, item: &T, deadline: Option<Instant>) -> Result<bool, ManagerError> {
+        let item = enc(item)?;
         let reply = self.obj.call_waiting(deadline, |wait_ms| Op::QueuePut {
             item: item.clone(),
             wait_ms,
@@ -584,56 +590,61 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
         }
     }
 
-    fn get_until(&self, deadline: Option<Instant>) -> Result<Option<T>, ManagerError> {
+    fn get_until(&self, deadline: Option<Instant>) -> Result<Option<T>, GetError> {
         match self
             .obj
-            .call_waiting(deadline, |wait_ms| Op::QueueGet { wait_ms })?
+            .call_waiting(deadline, |wait_ms| Op::QueueGet { wait_ms })
+            .map_err(get_error)?
         {
-            Some(r) => r.value().map(Some),
+            Some(r) => r.value().map(Some).map_err(get_error),
             None => Ok(None),
         }
     }
 
     /// Puts an item, waiting while the queue is full (`q.put(x)`).
-    pub fn put(&self, item: T) -> Result<(), ManagerError> {
-        self.put_until(item, None).map(drop)
-    }
-
-    /// Puts an item, waiting at most `timeout` for room ([`ManagerError::Full`]).
-    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), ManagerError> {
-        match self.put_until(item, Some(Instant::now() + timeout))? {
-            true => Ok(()),
-            false => Err(ManagerError::Full),
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        match self.put_until(&item, None) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(put_error(item, e)),
         }
     }
 
-    /// Puts an item if there is room now ([`ManagerError::Full`] otherwise;
+    /// Puts an item, waiting at most `timeout` for room ([`PutError::Timeout`]).
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        match self.put_until(&item, Instant::now().checked_add(timeout)) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(PutError::Timeout(item)),
+            Err(e) => Err(put_error(item, e)),
+        }
+    }
+
+    /// Puts an item if there is room now ([`PutError::Full`] otherwise;
     /// `q.put_nowait(x)`).
-    pub fn try_put(&self, item: T) -> Result<(), ManagerError> {
-        match self.put_until(item, Some(Instant::now()))? {
-            true => Ok(()),
-            false => Err(ManagerError::Full),
+    pub fn try_put(&self, item: T) -> Result<(), PutError<T>> {
+        match self.put_until(&item, Some(Instant::now())) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(PutError::Full(item)),
+            Err(e) => Err(put_error(item, e)),
         }
     }
 
     /// Takes the next item, waiting for one (`q.get()`).
-    pub fn get(&self) -> Result<T, ManagerError> {
-        Ok(self
-            .get_until(None)?
-            .expect("an endless wait ends with an item"))
+    pub fn get(&self) -> Result<T, GetError> {
+        // Without a deadline the server is asked again until an item comes: `None`
+        // cannot happen, and would mean a wait that ended.
+        self.get_until(None)?.ok_or(GetError::Timeout)
     }
 
-    /// Takes the next item, waiting at most `timeout` ([`ManagerError::Timeout`]).
-    pub fn get_timeout(&self, timeout: Duration) -> Result<T, ManagerError> {
-        self.get_until(Some(Instant::now() + timeout))?
-            .ok_or(ManagerError::Timeout)
+    /// Takes the next item, waiting at most `timeout` ([`GetError::Timeout`]).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
+        self.get_until(Instant::now().checked_add(timeout))?
+            .ok_or(GetError::Timeout)
     }
 
-    /// Takes the next item if there is one ([`ManagerError::Empty`] otherwise;
+    /// Takes the next item if there is one ([`GetError::Empty`] otherwise;
     /// `q.get_nowait()`).
-    pub fn try_get(&self) -> Result<T, ManagerError> {
-        self.get_until(Some(Instant::now()))?
-            .ok_or(ManagerError::Empty)
+    pub fn try_get(&self) -> Result<T, GetError> {
+        self.get_until(Some(Instant::now()))?.ok_or(GetError::Empty)
     }
 
     /// Number of items waiting (`q.qsize()`).
@@ -644,6 +655,28 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// Whether no item is waiting (`q.empty()`).
     pub fn empty(&self) -> Result<bool, ManagerError> {
         Ok(self.qsize()? == 0)
+    }
+}
+
+/// A manager failure as the queue's error: a server that is gone is `Disconnected`, a
+/// value that does not encode or decode is `Codec`; anything else (which only a broken
+/// server or protocol causes) is `Io`, with the [`ManagerError`] inside.
+fn get_error(e: ManagerError) -> GetError {
+    match e {
+        ManagerError::Disconnected => GetError::Disconnected,
+        ManagerError::Codec(e) => GetError::Codec(e),
+        ManagerError::Io(e) => GetError::Io(e),
+        other => GetError::Io(std::io::Error::other(other)),
+    }
+}
+
+/// As [`get_error`], giving the item back.
+fn put_error<T>(item: T, e: ManagerError) -> PutError<T> {
+    match e {
+        ManagerError::Disconnected => PutError::Disconnected(item),
+        ManagerError::Codec(e) => PutError::Codec(item, e),
+        ManagerError::Io(e) => PutError::Io(item, e),
+        other => PutError::Io(item, std::io::Error::other(other)),
     }
 }
 

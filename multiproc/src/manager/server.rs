@@ -453,7 +453,7 @@ fn wait_for(
     let mut waited = false;
     loop {
         if waited && !alive() {
-            return Reply::TimedOut;
+            return Reply::Timeout;
         }
         waited = true;
         if let Some(reply) = ready(&mut state) {
@@ -461,7 +461,7 @@ fn wait_for(
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Reply::TimedOut;
+            return Reply::Timeout;
         }
         state = object
             .changed

@@ -13,6 +13,7 @@
 //! | no room before the timeout (`put_timeout`) | [`PutError::Timeout`] | [`local::PutError::Timeout`] | `queue.Full` |
 //! | the queue was shut down (and is drained, for a get) | [`GetError::ShutDown`], [`PutError::ShutDown`] | [`local::GetError::ShutDown`], [`local::PutError::ShutDown`], [`local::ShutDown`] | `queue.ShutDown` (3.13) |
 //! | this handle was closed (`close()`) | [`GetError::Closed`], [`PutError::Closed`] | (no `close`) | `ValueError: Queue is closed` |
+//! | the other side is gone (a manager's server, for [`QueueProxy`](crate::manager::QueueProxy)) | [`GetError::Disconnected`], [`PutError::Disconnected`] | — | `EOFError`, `BrokenPipeError` |
 //! | an item does not encode or decode | [`GetError::Codec`], [`PutError::Codec`] | (items are not encoded) | pickling errors |
 //!
 //! `is_empty()`/`is_full()` on the errors are true for both the immediate and the

@@ -90,6 +90,11 @@ pub enum GetError {
     /// This handle was closed ([`Queue::close`]); the queue itself may go on.
     #[error("this queue handle is closed")]
     Closed,
+    /// The queue is behind a peer that is gone: the server of a manager's
+    /// [`QueueProxy`](crate::manager::QueueProxy) died or was shut down. A queue in
+    /// shared memory has no such peer and never returns it.
+    #[error("the queue's server is gone")]
+    Disconnected,
     /// An item was taken but could not be decoded (it is dropped; the queue stays usable).
     #[error("could not decode the item: {0}")]
     Codec(#[from] CodecError),
@@ -110,15 +115,15 @@ impl GetError {
         matches!(self, Self::Empty | Self::Timeout)
     }
 
-    /// `true` for [`GetError::ShutDown`] and [`GetError::Closed`]: no item will ever
-    /// come through this handle.
+    /// `true` for [`GetError::ShutDown`], [`GetError::Closed`] and
+    /// [`GetError::Disconnected`]: no item will ever come through this handle.
     ///
     /// ```
     /// assert!(multiproc::queue::GetError::ShutDown.is_closed());
     /// assert!(multiproc::queue::GetError::Closed.is_closed());
     /// ```
     pub fn is_closed(&self) -> bool {
-        matches!(self, Self::ShutDown | Self::Closed)
+        matches!(self, Self::ShutDown | Self::Closed | Self::Disconnected)
     }
 
     /// A wait that ran out is a `Timeout`, not an empty queue.
@@ -148,6 +153,10 @@ pub enum PutError<T> {
     /// This handle was closed ([`Queue::close`]).
     #[error("this queue handle is closed")]
     Closed(T),
+    /// The queue is behind a peer that is gone: the server of a manager's
+    /// [`QueueProxy`](crate::manager::QueueProxy) died or was shut down.
+    #[error("the queue's server is gone")]
+    Disconnected(T),
     /// The item could not be encoded, or is larger than the queue's maximum message.
     #[error("could not encode the item: {1}")]
     Codec(T, CodecError),
@@ -164,6 +173,7 @@ impl<T> PutError<T> {
             | Self::Timeout(item)
             | Self::ShutDown(item)
             | Self::Closed(item)
+            | Self::Disconnected(item)
             | Self::Codec(item, _)
             | Self::Io(item, _) => item,
         }
@@ -175,10 +185,13 @@ impl<T> PutError<T> {
         matches!(self, Self::Full(_) | Self::Timeout(_))
     }
 
-    /// `true` for [`PutError::ShutDown`] and [`PutError::Closed`]: no item will ever
-    /// go in through this handle.
+    /// `true` for [`PutError::ShutDown`], [`PutError::Closed`] and
+    /// [`PutError::Disconnected`]: no item will ever go in through this handle.
     pub fn is_closed(&self) -> bool {
-        matches!(self, Self::ShutDown(_) | Self::Closed(_))
+        matches!(
+            self,
+            Self::ShutDown(_) | Self::Closed(_) | Self::Disconnected(_)
+        )
     }
 
     /// A wait that ran out is a `Timeout`, not a full queue.
@@ -206,6 +219,7 @@ impl<T> fmt::Debug for PutError<T> {
             Self::Timeout(_) => f.write_str("Timeout(..)"),
             Self::ShutDown(_) => f.write_str("ShutDown(..)"),
             Self::Closed(_) => f.write_str("Closed(..)"),
+            Self::Disconnected(_) => f.write_str("Disconnected(..)"),
             Self::Codec(_, e) => write!(f, "Codec(.., {e:?})"),
             Self::Io(_, e) => write!(f, "Io(.., {e:?})"),
         }

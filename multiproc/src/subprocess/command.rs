@@ -257,7 +257,7 @@ impl Command {
 
     /// Python's `timeout=`: [`output`](Self::output) kills the child's process group
     /// when the program has not ended (and closed its pipes) after `timeout`, reaps the
-    /// child and returns [`SubprocessError::TimeoutExpired`].
+    /// child and returns [`SubprocessError::Timeout`].
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -295,7 +295,7 @@ impl Command {
     /// their sizes), and returns how it ended with what it wrote to pipes.
     ///
     /// Errors: [`SubprocessError::Called`] with [`check`](Self::check) if it did not
-    /// exit with 0; [`SubprocessError::TimeoutExpired`] when the
+    /// exit with 0; [`SubprocessError::Timeout`] when the
     /// [`timeout`](Self::timeout) expired (the child's process group was killed, the
     /// child reaped); [`SubprocessError::Io`] if it could not be started.
     pub fn output(mut self) -> Result<Completed, SubprocessError> {
@@ -322,7 +322,7 @@ impl Command {
                     .map(|ex| ex.finish(Instant::now() + POST_KILL_DRAIN))
                     .unwrap_or_default();
                 child.wait()?;
-                return Err(SubprocessError::TimeoutExpired {
+                return Err(SubprocessError::Timeout {
                     cmd: args,
                     timeout: timeout.unwrap_or_default(),
                     stdout,

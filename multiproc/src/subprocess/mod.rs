@@ -43,7 +43,7 @@
 //! | `p.wait()`, `p.wait(timeout)`, `p.poll()`, `p.returncode` | [`Popen::wait`], [`Popen::wait_timeout`], [`Popen::poll`], [`Popen::returncode`] |
 //! | `p.terminate()`, `p.kill()`, `p.send_signal(s)`, `os.killpg(p.pid, s)` | [`Popen::terminate`], [`Popen::kill`], [`Popen::send_signal`], [`Popen::send_signal_group`] / [`Popen::kill_group`] |
 //! | `p.stdin`, `p.stdout`, `p.stderr`, `p.pid`, `p.args` | the fields [`Popen::stdin`] …, [`Popen::pid`], [`Popen::args`] |
-//! | `CalledProcessError`, `TimeoutExpired`, `OSError` | [`SubprocessError::Called`], [`SubprocessError::TimeoutExpired`], [`SubprocessError::Io`] |
+//! | `CalledProcessError`, `TimeoutExpired`, `OSError` | [`SubprocessError::Called`], [`SubprocessError::Timeout`], [`SubprocessError::Io`] |
 //!
 //! # Process groups and timeouts
 //!
@@ -55,7 +55,7 @@
 //! and everything it started that did not leave the group — then what is still in the
 //! pipes is read for at most [`POST_KILL_DRAIN`] (a process that left the group with
 //! `setsid` may hold them), the child is reaped, and
-//! [`SubprocessError::TimeoutExpired`] carries the output read until then.
+//! [`SubprocessError::Timeout`] carries the output read until then.
 //! [`Popen::communicate_timeout`] and [`Popen::wait_timeout`] do not kill (as in
 //! Python): kill yourself, with [`Popen::kill_group`] for the whole group.
 //!
@@ -157,8 +157,12 @@ pub enum SubprocessError {
     /// then. From [`Popen::communicate_timeout`] the child still runs, the output read
     /// so far stays in the [`Popen`] (the next `communicate` returns it with the rest)
     /// and these are empty.
+    ///
+    /// Named `Timeout` as every wait that ran out in this crate; the doc alias finds it
+    /// under Python's name.
+    #[doc(alias = "TimeoutExpired")]
     #[error("command {} timed out after {timeout:?}", CmdLine(.cmd))]
-    TimeoutExpired {
+    Timeout {
         /// The arguments it was started with.
         cmd: Vec<OsString>,
         /// The timeout that expired.

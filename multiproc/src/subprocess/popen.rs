@@ -218,7 +218,7 @@ impl Popen {
     }
 
     /// Python's `communicate(input, timeout)`: as [`communicate`](Self::communicate),
-    /// but [`SubprocessError::TimeoutExpired`] after `timeout`. The child is **not**
+    /// but [`SubprocessError::Timeout`] after `timeout`. The child is **not**
     /// killed (Python's semantics); what was read stays here, and the next
     /// `communicate` goes on (pass no input again) and returns all of it:
     ///
@@ -230,7 +230,7 @@ impl Popen {
     ///     .spawn()
     ///     .unwrap();
     /// let err = p.communicate_timeout(b"", Duration::from_millis(100)).unwrap_err();
-    /// assert!(matches!(err, SubprocessError::TimeoutExpired { .. }));
+    /// assert!(matches!(err, SubprocessError::Timeout { .. }));
     /// p.kill_group().unwrap(); // sh and its sleep
     /// let (out, _) = p.communicate(b"").unwrap();
     /// assert_eq!(out, b"started\n");
@@ -243,7 +243,7 @@ impl Popen {
     ) -> Result<(Vec<u8>, Vec<u8>), SubprocessError> {
         match self.communicate_until(input.as_ref(), super::deadline_after(timeout))? {
             Some(output) => Ok(output),
-            None => Err(SubprocessError::TimeoutExpired {
+            None => Err(SubprocessError::Timeout {
                 cmd: self.args.clone(),
                 timeout,
                 stdout: Vec::new(),

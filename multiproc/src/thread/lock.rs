@@ -46,7 +46,7 @@ pub enum AcquireError {
     WouldDeadlock(#[from] WouldDeadlock),
     /// Another thread held the lock for the whole timeout.
     #[error("the lock was still held by another thread after {0:?}")]
-    TimedOut(Duration),
+    Timeout(Duration),
 }
 
 /// Python's `threading.Lock`, holding the data it protects: one thread at a time, and
@@ -150,7 +150,7 @@ impl<T: ?Sized> Lock<T> {
     /// # Errors
     ///
     /// [`AcquireError::WouldDeadlock`] at once if the calling thread holds the lock;
-    /// [`AcquireError::TimedOut`] if another thread held it for the whole `timeout`.
+    /// [`AcquireError::Timeout`] if another thread held it for the whole `timeout`.
     ///
     /// ```
     /// use multiproc::thread::{AcquireError, Lock};
@@ -165,7 +165,7 @@ impl<T: ?Sized> Lock<T> {
         let me = self.check_not_held()?;
         match self.inner.try_lock_for(timeout) {
             Some(inner) => Ok(self.guard(inner, me)),
-            None => Err(AcquireError::TimedOut(timeout)),
+            None => Err(AcquireError::Timeout(timeout)),
         }
     }
 
@@ -368,7 +368,7 @@ impl<T: ?Sized> RLock<T> {
     ///
     /// # Errors
     ///
-    /// [`AcquireError::TimedOut`] if another thread held it for the whole `timeout`.
+    /// [`AcquireError::Timeout`] if another thread held it for the whole `timeout`.
     ///
     /// ```
     /// use std::time::Duration;
@@ -379,7 +379,7 @@ impl<T: ?Sized> RLock<T> {
         self.inner
             .try_lock_for(timeout)
             .map(|inner| RLockGuard { inner })
-            .ok_or(AcquireError::TimedOut(timeout))
+            .ok_or(AcquireError::Timeout(timeout))
     }
 
     /// Whether some thread holds the lock right now.
