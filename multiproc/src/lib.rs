@@ -35,46 +35,36 @@
 //!
 //! ## Python → multiproc
 //!
-//! | Python | multiproc |
-//! |---|---|
-//! | `Process(target=f, args=(a,)).start()` | [`Process::start(f, a)`](Process::start) |
-//! | `Process(name=…, daemon=True)` | [`Process::builder()`](Process::builder)`.name(…).daemon(true)` |
-//! | subclass with `run()` | `impl` [`Run`], [`Process::start_run`] |
-//! | `p.join()`, `p.join(timeout)` | [`Process::join`] (returns the result), [`Process::wait_timeout`] |
-//! | `p.exitcode` | [`Process::exit_status`] → [`ExitStatus::exitcode`] |
-//! | `p.is_alive()`, `p.terminate()`, `p.kill()`, `p.pid`, `p.name` | same names |
-//! | `set_start_method('spawn')`, `get_context('fork')` | [`set_start_method`], [`ProcessBuilder::start_method`] |
-//! | `current_process()`, `os.getpid()`, `os.getppid()` | [`current_process`], [`parent_pid`] |
-//! | `active_children()` | [`active_children`] |
-//! | `os.fork()` | `unsafe` [`sys::fork`] |
-//! | `os._exit(n)` | [`process::exit_now`] |
-//! | `Pipe()`, `Pipe(duplex=False)`, `conn.send/recv/poll` | [`connection::pipe`], [`connection::pipe_simplex`], [`connection::Connection`] |
-//! | `multiprocessing.Queue(maxsize)`, `put`, `get(timeout=…)`, `get_nowait`, `qsize` | [`Queue`] ([`queue::mp::GetError`], [`queue::mp::PutError`], [`queue::mp::QueueBuilder`]) |
-//! | `multiprocessing.SimpleQueue`, `JoinableQueue` (`task_done`, `join`) | [`SimpleQueue`], [`JoinableQueue`] |
-//! | `Value('i', 0)`, `Array('i', range(10))`, `get_lock()`, `.value` | [`shared::Value`], [`shared::Array`] (`lock()`, `get()`, `set()`) |
-//! | `shared_memory.SharedMemory(create=True, size=n)` | [`shared::SharedMemory`] |
-//! | `multiprocessing.Lock`, `RLock`, `acquire(timeout=…)` | [`sync::Lock`], [`sync::RLock`] ([`sync::LockError::OwnerDied`] when a holder died) |
-//! | `Semaphore`, `BoundedSemaphore`, `Event`, `Condition`, `Barrier` | [`sync::Semaphore`], [`sync::Event`], [`sync::Condition`], [`sync::Barrier`] |
-//! | `Manager()`, `with Manager() as m:`, `m.shutdown()` | [`manager::Manager::start`], `Drop`, [`manager::Manager::shutdown`] |
-//! | `m.list(xs)`, `m.dict()`, `m.Value(t, x)`, `m.Namespace()`, `m.Queue()`, `m.Lock()`, `m.Event()` | [`manager::ListProxy`], [`manager::DictProxy`], [`manager::ValueProxy`], [`manager::NamespaceProxy`], [`manager::QueueProxy`], [`manager::LockProxy`], [`manager::EventProxy`] |
-//! | `BaseManager.register('T', T)`, `m.T(...)` | `impl` [`manager::Shared`], [`manager::Manager::create`] → [`manager::SharedProxy`] |
-//! | `BaseManager(address=(host, port), authkey=k)`: `start()`, `connect()` | [`manager::Manager::serve`], [`manager::Manager::connect`] ([`manager::AuthenticationError`]) |
-//! | `concurrent.futures.ThreadPoolExecutor`, `Future`, `as_completed`, `wait` | [`executor::ThreadPoolExecutor`], [`executor::Future`], [`executor::as_completed`], [`executor::wait`] |
-//! | `concurrent.futures.ProcessPoolExecutor`, `Executor` | [`executor::ProcessPoolExecutor`], [`executor::Executor`] |
-//! | `multiprocessing.Pool`, `apply_async`, `AsyncResult.get(timeout)`, `map`, `imap_unordered`, `starmap`, `close`, `join`, `terminate` | [`pool::Pool`], [`pool::AsyncResult`] (see the [`pool`] module's table) |
-//! | `BrokenProcessPool` / a Pool hung by a dead worker | [`executor::TaskError::WorkerDied`] for that task only |
-//! | `queue.Queue(maxsize)`, `get_nowait`, `task_done`, `join`, `shutdown` | [`queue::Queue`] ([`queue::GetError`], [`queue::PutError`]) |
-//! | `subprocess.call(args)`, `check_call`, `check_output` | [`subprocess::call`] → [`ExitStatus`], [`subprocess::check_call`], [`subprocess::check_output`] |
-//! | `subprocess.run(args, input=…, capture_output=True, check=True, timeout=…)` | [`subprocess::run`]`(args).input(…).capture().check().timeout(…).output()` → [`subprocess::Completed`] |
-//! | `Popen(args, stdin=PIPE, stdout=PIPE, stderr=PIPE)`, `cwd=`, `env=`, `shell=True` | [`subprocess::Popen::builder`]`(args).stdin(PIPE)….cwd(…).env(…).shell(true).spawn()` |
-//! | `p.communicate(input)`, `communicate(input, timeout)` | [`subprocess::Popen::communicate`], [`subprocess::Popen::communicate_timeout`] (never deadlocks, whatever the sizes) |
-//! | `p.wait()`, `wait(timeout)`, `poll()`, `returncode`, `terminate()`, `kill()` | [`subprocess::Popen`]: same names, `wait_timeout`; [`subprocess::Popen::kill_group`] for the process group |
-//! | `PIPE`, `DEVNULL`, `STDOUT`, a file, `None` | [`subprocess::PIPE`], [`subprocess::DEVNULL`], [`subprocess::STDOUT`], [`subprocess::Stdio`] |
-//! | `CalledProcessError`, `TimeoutExpired` | [`subprocess::SubprocessError::Called`], [`subprocess::SubprocessError::Timeout`] (a timeout of `run` kills the child's process group and reaps the child) |
-//! | `threading.Thread(target=f, name=…)` | [`thread::Thread`] |
-//! | `threading.current_thread().name`, `get_ident()` | [`thread::current_thread`], [`thread::get_ident`] |
-//! | `threading.Lock`, `RLock` | [`thread::Lock`], [`thread::RLock`] |
-//! | `threading.local()` | [`thread::Local`] (or `std::thread_local!`) |
+//! Every Python concept has a name a Python user recognises: the table is kept by
+//! hand in one place, the "Python → multiproc" section of the repository's
+//! `README.md`. The modules' docs each open with their own part of it
+//! ([`process`], [`connection`], [`queue`], [`shared`], [`sync`], [`manager`], [`pool`],
+//! [`executor`], [`subprocess`], [`thread`]).
+//!
+//! ## Errors: one vocabulary
+//!
+//! Each concept has its own error enum, and every enum uses the same word for the same
+//! condition (as crossbeam's channels do):
+//!
+//! | condition | variant | for example |
+//! |---|---|---|
+//! | a wait with a timeout ran out (the operation can be tried again) | `Timeout` | [`GetError::Timeout`], [`WaitError::Timeout`], [`ProcessError::Timeout`], [`sync::LockError::Timeout`], [`connection::RecvError::Timeout`], [`subprocess::SubprocessError::Timeout`] (Python's `TimeoutExpired`), [`PoolError::Timeout`] |
+//! | no item now (`try_` calls) | `Empty` | [`GetError::Empty`], [`connection::RecvError::Empty`] |
+//! | no room now (`try_` calls) | `Full` | [`PutError::Full`] |
+//! | the other side is gone: a peer process, connection or server | `Disconnected` | [`connection::RecvError::Disconnected`], [`ManagerError::Disconnected`], [`GetError::Disconnected`] |
+//! | this handle was closed (by `close()`) | `Closed` | [`GetError::Closed`], [`PoolError::Closed`] |
+//! | the object was shut down (for everyone) | `ShutDown` | [`GetError::ShutDown`], [`queue::local::ShutDown`], [`executor::ShutDown`] |
+//! | a lock whose holder died | `OwnerDied` | [`sync::LockError::OwnerDied`] |
+//! | a value does not encode or decode | `Codec` ([`CodecError`]) | [`GetError::Codec`], [`ProcessError::Codec`], [`ManagerError::Codec`] |
+//! | a bad argument | `Invalid` naming the parameter | [`PoolError::Invalid`] |
+//!
+//! A task's fate is kept apart from what a wait for it met, as tokio keeps `JoinError`
+//! apart from `Elapsed`: [`TaskError`] says the task panicked, its worker died, it ran
+//! over its time limit (`TimedOut`, a fate, not a wait), it was cancelled or
+//! terminated, its pool broke, or its values did not (de)serialise (carrying the
+//! [`CodecError`] when that happened in this process); [`WaitError`] is
+//! `Task(TaskError)`, `Timeout` or `Taken` (the value had one owner and was taken).
+//! An iterator of results (`imap`, `map`) yields `Result<R, TaskError>`.
 //!
 //! ## Start methods
 //!
