@@ -119,8 +119,11 @@ fn round_up(n: u64, to: u64) -> u64 {
 /// ends with `_exit` (no destructors), can still give its lanes back.
 static LIVE: ForkMutex<Vec<std::sync::Weak<Shared>>> = ForkMutex::new(Vec::new());
 
-/// Wraps a new mapping in an `Arc` and records it for [`release_lanes`].
+/// Wraps a new mapping in an `Arc` and records it for [`release_lanes`], which runs at
+/// the end of every multiproc child (a child-end hook, registered here: a process can
+/// take a lane only in a mapping recorded here first).
 pub(crate) fn register(shared: Shared) -> Arc<Shared> {
+    crate::sys::hooks::at_child_end(release_lanes);
     let shared = Arc::new(shared);
     let mut live = LIVE.lock();
     live.retain(|w| w.strong_count() > 0);
