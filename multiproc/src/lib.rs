@@ -97,6 +97,7 @@ pub mod manager;
 pub mod pool;
 pub mod process;
 pub mod queue;
+pub(crate) mod ring;
 pub mod shared;
 pub mod subprocess;
 pub mod sync;

@@ -67,7 +67,6 @@ use std::fmt;
 
 pub mod local;
 pub mod mp;
-pub(crate) mod shm;
 
 pub use local::{Iter, Queue, TryIter};
 
