@@ -45,7 +45,7 @@ use bytemuck::Pod;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::sync::{LockError, acquired};
-use crate::sys::pmutex::{self, PodGuard, Wait};
+use crate::sys::robust::{self, PodGuard, Wait};
 use block::{BODY, Block};
 
 const MUTEX_AT: usize = BODY;
@@ -69,7 +69,7 @@ fn lock<T: Pod>(
     count: usize,
     wait: Wait,
 ) -> Result<PodGuard<'_, T>, LockError<PodGuard<'_, T>>> {
-    acquired(pmutex::lock_data::<T>(
+    acquired(robust::lock_data::<T>(
         block.map(),
         MUTEX_AT,
         DATA_AT,
@@ -188,7 +188,7 @@ impl<T: Pod> Value<T> {
     /// The value read without the lock (Python's `RawValue`): a `T` wider than a machine
     /// word may come out torn while another process writes it.
     pub fn get_racy(&self) -> T {
-        pmutex::read_racy::<T>(self.block.map(), DATA_AT, 1)[0]
+        robust::read_racy::<T>(self.block.map(), DATA_AT, 1)[0]
     }
 }
 
@@ -323,7 +323,7 @@ impl<T: Pod> Array<T> {
 
     /// A copy taken without the lock (Python's `RawArray`): items may be mid-update.
     pub fn to_vec_racy(&self) -> Vec<T> {
-        pmutex::read_racy::<T>(self.block.map(), DATA_AT, self.len)
+        robust::read_racy::<T>(self.block.map(), DATA_AT, self.len)
     }
 }
 
