@@ -89,6 +89,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub(crate) mod block;
 pub mod codec;
 pub mod connection;
 pub mod executor;

@@ -33,8 +33,6 @@
 //! [`Value::lock`] gives a guard, and a holder's death is reported to the next locker
 //! as [`crate::sync::LockError::OwnerDied`], guard included.
 
-pub(crate) mod block;
-
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
@@ -44,9 +42,9 @@ use std::sync::Arc;
 use bytemuck::Pod;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::block::{self, BODY, Block};
 use crate::sync::{LockError, acquired};
 use crate::sys::robust::{self, PodGuard, Wait};
-use block::{BODY, Block};
 
 const MUTEX_AT: usize = BODY;
 const LEN_AT: usize = BODY + 56;

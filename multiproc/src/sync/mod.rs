@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::shared::block::{self, BODY, Block};
+use crate::block::{self, BODY, Block};
 use crate::sys::mem;
 use crate::sys::robust::{self, Acquired, LockRefused, PodGuard, Wait};
 

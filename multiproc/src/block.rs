@@ -1,5 +1,6 @@
 //! A small block of shared memory behind every cross-process object: one memfd, mapped
-//! whole, passed to other processes with its descriptor.
+//! whole, passed to other processes with its descriptor. Below the objects that use it
+//! (`shared`, `sync`, the pool's worker slots); it uses only `sys` and `handle`.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
