@@ -79,6 +79,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub(crate) mod block;
 pub mod codec;
 pub mod connection;
 pub mod executor;
@@ -88,6 +89,7 @@ pub mod manager;
 pub mod pool;
 pub mod process;
 pub mod queue;
+pub(crate) mod ring;
 pub mod shared;
 pub mod subprocess;
 pub mod sync;

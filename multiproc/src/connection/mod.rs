@@ -70,7 +70,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::{self, CodecError, HEADER_LEN, Limits};
-use crate::queue::shm::{self, Config, GetFail, PutFail, Shared};
+use crate::ring::{self, Config, GetFail, PutFail, RingMap};
 use crate::{handle, sys};
 
 /// How long a receiver sleeps on the ring before it looks at the socket (for the end of
@@ -117,8 +117,8 @@ enum Take {
 
 /// A ring for one direction of a pipe: a few lanes (ends are shared by forked
 /// processes now and then), 4 MiB each.
-fn ring(fingerprint: u64) -> io::Result<Arc<Shared>> {
-    Shared::create(Config {
+fn ring(fingerprint: u64) -> io::Result<Arc<RingMap>> {
+    RingMap::create(Config {
         lanes: 8,
         ring: 4 << 20,
         maxsize: 0,
@@ -126,7 +126,7 @@ fn ring(fingerprint: u64) -> io::Result<Arc<Shared>> {
         joinable: false,
         fingerprint,
     })
-    .map(shm::register)
+    .map(ring::register)
 }
 
 /// Why a message could not be received.
@@ -187,8 +187,8 @@ struct Endpoint {
     writer: Mutex<()>,
     reader: Mutex<ReadState>,
     /// The ring this end sends on, and the one it receives from.
-    tx: Option<Arc<Shared>>,
-    rx: Option<Arc<Shared>>,
+    tx: Option<Arc<RingMap>>,
+    rx: Option<Arc<RingMap>>,
     sends: AtomicU32,
     /// The other end is known to be gone (end-of-file or hang-up seen).
     peer_gone: AtomicBool,
@@ -221,7 +221,7 @@ impl BrokenReason {
 }
 
 impl Endpoint {
-    fn new(sock: OwnedFd, tx: Option<Arc<Shared>>, rx: Option<Arc<Shared>>) -> Endpoint {
+    fn new(sock: OwnedFd, tx: Option<Arc<RingMap>>, rx: Option<Arc<RingMap>>) -> Endpoint {
         Endpoint {
             sock,
             limits: Limits::default(),
@@ -579,7 +579,7 @@ impl Endpoint {
     fn deserialize<'de, S, R, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let (sock, tx, rx) = <(FdIn, Option<FdIn>, Option<FdIn>)>::deserialize(deserializer)?;
         let open = |fd: Option<FdIn>, fingerprint: u64| {
-            fd.map(|FdIn(fd)| Shared::open(fd, fingerprint).map(shm::register))
+            fd.map(|FdIn(fd)| RingMap::open(fd, fingerprint).map(ring::register))
                 .transpose()
                 .map_err(|e| serde::de::Error::custom(format!("cannot attach pipe: {e}")))
         };

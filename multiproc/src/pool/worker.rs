@@ -14,9 +14,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::Queue;
+use crate::block::{self, Block};
 use crate::codec;
 use crate::process::child::{Outcome, run_caught};
-use crate::shared::block::{self, Block};
 use crate::sys;
 use crate::sys::entry::{FnAddr, Verified};
 

@@ -24,8 +24,7 @@ use crate::sys::entry::{FnAddr, Verified};
 pub const EXIT_PANIC: i32 = 1;
 /// Exit code of a child that could not read or run its bootstrap.
 pub const EXIT_BOOTSTRAP: i32 = 70;
-/// Exit code of a child whose parent died before it could start.
-pub const EXIT_ORPHANED: i32 = 71;
+pub use crate::sys::proc::EXIT_ORPHANED;
 
 /// What a `spawn`/`forkserver` child needs to run its target.
 #[derive(Serialize, Deserialize)]
@@ -159,11 +158,11 @@ fn flush_stdio() {
     let _ = std::io::stderr().flush();
 }
 
-/// What every multiproc child does before `_exit` (after flushing stdio): give back
-/// its queue lanes, then (like CPython's `_exit_function`) terminate daemon children
-/// and join the others.
+/// What every multiproc child does before `_exit` (after flushing stdio): run the
+/// lower layers' child-end hooks (the rings give back their lanes), then (like
+/// CPython's `_exit_function`) terminate daemon children and join the others.
 pub(crate) fn end_of_child() {
-    crate::queue::shm::release_lanes();
+    sys::hooks::run_at_child_end();
     runtime::run_exit_hook();
 }
 

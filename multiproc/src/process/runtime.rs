@@ -59,7 +59,11 @@ pub(crate) fn runtime() -> &'static Runtime {
     let current = RUNTIME.get();
     match current {
         Some(rt) if rt.pid == pid => rt,
-        _ => RUNTIME.publish(current, Runtime::new(pid)),
+        _ => {
+            // Before any runtime exists, so that no fork can copy one without the hook.
+            sys::hooks::after_fork(after_fork_in_child);
+            RUNTIME.publish(current, Runtime::new(pid))
+        }
     }
 }
 
@@ -160,10 +164,12 @@ pub fn set_fork_warning(enabled: bool) {
     FORK_WARNING.store(enabled, Ordering::Relaxed);
 }
 
-/// Called in a child right after `fork`: forget the parent's runtime (its launcher
-/// thread does not exist here and its locks may be held) and close the parent's
-/// forkserver socket, read through an atomic because its Mutex may be held.
-pub(crate) fn after_fork_in_child() {
+/// Runs in a child right after a fork multiproc made (a hook registered with
+/// [`sys::hooks::after_fork`] by [`runtime`] before it creates the first runtime):
+/// forget the parent's runtime (its launcher thread does not exist here and its locks
+/// may be held) and close the parent's forkserver socket, read through an atomic
+/// because its Mutex may be held.
+fn after_fork_in_child() {
     if let Some(rt) = RUNTIME.forget() {
         sys::fd::close_inherited(rt.forkserver_fd.swap(-1, Ordering::AcqRel));
     }

@@ -36,7 +36,6 @@
 
 pub mod local;
 pub(crate) mod mp;
-pub(crate) mod shm;
 
 pub use mp::{GetError, Iter, JoinableQueue, PutError, Queue, QueueBuilder, SimpleQueue, TryIter};
 

@@ -69,9 +69,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::TooManyTaskDone;
-use super::shm::{self, Config, GetFail, PutFail, Shared};
 use crate::codec::{self, CodecError};
 use crate::handle;
+use crate::ring::{self, Config, GetFail, PutFail, RingMap};
 
 /// Why [`Queue::get`], [`Queue::get_timeout`] or [`Queue::try_get`] returned no item.
 #[derive(Debug, thiserror::Error)]
@@ -287,7 +287,7 @@ impl QueueBuilder {
     /// Bytes of ring per lane, rounded up to whole pages (at least 64 KiB, at most
     /// 4 GiB). Only the part in use takes memory.
     pub fn ring_bytes(mut self, bytes: usize) -> QueueBuilder {
-        self.ring = bytes.clamp(64 << 10, shm::MAX_RING).next_multiple_of(4096);
+        self.ring = bytes.clamp(64 << 10, ring::MAX_RING).next_multiple_of(4096);
         self
     }
 
@@ -298,8 +298,8 @@ impl QueueBuilder {
         self
     }
 
-    fn shared<T>(self, joinable: bool) -> io::Result<Arc<Shared>> {
-        Shared::create(Config {
+    fn shared<T>(self, joinable: bool) -> io::Result<Arc<RingMap>> {
+        RingMap::create(Config {
             lanes: self.lanes,
             ring: self.ring,
             maxsize: self.maxsize,
@@ -307,7 +307,7 @@ impl QueueBuilder {
             joinable,
             fingerprint: codec::fingerprint::<T>(),
         })
-        .map(shm::register)
+        .map(ring::register)
     }
 
     /// Creates a [`Queue`].
@@ -330,7 +330,7 @@ impl QueueBuilder {
 /// [`Connection`](crate::connection::Connection) or another `Queue`. Items from one
 /// producing process come out in the order it put them.
 pub struct Queue<T> {
-    shared: Arc<Shared>,
+    shared: Arc<RingMap>,
     closed: Arc<AtomicBool>,
     _items: PhantomData<fn(T) -> T>,
 }
@@ -395,7 +395,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         QueueBuilder::new()
     }
 
-    fn from_shared(shared: Arc<Shared>) -> Queue<T> {
+    fn from_shared(shared: Arc<RingMap>) -> Queue<T> {
         Queue {
             shared,
             closed: Arc::new(AtomicBool::new(false)),
@@ -569,9 +569,9 @@ impl<T> Serialize for Queue<T> {
 impl<'de, T: Serialize + DeserializeOwned> Deserialize<'de> for Queue<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let fd = handle::deserialize_fd(deserializer)?;
-        let shared = Shared::open(fd, codec::fingerprint::<T>())
+        let shared = RingMap::open(fd, codec::fingerprint::<T>())
             .map_err(|e| serde::de::Error::custom(format!("cannot attach queue: {e}")))?;
-        Ok(Queue::from_shared(shm::register(shared)))
+        Ok(Queue::from_shared(ring::register(shared)))
     }
 }
 

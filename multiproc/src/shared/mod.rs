@@ -33,8 +33,6 @@
 //! [`Value::lock`] gives a guard, and a holder's death is reported to the next locker
 //! as [`crate::sync::LockError::OwnerDied`], guard included.
 
-pub(crate) mod block;
-
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
@@ -44,9 +42,9 @@ use std::sync::Arc;
 use bytemuck::Pod;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::block::{self, BODY, Block};
 use crate::sync::{LockError, acquired};
-use crate::sys::pmutex::{self, PodGuard, Wait};
-use block::{BODY, Block};
+use crate::sys::robust::{self, PodGuard, Wait};
 
 const MUTEX_AT: usize = BODY;
 const LEN_AT: usize = BODY + 56;
@@ -69,7 +67,7 @@ fn lock<T: Pod>(
     count: usize,
     wait: Wait,
 ) -> Result<PodGuard<'_, T>, LockError<PodGuard<'_, T>>> {
-    acquired(pmutex::lock_data::<T>(
+    acquired(robust::lock_data::<T>(
         block.map(),
         MUTEX_AT,
         DATA_AT,
@@ -188,7 +186,7 @@ impl<T: Pod> Value<T> {
     /// The value read without the lock (Python's `RawValue`): a `T` wider than a machine
     /// word may come out torn while another process writes it.
     pub fn get_racy(&self) -> T {
-        pmutex::read_racy::<T>(self.block.map(), DATA_AT, 1)[0]
+        robust::read_racy::<T>(self.block.map(), DATA_AT, 1)[0]
     }
 }
 
@@ -323,7 +321,7 @@ impl<T: Pod> Array<T> {
 
     /// A copy taken without the lock (Python's `RawArray`): items may be mid-update.
     pub fn to_vec_racy(&self) -> Vec<T> {
-        pmutex::read_racy::<T>(self.block.map(), DATA_AT, self.len)
+        robust::read_racy::<T>(self.block.map(), DATA_AT, self.len)
     }
 }
 

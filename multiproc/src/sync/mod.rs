@@ -48,9 +48,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::shared::block::{self, BODY, Block};
+use crate::block::{self, BODY, Block};
 use crate::sys::mem;
-use crate::sys::pmutex::{self, Acquired, PodGuard, Refused, Wait};
+use crate::sys::robust::{self, Acquired, LockRefused, PodGuard, Wait};
 
 /// Why a lock call returned without a clean acquisition.
 #[non_exhaustive]
@@ -116,14 +116,14 @@ impl<G> fmt::Display for LockError<G> {
 
 impl<G> std::error::Error for LockError<G> {}
 
-/// Turns a pthread lock outcome into the public result.
-pub(crate) fn acquired<G>(outcome: Result<(G, Acquired), Refused>) -> Result<G, LockError<G>> {
+/// Turns a robust lock outcome into the public result.
+pub(crate) fn acquired<G>(outcome: Result<(G, Acquired), LockRefused>) -> Result<G, LockError<G>> {
     match outcome {
         Ok((guard, Acquired::Clean)) => Ok(guard),
         Ok((guard, Acquired::OwnerDied)) => Err(LockError::OwnerDied(guard)),
-        Err(Refused::WouldDeadlock) => Err(LockError::WouldDeadlock),
-        Err(Refused::Busy) => Err(LockError::WouldBlock),
-        Err(Refused::TimedOut) => Err(LockError::Timeout),
+        Err(LockRefused::WouldDeadlock) => Err(LockError::WouldDeadlock),
+        Err(LockRefused::WouldBlock) => Err(LockError::WouldBlock),
+        Err(LockRefused::Timeout) => Err(LockError::Timeout),
     }
 }
 
@@ -191,14 +191,14 @@ impl fmt::Debug for LockGuard<'_> {
 }
 
 fn new_mutex_block(kind: u64, recursive: bool) -> io::Result<Block> {
-    let block = Block::new(kind, MUTEX_AT + pmutex::PMutex::SIZE)?;
+    let block = Block::new(kind, MUTEX_AT + robust::RobustMutex::SIZE)?;
     block.mutex_at(MUTEX_AT).init(recursive);
     Ok(block)
 }
 
 fn lock_block(block: &Block, wait: Wait) -> LockResult<'_> {
     acquired(
-        pmutex::lock_data::<u8>(block.map(), MUTEX_AT, MUTEX_AT, 0, wait)
+        robust::lock_data::<u8>(block.map(), MUTEX_AT, MUTEX_AT, 0, wait)
             .map(|(g, a)| (LockGuard { _inner: g }, a)),
     )
 }

@@ -14,8 +14,9 @@
 pub(crate) mod cell;
 pub(crate) mod entry;
 pub(crate) mod fd;
+pub(crate) mod hooks;
 pub(crate) mod mem;
-pub(crate) mod pmutex;
 pub(crate) mod proc;
+pub(crate) mod robust;
 
 pub use proc::{Fork, fork};

@@ -54,7 +54,7 @@ pub unsafe fn fork() -> io::Result<Fork> {
     match pid {
         -1 => Err(io::Error::last_os_error()),
         0 => {
-            crate::process::runtime::after_fork_in_child();
+            super::hooks::run_after_fork();
             Ok(Fork::Child)
         }
         pid => Ok(Fork::Parent(pid as u32)),
@@ -152,7 +152,7 @@ pub(crate) unsafe fn clone_parent() -> io::Result<Fork> {
                 // with the length the kernel reported for it.
                 unsafe { libc::syscall(libc::SYS_set_robust_list, head, head_len) };
             }
-            forget_cached_pid();
+            super::hooks::run_in_every_forked_child();
             Ok(Fork::Child)
         }
         pid => Ok(Fork::Parent(pid as u32)),
@@ -199,14 +199,17 @@ pub(crate) fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Exit code of a child whose parent died before it could start.
+pub const EXIT_ORPHANED: i32 = 71;
+
 /// Asks the kernel to send `SIGKILL` to this process when the thread that created it
 /// exits, then checks that this parent is still `expected_parent`: if the parent died
-/// before the request took effect, the process exits at once.
+/// before the request took effect, the process exits at once with [`EXIT_ORPHANED`].
 pub(crate) fn die_with_parent(expected_parent: u32) {
     let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
     let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
     if parent != expected_parent {
-        exit_now(crate::process::EXIT_ORPHANED);
+        exit_now(EXIT_ORPHANED);
     }
 }
 
@@ -217,26 +220,21 @@ pub(crate) fn getpid() -> u32 {
 
 static PID_CACHE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-extern "C" fn forget_cached_pid() {
+fn forget_cached_pid() {
     PID_CACHE.store(0, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// This process's pid without a system call on the hot path: cached, and forgotten in
-/// the child of every `fork` (a `pthread_atfork` handler, plus the raw `clone` of the
-/// forkserver, which calls [`forget_cached_pid`] itself). Used where a pid is checked on
-/// every operation (a queue's `put` asks "am I still the process that claimed my lane?").
+/// the child of every `fork` (a [`hooks::in_every_forked_child`](super::hooks) hook,
+/// which only stores to an atomic). Used where a pid is checked on every operation (a
+/// queue's `put` asks "am I still the process that claimed my lane?").
 pub(crate) fn cached_pid() -> u32 {
     use std::sync::atomic::Ordering;
-    static REGISTER: std::sync::Once = std::sync::Once::new();
     let pid = PID_CACHE.load(Ordering::Relaxed);
     if pid != 0 {
         return pid;
     }
-    REGISTER.call_once(|| {
-        // SAFETY: registers a handler that only stores to an atomic, which is
-        // async-signal-safe and so fine in the child of a multi-threaded fork.
-        unsafe { libc::pthread_atfork(None, None, Some(forget_cached_pid)) };
-    });
+    super::hooks::in_every_forked_child(forget_cached_pid);
     let pid = getpid();
     PID_CACHE.store(pid, Ordering::Relaxed);
     pid
@@ -535,7 +533,7 @@ pub(crate) fn fork_and_run(child: Box<dyn FnOnce() -> i32 + Send>) -> io::Result
     // the parent and is documented for the child.
     match unsafe { fork_raw() }? {
         Fork::Child => {
-            crate::process::runtime::after_fork_in_child();
+            super::hooks::run_after_fork();
             let code = child();
             exit_now(code)
         }

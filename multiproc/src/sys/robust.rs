@@ -23,13 +23,13 @@ pub(crate) enum Acquired {
 
 /// Why a lock call did not get the lock.
 #[derive(Debug)]
-pub(crate) enum Refused {
+pub(crate) enum LockRefused {
     /// The calling thread holds this (non-recursive) mutex already.
     WouldDeadlock,
     /// Held by someone else now (`try_lock`).
-    Busy,
+    WouldBlock,
     /// Held by someone else until the deadline.
-    TimedOut,
+    Timeout,
 }
 
 /// A robust mutex at a fixed place in a `MAP_SHARED` mapping.
@@ -40,10 +40,10 @@ pub(crate) enum Refused {
 /// each of which it checks that the holder thread still exists: a holder that died
 /// (its thread or its whole process, SIGKILL included) is replaced, and the new holder
 /// learns it as [`Acquired::OwnerDied`]. A thread id names one thread system-wide, so
-/// a holder that locks again is recognised ([`Refused::WouldDeadlock`], or one level
+/// a holder that locks again is recognised ([`LockRefused::WouldDeadlock`], or one level
 /// deeper for a recursive mutex).
 #[repr(C)]
-pub(crate) struct PMutex {
+pub(crate) struct RobustMutex {
     word: AtomicU32,
     /// Re-entry depth beyond the first, touched only by the holder.
     depth: AtomicU32,
@@ -55,9 +55,9 @@ const TID: u32 = !SLEEPERS;
 /// How often a sleeping locker checks that the holder is still alive.
 const CHECK_OWNER_EVERY: Duration = Duration::from_millis(20);
 
-impl std::fmt::Debug for PMutex {
+impl std::fmt::Debug for RobustMutex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PMutex")
+        f.write_str("RobustMutex")
     }
 }
 
@@ -84,20 +84,20 @@ fn thread_alive(tid: u32) -> bool {
     super::proc::start_time(tid).is_some()
 }
 
-impl PMutex {
+impl RobustMutex {
     /// Bytes a mutex takes (align to 8).
-    pub(crate) const SIZE: usize = std::mem::size_of::<PMutex>();
+    pub(crate) const SIZE: usize = std::mem::size_of::<RobustMutex>();
 
     /// The mutex at byte `offset` of `map`.
     ///
     /// # Panics
     /// If the range is misaligned or outside the mapping (a layout bug).
-    pub(crate) fn at(map: &Mapping, offset: usize) -> &PMutex {
-        let ptr = map.ptr_at(offset, PMutex::SIZE, 8);
+    pub(crate) fn at(map: &Mapping, offset: usize) -> &RobustMutex {
+        let ptr = map.ptr_at(offset, RobustMutex::SIZE, 8);
         // SAFETY: `ptr_at` checked bounds and alignment; the memory lives as long as the
         // borrow of `map`; the struct is three atomics, valid for any bit pattern, and
         // every process accesses them only atomically.
-        unsafe { &*ptr.cast::<PMutex>() }
+        unsafe { &*ptr.cast::<RobustMutex>() }
     }
 
     /// Initialises the mutex, recursive or error-checking. Only the creator calls this,
@@ -111,14 +111,14 @@ impl PMutex {
     /// One attempt: `Some` when the lock is ours (or refused for good). `extra` is
     /// [`SLEEPERS`] for a locker that has slept: others may still sleep, so its unlock
     /// must wake one.
-    fn attempt(&self, me: u32, seen: u32, extra: u32) -> Option<Result<Acquired, Refused>> {
+    fn attempt(&self, me: u32, seen: u32, extra: u32) -> Option<Result<Acquired, LockRefused>> {
         let owner = seen & TID;
         if owner == me {
             if self.recursive.load(Ordering::Relaxed) != 0 {
                 self.depth.fetch_add(1, Ordering::Relaxed);
                 return Some(Ok(Acquired::Clean));
             }
-            return Some(Err(Refused::WouldDeadlock));
+            return Some(Err(LockRefused::WouldDeadlock));
         }
         if owner == 0 {
             // Keep the sleepers bit: others may be asleep, and our unlock must wake one.
@@ -137,7 +137,7 @@ impl PMutex {
     }
 
     /// Takes the lock from a dead holder: `Some(OwnerDied)` if this caller did.
-    fn take_over(&self, me: u32, seen: u32) -> Option<Result<Acquired, Refused>> {
+    fn take_over(&self, me: u32, seen: u32) -> Option<Result<Acquired, LockRefused>> {
         let owner = seen & TID;
         if owner == 0 || owner == me || thread_alive(owner) {
             return None;
@@ -152,7 +152,7 @@ impl PMutex {
     }
 
     /// Locks, waiting until `deadline` (`None`: for ever).
-    pub(crate) fn lock(&self, deadline: Option<Instant>) -> Result<Acquired, Refused> {
+    pub(crate) fn lock(&self, deadline: Option<Instant>) -> Result<Acquired, LockRefused> {
         let me = my_tid();
         if let Some(done) = self.attempt(me, 0, 0) {
             return done;
@@ -179,7 +179,7 @@ impl PMutex {
             }
             let left = super::mem::time_left(deadline);
             if left == Some(Duration::ZERO) {
-                return Err(Refused::TimedOut);
+                return Err(LockRefused::Timeout);
             }
             // Say we sleep, then sleep while the word still says so.
             let asleep = seen | SLEEPERS;
@@ -198,7 +198,7 @@ impl PMutex {
     }
 
     /// Locks only if that is possible at once (or the holder is dead).
-    pub(crate) fn try_lock(&self) -> Result<Acquired, Refused> {
+    pub(crate) fn try_lock(&self) -> Result<Acquired, LockRefused> {
         let me = my_tid();
         let seen = self.word.load(Ordering::Relaxed);
         if let Some(done) = self.attempt(me, seen, 0) {
@@ -207,7 +207,7 @@ impl PMutex {
         if let Some(done) = self.take_over(me, seen) {
             return done;
         }
-        Err(Refused::Busy)
+        Err(LockRefused::WouldBlock)
     }
 
     /// Unlocks; `EPERM` if the calling thread does not hold it.
@@ -240,10 +240,15 @@ pub(crate) enum Wait {
 }
 
 /// Exclusive access to `count` plain-old-data `T`s in shared memory, for as long as the
-/// guard holds the mutex that protects them. Unlocks on drop; not `Send` (a pthread
-/// mutex is unlocked by the thread that locked it).
+/// guard holds the mutex that protects them. Unlocks on drop.
+///
+/// Not `Send`: the lock word names the holder *thread* (its kernel thread id). Unlocking
+/// from another thread is refused (`EPERM`, so a guard dropped there would leave the
+/// lock held), and a locker that finds the holder thread gone takes the lock over as
+/// [`Acquired::OwnerDied`], so a guard carried to another thread would lose its lock
+/// when the thread that took it exits, while still in use.
 pub(crate) struct PodGuard<'a, T> {
-    mutex: &'a PMutex,
+    mutex: &'a RobustMutex,
     data: *mut T,
     count: usize,
     _not_send: std::marker::PhantomData<*const ()>,
@@ -266,8 +271,8 @@ pub(crate) fn lock_data<T: bytemuck::Pod>(
     data_at: usize,
     count: usize,
     wait: Wait,
-) -> Result<(PodGuard<'_, T>, Acquired), Refused> {
-    let mutex = PMutex::at(map, mutex_at);
+) -> Result<(PodGuard<'_, T>, Acquired), LockRefused> {
+    let mutex = RobustMutex::at(map, mutex_at);
     let data = map
         .ptr_at(
             data_at,

@@ -1,5 +1,6 @@
 //! A small block of shared memory behind every cross-process object: one memfd, mapped
-//! whole, passed to other processes with its descriptor.
+//! whole, passed to other processes with its descriptor. Below the objects that use it
+//! (`shared`, `sync`, the pool's worker slots); it uses only `sys` and `handle`.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -9,7 +10,7 @@ use serde::{Deserializer, Serializer};
 
 use crate::handle;
 use crate::sys::mem::{self, Mapping};
-use crate::sys::pmutex::PMutex;
+use crate::sys::robust::RobustMutex;
 
 /// Words at the front of every block: what it is, so that a descriptor of another kind
 /// of object is refused when it arrives.
@@ -104,8 +105,8 @@ impl Block {
     pub(crate) fn u64_at(&self, offset: usize) -> &AtomicU64 {
         self.map.u64_at(offset)
     }
-    pub(crate) fn mutex_at(&self, offset: usize) -> &PMutex {
-        PMutex::at(&self.map, offset)
+    pub(crate) fn mutex_at(&self, offset: usize) -> &RobustMutex {
+        RobustMutex::at(&self.map, offset)
     }
 
     /// Serialises the block as its descriptor (see [`handle`]).

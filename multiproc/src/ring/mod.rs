@@ -1,38 +1,23 @@
-//! The shared-memory transport behind the cross-process queues.
+//! The lock-free shared-memory ring under the cross-process queues and pipes: one memfd,
+//! mapped by every process that holds a handle, with no lock in it, so that a process
+//! killed at any instruction leaves nothing held and everything it published readable.
 //!
-//! One memfd holds everything (layout below). There is no lock in it: a process killed
-//! at any instruction leaves nothing held, and everything it had published stays
-//! readable. See ARCHITECTURE.md, "The cross-process queue", for the argument.
+//! The design — the memory layout, the protocol of a put and a get, what a process
+//! that dies at each step leaves behind, and why that is correct — is written down in
+//! `README.md` beside this file. Keep the two in step.
 //!
-//! ```text
-//! 0             header: magic, type fingerprint, geometry; wait words on their own lines
-//! PAGE          lane control blocks, LANE_STRIDE bytes each:
-//!                 +0   owner  (pid << 32 | start time): the one process that writes the lane
-//!                 +8   w      write cursor, stored only by the owner
-//!                 +128 r      read cursor, advanced by consumers with compare-and-swap
-//! ring_base     one ring of `ring` bytes per lane: records, 8-aligned
-//! blob_base..   large messages, one page-aligned blob each, bump-allocated; a sparse
-//!               file of 2^60 bytes, so untouched space costs nothing, and consumed
-//!               blobs are punched out
-//! ```
+//! * `mod.rs`: the mapping ([`RingMap`]), records and cursors, putting and getting,
+//!   task accounting;
+//! * `lanes.rs`: producer lanes (claiming, taking over a dead owner's, giving back,
+//!   `release_lanes` at a child's end);
+//! * `wait.rs`: waiting (spin, yield, futex) and wake-ups;
+//! * `tests.rs`: unit tests of the layout-level behaviour.
 //!
-//! A record is an 8-byte header (`kind << 32 | len`) and `len` payload bytes, padded to
-//! 8. `INLINE` carries the postcard body; `BLOB` carries the blob's file offset and body
-//! length; `WRAP` says "continue at offset 0". A cursor packs a message sequence number
-//! (35 bits, `WRAP` does not count) with the ring offset in 8-byte units (29 bits), so
-//! `w.seq - r.seq` is the number of messages in the lane and a cursor value never comes
-//! back while anyone could hold an old copy of it.
-//!
-//! Per lane there is one producer (the owning process; its threads take turns under an
-//! in-process mutex) and any number of consumers. A consumer copies the record at `r`,
-//! then moves `r` past it with one compare-and-swap; if that fails, another consumer
-//! took the record (and the copy, which the producer may have overwritten since, is
-//! dropped). A blob record is claimed the same way; the blob is only ever read by the
-//! consumer whose swap succeeded.
+//! It uses only `sys` and `codec`; queues (`queue::mp`), pipes (`connection`) and,
+//! through them, pools sit on top of it.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -42,7 +27,14 @@ use serde::de::DeserializeOwned;
 use crate::codec::{self, CodecError};
 use crate::sys::cell::ForkMutex;
 use crate::sys::mem::{self, Mapping};
-use crate::sys::proc;
+
+mod lanes;
+#[cfg(test)]
+mod tests;
+mod wait;
+
+pub(crate) use lanes::register;
+use wait::Waiter;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"MPQUEUE1");
 const PAGE: usize = 4096;
@@ -73,6 +65,9 @@ const L_OWNER: usize = 0;
 const L_W: usize = 8;
 const L_R: usize = 128;
 
+// Records, 8-aligned: a 16-byte header (`kind << 32 | len` at +0, the ticket at +8),
+// then `len` bytes. `INLINE` carries the postcard body; `BLOB` 16 bytes, the blob's file
+// offset and body length; `WRAP` (header word only) sends readers back to offset 0.
 const INLINE: u64 = 1;
 const BLOB: u64 = 2;
 const WRAP: u64 = 3;
@@ -90,6 +85,9 @@ const KEEP: usize = 2 << 20;
 /// Past [`HOT`], a producer refreshes its view of the read cursor every this many bytes.
 const LOOK_EVERY: usize = 64 << 10;
 
+// A cursor: a message count (35 bits; `WRAP` does not count) above the ring offset in
+// 8-byte units (29 bits), so that `w.seq - r.seq` is a lane's length and a cursor value
+// does not come back while anyone may hold an old copy.
 const OFF_BITS: u32 = 29;
 const SEQ_MASK: u64 = (1 << (64 - OFF_BITS)) - 1;
 /// Largest ring a cursor can address.
@@ -113,29 +111,6 @@ fn round8(n: usize) -> usize {
 }
 fn round_up(n: u64, to: u64) -> u64 {
     n.div_ceil(to) * to
-}
-
-/// Every queue and pipe ring this process has mapped, so that a multiproc child, which
-/// ends with `_exit` (no destructors), can still give its lanes back.
-static LIVE: ForkMutex<Vec<std::sync::Weak<Shared>>> = ForkMutex::new(Vec::new());
-
-/// Wraps a new mapping in an `Arc` and records it for [`release_lanes`].
-pub(crate) fn register(shared: Shared) -> Arc<Shared> {
-    let shared = Arc::new(shared);
-    let mut live = LIVE.lock();
-    live.retain(|w| w.strong_count() > 0);
-    live.push(Arc::downgrade(&shared));
-    shared
-}
-
-/// Gives back the lanes this process holds in every queue it still maps: called at the
-/// end of a multiproc child, so that the next producer finds them free rather than
-/// having to prove their owner dead.
-pub(crate) fn release_lanes() {
-    let live: Vec<Arc<Shared>> = LIVE.lock().iter().filter_map(|w| w.upgrade()).collect();
-    for shared in live {
-        shared.release_lane();
-    }
 }
 
 /// Geometry and typing of a new queue.
@@ -200,9 +175,10 @@ struct Producer {
     spilling: bool,
 }
 
-/// One process's view of a queue: the mapping and this process's producer state.
+/// One process's view of a ring (a queue's, or one direction of a pipe): the mapping and
+/// this process's producer state.
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct RingMap {
     fd: OwnedFd,
     map: Mapping,
     lanes: usize,
@@ -229,9 +205,9 @@ fn layout(lanes: usize, ring: usize) -> (usize, usize, u64) {
     (ring_base, map_len, blob_base)
 }
 
-impl Shared {
+impl RingMap {
     /// Creates a queue in a fresh memfd.
-    pub(crate) fn create(config: Config) -> io::Result<Shared> {
+    pub(crate) fn create(config: Config) -> io::Result<RingMap> {
         let Config {
             lanes,
             ring,
@@ -255,12 +231,12 @@ impl Shared {
             .store(joinable as u64, Ordering::Relaxed);
         map.u64_at(H_BLOB_NEXT).store(blob_base, Ordering::Relaxed);
         map.u64_at(H_MAGIC).store(MAGIC, Ordering::Release);
-        Ok(Shared::from_parts(fd, map, config))
+        Ok(RingMap::from_parts(fd, map, config))
     }
 
     /// Maps a queue received from another process, checking that it is one, of the
     /// expected item type.
-    pub(crate) fn open(fd: OwnedFd, fingerprint: u64) -> io::Result<Shared> {
+    pub(crate) fn open(fd: OwnedFd, fingerprint: u64) -> io::Result<RingMap> {
         let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
         let mut head = [0u8; 56];
         if mem::read_at(&fd, &mut head, 0)? != head.len() {
@@ -291,12 +267,12 @@ impl Shared {
             joinable: word(H_JOINABLE) != 0,
             fingerprint,
         };
-        Ok(Shared::from_parts(fd, map, config))
+        Ok(RingMap::from_parts(fd, map, config))
     }
 
-    fn from_parts(fd: OwnedFd, map: Mapping, config: Config) -> Shared {
+    fn from_parts(fd: OwnedFd, map: Mapping, config: Config) -> RingMap {
         let (ring_base, _, blob_base) = layout(config.lanes, config.ring);
-        Shared {
+        RingMap {
             fd,
             map,
             lanes: config.lanes,
@@ -319,20 +295,6 @@ impl Shared {
     /// Lowers (or raises) the item size this process accepts and sends.
     pub(crate) fn set_max_message(&self, bytes: usize) {
         self.max_message.store(bytes, Ordering::Relaxed);
-    }
-
-    /// Waits until an item is there or `deadline` passes, taking nothing; `true` if one
-    /// is there.
-    pub(crate) fn wait_for_items(&self, deadline: Option<Instant>) -> bool {
-        let mut waiter = Waiter::new(deadline);
-        loop {
-            if self.has_items() {
-                return true;
-            }
-            if !waiter.wait(self, H_GET_WAITERS, H_NOT_EMPTY, || self.has_items()) {
-                return false;
-            }
-        }
     }
 
     pub(crate) fn maxsize(&self) -> usize {
@@ -388,82 +350,6 @@ impl Shared {
     }
 
     // ---- producing -------------------------------------------------------------
-
-    /// Takes a free lane, or one whose owner has died (its published messages stay and
-    /// come first: per-producer order is kept).
-    fn claim(&self, p: &mut Producer, deadline: Option<Instant>) -> Result<usize, PutFail> {
-        let pid = proc::cached_pid();
-        if p.pid != pid {
-            *p = Producer {
-                pid,
-                lane: None,
-                identity: proc::identity(pid),
-                w: 0,
-                r_seen: 0,
-                high: 0,
-                looked_at: 0,
-                spilling: false,
-            };
-        }
-        if let Some(lane) = p.lane {
-            return Ok(lane);
-        }
-        let mut pause = Duration::from_micros(100);
-        loop {
-            let free = (0..self.lanes).find(|&lane| {
-                self.owner(lane)
-                    .compare_exchange(0, p.identity, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-            });
-            let taken = free.or_else(|| {
-                (0..self.lanes).find(|&lane| {
-                    let owner = self.owner(lane).load(Ordering::Acquire);
-                    owner != p.identity
-                        && !proc::identity_alive(owner)
-                        && self
-                            .owner(lane)
-                            .compare_exchange(
-                                owner,
-                                p.identity,
-                                Ordering::AcqRel,
-                                Ordering::Relaxed,
-                            )
-                            .is_ok()
-                })
-            });
-            if let Some(lane) = taken {
-                self.word(H_LANES_HI)
-                    .fetch_max(lane as u32 + 1, Ordering::AcqRel);
-                p.lane = Some(lane);
-                p.w = self.w(lane).load(Ordering::Acquire);
-                p.r_seen = self.r(lane).load(Ordering::Acquire);
-                // A previous owner may have filled the ring: trim it at the first chance.
-                p.high = self.ring;
-                return Ok(lane);
-            }
-            // Every lane belongs to a live process: wait for one to let go.
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(PutFail::Full);
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(10));
-        }
-    }
-
-    /// Gives this process's lane back (when its last handle goes away).
-    pub(crate) fn release_lane(&self) {
-        let mut p = self.producer.lock();
-        if p.pid == proc::cached_pid()
-            && let Some(lane) = p.lane.take()
-        {
-            let _ = self.owner(lane).compare_exchange(
-                p.identity,
-                0,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
-        }
-    }
 
     /// When the lane is empty, moves both cursors back to offset 0 (same sequence
     /// number, so nobody sees an item appear or vanish): the next records go to the
@@ -666,17 +552,6 @@ impl Shared {
         Ok(offset)
     }
 
-    /// Wakes sleepers announced on `flag` (cleared atomically, so a waiter that announces
-    /// itself after the swap is seen by the next notify).
-    fn notify(&self, flag: usize, epoch: usize) {
-        let flag = self.word(flag);
-        if flag.load(Ordering::SeqCst) != 0 && flag.swap(0, Ordering::SeqCst) != 0 {
-            let epoch = self.word(epoch);
-            epoch.fetch_add(1, Ordering::SeqCst);
-            mem::futex_wake_all(epoch);
-        }
-    }
-
     // ---- consuming -------------------------------------------------------------
 
     /// Takes one item, waiting until `deadline` (`None`: for ever). Once the queue is
@@ -753,7 +628,7 @@ impl Shared {
     }
 
     /// The record at the read cursor of `lane`, if the lane holds any. The view may be
-    /// stale (another consumer moving on); [`Shared::take_head`] finds out.
+    /// stale (another consumer moving on); [`RingMap::take_head`] finds out.
     fn head(&self, lane: usize) -> Option<Head> {
         let r = self.r(lane).load(Ordering::Acquire);
         let mut w = self.w_seen[lane].load(Ordering::Acquire);
@@ -880,10 +755,6 @@ impl Shared {
         })
     }
 
-    fn consumed(&self) {
-        self.notify(H_PUT_WAITERS, H_NOT_FULL);
-    }
-
     /// Decodes a claimed blob in place and frees its memory.
     fn read_blob<T: DeserializeOwned>(&self, offset: u64, len: u64) -> Result<T, GetFail> {
         let span = round_up(len.max(1), PAGE as u64);
@@ -952,7 +823,7 @@ impl Shared {
     }
 }
 
-impl Drop for Shared {
+impl Drop for RingMap {
     fn drop(&mut self) {
         self.release_lane();
     }
@@ -960,201 +831,4 @@ impl Drop for Shared {
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, GetFail> {
     crate::codec::decode(body).map_err(GetFail::Codec)
-}
-
-/// Spin, then yield, then sleep on a futex: a waiting process reacts within
-/// microseconds while the other side is busy, and costs nothing once it sleeps.
-struct Waiter {
-    deadline: Option<Instant>,
-    rounds: u32,
-    /// When the first wait began.
-    since: Option<Instant>,
-    /// The deadline had passed already when the call began: a `try_` call.
-    immediate: bool,
-}
-
-const SPIN_ROUNDS: u32 = 64;
-const YIELD_ROUNDS: u32 = SPIN_ROUNDS + 64;
-/// How long a producer waits for room in its ring before it spills items into blobs:
-/// long enough that a consumer that is merely slower than the producer is waited for
-/// (blobs cost a mapping each), short enough that nobody notices when no one reads.
-const SPILL_AFTER: Duration = Duration::from_millis(10);
-
-impl Waiter {
-    fn new(deadline: Option<Instant>) -> Waiter {
-        Waiter {
-            deadline,
-            rounds: 0,
-            since: None,
-            immediate: deadline.is_some_and(|d| d <= Instant::now()),
-        }
-    }
-
-    /// `true` once the other side has not kept up for [`SPILL_AFTER`] (or the
-    /// deadline is here: a `try_put` spills rather than fail).
-    fn is_patient(&self) -> bool {
-        match self.since {
-            // Not waited yet: only a call that cannot wait spills at once.
-            None => self.immediate,
-            Some(t) => self.immediate || t.elapsed() >= SPILL_AFTER,
-        }
-    }
-
-    /// Waits a little for `ready`; `false` once the deadline has passed.
-    fn wait(&mut self, q: &Shared, flag: usize, epoch: usize, ready: impl Fn() -> bool) -> bool {
-        let left = mem::time_left(self.deadline);
-        if left == Some(Duration::ZERO) {
-            return false;
-        }
-        let since = *self.since.get_or_insert_with(Instant::now);
-        self.rounds += 1;
-        if self.rounds <= SPIN_ROUNDS {
-            for _ in 0..(1 << self.rounds.min(6)) {
-                std::hint::spin_loop();
-            }
-            return true;
-        }
-        if self.rounds <= YIELD_ROUNDS {
-            std::thread::yield_now();
-            return true;
-        }
-        // Until spilling is allowed, sleep no further than the moment it is.
-        let spill_in = (flag == H_PUT_WAITERS)
-            .then(|| SPILL_AFTER.saturating_sub(since.elapsed()))
-            .filter(|d| !d.is_zero());
-        let left = match (left, spill_in) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let epoch = q.word(epoch);
-        let seen = epoch.load(Ordering::SeqCst);
-        q.word(flag).store(1, Ordering::SeqCst);
-        if !ready() {
-            mem::futex_wait(epoch, seen, left);
-        }
-        true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn queue(fingerprint: u64) -> Shared {
-        Shared::create(Config {
-            lanes: 4,
-            ring: 8 << 20,
-            maxsize: 0,
-            max_message: 1 << 30,
-            joinable: false,
-            fingerprint,
-        })
-        .unwrap()
-    }
-
-    fn allocated(q: &Shared) -> u64 {
-        rustix::fs::fstat(q.fd()).unwrap().st_blocks as u64 * 512
-    }
-
-    fn now() -> Option<Instant> {
-        Some(Instant::now())
-    }
-
-    #[test]
-    fn cursors_count_messages_across_wrap_around() {
-        let r = cursor(SEQ_MASK, 64);
-        let w = cursor(SEQ_MASK + 3, 8);
-        assert_eq!(pending(w, r), 3);
-        assert_eq!((seq_of(w), off_of(w)), (2, 8));
-        assert!(
-            pending(r, w) > SEQ_MASK / 2,
-            "r ahead of a stale w reads as huge"
-        );
-    }
-
-    #[test]
-    fn open_refuses_another_item_type_and_other_files() {
-        let q = queue(1);
-        let dup = q.fd().try_clone_to_owned().unwrap();
-        assert!(Shared::open(dup, 1).is_ok());
-        let dup = q.fd().try_clone_to_owned().unwrap();
-        let err = Shared::open(dup, 2).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        let plain = mem::memfd("not-a-queue", 4096).unwrap();
-        assert_eq!(
-            Shared::open(plain, 1).unwrap_err().kind(),
-            io::ErrorKind::InvalidData
-        );
-    }
-
-    #[test]
-    fn scribbled_memory_gives_a_typed_error_and_the_queue_recovers() {
-        let q = queue(0);
-        for i in 0..3u32 {
-            q.put(&i, None).unwrap();
-        }
-        // Overwrite the first record's header with a kind no sender writes.
-        let first = q.ring_at(0, 0);
-        q.map.u64_at(first).store(7 << 32 | 3, Ordering::Relaxed);
-        assert!(matches!(
-            q.get::<u32>(now()),
-            Err(GetFail::Codec(CodecError::Corrupt(_)))
-        ));
-        q.put(&9u32, None).unwrap();
-        assert_eq!(q.get::<u32>(now()).unwrap(), 9);
-        assert!(matches!(q.get::<u32>(now()), Err(GetFail::Empty)));
-    }
-
-    #[test]
-    fn consumed_blobs_and_drained_bursts_give_their_memory_back() {
-        let q = queue(0);
-        let big = vec![3u8; 16 << 20];
-        q.put(&big, None).unwrap();
-        assert!(allocated(&q) >= 16 << 20);
-        assert_eq!(q.get::<Vec<u8>>(now()).unwrap(), big);
-        assert!(
-            allocated(&q) < 1 << 20,
-            "blob punched out: {}",
-            allocated(&q)
-        );
-
-        let item = vec![1u8; 100];
-        for _ in 0..60_000 {
-            q.put(&item, None).unwrap();
-        }
-        assert!(allocated(&q) >= 6 << 20);
-        for _ in 0..60_000 {
-            q.get::<Vec<u8>>(now()).unwrap();
-        }
-        // A trickle after the burst: the producer soon finds its lane empty, goes back
-        // to the front and gives the pages the burst used back.
-        for _ in 0..1000 {
-            q.put(&item, None).unwrap();
-            q.get::<Vec<u8>>(now()).unwrap();
-        }
-        let warm = (q.ring_base + KEEP) as u64; // header, lane blocks, warm front
-        assert!(allocated(&q) <= warm, "trimmed: {}", allocated(&q));
-    }
-
-    #[test]
-    fn a_full_lane_spills_into_blobs_instead_of_blocking() {
-        let q = Shared::create(Config {
-            lanes: 1,
-            ring: 64 << 10,
-            maxsize: 0,
-            max_message: 1 << 30,
-            joinable: false,
-            fingerprint: 0,
-        })
-        .unwrap();
-        let item = vec![5u8; 1000];
-        for _ in 0..200 {
-            q.put(&item, Some(Instant::now() + Duration::from_secs(10)))
-                .unwrap();
-        }
-        assert_eq!(q.qsize(), 200, "200 KB through a 64 KiB ring");
-        for _ in 0..200 {
-            assert_eq!(q.get::<Vec<u8>>(now()).unwrap(), item);
-        }
-    }
 }

@@ -1,0 +1,121 @@
+//! Unit tests of the ring at the level of its memory layout.
+
+use super::*;
+
+fn queue(fingerprint: u64) -> RingMap {
+    RingMap::create(Config {
+        lanes: 4,
+        ring: 8 << 20,
+        maxsize: 0,
+        max_message: 1 << 30,
+        joinable: false,
+        fingerprint,
+    })
+    .unwrap()
+}
+
+fn allocated(q: &RingMap) -> u64 {
+    rustix::fs::fstat(q.fd()).unwrap().st_blocks as u64 * 512
+}
+
+fn now() -> Option<Instant> {
+    Some(Instant::now())
+}
+
+#[test]
+fn cursors_count_messages_across_wrap_around() {
+    let r = cursor(SEQ_MASK, 64);
+    let w = cursor(SEQ_MASK + 3, 8);
+    assert_eq!(pending(w, r), 3);
+    assert_eq!((seq_of(w), off_of(w)), (2, 8));
+    assert!(
+        pending(r, w) > SEQ_MASK / 2,
+        "r ahead of a stale w reads as huge"
+    );
+}
+
+#[test]
+fn open_refuses_another_item_type_and_other_files() {
+    let q = queue(1);
+    let dup = q.fd().try_clone_to_owned().unwrap();
+    assert!(RingMap::open(dup, 1).is_ok());
+    let dup = q.fd().try_clone_to_owned().unwrap();
+    let err = RingMap::open(dup, 2).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    let plain = mem::memfd("not-a-queue", 4096).unwrap();
+    assert_eq!(
+        RingMap::open(plain, 1).unwrap_err().kind(),
+        io::ErrorKind::InvalidData
+    );
+}
+
+#[test]
+fn scribbled_memory_gives_a_typed_error_and_the_queue_recovers() {
+    let q = queue(0);
+    for i in 0..3u32 {
+        q.put(&i, None).unwrap();
+    }
+    // Overwrite the first record's header with a kind no sender writes.
+    let first = q.ring_at(0, 0);
+    q.map.u64_at(first).store(7 << 32 | 3, Ordering::Relaxed);
+    assert!(matches!(
+        q.get::<u32>(now()),
+        Err(GetFail::Codec(CodecError::Corrupt(_)))
+    ));
+    q.put(&9u32, None).unwrap();
+    assert_eq!(q.get::<u32>(now()).unwrap(), 9);
+    assert!(matches!(q.get::<u32>(now()), Err(GetFail::Empty)));
+}
+
+#[test]
+fn consumed_blobs_and_drained_bursts_give_their_memory_back() {
+    let q = queue(0);
+    let big = vec![3u8; 16 << 20];
+    q.put(&big, None).unwrap();
+    assert!(allocated(&q) >= 16 << 20);
+    assert_eq!(q.get::<Vec<u8>>(now()).unwrap(), big);
+    assert!(
+        allocated(&q) < 1 << 20,
+        "blob punched out: {}",
+        allocated(&q)
+    );
+
+    let item = vec![1u8; 100];
+    for _ in 0..60_000 {
+        q.put(&item, None).unwrap();
+    }
+    assert!(allocated(&q) >= 6 << 20);
+    for _ in 0..60_000 {
+        q.get::<Vec<u8>>(now()).unwrap();
+    }
+    // A trickle after the burst: the producer soon finds its lane empty, goes back
+    // to the front and gives the pages the burst used back.
+    for _ in 0..1000 {
+        q.put(&item, None).unwrap();
+        q.get::<Vec<u8>>(now()).unwrap();
+    }
+    let warm = (q.ring_base + KEEP) as u64; // header, lane blocks, warm front
+    assert!(allocated(&q) <= warm, "trimmed: {}", allocated(&q));
+}
+
+#[test]
+fn a_full_lane_spills_into_blobs_instead_of_blocking() {
+    let q = RingMap::create(Config {
+        lanes: 1,
+        ring: 64 << 10,
+        maxsize: 0,
+        max_message: 1 << 30,
+        joinable: false,
+        fingerprint: 0,
+    })
+    .unwrap();
+    let item = vec![5u8; 1000];
+    for _ in 0..200 {
+        q.put(&item, Some(Instant::now() + Duration::from_secs(10)))
+            .unwrap();
+    }
+    assert_eq!(q.qsize(), 200, "200 KB through a 64 KiB ring");
+    for _ in 0..200 {
+        assert_eq!(q.get::<Vec<u8>>(now()).unwrap(), item);
+    }
+}

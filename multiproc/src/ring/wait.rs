@@ -1,0 +1,120 @@
+//! Waiting and wake-ups: a waiter spins, then yields, then sleeps on a futex word of the
+//! header; a waker clears the sleepers' flag with one swap and makes the `futex_wake`
+//! system call only if someone had announced sleep. See `README.md`, "Waiting".
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::{H_GET_WAITERS, H_NOT_EMPTY, H_NOT_FULL, H_PUT_WAITERS, RingMap};
+use crate::sys::mem;
+
+impl RingMap {
+    /// Waits until an item is there or `deadline` passes, taking nothing; `true` if one
+    /// is there.
+    pub(crate) fn wait_for_items(&self, deadline: Option<Instant>) -> bool {
+        let mut waiter = Waiter::new(deadline);
+        loop {
+            if self.has_items() {
+                return true;
+            }
+            if !waiter.wait(self, H_GET_WAITERS, H_NOT_EMPTY, || self.has_items()) {
+                return false;
+            }
+        }
+    }
+
+    /// Wakes sleepers announced on `flag` (cleared atomically, so a waiter that announces
+    /// itself after the swap is seen by the next notify).
+    pub(super) fn notify(&self, flag: usize, epoch: usize) {
+        let flag = self.word(flag);
+        if flag.load(Ordering::SeqCst) != 0 && flag.swap(0, Ordering::SeqCst) != 0 {
+            let epoch = self.word(epoch);
+            epoch.fetch_add(1, Ordering::SeqCst);
+            mem::futex_wake_all(epoch);
+        }
+    }
+
+    pub(super) fn consumed(&self) {
+        self.notify(H_PUT_WAITERS, H_NOT_FULL);
+    }
+}
+
+/// Spin, then yield, then sleep on a futex: a waiting process reacts within
+/// microseconds while the other side is busy, and costs nothing once it sleeps.
+pub(super) struct Waiter {
+    deadline: Option<Instant>,
+    rounds: u32,
+    /// When the first wait began.
+    since: Option<Instant>,
+    /// The deadline had passed already when the call began: a `try_` call.
+    immediate: bool,
+}
+
+const SPIN_ROUNDS: u32 = 64;
+const YIELD_ROUNDS: u32 = SPIN_ROUNDS + 64;
+/// How long a producer waits for room in its ring before it spills items into blobs:
+/// long enough that a consumer that is merely slower than the producer is waited for
+/// (blobs cost a mapping each), short enough that nobody notices when no one reads.
+const SPILL_AFTER: Duration = Duration::from_millis(10);
+
+impl Waiter {
+    pub(super) fn new(deadline: Option<Instant>) -> Waiter {
+        Waiter {
+            deadline,
+            rounds: 0,
+            since: None,
+            immediate: deadline.is_some_and(|d| d <= Instant::now()),
+        }
+    }
+
+    /// `true` once the other side has not kept up for [`SPILL_AFTER`] (or the
+    /// deadline is here: a `try_put` spills rather than fail).
+    pub(super) fn is_patient(&self) -> bool {
+        match self.since {
+            // Not waited yet: only a call that cannot wait spills at once.
+            None => self.immediate,
+            Some(t) => self.immediate || t.elapsed() >= SPILL_AFTER,
+        }
+    }
+
+    /// Waits a little for `ready`; `false` once the deadline has passed.
+    pub(super) fn wait(
+        &mut self,
+        q: &RingMap,
+        flag: usize,
+        epoch: usize,
+        ready: impl Fn() -> bool,
+    ) -> bool {
+        let left = mem::time_left(self.deadline);
+        if left == Some(Duration::ZERO) {
+            return false;
+        }
+        let since = *self.since.get_or_insert_with(Instant::now);
+        self.rounds += 1;
+        if self.rounds <= SPIN_ROUNDS {
+            for _ in 0..(1 << self.rounds.min(6)) {
+                std::hint::spin_loop();
+            }
+            return true;
+        }
+        if self.rounds <= YIELD_ROUNDS {
+            std::thread::yield_now();
+            return true;
+        }
+        // Until spilling is allowed, sleep no further than the moment it is.
+        let spill_in = (flag == H_PUT_WAITERS)
+            .then(|| SPILL_AFTER.saturating_sub(since.elapsed()))
+            .filter(|d| !d.is_zero());
+        let left = match (left, spill_in) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let epoch = q.word(epoch);
+        let seen = epoch.load(Ordering::SeqCst);
+        q.word(flag).store(1, Ordering::SeqCst);
+        if !ready() {
+            mem::futex_wait(epoch, seen, left);
+        }
+        true
+    }
+}
