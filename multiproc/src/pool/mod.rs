@@ -74,7 +74,7 @@ pub(crate) use task::submit_one;
 
 use crate::codec::CodecError;
 use crate::sys::entry::FnAddr;
-use crate::{StartError, StartMethod};
+use crate::process::{StartError, StartMethod};
 use core::{Config, Spawner};
 use worker::WorkerArgs;
 
