@@ -269,7 +269,7 @@ fn completions<T: Send + 'static>(
 
 /// As [`as_completed`], but all of it within `timeout` of the call (Python's
 /// `as_completed(fs, timeout)`): once the time is up, the iterator yields one
-/// `Err(WaitTimeout)` and ends; the futures not yielded keep running.
+/// `Err(WaitError::Timeout)` and ends; the futures not yielded keep running.
 ///
 /// ```
 /// use std::time::Duration;
