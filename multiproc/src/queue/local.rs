@@ -316,11 +316,11 @@ const SHUT_DOWN_IMMEDIATELY: u8 = 2;
 /// assert_eq!(consumer.join().unwrap(), 55);
 /// ```
 pub struct Queue<T> {
-    shared: Arc<Inner<T>>,
+    shared: Arc<QueueState<T>>,
 }
 
 /// What every handle of one queue shares.
-struct Inner<T> {
+struct QueueState<T> {
     items_tx: Sender<T>,
     items_rx: Receiver<T>,
     /// As given to `new`: 0 for unbounded.
@@ -382,7 +382,7 @@ impl<T> Queue<T> {
         };
         let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded(0);
         Self {
-            shared: Arc::new(Inner {
+            shared: Arc::new(QueueState {
                 items_tx,
                 items_rx,
                 maxsize,
@@ -865,7 +865,7 @@ impl<T> Queue<T> {
     }
 }
 
-impl<T> Inner<T> {
+impl<T> QueueState<T> {
     fn state(&self) -> u8 {
         self.state.load(Ordering::Acquire)
     }
