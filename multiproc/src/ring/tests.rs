@@ -119,3 +119,66 @@ fn a_full_lane_spills_into_blobs_instead_of_blocking() {
         assert_eq!(q.get::<Vec<u8>>(now()).unwrap(), item);
     }
 }
+
+/// An identity no process can have: its pid is above the kernel's limit (2^22).
+const DEAD_OWNER: u64 = 0x7fff_fff0 << 32 | 1;
+
+/// A one-lane queue whose lane is empty, past its front, and left as its owner leaves
+/// it when killed between the two steps of a rewind: `r` moved to the front (same
+/// count, offset 0), `w` not yet. The owner's identity then names no living process,
+/// and its private producer state is gone with it.
+fn lane_torn_mid_rewind() -> RingMap {
+    let q = RingMap::create(Config {
+        lanes: 1,
+        ring: 64 << 10,
+        maxsize: 0,
+        max_message: 1 << 30,
+        joinable: false,
+        fingerprint: 0,
+    })
+    .unwrap();
+    for i in 1..=3u32 {
+        q.put(&i, None).unwrap();
+    }
+    for i in 1..=3u32 {
+        assert_eq!(q.get::<u32>(now()).unwrap(), i);
+    }
+    let w = q.w(0).load(Ordering::SeqCst);
+    assert_eq!(q.r(0).load(Ordering::SeqCst), w, "the lane is empty");
+    assert_ne!(off_of(w), 0, "and past its front");
+    // The rewind's first step, as the owner does it; it is killed before the second.
+    q.r(0)
+        .compare_exchange(w, cursor(seq_of(w), 0), Ordering::SeqCst, Ordering::SeqCst)
+        .unwrap();
+    q.owner(0).store(DEAD_OWNER, Ordering::SeqCst);
+    *q.producer.lock() = Producer::default();
+    q
+}
+
+#[test]
+fn a_lane_whose_owner_was_killed_mid_rewind_reads_as_empty() {
+    let q = lane_torn_mid_rewind();
+    assert_eq!(q.qsize(), 0);
+    assert!(!q.has_items(), "consumers would spin instead of sleeping");
+    assert!(!q.wait_for_items(now()));
+    assert!(matches!(q.get::<u32>(now()), Err(GetFail::Empty)));
+}
+
+#[test]
+fn the_next_owner_of_a_lane_torn_mid_rewind_delivers_its_own_items_not_stale_ones() {
+    let q = lane_torn_mid_rewind();
+    // This process takes the lane over (it is the only one) and puts into it.
+    for i in 10..20u32 {
+        q.put(&i, None).unwrap();
+    }
+    for i in 10..20u32 {
+        assert_eq!(
+            q.get::<u32>(now()).unwrap(),
+            i,
+            "not a record of an earlier lap"
+        );
+    }
+    assert!(matches!(q.get::<u32>(now()), Err(GetFail::Empty)));
+    assert_eq!(q.qsize(), 0);
+    assert!(!q.has_items());
+}
