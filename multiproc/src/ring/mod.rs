@@ -430,7 +430,10 @@ impl RingMap {
             let mut stuck = None;
             if self.maxsize == 0 || self.qsize() < self.maxsize {
                 match self.try_put(item, len, deadline, waiter.is_patient())? {
-                    None => return Ok(()),
+                    None => {
+                        self.notify(H_GET_WAITERS, H_NOT_EMPTY);
+                        return Ok(());
+                    }
                     Some(lane_and_r) => stuck = Some(lane_and_r),
                 }
             }
@@ -448,8 +451,9 @@ impl RingMap {
         }
     }
 
-    /// One attempt; when the lane has no room, `Ok(Some((lane, r)))` with the read
-    /// cursor that left too little of it.
+    /// One attempt, up to and including the publish (the caller wakes consumers);
+    /// when the lane has no room, `Ok(Some((lane, r)))` with the read cursor that left
+    /// too little of it.
     /// An item small enough for the ring spills into a blob only with `spill`: blobs
     /// cost a mapping each, so a producer first gives a busy consumer a moment to make
     /// room.
@@ -533,8 +537,6 @@ impl RingMap {
         p.w = cursor(seq_of(w) + 1, pos + size);
         p.high = p.high.max(pos + size);
         self.w(lane).store(p.w, Ordering::SeqCst);
-        drop(p);
-        self.notify(H_GET_WAITERS, H_NOT_EMPTY);
         Ok(None)
     }
 

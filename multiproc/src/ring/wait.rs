@@ -55,7 +55,7 @@ const YIELD_ROUNDS: u32 = SPIN_ROUNDS + 64;
 /// How long a producer waits for room in its ring before it spills items into blobs:
 /// long enough that a consumer that is merely slower than the producer is waited for
 /// (blobs cost a mapping each), short enough that nobody notices when no one reads.
-const SPILL_AFTER: Duration = Duration::from_millis(10);
+pub(super) const SPILL_AFTER: Duration = Duration::from_millis(10);
 
 impl Waiter {
     pub(super) fn new(deadline: Option<Instant>) -> Waiter {
