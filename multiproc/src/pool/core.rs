@@ -31,9 +31,9 @@ use parking_lot::{Condvar, Mutex};
 use super::worker::{self, Parts, Reply, Slots, TaskMsg};
 use crate::future::TaskError;
 use crate::process::child::Outcome;
+use crate::process::{Process, StartError, StartMethod};
 use crate::queue::mp::{GetError, Queue, QueueBuilder};
 use crate::sys::entry::FnAddr;
-use crate::process::{Process, StartError, StartMethod};
 
 /// Whatever waits for a task's outcome: a future, or a chunk of a map.
 pub(crate) trait Sink: Send + Sync {

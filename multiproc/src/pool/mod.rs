@@ -73,8 +73,8 @@ pub use task::AsyncResult;
 pub(crate) use task::submit_one;
 
 use crate::codec::CodecError;
-use crate::sys::entry::FnAddr;
 use crate::process::{StartError, StartMethod};
+use crate::sys::entry::FnAddr;
 use core::{Config, Spawner};
 use worker::WorkerArgs;
 
