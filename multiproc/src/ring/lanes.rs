@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{H_LANES_HI, Producer, PutFail, RingMap};
+use super::{H_LANES_HI, Producer, PutFail, RingMap, seq_of};
 use crate::sys::cell::ForkMutex;
 use crate::sys::proc;
 
@@ -89,6 +89,14 @@ impl RingMap {
                 p.lane = Some(lane);
                 p.w = self.w(lane).load(Ordering::Acquire);
                 p.r_seen = self.r(lane).load(Ordering::Acquire);
+                if seq_of(p.r_seen) == seq_of(p.w) && p.r_seen != p.w {
+                    // The previous owner was killed in the middle of a rewind: `r` is
+                    // at the front, `w` is not. The lane is empty (equal counts), so no
+                    // consumer can move `r` now, and `w` is ours alone: finish the
+                    // rewind. See `README.md`, "A rewind cut short".
+                    self.w(lane).store(p.r_seen, Ordering::SeqCst);
+                    p.w = p.r_seen;
+                }
                 // A previous owner may have filled the ring: trim it at the first chance.
                 p.high = self.ring;
                 return Ok(lane);

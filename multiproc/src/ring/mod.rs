@@ -354,8 +354,10 @@ impl RingMap {
     /// When the lane is empty, moves both cursors back to offset 0 (same sequence
     /// number, so nobody sees an item appear or vanish): the next records go to the
     /// front, into pages that are mapped and warm, and the whole ring is free again.
-    /// Consumers only move `r` while `w != r`, and `w` is ours, so the swap cannot race
-    /// with a successful take.
+    /// Consumers only move `r` while `w` is ahead of it in count, and `w` is ours, so
+    /// the swap cannot race with a successful take. An owner killed between the two
+    /// steps leaves equal counts at different offsets; the next owner finishes the
+    /// rewind when it claims the lane (`README.md`, "A rewind cut short").
     fn rewind(&self, lane: usize, p: &mut Producer) {
         if p.r_seen != p.w || off_of(p.w) == 0 {
             return;
@@ -428,7 +430,10 @@ impl RingMap {
             let mut stuck = None;
             if self.maxsize == 0 || self.qsize() < self.maxsize {
                 match self.try_put(item, len, deadline, waiter.is_patient())? {
-                    None => return Ok(()),
+                    None => {
+                        self.notify(H_GET_WAITERS, H_NOT_EMPTY);
+                        return Ok(());
+                    }
                     Some(lane_and_r) => stuck = Some(lane_and_r),
                 }
             }
@@ -446,8 +451,9 @@ impl RingMap {
         }
     }
 
-    /// One attempt; when the lane has no room, `Ok(Some((lane, r)))` with the read
-    /// cursor that left too little of it.
+    /// One attempt, up to and including the publish (the caller wakes consumers);
+    /// when the lane has no room, `Ok(Some((lane, r)))` with the read cursor that left
+    /// too little of it.
     /// An item small enough for the ring spills into a blob only with `spill`: blobs
     /// cost a mapping each, so a producer first gives a busy consumer a moment to make
     /// room.
@@ -531,8 +537,6 @@ impl RingMap {
         p.w = cursor(seq_of(w) + 1, pos + size);
         p.high = p.high.max(pos + size);
         self.w(lane).store(p.w, Ordering::SeqCst);
-        drop(p);
-        self.notify(H_GET_WAITERS, H_NOT_EMPTY);
         Ok(None)
     }
 
@@ -577,9 +581,13 @@ impl RingMap {
         }
     }
 
+    /// `true` if some lane holds an item. Counts are compared, not whole cursors: a lane
+    /// whose owner was killed mid-rewind has equal counts at different offsets, and is
+    /// empty. `r` is read first, so the `w` read after it is never behind it.
     pub(crate) fn has_items(&self) -> bool {
         (0..self.lanes_in_use()).any(|lane| {
-            self.r(lane).load(Ordering::Acquire) != self.w(lane).load(Ordering::Acquire)
+            let r = self.r(lane).load(Ordering::Acquire);
+            pending(self.w(lane).load(Ordering::Acquire), r) != 0
         })
     }
 

@@ -119,3 +119,162 @@ fn a_full_lane_spills_into_blobs_instead_of_blocking() {
         assert_eq!(q.get::<Vec<u8>>(now()).unwrap(), item);
     }
 }
+
+/// An identity no process can have: its pid is above the kernel's limit (2^22).
+const DEAD_OWNER: u64 = 0x7fff_fff0 << 32 | 1;
+
+/// A one-lane queue whose lane is empty, past its front, and left as its owner leaves
+/// it when killed between the two steps of a rewind: `r` moved to the front (same
+/// count, offset 0), `w` not yet. The owner's identity then names no living process,
+/// and its private producer state is gone with it.
+fn lane_torn_mid_rewind() -> RingMap {
+    let q = RingMap::create(Config {
+        lanes: 1,
+        ring: 64 << 10,
+        maxsize: 0,
+        max_message: 1 << 30,
+        joinable: false,
+        fingerprint: 0,
+    })
+    .unwrap();
+    for i in 1..=3u32 {
+        q.put(&i, None).unwrap();
+    }
+    for i in 1..=3u32 {
+        assert_eq!(q.get::<u32>(now()).unwrap(), i);
+    }
+    let w = q.w(0).load(Ordering::SeqCst);
+    assert_eq!(q.r(0).load(Ordering::SeqCst), w, "the lane is empty");
+    assert_ne!(off_of(w), 0, "and past its front");
+    // The rewind's first step, as the owner does it; it is killed before the second.
+    q.r(0)
+        .compare_exchange(w, cursor(seq_of(w), 0), Ordering::SeqCst, Ordering::SeqCst)
+        .unwrap();
+    q.owner(0).store(DEAD_OWNER, Ordering::SeqCst);
+    *q.producer.lock() = Producer::default();
+    q
+}
+
+#[test]
+fn a_lane_whose_owner_was_killed_mid_rewind_reads_as_empty() {
+    let q = lane_torn_mid_rewind();
+    assert_eq!(q.qsize(), 0);
+    assert!(!q.has_items(), "consumers would spin instead of sleeping");
+    assert!(!q.wait_for_items(now()));
+    assert!(matches!(q.get::<u32>(now()), Err(GetFail::Empty)));
+}
+
+#[test]
+fn the_next_owner_of_a_lane_torn_mid_rewind_delivers_its_own_items_not_stale_ones() {
+    let q = lane_torn_mid_rewind();
+    // This process takes the lane over (it is the only one) and puts into it.
+    for i in 10..20u32 {
+        q.put(&i, None).unwrap();
+    }
+    for i in 10..20u32 {
+        assert_eq!(
+            q.get::<u32>(now()).unwrap(),
+            i,
+            "not a record of an earlier lap"
+        );
+    }
+    assert!(matches!(q.get::<u32>(now()), Err(GetFail::Empty)));
+    assert_eq!(q.qsize(), 0);
+    assert!(!q.has_items());
+}
+
+/// How long a test waits for a waiter that ought to return: far longer than it sleeps
+/// between looks.
+const BOUND: Duration = Duration::from_secs(10);
+
+/// Waits (yielding, not sleeping) until `cond` holds; panics after [`BOUND`].
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < BOUND, "timed out waiting until {what}");
+        std::thread::yield_now();
+    }
+}
+
+/// Whether thread `tid` of this process is asleep in the kernel: a waiter of the ring
+/// sleeps nowhere but on its futex.
+fn asleep(tid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+        == Some("S")
+}
+
+fn my_tid() -> i32 {
+    rustix::thread::gettid().as_raw_pid()
+}
+
+#[test]
+fn a_get_asleep_when_its_producer_dies_before_waking_it_returns_the_item() {
+    let q = queue(0);
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (got_tx, got_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tid_tx.send(my_tid()).unwrap();
+            got_tx.send(q.get::<u32>(None).ok()).unwrap();
+        });
+        let tid = tid_rx.recv().unwrap();
+        wait_until("the consumer sleeps", || {
+            q.word(H_GET_WAITERS).load(Ordering::SeqCst) != 0 && asleep(tid)
+        });
+        // A producer publishes and is killed before it wakes anyone: `try_put` is a
+        // put up to and including its publish.
+        let len = codec::encoded_size(&7u32).unwrap();
+        assert!(q.try_put(&7u32, len, None, false).unwrap().is_none());
+        let got = got_rx.recv_timeout(BOUND);
+        if got.is_err() {
+            q.notify(H_GET_WAITERS, H_NOT_EMPTY); // as the next put would: let it end
+        }
+        assert_eq!(got, Ok(Some(7)), "the get waited for the next wake-up");
+    });
+}
+
+#[test]
+fn a_put_asleep_when_its_consumer_dies_before_waking_it_puts() {
+    let q = RingMap::create(Config {
+        lanes: 1,
+        ring: 64 << 10,
+        maxsize: 1,
+        max_message: 1 << 30,
+        joinable: false,
+        fingerprint: 0,
+    })
+    .unwrap();
+    q.put(&1u32, None).unwrap();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (put_tx, put_rx) = std::sync::mpsc::channel();
+    let began = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tid_tx.send(my_tid()).unwrap();
+            put_tx.send(q.put(&2u32, None).is_ok()).unwrap();
+        });
+        let tid = tid_rx.recv().unwrap();
+        // Past its spill time a producer waiting for room has nothing to wake up for
+        // by itself.
+        wait_until("the producer sleeps", || {
+            began.elapsed() > 2 * wait::SPILL_AFTER
+                && q.word(H_PUT_WAITERS).load(Ordering::SeqCst) != 0
+                && asleep(tid)
+        });
+        // A consumer claims the item and is killed before it wakes anyone.
+        let w = q.w(0).load(Ordering::SeqCst);
+        let r = q.r(0).load(Ordering::SeqCst);
+        assert_eq!(pending(w, r), 1);
+        q.r(0)
+            .compare_exchange(r, w, Ordering::SeqCst, Ordering::SeqCst)
+            .unwrap();
+        let put = put_rx.recv_timeout(BOUND);
+        if put.is_err() {
+            q.notify(H_PUT_WAITERS, H_NOT_FULL); // as the next get would: let it end
+        }
+        assert_eq!(put, Ok(true), "the put waited for the next wake-up");
+    });
+    assert_eq!(q.get::<u32>(now()).unwrap(), 2);
+}

@@ -39,8 +39,9 @@ impl RingMap {
     }
 }
 
-/// Spin, then yield, then sleep on a futex: a waiting process reacts within
-/// microseconds while the other side is busy, and costs nothing once it sleeps.
+/// Spin, then yield, then sleep on a futex in slices of [`SLEEP_SLICE`]: a waiting
+/// process reacts within microseconds while the other side is busy, costs next to
+/// nothing once it sleeps, and does not depend on its waker surviving.
 pub(super) struct Waiter {
     deadline: Option<Instant>,
     rounds: u32,
@@ -55,7 +56,14 @@ const YIELD_ROUNDS: u32 = SPIN_ROUNDS + 64;
 /// How long a producer waits for room in its ring before it spills items into blobs:
 /// long enough that a consumer that is merely slower than the producer is waited for
 /// (blobs cost a mapping each), short enough that nobody notices when no one reads.
-const SPILL_AFTER: Duration = Duration::from_millis(10);
+pub(super) const SPILL_AFTER: Duration = Duration::from_millis(10);
+
+/// The longest a waiter sleeps before it looks again by itself. A waker is whoever
+/// made progress (a producer that published, a consumer that claimed), and it may be
+/// killed before its wake-up: the sleepers it owed one then find the item (or the
+/// room) within a slice, not at the next wake-up, which may never come. An idle waiter
+/// pays one futex call per slice; a busy stream never sleeps, so never pays.
+pub(super) const SLEEP_SLICE: Duration = Duration::from_millis(20);
 
 impl Waiter {
     pub(super) fn new(deadline: Option<Instant>) -> Waiter {
@@ -101,19 +109,20 @@ impl Waiter {
             std::thread::yield_now();
             return true;
         }
-        // Until spilling is allowed, sleep no further than the moment it is.
+        // Until spilling is allowed, sleep no further than the moment it is; and never
+        // longer than a slice, whatever the deadline.
         let spill_in = (flag == H_PUT_WAITERS)
             .then(|| SPILL_AFTER.saturating_sub(since.elapsed()))
             .filter(|d| !d.is_zero());
-        let left = match (left, spill_in) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let nap = [left, spill_in]
+            .into_iter()
+            .flatten()
+            .fold(SLEEP_SLICE, Duration::min);
         let epoch = q.word(epoch);
         let seen = epoch.load(Ordering::SeqCst);
         q.word(flag).store(1, Ordering::SeqCst);
         if !ready() {
-            mem::futex_wait(epoch, seen, left);
+            mem::futex_wait(epoch, seen, Some(nap));
         }
         true
     }
