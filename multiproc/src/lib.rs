@@ -74,8 +74,11 @@
 //!
 //! ## Scenarios
 //!
-//! The seed tutorials' programs are scenarios S1–S43 (see `SCENARIOS.md`); each has an
-//! example under `examples/` and a test under `tests/` citing its id.
+//! The seed tutorials' programs are scenarios S1–S43; each has an example under
+//! `examples/` and a test under `tests/` citing its id.
+//! [`examples/README.md`](../examples/README.md) lists every id with its example, and how
+//! to run one (`cargo run --release --example s01_process_hello`) or all of them
+//! (`cargo run --release --example tour`).
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 

@@ -467,13 +467,8 @@ impl Shared {
                 st.in_flight -= 1;
                 finished.push((job.sink, Ok(items)));
                 // A moving average of task length sets how many tasks a worker holds.
-                let busy = busy_ns.max(1) as f64;
-                st.avg_busy_ns = if st.avg_busy_ns.is_finite() {
-                    0.5 * st.avg_busy_ns + 0.5 * busy
-                } else {
-                    busy
-                };
-                st.window = ((AHEAD_NS / st.avg_busy_ns) as usize).clamp(1, MAX_WINDOW);
+                st.avg_busy_ns = average_busy_ns(st.avg_busy_ns, busy_ns);
+                st.window = read_ahead(st.avg_busy_ns);
             }
             Reply::InitFailed {
                 worker,
@@ -557,31 +552,19 @@ impl Shared {
         let killed = w.killed;
         if let Some(front) = sent.front_mut() {
             let ran = front.id == current;
-            match verdict {
-                // The task the pool stopped (time limit, cancel_running).
-                Some((id, e)) if ran && id == front.id => {
-                    let job = sent.pop_front().expect("checked");
-                    st.in_flight -= 1;
-                    finished.push((job.sink, Err(e)));
+            let stopped = verdict.as_ref().is_some_and(|(id, _)| *id == front.id);
+            let error = match front_fate(ran, stopped, killed, front.requeues) {
+                FrontFate::Stopped => verdict.map(|(_, e)| e),
+                FrontFate::Died | FrontFate::GaveUp => Some(died.clone()),
+                FrontFate::Requeued(requeues) => {
+                    front.requeues = requeues;
+                    None
                 }
-                // It died in this task by itself: this task is the cause.
-                _ if ran && !killed => {
-                    let job = sent.pop_front().expect("checked");
-                    st.in_flight -= 1;
-                    finished.push((job.sink, Err(died.clone())));
-                }
-                // It died before starting this task (it could not read it, or it
-                // retired), or the pool killed it for a task that had just finished:
-                // not this task's doing. It goes round again, a bounded number of
-                // times (it may run twice if it had started).
-                _ => {
-                    front.requeues += 1;
-                    if front.requeues >= MAX_REQUEUES {
-                        let job = sent.pop_front().expect("checked");
-                        st.in_flight -= 1;
-                        finished.push((job.sink, Err(died.clone())));
-                    }
-                }
+            };
+            if let Some(e) = error {
+                let job = sent.pop_front().expect("checked");
+                st.in_flight -= 1;
+                finished.push((job.sink, Err(e)));
             }
         }
         for job in sent.into_iter().rev() {
@@ -652,9 +635,7 @@ impl Shared {
         if current != job.id {
             return None;
         }
-        let limit_ns = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
-        let left = started.saturating_add(limit_ns).saturating_sub(now);
-        Some((job.id, limit, left))
+        Some((job.id, limit, limit_left_ns(started, limit, now)))
     }
 
     /// How long the collector may wait for a reply before checking the workers.
@@ -663,12 +644,13 @@ impl Shared {
             return IDLE_TICK;
         }
         let now = worker::monotonic_ns();
-        st.workers
-            .iter()
-            .enumerate()
-            .filter_map(|(i, w)| self.time_left(i, w, now))
-            .map(|(_, _, left)| Duration::from_nanos(left))
-            .fold(BUSY_TICK, Duration::min)
+        busy_tick(
+            st.workers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, w)| self.time_left(i, w, now))
+                .map(|(_, _, left)| left),
+        )
     }
 
     /// Pool closed and nothing left (or terminated, or broken): sends `Stop` to every
@@ -711,6 +693,78 @@ impl Shared {
     fn on_collector(&self) -> bool {
         self.collector.get() == Some(&std::thread::current().id())
     }
+}
+
+/// The moving average of task run times once a task reports `busy_ns`: the first
+/// report replaces the initial infinity, each later one counts for half; a run of 0 ns
+/// counts as 1.
+fn average_busy_ns(avg_ns: f64, busy_ns: u64) -> f64 {
+    let busy = busy_ns.max(1) as f64;
+    if avg_ns.is_finite() {
+        0.5 * avg_ns + 0.5 * busy
+    } else {
+        busy
+    }
+}
+
+/// How many tasks a worker may hold when they run `avg_busy_ns` on average: as many as
+/// fill [`AHEAD_NS`], at least one, at most [`MAX_WINDOW`].
+fn read_ahead(avg_busy_ns: f64) -> usize {
+    ((AHEAD_NS / avg_busy_ns) as usize).clamp(1, MAX_WINDOW)
+}
+
+/// What becomes of the first task a dead worker held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FrontFate {
+    /// The pool stopped the worker for this task (time limit, `cancel_running`): it
+    /// fails with the pool's verdict.
+    Stopped,
+    /// The worker died in this task by itself: the task is the cause and fails.
+    Died,
+    /// Not this task's doing — the worker died before starting it (it could not read
+    /// it, or it retired), or the pool killed it for a task that had just finished: it
+    /// goes round again, now requeued this many times (it may run twice if it had
+    /// started).
+    Requeued(u32),
+    /// Not its doing either, but its workers have now ended [`MAX_REQUEUES`] times
+    /// while holding it: it fails with the death instead of going round for ever.
+    GaveUp,
+}
+
+/// The fate of a dead worker's first task: `ran` if the worker's slot names it,
+/// `stopped` if the pool's verdict names it, `killed` if the pool killed the worker,
+/// `requeues` how many times it went round before.
+fn front_fate(ran: bool, stopped: bool, killed: bool, requeues: u32) -> FrontFate {
+    if ran && stopped {
+        FrontFate::Stopped
+    } else if ran && !killed {
+        FrontFate::Died
+    } else {
+        let requeues = requeues.saturating_add(1);
+        if requeues >= MAX_REQUEUES {
+            FrontFate::GaveUp
+        } else {
+            FrontFate::Requeued(requeues)
+        }
+    }
+}
+
+/// Nanoseconds left to a task started at `started` (CLOCK_MONOTONIC) with time limit
+/// `limit`, at `now`: 0 once the limit is reached. Saturates: a limit too large for a
+/// `u64` of nanoseconds never runs out, and a start after `now` is not an error.
+fn limit_left_ns(started: u64, limit: Duration, now: u64) -> u64 {
+    let limit_ns = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+    started.saturating_add(limit_ns).saturating_sub(now)
+}
+
+/// How long the busy collector may wait before checking the workers, given the
+/// nanoseconds left to each running task that has a time limit: [`BUSY_TICK`], or less
+/// so as to stop the first task to run out on time.
+fn busy_tick(left_ns: impl IntoIterator<Item = u64>) -> Duration {
+    left_ns
+        .into_iter()
+        .map(Duration::from_nanos)
+        .fold(BUSY_TICK, Duration::min)
 }
 
 type Finished = Vec<(Arc<dyn Sink>, Result<Vec<Outcome>, TaskError>)>;
@@ -829,4 +883,150 @@ pub(crate) fn stop_task(shared: &Weak<Shared>, id: u64) {
     }
     drop(st);
     shared.wake();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn a_worker_holds_up_to_5_ms_of_short_tasks_at_least_one_at_most_256() {
+        // Before any task reported (the average starts infinite): one task, as `State`
+        // starts with.
+        assert_eq!(read_ahead(f64::INFINITY), 1);
+        // Tasks of 5 ms or more go one at a time (a task goes to the first free worker,
+        // S6); a longer one cannot make it zero.
+        assert_eq!(read_ahead(5e6), 1);
+        assert_eq!(read_ahead(5e6 + 1.0), 1);
+        assert_eq!(read_ahead(3_600e9), 1);
+        // Whole tasks: 5 ms holds two of 2.5 ms, only one of a nanosecond more, and one
+        // of a nanosecond less than 5 ms.
+        assert_eq!(read_ahead(5e6 - 1.0), 1);
+        assert_eq!(read_ahead(2.5e6), 2);
+        assert_eq!(read_ahead(2.5e6 + 1.0), 1);
+        assert_eq!(read_ahead(1e6), 5);
+        // The cap: 5 ms / 256 = 19 531.25 ns; shorter tasks still get 256.
+        assert_eq!(read_ahead(19_531.25), MAX_WINDOW);
+        assert_eq!(MAX_WINDOW, 256);
+        assert_eq!(read_ahead(19_532.0), 255);
+        assert_eq!(read_ahead(19_531.0), 256);
+        assert_eq!(read_ahead(1.0), 256);
+    }
+
+    #[test]
+    fn the_first_run_time_sets_the_average_and_each_later_one_counts_for_half() {
+        assert_eq!(average_busy_ns(f64::INFINITY, 3 * MS), 3e6);
+        assert_eq!(average_busy_ns(4e6, 2 * MS), 3e6);
+        assert_eq!(average_busy_ns(3e6, 3 * MS), 3e6);
+        // A run reported as 0 ns counts as 1 ns: the shortest tasks get the cap.
+        assert_eq!(average_busy_ns(f64::INFINITY, 0), 1.0);
+        assert_eq!(average_busy_ns(1.0, 0), 1.0);
+        assert_eq!(read_ahead(average_busy_ns(f64::INFINITY, 0)), 256);
+        // The longest report there can be: one task at a time.
+        assert_eq!(read_ahead(average_busy_ns(1e6, u64::MAX)), 1);
+    }
+
+    #[test]
+    fn one_long_task_cuts_the_window_to_one_and_short_ones_widen_it_again_by_halves() {
+        let mut avg = f64::INFINITY;
+        let windows: Vec<usize> = [1_000, 1_000, 10 * MS, 1_000, 1_000, 1_000, 1_000]
+            .into_iter()
+            .map(|busy| {
+                avg = average_busy_ns(avg, busy);
+                read_ahead(avg)
+            })
+            .collect();
+        assert_eq!(windows, [256, 256, 1, 1, 3, 7, 15]);
+    }
+
+    #[test]
+    fn a_task_its_workers_die_before_starting_fails_on_the_third_death() {
+        // The slot names another task and the pool killed nobody (the worker could not
+        // read the task, or it retired).
+        assert_eq!(front_fate(false, false, false, 0), FrontFate::Requeued(1));
+        assert_eq!(front_fate(false, false, false, 1), FrontFate::Requeued(2));
+        assert_eq!(front_fate(false, false, false, 2), FrontFate::GaveUp);
+        let mut requeues = 0;
+        let mut deaths = 0;
+        let fate = loop {
+            deaths += 1;
+            match front_fate(false, false, false, requeues) {
+                FrontFate::Requeued(n) => requeues = n,
+                fate => break fate,
+            }
+        };
+        assert_eq!((fate, deaths, MAX_REQUEUES), (FrontFate::GaveUp, 3, 3));
+        // A count past the limit (it cannot get there) still fails, without overflow.
+        assert_eq!(front_fate(false, false, false, 3), FrontFate::GaveUp);
+        assert_eq!(front_fate(false, false, false, u32::MAX), FrontFate::GaveUp);
+    }
+
+    #[test]
+    fn a_task_running_when_its_worker_died_fails_at_once_whatever_its_count() {
+        // Died by itself in the task.
+        assert_eq!(front_fate(true, false, false, 0), FrontFate::Died);
+        assert_eq!(front_fate(true, false, false, 2), FrontFate::Died);
+        // The pool stopped it (time limit, cancel_running): its verdict, not a requeue.
+        assert_eq!(front_fate(true, true, true, 0), FrontFate::Stopped);
+        assert_eq!(front_fate(true, true, true, 2), FrontFate::Stopped);
+    }
+
+    #[test]
+    fn a_task_whose_worker_the_pool_killed_for_another_goes_round_within_the_limit() {
+        // The verdict's task replied just before the kill (verdict cleared), and the
+        // worker had started the next one, or not yet.
+        assert_eq!(front_fate(true, false, true, 0), FrontFate::Requeued(1));
+        assert_eq!(front_fate(false, false, true, 0), FrontFate::Requeued(1));
+        assert_eq!(front_fate(true, false, true, 1), FrontFate::Requeued(2));
+        assert_eq!(front_fate(true, false, true, 2), FrontFate::GaveUp);
+    }
+
+    #[test]
+    fn a_task_is_over_its_limit_exactly_at_the_limit() {
+        let limit = Duration::from_nanos(10);
+        assert_eq!(limit_left_ns(1_000, limit, 1_000), 10);
+        assert_eq!(limit_left_ns(1_000, limit, 1_009), 1);
+        assert_eq!(limit_left_ns(1_000, limit, 1_010), 0);
+        assert_eq!(limit_left_ns(1_000, limit, 1_011), 0);
+        assert_eq!(limit_left_ns(1_000, limit, u64::MAX), 0);
+        // A zero limit is over as soon as the task starts.
+        assert_eq!(limit_left_ns(1_000, Duration::ZERO, 1_000), 0);
+        assert_eq!(
+            limit_left_ns(0, Duration::from_secs(2), 500 * MS),
+            1_500 * MS
+        );
+        // The slot may pair an old id with the next task's (later) start time.
+        assert_eq!(limit_left_ns(2_000, limit, 1_000), 1_010);
+    }
+
+    #[test]
+    fn a_limit_beyond_u64_nanoseconds_saturates_instead_of_wrapping() {
+        let most = Duration::from_nanos(u64::MAX);
+        assert_eq!(limit_left_ns(0, most, 7), u64::MAX - 7);
+        assert_eq!(
+            limit_left_ns(0, most + Duration::from_nanos(1), 7),
+            u64::MAX - 7
+        );
+        assert_eq!(limit_left_ns(0, Duration::MAX, 0), u64::MAX);
+        // The deadline saturates at the end of the clock, it does not wrap to the past.
+        assert_eq!(limit_left_ns(5, Duration::MAX, 10), u64::MAX - 10);
+        assert_eq!(limit_left_ns(u64::MAX, Duration::MAX, u64::MAX), 0);
+    }
+
+    #[test]
+    fn the_busy_collector_waits_10_ms_or_until_the_first_limit_runs_out() {
+        assert_eq!(BUSY_TICK, Duration::from_millis(10));
+        assert_eq!(busy_tick(std::iter::empty()), BUSY_TICK);
+        assert_eq!(busy_tick([u64::MAX]), BUSY_TICK);
+        assert_eq!(busy_tick([10 * MS]), BUSY_TICK);
+        assert_eq!(busy_tick([10 * MS - 1]), Duration::from_nanos(10 * MS - 1));
+        assert_eq!(
+            busy_tick([7 * MS, 3 * MS, 20 * MS]),
+            Duration::from_millis(3)
+        );
+        // A task at its limit: check at once.
+        assert_eq!(busy_tick([7 * MS, 0]), Duration::ZERO);
+    }
 }

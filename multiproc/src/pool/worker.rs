@@ -392,3 +392,85 @@ fn resident_bytes() -> Option<u64> {
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * rustix::param::page_size() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The items of a chunk as the parent decodes them (`ChunkSink::complete`).
+    fn decoded(outcomes: Vec<Outcome>) -> Vec<Item<u32>> {
+        match <[Outcome; 1]>::try_from(outcomes) {
+            Ok([Outcome::Returned(blob)]) => codec::decode::<Vec<Item<u32>>>(&blob).unwrap(),
+            other => panic!("a chunk is one Returned outcome, not {other:?}"),
+        }
+    }
+
+    fn values(items: &[Item<u32>]) -> Vec<Option<u32>> {
+        items
+            .iter()
+            .map(|item| match item {
+                Item::Ok(v) => Some(*v),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Encodes as a `u32` when even; when odd, fails half-way through (after the
+    /// value's first bytes are written).
+    struct EvenOnly(u32);
+
+    impl Serialize for EvenOnly {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::{Error, SerializeTuple};
+            if self.0 % 2 == 0 {
+                return serializer.serialize_u32(self.0);
+            }
+            let mut tuple = serializer.serialize_tuple(2)?;
+            tuple.serialize_element(&self.0)?;
+            Err(S::Error::custom("odd"))
+        }
+    }
+
+    #[test]
+    fn an_empty_chunk_is_an_empty_sequence() {
+        let items = decoded(run_chunk(Vec::<u32>::new(), |x| x));
+        assert!(items.is_empty());
+    }
+
+    #[test]
+    fn a_chunk_past_127_items_keeps_every_item_in_order() {
+        // 128 items need a two-byte length prefix.
+        for n in [127u32, 128, 300] {
+            let items = decoded(run_chunk((0..n).collect(), |x| x * 2));
+            let want: Vec<Option<u32>> = (0..n).map(|x| Some(x * 2)).collect();
+            assert_eq!(values(&items), want);
+        }
+    }
+
+    #[test]
+    fn a_panicking_item_fails_alone_with_its_message() {
+        let items = decoded(run_chunk(vec![1u32, 2, 3], |x| {
+            assert!(x != 2, "item {x} refused");
+            x
+        }));
+        assert_eq!(values(&items), [Some(1), None, Some(3)]);
+        assert!(matches!(&items[1], Item::Panicked(m) if m == "item 2 refused"));
+    }
+
+    #[test]
+    fn a_result_that_fails_to_encode_half_way_fails_alone_and_leaves_no_bytes() {
+        let items = decoded(run_chunk(vec![2u32, 3, 4, 5, 6], EvenOnly));
+        assert_eq!(values(&items), [Some(2), None, Some(4), None, Some(6)]);
+        // postcard keeps no custom message, so the item names the type that failed.
+        let want = format!(
+            "result: cannot encode {}: ",
+            std::any::type_name::<EvenOnly>()
+        );
+        for odd in [&items[1], &items[3]] {
+            assert!(
+                matches!(odd, Item::Codec(m) if m.starts_with(&want)),
+                "{odd:?}"
+            );
+        }
+    }
+}
