@@ -82,12 +82,15 @@ fn s02_parallel_sleeps_overlap_instead_of_queueing() {
 #[test]
 fn s08_raw_fork_returns_twice() {
     let check = LeakCheck::start();
+    // Read before the fork: the child must not panic or allocate (other test threads
+    // may hold locks it would inherit held), and must not depend on another test.
+    let me = std::process::id();
     // SAFETY: the child only calls async-signal-safe functions (getppid, _exit).
     #[allow(unsafe_code)]
     let forked = unsafe { multiproc::sys::fork() }.unwrap();
     match forked {
         multiproc::sys::Fork::Child => {
-            let code = if multiproc::parent_pid() == check_parent() {
+            let code = if multiproc::parent_pid() == me {
                 0
             } else {
                 1
@@ -105,11 +108,6 @@ fn s08_raw_fork_returns_twice() {
         }
     }
     check.assert_clean();
-}
-
-static PARENT_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-fn check_parent() -> u32 {
-    *PARENT_PID.get().expect("set before the fork")
 }
 
 fn who_am_i(_: ()) -> multiproc::ProcessInfo {
@@ -138,7 +136,6 @@ fn who_am_i_ser(_: ()) -> Info {
 
 #[test]
 fn s09_current_process_in_parent_and_child() {
-    PARENT_PID.get_or_init(std::process::id);
     let check = LeakCheck::start();
     let me = multiproc::current_process();
     assert_eq!(me.name, "MainProcess");
