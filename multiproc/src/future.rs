@@ -455,13 +455,15 @@ impl<T> Future<T> {
         }
     }
 
-    /// Runs `f` once the task is done (at once if it is already): Python's
-    /// `add_done_callback`. `f` runs on the thread that completes the task.
+    /// Runs `f` once the task is done (at once, on this thread, if it is already):
+    /// Python's `add_done_callback`. `f` runs on the thread that completes the task. A
+    /// panic in `f` stays there (Python logs and ignores a callback's exception): it
+    /// neither unwinds into the caller nor skips the other callbacks.
     pub fn add_done_callback(&self, f: impl FnOnce() + Send + 'static) {
         let mut slot = self.cell.inner().slot.lock();
         if finished(&slot) {
             drop(slot);
-            f();
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
         } else {
             slot.listeners
                 .get_or_insert_default()

@@ -234,3 +234,24 @@ fn threads_are_named_after_the_prefix() {
         .unwrap();
     assert_eq!(name.as_deref(), Some("worker_0"));
 }
+
+/// A done-callback added to a future that is already done runs at once on the caller's
+/// thread (Python's `add_done_callback`); if it panics, the panic stays in the callback
+/// (Python logs and ignores a callback's exception), as it does when the callback runs
+/// on the thread that completes the task.
+#[test]
+fn a_panicking_callback_on_a_done_future_does_not_unwind_into_the_caller() {
+    let pool = ThreadPoolExecutor::new(1);
+    let done = pool.submit(|| 7).unwrap();
+    assert!(done.wait_timeout(Duration::from_secs(60)));
+    let (ran_tx, ran_rx) = mpsc::channel();
+    let added = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        done.add_done_callback(move || {
+            ran_tx.send(()).unwrap();
+            panic!("a callback that panics");
+        })
+    }));
+    assert!(added.is_ok(), "the callback's panic reached the caller");
+    assert_eq!(ran_rx.try_recv(), Ok(()), "the callback ran at once");
+    assert_eq!(done.result(), Ok(7));
+}
