@@ -68,9 +68,10 @@ pub enum TaskError {
     Serialization {
         /// What went wrong.
         message: String,
-        /// The codec error, when it happened on this side.
+        /// The codec error, when it happened on this side (boxed: a task's error stays
+        /// as small as a `String` plus a word, which maps of millions of results feel).
         #[source]
-        source: Option<crate::codec::CodecError>,
+        source: Option<Box<crate::codec::CodecError>>,
     },
 }
 
@@ -87,7 +88,7 @@ impl TaskError {
     pub(crate) fn codec(context: &str, error: crate::codec::CodecError) -> TaskError {
         TaskError::Serialization {
             message: format!("{context}: {error}"),
-            source: Some(error),
+            source: Some(Box::new(error)),
         }
     }
 }

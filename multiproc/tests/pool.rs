@@ -651,9 +651,13 @@ fn every_serialisation_step_fails_its_task_only() {
             // This process's failure carries the codec's error.
             Err(WaitError::Task(TaskError::Serialization {
                 message,
-                source: Some(multiproc::CodecError::Decode { .. }),
+                source: Some(source),
             })) => {
-                assert!(message.contains("result"), "{message}")
+                assert!(message.contains("result"), "{message}");
+                assert!(
+                    matches!(*source, multiproc::CodecError::Decode { .. }),
+                    "{source:?}"
+                );
             }
             other => panic!("{method}: {other:?}"),
         }

@@ -90,11 +90,7 @@ fn s08_raw_fork_returns_twice() {
     let forked = unsafe { multiproc::sys::fork() }.unwrap();
     match forked {
         multiproc::sys::Fork::Child => {
-            let code = if multiproc::parent_pid() == me {
-                0
-            } else {
-                1
-            };
+            let code = if multiproc::parent_pid() == me { 0 } else { 1 };
             multiproc::process::exit_now(code)
         }
         multiproc::sys::Fork::Parent(pid) => {
