@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example tour               # all of them
 //! cargo run --release --example tour -- S2 S28     # some, by id or example name
-//! MULTIPROC_TOUR_FAST=1 cargo run --example tour   # S2's sleeps scaled down
+//! MULTIPROC_TOUR_FAST=1 cargo run --example tour   # the seeds' sleeps scaled down (S2, S5, S6, S12, S21, S29, S30, S32, S43)
 //! ```
 //!
 //! Each scenario is the `run()` of its example file (`examples/sNN_*.rs`), included here

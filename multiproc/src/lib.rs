@@ -76,7 +76,7 @@
 //!
 //! The seed tutorials' programs are scenarios S1–S43; each has an example under
 //! `examples/` and a test under `tests/` citing its id.
-//! [`examples/README.md`](../examples/README.md) lists every id with its example, and how
+//! `multiproc/examples/README.md` in the repository lists every id with its example, and how
 //! to run one (`cargo run --release --example s01_process_hello`) or all of them
 //! (`cargo run --release --example tour`).
 #![deny(unsafe_code)]
