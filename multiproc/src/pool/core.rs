@@ -122,7 +122,9 @@ struct State {
     spawned: u64,
 }
 
-pub(crate) struct Shared {
+/// What the pool's handle, its collector thread and its futures share: the engine's
+/// state, the reply queue, the workers' slots.
+pub(crate) struct Engine {
     state: Mutex<State>,
     changed: Condvar,
     replies: Queue<Reply>,
@@ -137,7 +139,7 @@ pub(crate) struct Shared {
 
 /// A running pool: the shared state and the collector thread.
 pub(crate) struct Core {
-    shared: Arc<Shared>,
+    shared: Arc<Engine>,
     collector: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -159,7 +161,7 @@ impl Core {
             .lanes((n + 2).min(4096))
             .build::<Reply>()?;
         let slots = Slots::new(n)?;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Engine {
             state: Mutex::new(State {
                 workers: Vec::with_capacity(n),
                 pending: VecDeque::new(),
@@ -235,7 +237,7 @@ impl Core {
         self.shared.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub(crate) fn weak(&self) -> Weak<Shared> {
+    pub(crate) fn weak(&self) -> Weak<Engine> {
         Arc::downgrade(&self.shared)
     }
 
@@ -359,7 +361,7 @@ impl Core {
     }
 }
 
-impl Shared {
+impl Engine {
     /// Starts worker `index` of generation `generation`.
     fn spawn(&self, st: &mut State, index: usize, generation: u32) -> Result<Worker, StartError> {
         let tasks = QueueBuilder::new().lanes(2).build::<TaskMsg>()?;
@@ -782,7 +784,7 @@ fn finish_all(finished: Finished) {
 }
 
 /// The collector thread.
-fn collect(shared: &Shared) {
+fn collect(shared: &Engine) {
     let mut replies = Vec::with_capacity(256);
     let mut last_check = Instant::now();
     loop {
@@ -867,7 +869,7 @@ impl Drop for Core {
 }
 
 /// Stops task `id` if a worker runs it (the worker is killed and replaced).
-pub(crate) fn stop_task(shared: &Weak<Shared>, id: u64) {
+pub(crate) fn stop_task(shared: &Weak<Engine>, id: u64) {
     let Some(shared) = shared.upgrade() else {
         return;
     };

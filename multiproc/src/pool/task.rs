@@ -17,7 +17,7 @@ use crate::sys::entry::FnAddr;
 /// A task's state and its pool, behind a [`Future`] or an [`AsyncResult`].
 pub(crate) struct TaskCell<R> {
     inner: Inner<R>,
-    pool: std::sync::Weak<core::Shared>,
+    pool: std::sync::Weak<core::Engine>,
     id: u64,
 }
 
