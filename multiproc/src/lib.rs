@@ -52,8 +52,8 @@
 //! | no item now (`try_` calls) | `Empty` | [`GetError::Empty`], [`connection::RecvError::Empty`] |
 //! | no room now (`try_` calls) | `Full` | [`PutError::Full`] |
 //! | the other side is gone: a peer process, connection or server | `Disconnected` | [`connection::RecvError::Disconnected`], [`ManagerError::Disconnected`], [`GetError::Disconnected`] |
-//! | this handle was closed (by `close()`) | `Closed` | [`GetError::Closed`], [`PoolError::Closed`] |
-//! | the object was shut down (for everyone) | `ShutDown` | [`GetError::ShutDown`], [`queue::local::ShutDown`], [`executor::ShutDown`] |
+//! | this handle was closed (by `close()`) | `Closed` | [`GetError::Closed`] |
+//! | the object was shut down (for everyone) | `ShutDown` | [`GetError::ShutDown`], [`queue::local::ShutDown`], [`executor::ShutDown`], [`PoolError::ShutDown`] (after `close`, `terminate`) |
 //! | a lock whose holder died | `OwnerDied` | [`sync::LockError::OwnerDied`] |
 //! | a value does not encode or decode | `Codec` ([`CodecError`]) | [`GetError::Codec`], [`ProcessError::Codec`], [`ManagerError::Codec`] |
 //! | a bad argument | `Invalid` naming the parameter | [`PoolError::Invalid`] |

@@ -271,7 +271,7 @@ impl Endpoint {
                 // The ring is full: still worth waiting only if someone reads it.
                 Err(PutFail::Full) if self.peer_closed() => return Err(SendError::Disconnected),
                 Err(PutFail::Full) => {}
-                Err(PutFail::Closed) => return Err(SendError::Disconnected),
+                Err(PutFail::ShutDown) => return Err(SendError::Disconnected),
                 Err(PutFail::Codec(CodecError::Encode { .. })) => {
                     // Perhaps a handle inside, whose descriptor needs the socket: send
                     // it there, then mark its place in the ring.
@@ -281,7 +281,7 @@ impl Endpoint {
                         Ok(()) => Ok(()),
                         Err(PutFail::Codec(e)) => Err(e.into()),
                         Err(PutFail::Io(e)) => Err(SendError::Io(e)),
-                        Err(PutFail::Full | PutFail::Closed) => Err(SendError::Disconnected),
+                        Err(PutFail::Full | PutFail::ShutDown) => Err(SendError::Disconnected),
                     };
                 }
                 Err(PutFail::Codec(e)) => return Err(e.into()),
@@ -332,7 +332,7 @@ impl Endpoint {
                 Ok(Wire::Value(v)) => return Ok(v),
                 Ok(Wire::OnSocket) => return self.recv_socket(None, Take::Next),
                 Err(GetFail::Empty) => {}
-                Err(GetFail::Closed) => return Err(RecvError::Disconnected),
+                Err(GetFail::ShutDown) => return Err(RecvError::Disconnected),
                 Err(GetFail::Codec(e)) => return Err(RecvError::Codec(e)),
                 Err(GetFail::Io(e)) => return Err(RecvError::Io(e)),
             }

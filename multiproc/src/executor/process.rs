@@ -7,8 +7,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Future, ShutDown, TaskError};
-use crate::StartMethod;
 use crate::pool::{Arg, Core, PoolBuilder, PoolError, Ret};
+use crate::process::StartMethod;
 
 /// Settings of a [`ProcessPoolExecutor`] (Python's `ProcessPoolExecutor(max_workers,
 /// mp_context, initializer, initargs, max_tasks_per_child)`).
@@ -134,7 +134,7 @@ impl ProcessPoolExecutor {
     {
         match crate::pool::submit_one(&self.core, f, &arg, limit) {
             Ok(future) => Ok(future),
-            Err(PoolError::Closed) => Err(ShutDown),
+            Err(PoolError::ShutDown) => Err(ShutDown),
             // Python raises these from `submit` too; here the future carries them, so
             // that every failure is read in the same place.
             Err(PoolError::Broken { reason }) => Ok(Future::failed(TaskError::Broken { reason })),
@@ -205,7 +205,7 @@ impl ProcessPoolExecutor {
             .imap(f, items)
         {
             Ok(map) => Ok(map),
-            Err(PoolError::Closed) => Err(ShutDown),
+            Err(PoolError::ShutDown) => Err(ShutDown),
             // As `submit`: the failure is read from the results.
             Err(PoolError::Broken { reason }) => Ok(crate::pool::IMap::failed(
                 total,

@@ -217,7 +217,7 @@ impl Client {
     }
 
     /// Repeats a waiting operation (each request waits at most [`MAX_WAIT_MS`] in the
-    /// server) until it gives something other than `TimedOut`, or `deadline` passes
+    /// server) until it gives something other than `Timeout`, or `deadline` passes
     /// (`Ok(None)`). `None` waits for ever; `Some(now)` asks once without waiting.
     pub(crate) fn call_waiting(
         &self,
@@ -260,6 +260,7 @@ impl From<Failure> for ManagerError {
             Failure::Index { index, len } => ManagerError::IndexOutOfRange { index, len },
             Failure::NotFound => ManagerError::NotFound,
             Failure::Empty => ManagerError::Empty,
+            Failure::Full => ManagerError::Protocol("a failure code no server sends (Full)".into()),
             Failure::NotLocked => ManagerError::NotLocked,
             Failure::Panicked(message) => ManagerError::Panicked(message),
             Failure::BadRequest(message) => ManagerError::Protocol(message),

@@ -166,11 +166,20 @@ pub(crate) enum Reply {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Failure {
     NoSuchObject(u64),
-    WrongKind { expected: String, found: String },
+    WrongKind {
+        expected: String,
+        found: String,
+    },
     WrongType,
-    Index { index: u64, len: u64 },
+    Index {
+        index: u64,
+        len: u64,
+    },
     NotFound,
     Empty,
+    /// No longer sent (queues report a full queue as a wait that ended); kept so that
+    /// the variants after it keep their codes on the wire.
+    Full,
     NotLocked,
     Panicked(String),
     BadRequest(String),

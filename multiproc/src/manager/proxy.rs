@@ -553,7 +553,9 @@ impl<T: Serialize + DeserializeOwned> NamespaceProxy<T> {
 ///
 /// Its calls return the errors of the cross-process [`Queue`](crate::queue::Queue)
 /// ([`GetError`], [`PutError`]), the server's death included:
-/// [`GetError::Disconnected`].
+/// [`GetError::Disconnected`]. What only a broken server or protocol causes (an object
+/// the server does not have, a reply that is not the protocol) is `Io`, holding the
+/// [`ManagerError`] (`io_error.get_ref()` and `downcast_ref::<ManagerError>()` get it).
 ///
 /// A blocking `get` or `put` waits in the server in slices of at most 100 ms, asking
 /// again after each, so it ends promptly with `Disconnected` if the server dies, and a
@@ -630,9 +632,10 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
 
     /// Takes the next item, waiting for one (`q.get()`).
     pub fn get(&self) -> Result<T, GetError> {
-        // Without a deadline the server is asked again until an item comes: `None`
-        // cannot happen, and would mean a wait that ended.
-        self.get_until(None)?.ok_or(GetError::Timeout)
+        // Without a deadline the server is asked again until an item comes.
+        Ok(self
+            .get_until(None)?
+            .expect("an endless wait ends with an item"))
     }
 
     /// Takes the next item, waiting at most `timeout` ([`GetError::Timeout`]).

@@ -48,8 +48,9 @@ pub(crate) trait Sink: Send + Sync {
 }
 
 /// Starts one worker process (the initializer's type is inside).
-pub(crate) type Spawner =
-    Arc<dyn Fn(crate::ProcessBuilder, Parts) -> Result<Process<()>, StartError> + Send + Sync>;
+pub(crate) type Spawner = Arc<
+    dyn Fn(crate::process::ProcessBuilder, Parts) -> Result<Process<()>, StartError> + Send + Sync,
+>;
 
 /// How a pool is set up.
 #[derive(Clone)]
@@ -546,7 +547,7 @@ impl Engine {
         let status = process
             .wait()
             .ok()
-            .unwrap_or_else(|| crate::ExitStatus::from_raw((None, Some(libc::SIGKILL))));
+            .unwrap_or_else(|| crate::process::ExitStatus::from_raw((None, Some(libc::SIGKILL))));
         let died = TaskError::WorkerDied { pid, status };
         let (current, _) = self.slots.current(i);
         let mut sent = std::mem::take(&mut w.sent);

@@ -94,10 +94,11 @@ pub enum PoolError {
     /// The workers could not be started.
     #[error("cannot start the pool's workers: {0}")]
     Start(#[from] StartError),
-    /// The pool was closed or terminated: it takes no new tasks (Python's
-    /// `ValueError: Pool not running`).
+    /// The pool was shut down by `close`, `terminate` or `Drop`: it takes no new
+    /// tasks (Python's `ValueError: Pool not running`; the executors' `ShutDown`).
+    #[doc(alias = "Closed")]
     #[error("the pool is not running (closed or terminated)")]
-    Closed,
+    ShutDown,
     /// The pool is broken (its initializer failed, or a worker could not be started).
     #[error("the pool is broken: {reason}")]
     Broken {
@@ -142,7 +143,7 @@ impl From<WaitError> for PoolError {
 impl PoolError {
     fn refused(r: Refused) -> PoolError {
         match r {
-            Refused::Closed => PoolError::Closed,
+            Refused::Closed => PoolError::ShutDown,
             Refused::Broken(reason) => PoolError::Broken { reason },
         }
     }

@@ -13,10 +13,10 @@ use std::sync::atomic::Ordering;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::Queue;
 use crate::block::{self, Block};
 use crate::codec;
 use crate::process::child::{Outcome, run_caught};
+use crate::queue::mp::Queue;
 use crate::sys;
 use crate::sys::entry::{FnAddr, Verified};
 

@@ -83,7 +83,7 @@ pub(crate) fn entry_fn<A: DeserializeOwned, R: Serialize>(call: EntryCall) -> Ou
 }
 
 /// Entry for a [`Run`](crate::Run) target.
-pub(crate) fn entry_run<T: crate::Run + DeserializeOwned>(call: EntryCall) -> Outcome
+pub(crate) fn entry_run<T: crate::process::Run + DeserializeOwned>(call: EntryCall) -> Outcome
 where
     T::Output: Serialize,
 {

@@ -290,7 +290,7 @@ const SHUT_DOWN_IMMEDIATELY: u8 = 2;
 ///
 /// A `Queue` is a handle: [`Clone`] gives another handle to the same queue, to move
 /// into another thread. It is `Send` and `Sync` when `T: Send`. See the
-/// [module docs](crate::queue) for the Python → Rust table and the errors.
+/// [module docs](crate::queue::local) for the Python → Rust table and the errors.
 ///
 /// ```
 /// use multiproc::queue::local::Queue;

@@ -98,7 +98,9 @@ pub enum GetError {
     /// An item was taken but could not be decoded (it is dropped; the queue stays usable).
     #[error("could not decode the item: {0}")]
     Codec(#[from] CodecError),
-    /// The operating system refused to map a large item.
+    /// The operating system refused to map a large item; from a manager's
+    /// [`QueueProxy`](crate::manager::QueueProxy), a failure of its server or protocol
+    /// (the [`ManagerError`](crate::manager::ManagerError) inside).
     #[error("queue I/O failed: {0}")]
     Io(#[from] io::Error),
 }
@@ -160,7 +162,8 @@ pub enum PutError<T> {
     /// The item could not be encoded, or is larger than the queue's maximum message.
     #[error("could not encode the item: {1}")]
     Codec(T, CodecError),
-    /// The operating system refused memory for a large item.
+    /// The operating system refused memory for a large item; from a manager's
+    /// [`QueueProxy`](crate::manager::QueueProxy), a failure of its server or protocol.
     #[error("queue I/O failed: {1}")]
     Io(T, io::Error),
 }
@@ -205,7 +208,7 @@ impl<T> PutError<T> {
     fn new(item: T, fail: PutFail) -> PutError<T> {
         match fail {
             PutFail::Full => Self::Full(item),
-            PutFail::Closed => Self::ShutDown(item),
+            PutFail::ShutDown => Self::ShutDown(item),
             PutFail::Codec(e) => Self::Codec(item, e),
             PutFail::Io(e) => Self::Io(item, e),
         }
@@ -230,7 +233,7 @@ impl From<GetFail> for GetError {
     fn from(fail: GetFail) -> Self {
         match fail {
             GetFail::Empty => Self::Empty,
-            GetFail::Closed => Self::ShutDown,
+            GetFail::ShutDown => Self::ShutDown,
             GetFail::Codec(e) => Self::Codec(e),
             GetFail::Io(e) => Self::Io(e),
         }

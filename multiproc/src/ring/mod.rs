@@ -128,7 +128,8 @@ pub(crate) struct Config {
 #[derive(Debug)]
 pub(crate) enum PutFail {
     Full,
-    Closed,
+    /// The ring was shut down (`shutdown`).
+    ShutDown,
     Codec(CodecError),
     Io(io::Error),
 }
@@ -137,7 +138,8 @@ pub(crate) enum PutFail {
 #[derive(Debug)]
 pub(crate) enum GetFail {
     Empty,
-    Closed,
+    /// The ring was shut down (`shutdown`).
+    ShutDown,
     Codec(CodecError),
     Io(io::Error),
 }
@@ -425,7 +427,7 @@ impl RingMap {
         let mut waiter = Waiter::new(deadline);
         loop {
             if self.is_closed() {
-                return Err(PutFail::Closed);
+                return Err(PutFail::ShutDown);
             }
             let mut stuck = None;
             if self.maxsize == 0 || self.qsize() < self.maxsize {
@@ -559,7 +561,7 @@ impl RingMap {
     // ---- consuming -------------------------------------------------------------
 
     /// Takes one item, waiting until `deadline` (`None`: for ever). Once the queue is
-    /// shut down and drained, fails with `Closed`.
+    /// shut down and drained, fails with `ShutDown`.
     pub(crate) fn get<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T, GetFail> {
         let mut waiter = Waiter::new(deadline);
         loop {
@@ -570,7 +572,7 @@ impl RingMap {
                 // Items put just before the shutdown are still delivered.
                 return match self.try_take()? {
                     Some(item) => Ok(item),
-                    None => Err(GetFail::Closed),
+                    None => Err(GetFail::ShutDown),
                 };
             }
             if !waiter.wait(self, H_GET_WAITERS, H_NOT_EMPTY, || {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use super::current;
-use crate::Run;
+use crate::process::Run;
 use crate::process::child::panic_message;
 
 /// Configuration of a thread before it starts (Python's `Thread(...)` keyword
