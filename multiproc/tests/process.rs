@@ -90,7 +90,12 @@ fn s08_raw_fork_returns_twice() {
     let forked = unsafe { multiproc::sys::fork() }.unwrap();
     match forked {
         multiproc::sys::Fork::Child => {
-            let code = if multiproc::parent_pid() == me { 0 } else { 1 };
+            // Whatever happens here ends this process with a code the parent checks: a
+            // panic must not unwind into the test harness's frames (this thread's copy
+            // would end, and the process with it, with status 0).
+            let code =
+                std::panic::catch_unwind(|| if multiproc::parent_pid() == me { 0 } else { 1 })
+                    .unwrap_or(101);
             multiproc::process::exit_now(code)
         }
         multiproc::sys::Fork::Parent(pid) => {
