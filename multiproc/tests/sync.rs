@@ -1102,3 +1102,35 @@ fn s41_a_child_writes_a_value_and_an_array_and_the_parent_reads_them() {
     }
     check.assert_clean();
 }
+
+/// Python's `Barrier.reset()`: the parties already waiting get `BrokenBarrierError`, and
+/// the barrier starts a new round empty. (It used to let them pass as if everyone had
+/// arrived.)
+#[test]
+fn reset_breaks_the_parties_already_waiting() {
+    let b = Barrier::new(3).unwrap();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| b.wait_timeout(PROMPT));
+        let deadline = Instant::now() + PROMPT;
+        while b.n_waiting() != 1 {
+            assert!(Instant::now() < deadline, "the waiter never arrived");
+            std::thread::yield_now();
+        }
+        b.reset();
+        assert_eq!(waiter.join().unwrap(), Err(multiproc::sync::BrokenBarrier));
+    });
+    assert!(!b.broken(), "a reset barrier is usable");
+    assert_eq!(b.n_waiting(), 0);
+    // A full round after the reset passes.
+    std::thread::scope(|s| {
+        let others: Vec<_> = (0..2).map(|_| s.spawn(|| b.wait_timeout(PROMPT))).collect();
+        let mine = b.wait_timeout(PROMPT).unwrap();
+        let mut indices: Vec<u32> = others
+            .into_iter()
+            .map(|t| t.join().unwrap().unwrap())
+            .collect();
+        indices.push(mine);
+        indices.sort();
+        assert_eq!(indices, [0, 1, 2]);
+    });
+}

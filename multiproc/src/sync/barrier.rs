@@ -12,6 +12,11 @@ use crate::sys::mem;
 const STATE_AT: usize = BODY;
 const BROKEN_AT: usize = BODY + 4;
 const PARTIES_AT: usize = BODY + 8;
+/// The generation a [`Barrier::reset`] abandoned, with bit 16 set (0: none yet): its
+/// waiters, woken by the generation change, learn from it that they were not released
+/// but broken.
+const ABANDONED_AT: usize = BODY + 12;
+const ABANDONED: u32 = 1 << 16;
 
 /// Why [`Barrier::wait`] did not complete (Python's `BrokenBarrierError`): a waiter
 /// timed out, or someone called [`Barrier::abort`].
@@ -53,7 +58,7 @@ impl Barrier {
                 "a barrier needs a party",
             ));
         }
-        let block = Block::new(barrier_kind(), PARTIES_AT + 4)?;
+        let block = Block::new(barrier_kind(), ABANDONED_AT + 4)?;
         block
             .u32_at(PARTIES_AT)
             .store(u32::from(parties), Ordering::Release);
@@ -118,7 +123,14 @@ impl Barrier {
         loop {
             let now = state.load(Ordering::Acquire);
             if now >> 16 != generation {
-                return Ok(index);
+                // Released by the last arrival, or abandoned by a reset (which wrote the
+                // abandoned generation before it changed the state word).
+                let abandoned = self.block.u32_at(ABANDONED_AT).load(Ordering::Acquire);
+                return if abandoned == (generation | ABANDONED) {
+                    Err(BrokenBarrier)
+                } else {
+                    Ok(index)
+                };
             }
             if self.broken() {
                 return Err(BrokenBarrier);
@@ -138,10 +150,14 @@ impl Barrier {
         mem::futex_wake_all(self.block.u32_at(STATE_AT));
     }
 
-    /// Makes a broken barrier usable again, with nobody waiting.
+    /// Returns the barrier to its empty state (Python's `reset()`): the parties waiting
+    /// now get [`BrokenBarrier`], and a broken barrier is usable again.
     pub fn reset(&self) {
         let state = self.block.u32_at(STATE_AT);
         let now = state.load(Ordering::Acquire);
+        self.block
+            .u32_at(ABANDONED_AT)
+            .store((now >> 16) | ABANDONED, Ordering::Release);
         state.store(
             ((now >> 16).wrapping_add(1) & 0xffff) << 16,
             Ordering::Release,
