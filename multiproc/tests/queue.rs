@@ -1072,3 +1072,21 @@ fn s32_joinable_queue_join_returns_once_every_item_is_done() {
     }
     check.assert_clean();
 }
+
+/// `empty()` on a handle that was closed is `true`: nothing can be got through it any
+/// more, whatever others left in the queue (CPython raises `OSError` there; `false`
+/// would promise an item that `get` cannot deliver).
+#[test]
+fn a_closed_handle_is_empty() {
+    let q = Queue::<u8>::new().unwrap();
+    q.put(1).unwrap();
+    let closed = SimpleQueue::<u8>::new().unwrap();
+    closed.put(2).unwrap();
+    closed.close();
+    assert!(closed.empty(), "a closed SimpleQueue handle");
+    assert!(matches!(closed.get(), Err(GetError::Closed)));
+    assert!(!q.empty(), "an open handle sees the item");
+    q.close();
+    assert!(q.empty(), "a closed handle");
+    assert!(matches!(q.try_get(), Err(GetError::Closed)));
+}

@@ -489,9 +489,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.shared.qsize()
     }
 
-    /// `true` if the queue holds no item (approximate, as in Python).
+    /// `true` if the queue holds no item (approximate, as in Python), or if this handle
+    /// was closed: nothing can be got through it any more (CPython raises `OSError`).
     pub fn empty(&self) -> bool {
-        self.qsize() == 0
+        self.closed.load(Ordering::Relaxed) || self.qsize() == 0
     }
 
     /// `true` if a bounded queue holds `maxsize` items (approximate, as in Python).
