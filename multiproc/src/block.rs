@@ -88,9 +88,13 @@ impl Block {
     /// Opens a block by a [`Block::proc_path`] of another process.
     pub(crate) fn open_path(path: &str, kind: u64) -> io::Result<Block> {
         if !path.starts_with("/proc/") {
+            // Python's `SharedMemory(name)` raises FileNotFoundError for any name nobody
+            // created; multiproc's names are the `/proc` paths `name()` gives.
             return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a multiproc shared-memory name",
+                io::ErrorKind::NotFound,
+                format!(
+                    "no multiproc shared memory is called {path:?} (names are the /proc paths SharedMemory::name gives)"
+                ),
             ));
         }
         Block::open(mem::reopen(path)?, kind)

@@ -1134,3 +1134,19 @@ fn reset_breaks_the_parties_already_waiting() {
         assert_eq!(indices, [0, 1, 2]);
     });
 }
+
+/// Python's `SharedMemory(name)` for a name nobody created raises `FileNotFoundError`:
+/// here `NotFound`, for a foreign-looking name as for a stale one.
+#[test]
+fn attaching_a_shared_memory_name_that_does_not_exist_is_not_found() {
+    use multiproc::shared::SharedMemory;
+    for name in ["psm_no_such_block", "/proc/999999999/fd/3", ""] {
+        let err = SharedMemory::attach(name).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{name:?}: {err}");
+    }
+    let gone = SharedMemory::new(8).unwrap();
+    let name = gone.name();
+    drop(gone);
+    let err = SharedMemory::attach(&name).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{name}: {err}");
+}
