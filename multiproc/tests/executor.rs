@@ -255,3 +255,16 @@ fn a_panicking_callback_on_a_done_future_does_not_unwind_into_the_caller() {
     assert_eq!(ran_rx.try_recv(), Ok(()), "the callback ran at once");
     assert_eq!(done.result(), Ok(7));
 }
+
+/// `ThreadPoolExecutor(max_workers=0)` is Python's `ValueError`: here the builder's
+/// `InvalidInput` naming the parameter, never a pool silently of one thread.
+#[test]
+fn zero_max_workers_is_refused_not_turned_into_one() {
+    let err = ThreadPoolExecutor::builder()
+        .max_workers(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("max_workers"), "{err}");
+    assert!(std::panic::catch_unwind(|| ThreadPoolExecutor::new(0)).is_err());
+}

@@ -985,3 +985,22 @@ fn a_closed_or_terminated_pool_refuses_new_tasks_with_shut_down() {
     }
     check.assert_clean();
 }
+
+/// A chunk size of 0 is a bad argument (Python's `ValueError: Chunksize must be 1+`):
+/// the map call says so and runs nothing, rather than using chunks of one.
+#[test]
+fn a_chunksize_of_zero_is_refused_by_every_map() {
+    let check = LeakCheck::start();
+    let p = pool(StartMethod::ForkServer, 1);
+    let invalid = |r: Result<(), PoolError>| match r {
+        Err(PoolError::Invalid(what)) => assert!(what.contains("chunksize"), "{what}"),
+        other => panic!("{other:?}"),
+    };
+    invalid(p.with_chunksize(0).map(square, [1, 2]).map(drop));
+    invalid(p.with_chunksize(0).imap(square, [1, 2]).map(drop));
+    invalid(p.with_chunksize(0).imap_unordered(square, [1, 2]).map(drop));
+    invalid(p.with_chunksize(0).map_async(square, [1, 2]).map(drop));
+    assert_eq!(p.with_chunksize(1).map(square, [3]).unwrap(), [9]);
+    drop(p);
+    check.assert_clean();
+}

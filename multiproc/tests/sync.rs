@@ -1150,3 +1150,11 @@ fn attaching_a_shared_memory_name_that_does_not_exist_is_not_found() {
     let err = SharedMemory::attach(&name).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{name}: {err}");
 }
+
+/// `SharedMemory(create=True, size=0)` is Python's `ValueError`: here `InvalidInput`.
+#[test]
+fn shared_memory_of_zero_bytes_is_refused() {
+    let err = multiproc::shared::SharedMemory::new(0).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("size"), "{err}");
+}

@@ -96,9 +96,10 @@ pub struct ThreadPoolBuilder {
 }
 
 impl ThreadPoolBuilder {
-    /// How many threads run tasks (Python's `max_workers`; at least 1).
+    /// How many threads run tasks (Python's `max_workers`). 0 is refused by
+    /// [`build`](Self::build) (Python's `ValueError`), not turned into 1.
     pub fn max_workers(mut self, n: usize) -> Self {
-        self.workers = n.max(1);
+        self.workers = n;
         self
     }
 
@@ -108,8 +109,15 @@ impl ThreadPoolBuilder {
         self
     }
 
-    /// Starts the threads.
+    /// Starts the threads: `InvalidInput` for `max_workers(0)`, or the system's error
+    /// if a thread cannot start.
     pub fn build(self) -> std::io::Result<ThreadPoolExecutor> {
+        if self.workers == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "max_workers must be at least 1",
+            ));
+        }
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let workers = (0..self.workers)
             .map(|i| {
@@ -164,7 +172,8 @@ impl ThreadPoolExecutor {
     /// A pool of `max_workers` threads.
     ///
     /// # Panics
-    /// If the operating system refuses to start a thread.
+    /// If `max_workers` is 0 (Python raises `ValueError`; [`ThreadPoolExecutor::builder`]
+    /// returns the error instead), or the operating system refuses to start a thread.
     pub fn new(max_workers: usize) -> ThreadPoolExecutor {
         ThreadPoolExecutor::builder()
             .max_workers(max_workers)

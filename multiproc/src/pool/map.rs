@@ -166,9 +166,10 @@ impl<'p> Mapper<'p> {
         }
     }
 
-    /// Items per task (at least 1).
+    /// Items per task. 0 is refused by the map call ([`PoolError::Invalid`], Python's
+    /// `ValueError`), not turned into 1.
     pub fn with_chunksize(mut self, chunksize: usize) -> Self {
-        self.chunksize = Some(chunksize.max(1));
+        self.chunksize = Some(chunksize);
         self
     }
 
@@ -196,6 +197,9 @@ impl<'p> Mapper<'p> {
     where
         R: DeserializeOwned + Send + 'static,
     {
+        if self.chunksize == Some(0) {
+            return Err(PoolError::Invalid("chunksize must be at least 1"));
+        }
         let total = items.len();
         let chunksize = self.chunksize(total);
         let state = Arc::new(MapState::<R>::new(total, self.progress));

@@ -388,8 +388,15 @@ fn shm_kind() -> u64 {
 }
 
 impl SharedMemory {
-    /// `size` zeroed bytes (Python's `SharedMemory(create=True, size=n)`).
+    /// `size` zeroed bytes (Python's `SharedMemory(create=True, size=n)`); a size of 0
+    /// is `InvalidInput`, as Python's `ValueError`.
     pub fn new(size: usize) -> io::Result<SharedMemory> {
+        if size == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "size must be at least 1",
+            ));
+        }
         let block = Block::new(shm_kind(), BYTES_AT + size)?;
         block
             .u64_at(SIZE_AT)
