@@ -1004,3 +1004,71 @@ fn a_chunksize_of_zero_is_refused_by_every_map() {
     drop(p);
     check.assert_clean();
 }
+
+/// A result whose `Deserialize` panics (user code, run in the parent by the pool's
+/// collector thread).
+#[derive(Debug)]
+struct PanicsWhenDecoded;
+
+impl serde::Serialize for PanicsWhenDecoded {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(1)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PanicsWhenDecoded {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        panic!("the result's Deserialize panicked on purpose")
+    }
+}
+
+fn makes_panics_when_decoded(_: u32) -> PanicsWhenDecoded {
+    PanicsWhenDecoded
+}
+
+/// A panic in the result's `Deserialize`, which runs on the pool's collector thread,
+/// fails that task with a serialization error carrying the panic's message, for a
+/// single task and for every item of a map chunk; the pool goes on. (It used to kill
+/// the collector and leave every future pending for ever.)
+#[test]
+fn a_panic_decoding_a_result_fails_that_task_and_the_pool_goes_on() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let p = pool(method, 2);
+        let one = p.apply_async(makes_panics_when_decoded, 1).unwrap();
+        match one.get_timeout(PROMPT) {
+            Err(WaitError::Task(TaskError::Serialization { message, .. })) => {
+                assert!(
+                    message.contains("panicked on purpose"),
+                    "{method}: {message}"
+                )
+            }
+            other => panic!("{method}: {other:?}"),
+        }
+        let items: Vec<_> = p
+            .with_chunksize(2)
+            .imap(makes_panics_when_decoded, [1, 2, 3])
+            .unwrap()
+            .collect();
+        assert_eq!(items.len(), 3, "{method}");
+        for item in items {
+            match item {
+                Err(TaskError::Serialization { message, .. }) => {
+                    assert!(
+                        message.contains("panicked on purpose"),
+                        "{method}: {message}"
+                    )
+                }
+                other => panic!("{method}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            p.apply(square, 4).unwrap(),
+            16,
+            "{method}: the pool goes on"
+        );
+        p.close();
+        p.join();
+    }
+    check.assert_clean();
+}

@@ -775,12 +775,22 @@ type Finished = Vec<(Arc<dyn Sink>, Result<Vec<Outcome>, TaskError>)>;
 /// Completes tasks (outside every lock: completion runs user callbacks).
 fn finish_all(finished: Finished) {
     for (sink, outcome) in finished {
-        // A panic here (a user's done-callback) must not leave the other tasks of the
-        // batch pending; the callback's own panic is its business.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match outcome {
+        // Completing decodes the result: user `Deserialize` code, which may panic.
+        // Callbacks run inside and catch their own panics, so a panic that gets here
+        // left the task without an outcome: it fails with the panic's message, and the
+        // other tasks of the batch (and the collector) go on.
+        let completed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match outcome {
             Ok(items) => sink.complete(items),
             Err(e) => sink.fail(e),
         }));
+        if let Err(payload) = completed {
+            let message = crate::process::child::panic_message(payload.as_ref());
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                sink.fail(TaskError::serialization(format!(
+                    "cannot decode the task's result: its Deserialize panicked: {message}"
+                )))
+            }));
+        }
     }
 }
 
