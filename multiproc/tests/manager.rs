@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use multiproc::StartMethod;
 use multiproc::manager::{
     Address, AuthenticationError, DictProxy, EventProxy, ListProxy, LockProxy, Manager,
-    ManagerError, NamespaceProxy, QueueProxy, Shared, SharedProxy, ValueProxy,
+    ManagerError, ManagerLockError, NamespaceProxy, QueueProxy, Shared, SharedProxy, ValueProxy,
 };
 use multiproc::queue::{GetError, PutError};
 use multiproc::testing::LeakCheck;
@@ -443,7 +443,7 @@ fn s42_lock_methods() {
             assert!(lock.is_locked().unwrap());
             assert!(lock.try_lock().unwrap().is_none());
             let timed = lock.lock_timeout(Duration::from_millis(50));
-            assert!(matches!(timed, Err(ManagerError::Timeout)), "{timed:?}");
+            assert!(matches!(timed, Err(ManagerLockError::Timeout)), "{timed:?}");
         }
         assert!(!lock.is_locked().unwrap());
         assert!(lock.acquire(None).unwrap());
@@ -470,8 +470,12 @@ fn hold_lock_forever((lock, held): (LockProxy, EventProxy)) {
     }
 }
 
+/// A manager lock whose holder is killed is released by the server and, as with the
+/// process-shared locks, the next acquirer is told: it gets the lock through
+/// `ManagerLockError::OwnerDied` (and once only: the acquisition after is clean). The
+/// raw `acquire` says it with `ManagerError::OwnerDied`, the lock held.
 #[test]
-fn s42_lock_of_a_killed_holder_is_released() {
+fn s42_lock_of_a_killed_holder_is_released_and_reported_to_the_next_acquirer() {
     let check = LeakCheck::start();
     for method in StartMethod::ALL {
         let m = manager(method);
@@ -481,9 +485,44 @@ fn s42_lock_of_a_killed_holder_is_released() {
         assert!(held.wait_timeout(PROMPT).unwrap());
         assert!(lock.try_lock().unwrap().is_none(), "{method}");
         p.kill().unwrap();
+        assert_eq!(p.wait().unwrap().signal(), Some(libc::SIGKILL), "{method}");
+        match lock.lock_timeout(PROMPT) {
+            Err(ManagerLockError::OwnerDied(guard)) => {
+                assert!(
+                    lock.is_locked().unwrap(),
+                    "{method}: held through the guard"
+                );
+                drop(guard);
+            }
+            other => panic!("{method}: {other:?}"),
+        }
+        assert!(
+            !lock.is_locked().unwrap(),
+            "{method}: the guard released it"
+        );
+        drop(lock.lock().expect("reported once, then clean"));
+
+        held.clear().unwrap();
+        let mut p = start(method, hold_lock_forever, (lock.clone(), held.clone()));
+        assert!(held.wait_timeout(PROMPT).unwrap());
+        p.kill().unwrap();
         p.wait().unwrap();
-        let guard = lock.lock_timeout(PROMPT);
-        assert!(guard.is_ok(), "{method}: {guard:?}");
+        let deadline = std::time::Instant::now() + PROMPT;
+        let raw = loop {
+            match lock.acquire(Some(Duration::ZERO)) {
+                Ok(false) if std::time::Instant::now() < deadline => std::thread::yield_now(),
+                other => break other,
+            }
+        };
+        assert!(
+            matches!(raw, Err(ManagerError::OwnerDied)),
+            "{method}: {raw:?}"
+        );
+        assert!(
+            lock.is_locked().unwrap(),
+            "{method}: the raw acquire holds it"
+        );
+        lock.release().unwrap();
     }
     check.assert_clean();
 }
@@ -788,7 +827,10 @@ fn s42_killed_server_gives_errors_not_hangs() {
                 assert!(t0.elapsed() < SOON + Duration::from_secs(60));
                 let waited = waiting.join().unwrap();
                 assert!(
-                    matches!(waited, Err(ManagerError::Disconnected)),
+                    matches!(
+                        waited,
+                        Err(ManagerLockError::Manager(ManagerError::Disconnected))
+                    ),
                     "{waited:?}"
                 );
             });

@@ -57,7 +57,7 @@
 //! |---|---|
 //! | the server dies (any way, `SIGKILL` included) | every call, also one waiting in a queue `get`, returns [`ManagerError::Disconnected`] promptly (the pipe reports the hang-up within ~20 ms) |
 //! | the manager's owner dies | the server dies with it (it is a daemon child with the library's parent-death signal) |
-//! | a client dies holding a manager lock | the server releases the lock when the client's connection closes |
+//! | a client dies holding a manager lock | the server releases the lock when the client's connection closes, and the next acquirer gets it with [`ManagerLockError::OwnerDied`] (raw [`LockProxy::acquire`]: [`ManagerError::OwnerDied`]), as with the process-shared locks |
 //! | a client dies while waiting in a queue `get` | the server checks that a client that waited is still connected before it hands it an item (or a lock), so an item put later stays for the living |
 //! | a registered method panics | that call returns [`ManagerError::Panicked`]; the server carries on |
 //! | a proxy moves into a `fork` child | the child opens its own connections on its first call |
@@ -91,8 +91,8 @@ mod wire;
 
 pub use auth::AuthenticationError;
 pub use proxy::{
-    DictProxy, EventProxy, ListProxy, LockProxy, ManagerLockGuard, NamespaceProxy, QueueProxy,
-    SharedProxy, ValueProxy,
+    DictProxy, EventProxy, ListProxy, LockProxy, ManagerLockError, ManagerLockGuard,
+    NamespaceProxy, QueueProxy, SharedProxy, ValueProxy,
 };
 
 use client::Client;
@@ -195,6 +195,11 @@ pub enum ManagerError {
     /// A `_timeout` call ran out of time.
     #[error("timed out")]
     Timeout,
+    /// [`LockProxy::acquire`]: the lock's previous holder died holding it; the caller
+    /// holds it now (the guard-returning calls say it with
+    /// [`ManagerLockError::OwnerDied`]).
+    #[error("the previous holder of the manager lock died holding it (the caller holds it now)")]
+    OwnerDied,
     /// `release` of a lock nobody holds.
     #[error("release of an unlocked lock")]
     NotLocked,

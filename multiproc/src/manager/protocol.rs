@@ -160,6 +160,9 @@ pub(crate) enum Reply {
     /// A wait ran out of time (the client decides whether to wait again).
     Timeout,
     Error(Failure),
+    /// A lock was acquired whose previous holder's connection ended while it held it.
+    /// (Last, so that the variants before it keep their codes on the wire.)
+    OwnerDied,
 }
 
 /// Why the server refused a request.

@@ -723,44 +723,117 @@ impl Drop for ManagerLockGuard<'_> {
     }
 }
 
+/// Why a [`LockProxy`] was not cleanly acquired: its previous holder died holding it
+/// (the lock is now the caller's, through the guard inside, as with
+/// [`sync::LockError::OwnerDied`](crate::sync::LockError::OwnerDied)), the wait ran
+/// out, or the call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManagerLockError<'a> {
+    /// The previous holder's process died (or dropped its proxies) holding the lock;
+    /// the caller holds it now, through this guard. What it protects may be
+    /// half-updated.
+    #[error("the previous holder of the manager lock died holding it")]
+    OwnerDied(ManagerLockGuard<'a>),
+    /// Not acquired before the timeout.
+    #[error("timed out waiting for the manager lock")]
+    Timeout,
+    /// The call failed (the server is gone, for one).
+    #[error(transparent)]
+    Manager(ManagerError),
+}
+
+impl<'a> ManagerLockError<'a> {
+    /// The guard, if the lock was acquired after all (its holder had died).
+    pub fn into_guard(self) -> Option<ManagerLockGuard<'a>> {
+        match self {
+            ManagerLockError::OwnerDied(guard) => Some(guard),
+            _ => None,
+        }
+    }
+}
+
+impl From<ManagerError> for ManagerLockError<'_> {
+    fn from(e: ManagerError) -> Self {
+        match e {
+            ManagerError::Timeout => ManagerLockError::Timeout,
+            e => ManagerLockError::Manager(e),
+        }
+    }
+}
+
+/// How an acquisition ended.
+enum Acquired {
+    No,
+    Clean,
+    OwnerDied,
+}
+
 impl LockProxy {
-    fn acquire_until(&self, deadline: Option<Instant>) -> Result<bool, ManagerError> {
+    fn acquire_until(&self, deadline: Option<Instant>) -> Result<Acquired, ManagerError> {
         match self
             .obj
             .call_waiting(deadline, |wait_ms| Op::LockAcquire { wait_ms })?
         {
-            Some(r) => r.flag(),
-            None => Ok(false),
+            Some(Reply::OwnerDied) => Ok(Acquired::OwnerDied),
+            Some(r) => Ok(if r.flag()? {
+                Acquired::Clean
+            } else {
+                Acquired::No
+            }),
+            None => Ok(Acquired::No),
         }
     }
 
-    /// Waits for the lock (`with lock:`).
-    pub fn lock(&self) -> Result<ManagerLockGuard<'_>, ManagerError> {
-        self.acquire_until(None)?;
-        Ok(ManagerLockGuard { lock: self })
+    fn guard(
+        &self,
+        acquired: Acquired,
+    ) -> Result<Option<ManagerLockGuard<'_>>, ManagerLockError<'_>> {
+        // A guard only for a lock this caller holds: one made and dropped would
+        // release the holder's lock.
+        match acquired {
+            Acquired::No => Ok(None),
+            Acquired::Clean => Ok(Some(ManagerLockGuard { lock: self })),
+            Acquired::OwnerDied => {
+                Err(ManagerLockError::OwnerDied(ManagerLockGuard { lock: self }))
+            }
+        }
     }
 
-    /// Waits at most `timeout` for the lock ([`ManagerError::Timeout`]).
-    pub fn lock_timeout(&self, timeout: Duration) -> Result<ManagerLockGuard<'_>, ManagerError> {
-        if self.acquire_until(Some(Instant::now() + timeout))? {
-            Ok(ManagerLockGuard { lock: self })
-        } else {
-            Err(ManagerError::Timeout)
-        }
+    /// Waits for the lock (`with lock:`); [`ManagerLockError::OwnerDied`] with the guard
+    /// if its holder died holding it.
+    pub fn lock(&self) -> Result<ManagerLockGuard<'_>, ManagerLockError<'_>> {
+        let acquired = self.acquire_until(None)?;
+        self.guard(acquired)?
+            .ok_or(ManagerLockError::Manager(ManagerError::Protocol(
+                "an endless wait for a lock ended without it".into(),
+            )))
+    }
+
+    /// Waits at most `timeout` for the lock ([`ManagerLockError::Timeout`]).
+    pub fn lock_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<ManagerLockGuard<'_>, ManagerLockError<'_>> {
+        let acquired = self.acquire_until(Instant::now().checked_add(timeout))?;
+        self.guard(acquired)?.ok_or(ManagerLockError::Timeout)
     }
 
     /// The lock if it is free now (`lock.acquire(False)`).
-    pub fn try_lock(&self) -> Result<Option<ManagerLockGuard<'_>>, ManagerError> {
-        Ok(self
-            .acquire_until(Some(Instant::now()))?
-            // Not `then_some`: a guard made and dropped would release the holder's lock.
-            .then(|| ManagerLockGuard { lock: self }))
+    pub fn try_lock(&self) -> Result<Option<ManagerLockGuard<'_>>, ManagerLockError<'_>> {
+        let acquired = self.acquire_until(Some(Instant::now()))?;
+        self.guard(acquired)
     }
 
     /// Python's `acquire(timeout=…)` without a guard (`None`: wait for ever); pair it
-    /// with [`release`](Self::release).
+    /// with [`release`](Self::release). [`ManagerError::OwnerDied`] if the previous
+    /// holder died holding it: the caller holds it now.
     pub fn acquire(&self, timeout: Option<Duration>) -> Result<bool, ManagerError> {
-        self.acquire_until(timeout.map(|t| Instant::now() + t))
+        match self.acquire_until(timeout.and_then(|t| Instant::now().checked_add(t)))? {
+            Acquired::No => Ok(false),
+            Acquired::Clean => Ok(true),
+            Acquired::OwnerDied => Err(ManagerError::OwnerDied),
+        }
     }
 
     /// Releases the lock, whoever acquired it (Python's `release()`);

@@ -162,8 +162,12 @@ enum State {
         items: VecDeque<Bytes>,
         maxsize: u64,
     },
-    /// The connection holding it.
-    Lock(Option<u64>),
+    /// The connection holding it, and whether its last holder's connection ended
+    /// while it held it (the next acquirer is told, as with the process-shared locks).
+    Lock {
+        holder: Option<u64>,
+        abandoned: bool,
+    },
     Event(bool),
     Custom(Box<dyn ErasedShared>),
 }
@@ -388,7 +392,10 @@ impl Server {
                 items: VecDeque::new(),
                 maxsize,
             },
-            Kind::Lock => State::Lock(None),
+            Kind::Lock => State::Lock {
+                holder: None,
+                abandoned: false,
+            },
             Kind::Event => State::Event(false),
             Kind::Custom { exe, make, init } => {
                 // Function addresses mean something only in the same executable.
@@ -613,7 +620,7 @@ impl Conn {
             }
 
             // ---- lock
-            (State::Lock(holder), Op::LockRelease) => {
+            (State::Lock { holder, .. }, Op::LockRelease) => {
                 if holder.take().is_some() {
                     object.changed.notify_all();
                     Reply::Unit
@@ -621,7 +628,7 @@ impl Conn {
                     Reply::Error(Failure::NotLocked)
                 }
             }
-            (State::Lock(holder), Op::LockLocked) => Reply::Bool(holder.is_some()),
+            (State::Lock { holder, .. }, Op::LockLocked) => Reply::Bool(holder.is_some()),
 
             // ---- event
             (State::Event(flag), Op::EventSet) => {
@@ -677,14 +684,24 @@ impl Conn {
     fn acquire(&mut self, object: &Arc<Object>, wait_ms: u32, alive: &dyn Fn() -> bool) -> Reply {
         let me = self.id;
         let reply = wait_for(object, wait_ms, alive, |s| match s {
-            State::Lock(holder @ None) => {
+            State::Lock {
+                holder: holder @ None,
+                abandoned,
+            } => {
                 *holder = Some(me);
-                Some(Reply::Bool(true))
+                if std::mem::take(abandoned) {
+                    Some(Reply::OwnerDied)
+                } else {
+                    Some(Reply::Bool(true))
+                }
             }
-            State::Lock(Some(_)) => None,
+            State::Lock {
+                holder: Some(_), ..
+            } => None,
             _ => Some(not_a(object, "lock")),
         });
-        if matches!(reply, Reply::Bool(true)) && !self.locks.iter().any(|l| Arc::ptr_eq(l, object))
+        if matches!(reply, Reply::Bool(true) | Reply::OwnerDied)
+            && !self.locks.iter().any(|l| Arc::ptr_eq(l, object))
         {
             self.locks.push(object.clone());
         }
@@ -699,14 +716,17 @@ impl Conn {
         })
     }
 
-    /// Releases the locks this connection still holds (it is ending).
+    /// Releases the locks this connection still holds (it is ending: its process died,
+    /// or dropped its last proxy without releasing), marking each abandoned so that
+    /// the next acquirer learns it.
     fn release_locks(&mut self) {
         for object in self.locks.drain(..) {
             let mut state = lock(&object.state);
-            if let State::Lock(holder) = &mut *state
+            if let State::Lock { holder, abandoned } = &mut *state
                 && *holder == Some(self.id)
             {
                 *holder = None;
+                *abandoned = true;
                 object.changed.notify_all();
             }
         }
