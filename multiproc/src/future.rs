@@ -110,7 +110,10 @@ impl TaskError {
 ///     Err(WaitError::Task(TaskError::Panicked { message })) => assert_eq!(message, "boom"),
 ///     other => panic!("{other:?}"),
 /// }
-/// assert_eq!(bad.result(), Err(WaitError::Taken)); // the outcome had one owner
+/// assert_eq!(bad.result(), bad.result()); // a failure stays readable, as in Python
+/// let good = pool.submit(|| 7).unwrap();
+/// assert_eq!(good.result(), Ok(7));
+/// assert_eq!(good.result(), Err(WaitError::Taken)); // a value has one owner
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -122,7 +125,8 @@ pub enum WaitError {
     /// waited for again.
     #[error("timed out waiting for the task")]
     Timeout,
-    /// The value was already taken by an earlier `result` (or `.await`).
+    /// The value was already taken by an earlier `result` (or `.await`): a value has one
+    /// owner. (A failure is never taken: it is returned every time.)
     #[error("the result was already taken")]
     Taken,
 }
@@ -297,8 +301,9 @@ impl<T> Inner<T> {
 /// The eventual result of a submitted task (Python's `concurrent.futures.Future`).
 ///
 /// `result()` takes the value out (a Rust value has one owner): a second call gives
-/// [`WaitError::Taken`]. A `Future` is also a [`std::future::Future`]: async code can
-/// `.await` it.
+/// [`WaitError::Taken`]. A failure stays readable: every `result()` and `exception()`
+/// returns it, as Python raises the same exception each time. A `Future` is also a
+/// [`std::future::Future`]: async code can `.await` it.
 pub struct Future<T> {
     cell: Arc<dyn HasInner<T>>,
 }
@@ -311,10 +316,15 @@ impl<T> fmt::Debug for Future<T> {
 }
 
 /// Takes a finished future's outcome out of its slot.
+/// A failure stays in place (every `result` and `exception` reads it, as Python raises
+/// the same exception each time); a value is taken by the first reader.
 fn take_value<T>(slot: &mut Slot<T>) -> Result<T, WaitError> {
-    match slot.value.take() {
-        Some(Ok(v)) => Ok(v),
-        Some(Err(e)) => Err(WaitError::Task(*e)),
+    match &slot.value {
+        Some(Err(e)) => Err(WaitError::Task((**e).clone())),
+        Some(Ok(_)) => match slot.value.take() {
+            Some(Ok(v)) => Ok(v),
+            _ => unreachable!("just matched a value"),
+        },
         None => Err(WaitError::Taken),
     }
 }
@@ -435,12 +445,12 @@ impl<T> Future<T> {
     }
 
     /// Why the task failed (Python's `exception()`), waiting for it: `None` if it
-    /// succeeded or was cancelled (or its outcome was already taken). Leaves the value
-    /// in place.
+    /// succeeded; [`TaskError::Cancelled`] if it was cancelled (Python raises
+    /// `CancelledError`). Reads the failure in place, also after `result`.
     pub fn exception(&self) -> Option<TaskError> {
         self.wait();
         match &self.cell.inner().slot.lock().value {
-            Some(Err(e)) if **e != TaskError::Cancelled => Some((**e).clone()),
+            Some(Err(e)) => Some((**e).clone()),
             _ => None,
         }
     }

@@ -268,3 +268,31 @@ fn zero_max_workers_is_refused_not_turned_into_one() {
     assert!(err.to_string().contains("max_workers"), "{err}");
     assert!(std::panic::catch_unwind(|| ThreadPoolExecutor::new(0)).is_err());
 }
+
+/// A failure stays readable, as Python raises the same exception from every
+/// `result()` and returns it from every `exception()`, also after `result()`; a
+/// cancelled future's `exception()` is `Cancelled` (Python raises `CancelledError`).
+#[test]
+fn a_failure_stays_readable_and_a_cancelled_future_says_cancelled() {
+    let pool = ThreadPoolExecutor::new(1);
+    let bad = pool.submit(|| -> u32 { panic!("boom") }).unwrap();
+    let boom = TaskError::Panicked {
+        message: "boom".into(),
+    };
+    assert_eq!(bad.result(), Err(WaitError::Task(boom.clone())));
+    assert_eq!(
+        bad.result(),
+        Err(WaitError::Task(boom.clone())),
+        "read again"
+    );
+    assert_eq!(bad.exception(), Some(boom), "after result()");
+    let (running, open, started) = gated(&pool, 1);
+    started.recv_timeout(PROMPT).unwrap();
+    let queued = pool.submit(|| 2).unwrap();
+    assert!(queued.cancel());
+    assert_eq!(queued.exception(), Some(TaskError::Cancelled));
+    assert_eq!(queued.result(), Err(WaitError::Task(TaskError::Cancelled)));
+    open.send(()).unwrap();
+    assert_eq!(running.result(), Ok(1));
+    assert_eq!(running.exception(), None);
+}
