@@ -36,6 +36,8 @@ use serde::de::DeserializeOwned;
 mod capture;
 mod probe;
 
+pub(crate) use capture::{UNREPEATABLE, replaying};
+
 /// The four bytes every frame starts with.
 pub const MAGIC: [u8; 4] = *b"MPF1";
 /// Size of the frame header in bytes.
@@ -176,9 +178,9 @@ pub(crate) fn encode_error<T: Serialize + ?Sized>(
 /// The error for a failed postcard decode of `body` as a `T`, with the text of a custom
 /// error recovered by decoding again through a wrapper that keeps it (only here).
 ///
-/// The second run assumes decoding is repeatable: a `Deserialize` with side effects (a
-/// handle taking its descriptor from the message) can end elsewhere the second time,
-/// and then its message is reported.
+/// The second run assumes decoding is repeatable. A handle is not: the first run took
+/// its descriptor. Such a `Deserialize` checks [`replaying`] and answers
+/// [`UNREPEATABLE`], and the error then has no message rather than a wrong one.
 #[cold]
 #[inline(never)]
 fn decode_error<T: DeserializeOwned>(body: &[u8], source: postcard::Error) -> CodecError {

@@ -22,6 +22,27 @@ use serde::de::{
 /// A `Deserialize` that panics on this second run is caught here: the caller keeps
 /// postcard's error, without a message, as before.
 pub(super) fn custom_message<T: DeserializeOwned>(body: &[u8]) -> Option<String> {
+    let was = REPLAYING.replace(true);
+    let message = replay::<T>(body);
+    REPLAYING.set(was);
+    message.filter(|m| m != UNREPEATABLE)
+}
+
+thread_local! {
+    static REPLAYING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The message a `Deserialize` with side effects gives when it meets, on the second run,
+/// what the first run consumed (a handle whose descriptor was taken): the second run
+/// went elsewhere, and no message is better than a wrong one.
+pub(crate) const UNREPEATABLE: &str = "multiproc: this decode cannot be repeated";
+
+/// Whether this thread is decoding a body a second time to recover a message.
+pub(crate) fn replaying() -> bool {
+    REPLAYING.get()
+}
+
+fn replay<T: DeserializeOwned>(body: &[u8]) -> Option<String> {
     let run = std::panic::AssertUnwindSafe(|| {
         let side = Cell::new(None);
         let mut inner = postcard::Deserializer::from_bytes(body);
