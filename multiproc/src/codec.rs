@@ -33,6 +33,11 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+mod capture;
+mod probe;
+
+pub(crate) use capture::{UNREPEATABLE, replaying};
+
 /// The four bytes every frame starts with.
 pub const MAGIC: [u8; 4] = *b"MPF1";
 /// Size of the frame header in bytes.
@@ -104,12 +109,15 @@ pub enum CodecError {
         found: u64,
     },
     /// The body does not decode as the expected type.
-    #[error("cannot decode {expected}: {source}")]
+    #[error("cannot decode {expected}: {}", detail(.message, .source))]
     Decode {
         /// The type the receiver asked for.
         expected: &'static str,
         /// What postcard reported.
         source: postcard::Error,
+        /// The text of the `D::Error::custom(msg)` the decoding ended with (a user's
+        /// `Deserialize` or visitor), which postcard's error does not keep.
+        message: Option<String>,
     },
     /// The body decoded but left bytes over.
     #[error("{extra} unexpected bytes after a {expected}")]
@@ -124,13 +132,67 @@ pub enum CodecError {
     #[error("corrupt shared memory: {0}")]
     Corrupt(&'static str),
     /// The value could not be serialised.
-    #[error("cannot encode {ty}: {source}")]
+    #[error("cannot encode {ty}: {}", detail(.message, .source))]
     Encode {
         /// The type being encoded.
         ty: &'static str,
         /// What postcard reported.
         source: postcard::Error,
+        /// The text of the `S::Error::custom(msg)` the encoding ended with (a user's
+        /// `Serialize`), which postcard's error does not keep.
+        message: Option<String>,
     },
+}
+
+/// The user's message where there is one, else postcard's.
+fn detail<'a>(
+    message: &'a Option<String>,
+    source: &'a postcard::Error,
+) -> &'a dyn std::fmt::Display {
+    match message {
+        Some(m) => m,
+        None => source,
+    }
+}
+
+/// The error for a failed postcard encode of `value`. postcard drops the text of a
+/// custom error; this recovers it by serialising `value` again through a probe (only
+/// here, after a failure, so a successful encode costs nothing extra).
+#[cold]
+#[inline(never)]
+pub(crate) fn encode_error<T: Serialize + ?Sized>(
+    value: &T,
+    source: postcard::Error,
+) -> CodecError {
+    let message = match source {
+        postcard::Error::SerdeSerCustom => probe::custom_message(value),
+        _ => None,
+    };
+    CodecError::Encode {
+        ty: std::any::type_name::<T>(),
+        source,
+        message,
+    }
+}
+
+/// The error for a failed postcard decode of `body` as a `T`, with the text of a custom
+/// error recovered by decoding again through a wrapper that keeps it (only here).
+///
+/// The second run assumes decoding is repeatable. A handle is not: the first run took
+/// its descriptor. Such a `Deserialize` checks [`replaying`] and answers
+/// [`UNREPEATABLE`], and the error then has no message rather than a wrong one.
+#[cold]
+#[inline(never)]
+fn decode_error<T: DeserializeOwned>(body: &[u8], source: postcard::Error) -> CodecError {
+    let message = match source {
+        postcard::Error::SerdeDeCustom => capture::custom_message::<T>(body),
+        _ => None,
+    };
+    CodecError::Decode {
+        expected: std::any::type_name::<T>(),
+        source,
+        message,
+    }
 }
 
 /// The fingerprint of a type: FNV-1a of its `std::any::type_name`. Stable for one
@@ -152,18 +214,12 @@ const fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// Encodes `value` as a bare postcard body (no frame).
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
-    postcard::to_stdvec(value).map_err(|source| CodecError::Encode {
-        ty: std::any::type_name::<T>(),
-        source,
-    })
+    postcard::to_stdvec(value).map_err(|source| encode_error(value, source))
 }
 
 /// The size of the bare postcard body of `value`, computed without writing it.
 pub fn encoded_size<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError> {
-    postcard::experimental::serialized_size(value).map_err(|source| CodecError::Encode {
-        ty: std::any::type_name::<T>(),
-        source,
-    })
+    postcard::experimental::serialized_size(value).map_err(|source| encode_error(value, source))
 }
 
 /// Writes the bare postcard body of `value` into `out`, which must be exactly
@@ -171,13 +227,11 @@ pub fn encoded_size<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecErro
 /// an encode error).
 pub fn encode_to_slice<T: Serialize + ?Sized>(value: &T, out: &mut [u8]) -> Result<(), CodecError> {
     let want = out.len();
-    let fail = |source| CodecError::Encode {
-        ty: std::any::type_name::<T>(),
-        source,
-    };
-    let used = postcard::to_slice(value, out).map_err(fail)?.len();
+    let used = postcard::to_slice(value, out)
+        .map_err(|source| encode_error(value, source))?
+        .len();
     if used != want {
-        return Err(fail(postcard::Error::SerializeBufferFull));
+        return Err(encode_error(value, postcard::Error::SerializeBufferFull));
     }
     Ok(())
 }
@@ -190,18 +244,15 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resul
         .map(drop)
         .map_err(|source| {
             out.truncate(start);
-            CodecError::Encode {
-                ty: std::any::type_name::<T>(),
-                source,
-            }
+            encode_error(value, source)
         })
 }
 
 /// Decodes a bare postcard body that must hold exactly one `T`.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
     let expected = std::any::type_name::<T>();
-    let (value, rest) = postcard::take_from_bytes::<T>(body)
-        .map_err(|source| CodecError::Decode { expected, source })?;
+    let (value, rest) =
+        postcard::take_from_bytes::<T>(body).map_err(|source| decode_error::<T>(body, source))?;
     if !rest.is_empty() {
         return Err(CodecError::TrailingBytes {
             expected,
@@ -222,10 +273,7 @@ pub fn encode_frame_into<T: Serialize + ?Sized>(
     let body = postcard::to_io(value, &mut *out);
     if let Err(source) = body {
         out.truncate(start);
-        return Err(CodecError::Encode {
-            ty: std::any::type_name::<T>(),
-            source,
-        });
+        return Err(encode_error(value, source));
     }
     let size = out.len() - start - HEADER_LEN;
     if size > limits.max_message || size > u32::MAX as usize {

@@ -69,14 +69,60 @@ pub(crate) fn deserialize_fd<'de, D: Deserializer<'de>>(
 ) -> Result<OwnedFd, D::Error> {
     let index = u32::deserialize(deserializer)? as usize;
     SOURCE.with(|s| {
-        s.borrow_mut()
-            .as_mut()
-            .and_then(|table| table.get_mut(index))
-            .and_then(Option::take)
-            .ok_or_else(|| {
+        let mut source = s.borrow_mut();
+        let slot = source.as_mut().and_then(|table| table.get_mut(index));
+        let taken = slot.as_ref().is_some_and(|fd| fd.is_none());
+        slot.and_then(Option::take).ok_or_else(|| {
+            if taken && crate::codec::replaying() {
+                // The codec decodes a failed message again for its error text: the
+                // first run took this descriptor.
+                serde::de::Error::custom(crate::codec::UNREPEATABLE)
+            } else {
                 serde::de::Error::custom(format!(
                     "descriptor #{index} did not arrive with the message"
                 ))
-            })
+            }
+        })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{self, CodecError};
+
+    /// Decodes as a `u8`, then refuses.
+    struct Refuses;
+
+    impl<'de> Deserialize<'de> for Refuses {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            u8::deserialize(deserializer)?;
+            Err(serde::de::Error::custom("bad"))
+        }
+    }
+
+    #[derive(Deserialize)]
+    struct Carrier {
+        #[serde(deserialize_with = "deserialize_fd")]
+        _fd: OwnedFd,
+        _then: Refuses,
+    }
+
+    /// The codec decodes a failed message again to recover its error text; a handle
+    /// whose descriptor the first run took must not make that text a wrong one.
+    #[test]
+    fn a_failed_decode_after_a_handle_has_no_wrong_message() {
+        let (fd, _other) = rustix::pipe::pipe().unwrap();
+        let body = codec::encode(&(0u32, 1u8)).unwrap();
+        let err = provide_fds(vec![fd], || codec::decode::<Carrier>(&body))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, CodecError::Decode { message: None, .. }),
+            "{err}"
+        );
+        // Without descriptors, the handle's own message is the error's.
+        let err = codec::decode::<Carrier>(&body).err().unwrap();
+        assert!(err.to_string().contains("did not arrive"), "{err}");
+    }
 }

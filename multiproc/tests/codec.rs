@@ -133,3 +133,161 @@ fn fuzzed_input_never_panics() {
         let _ = codec::frame_len(&bytes, &limits);
     }
 }
+
+/// Serialises as a `u8` up to the point where it refuses: a user impl that returns
+/// `Err(S::Error::custom("bad"))`.
+#[derive(Debug)]
+struct RefusesEncode;
+
+impl Serialize for RefusesEncode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeTuple};
+        let mut t = serializer.serialize_tuple(2)?;
+        t.serialize_element(&1u8)?;
+        Err(S::Error::custom("bad"))
+    }
+}
+
+/// Encodes as a `u8`; its `Deserialize` reads it and then refuses with `custom("bad")`.
+#[derive(Debug, Serialize)]
+struct RefusesDecode(u8);
+
+impl<'de> Deserialize<'de> for RefusesDecode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        u8::deserialize(deserializer)?;
+        Err(D::Error::custom("bad"))
+    }
+}
+
+/// Encodes as a `u8`; its visitor (called by postcard) refuses with `custom("bad")`.
+#[derive(Debug, Serialize)]
+struct RefusesInVisitor(u8);
+
+impl<'de> Deserialize<'de> for RefusesInVisitor {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = RefusesInVisitor;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a u8")
+            }
+            fn visit_u8<E: serde::de::Error>(self, _: u8) -> Result<RefusesInVisitor, E> {
+                Err(E::custom("bad"))
+            }
+        }
+        deserializer.deserialize_u8(V)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Nest<T> {
+    id: u32,
+    inner: T,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Choice<T> {
+    Plain(u8),
+    Tuple(u8, T),
+    Named { id: u8, inner: T },
+}
+
+fn assert_carries_bad(err: &CodecError, verb: &str, ty: &str) {
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!("cannot {verb} "))
+            && text.contains(ty)
+            && text.ends_with(": bad"),
+        "{text}"
+    );
+    match err {
+        CodecError::Encode { message, .. } | CodecError::Decode { message, .. } => {
+            assert_eq!(message.as_deref(), Some("bad"))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+fn assert_every_encoder_carries_bad<T: Serialize + ?Sized>(value: &T) {
+    let ty = std::any::type_name::<T>();
+    assert_carries_bad(&codec::encode(value).unwrap_err(), "encode", ty);
+    assert_carries_bad(&codec::encoded_size(value).unwrap_err(), "encode", ty);
+    assert_carries_bad(
+        &codec::encode_to_slice(value, &mut [0u8; 64]).unwrap_err(),
+        "encode",
+        ty,
+    );
+    let mut out = vec![9u8];
+    assert_carries_bad(
+        &codec::encode_into(value, &mut out).unwrap_err(),
+        "encode",
+        ty,
+    );
+    assert_carries_bad(
+        &codec::encode_frame_into(value, &Limits::default(), &mut out).unwrap_err(),
+        "encode",
+        ty,
+    );
+    assert_eq!(out, [9], "a failed encode leaves no bytes");
+}
+
+/// codec-msg: the message of a user's `S::Error::custom` reaches the error, top level
+/// and nested in a Vec, a struct, an enum and a map, from every encoder.
+#[test]
+fn a_custom_encode_error_keeps_the_users_message() {
+    use std::collections::BTreeMap;
+    assert_every_encoder_carries_bad(&RefusesEncode);
+    assert_every_encoder_carries_bad(&vec![RefusesEncode]);
+    assert_every_encoder_carries_bad(&Nest {
+        id: 1,
+        inner: RefusesEncode,
+    });
+    assert_every_encoder_carries_bad(&Choice::Tuple(1, RefusesEncode));
+    assert_every_encoder_carries_bad(&Choice::Named {
+        id: 1,
+        inner: RefusesEncode,
+    });
+    assert_every_encoder_carries_bad(&BTreeMap::from([(1u8, RefusesEncode)]));
+    assert_every_encoder_carries_bad(&Some(RefusesEncode));
+}
+
+fn assert_decode_carries_bad<T, W>(written: &W)
+where
+    T: serde::de::DeserializeOwned + std::fmt::Debug,
+    W: Serialize,
+{
+    let ty = std::any::type_name::<T>();
+    let body = codec::encode(written).unwrap();
+    assert_carries_bad(&codec::decode::<T>(&body).unwrap_err(), "decode", ty);
+}
+
+/// codec-msg: the message of a user's `D::Error::custom` (in its `Deserialize` or in
+/// its visitor) reaches the error, top level and nested.
+#[test]
+fn a_custom_decode_error_keeps_the_users_message() {
+    use std::collections::BTreeMap;
+    macro_rules! each {
+        ($($r:ident),*) => {$(
+            assert_decode_carries_bad::<$r, _>(&$r(1));
+            assert_decode_carries_bad::<Vec<$r>, _>(&vec![$r(1)]);
+            assert_decode_carries_bad::<Nest<$r>, _>(&Nest { id: 1, inner: $r(1) });
+            assert_decode_carries_bad::<Choice<$r>, _>(&Choice::Tuple(1, $r(1)));
+            assert_decode_carries_bad::<Choice<$r>, _>(&Choice::Named { id: 1, inner: $r(1) });
+            assert_decode_carries_bad::<BTreeMap<u8, $r>, _>(&BTreeMap::from([(1u8, $r(1))]));
+            assert_decode_carries_bad::<Option<$r>, _>(&Some($r(1)));
+        )*};
+    }
+    each!(RefusesDecode, RefusesInVisitor);
+    // Through a frame too.
+    let frame = codec::encode_frame(&5u8, &Limits::default()).unwrap();
+    let mut frame = frame;
+    frame[8..16].copy_from_slice(&codec::fingerprint::<RefusesDecode>().to_le_bytes());
+    let err = codec::decode_frame::<RefusesDecode>(&frame, &Limits::default()).unwrap_err();
+    assert_carries_bad(&err, "decode", "RefusesDecode");
+    // postcard's own errors are unchanged and carry no message.
+    match codec::decode::<u16>(&[0xff]) {
+        Err(CodecError::Decode { message: None, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+}

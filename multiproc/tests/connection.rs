@@ -236,6 +236,41 @@ fn oversized_messages_are_refused_by_both_sides() {
     check.assert_clean();
 }
 
+/// Issue 13: the text of a user's `custom` serde error reaches the caller of send and
+/// recv.
+#[test]
+fn a_serde_error_carries_the_users_message() {
+    #[derive(Debug)]
+    enum Bad {
+        OnEncode,
+        OnDecode,
+    }
+    impl Serialize for Bad {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match self {
+                Bad::OnEncode => Err(serde::ser::Error::custom("bad")),
+                Bad::OnDecode => s.serialize_u8(1),
+            }
+        }
+    }
+    impl<'de> Deserialize<'de> for Bad {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            u8::deserialize(d)?;
+            Err(serde::de::Error::custom("bad"))
+        }
+    }
+    let says_bad =
+        |text: String| assert!(text.contains("Bad") && text.ends_with(": bad"), "{text}");
+    let check = LeakCheck::start();
+    {
+        let (a, b) = pipe::<Bad>().unwrap();
+        says_bad(a.send(&Bad::OnEncode).unwrap_err().to_string());
+        a.send(&Bad::OnDecode).unwrap();
+        says_bad(b.recv_timeout(PROMPT).unwrap_err().to_string());
+    }
+    check.assert_clean();
+}
+
 #[test]
 fn timeouts_try_recv_and_poll() {
     let check = LeakCheck::start();

@@ -711,6 +711,75 @@ fn serialisation_failures_fail_the_task_only() {
     check.assert_clean();
 }
 
+/// Issue 13: a user's `custom` error text reaches the caller, on every side: arguments
+/// encoded here and decoded in the worker, results encoded there (alone and in a chunk)
+/// and decoded here.
+#[test]
+fn a_serde_error_carries_the_users_message_to_the_caller() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let p = pool(method, 1);
+        let text = |r: Result<(), WaitError>| match r {
+            Err(WaitError::Task(e @ TaskError::Serialization { .. })) => e.to_string(),
+            other => panic!("{method}: {other:?}"),
+        };
+        let args = text(
+            p.apply_async(takes_undecodable, Undecodable)
+                .unwrap()
+                .get()
+                .map(drop),
+        );
+        assert!(
+            args.contains("arguments: cannot decode"),
+            "{method}: {args}"
+        );
+        assert!(
+            args.ends_with("Undecodable: cannot decode this"),
+            "{method}: {args}"
+        );
+        let result = text(p.apply_async(make_unencodable, ()).unwrap().get().map(drop));
+        assert!(
+            result.contains("result: cannot encode"),
+            "{method}: {result}"
+        );
+        assert!(
+            result.ends_with("Unencodable: cannot encode this"),
+            "{method}: {result}"
+        );
+        let back = text(
+            p.apply_async(makes_undecodable, ())
+                .unwrap()
+                .get()
+                .map(drop),
+        );
+        assert!(
+            back.ends_with("Undecodable: cannot decode this"),
+            "{method}: {back}"
+        );
+        for r in p
+            .with_chunksize(2)
+            .imap(make_unencodable, [(), ()])
+            .unwrap()
+        {
+            let e = r.map(drop).unwrap_err().to_string();
+            assert!(
+                e.ends_with("Unencodable: cannot encode this"),
+                "{method}: {e}"
+            );
+        }
+        let Err(sent) = p.apply_async(takes_unencodable, Unencodable) else {
+            panic!("{method}: an unencodable argument was sent");
+        };
+        assert!(
+            sent.to_string().ends_with("cannot encode this"),
+            "{method}: {sent}"
+        );
+        p.close();
+        p.join();
+    }
+    check.assert_clean();
+}
+
 /// CPython's `_TestPool::test_terminate`: 10 000 long tasks, terminate returns.
 #[test]
 fn terminate_and_drop_mid_map_leave_nothing_behind() {

@@ -632,7 +632,11 @@ fn serialization_failures_are_typed_errors() {
         match (method, p.join()) {
             (StartMethod::Fork, Ok(5)) => {}
             (_, Err(ProcessError::Serialization { message, .. })) => {
-                assert!(message.contains("arguments"), "{message}")
+                assert!(message.contains("arguments"), "{message}");
+                assert!(
+                    message.ends_with(": OneWay cannot be received"),
+                    "{message}"
+                );
             }
             (_, other) => panic!("{method}: {other:?}"),
         }
@@ -640,7 +644,11 @@ fn serialization_failures_are_typed_errors() {
         let mut p = builder(method).start(returns_unsendable, ()).unwrap();
         match p.join() {
             Err(ProcessError::Serialization { message, .. }) => {
-                assert!(message.contains("result"), "{message}")
+                assert!(message.contains("result"), "{message}");
+                assert!(
+                    message.ends_with(": Unsendable cannot be sent"),
+                    "{message}"
+                );
             }
             other => panic!("{method}: {other:?}"),
         }
@@ -650,6 +658,10 @@ fn serialization_failures_are_typed_errors() {
                 .start(takes_unsendable, Unsendable)
                 .unwrap_err();
             assert!(matches!(err, StartError::Codec(_)), "{method}: {err:?}");
+            assert!(
+                err.to_string().ends_with(": Unsendable cannot be sent"),
+                "{err}"
+            );
         }
     }
     check.assert_clean();

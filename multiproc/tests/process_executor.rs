@@ -115,6 +115,63 @@ fn a_killed_worker_does_not_break_the_executor() {
     check.assert_clean();
 }
 
+/// Refuses to encode as `Refuse`; no value decodes. Both say "bad".
+#[derive(Debug)]
+enum Bad {
+    Refuse,
+    Send,
+}
+
+impl serde::Serialize for Bad {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Bad::Refuse => Err(serde::ser::Error::custom("bad")),
+            Bad::Send => s.serialize_u8(1),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Bad {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <u8 as serde::Deserialize>::deserialize(d)?;
+        Err(serde::de::Error::custom("bad"))
+    }
+}
+
+fn takes_bad(_: Bad) -> u32 {
+    0
+}
+
+fn returns_bad(_: ()) -> Bad {
+    Bad::Refuse
+}
+
+/// Issue 13: a user's `custom` serde error text reaches the future, whichever side
+/// failed: arguments encoded here or decoded in the worker, a result encoded there.
+#[test]
+fn a_serde_error_carries_the_users_message_to_the_future() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let ex = executor(method, 1);
+        let says_bad = |r: Result<(), WaitError>| {
+            let text = r.unwrap_err().to_string();
+            assert!(
+                text.contains("Bad") && text.ends_with(": bad"),
+                "{method}: {text}"
+            );
+        };
+        says_bad(
+            ex.submit(takes_bad, Bad::Refuse)
+                .unwrap()
+                .result()
+                .map(drop),
+        );
+        says_bad(ex.submit(takes_bad, Bad::Send).unwrap().result().map(drop));
+        says_bad(ex.submit(returns_bad, ()).unwrap().result().map(drop));
+    }
+    check.assert_clean();
+}
+
 #[test]
 fn cancel_pending_and_shutdown_cancel_futures() {
     let check = LeakCheck::start();

@@ -409,6 +409,39 @@ fn oversized_and_unencodable_items_fail_the_put_itself() {
     );
 }
 
+/// Issue 13: the text of a user's `custom` serde error reaches the caller of put and get.
+#[test]
+fn a_serde_error_carries_the_users_message() {
+    #[derive(Debug)]
+    enum Bad {
+        OnEncode,
+        OnDecode,
+    }
+    impl Serialize for Bad {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match self {
+                Bad::OnEncode => Err(serde::ser::Error::custom("bad")),
+                Bad::OnDecode => s.serialize_u8(1),
+            }
+        }
+    }
+    impl<'de> Deserialize<'de> for Bad {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            u8::deserialize(d)?;
+            Err(serde::de::Error::custom("bad"))
+        }
+    }
+    let says_bad =
+        |text: String| assert!(text.contains("Bad") && text.ends_with(": bad"), "{text}");
+    let check = LeakCheck::start();
+    let q = Queue::<Bad>::new().unwrap();
+    says_bad(q.put(Bad::OnEncode).unwrap_err().to_string());
+    q.put(Bad::OnDecode).unwrap();
+    says_bad(q.get().unwrap_err().to_string());
+    drop(q);
+    check.assert_clean();
+}
+
 #[test]
 fn bounded_queue_reports_full_and_waits_for_room() {
     let q = Queue::with_maxsize(2).unwrap();
