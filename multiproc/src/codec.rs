@@ -195,6 +195,48 @@ fn decode_error<T: DeserializeOwned>(body: &[u8], source: postcard::Error) -> Co
     }
 }
 
+/// The message of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
+}
+
+/// Runs postcard over user serde code: a panic in a user's `Serialize` or
+/// `Deserialize` comes back as its message, never as an unwind into the caller (a
+/// `submit`, a `put`) or into a library thread (a pool's collector). Costs nothing
+/// until something panics.
+fn guarded<R>(run: impl FnOnce() -> R) -> Result<R, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+        .map_err(|payload| panic_message(payload.as_ref()))
+}
+
+/// The error for an encode of a `T` that panicked.
+#[cold]
+#[inline(never)]
+fn encode_panicked<T: ?Sized>(panic: String) -> CodecError {
+    CodecError::Encode {
+        ty: std::any::type_name::<T>(),
+        source: postcard::Error::SerdeSerCustom,
+        message: Some(format!("its Serialize panicked: {panic}")),
+    }
+}
+
+/// The error for a decode of a `T` that panicked.
+#[cold]
+#[inline(never)]
+fn decode_panicked<T>(panic: String) -> CodecError {
+    CodecError::Decode {
+        expected: std::any::type_name::<T>(),
+        source: postcard::Error::SerdeDeCustom,
+        message: Some(format!("its Deserialize panicked: {panic}")),
+    }
+}
+
 /// The fingerprint of a type: FNV-1a of its `std::any::type_name`. Stable for one
 /// executable and for executables built from the same source.
 pub fn fingerprint<T: ?Sized>() -> u64 {
@@ -214,12 +256,16 @@ const fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// Encodes `value` as a bare postcard body (no frame).
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
-    postcard::to_stdvec(value).map_err(|source| encode_error(value, source))
+    guarded(|| postcard::to_stdvec(value))
+        .map_err(encode_panicked::<T>)?
+        .map_err(|source| encode_error(value, source))
 }
 
 /// The size of the bare postcard body of `value`, computed without writing it.
 pub fn encoded_size<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError> {
-    postcard::experimental::serialized_size(value).map_err(|source| encode_error(value, source))
+    guarded(|| postcard::experimental::serialized_size(value))
+        .map_err(encode_panicked::<T>)?
+        .map_err(|source| encode_error(value, source))
 }
 
 /// Writes the bare postcard body of `value` into `out`, which must be exactly
@@ -227,9 +273,9 @@ pub fn encoded_size<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecErro
 /// an encode error).
 pub fn encode_to_slice<T: Serialize + ?Sized>(value: &T, out: &mut [u8]) -> Result<(), CodecError> {
     let want = out.len();
-    let used = postcard::to_slice(value, out)
-        .map_err(|source| encode_error(value, source))?
-        .len();
+    let used = guarded(|| postcard::to_slice(value, out).map(|used| used.len()))
+        .map_err(encode_panicked::<T>)?
+        .map_err(|source| encode_error(value, source))?;
     if used != want {
         return Err(encode_error(value, postcard::Error::SerializeBufferFull));
     }
@@ -240,19 +286,21 @@ pub fn encode_to_slice<T: Serialize + ?Sized>(value: &T, out: &mut [u8]) -> Resu
 /// own headers in front of it without copying the body again).
 pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
     let start = out.len();
-    postcard::to_io(value, &mut *out)
-        .map(drop)
-        .map_err(|source| {
-            out.truncate(start);
-            encode_error(value, source)
-        })
+    let written = guarded(|| postcard::to_io(value, &mut *out).map(drop));
+    if !matches!(written, Ok(Ok(()))) {
+        out.truncate(start);
+    }
+    written
+        .map_err(encode_panicked::<T>)?
+        .map_err(|source| encode_error(value, source))
 }
 
 /// Decodes a bare postcard body that must hold exactly one `T`.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
     let expected = std::any::type_name::<T>();
-    let (value, rest) =
-        postcard::take_from_bytes::<T>(body).map_err(|source| decode_error::<T>(body, source))?;
+    let (value, rest) = guarded(|| postcard::take_from_bytes::<T>(body))
+        .map_err(decode_panicked::<T>)?
+        .map_err(|source| decode_error::<T>(body, source))?;
     if !rest.is_empty() {
         return Err(CodecError::TrailingBytes {
             expected,
@@ -270,10 +318,17 @@ pub fn encode_frame_into<T: Serialize + ?Sized>(
 ) -> Result<(), CodecError> {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER_LEN]);
-    let body = postcard::to_io(value, &mut *out);
-    if let Err(source) = body {
-        out.truncate(start);
-        return Err(encode_error(value, source));
+    let body = guarded(|| postcard::to_io(value, &mut *out).map(drop));
+    match body {
+        Ok(Ok(())) => {}
+        Ok(Err(source)) => {
+            out.truncate(start);
+            return Err(encode_error(value, source));
+        }
+        Err(panic) => {
+            out.truncate(start);
+            return Err(encode_panicked::<T>(panic));
+        }
     }
     let size = out.len() - start - HEADER_LEN;
     if size > limits.max_message || size > u32::MAX as usize {

@@ -291,3 +291,57 @@ fn a_custom_decode_error_keeps_the_users_message() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A `Serialize` or `Deserialize` that panics is user code gone wrong: every encoder
+/// and decoder turns the panic into a typed error carrying its message, never an
+/// unwind into the caller.
+#[derive(Debug)]
+struct Panicky;
+
+impl Serialize for Panicky {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        panic!("serialize went wrong")
+    }
+}
+
+impl<'de> Deserialize<'de> for Panicky {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        panic!("deserialize went wrong")
+    }
+}
+
+#[test]
+fn a_panicking_serialize_or_deserialize_is_a_typed_error() {
+    let encode_panicked = |e: CodecError| match e {
+        CodecError::Encode {
+            message: Some(m), ..
+        } => assert!(m.contains("serialize went wrong"), "{m}"),
+        other => panic!("{other:?}"),
+    };
+    let nested = vec![Some(Panicky)];
+    encode_panicked(codec::encode(&Panicky).unwrap_err());
+    encode_panicked(codec::encode(&nested).unwrap_err());
+    encode_panicked(codec::encoded_size(&Panicky).unwrap_err());
+    encode_panicked(codec::encode_to_slice(&Panicky, &mut [0u8; 16]).unwrap_err());
+    let mut out = b"kept".to_vec();
+    encode_panicked(codec::encode_into(&Panicky, &mut out).unwrap_err());
+    assert_eq!(out, b"kept", "nothing half-written is left");
+    encode_panicked(codec::encode_frame_into(&Panicky, &Limits::default(), &mut out).unwrap_err());
+    assert_eq!(out, b"kept");
+    match codec::decode::<Panicky>(&[1]).unwrap_err() {
+        CodecError::Decode {
+            message: Some(m), ..
+        } => assert!(m.contains("deserialize went wrong"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // A frame announcing one `Panicky` in a Vec: its decoder panics inside the Vec.
+    let body = [1u8, 0];
+    let mut frame = codec::header(body.len(), codec::fingerprint::<Vec<Panicky>>()).to_vec();
+    frame.extend_from_slice(&body);
+    match codec::decode_frame::<Vec<Panicky>>(&frame, &Limits::default()).unwrap_err() {
+        CodecError::Decode {
+            message: Some(m), ..
+        } => assert!(m.contains("deserialize went wrong"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}

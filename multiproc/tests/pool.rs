@@ -1141,3 +1141,49 @@ fn a_panic_decoding_a_result_fails_that_task_and_the_pool_goes_on() {
     }
     check.assert_clean();
 }
+
+/// Arguments whose `Serialize` panics.
+#[derive(Debug)]
+struct PanicsWhenEncoded;
+
+impl serde::Serialize for PanicsWhenEncoded {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        panic!("the arguments' Serialize panicked on purpose")
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PanicsWhenEncoded {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <()>::deserialize(d).map(|()| PanicsWhenEncoded)
+    }
+}
+
+fn takes_panics_when_encoded(_: PanicsWhenEncoded) -> u32 {
+    1
+}
+
+/// A panic in the arguments' `Serialize` (user code, run by `apply_async` and the maps
+/// in the caller's thread) is the same typed error as a `Serialize` that returns `Err`:
+/// `PoolError::Arguments` with the panic's message. It used to unwind into the caller.
+#[test]
+fn a_panic_encoding_the_arguments_is_an_arguments_error() {
+    let check = LeakCheck::start();
+    let p = pool(StartMethod::ForkServer, 1);
+    let says_panicked = |r: Result<(), PoolError>| match r {
+        Err(PoolError::Arguments(e)) => {
+            assert!(e.to_string().contains("panicked on purpose"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    };
+    says_panicked(
+        p.apply_async(takes_panics_when_encoded, PanicsWhenEncoded)
+            .map(drop),
+    );
+    says_panicked(
+        p.map(takes_panics_when_encoded, [PanicsWhenEncoded])
+            .map(drop),
+    );
+    assert_eq!(p.apply(square, 5).unwrap(), 25, "the pool goes on");
+    drop(p);
+    check.assert_clean();
+}

@@ -360,3 +360,51 @@ fn shutdown_from_a_done_callback() {
     drop(ex);
     check.assert_clean();
 }
+
+#[derive(Debug)]
+struct PanicsWhenEncoded;
+
+impl serde::Serialize for PanicsWhenEncoded {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        panic!("the arguments' Serialize panicked on purpose")
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PanicsWhenEncoded {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <()>::deserialize(d).map(|()| PanicsWhenEncoded)
+    }
+}
+
+fn takes_panics_when_encoded(_: PanicsWhenEncoded) -> u32 {
+    1
+}
+
+/// `submit` whose arguments' `Serialize` panics returns a future that failed with a
+/// serialization error carrying the panic's message, like every other failure of
+/// submit; also from a done-callback, where the panic used to vanish with the future.
+#[test]
+fn a_panic_encoding_the_arguments_fails_the_future() {
+    let check = LeakCheck::start();
+    let ex = std::sync::Arc::new(executor(StartMethod::ForkServer, 1));
+    let says_panicked = |e: WaitError| match e {
+        WaitError::Task(TaskError::Serialization { message, .. }) => {
+            assert!(message.contains("panicked on purpose"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    };
+    let f = ex
+        .submit(takes_panics_when_encoded, PanicsWhenEncoded)
+        .unwrap();
+    says_panicked(f.result_timeout(PROMPT).unwrap_err());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let inner = std::sync::Arc::clone(&ex);
+    ex.submit(cube, 2).unwrap().add_done_callback(move || {
+        let f = inner.submit(takes_panics_when_encoded, PanicsWhenEncoded);
+        tx.send(f.map(|f| f.result_timeout(PROMPT))).unwrap();
+    });
+    let from_callback = rx.recv_timeout(PROMPT).expect("the callback made a future");
+    says_panicked(from_callback.unwrap().unwrap_err());
+    drop(ex);
+    check.assert_clean();
+}

@@ -105,16 +105,7 @@ pub(crate) fn run_caught<R: Serialize>(f: impl FnOnce() -> R) -> Outcome {
     }
 }
 
-/// The message of a panic payload.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_string()
-    }
-}
+pub(crate) use crate::codec::panic_message;
 
 /// Reports `outcome` on `chan`, waits for this child's own non-daemon children, flushes
 /// stdio and ends the process.
