@@ -166,6 +166,10 @@ struct Slot<T> {
     /// Who to tell when it is done: boxed, as most futures have nobody, so that a
     /// future's state stays small (it moves between the threads' caches).
     listeners: Option<Box<Listeners>>,
+    /// The thread running the done-callbacks, while it does: waiters wait for them
+    /// (as Python's `Pool` runs an `AsyncResult`'s callback before it wakes `get`),
+    /// except that thread itself, which would wait for itself.
+    completing: Option<std::thread::ThreadId>,
 }
 
 #[derive(Default)]
@@ -175,17 +179,11 @@ struct Listeners {
 }
 
 impl Listeners {
-    /// Wakes the task that polled and runs the callbacks.
-    fn notify(listeners: Option<Box<Listeners>>) {
-        if let Some(l) = listeners {
-            if let Some(w) = l.waker {
-                w.wake();
-            }
-            // A panicking callback must not skip the others, nor unwind into the
-            // thread that completed the task (a pool worker thread, a collector).
-            for f in l.on_done {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-            }
+    /// Runs the callbacks. A panicking callback must not skip the others, nor unwind
+    /// into the thread that completed the task (a pool worker thread, a collector).
+    fn run_callbacks(on_done: Vec<Box<dyn FnOnce() + Send>>) {
+        for f in on_done {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
         }
     }
 }
@@ -224,6 +222,7 @@ impl<T> Inner<T> {
                 ok: false,
                 value: None,
                 listeners: None,
+                completing: None,
             }),
             done: Condvar::new(),
             settled: AtomicBool::new(false),
@@ -261,11 +260,45 @@ impl<T> Inner<T> {
             slot.stage = Stage::Finished;
             slot.ok = value.is_ok();
             slot.value = Some(value.map_err(Box::new));
+            self.begin_settling(&mut slot)
+        };
+        self.settle(listeners);
+    }
+
+    /// Takes the listeners of a future that just finished; with callbacks to run, marks
+    /// this thread as completing it (waiters wait), else marks it settled.
+    fn begin_settling(&self, slot: &mut Slot<T>) -> Option<Box<Listeners>> {
+        let listeners = slot.listeners.take();
+        if listeners.as_ref().is_some_and(|l| !l.on_done.is_empty()) {
+            slot.completing = Some(std::thread::current().id());
+        } else {
             self.settled.store(true, Ordering::Release);
-            slot.listeners.take()
+        }
+        listeners
+    }
+
+    /// Runs the callbacks (if any), then lets the waiters and the polling task go.
+    fn settle(&self, listeners: Option<Box<Listeners>>) {
+        let Some(listeners) = listeners else {
+            self.done.notify_all();
+            return;
+        };
+        let Listeners { waker, on_done } = *listeners;
+        let ran_callbacks = !on_done.is_empty();
+        Listeners::run_callbacks(on_done);
+        // A task that polled while the callbacks ran left its waker in a new listener.
+        let late_waker = if ran_callbacks {
+            let mut slot = self.slot.lock();
+            slot.completing = None;
+            self.settled.store(true, Ordering::Release);
+            slot.listeners.take().and_then(|l| l.waker)
+        } else {
+            None
         };
         self.done.notify_all();
-        Listeners::notify(listeners);
+        for w in [waker, late_waker].into_iter().flatten() {
+            w.wake();
+        }
     }
 
     /// Cancels the task if it has not started.
@@ -289,11 +322,9 @@ impl<T> Inner<T> {
             }
             slot.stage = Stage::Cancelled;
             slot.value = Some(Err(Box::new(TaskError::Cancelled)));
-            self.settled.store(true, Ordering::Release);
-            slot.listeners.take()
+            self.begin_settling(&mut slot)
         };
-        self.done.notify_all();
-        Listeners::notify(listeners);
+        self.settle(listeners);
         true
     }
 }
@@ -331,6 +362,16 @@ fn take_value<T>(slot: &mut Slot<T>) -> Result<T, WaitError> {
 
 fn finished<T>(slot: &Slot<T>) -> bool {
     matches!(slot.stage, Stage::Finished | Stage::Cancelled)
+}
+
+/// Finished, and its done-callbacks have run: what a waiter waits for. The thread
+/// running the callbacks does not wait for them (a callback that calls `result` on its
+/// own future gets the outcome; in Python's `Pool` it would hang).
+fn settled<T>(slot: &Slot<T>) -> bool {
+    finished(slot)
+        && slot
+            .completing
+            .is_none_or(|t| t == std::thread::current().id())
 }
 
 impl<T> Future<T> {
@@ -383,7 +424,7 @@ impl<T> Future<T> {
     pub fn wait(&self) {
         self.cell.inner().spin_until_settled();
         let mut slot = self.cell.inner().slot.lock();
-        while !finished(&slot) {
+        while !settled(&slot) {
             self.cell.inner().done.wait(&mut slot);
         }
     }
@@ -392,12 +433,12 @@ impl<T> Future<T> {
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         let deadline = Instant::now().checked_add(timeout);
         let mut slot = self.cell.inner().slot.lock();
-        while !finished(&slot) {
+        while !settled(&slot) {
             match deadline {
                 None => self.cell.inner().done.wait(&mut slot),
                 Some(d) => {
                     if self.cell.inner().done.wait_until(&mut slot, d).timed_out() {
-                        return finished(&slot);
+                        return settled(&slot);
                     }
                 }
             }
@@ -415,7 +456,7 @@ impl<T> Future<T> {
         let inner = self.cell.inner();
         inner.spin_until_settled();
         let mut slot = inner.slot.lock();
-        while !finished(&slot) {
+        while !settled(&slot) {
             inner.done.wait(&mut slot);
         }
         take_value(&mut slot)
@@ -489,7 +530,7 @@ impl<T> std::future::Future for Future<T> {
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut slot = self.cell.inner().slot.lock();
-        if finished(&slot) {
+        if settled(&slot) {
             return Poll::Ready(take_value(&mut slot));
         }
         slot.listeners.get_or_insert_default().waker = Some(cx.waker().clone());

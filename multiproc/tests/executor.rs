@@ -296,3 +296,50 @@ fn a_failure_stays_readable_and_a_cancelled_future_says_cancelled() {
     assert_eq!(running.result(), Ok(1));
     assert_eq!(running.exception(), None);
 }
+
+/// The done-callbacks have run by the time a wait for the outcome returns (Python's
+/// `Pool` runs an `AsyncResult`'s callback before it wakes `get`): a callback still
+/// running holds `result()` back. A callback may read its own future's outcome (it is
+/// not made to wait for itself; in Python's `Pool` that hangs).
+#[test]
+fn waiters_return_only_after_the_done_callbacks_ran() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let pool = ThreadPoolExecutor::new(1);
+    let (f, open, started) = gated(&pool, 3);
+    let f = Arc::new(f);
+    let (in_callback_tx, in_callback) = mpsc::channel();
+    let (release_tx, release) = mpsc::channel::<()>();
+    let ran = Arc::new(AtomicBool::new(false));
+    {
+        let (ran, me) = (Arc::clone(&ran), Arc::clone(&f));
+        f.add_done_callback(move || {
+            assert!(me.done());
+            in_callback_tx.send(me.result()).unwrap();
+            release.recv_timeout(PROMPT).unwrap();
+            ran.store(true, Ordering::SeqCst);
+        });
+    }
+    started.recv_timeout(PROMPT).unwrap();
+    open.send(()).unwrap();
+    // The callback read the outcome of its own future while completing it.
+    assert_eq!(in_callback.recv_timeout(PROMPT).unwrap(), Ok(3));
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let got = f.result();
+            (got, ran.load(Ordering::SeqCst))
+        });
+        // Still blocked while the callback runs (a look that can only miss the bug).
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !waiter.is_finished(),
+            "result() returned before the callback ended"
+        );
+        release_tx.send(()).unwrap();
+        let (got, ran_before) = waiter.join().unwrap();
+        assert_eq!(got, Err(WaitError::Taken), "the callback took the value");
+        assert!(
+            ran_before,
+            "the callback had finished when result() returned"
+        );
+    });
+}
