@@ -1016,3 +1016,67 @@ fn a_closed_or_terminated_pool_refuses_new_tasks_with_shut_down() {
     }
     check.assert_clean();
 }
+
+static GATE: OnceLock<Event> = OnceLock::new();
+
+fn set_gate(gate: Event) {
+    let _ = GATE.set(gate);
+}
+
+/// Returns `x` once the test opens the gate.
+fn after_gate(x: u32) -> u32 {
+    let gate = GATE.get().expect("initializer ran");
+    assert!(gate.wait_timeout(PROMPT), "the gate never opened");
+    x
+}
+
+/// Python's `MapResult.get(timeout)` and `IMapIterator.next(timeout)`: a wait that runs
+/// out says `Timeout` and stops only the wait (every result still arrives, in order);
+/// a map's results are taken once, a second `get` says `Taken`.
+#[test]
+fn map_timeouts_stop_only_the_wait_and_map_results_are_taken_once() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let gate = Event::new().unwrap();
+        set_fork_warning(false);
+        let p = Pool::builder()
+            .processes(2)
+            .start_method(method)
+            .initializer(set_gate, gate.clone())
+            .build()
+            .unwrap();
+        let m = p.with_chunksize(1).map_async(after_gate, 0..4).unwrap();
+        let mut it = p.with_chunksize(1).imap(after_gate, 10..13).unwrap();
+        assert!(
+            matches!(
+                m.get_timeout(Duration::from_millis(20)),
+                Err(PoolError::Timeout)
+            ),
+            "{method}"
+        );
+        assert!(!m.ready(), "{method}");
+        assert!(
+            matches!(
+                it.next_timeout(Duration::from_millis(20)),
+                Some(Err(WaitError::Timeout))
+            ),
+            "{method}"
+        );
+        gate.set();
+        assert_eq!(m.get_timeout(PROMPT).unwrap(), [0, 1, 2, 3], "{method}");
+        assert!(matches!(m.get(), Err(PoolError::Taken)), "{method}");
+        assert!(
+            matches!(m.get_timeout(PROMPT), Err(PoolError::Taken)),
+            "{method}"
+        );
+        let rest: Vec<u32> = (0..3)
+            .map(|_| it.next_timeout(PROMPT).unwrap().unwrap())
+            .collect();
+        assert_eq!(rest, [10, 11, 12], "{method}: nothing lost to the timeout");
+        assert!(it.next_timeout(PROMPT).is_none(), "{method}");
+        drop(it);
+        p.close();
+        p.join();
+    }
+    check.assert_clean();
+}
