@@ -688,3 +688,81 @@ fn a_forked_child_exits_even_if_another_thread_held_stdout_at_the_fork() {
     }
     check.assert_clean();
 }
+
+fn one_mebibyte(_: ()) -> serde_bytes::ByteBuf {
+    serde_bytes::ByteBuf::from(vec![5u8; 1 << 20])
+}
+
+/// `max_result_size`: a result over the limit is a `Codec` error (`Oversized`, naming
+/// the limit) and the child is reaped, even though the parent stops reading a report
+/// larger than the socket's buffer; a result under the limit arrives whole.
+#[test]
+fn a_result_over_max_result_size_is_an_oversized_codec_error() {
+    let check = LeakCheck::start();
+    for method in ALL {
+        let mut p = common::Child(
+            builder(method)
+                .max_result_size(64 << 10)
+                .start(one_mebibyte, ())
+                .unwrap(),
+        );
+        match p.join_timeout(PROMPT) {
+            Err(ProcessError::Codec(multiproc::CodecError::Oversized { size, max })) => {
+                assert!(size >= 1 << 20, "{method}: {size}");
+                assert_eq!(max, 64 << 10, "{method}");
+            }
+            other => panic!("{method}: {other:?}"),
+        }
+        assert!(p.exit_status().is_some(), "{method}: reaped");
+        let mut p = common::Child(
+            builder(method)
+                .max_result_size(2 << 20)
+                .start(one_mebibyte, ())
+                .unwrap(),
+        );
+        let got = p.join_timeout(PROMPT).unwrap();
+        assert!(
+            got.len() == 1 << 20 && got.iter().all(|&b| b == 5),
+            "{method}"
+        );
+    }
+    check.assert_clean();
+}
+
+/// Encodes fine; refuses to decode.
+#[derive(Debug)]
+struct Undecodable;
+
+impl Serialize for Undecodable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(1)
+    }
+}
+
+impl<'de> Deserialize<'de> for Undecodable {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("cannot decode this"))
+    }
+}
+
+fn makes_undecodable(_: ()) -> Undecodable {
+    Undecodable
+}
+
+/// A result that arrives but does not decode as the target's type is
+/// `ProcessError::Codec` carrying the decoder's message; the child itself succeeded.
+#[test]
+fn a_result_that_does_not_decode_is_a_codec_error() {
+    let check = LeakCheck::start();
+    for method in ALL {
+        let mut p = common::Child(builder(method).start(makes_undecodable, ()).unwrap());
+        match p.join_timeout(PROMPT) {
+            Err(ProcessError::Codec(multiproc::CodecError::Decode { expected, .. })) => {
+                assert!(expected.contains("Undecodable"), "{method}: {expected}")
+            }
+            other => panic!("{method}: {other:?}"),
+        }
+        assert!(p.exit_status().unwrap().success(), "{method}");
+    }
+    check.assert_clean();
+}

@@ -602,6 +602,13 @@ impl<R: DeserializeOwned + 'static> Process<R> {
             return Ok(true);
         }
         loop {
+            if codec::frame_len(&self.buf, &self.limits).is_err() {
+                // A report this side will not take (over `max_result_size`, or not a
+                // frame): close the channel, so that a child still writing the rest
+                // gets EPIPE and exits instead of blocking for ever on a full socket
+                // while this side waits for its exit.
+                self.chan = None;
+            }
             let listening = self.chan.is_some() && !self.report_complete();
             if !listening && deadline.is_none() {
                 // Nothing more to read: a blocking wait is the cheapest way to the exit.
