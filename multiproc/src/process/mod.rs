@@ -300,7 +300,9 @@ impl ProcessBuilder {
 
     /// Starts `target(args)` in a child. `target` is a function or a closure that
     /// captures nothing (it is sent by address under `spawn`/`forkserver`); several
-    /// arguments go in a tuple.
+    /// arguments go in a tuple. Under `spawn`/`forkserver`, `args` may hold at most 64
+    /// handles with a descriptor (queues, pipes, locks…): more is
+    /// [`StartError::Unsupported`].
     pub fn start<A, R>(self, target: fn(A) -> R, args: A) -> Result<Process<R>, StartError>
     where
         A: Serialize + DeserializeOwned + Send + 'static,
@@ -373,6 +375,15 @@ impl ProcessBuilder {
         target: sys::entry::FnAddr,
         (args, fds): (Vec<u8>, Vec<OwnedFd>),
     ) -> Result<Process<R>, StartError> {
+        const _: () = assert!(sys::fd::MAX_FDS_PER_READ == 64, "the message says 64");
+        if fds.len() > sys::fd::MAX_FDS_PER_READ {
+            // The child takes the bootstrap's descriptors in one read of at most this
+            // many (and the kernel passes at most 253 in one message): more would be
+            // lost, or the bootstrap never sent while the child waits for it.
+            return Err(StartError::Unsupported(
+                "more than 64 handles holding a descriptor in one process's arguments",
+            ));
+        }
         let exe = sys::proc::exe_identity()?;
         let (info, number) = self.child_info(method);
         let boot = child::Bootstrap {
