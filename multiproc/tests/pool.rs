@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use multiproc::executor::{TaskError, WaitError};
 use multiproc::pool::{Pool, PoolError};
 use multiproc::shared::Atomic;
-use multiproc::sync::Event;
+use multiproc::sync::{Barrier, Event};
 use multiproc::testing::LeakCheck;
 use multiproc::{StartMethod, process::set_fork_warning};
 
@@ -210,9 +210,20 @@ fn s43_get_timeout_only_stops_waiting() {
 }
 
 static RUNNING: OnceLock<(Atomic<u32>, Atomic<u32>)> = OnceLock::new();
+static PAIR: OnceLock<Barrier> = OnceLock::new();
 
-fn set_counters(c: (Atomic<u32>, Atomic<u32>)) {
-    let _ = RUNNING.set(c);
+fn set_counters((running, max, pair): (Atomic<u32>, Atomic<u32>, Barrier)) {
+    let _ = RUNNING.set((running, max));
+    let _ = PAIR.set(pair);
+}
+
+/// Waits (at most `PROMPT`) at the pool's barrier of two: passes only if another task
+/// is waiting at it at the same time. Returns whether it passed.
+fn meet_another(_: ()) -> bool {
+    PAIR.get()
+        .expect("initializer ran")
+        .wait_timeout(PROMPT)
+        .is_ok()
 }
 
 /// Counts the tasks running at once, keeping the maximum.
@@ -232,18 +243,30 @@ fn counted(d: Duration) -> u32 {
 }
 
 #[test]
-fn s6_at_most_n_tasks_run_at_once_and_workers_are_reused() {
+fn s6_two_tasks_run_at_once_at_most_n_do_and_workers_are_reused() {
     let check = LeakCheck::start();
     for method in StartMethod::ALL {
         let running = Atomic::new(0u32).unwrap();
         let max = Atomic::new(0u32).unwrap();
+        let pair = Barrier::new(2).unwrap();
         set_fork_warning(false);
         let p = Pool::builder()
             .processes(3)
             .start_method(method)
-            .initializer(set_counters, (running.clone(), max.clone()))
+            .initializer(set_counters, (running.clone(), max.clone(), pair))
             .build()
             .unwrap();
+        // At least two run at once: two tasks that can only end by meeting at a barrier
+        // of two (a pool running one task at a time breaks it after `PROMPT`).
+        let meetings: Vec<_> = (0..2)
+            .map(|_| p.apply_async(meet_another, ()).unwrap())
+            .collect();
+        for m in meetings {
+            assert!(
+                m.get().unwrap(),
+                "{method}: the two tasks did not run at once"
+            );
+        }
         let lengths = [30u64, 5, 10, 20, 15, 5, 25, 10];
         let results: Vec<_> = lengths
             .iter()
@@ -900,18 +923,26 @@ fn big_data_with_crashes_never_hangs() {
     let check = LeakCheck::start();
     for method in StartMethod::ALL {
         let p = pool(method, 2);
+        let mut deaths = 0;
         for _ in 0..3 {
             let dying = p.apply_async(big_result_then_die, 64 << 20).unwrap();
             let others: Vec<_> = (0..20).map(|i| p.apply_async(square, i).unwrap()).collect();
             match dying.get() {
                 Ok(bytes) => assert!(bytes.len() == 64 << 20 && bytes.iter().all(|&b| b == 7)),
-                Err(WaitError::Task(TaskError::WorkerDied { .. })) => {}
+                Err(WaitError::Task(TaskError::WorkerDied { status, .. })) => {
+                    assert_eq!(status.signal(), Some(libc::SIGKILL), "{method}");
+                    deaths += 1;
+                }
                 other => panic!("{method}: {other:?}"),
             }
             for (i, r) in others.iter().enumerate() {
                 assert_eq!(r.get().unwrap(), (i * i) as u64, "{method}");
             }
         }
+        // The scenario is a death: a result that always made it in whole would test
+        // nothing. (The killer fires 2 ms into a task that fills 64 MiB, so a whole
+        // result is the rare case even on a loaded machine.)
+        assert!(deaths >= 1, "{method}: no worker died in 3 tries");
         let big = serde_bytes::ByteBuf::from(vec![1u8; 100 << 20]);
         assert_eq!(p.apply(len_of, big.clone()).unwrap(), 100 << 20);
         let pending: Vec<_> = (0..3)
@@ -1136,6 +1167,70 @@ fn a_panic_decoding_a_result_fails_that_task_and_the_pool_goes_on() {
             16,
             "{method}: the pool goes on"
         );
+        p.close();
+        p.join();
+    }
+    check.assert_clean();
+}
+
+static GATE: OnceLock<Event> = OnceLock::new();
+
+fn set_gate(gate: Event) {
+    let _ = GATE.set(gate);
+}
+
+/// Returns `x` once the test opens the gate.
+fn after_gate(x: u32) -> u32 {
+    let gate = GATE.get().expect("initializer ran");
+    assert!(gate.wait_timeout(PROMPT), "the gate never opened");
+    x
+}
+
+/// Python's `MapResult.get(timeout)` and `IMapIterator.next(timeout)`: a wait that runs
+/// out says `Timeout` and stops only the wait (every result still arrives, in order);
+/// a map's results are taken once, a second `get` says `Taken`.
+#[test]
+fn map_timeouts_stop_only_the_wait_and_map_results_are_taken_once() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let gate = Event::new().unwrap();
+        set_fork_warning(false);
+        let p = Pool::builder()
+            .processes(2)
+            .start_method(method)
+            .initializer(set_gate, gate.clone())
+            .build()
+            .unwrap();
+        let m = p.with_chunksize(1).map_async(after_gate, 0..4).unwrap();
+        let mut it = p.with_chunksize(1).imap(after_gate, 10..13).unwrap();
+        assert!(
+            matches!(
+                m.get_timeout(Duration::from_millis(20)),
+                Err(PoolError::Timeout)
+            ),
+            "{method}"
+        );
+        assert!(!m.ready(), "{method}");
+        assert!(
+            matches!(
+                it.next_timeout(Duration::from_millis(20)),
+                Some(Err(WaitError::Timeout))
+            ),
+            "{method}"
+        );
+        gate.set();
+        assert_eq!(m.get_timeout(PROMPT).unwrap(), [0, 1, 2, 3], "{method}");
+        assert!(matches!(m.get(), Err(PoolError::Taken)), "{method}");
+        assert!(
+            matches!(m.get_timeout(PROMPT), Err(PoolError::Taken)),
+            "{method}"
+        );
+        let rest: Vec<u32> = (0..3)
+            .map(|_| it.next_timeout(PROMPT).unwrap().unwrap())
+            .collect();
+        assert_eq!(rest, [10, 11, 12], "{method}: nothing lost to the timeout");
+        assert!(it.next_timeout(PROMPT).is_none(), "{method}");
+        drop(it);
         p.close();
         p.join();
     }

@@ -705,3 +705,190 @@ fn a_forked_child_exits_even_if_another_thread_held_stdout_at_the_fork() {
     }
     check.assert_clean();
 }
+
+fn one_mebibyte(_: ()) -> serde_bytes::ByteBuf {
+    serde_bytes::ByteBuf::from(vec![5u8; 1 << 20])
+}
+
+/// `max_result_size`: a result over the limit is a `Codec` error (`Oversized`, naming
+/// the limit) and the child is reaped, even though the parent stops reading a report
+/// larger than the socket's buffer; a result under the limit arrives whole.
+#[test]
+fn a_result_over_max_result_size_is_an_oversized_codec_error() {
+    let check = LeakCheck::start();
+    for method in ALL {
+        let mut p = common::Child(
+            builder(method)
+                .max_result_size(64 << 10)
+                .start(one_mebibyte, ())
+                .unwrap(),
+        );
+        match p.join_timeout(PROMPT) {
+            Err(ProcessError::Codec(multiproc::CodecError::Oversized { size, max })) => {
+                assert!(size >= 1 << 20, "{method}: {size}");
+                assert_eq!(max, 64 << 10, "{method}");
+            }
+            other => panic!("{method}: {other:?}"),
+        }
+        assert!(p.exit_status().is_some(), "{method}: reaped");
+        let mut p = common::Child(
+            builder(method)
+                .max_result_size(2 << 20)
+                .start(one_mebibyte, ())
+                .unwrap(),
+        );
+        let got = p.join_timeout(PROMPT).unwrap();
+        assert!(
+            got.len() == 1 << 20 && got.iter().all(|&b| b == 5),
+            "{method}"
+        );
+    }
+    check.assert_clean();
+}
+
+/// Encodes fine; refuses to decode.
+#[derive(Debug)]
+struct Undecodable;
+
+impl Serialize for Undecodable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(1)
+    }
+}
+
+impl<'de> Deserialize<'de> for Undecodable {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("cannot decode this"))
+    }
+}
+
+fn makes_undecodable(_: ()) -> Undecodable {
+    Undecodable
+}
+
+/// A result that arrives but does not decode as the target's type is
+/// `ProcessError::Codec` carrying the decoder's message; the child itself succeeded.
+#[test]
+fn a_result_that_does_not_decode_is_a_codec_error() {
+    let check = LeakCheck::start();
+    for method in ALL {
+        let mut p = common::Child(builder(method).start(makes_undecodable, ()).unwrap());
+        match p.join_timeout(PROMPT) {
+            Err(ProcessError::Codec(multiproc::CodecError::Decode { expected, .. })) => {
+                assert!(expected.contains("Undecodable"), "{method}: {expected}")
+            }
+            other => panic!("{method}: {other:?}"),
+        }
+        assert!(p.exit_status().unwrap().success(), "{method}");
+    }
+    check.assert_clean();
+}
+
+fn unset_events(events: Vec<multiproc::sync::Event>) -> usize {
+    events.iter().filter(|e| !e.is_set()).count()
+}
+
+fn events(n: usize) -> Vec<multiproc::sync::Event> {
+    (0..n)
+        .map(|_| multiproc::sync::Event::new().unwrap())
+        .collect()
+}
+
+/// The child takes its arguments' descriptors in one read of at most 64: 64 handles
+/// cross under every method; 65 are refused at start under `spawn` and `forkserver`
+/// (before: 65 to 253 were silently lost, the child failing to decode its arguments;
+/// more made the parent's send fail unnoticed and both sides wait for ever), and cross
+/// under `fork`, which copies them.
+#[test]
+fn at_most_64_handles_cross_in_one_processs_arguments() {
+    let check = LeakCheck::start();
+    for method in ALL {
+        let mut p = common::Child(builder(method).start(unset_events, events(64)).unwrap());
+        assert_eq!(p.join_timeout(PROMPT).unwrap(), 64, "{method}");
+        let started = builder(method).start(unset_events, events(65));
+        if method == StartMethod::Fork {
+            let mut p = common::Child(started.unwrap());
+            assert_eq!(p.join_timeout(PROMPT).unwrap(), 65, "{method}");
+        } else {
+            assert!(
+                matches!(started, Err(StartError::Unsupported(_))),
+                "{method}: {started:?}"
+            );
+        }
+    }
+    check.assert_clean();
+}
+
+/// In a `spawn`ed child: starts its forkserver, lowers the forkserver's open-file limit
+/// (children inherit it) so that a new child has room for one more descriptor only, and
+/// starts a child whose arguments hold 60.
+/// Returns how that child's join ended.
+fn child_without_room_for_its_arguments(_: ()) -> String {
+    let mut first = builder(StartMethod::ForkServer)
+        .start(unset_events, events(1))
+        .unwrap();
+    assert_eq!(first.join().unwrap(), 1);
+    // The forkserver is now this process's only child.
+    let me = std::process::id();
+    let forkserver: u32 = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let after = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+            after.split_whitespace().nth(1) == Some(&me.to_string())
+        })
+        .expect("the forkserver");
+    let open: Vec<u64> = std::fs::read_dir(format!("/proc/{forkserver}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let lowest_free = (0..).find(|fd| !open.contains(fd)).unwrap();
+    // New descriptors get the lowest free numbers, and must be below the limit: room
+    // for the request's descriptor in the server; in the child, which closes the
+    // server's socket, room for one.
+    rustix::process::prlimit(
+        rustix::process::Pid::from_raw(forkserver as i32),
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(lowest_free + 1),
+            maximum: rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum,
+        },
+    )
+    .unwrap();
+    let mut p = builder(StartMethod::ForkServer)
+        .start(unset_events, events(60))
+        .unwrap();
+    match p.join_timeout(PROMPT) {
+        Err(ProcessError::Bootstrap { pid, message }) => {
+            assert_eq!(pid, p.pid());
+            assert_eq!(
+                p.exit_status().unwrap().code(),
+                Some(multiproc::process::EXIT_BOOTSTRAP)
+            );
+            format!("Bootstrap: {message}")
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+/// `ProcessError::Bootstrap`: a child that cannot receive the descriptors of its
+/// arguments' handles (no room under its open-file limit) says so before running its
+/// target, and exits with `EXIT_BOOTSTRAP` (before: the descriptors were dropped
+/// silently and the arguments failed to decode as a `Serialization` error).
+#[test]
+fn a_child_that_cannot_receive_its_arguments_descriptors_is_a_bootstrap_error() {
+    let check = LeakCheck::start();
+    let mut middle = common::Child(
+        builder(StartMethod::Spawn)
+            .start(child_without_room_for_its_arguments, ())
+            .unwrap(),
+    );
+    let ended = middle.join_timeout(PROMPT).unwrap();
+    assert!(
+        ended.starts_with("Bootstrap: ") && ended.contains("RLIMIT_NOFILE"),
+        "{ended}"
+    );
+    drop(middle);
+    check.assert_clean();
+}

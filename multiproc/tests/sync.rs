@@ -1158,3 +1158,76 @@ fn shared_memory_of_zero_bytes_is_refused() {
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
     assert!(err.to_string().contains("size"), "{err}");
 }
+
+/// Waits on `cond` (counted in `waiting` under its lock) and says whether it was
+/// notified and in which round the parent notified it (`round`, read under the lock
+/// after the wake-up).
+fn wait_for_a_round(
+    (cond, waiting, woke, round): (Condition, Value<u32>, Value<u32>, Value<u32>),
+) -> (bool, u32) {
+    let guard = cond.lock().unwrap();
+    waiting.set(waiting.get() + 1);
+    // Longer than the parent waits for a wake-up: a waiter that was not woken fails the
+    // test there, rather than ending its wait here as if notified.
+    let (_guard, notified) = cond.wait_timeout(guard, 2 * PROMPT).unwrap();
+    *woke.lock().unwrap() += 1;
+    (notified, round.get())
+}
+
+/// Whether process `pid`'s main thread sleeps (state `S` in `/proc/<pid>/stat`).
+fn asleep(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rfind(')')
+        .is_some_and(|end| stat[end + 1..].trim_start().starts_with('S'))
+}
+
+/// Python's `Condition.notify(n)` across processes: of four waiters, `notify_n(2)`
+/// wakes exactly two; the other two sleep on until `notify_all`.
+#[test]
+fn condition_notify_n_wakes_exactly_n_waiting_processes() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let cond = Condition::new().unwrap();
+        let [waiting, woke, round] = [0u32; 3].map(|v| Value::new(v).unwrap());
+        let mut waiters: Vec<_> = (0..4)
+            .map(|_| {
+                start(
+                    method,
+                    wait_for_a_round,
+                    (cond.clone(), waiting.clone(), woke.clone(), round.clone()),
+                )
+            })
+            .collect();
+        common::wait_until("four waiters", || waiting.get() == 4);
+        // Each counted itself and read the condition's sequence under the lock: once
+        // this side has had the lock, each has let it go and can only be on its way
+        // into (or asleep in) the wait. Notify only when all four sleep in it, so that
+        // none can see the notification without being woken by it.
+        drop(cond.lock().unwrap());
+        for w in &waiters {
+            common::wait_until("a waiter asleep", || asleep(w.pid()));
+        }
+        {
+            let _g = cond.lock().unwrap();
+            round.set(1);
+            cond.notify_n(2);
+        }
+        common::wait_until("two woken", || woke.get() >= 2);
+        {
+            let _g = cond.lock().unwrap();
+            round.set(2);
+            cond.notify_all();
+        }
+        let mut rounds: Vec<u32> = waiters
+            .iter_mut()
+            .map(|w| {
+                let (notified, round) = w.join_timeout(PROMPT).unwrap();
+                assert!(notified, "{method}");
+                round
+            })
+            .collect();
+        rounds.sort();
+        assert_eq!(rounds, [1, 1, 2, 2], "{method}");
+    }
+    check.assert_clean();
+}

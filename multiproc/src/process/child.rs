@@ -199,7 +199,25 @@ fn read_bootstrap(chan: &OwnedFd) -> Result<(Bootstrap, Vec<OwnedFd>), String> {
             Ok(None) => {}
             Err(e) => return Err(format!("bootstrap: {e}")),
         }
-        match sys::fd::recv_into_with_fds(chan.as_fd(), &mut buf, room, &mut fds, false) {
+        let mut lost = false;
+        let read = sys::fd::recv_into_with_fds_or_lost(
+            chan.as_fd(),
+            &mut buf,
+            room,
+            &mut fds,
+            false,
+            &mut lost,
+        );
+        if lost {
+            // Without them the arguments' handles would decode as nonsense (or not at all).
+            return Err(format!(
+                "the descriptors of the arguments' handles could not all be received \
+                 (no room under this process's open-file limit, RLIMIT_NOFILE, or more \
+                 than {} of them)",
+                sys::fd::MAX_FDS_PER_READ
+            ));
+        }
+        match read {
             Ok(0) => return Err("the parent closed the bootstrap channel".into()),
             Ok(_) => {}
             Err(e) => return Err(format!("bootstrap read: {e}")),

@@ -300,7 +300,9 @@ impl ProcessBuilder {
 
     /// Starts `target(args)` in a child. `target` is a function or a closure that
     /// captures nothing (it is sent by address under `spawn`/`forkserver`); several
-    /// arguments go in a tuple.
+    /// arguments go in a tuple. Under `spawn`/`forkserver`, `args` may hold at most 64
+    /// handles with a descriptor (queues, pipes, locks…): more is
+    /// [`StartError::Unsupported`].
     pub fn start<A, R>(self, target: fn(A) -> R, args: A) -> Result<Process<R>, StartError>
     where
         A: Serialize + DeserializeOwned + Send + 'static,
@@ -373,6 +375,15 @@ impl ProcessBuilder {
         target: sys::entry::FnAddr,
         (args, fds): (Vec<u8>, Vec<OwnedFd>),
     ) -> Result<Process<R>, StartError> {
+        const _: () = assert!(sys::fd::MAX_FDS_PER_READ == 64, "the message says 64");
+        if fds.len() > sys::fd::MAX_FDS_PER_READ {
+            // The child takes the bootstrap's descriptors in one read of at most this
+            // many (and the kernel passes at most 253 in one message): more would be
+            // lost, or the bootstrap never sent while the child waits for it.
+            return Err(StartError::Unsupported(
+                "more than 64 handles holding a descriptor in one process's arguments",
+            ));
+        }
         let exe = sys::proc::exe_identity()?;
         let (info, number) = self.child_info(method);
         let boot = child::Bootstrap {
@@ -602,6 +613,13 @@ impl<R: DeserializeOwned + 'static> Process<R> {
             return Ok(true);
         }
         loop {
+            if codec::frame_len(&self.buf, &self.limits).is_err() {
+                // A report this side will not take (over `max_result_size`, or not a
+                // frame): close the channel, so that a child still writing the rest
+                // gets EPIPE and exits instead of blocking for ever on a full socket
+                // while this side waits for its exit.
+                self.chan = None;
+            }
             let listening = self.chan.is_some() && !self.report_complete();
             if !listening && deadline.is_none() {
                 // Nothing more to read: a blocking wait is the cheapest way to the exit.

@@ -283,6 +283,20 @@ pub(crate) fn recv_into_with_fds(
     fds: &mut Vec<OwnedFd>,
     nonblocking: bool,
 ) -> io::Result<usize> {
+    recv_into_with_fds_or_lost(sock, buf, min_room, fds, nonblocking, &mut false)
+}
+
+/// [`recv_into_with_fds`], also setting `lost` if the kernel dropped descriptors that
+/// came with the data (`MSG_CTRUNC`): more than [`MAX_FDS_PER_READ`] in one message, or
+/// no room for them under this process's `RLIMIT_NOFILE`. The data is kept either way.
+pub(crate) fn recv_into_with_fds_or_lost(
+    sock: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    min_room: usize,
+    fds: &mut Vec<OwnedFd>,
+    nonblocking: bool,
+    lost: &mut bool,
+) -> io::Result<usize> {
     buf.reserve(min_room);
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_READ))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
@@ -302,7 +316,10 @@ pub(crate) fn recv_into_with_fds(
     let result = loop {
         let mut iov = [io::IoSliceMut::new(&mut buf[len..])];
         match rustix::net::recvmsg(sock, &mut iov, &mut control, flags) {
-            Ok(m) => break Ok(m.bytes),
+            Ok(m) => {
+                *lost |= m.flags.contains(rustix::net::ReturnFlags::CTRUNC);
+                break Ok(m.bytes);
+            }
             Err(rustix::io::Errno::INTR) => {}
             Err(e) => break Err(io::Error::from(e)),
         }
