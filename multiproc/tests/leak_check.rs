@@ -222,3 +222,31 @@ fn a_clean_scope_passes_without_a_fixed_settle() {
         "a clean scope waited for the bound"
     );
 }
+
+/// Forks a grandchild that exits at once, and returns without waiting for it: when this
+/// child ends, the zombie grandchild is adopted by the test process (the subreaper).
+fn leave_an_exited_grandchild(_: ()) -> u32 {
+    // SAFETY: the grandchild only calls `_exit`.
+    #[allow(unsafe_code)]
+    let forked = unsafe { fork() }.unwrap();
+    match forked {
+        Fork::Child => exit_now(0),
+        Fork::Parent(pid) => pid,
+    }
+}
+
+#[test]
+fn an_exited_orphan_adopted_through_the_subreaper_is_reaped_not_reported() {
+    let mut check = LeakCheck::start();
+    let mut p = Process::builder()
+        .start_method(StartMethod::Spawn)
+        .start(leave_an_exited_grandchild, ())
+        .unwrap();
+    let grandchild = p.join().unwrap();
+    drop(p);
+
+    let leaks = check.leaks();
+    assert!(leaks.is_empty(), "{leaks}");
+    // Reaped by the check: nothing would, otherwise.
+    assert_eq!(state(grandchild), None);
+}
