@@ -366,6 +366,9 @@ fn one_gib_item() {
 
 #[test]
 fn oversized_and_unencodable_items_fail_the_put_itself() {
+    // Checked and serialised like the others: what it makes while another test is
+    // checked would count against that test.
+    let _check = LeakCheck::start();
     struct Unencodable;
     impl Serialize for Unencodable {
         fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
@@ -444,6 +447,9 @@ fn a_serde_error_carries_the_users_message() {
 
 #[test]
 fn bounded_queue_reports_full_and_waits_for_room() {
+    // Checked and serialised like the others: what it makes while another test is
+    // checked would count against that test.
+    let _check = LeakCheck::start();
     let q = Queue::with_maxsize(2).unwrap();
     q.put(1).unwrap();
     q.try_put(2).unwrap();
@@ -465,6 +471,9 @@ fn bounded_queue_reports_full_and_waits_for_room() {
 
 #[test]
 fn shutdown_wakes_blocked_getters_after_the_queue_drains() {
+    // Checked and serialised like the others: what it makes while another test is
+    // checked would count against that test.
+    let _check = LeakCheck::start();
     let q = Queue::<u8>::new().unwrap();
     std::thread::scope(|s| {
         let getter = s.spawn(|| q.get());
@@ -594,6 +603,9 @@ fn a_queue_travels_through_a_pipe_and_a_forked_child_gets_its_own_lane() {
 
 #[test]
 fn joinable_queue_counts_tasks() {
+    // Checked and serialised like the others: what it makes while another test is
+    // checked would count against that test.
+    let _check = LeakCheck::start();
     let q = JoinableQueue::<u8>::new().unwrap();
     assert!(q.join_timeout(Duration::ZERO), "nothing to wait for");
     q.put(1).unwrap();

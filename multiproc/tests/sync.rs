@@ -195,6 +195,9 @@ fn a_barrier_of_n_processes_releases_all_n_together() {
 
 #[test]
 fn a_barrier_wait_that_times_out_breaks_it_for_everyone() {
+    // Checked and serialised like the others: what it makes while another test is
+    // checked would count against that test.
+    let _check = LeakCheck::start();
     let b = Barrier::new(3).unwrap();
     std::thread::scope(|s| {
         let other = s.spawn(|| b.wait());
@@ -293,6 +296,9 @@ fn events_and_conditions_wake_other_processes() {
 
 #[test]
 fn lock_timeouts_and_relocking_by_the_holder() {
+    // Checked and serialised like the others: what it makes while another test is
+    // checked would count against that test.
+    let _check = LeakCheck::start();
     let lock = Lock::new().unwrap();
     let held = lock.lock().unwrap();
     assert!(
@@ -418,6 +424,9 @@ fn shared_memory_crosses_by_handle_and_by_name_and_leaves_nothing() {
 
 #[test]
 fn condition_notify_wakes_one_waiter_and_notify_all_the_rest() {
+    // Checked and serialised like the others: what it makes while another test is
+    // checked would count against that test.
+    let _check = LeakCheck::start();
     let cond = Condition::new().unwrap();
     let tokens = Value::new(0u32).unwrap();
     let done = Value::new(0u32).unwrap();
@@ -463,6 +472,9 @@ fn condition_notify_wakes_one_waiter_and_notify_all_the_rest() {
 
 #[test]
 fn condition_wait_for_times_out_with_false() {
+    // Checked and serialised like the others: what it makes while another test is
+    // checked would count against that test.
+    let _check = LeakCheck::start();
     let cond = Condition::new().unwrap();
     let guard = cond.lock().unwrap();
     let start = Instant::now();
@@ -512,6 +524,9 @@ fn a_barrier_serves_many_rounds_for_threads_and_processes_together() {
 
 #[test]
 fn barrier_abort_releases_waiters_with_broken() {
+    // Checked and serialised like the others: what it makes while another test is
+    // checked would count against that test.
+    let _check = LeakCheck::start();
     let b = Barrier::new(3).unwrap();
     std::thread::scope(|s| {
         let waiter = s.spawn(|| b.wait());
@@ -528,6 +543,9 @@ fn barrier_abort_releases_waiters_with_broken() {
 
 #[test]
 fn rlock_taken_three_times_is_free_after_three_releases() {
+    // Checked and serialised like the others: what it makes while another test is
+    // checked would count against that test.
+    let _check = LeakCheck::start();
     let lock = RLock::new().unwrap();
     let a = lock.lock().unwrap();
     let b = lock.try_lock().unwrap();
@@ -547,6 +565,9 @@ fn rlock_taken_three_times_is_free_after_three_releases() {
 
 #[test]
 fn semaphore_values_timeouts_and_forgotten_permits() {
+    // Checked and serialised like the others: what it makes while another test is
+    // checked would count against that test.
+    let _check = LeakCheck::start();
     let sem = Semaphore::new(2).unwrap();
     let a = sem.acquire().unwrap();
     assert_eq!(sem.value(), 1);

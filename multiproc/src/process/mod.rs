@@ -763,7 +763,7 @@ impl<R> Drop for Process<R> {
             .name(format!("multiproc-reaper-{pid}"))
             .spawn(move || {
                 reap_detached(pid, pidfd, chan);
-                runtime().helper_threads.fetch_sub(1, Ordering::Relaxed);
+                runtime().helper_threads.fetch_sub(1, Ordering::Release);
             });
         if spawned.is_err() {
             rt.helper_threads.fetch_sub(1, Ordering::Relaxed);

@@ -243,6 +243,21 @@ pub(crate) fn registered_children() -> Vec<(u32, String, bool, Arc<OwnedFd>)> {
         .collect()
 }
 
+/// How many of multiproc's threads in this process are finishing work for a handle
+/// that is gone (reapers of dropped `Process` and `Popen` handles): counted from before
+/// they are spawned until they closed what they hold, so a leak check can wait for
+/// them. The launcher, which lives as long as the process, is not counted.
+pub(crate) fn transient_helpers() -> usize {
+    let Some(rt) = RUNTIME.get() else { return 0 };
+    if rt.pid != sys::proc::getpid() {
+        return 0;
+    }
+    let launcher = usize::from(rt.launcher.get().is_some());
+    rt.helper_threads
+        .load(Ordering::Acquire)
+        .saturating_sub(launcher)
+}
+
 /// Installs the exit hook that joins non-daemon children and terminates daemon ones
 /// when this process exits normally (CPython's `_exit_function`).
 pub(crate) fn install_exit_hook() {

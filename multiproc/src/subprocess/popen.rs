@@ -81,6 +81,8 @@ impl Popen {
                 return Err(e);
             }
         };
+        // Known as ours until reaped, so that a leak check reports it unreaped.
+        sys::proc::note_child(pid);
         Ok(Popen {
             stdin: child.stdin.take(),
             stdout: child.stdout.take().or(merged_stdout),
@@ -191,6 +193,7 @@ impl Popen {
         if let Some(raw) = raw {
             self.status = Some(ExitStatus::from_raw(raw));
             self.pidfd = None;
+            sys::proc::forget_child(self.pid);
         }
         Ok(self.status)
     }
@@ -360,16 +363,22 @@ impl Drop for Popen {
         let Some(pidfd) = self.pidfd.take() else {
             return;
         };
+        let pid = self.pid;
         if let Ok(Some(_)) = sys::proc::reap(pidfd.as_fd(), false) {
+            sys::proc::forget_child(pid);
             return;
         }
         let rt = runtime();
         rt.helper_threads.fetch_add(1, Ordering::Relaxed);
         let spawned = std::thread::Builder::new()
-            .name(format!("multiproc-subprocess-reaper-{}", self.pid))
+            .name(format!("multiproc-subprocess-reaper-{pid}"))
             .spawn(move || {
-                let _ = sys::proc::reap(pidfd.as_fd(), true);
-                runtime().helper_threads.fetch_sub(1, Ordering::Relaxed);
+                if let Ok(Some(_)) = sys::proc::reap(pidfd.as_fd(), true) {
+                    sys::proc::forget_child(pid);
+                }
+                // Closed before the count drops: a leak check waits on the count.
+                drop(pidfd);
+                runtime().helper_threads.fetch_sub(1, Ordering::Release);
             });
         if spawned.is_err() {
             // No thread: the child stays unreaped until this process exits.

@@ -57,8 +57,54 @@ pub unsafe fn fork() -> io::Result<Fork> {
             super::hooks::run_after_fork();
             Ok(Fork::Child)
         }
-        pid => Ok(Fork::Parent(pid as u32)),
+        pid => {
+            note_child(pid as u32);
+            Ok(Fork::Parent(pid as u32))
+        }
     }
+}
+
+/// Children this process made that no [`Process`](crate::Process) registry knows of
+/// (raw [`fork`] children, `Popen` children), as `(creator pid, child pid)`: a leak
+/// check must tell them, unreaped, from orphans adopted through the subreaper.
+/// Entries leave when the child is reaped through multiproc (`wait_pid`, `Popen`);
+/// the creator pid keeps a forked child from taking its parent's entries for its own.
+///
+/// A raw-`fork` child of a multi-threaded parent must not fork raw while this lock could
+/// have been held at its fork (the usual `fork` hazard): it is held only to push or read.
+static NOTED_CHILDREN: parking_lot::Mutex<Vec<(u32, u32)>> = parking_lot::Mutex::new(Vec::new());
+
+/// Records `pid` as a child of this process (see [`NOTED_CHILDREN`]).
+pub(crate) fn note_child(pid: u32) {
+    NOTED_CHILDREN.lock().push((getpid(), pid));
+}
+
+/// Forgets `pid` once it is reaped.
+pub(crate) fn forget_child(pid: u32) {
+    let me = getpid();
+    NOTED_CHILDREN
+        .lock()
+        .retain(|&(owner, p)| !(owner == me && p == pid));
+}
+
+/// The noted children of this process (see [`NOTED_CHILDREN`]).
+pub(crate) fn noted_children() -> Vec<u32> {
+    let me = getpid();
+    NOTED_CHILDREN
+        .lock()
+        .iter()
+        .filter(|&&(owner, _)| owner == me)
+        .map(|&(_, p)| p)
+        .collect()
+}
+
+/// Forgets the noted children of this process for which `keep` is false (reaped by
+/// other means than multiproc's), and every entry of another process (copied by a fork).
+pub(crate) fn retain_noted_children(mut keep: impl FnMut(u32) -> bool) {
+    let me = getpid();
+    NOTED_CHILDREN
+        .lock()
+        .retain(|&(owner, p)| owner == me && keep(p));
 }
 
 /// `fork` used internally by the launcher thread and the forkserver.
@@ -318,7 +364,10 @@ pub(crate) fn reap_pid(raw: u32) -> io::Result<RawStatus> {
             rustix::process::WaitId::Pid(pid(raw)?),
             WaitIdOptions::EXITED,
         ) {
-            Ok(Some(status)) => return Ok(to_raw(status)),
+            Ok(Some(status)) => {
+                forget_child(raw);
+                return Ok(to_raw(status));
+            }
             Ok(None) => {}
             Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
