@@ -1123,15 +1123,19 @@ fn s32_joinable_queue_join_returns_once_every_item_is_done() {
 /// would promise an item that `get` cannot deliver).
 #[test]
 fn a_closed_handle_is_empty() {
-    let q = Queue::<u8>::new().unwrap();
-    q.put(1).unwrap();
-    let closed = SimpleQueue::<u8>::new().unwrap();
-    closed.put(2).unwrap();
-    closed.close();
-    assert!(closed.empty(), "a closed SimpleQueue handle");
-    assert!(matches!(closed.get(), Err(GetError::Closed)));
-    assert!(!q.empty(), "an open handle sees the item");
-    q.close();
-    assert!(q.empty(), "a closed handle");
-    assert!(matches!(q.try_get(), Err(GetError::Closed)));
+    let check = LeakCheck::start();
+    {
+        let q = Queue::<u8>::new().unwrap();
+        q.put(1).unwrap();
+        let closed = SimpleQueue::<u8>::new().unwrap();
+        closed.put(2).unwrap();
+        closed.close();
+        assert!(closed.empty(), "a closed SimpleQueue handle");
+        assert!(matches!(closed.get(), Err(GetError::Closed)));
+        assert!(!q.empty(), "an open handle sees the item");
+        q.close();
+        assert!(q.empty(), "a closed handle");
+        assert!(matches!(q.try_get(), Err(GetError::Closed)));
+    }
+    check.assert_clean();
 }

@@ -1129,47 +1129,55 @@ fn s41_a_child_writes_a_value_and_an_array_and_the_parent_reads_them() {
 /// arrived.)
 #[test]
 fn reset_breaks_the_parties_already_waiting() {
-    let b = Barrier::new(3).unwrap();
-    std::thread::scope(|s| {
-        let waiter = s.spawn(|| b.wait_timeout(PROMPT));
-        let deadline = Instant::now() + PROMPT;
-        while b.n_waiting() != 1 {
-            assert!(Instant::now() < deadline, "the waiter never arrived");
-            std::thread::yield_now();
-        }
-        b.reset();
-        assert_eq!(waiter.join().unwrap(), Err(multiproc::sync::BrokenBarrier));
-    });
-    assert!(!b.broken(), "a reset barrier is usable");
-    assert_eq!(b.n_waiting(), 0);
-    // A full round after the reset passes.
-    std::thread::scope(|s| {
-        let others: Vec<_> = (0..2).map(|_| s.spawn(|| b.wait_timeout(PROMPT))).collect();
-        let mine = b.wait_timeout(PROMPT).unwrap();
-        let mut indices: Vec<u32> = others
-            .into_iter()
-            .map(|t| t.join().unwrap().unwrap())
-            .collect();
-        indices.push(mine);
-        indices.sort();
-        assert_eq!(indices, [0, 1, 2]);
-    });
+    let check = LeakCheck::start();
+    {
+        let b = Barrier::new(3).unwrap();
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| b.wait_timeout(PROMPT));
+            let deadline = Instant::now() + PROMPT;
+            while b.n_waiting() != 1 {
+                assert!(Instant::now() < deadline, "the waiter never arrived");
+                std::thread::yield_now();
+            }
+            b.reset();
+            assert_eq!(waiter.join().unwrap(), Err(multiproc::sync::BrokenBarrier));
+        });
+        assert!(!b.broken(), "a reset barrier is usable");
+        assert_eq!(b.n_waiting(), 0);
+        // A full round after the reset passes.
+        std::thread::scope(|s| {
+            let others: Vec<_> = (0..2).map(|_| s.spawn(|| b.wait_timeout(PROMPT))).collect();
+            let mine = b.wait_timeout(PROMPT).unwrap();
+            let mut indices: Vec<u32> = others
+                .into_iter()
+                .map(|t| t.join().unwrap().unwrap())
+                .collect();
+            indices.push(mine);
+            indices.sort();
+            assert_eq!(indices, [0, 1, 2]);
+        });
+    }
+    check.assert_clean();
 }
 
 /// Python's `SharedMemory(name)` for a name nobody created raises `FileNotFoundError`:
 /// here `NotFound`, for a foreign-looking name as for a stale one.
 #[test]
 fn attaching_a_shared_memory_name_that_does_not_exist_is_not_found() {
-    use multiproc::shared::SharedMemory;
-    for name in ["psm_no_such_block", "/proc/999999999/fd/3", ""] {
-        let err = SharedMemory::attach(name).unwrap_err();
-        assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{name:?}: {err}");
+    let check = LeakCheck::start();
+    {
+        use multiproc::shared::SharedMemory;
+        for name in ["psm_no_such_block", "/proc/999999999/fd/3", ""] {
+            let err = SharedMemory::attach(name).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{name:?}: {err}");
+        }
+        let gone = SharedMemory::new(8).unwrap();
+        let name = gone.name();
+        drop(gone);
+        let err = SharedMemory::attach(&name).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{name}: {err}");
     }
-    let gone = SharedMemory::new(8).unwrap();
-    let name = gone.name();
-    drop(gone);
-    let err = SharedMemory::attach(&name).unwrap_err();
-    assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{name}: {err}");
+    check.assert_clean();
 }
 
 /// `SharedMemory(create=True, size=0)` is Python's `ValueError`: here `InvalidInput`.
@@ -1249,6 +1257,40 @@ fn condition_notify_n_wakes_exactly_n_waiting_processes() {
             .collect();
         rounds.sort();
         assert_eq!(rounds, [1, 1, 2, 2], "{method}");
+    }
+    check.assert_clean();
+}
+
+/// Chaos: an abort right as a waiter goes to sleep is never lost. The waiters sleep on
+/// the state word, and an abort that only set a flag and woke them could slip between
+/// a waiter's check of the flag and its sleep, which then lasted for ever (seen as a
+/// hang of `barrier_abort_releases_waiters_with_broken`). Each round aborts the moment
+/// the waiter has arrived; a lost wake-up shows as a wait that lasts its full timeout.
+#[test]
+fn an_abort_as_a_waiter_goes_to_sleep_always_wakes_it() {
+    let check = LeakCheck::start();
+    {
+        let b = Barrier::new(2).unwrap();
+        let lost_after = Duration::from_secs(20);
+        for round in 0..2000 {
+            std::thread::scope(|s| {
+                let waiter = s.spawn(|| {
+                    let t0 = Instant::now();
+                    (b.wait_timeout(lost_after), t0.elapsed())
+                });
+                while b.n_waiting() == 0 && !waiter.is_finished() {
+                    std::hint::spin_loop();
+                }
+                b.abort();
+                let (got, took) = waiter.join().unwrap();
+                assert_eq!(got, Err(multiproc::sync::BrokenBarrier), "round {round}");
+                assert!(
+                    took < lost_after,
+                    "round {round}: the abort's wake-up was lost"
+                );
+            });
+            b.reset();
+        }
     }
     check.assert_clean();
 }

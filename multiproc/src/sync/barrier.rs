@@ -145,14 +145,18 @@ impl Barrier {
     }
 
     /// Breaks the barrier: current and future waiters get [`BrokenBarrier`].
+    ///
+    /// The waiters sleep on the state word, so the break must change it (a wake-up
+    /// alone is lost on a waiter between its check of `broken` and its sleep): like a
+    /// reset, it abandons the current generation, which its waiters read as broken.
     pub fn abort(&self) {
         self.block.u32_at(BROKEN_AT).store(1, Ordering::Release);
-        mem::futex_wake_all(self.block.u32_at(STATE_AT));
+        self.abandon_generation();
     }
 
-    /// Returns the barrier to its empty state (Python's `reset()`): the parties waiting
-    /// now get [`BrokenBarrier`], and a broken barrier is usable again.
-    pub fn reset(&self) {
+    /// Ends the current generation as abandoned: its waiters wake and get
+    /// [`BrokenBarrier`], the next one starts empty.
+    fn abandon_generation(&self) {
         let state = self.block.u32_at(STATE_AT);
         let now = state.load(Ordering::Acquire);
         self.block
@@ -162,8 +166,14 @@ impl Barrier {
             ((now >> 16).wrapping_add(1) & 0xffff) << 16,
             Ordering::Release,
         );
-        self.block.u32_at(BROKEN_AT).store(0, Ordering::Release);
         mem::futex_wake_all(state);
+    }
+
+    /// Returns the barrier to its empty state (Python's `reset()`): the parties waiting
+    /// now get [`BrokenBarrier`], and a broken barrier is usable again.
+    pub fn reset(&self) {
+        self.abandon_generation();
+        self.block.u32_at(BROKEN_AT).store(0, Ordering::Release);
     }
 }
 
