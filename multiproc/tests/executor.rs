@@ -1,8 +1,8 @@
 //! `concurrent.futures` on threads (S21): submit, done, cancel, result, as_completed,
 //! map, wait, shutdown, and awaiting a future.
 
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use multiproc::executor::{
@@ -11,7 +11,8 @@ use multiproc::executor::{
 
 const PROMPT: Duration = Duration::from_secs(60);
 
-/// A task that runs until its gate is opened; says when it started.
+/// A task that runs until its gate is opened (a send, or dropping the sender; at most
+/// [`PROMPT`]); says when it started.
 fn gated(
     pool: &ThreadPoolExecutor,
     value: u32,
@@ -25,7 +26,9 @@ fn gated(
     let f = pool
         .submit(move || {
             started_tx.send(()).unwrap();
-            open_rx.recv().unwrap();
+            if let Err(mpsc::RecvTimeoutError::Timeout) = open_rx.recv_timeout(PROMPT) {
+                panic!("the gate of task {value} never opened");
+            }
             value
         })
         .unwrap();
@@ -35,12 +38,10 @@ fn gated(
 #[test]
 fn s21_submit_returns_at_once_and_cancel_fails_for_a_running_task() {
     let pool = ThreadPoolExecutor::new(2);
-    let t0 = Instant::now();
     let (running, open, started) = gated(&pool, 1);
-    assert!(
-        t0.elapsed() < Duration::from_secs(1),
-        "submit does not wait"
-    );
+    // The task cannot end before its gate opens, below: a submit that waited for it
+    // would return (after the gate's limit) a future already done.
+    assert!(!running.done(), "submit does not wait");
     started.recv_timeout(PROMPT).unwrap();
     assert!(running.running() && !running.done());
     assert!(!running.cancel(), "a running task cannot be cancelled");
@@ -121,15 +122,21 @@ fn s21_as_completed_yields_in_completion_order_and_map_in_input_order() {
     assert_eq!(order.next().unwrap().result().unwrap(), 2);
     assert!(order.next().is_none());
 
-    // Later items finish first (shorter work), yet map yields in input order.
+    // Later items finish first (each waits until every later one has finished), yet
+    // map yields in input order.
+    let lowest_finished = Arc::new((Mutex::new(3u64), Condvar::new()));
+    let finish_after_the_later_ones = move |n: u64| {
+        let (lowest, changed) = &*lowest_finished;
+        let (mut lowest, _) = changed
+            .wait_timeout_while(lowest.lock().unwrap(), PROMPT, |l| *l != n + 1)
+            .unwrap();
+        assert_eq!(*lowest, n + 1, "item {n}: the later items never finished");
+        *lowest = n;
+        changed.notify_all();
+        n
+    };
     let got: Vec<u64> = pool
-        .map(
-            |n: u64| {
-                std::thread::sleep(Duration::from_millis(30 - 10 * n));
-                n
-            },
-            0..3,
-        )
+        .map(finish_after_the_later_ones, 0..3)
         .unwrap()
         .map(Result::unwrap)
         .collect();

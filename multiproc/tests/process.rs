@@ -5,8 +5,9 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use multiproc::sync::{Barrier, Event};
 use multiproc::testing::LeakCheck;
 use multiproc::{Process, ProcessError, Run, StartError, StartMethod};
 use serde::{Deserialize, Serialize};
@@ -60,21 +61,33 @@ fn sleep_and_report(ms: u64) -> (f64, f64) {
     (start, now())
 }
 
+/// Meets the other sleepers at `barrier` (all must be running at once), then sleeps.
+fn meet_then_sleep((barrier, ms): (Barrier, u64)) -> u32 {
+    let arrival = barrier
+        .wait_timeout(PROMPT)
+        .expect("all the sleepers run at the same time");
+    std::thread::sleep(Duration::from_millis(ms));
+    arrival
+}
+
 #[test]
 fn s02_parallel_sleeps_overlap_instead_of_queueing() {
     let check = LeakCheck::start();
     for method in ALL {
+        // None passes the barrier before all five wait at it, so all five sleeps begin
+        // after the last arrival: they overlap. Children run one after another would
+        // leave the first alone at the barrier until it broke.
+        let barrier = Barrier::new(5).unwrap();
         let mut children: Vec<_> = (0..5)
-            .map(|_| builder(method).start(sleep_and_report, 1000).unwrap())
+            .map(|_| {
+                builder(method)
+                    .start(meet_then_sleep, (barrier.clone(), 100))
+                    .unwrap()
+            })
             .collect();
-        let spans: Vec<(f64, f64)> = children.iter_mut().map(|p| p.join().unwrap()).collect();
-        // All five were sleeping at the same moment: the last start precedes the first end.
-        let last_start = spans.iter().map(|s| s.0).fold(f64::MIN, f64::max);
-        let first_end = spans.iter().map(|s| s.1).fold(f64::MAX, f64::min);
-        assert!(
-            last_start < first_end,
-            "{method}: sleeps ran one after another: {spans:?}"
-        );
+        let mut arrivals: Vec<u32> = children.iter_mut().map(|p| p.join().unwrap()).collect();
+        arrivals.sort();
+        assert_eq!(arrivals, [0, 1, 2, 3, 4], "{method}");
     }
     check.assert_clean();
 }
@@ -313,6 +326,11 @@ fn s26_terminate_stops_a_running_child() {
     check.assert_clean();
 }
 
+/// Runs until `gate` is set (at most [`PROMPT`]); says whether it was.
+fn wait_for_gate(gate: Event) -> bool {
+    gate.wait_timeout(PROMPT)
+}
+
 fn exit_with(code: i32) {
     std::process::exit(code)
 }
@@ -342,11 +360,15 @@ fn s27_exit_codes_are_readable_and_no_zombie_remains() {
             );
         }
         // A dropped handle of a running child does not block, and the child is reaped
-        // once it ends (the leak check below waits for that).
-        let p = builder(method).start(sleep_and_report, 50).unwrap();
-        let t = Instant::now();
+        // once it ends (the leak check below waits for that). The child cannot end
+        // before its gate opens, after the drop: a drop that waited for it would find
+        // it gone (after the gate's limit) instead of running.
+        let gate = Event::new().unwrap();
+        let p = builder(method).start(wait_for_gate, gate.clone()).unwrap();
+        let pid = p.pid();
         drop(p);
-        assert!(t.elapsed() < Duration::from_secs(5));
+        assert!(!is_gone(pid), "{method}: the drop waited for the child");
+        gate.set();
     }
     check.assert_clean();
 }
@@ -501,14 +523,16 @@ fn large_arguments_and_results_cross_every_method() {
 fn join_timeout_then_join() {
     let check = LeakCheck::start();
     for method in ALL {
-        let mut p = builder(method).start(sleep_and_report, 500).unwrap();
+        // The child runs until the gate opens, after both timeouts.
+        let gate = Event::new().unwrap();
+        let mut p = builder(method).start(wait_for_gate, gate.clone()).unwrap();
         assert!(matches!(
             p.join_timeout(Duration::ZERO),
             Err(ProcessError::Timeout)
         ));
         assert!(p.wait_timeout(Duration::from_millis(1)).unwrap().is_none());
-        let (start, end) = p.join_timeout(PROMPT).unwrap();
-        assert!(end > start);
+        gate.set();
+        assert!(p.join_timeout(PROMPT).unwrap(), "{method}: the gate opened");
         assert!(matches!(p.join(), Err(ProcessError::AlreadyJoined(_))));
     }
     check.assert_clean();

@@ -5,12 +5,14 @@
 //! (gh-115634), a failing initializer (`test_init.py`), time limits.
 
 use std::collections::HashSet;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use multiproc::executor::{
     Executor, ProcessPoolExecutor, ReturnWhen, ShutDown, TaskError, ThreadPoolExecutor, WaitError,
     as_completed, wait,
 };
+use multiproc::sync::Event;
 use multiproc::testing::LeakCheck;
 use multiproc::{StartMethod, process::set_fork_warning};
 
@@ -40,6 +42,50 @@ fn sleep_ms(ms: u64) -> u64 {
     ms
 }
 
+/// Gates for tasks in worker processes: task `i` of [`gated`] says it started on
+/// `started[i]` and finishes once the test sets `open[i]`. The events reach the workers
+/// through the executor's initializer (a task's argument cannot carry a handle).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct Gates {
+    started: Vec<Event>,
+    open: Vec<Event>,
+}
+
+impl Gates {
+    fn new(n: usize) -> Gates {
+        let events = || (0..n).map(|_| Event::new().unwrap()).collect();
+        Gates {
+            started: events(),
+            open: events(),
+        }
+    }
+}
+
+static GATES: OnceLock<Gates> = OnceLock::new();
+
+fn set_gates(gates: Gates) {
+    let _ = GATES.set(gates);
+}
+
+/// Task `i`: runs until the test opens its gate (at most [`PROMPT`]); returns `i`.
+fn gated(i: usize) -> usize {
+    let gates = GATES.get().expect("the initializer ran");
+    gates.started[i].set();
+    assert!(gates.open[i].wait_timeout(PROMPT), "gate {i} never opened");
+    i
+}
+
+/// An executor of `n` workers whose tasks can wait at `gates`.
+fn gated_executor(method: StartMethod, n: usize, gates: &Gates) -> ProcessPoolExecutor {
+    set_fork_warning(false);
+    ProcessPoolExecutor::builder()
+        .max_workers(n)
+        .start_method(method)
+        .initializer(set_gates, gates.clone())
+        .build()
+        .expect("start the executor")
+}
+
 fn die(_: ()) -> u32 {
     rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL)
         .unwrap();
@@ -54,18 +100,22 @@ fn boom(_: ()) -> u32 {
 fn submit_result_map_as_completed_and_wait() {
     let check = LeakCheck::start();
     for method in StartMethod::ALL {
-        let ex = executor(method, 2);
+        let gates = Gates::new(2);
+        let ex = gated_executor(method, 2, &gates);
         let f = ex.submit(cube, 3).unwrap();
         assert_eq!(f.result_timeout(PROMPT).unwrap(), 27);
         assert!(f.done());
 
-        let futures: Vec<_> = [30, 1, 15]
-            .iter()
-            .map(|&ms| ex.submit(sleep_ms, ms).unwrap())
-            .collect();
-        let mut got: Vec<u64> = as_completed(futures).map(|f| f.result().unwrap()).collect();
-        got.sort();
-        assert_eq!(got, [1, 15, 30]);
+        // Both tasks run at once (two workers); the second submitted is let finish first,
+        // and as_completed yields in that order, not in the order of submission.
+        let futures: Vec<_> = (0..2).map(|i| ex.submit(gated, i).unwrap()).collect();
+        let mut completed = as_completed(futures);
+        gates.open[1].set();
+        let first = completed.next().unwrap();
+        assert_eq!(first.result().unwrap(), 1, "{method}");
+        gates.open[0].set();
+        assert_eq!(completed.next().unwrap().result().unwrap(), 0, "{method}");
+        assert!(completed.next().is_none());
 
         let in_order: Vec<i64> = ex.map(cube, 1..=5).unwrap().map(Result::unwrap).collect();
         assert_eq!(in_order, [1, 8, 27, 64, 125]);
@@ -176,10 +226,16 @@ fn a_serde_error_carries_the_users_message_to_the_future() {
 fn cancel_pending_and_shutdown_cancel_futures() {
     let check = LeakCheck::start();
     for method in StartMethod::ALL {
-        let ex = executor(method, 1);
-        let running = ex.submit(sleep_ms, 300).unwrap();
+        let gates = Gates::new(1);
+        let ex = gated_executor(method, 1, &gates);
+        let running = ex.submit(gated, 0).unwrap();
+        assert!(
+            gates.started[0].wait_timeout(PROMPT),
+            "{method}: it started"
+        );
+        // The one worker is busy until the gate opens: these five wait, and a new
+        // executor sends a worker one task at a time, so none has left the executor.
         let queued: Vec<_> = (0..5).map(|i| ex.submit(cube, i).unwrap()).collect();
-        // The first waits behind the running task: it can still be cancelled.
         let last = queued.last().unwrap();
         assert!(last.cancel(), "{method}");
         assert!(last.cancelled());
@@ -187,15 +243,25 @@ fn cancel_pending_and_shutdown_cancel_futures() {
             last.result().unwrap_err(),
             WaitError::Task(TaskError::Cancelled)
         );
-        ex.shutdown(true, true);
-        assert_eq!(running.result().unwrap(), 300);
-        for f in &queued[..4] {
-            // Either run before the shutdown reached it, or cancelled by it.
-            match f.result() {
-                Ok(_) | Err(WaitError::Task(TaskError::Cancelled)) => {}
-                other => panic!("{method}: {other:?}"),
-            }
+        assert!(
+            !running.cancel(),
+            "{method}: a running task cannot be cancelled"
+        );
+        ex.shutdown(false, true);
+        // The last one's result was taken above.
+        for (i, f) in queued[..4].iter().enumerate() {
+            assert!(f.cancelled(), "{method}: pending task {i} was cancelled");
+            assert_eq!(
+                f.result().unwrap_err(),
+                WaitError::Task(TaskError::Cancelled),
+                "{method}: pending task {i}"
+            );
         }
+        assert!(!running.done(), "{method}: the running task goes on");
+        gates.open[0].set();
+        assert_eq!(running.result_timeout(PROMPT).unwrap(), 0, "{method}");
+        assert!(!running.cancelled());
+        ex.shutdown(true, false);
     }
     check.assert_clean();
 }
