@@ -433,14 +433,34 @@ fn bounded_queue_reports_full_and_waits_for_room() {
 
 #[test]
 fn shutdown_wakes_blocked_getters_after_the_queue_drains() {
+    // A getter blocked in get() is woken by the shutdown. Not a scoped thread: a getter
+    // the shutdown fails to wake must fail the test, not hang it.
     let q = Queue::<u8>::new().unwrap();
-    std::thread::scope(|s| {
-        let getter = s.spawn(|| q.get());
-        // A getter blocked in get() is woken by the shutdown.
-        wait_until("nothing", || true);
-        q.shutdown();
-        assert!(matches!(getter.join().unwrap(), Err(GetError::ShutDown)));
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (got_tx, got_rx) = std::sync::mpsc::channel();
+    let getter = std::thread::spawn({
+        let q = q.clone();
+        move || {
+            tid_tx.send(rustix::thread::gettid()).unwrap();
+            let _ = got_tx.send(q.get());
+        }
     });
+    let tid = tid_rx.recv_timeout(PROMPT).unwrap();
+    // Its thread id names it in /proc as a pid would.
+    wait_until("the getter to block in get", || {
+        asleep_on_futex(tid.as_raw_nonzero().get() as u32)
+    });
+    assert!(
+        got_rx.try_recv().is_err(),
+        "get() returned on an open queue"
+    );
+    q.shutdown();
+    match got_rx.recv_timeout(PROMPT) {
+        Ok(Err(GetError::ShutDown)) => {}
+        Ok(other) => panic!("expected ShutDown, got {other:?}"),
+        Err(_) => panic!("the shutdown did not wake the blocked getter"),
+    }
+    getter.join().unwrap();
     let q = Queue::<u8>::new().unwrap();
     q.put(1).unwrap();
     q.shutdown();
