@@ -749,7 +749,7 @@ fn answer_as_client(s: &mut TcpStream, key: &[u8]) {
     mac.update(&challenge);
     send(s, &mac.finalize().into_bytes());
     assert_eq!(recv(s), b"#WELCOME#");
-    let mine = b"#CHALLENGE#MPMGR1AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let mine = b"#CHALLENGE#MPMGR2CAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     send(s, mine);
     let _digest = recv(s);
     send(s, b"#WELCOME#");
@@ -797,7 +797,7 @@ fn play<S: Read + Write>(
     let mut verdict = None;
     match impostor {
         Impostor::WrongKey => {
-            let mut challenge = b"#CHALLENGE#MPMGR1".to_vec();
+            let mut challenge = b"#CHALLENGE#MPMGR2S".to_vec();
             challenge.extend_from_slice(&[7u8; 32]);
             send_message(&mut stream, &challenge).unwrap();
             let _answer = recv_message(&mut stream).unwrap();
@@ -917,6 +917,72 @@ fn s42_the_client_refuses_a_server_that_cannot_prove_the_key() {
                 (_, Err(e)) => panic!("{case}: unexpected error {e:?}"),
             }
         }
+    }
+    check.assert_clean();
+}
+
+/// A stream a fake server accepted.
+trait Accepted: Read + Write + Send {}
+impl Accepted for TcpStream {}
+impl Accepted for UnixStream {}
+
+/// A relaying impostor, without the key, facing a client that opens two connections at
+/// once: it sends the challenge the client gave it on the first connection as its own
+/// challenge on the second, to have the client answer it. The client must see that the
+/// challenge is one of its own and refuse to answer.
+#[test]
+fn s42_the_client_does_not_answer_its_own_challenge_reflected_back() {
+    let check = LeakCheck::start();
+    for tcp in [false, true] {
+        let dir = std::env::temp_dir().join(format!("mp-reflector-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (address, mut accept): (Address, Box<dyn FnMut() -> Box<dyn Accepted>>) = if tcp {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let address = Address::Tcp(listener.local_addr().unwrap());
+            (
+                address,
+                Box::new(move || Box::new(listener.accept().unwrap().0)),
+            )
+        } else {
+            std::fs::create_dir(&dir).unwrap();
+            let path = dir.join("socket");
+            let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+            (
+                Address::Unix(path),
+                Box::new(move || Box::new(listener.accept().unwrap().0)),
+            )
+        };
+        let connect = |address: Address| {
+            std::thread::spawn(move || Manager::connect(address, b"the real key").map(drop))
+        };
+        let first = connect(address.clone());
+        let mut a = accept();
+        // Any challenge: the client answers it (that proves nothing about the server).
+        let mut challenge = b"#CHALLENGE#MPMGR2S".to_vec();
+        challenge.extend_from_slice(&[7u8; 32]);
+        send_message(&mut a, &challenge).unwrap();
+        recv_message(&mut a).unwrap();
+        send_message(&mut a, b"#WELCOME#").unwrap();
+        let clients_challenge = recv_message(&mut a).unwrap();
+        // The reflection, on a second connection.
+        let second = connect(address);
+        let mut b = accept();
+        send_message(&mut b, &clients_challenge).unwrap();
+        if let Ok(answer) = recv_message(&mut b) {
+            send_message(&mut a, &answer).unwrap();
+            let _verdict = recv_message(&mut a);
+        }
+        drop((a, b));
+        let case = if tcp { "TCP" } else { "Unix" };
+        match second.join().unwrap() {
+            Err(ManagerError::Authentication(AuthenticationError::Protocol(_))) => {}
+            other => panic!("{case}: the client answered its own challenge: {other:?}"),
+        }
+        assert!(
+            first.join().unwrap().is_err(),
+            "{case}: the client accepted the relaying impostor"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
     check.assert_clean();
 }
