@@ -1,6 +1,8 @@
 //! Pipes (S3): duplex and one-way ends, under every start method, and what a peer can
 //! do wrong: die, send garbage, send another type, send too much.
 
+mod common;
+
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
@@ -13,6 +15,8 @@ use multiproc::connection::{
 use multiproc::testing::LeakCheck;
 use multiproc::{Process, StartMethod};
 use serde::{Deserialize, Serialize};
+
+use common::assert_killed_by;
 
 multiproc::test_support!();
 
@@ -126,7 +130,7 @@ fn a_dead_peer_is_disconnected_not_a_hang() {
                 "{method}"
             );
             assert!(matches!(mine.send(&2), Err(SendError::Disconnected)));
-            assert!(p.join().is_err());
+            assert_killed_by(&mut p, libc::SIGABRT, &method.to_string());
         }
     }
     check.assert_clean();
@@ -155,7 +159,7 @@ fn a_peer_dying_mid_message_gives_disconnected() {
             mine.recv_timeout(PROMPT),
             Err(RecvError::Disconnected)
         ));
-        assert!(p.join().is_err());
+        assert_killed_by(&mut p, libc::SIGABRT, "the writer of half a message");
     }
     check.assert_clean();
 }
@@ -427,7 +431,7 @@ fn a_sender_whose_reader_died_gets_disconnected_not_a_hang() {
                 assert!(start.elapsed() < PROMPT, "{method}: still sending");
             }
             assert!(sent >= 10, "{method}");
-            assert!(p.join().is_err());
+            assert_killed_by(&mut p, libc::SIGABRT, &method.to_string());
         }
     }
     check.assert_clean();

@@ -695,14 +695,21 @@ fn s42_wrong_authkey_is_refused() {
     check.assert_clean();
 }
 
-/// Writes `garbage` and reads until the server closes: it must close.
+/// Writes `garbage` and reads until the server closes: it must close (end-of-file, or
+/// a reset when it left our bytes unread), not merely stop answering: the stream's
+/// read timeout running out fails.
 fn closed_after_garbage(mut stream: impl Read + Write, garbage: &[u8]) {
+    use std::io::ErrorKind;
+    // The server may close before it has read everything: a failed write is expected.
     let _ = stream.write_all(garbage);
     let mut sink = [0u8; 4096];
     loop {
         match stream.read(&mut sink) {
-            Ok(0) | Err(_) => return,
+            Ok(0) => return,
             Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!("the server did not close the connection: {e}"),
         }
     }
 }
@@ -781,10 +788,242 @@ fn answer_as_client(s: &mut TcpStream, key: &[u8]) {
     mac.update(&challenge);
     send(s, &mac.finalize().into_bytes());
     assert_eq!(recv(s), b"#WELCOME#");
-    let mine = b"#CHALLENGE#MPMGR1AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let mine = b"#CHALLENGE#MPMGR2CAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     send(s, mine);
     let _digest = recv(s);
     send(s, b"#WELCOME#");
+}
+
+// ---- the client checks the server ---------------------------------------------------
+
+/// What a fake server listening at a manager's address does with its one connection.
+#[derive(Debug, Clone, Copy)]
+enum Impostor {
+    /// Speaks the handshake and welcomes any answer, but cannot prove the key: it
+    /// answers the client's challenge with another key.
+    WrongKey,
+    /// Speaks another protocol (an HTTP error, long enough to fill a handshake message).
+    Garbage,
+    /// Accepts and closes without a word.
+    HangsUp,
+    /// Accepts and says nothing, keeping the connection open.
+    Silent,
+}
+
+/// One handshake message: a length byte, then that many bytes.
+fn recv_message(s: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8];
+    s.read_exact(&mut len)?;
+    let mut m = vec![0u8; len[0] as usize];
+    s.read_exact(&mut m)?;
+    Ok(m)
+}
+
+fn send_message(s: &mut impl Write, m: &[u8]) -> std::io::Result<()> {
+    s.write_all(&[m.len() as u8])?;
+    s.write_all(m)
+}
+
+/// Plays `impostor` on `stream` and keeps the connection until `release` (or `PROMPT`)
+/// so that the client meets only what the impostor does. Returns, for `WrongKey`, the
+/// verdict the client sent on the impostor's answer.
+fn play<S: Read + Write>(
+    impostor: Impostor,
+    mut stream: S,
+    release: std::sync::mpsc::Receiver<()>,
+) -> Option<Vec<u8>> {
+    use hmac::{Hmac, Mac};
+    let mut verdict = None;
+    match impostor {
+        Impostor::WrongKey => {
+            let mut challenge = b"#CHALLENGE#MPMGR2S".to_vec();
+            challenge.extend_from_slice(&[7u8; 32]);
+            send_message(&mut stream, &challenge).unwrap();
+            let _answer = recv_message(&mut stream).unwrap();
+            send_message(&mut stream, b"#WELCOME#").unwrap();
+            let theirs = recv_message(&mut stream).unwrap();
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"a guess").unwrap();
+            mac.update(&theirs);
+            send_message(&mut stream, &mac.finalize().into_bytes()).unwrap();
+            verdict = recv_message(&mut stream).ok();
+        }
+        Impostor::Garbage => {
+            let mut reply =
+                b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\r\n".to_vec();
+            reply.resize(300, b'x');
+            stream.write_all(&reply).unwrap();
+        }
+        Impostor::HangsUp => return None,
+        Impostor::Silent => {}
+    }
+    let _ = release.recv_timeout(PROMPT);
+    verdict
+}
+
+/// Connects with the right key to an impostor listening on a Unix socket or on TCP
+/// (127.0.0.1), and returns what `Manager::connect` said and what the impostor heard.
+fn connect_to(impostor: Impostor, tcp: bool) -> (Result<(), ManagerError>, Option<Vec<u8>>) {
+    let (release_tx, release) = std::sync::mpsc::channel();
+    let (address, fake) = if tcp {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = Address::Tcp(listener.local_addr().unwrap());
+        let fake =
+            std::thread::spawn(move || play(impostor, listener.accept().unwrap().0, release));
+        (address, fake)
+    } else {
+        let dir =
+            std::env::temp_dir().join(format!("mp-impostor-{}-{impostor:?}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("socket");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let fake = std::thread::spawn(move || {
+            let heard = play(impostor, listener.accept().unwrap().0, release);
+            std::fs::remove_dir_all(&dir).unwrap();
+            heard
+        });
+        (Address::Unix(path), fake)
+    };
+    let result = Manager::connect(address, b"the real key").map(drop);
+    let _ = release_tx.send(());
+    (result, fake.join().unwrap())
+}
+
+/// A client proves the key and requires the server to prove it too (the handshake runs
+/// both ways): an impostor at the address, or a peer that does not speak the
+/// handshake, is refused with a typed error, over Unix sockets and TCP, and never hangs.
+#[test]
+fn s42_the_client_refuses_a_server_that_cannot_prove_the_key() {
+    let check = LeakCheck::start();
+    {
+        // All at once: a silent peer costs the handshake's timeout (30 s), once.
+        let cases: Vec<(Impostor, bool)> = [
+            Impostor::WrongKey,
+            Impostor::Garbage,
+            Impostor::HangsUp,
+            Impostor::Silent,
+        ]
+        .into_iter()
+        .flat_map(|i| [(i, false), (i, true)])
+        .collect();
+        // Plain threads, reporting through a channel: a connect that hangs fails the
+        // test after PROMPT instead of hanging it.
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let running: Vec<_> = cases
+            .iter()
+            .enumerate()
+            .map(|(i, &(impostor, tcp))| {
+                let done_tx = done_tx.clone();
+                std::thread::spawn(move || done_tx.send((i, connect_to(impostor, tcp))))
+            })
+            .collect();
+        let deadline = Instant::now() + PROMPT;
+        let mut outcomes: Vec<_> = cases
+            .iter()
+            .map(|_| {
+                let left = deadline.saturating_duration_since(Instant::now());
+                done.recv_timeout(left)
+                    .expect("Manager::connect to an impostor returned within PROMPT")
+            })
+            .collect();
+        for t in running {
+            t.join().unwrap().unwrap();
+        }
+        outcomes.sort_by_key(|(i, _)| *i);
+        for (&(impostor, tcp), (_, (result, heard))) in cases.iter().zip(outcomes) {
+            let case = format!("{impostor:?} over {}", if tcp { "TCP" } else { "Unix" });
+            use AuthenticationError as A;
+            match (impostor, result) {
+                (Impostor::WrongKey, Err(ManagerError::Authentication(A::PeerUnproven))) => {
+                    assert_eq!(
+                        heard.as_deref(),
+                        Some(&b"#FAILURE#"[..]),
+                        "{case}: the client tells the impostor"
+                    );
+                }
+                (Impostor::Garbage, Err(ManagerError::Authentication(A::Protocol(_)))) => {}
+                (Impostor::HangsUp, Err(ManagerError::Authentication(A::Io(e)))) => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{case}")
+                }
+                (Impostor::Silent, Err(ManagerError::Authentication(A::Io(e)))) => assert!(
+                    matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ),
+                    "{case}: {e:?}"
+                ),
+                (_, Ok(())) => panic!("{case}: the client accepted the impostor"),
+                (_, Err(e)) => panic!("{case}: unexpected error {e:?}"),
+            }
+        }
+    }
+    check.assert_clean();
+}
+
+/// A stream a fake server accepted.
+trait Accepted: Read + Write + Send {}
+impl Accepted for TcpStream {}
+impl Accepted for UnixStream {}
+
+/// A relaying impostor, without the key, facing a client that opens two connections at
+/// once: it sends the challenge the client gave it on the first connection as its own
+/// challenge on the second, to have the client answer it. The client must see that the
+/// challenge is one of its own and refuse to answer.
+#[test]
+fn s42_the_client_does_not_answer_its_own_challenge_reflected_back() {
+    let check = LeakCheck::start();
+    for tcp in [false, true] {
+        let dir = std::env::temp_dir().join(format!("mp-reflector-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (address, mut accept): (Address, Box<dyn FnMut() -> Box<dyn Accepted>>) = if tcp {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let address = Address::Tcp(listener.local_addr().unwrap());
+            (
+                address,
+                Box::new(move || Box::new(listener.accept().unwrap().0)),
+            )
+        } else {
+            std::fs::create_dir(&dir).unwrap();
+            let path = dir.join("socket");
+            let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+            (
+                Address::Unix(path),
+                Box::new(move || Box::new(listener.accept().unwrap().0)),
+            )
+        };
+        let connect = |address: Address| {
+            std::thread::spawn(move || Manager::connect(address, b"the real key").map(drop))
+        };
+        let first = connect(address.clone());
+        let mut a = accept();
+        // Any challenge: the client answers it (that proves nothing about the server).
+        let mut challenge = b"#CHALLENGE#MPMGR2S".to_vec();
+        challenge.extend_from_slice(&[7u8; 32]);
+        send_message(&mut a, &challenge).unwrap();
+        recv_message(&mut a).unwrap();
+        send_message(&mut a, b"#WELCOME#").unwrap();
+        let clients_challenge = recv_message(&mut a).unwrap();
+        // The reflection, on a second connection.
+        let second = connect(address);
+        let mut b = accept();
+        send_message(&mut b, &clients_challenge).unwrap();
+        if let Ok(answer) = recv_message(&mut b) {
+            send_message(&mut a, &answer).unwrap();
+            let _verdict = recv_message(&mut a);
+        }
+        drop((a, b));
+        let case = if tcp { "TCP" } else { "Unix" };
+        match second.join().unwrap() {
+            Err(ManagerError::Authentication(AuthenticationError::Protocol(_))) => {}
+            other => panic!("{case}: the client answered its own challenge: {other:?}"),
+        }
+        assert!(
+            first.join().unwrap().is_err(),
+            "{case}: the client accepted the relaying impostor"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    check.assert_clean();
 }
 
 // ---- a dead server ------------------------------------------------------------------

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 multiproc::test_support!();
 
 mod common;
-use common::{Child, PROMPT, builder, start, wait_until};
+use common::{Child, PROMPT, assert_killed_by, builder, start, wait_until};
 
 #[test]
 fn fifo_in_one_process_with_sizes_and_errors() {
@@ -132,7 +132,7 @@ fn producer_killed_mid_put_loses_no_other_message_and_its_lane_is_reused() {
             }
             // A is somewhere inside a put right now: kill it there.
             a.kill().unwrap();
-            assert!(a.join_timeout(PROMPT).is_err(), "{method}: A was killed");
+            assert_killed_by(&mut a, libc::SIGKILL, &format!("{method}: A"));
             let mut c = builder(method)
                 .start(produce_tagged, (q.clone(), Who::C, n, None))
                 .unwrap();
@@ -223,9 +223,10 @@ fn producers_killed_again_and_again_into_an_often_empty_queue_deliver_nothing_st
                     seen.see(q.get_timeout(PROMPT).unwrap(), method);
                 }
                 child.kill().unwrap();
-                assert!(
-                    child.join_timeout(PROMPT).is_err(),
-                    "{method}: victim {victim} was killed"
+                assert_killed_by(
+                    &mut child,
+                    libc::SIGKILL,
+                    &format!("{method}: victim {victim}"),
                 );
             }
             while seen.count(0) < n {
@@ -272,7 +273,7 @@ fn consumer_killed_mid_get_loses_no_other_message() {
                 assert!(seen.insert(taken.get_timeout(PROMPT).unwrap()));
             }
             c.kill().unwrap();
-            assert!(c.join_timeout(PROMPT).is_err());
+            assert_killed_by(&mut c, libc::SIGKILL, &method.to_string());
             while let Ok(x) = taken.try_get() {
                 assert!(seen.insert(x), "{method}: {x} reported twice");
             }
@@ -474,14 +475,34 @@ fn shutdown_wakes_blocked_getters_after_the_queue_drains() {
     // Checked and serialised like the others: what it makes while another test is
     // checked would count against that test.
     let _check = LeakCheck::start();
+    // A getter blocked in get() is woken by the shutdown. Not a scoped thread: a getter
+    // the shutdown fails to wake must fail the test, not hang it.
     let q = Queue::<u8>::new().unwrap();
-    std::thread::scope(|s| {
-        let getter = s.spawn(|| q.get());
-        // A getter blocked in get() is woken by the shutdown.
-        wait_until("nothing", || true);
-        q.shutdown();
-        assert!(matches!(getter.join().unwrap(), Err(GetError::ShutDown)));
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (got_tx, got_rx) = std::sync::mpsc::channel();
+    let getter = std::thread::spawn({
+        let q = q.clone();
+        move || {
+            tid_tx.send(rustix::thread::gettid()).unwrap();
+            let _ = got_tx.send(q.get());
+        }
     });
+    let tid = tid_rx.recv_timeout(PROMPT).unwrap();
+    // Its thread id names it in /proc as a pid would.
+    wait_until("the getter to block in get", || {
+        asleep_on_futex(tid.as_raw_nonzero().get() as u32)
+    });
+    assert!(
+        got_rx.try_recv().is_err(),
+        "get() returned on an open queue"
+    );
+    q.shutdown();
+    match got_rx.recv_timeout(PROMPT) {
+        Ok(Err(GetError::ShutDown)) => {}
+        Ok(other) => panic!("expected ShutDown, got {other:?}"),
+        Err(_) => panic!("the shutdown did not wake the blocked getter"),
+    }
+    getter.join().unwrap();
     let q = Queue::<u8>::new().unwrap();
     q.put(1).unwrap();
     q.shutdown();

@@ -272,7 +272,9 @@ fn s11_communicate_timeout_keeps_the_child_and_the_output() {
 fn s11_run_timeout_kills_the_group_whose_grandchild_holds_the_pipes() {
     let check = LeakCheck::start();
     let started = Instant::now();
+    // stdin not inherited: the child has its own group even when ours is a terminal.
     let err = subprocess::run(["sh", "-c", "echo partial; sleep 100 & sleep 100"])
+        .stdin(DEVNULL)
         .capture()
         .timeout(Duration::from_millis(300))
         .output()
@@ -302,6 +304,7 @@ fn s11_run_timeout_when_the_child_already_exited_but_its_grandchild_holds_stdout
     let check = LeakCheck::start();
     let started = Instant::now();
     let err = subprocess::run(["sh", "-c", "sleep 100 &"])
+        .stdin(DEVNULL)
         .stdout(PIPE)
         .timeout(Duration::from_millis(300))
         .output()
@@ -344,12 +347,12 @@ fn s11_run_timeout_not_reached() {
 #[test]
 fn s11_wait_timeout_poll_and_returncode() {
     let check = LeakCheck::start();
-    let mut p = Popen::builder(["sleep", "100"]).spawn().unwrap();
+    let mut p = Popen::builder(["sleep", "100"])
+        .stdin(DEVNULL)
+        .spawn()
+        .unwrap();
     assert!(p.pid() > 0);
-    assert!(
-        p.has_own_group(),
-        "stdin is not a terminal under the test harness"
-    );
+    assert!(p.has_own_group(), "stdin is not inherited: its own group");
     assert_eq!(p.poll().unwrap(), None);
     assert_eq!(p.returncode(), None);
     assert_eq!(p.exit_status(), None);
@@ -400,6 +403,7 @@ fn s11_kill_and_send_signal() {
 fn s11_kill_group_reaches_grandchildren() {
     let check = LeakCheck::start();
     let mut p = Popen::builder(["sh", "-c", "sleep 100 & echo ready; wait"])
+        .stdin(DEVNULL)
         .stdout(PIPE)
         .spawn()
         .unwrap();
@@ -610,5 +614,114 @@ fn s11_misuse_is_invalid_input() {
         subprocess::run(["cat"]).stdin(DEVNULL).input("x").output(),
         Err(SubprocessError::Io(e)) if e.kind() == ErrorKind::InvalidInput
     ));
+    check.assert_clean();
+}
+
+// ---- the terminal rule -------------------------------------------------------------
+
+/// Set in the copy of this test binary that runs under a pseudo-terminal.
+const UNDER_A_TERMINAL: &str = "MULTIPROC_TEST_UNDER_A_TERMINAL";
+
+/// `pgrp tpgid` of the shell itself: its process group and its terminal's foreground
+/// group (fields 5 and 8 of `/proc/<pid>/stat`).
+const REPORT_GROUPS: &str =
+    "read pid comm state ppid pgrp session tty tpgid rest < /proc/$$/stat; echo $pgrp $tpgid";
+
+/// `(pgrp, tpgid)` as a child started by `cmd` reports them.
+fn groups_of(cmd: Command) -> (bool, i64, i64) {
+    let mut p = cmd.stdout(PIPE).spawn().unwrap();
+    let own = p.has_own_group();
+    let (out, _) = p.communicate_timeout(b"", PROMPT).unwrap();
+    assert_eq!(p.returncode(), Some(0));
+    let text = String::from_utf8(out).unwrap();
+    let mut fields = text.split_whitespace().map(|f| f.parse::<i64>().unwrap());
+    let (pgrp, tpgid) = (fields.next().unwrap(), fields.next().unwrap());
+    (own, pgrp, tpgid)
+}
+
+/// The rule of [`Command::process_group`]: a child that inherits a terminal as stdin
+/// stays in the caller's (foreground) group, where it may read the terminal; any other
+/// child gets its own group. Run under `script`, which makes a pseudo-terminal the
+/// controlling terminal of a new session and runs this binary in its foreground group.
+#[test]
+fn s11_a_child_inheriting_a_terminal_stays_in_the_foreground_group() {
+    if std::env::var_os(UNDER_A_TERMINAL).is_some() {
+        return terminal_rule_under_a_terminal();
+    }
+    let check = LeakCheck::start();
+    let exe = std::env::current_exe().unwrap();
+    let line = format!(
+        "'{}' --exact s11_a_child_inheriting_a_terminal_stays_in_the_foreground_group \
+         --nocapture --test-threads=1",
+        exe.display()
+    );
+    let done = subprocess::run(["script", "-qec", &line, "/dev/null"])
+        .env(UNDER_A_TERMINAL, "1")
+        .stdin(DEVNULL)
+        .capture()
+        .timeout(Duration::from_secs(120))
+        .output()
+        .expect("util-linux's script runs the test under a pseudo-terminal");
+    let out = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        done.status.success() && out.contains("1 passed"),
+        "under a terminal: {}\n{out}{}",
+        done.status,
+        String::from_utf8_lossy(&done.stderr)
+    );
+    check.assert_clean();
+}
+
+/// The half of the test that runs with a pseudo-terminal as stdin.
+fn terminal_rule_under_a_terminal() {
+    use std::io::IsTerminal;
+    let check = LeakCheck::start();
+    assert!(std::io::stdin().is_terminal(), "script gave us a terminal");
+    let report = || Command::new(["sh", "-c", REPORT_GROUPS]);
+
+    // Inherited terminal: the caller's group, which is the foreground one.
+    let (own, pgrp, tpgid) = groups_of(report());
+    assert!(!own, "a child inheriting the terminal stays in our group");
+    assert_eq!(
+        pgrp,
+        i64::from(rustix::process::getpgrp().as_raw_nonzero().get())
+    );
+    assert_eq!(pgrp, tpgid, "it is in the terminal's foreground group");
+
+    // Any other stdin: a group of its own, in the background.
+    for stdin in [DEVNULL, PIPE] {
+        let (own, pgrp, tpgid) = groups_of(report().stdin(stdin));
+        assert!(own, "a child not reading the terminal gets its own group");
+        assert_ne!(pgrp, tpgid, "its own group is not the foreground one");
+    }
+    // process_group overrides the rule either way.
+    let (own, pgrp, tpgid) = groups_of(report().process_group(true));
+    assert!(own && pgrp != tpgid);
+    let (own, pgrp, tpgid) = groups_of(report().stdin(DEVNULL).process_group(false));
+    assert!(!own && pgrp == tpgid);
+
+    // Why: a child of another group that reads the terminal is stopped (SIGTTIN).
+    let mut p = Popen::builder(["sh", "-c", "read line"])
+        .process_group(true)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::fs::read_to_string(format!("/proc/{}/stat", p.pid()))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit(')')
+                .next()
+                .map(|s| s.trim_start().starts_with('T'))
+        })
+        != Some(true)
+    {
+        assert!(
+            started.elapsed() < PROMPT,
+            "the background reader is stopped"
+        );
+        std::thread::yield_now();
+    }
+    p.kill().unwrap();
+    assert_eq!(p.wait().unwrap().signal(), Some(libc::SIGKILL));
     check.assert_clean();
 }

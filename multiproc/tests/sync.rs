@@ -19,7 +19,7 @@ use multiproc::testing::LeakCheck;
 multiproc::test_support!();
 
 mod common;
-use common::{PROMPT, builder, start};
+use common::{PROMPT, assert_killed_by, builder, start};
 
 /// Takes `lock`, says so, and waits to be killed holding it.
 fn hold_lock((lock, held, never): (Lock, Event, Event)) {
@@ -58,7 +58,7 @@ fn a_killed_holder_gives_owner_died_to_the_next_acquirer() {
             assert!(start.elapsed() < PROMPT);
             // Recovered: the lock works as before.
             drop(lock.lock().unwrap());
-            assert!(p.join_timeout(PROMPT).is_err());
+            assert_killed_by(&mut p, libc::SIGKILL, &method.to_string());
         }
     }
     check.assert_clean();
@@ -91,7 +91,7 @@ fn the_data_a_dead_holder_left_half_updated_is_reachable_through_the_guard() {
         guard[1] = 1; // repair
         drop(guard);
         assert_eq!(pair.get(), [1, 1]);
-        assert!(p.join_timeout(PROMPT).is_err());
+        assert_killed_by(&mut p, libc::SIGKILL, "the holder");
     }
     check.assert_clean();
 }
@@ -122,7 +122,7 @@ fn a_killed_rlock_holder_gives_owner_died_too() {
         p.kill().unwrap();
         assert!(lock.lock_timeout(PROMPT).unwrap_err().is_owner_died());
         drop(lock.try_lock().unwrap());
-        assert!(p.join_timeout(PROMPT).is_err());
+        assert_killed_by(&mut p, libc::SIGKILL, "the holder");
     }
     check.assert_clean();
 }
@@ -365,7 +365,7 @@ fn slots_of_a_killed_semaphore_holder_come_back_as_owner_died() {
             assert!(held.wait_timeout(PROMPT), "{method}");
             assert_eq!(sem.value(), 0);
             p.kill().unwrap();
-            assert!(p.join_timeout(PROMPT).is_err());
+            assert_killed_by(&mut p, libc::SIGKILL, &method.to_string());
             let permit = match sem.acquire_timeout(PROMPT) {
                 Err(LockError::OwnerDied(permit)) => permit,
                 other => panic!("{method}: expected OwnerDied, got {other:?}"),
@@ -627,7 +627,7 @@ fn a_terminated_holder_of_every_kind_of_resource_leaks_nothing() {
             let mut p = builder(method).start(hold_everything, args).unwrap();
             assert!(held.wait_timeout(PROMPT), "{method}");
             p.terminate().unwrap();
-            assert!(p.join_timeout(PROMPT).is_err());
+            assert_killed_by(&mut p, libc::SIGTERM, &method.to_string());
             assert!(
                 lock.lock_timeout(PROMPT).unwrap_err().is_owner_died(),
                 "{method}"

@@ -2,11 +2,17 @@
 //! `answer_challenge`): each side proves it knows the key without sending it.
 //!
 //! ```text
-//! server → client   #CHALLENGE#MPMGR1<32 random bytes>
+//! server → client   #CHALLENGE#MPMGR2S<32 random bytes>
 //! client → server   HMAC-SHA256(key, that whole message)
 //! server → client   #WELCOME#  or  #FAILURE# (and the server closes the connection)
-//! then the same with the roles swapped, so the client knows the server is genuine.
+//! then the same with the roles swapped (the client's challenge says `MPMGR2C`), so
+//! the client knows the server is genuine.
 //! ```
+//!
+//! A challenge names the role of the side that made it, under the HMAC, and each side
+//! answers only the other role's challenges: an impostor without the key cannot send
+//! the client's challenge back to that client on a second connection and relay the
+//! answer (a reflection; `MPMGR1`, without roles, allowed it).
 //!
 //! Each message is one length byte and at most 255 bytes: a peer that sends anything
 //! else is refused after at most 256 bytes, whatever it sends.
@@ -16,7 +22,6 @@ use std::io::{self, Read, Write};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-const CHALLENGE: &[u8] = b"#CHALLENGE#MPMGR1";
 const WELCOME: &[u8] = b"#WELCOME#";
 const FAILURE: &[u8] = b"#FAILURE#";
 const NONCE_LEN: usize = 32;
@@ -37,6 +42,32 @@ pub enum AuthenticationError {
     /// The connection failed during the handshake.
     #[error("during the authentication handshake: {0}")]
     Io(#[from] io::Error),
+}
+
+/// Which end of the connection a side is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The manager's server.
+    Server,
+    /// A client connecting to it.
+    Client,
+}
+
+impl Role {
+    /// How the challenges of this role begin.
+    fn challenge(self) -> &'static [u8] {
+        match self {
+            Role::Server => b"#CHALLENGE#MPMGR2S",
+            Role::Client => b"#CHALLENGE#MPMGR2C",
+        }
+    }
+
+    fn peer(self) -> Role {
+        match self {
+            Role::Server => Role::Client,
+            Role::Client => Role::Server,
+        }
+    }
 }
 
 type HmacSha256 = Hmac<Sha256>;
@@ -76,12 +107,14 @@ fn recv(stream: &mut impl Read) -> io::Result<Vec<u8>> {
     Ok(message)
 }
 
-/// Challenges the peer to prove it knows `key`; tells it the verdict.
+/// Challenges the peer to prove it knows `key`; tells it the verdict. `me` is this
+/// side's role, named in the challenge.
 pub(crate) fn deliver_challenge<S: Read + Write>(
     stream: &mut S,
     key: &[u8],
+    me: Role,
 ) -> Result<(), AuthenticationError> {
-    let mut message = CHALLENGE.to_vec();
+    let mut message = me.challenge().to_vec();
     message.extend_from_slice(&random_bytes(NONCE_LEN)?);
     send(stream, &message)?;
     let answer = recv(stream)?;
@@ -95,13 +128,16 @@ pub(crate) fn deliver_challenge<S: Read + Write>(
     }
 }
 
-/// Answers the peer's challenge with `key`.
+/// Answers the peer's challenge with `key`; `me` is this side's role: only a challenge
+/// of the other role is answered.
 pub(crate) fn answer_challenge<S: Read + Write>(
     stream: &mut S,
     key: &[u8],
+    me: Role,
 ) -> Result<(), AuthenticationError> {
     let message = recv(stream)?;
-    if !message.starts_with(CHALLENGE) || message.len() != CHALLENGE.len() + NONCE_LEN {
+    let expected = me.peer().challenge();
+    if !message.starts_with(expected) || message.len() != expected.len() + NONCE_LEN {
         return Err(AuthenticationError::Protocol("expected a challenge"));
     }
     send(stream, &digest(key, &message))?;
@@ -123,11 +159,11 @@ mod tests {
     fn handshake(server_key: &'static [u8], client_key: &'static [u8]) -> (bool, bool) {
         let (mut a, mut b) = UnixStream::pair().unwrap();
         let server = std::thread::spawn(move || {
-            deliver_challenge(&mut a, server_key).is_ok()
-                && answer_challenge(&mut a, server_key).is_ok()
+            deliver_challenge(&mut a, server_key, Role::Server).is_ok()
+                && answer_challenge(&mut a, server_key, Role::Server).is_ok()
         });
-        let client = answer_challenge(&mut b, client_key).is_ok()
-            && deliver_challenge(&mut b, client_key).is_ok();
+        let client = answer_challenge(&mut b, client_key, Role::Client).is_ok()
+            && deliver_challenge(&mut b, client_key, Role::Client).is_ok();
         drop(b);
         (server.join().unwrap(), client)
     }
@@ -140,6 +176,20 @@ mod tests {
     #[test]
     fn wrong_key_is_refused() {
         assert_eq!(handshake(b"secret", b"guess"), (false, false));
+    }
+
+    #[test]
+    fn a_side_does_not_answer_a_challenge_of_its_own_role() {
+        for me in [Role::Server, Role::Client] {
+            let (mut a, mut b) = UnixStream::pair().unwrap();
+            let mut own = me.challenge().to_vec();
+            own.extend_from_slice(&[0; NONCE_LEN]);
+            send(&mut a, &own).unwrap();
+            assert!(matches!(
+                answer_challenge(&mut b, b"key", me),
+                Err(AuthenticationError::Protocol(_))
+            ));
+        }
     }
 
     #[test]

@@ -19,9 +19,10 @@ use crate::connection::{RecvError, SendError};
 use crate::sys;
 use crate::sys::cell::ForkMutex;
 
+use super::auth::{self, Role};
 use super::protocol::{Failure, MAX_WAIT_MS, Op, Reply, Request};
 use super::wire::{self, ClientPipe, FrameError};
-use super::{Address, AuthenticationError, ManagerError, auth};
+use super::{Address, AuthenticationError, ManagerError};
 
 /// How long connecting and the handshake may take before the server is given up on.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -117,8 +118,8 @@ impl Client {
                 stream
                     .set_write_timeout(Some(HANDSHAKE_TIMEOUT))
                     .map_err(connect_error)?;
-                auth::answer_challenge(&mut stream, &self.authkey)?;
-                auth::deliver_challenge(&mut stream, &self.authkey)?;
+                auth::answer_challenge(&mut stream, &self.authkey, Role::Client)?;
+                auth::deliver_challenge(&mut stream, &self.authkey, Role::Client)?;
                 let mut pipe = wire::take_over(&stream).map_err(connect_error)?;
                 pipe.set_max_message(self.limits.max_message);
                 Ok(Transport::Pipe(pipe))
@@ -133,8 +134,8 @@ impl Client {
                 stream
                     .set_write_timeout(Some(HANDSHAKE_TIMEOUT))
                     .map_err(connect_error)?;
-                auth::answer_challenge(&mut stream, &self.authkey)?;
-                auth::deliver_challenge(&mut stream, &self.authkey)?;
+                auth::answer_challenge(&mut stream, &self.authkey, Role::Client)?;
+                auth::deliver_challenge(&mut stream, &self.authkey, Role::Client)?;
                 stream.set_read_timeout(None).map_err(connect_error)?;
                 stream.set_write_timeout(None).map_err(connect_error)?;
                 Ok(Transport::Tcp {

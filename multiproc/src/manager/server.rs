@@ -32,7 +32,7 @@ use crate::connection::{self, Connection};
 use crate::{handle, sys};
 
 use super::Shared;
-use super::auth;
+use super::auth::{self, Role};
 use super::protocol::{Bytes, Failure, Kind, MAX_WAIT_MS, Op, Reply, Request};
 use super::wire::{self, ServerPipe};
 
@@ -280,7 +280,8 @@ impl Transport for TcpTransport {
 }
 
 fn authenticate<S: io::Read + io::Write>(stream: &mut S, key: &[u8]) -> bool {
-    auth::deliver_challenge(stream, key).is_ok() && auth::answer_challenge(stream, key).is_ok()
+    auth::deliver_challenge(stream, key, Role::Server).is_ok()
+        && auth::answer_challenge(stream, key, Role::Server).is_ok()
 }
 
 impl Server {

@@ -4,7 +4,7 @@
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
-use multiproc::{Process, StartMethod};
+use multiproc::{Process, ProcessError, StartMethod};
 use serde::Serialize;
 
 pub(crate) const PROMPT: Duration = Duration::from_secs(60);
@@ -20,6 +20,22 @@ pub(crate) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     while !cond() {
         assert!(start.elapsed() < PROMPT, "timed out waiting for {what}");
         std::thread::yield_now();
+    }
+}
+
+/// Reaps a child that was sent `signal` (or raised it) and checks that the signal is
+/// what ended it: a child still alive after [`PROMPT`], one that returned, panicked or
+/// exited, or one that died of another signal fails the test.
+pub(crate) fn assert_killed_by<R>(p: &mut Process<R>, signal: i32, what: &str)
+where
+    R: serde::de::DeserializeOwned + std::fmt::Debug + 'static,
+{
+    match p.join_timeout(PROMPT) {
+        Err(ProcessError::Signaled { status, .. }) => {
+            assert_eq!(status.signal(), Some(signal), "{what}: killed by {status}");
+            assert_eq!(status.exitcode(), -signal, "{what}");
+        }
+        other => panic!("{what}: expected death by signal {signal}, got {other:?}"),
     }
 }
 
