@@ -16,6 +16,7 @@ use multiproc::{StartMethod, process::set_fork_warning};
 
 mod common;
 use common::wait_gone;
+use common::{PanicsWhenEncoded, takes_panics_when_encoded};
 
 multiproc::test_support!();
 
@@ -1235,26 +1236,6 @@ fn map_timeouts_stop_only_the_wait_and_map_results_are_taken_once() {
         p.join();
     }
     check.assert_clean();
-}
-
-/// Arguments whose `Serialize` panics.
-#[derive(Debug)]
-struct PanicsWhenEncoded;
-
-impl serde::Serialize for PanicsWhenEncoded {
-    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-        panic!("the arguments' Serialize panicked on purpose")
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for PanicsWhenEncoded {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        <()>::deserialize(d).map(|()| PanicsWhenEncoded)
-    }
-}
-
-fn takes_panics_when_encoded(_: PanicsWhenEncoded) -> u32 {
-    1
 }
 
 /// A panic in the arguments' `Serialize` (user code, run by `apply_async` and the maps

@@ -18,6 +18,9 @@ use multiproc::{StartMethod, process::set_fork_warning};
 
 multiproc::test_support!();
 
+mod common;
+use common::{PanicsWhenEncoded, takes_panics_when_encoded};
+
 const PROMPT: Duration = Duration::from_secs(60);
 
 fn executor(method: StartMethod, n: usize) -> ProcessPoolExecutor {
@@ -425,25 +428,6 @@ fn shutdown_from_a_done_callback() {
     assert_eq!(ex.submit(cube, 1).unwrap_err(), ShutDown);
     drop(ex);
     check.assert_clean();
-}
-
-#[derive(Debug)]
-struct PanicsWhenEncoded;
-
-impl serde::Serialize for PanicsWhenEncoded {
-    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-        panic!("the arguments' Serialize panicked on purpose")
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for PanicsWhenEncoded {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        <()>::deserialize(d).map(|()| PanicsWhenEncoded)
-    }
-}
-
-fn takes_panics_when_encoded(_: PanicsWhenEncoded) -> u32 {
-    1
 }
 
 /// `submit` whose arguments' `Serialize` panics returns a future that failed with a

@@ -94,3 +94,25 @@ pub(crate) fn wait_gone(pid: u32, bound: Duration) -> bool {
     let ts = rustix::event::Timespec::try_from(bound).unwrap();
     matches!(rustix::event::poll(&mut fds, Some(&ts)), Ok(1))
 }
+
+/// Arguments whose `Serialize` panics: user serde code gone wrong, for the tests that a
+/// panic there is a typed error and never an unwind into the caller.
+#[derive(Debug)]
+pub(crate) struct PanicsWhenEncoded;
+
+impl serde::Serialize for PanicsWhenEncoded {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        panic!("the arguments' Serialize panicked on purpose")
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PanicsWhenEncoded {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <() as serde::Deserialize>::deserialize(d).map(|()| PanicsWhenEncoded)
+    }
+}
+
+/// A task taking [`PanicsWhenEncoded`].
+pub(crate) fn takes_panics_when_encoded(_: PanicsWhenEncoded) -> u32 {
+    1
+}
