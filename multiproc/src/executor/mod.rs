@@ -75,7 +75,7 @@ impl<T: Send, F: FnOnce() -> T + Send> Task for Cell<T, F> {
         }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)).map_err(|p| {
             TaskError::Panicked {
-                message: crate::process::child::panic_message(p.as_ref()),
+                message: crate::codec::panic_message(p.as_ref()),
             }
         });
         self.inner.finish(outcome);

@@ -208,9 +208,8 @@ impl<T: Shared> ErasedShared for Holder<T> {
         IN_USER_METHOD.with(|f| f.set(true));
         let reply = catch_unwind(AssertUnwindSafe(|| self.0.call(call)));
         IN_USER_METHOD.with(|f| f.set(false));
-        let reply = reply.map_err(|payload| {
-            Failure::Panicked(crate::process::child::panic_message(payload.as_ref()))
-        })?;
+        let reply = reply
+            .map_err(|payload| Failure::Panicked(crate::codec::panic_message(payload.as_ref())))?;
         codec::encode(&reply).map_err(|e| Failure::BadRequest(format!("reply: {e}")))
     }
 

@@ -784,7 +784,7 @@ fn finish_all(finished: Finished) {
             Err(e) => sink.fail(e),
         }));
         if let Err(payload) = completed {
-            let message = crate::process::child::panic_message(payload.as_ref());
+            let message = crate::codec::panic_message(payload.as_ref());
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 sink.fail(TaskError::serialization(format!(
                     "cannot decode the task's result: its Deserialize panicked: {message}"

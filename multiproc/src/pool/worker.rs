@@ -115,7 +115,7 @@ fn run_chunk<T, R: Serialize>(items: Vec<T>, call: impl Fn(T) -> R) -> Vec<Outco
                 .map(|_| ())
                 .map_err(|e| codec::encode_error(&value, e)),
             Err(payload) => {
-                let message = crate::process::child::panic_message(payload.as_ref());
+                let message = crate::codec::panic_message(payload.as_ref());
                 postcard::to_io(&ItemRef::<R>::Panicked(&message), &mut buf)
                     .map(|_| ())
                     .map_err(|e| codec::encode_error(&message, e))

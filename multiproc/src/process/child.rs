@@ -105,7 +105,7 @@ pub(crate) fn run_caught<R: Serialize>(f: impl FnOnce() -> R) -> Outcome {
     }
 }
 
-pub(crate) use crate::codec::panic_message;
+use crate::codec::panic_message;
 
 /// Reports `outcome` on `chan`, waits for this child's own non-daemon children, flushes
 /// stdio and ends the process.

@@ -9,8 +9,8 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use super::current;
+use crate::codec::panic_message;
 use crate::process::Run;
-use crate::process::child::panic_message;
 
 /// Configuration of a thread before it starts (Python's `Thread(...)` keyword
 /// arguments).
