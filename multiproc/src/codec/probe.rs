@@ -152,49 +152,32 @@ impl ser::Serializer for Probe {
     }
 }
 
-impl ser::SerializeSeq for Probe {
-    type Ok = ();
-    type Error = Captured;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
-        value.serialize(Probe)
-    }
-    fn end(self) -> Done {
-        Ok(())
-    }
+/// The compound parts of the probe: each element or field is probed in turn, and
+/// nothing else happens (one macro for the six traits whose methods differ only in
+/// name and, for structs, a field name the probe ignores).
+macro_rules! probe_elements {
+    ($($trait:ident::$method:ident($($name:ty)?)),* $(,)?) => {$(
+        impl ser::$trait for Probe {
+            type Ok = ();
+            type Error = Captured;
+            fn $method<T: Serialize + ?Sized>(&mut self, $(_: $name,)? value: &T) -> Done {
+                value.serialize(Probe)
+            }
+            fn end(self) -> Done {
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for Probe {
-    type Ok = ();
-    type Error = Captured;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
-        value.serialize(Probe)
-    }
-    fn end(self) -> Done {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleStruct for Probe {
-    type Ok = ();
-    type Error = Captured;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
-        value.serialize(Probe)
-    }
-    fn end(self) -> Done {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleVariant for Probe {
-    type Ok = ();
-    type Error = Captured;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
-        value.serialize(Probe)
-    }
-    fn end(self) -> Done {
-        Ok(())
-    }
-}
+probe_elements!(
+    SerializeSeq::serialize_element(),
+    SerializeTuple::serialize_element(),
+    SerializeTupleStruct::serialize_field(),
+    SerializeTupleVariant::serialize_field(),
+    SerializeStruct::serialize_field(&'static str),
+    SerializeStructVariant::serialize_field(&'static str),
+);
 
 impl ser::SerializeMap for Probe {
     type Ok = ();
@@ -203,28 +186,6 @@ impl ser::SerializeMap for Probe {
         key.serialize(Probe)
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
-        value.serialize(Probe)
-    }
-    fn end(self) -> Done {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStruct for Probe {
-    type Ok = ();
-    type Error = Captured;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, value: &T) -> Done {
-        value.serialize(Probe)
-    }
-    fn end(self) -> Done {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStructVariant for Probe {
-    type Ok = ();
-    type Error = Captured;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, value: &T) -> Done {
         value.serialize(Probe)
     }
     fn end(self) -> Done {
