@@ -16,7 +16,7 @@ use multiproc::testing::LeakCheck;
 use multiproc::{Process, StartMethod};
 use serde::{Deserialize, Serialize};
 
-use common::assert_killed_by;
+use common::{Bad, assert_killed_by, says_bad};
 
 multiproc::test_support!();
 
@@ -244,27 +244,6 @@ fn oversized_messages_are_refused_by_both_sides() {
 /// recv.
 #[test]
 fn a_serde_error_carries_the_users_message() {
-    #[derive(Debug)]
-    enum Bad {
-        OnEncode,
-        OnDecode,
-    }
-    impl Serialize for Bad {
-        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            match self {
-                Bad::OnEncode => Err(serde::ser::Error::custom("bad")),
-                Bad::OnDecode => s.serialize_u8(1),
-            }
-        }
-    }
-    impl<'de> Deserialize<'de> for Bad {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            u8::deserialize(d)?;
-            Err(serde::de::Error::custom("bad"))
-        }
-    }
-    let says_bad =
-        |text: String| assert!(text.contains("Bad") && text.ends_with(": bad"), "{text}");
     let check = LeakCheck::start();
     {
         let (a, b) = pipe::<Bad>().unwrap();

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 multiproc::test_support!();
 
 mod common;
-use common::{Child, PROMPT, assert_killed_by, builder, start, wait_until};
+use common::{Bad, Child, PROMPT, assert_killed_by, builder, says_bad, start, wait_until};
 
 #[test]
 fn fifo_in_one_process_with_sizes_and_errors() {
@@ -416,27 +416,6 @@ fn oversized_and_unencodable_items_fail_the_put_itself() {
 /// Issue 13: the text of a user's `custom` serde error reaches the caller of put and get.
 #[test]
 fn a_serde_error_carries_the_users_message() {
-    #[derive(Debug)]
-    enum Bad {
-        OnEncode,
-        OnDecode,
-    }
-    impl Serialize for Bad {
-        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            match self {
-                Bad::OnEncode => Err(serde::ser::Error::custom("bad")),
-                Bad::OnDecode => s.serialize_u8(1),
-            }
-        }
-    }
-    impl<'de> Deserialize<'de> for Bad {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            u8::deserialize(d)?;
-            Err(serde::de::Error::custom("bad"))
-        }
-    }
-    let says_bad =
-        |text: String| assert!(text.contains("Bad") && text.ends_with(": bad"), "{text}");
     let check = LeakCheck::start();
     let q = Queue::<Bad>::new().unwrap();
     says_bad(q.put(Bad::OnEncode).unwrap_err().to_string());

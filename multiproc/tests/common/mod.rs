@@ -116,3 +116,32 @@ impl<'de> serde::Deserialize<'de> for PanicsWhenEncoded {
 pub(crate) fn takes_panics_when_encoded(_: PanicsWhenEncoded) -> u32 {
     1
 }
+
+/// A value whose serde impls fail with the user's own text "bad": `OnEncode` in its
+/// `Serialize`, `OnDecode` in its `Deserialize` (issue 13: that text reaches the caller).
+#[derive(Debug)]
+pub(crate) enum Bad {
+    OnEncode,
+    OnDecode,
+}
+
+impl serde::Serialize for Bad {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Bad::OnEncode => Err(serde::ser::Error::custom("bad")),
+            Bad::OnDecode => s.serialize_u8(1),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Bad {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <u8 as serde::Deserialize>::deserialize(d)?;
+        Err(serde::de::Error::custom("bad"))
+    }
+}
+
+/// Asserts that an error's text names the type `Bad` and ends with the user's "bad".
+pub(crate) fn says_bad(text: String) {
+    assert!(text.contains("Bad") && text.ends_with(": bad"), "{text}");
+}
