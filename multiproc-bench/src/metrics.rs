@@ -815,7 +815,7 @@ fn pool_rate(
         "pool results".into()
     })?;
     pool.close();
-    pool.join();
+    pool.join().map_err(|e| e.to_string())?;
     Ok(rate(count as f64, seconds))
 }
 
@@ -902,7 +902,7 @@ fn cpu_speedup(c: &Ctx) -> Result<f64, String> {
         par = par.min(p);
     }
     pool.close();
-    pool.join();
+    pool.join().map_err(|e| e.to_string())?;
     Ok(seq / par)
 }
 

@@ -87,7 +87,7 @@ fn run_pool(processes: usize, names: std::ops::Range<u32>) {
         .collect();
     pool.close();
     println!("waiting for the workers...");
-    pool.join();
+    pool.join().expect("the pool was closed");
     println!("-----------------------------------");
     println!("all tasks done, main process pid {}", std::process::id());
     let runs: Vec<_> = results.iter().map(|r| r.get().expect("task ran")).collect();

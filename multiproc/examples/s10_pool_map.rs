@@ -48,7 +48,7 @@ pub fn run() {
         seq.as_secs_f64() / par.as_secs_f64()
     );
     pool.close();
-    pool.join();
+    pool.join().expect("the pool was closed");
 }
 
 #[allow(dead_code)]

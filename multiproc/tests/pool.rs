@@ -137,7 +137,7 @@ fn s10_map_keeps_input_order_with_any_chunksize() {
         }
         assert_eq!(p.map(square, Vec::<u64>::new()).unwrap(), Vec::<u64>::new());
         p.close();
-        p.join();
+        p.join().unwrap();
     }
     check.assert_clean();
 }
@@ -176,7 +176,7 @@ fn apply_imap_starmap_and_async_results() {
         assert!(m.ready());
         assert_eq!(m.get().unwrap(), [1, 4, 9]);
         p.close();
-        p.join();
+        p.join().unwrap();
     }
     check.assert_clean();
 }
@@ -279,7 +279,7 @@ fn s6_two_tasks_run_at_once_at_most_n_do_and_workers_are_reused() {
         assert!(distinct.len() <= 3, "{method}: pids {pids:?}");
         assert!(distinct.len() < pids.len(), "a worker served several tasks");
         p.close();
-        p.join();
+        p.join().unwrap();
     }
     check.assert_clean();
 }
@@ -328,7 +328,7 @@ fn a_panic_fails_only_its_item_and_the_iteration_goes_on() {
         assert_eq!(r.successful(), Some(false));
         assert_eq!(p.apply(fails_on_3, 4).unwrap(), 4, "the pool goes on");
         p.close();
-        p.join();
+        p.join().unwrap();
     }
     check.assert_clean();
 }
@@ -366,7 +366,7 @@ fn a_killed_worker_fails_only_its_task_and_is_replaced() {
         assert!(matches!(got[1], Err(TaskError::WorkerDied { .. })));
         assert_eq!(got[2].as_ref().unwrap(), &6);
         p.close();
-        p.join();
+        p.join().unwrap();
     }
     check.assert_clean();
 }
@@ -389,7 +389,7 @@ fn abort_segfault_and_exit_in_a_task_are_worker_deaths() {
         assert_eq!(s.code(), Some(3));
         assert_eq!(p.apply(square, 3).unwrap(), 9);
         p.close();
-        p.join();
+        p.join().unwrap();
     }
     check.assert_clean();
 }
@@ -414,7 +414,7 @@ fn a_task_over_its_time_limit_is_stopped_and_the_next_runs_in_a_new_worker() {
         let quick = p.schedule(square, 4, Duration::from_secs(600)).unwrap();
         assert_eq!(quick.get().unwrap(), 16);
         p.close();
-        p.join();
+        p.join().unwrap();
 
         // The pool-wide default applies to map chunks too.
         let p = Pool::builder()
@@ -431,7 +431,7 @@ fn a_task_over_its_time_limit_is_stopped_and_the_next_runs_in_a_new_worker() {
         assert_eq!(got[0].as_ref().unwrap(), &7);
         assert_eq!(got[1].as_ref().unwrap_err(), &TaskError::TimedOut { limit });
         p.close();
-        p.join();
+        p.join().unwrap();
     }
     check.assert_clean();
 }
@@ -482,7 +482,7 @@ fn cancel_running_stops_a_running_task() {
         assert_eq!(p.apply(square, 5).unwrap(), 25);
         assert_ne!(p.worker_pids(), before, "{method}: replaced");
         p.close();
-        p.join();
+        p.join().unwrap();
     }
     check.assert_clean();
 }
@@ -507,7 +507,7 @@ fn workers_ignore_ctrl_c() {
         assert_eq!(r.get().unwrap(), 1, "{method}");
         assert_eq!(p.worker_pids(), [worker]);
         p.close();
-        p.join();
+        p.join().unwrap();
     }
     check.assert_clean();
 }
@@ -531,7 +531,7 @@ fn maxtasksperchild_recycles_workers() {
             .map(|_| p.apply_async(pid_after, Duration::ZERO).unwrap())
             .collect();
         p.close();
-        p.join();
+        p.join().unwrap();
         assert!(rs.iter().all(|r| r.get().is_ok()));
     }
     assert!(matches!(
@@ -563,7 +563,7 @@ fn a_fork_initializer_closure_captures_state() {
         .unwrap();
     assert_eq!(p.map(greeting, [(), (), ()]).unwrap(), vec![expected; 3]);
     p.close();
-    p.join();
+    p.join().unwrap();
     drop(p);
     check.assert_clean();
 }
@@ -699,7 +699,7 @@ fn every_serialisation_step_fails_its_task_only() {
         assert_eq!(p.worker_pids(), pids, "{method}: no worker lost");
         assert_eq!(p.apply(square, 7).unwrap(), 49);
         p.close();
-        p.join();
+        p.join().unwrap();
     }
     check.assert_clean();
 }
@@ -730,7 +730,7 @@ fn serialisation_failures_fail_the_task_only() {
         assert_eq!(p.worker_pids(), pids, "{method}: no worker lost");
         assert_eq!(p.apply(square, 6).unwrap(), 36);
         p.close();
-        p.join();
+        p.join().unwrap();
     }
     check.assert_clean();
 }
@@ -799,7 +799,7 @@ fn a_serde_error_carries_the_users_message_to_the_caller() {
             "{method}: {sent}"
         );
         p.close();
-        p.join();
+        p.join().unwrap();
     }
     check.assert_clean();
 }
@@ -849,7 +849,7 @@ fn progress_counts_and_bar() {
     assert_eq!(rest.len(), 29);
     assert_eq!(it.completed(), 30);
     p.close();
-    p.join();
+    p.join().unwrap();
     drop(p);
     check.assert_clean();
 }
@@ -1006,7 +1006,7 @@ fn max_memory_per_child_replaces_a_worker_that_leaked() {
         assert_ne!(next, first, "{method}: the leaky worker was replaced");
         assert!(rss < baseline + (48 << 20), "{method}: a fresh worker");
         p.close();
-        p.join();
+        p.join().unwrap();
     }
     check.assert_clean();
 }
@@ -1076,7 +1076,7 @@ fn a_closed_or_terminated_pool_refuses_new_tasks_with_shut_down() {
             "{method}"
         );
         assert_eq!(before.get_timeout(PROMPT).unwrap(), 25, "{method}");
-        p.join();
+        p.join().unwrap();
         let p = pool(method, 1);
         p.terminate();
         assert!(
@@ -1169,7 +1169,7 @@ fn a_panic_decoding_a_result_fails_that_task_and_the_pool_goes_on() {
             "{method}: the pool goes on"
         );
         p.close();
-        p.join();
+        p.join().unwrap();
     }
     check.assert_clean();
 }
@@ -1233,7 +1233,7 @@ fn map_timeouts_stop_only_the_wait_and_map_results_are_taken_once() {
         assert!(it.next_timeout(PROMPT).is_none(), "{method}");
         drop(it);
         p.close();
-        p.join();
+        p.join().unwrap();
     }
     check.assert_clean();
 }

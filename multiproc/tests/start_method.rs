@@ -74,7 +74,7 @@ fn the_global_start_method_is_used_by_every_builder_that_names_none() {
             "{method}"
         );
         pool.close();
-        pool.join();
+        pool.join().unwrap();
     }
     // A method named on the builder wins over the global one (now spawn).
     let mut p = common::Child(

@@ -29,6 +29,7 @@
 mod process;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -46,7 +47,10 @@ pub struct ShutDown;
 
 /// A queued task: run it, or cancel it (at a shutdown with `cancel_futures`).
 trait Task: Send + Sync {
-    fn run(&self);
+    /// Runs the task (unless it was cancelled) and completes its future; calls
+    /// `ran` exactly once in between, when the task's own code is done and before the
+    /// future's waiters and callbacks learn of it.
+    fn run(&self, ran: &dyn Fn());
     fn cancel(&self);
 }
 
@@ -66,11 +70,13 @@ impl<T: Send, F: Send> HasInner<T> for Cell<T, F> {
 }
 
 impl<T: Send, F: FnOnce() -> T + Send> Task for Cell<T, F> {
-    fn run(&self) {
+    fn run(&self, ran: &dyn Fn()) {
         let Some(task) = self.task.lock().take() else {
+            ran();
             return;
         };
         if !self.inner.start() {
+            ran();
             return;
         }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)).map_err(|p| {
@@ -78,12 +84,40 @@ impl<T: Send, F: FnOnce() -> T + Send> Task for Cell<T, F> {
                 message: crate::codec::panic_message(p.as_ref()),
             }
         });
+        ran();
         self.inner.finish(outcome);
     }
 
     fn cancel(&self) {
         drop(self.task.lock().take());
         self.inner.cancel();
+    }
+}
+
+/// How many threads wait for a task, for [`ThreadPoolExecutor::submit`]'s choice
+/// between handing a task to one of them and starting a thread (CPython's
+/// `_idle_semaphore`).
+#[derive(Default)]
+struct Idle {
+    /// Threads that finished a task and were not yet counted on by a `submit`.
+    count: AtomicUsize,
+    /// Every thread has started: no more counting.
+    full: AtomicBool,
+}
+
+impl Idle {
+    /// A thread finished a task.
+    fn add(&self) {
+        if !self.full.load(Ordering::Relaxed) {
+            self.count.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Counts on one idle thread, if there is one.
+    fn take(&self) -> bool {
+        self.count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
     }
 }
 
@@ -109,8 +143,9 @@ impl ThreadPoolBuilder {
         self
     }
 
-    /// Starts the threads: `InvalidInput` for `max_workers(0)`, or the system's error
-    /// if a thread cannot start.
+    /// Makes the executor: `InvalidInput` for `max_workers(0)`. No thread starts yet:
+    /// each starts when a task is submitted and no thread is idle, up to `max_workers`
+    /// (CPython ≥ 3.8's `_adjust_thread_count`).
     pub fn build(self) -> std::io::Result<ThreadPoolExecutor> {
         if self.workers == 0 {
             return Err(std::io::Error::new(
@@ -119,40 +154,48 @@ impl ThreadPoolBuilder {
             ));
         }
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
-        let workers = (0..self.workers)
-            .map(|i| {
-                let rx: Receiver<Job> = rx.clone();
-                std::thread::Builder::new()
-                    .name(format!("{}_{i}", self.name_prefix))
-                    .spawn(move || {
-                        for job in rx.iter() {
-                            job.run();
-                        }
-                    })
-            })
-            .collect::<std::io::Result<Vec<_>>>()?;
         Ok(ThreadPoolExecutor {
-            jobs: Mutex::new(Some(tx)),
+            threads: Mutex::new(Threads {
+                jobs: Some(tx),
+                handles: Vec::new(),
+            }),
             queued: rx,
-            workers: Mutex::new(workers),
+            idle: Arc::new(Idle::default()),
+            max_workers: self.workers,
+            name_prefix: self.name_prefix,
         })
     }
 }
 
+/// The executor's threads and the sending end of their task queue (`None` after
+/// shutdown), under one lock: a `submit` decides whether to start a thread and sends
+/// its task as one step.
+struct Threads {
+    jobs: Option<Sender<Job>>,
+    handles: Vec<JoinHandle<()>>,
+}
+
 /// A pool of threads running submitted closures (Python's
-/// `concurrent.futures.ThreadPoolExecutor`). Dropping it is Python's `with` exit:
-/// queued tasks run, then the threads are joined.
+/// `concurrent.futures.ThreadPoolExecutor`). Threads start on demand, as in CPython: a
+/// task submitted when no thread is idle starts one, up to `max_workers`, and an idle
+/// thread takes the next task. A thread counts as idle as soon as its task returns,
+/// before the task's future is completed, so a caller that waits for each result
+/// before submitting the next task is served by one thread. Dropping the executor is
+/// Python's `with` exit: queued tasks run, then the threads are joined.
 pub struct ThreadPoolExecutor {
-    jobs: Mutex<Option<Sender<Job>>>,
+    threads: Mutex<Threads>,
     /// A receiving end kept to drain queued jobs at a cancelling shutdown.
     queued: Receiver<Job>,
-    workers: Mutex<Vec<JoinHandle<()>>>,
+    idle: Arc<Idle>,
+    max_workers: usize,
+    name_prefix: String,
 }
 
 impl std::fmt::Debug for ThreadPoolExecutor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ThreadPoolExecutor")
-            .field("workers", &self.workers.lock().len())
+            .field("max_workers", &self.max_workers)
+            .field("threads", &self.threads.lock().handles.len())
             .field("queued", &self.queued.len())
             .finish()
     }
@@ -169,20 +212,24 @@ impl ThreadPoolExecutor {
         }
     }
 
-    /// A pool of `max_workers` threads.
+    /// A pool of at most `max_workers` threads.
     ///
     /// # Panics
     /// If `max_workers` is 0 (Python raises `ValueError`; [`ThreadPoolExecutor::builder`]
-    /// returns the error instead), or the operating system refuses to start a thread.
+    /// returns the error instead).
     pub fn new(max_workers: usize) -> ThreadPoolExecutor {
         ThreadPoolExecutor::builder()
             .max_workers(max_workers)
             .build()
-            .expect("cannot start the executor's threads")
+            .expect("max_workers must be at least 1")
     }
 
     /// Schedules `task`; returns at once with its [`Future`] (S21). A panic in the task
-    /// becomes [`TaskError::Panicked`] and leaves the pool running.
+    /// becomes [`TaskError::Panicked`] and leaves the pool running. If no thread is idle
+    /// and fewer than `max_workers` run, a thread starts for it; if the system refuses
+    /// to start one while none runs, the future fails with [`TaskError::Broken`]
+    /// (Python's `RuntimeError: can't start new thread`) and the next `submit` tries
+    /// again.
     pub fn submit<T, F>(&self, task: F) -> Result<Future<T>, ShutDown>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -194,11 +241,43 @@ impl ThreadPoolExecutor {
         });
         let job: Job = cell.clone();
         let future = Future::from_cell(cell);
-        match self.jobs.lock().as_ref() {
+        let mut threads = self.threads.lock();
+        if threads.jobs.is_none() {
+            return Err(ShutDown);
+        }
+        if threads.handles.len() < self.max_workers && !self.idle.take() {
+            if let Err(e) = self.start_thread(&mut threads) {
+                if threads.handles.is_empty() {
+                    return Ok(Future::failed(TaskError::Broken {
+                        reason: format!("cannot start a thread: {e}"),
+                    }));
+                }
+            }
+        }
+        match &threads.jobs {
             Some(tx) => tx.send(job).map_err(|_| ShutDown)?,
             None => return Err(ShutDown),
         }
         Ok(future)
+    }
+
+    /// Starts thread number `threads.handles.len()`.
+    fn start_thread(&self, threads: &mut Threads) -> std::io::Result<()> {
+        let n = threads.handles.len();
+        let rx = self.queued.clone();
+        let idle = Arc::clone(&self.idle);
+        let handle = std::thread::Builder::new()
+            .name(format!("{}_{n}", self.name_prefix))
+            .spawn(move || {
+                for job in rx.iter() {
+                    job.run(&|| idle.add());
+                }
+            })?;
+        threads.handles.push(handle);
+        if threads.handles.len() == self.max_workers {
+            self.idle.full.store(true, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Submits `task(item)` for every item at once and yields the results in input order
@@ -229,16 +308,16 @@ impl ThreadPoolExecutor {
     /// started are cancelled; with `wait`, returns once the running (and remaining) tasks
     /// are done and the threads have ended.
     pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
-        drop(self.jobs.lock().take());
+        drop(self.threads.lock().jobs.take());
         if cancel_futures {
             for job in self.queued.try_iter() {
                 job.cancel();
             }
         }
         if wait {
-            let workers = std::mem::take(&mut *self.workers.lock());
-            for w in workers {
-                let _ = w.join();
+            let handles = std::mem::take(&mut self.threads.lock().handles);
+            for h in handles {
+                let _ = h.join();
             }
         }
     }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Future, ShutDown, TaskError};
-use crate::pool::{Arg, Core, PoolBuilder, PoolError, Ret};
+use crate::pool::{Arg, Core, PoolBuilder, PoolError, Ret, SettingWords};
 use crate::process::StartMethod;
 
 /// Settings of a [`ProcessPoolExecutor`] (Python's `ProcessPoolExecutor(max_workers,
@@ -19,7 +19,9 @@ pub struct ProcessPoolBuilder {
 }
 
 impl ProcessPoolBuilder {
-    /// How many worker processes (Python's `max_workers`; default: the cores).
+    /// At most how many worker processes run (Python's `max_workers`; default: the
+    /// cores). 0 is refused by [`build`](Self::build) ([`PoolError::Invalid`], Python's
+    /// `ValueError`).
     pub fn max_workers(mut self, n: usize) -> Self {
         self.pool = self.pool.processes(n);
         self
@@ -41,29 +43,42 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// A worker is replaced after this many tasks (Python's `max_tasks_per_child`).
+    /// A worker is replaced after this many tasks (Python's `max_tasks_per_child`). 0 is
+    /// refused by [`build`](Self::build).
     pub fn max_tasks_per_child(mut self, n: usize) -> Self {
         self.pool = self.pool.maxtasksperchild(n);
         self
     }
 
-    /// A worker is replaced after a task that leaves its resident memory above `bytes`.
+    /// A worker is replaced after a task that leaves its resident memory above `bytes`
+    /// (at least 1: 0 is refused by [`build`](Self::build)).
     pub fn max_memory_per_child(mut self, bytes: u64) -> Self {
         self.pool = self.pool.max_memory_per_child(bytes);
         self
     }
 
     /// The default time limit of every task: over it, the task's worker is killed and
-    /// replaced and the future fails with [`TaskError::TimedOut`].
+    /// replaced and the future fails with [`TaskError::TimedOut`]. Zero is refused by
+    /// [`build`](Self::build).
     pub fn task_timeout(mut self, limit: Duration) -> Self {
         self.pool = self.pool.task_timeout(limit);
         self
     }
 
-    /// Starts the workers.
+    /// Checks the settings (one out of range is [`PoolError::Invalid`] naming it) and
+    /// makes the executor. No worker starts yet: each starts when a task is submitted
+    /// and no worker is idle, up to `max_workers` (CPython ≥ 3.9).
     pub fn build(self) -> Result<ProcessPoolExecutor, PoolError> {
+        const WORDS: SettingWords = SettingWords {
+            processes: "max_workers must be at least 1",
+            max_tasks: "max_tasks_per_child must be at least 1",
+        };
         Ok(ProcessPoolExecutor {
-            core: self.pool.prefix("ProcessPoolExecutor").start_core()?,
+            core: self
+                .pool
+                .prefix("ProcessPoolExecutor")
+                .on_demand()
+                .start_core(&WORDS)?,
         })
     }
 }
@@ -71,9 +86,12 @@ impl ProcessPoolBuilder {
 /// A pool of worker processes running submitted functions (Python's
 /// `concurrent.futures.ProcessPoolExecutor`).
 ///
-/// Unlike Python's, one worker dying does not break the executor: only the future of
-/// the task it ran fails ([`TaskError::WorkerDied`]) and a replacement starts.
-/// Dropping it is Python's `with` exit: `shutdown(wait=True)`.
+/// Workers start on demand, as in CPython ≥ 3.9: a task submitted when no worker is
+/// idle starts one, up to `max_workers`; an idle worker takes the next task. Unlike
+/// Python's, one worker dying does not break the executor: only the future of the task
+/// it ran fails ([`TaskError::WorkerDied`]), and the next task that finds no idle
+/// worker starts a replacement. Dropping it is Python's `with` exit:
+/// `shutdown(wait=True)`.
 ///
 /// ```
 /// # multiproc::init();
@@ -117,7 +135,8 @@ impl ProcessPoolExecutor {
             .build()
     }
 
-    /// The pids of the live workers.
+    /// The pids of the workers running now: none before the first task, then as many
+    /// as the work needed so far, at most `max_workers`.
     pub fn worker_pids(&self) -> Vec<u32> {
         self.core.pids()
     }
@@ -159,18 +178,22 @@ impl ProcessPoolExecutor {
     }
 
     /// As [`submit`](Self::submit), stopping the task (killing its worker) if it runs
-    /// longer than `limit` (pebble's `schedule(timeout=…)`).
+    /// longer than `limit` (pebble's `schedule(timeout=…)`). Errors at the call:
+    /// [`PoolError::Invalid`] for a `limit` of zero (the task would be stopped as it
+    /// starts), [`PoolError::ShutDown`] after [`shutdown`](Self::shutdown).
     pub fn schedule<A, R>(
         &self,
         f: fn(A) -> R,
         arg: A,
         limit: Duration,
-    ) -> Result<Future<R>, ShutDown>
+    ) -> Result<Future<R>, PoolError>
     where
         A: Arg,
         R: Ret,
     {
+        crate::pool::check_limit(limit, "limit must be longer than zero")?;
         self.submit_limited(f, arg, Some(limit))
+            .map_err(|ShutDown| PoolError::ShutDown)
     }
 
     /// Submits `f(item)` for every item at once (Python's `map`) and yields the results

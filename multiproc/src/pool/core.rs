@@ -17,6 +17,14 @@
 //!   is the one that was running: it alone fails ([`TaskError::WorkerDied`], or
 //!   [`TaskError::TimedOut`] / `Cancelled` when the pool killed the worker), the
 //!   tasks queued behind it go back to `pending`, and a replacement starts.
+//! * **Eager or on demand.** A [`Pool`](super::Pool) starts all its workers at once and
+//!   replaces a dead one at once, as Python's `Pool`. The executor's engine starts none
+//!   at first (CPython ≥ 3.9's `_adjust_process_count`): a worker starts when a task is
+//!   dispatched and no worker is idle (holds no task), up to `processes`; a dead one is
+//!   reaped and not replaced until a task finds no idle worker again. A worker counts as
+//!   idle from the moment the collector takes its last reply, before the task's future
+//!   is completed, so a caller that waits for each result before it submits the next
+//!   task always finds the same worker idle.
 //! * **Shutdown.** `close` + `join`: once nothing is left the collector sends `Stop` to
 //!   every worker and reaps them. `terminate`: kill every worker, fail what is left.
 
@@ -63,6 +71,8 @@ pub(crate) struct Config {
     pub(crate) timeout: Option<Duration>,
     /// Worker names are `<prefix>-<n>`.
     pub(crate) prefix: &'static str,
+    /// Workers start when tasks need them (the executor), not all at once (the pool).
+    pub(crate) on_demand: bool,
 }
 
 /// Why a task could not be submitted.
@@ -155,9 +165,19 @@ const BUSY_TICK: Duration = Duration::from_millis(10);
 const IDLE_TICK: Duration = Duration::from_millis(100);
 
 impl Core {
-    /// Starts the workers and the collector.
+    /// Starts the collector, and the workers unless they start on demand.
+    /// `config.processes` is at least 1 (the builders check it).
     pub(crate) fn start(config: Config) -> Result<Core, StartError> {
-        let n = config.processes.max(1);
+        let n = config.processes;
+        let eager = if config.on_demand { 0 } else { n };
+        let method = config
+            .method
+            .unwrap_or_else(crate::process::get_start_method);
+        if method != StartMethod::Fork && !crate::process::runtime::initialised() {
+            // What the first worker's start would say, said at once even when workers
+            // start on demand.
+            return Err(StartError::NotInitialized);
+        }
         let replies = QueueBuilder::new()
             .lanes((n + 2).min(4096))
             .build::<Reply>()?;
@@ -185,7 +205,7 @@ impl Core {
         });
         {
             let mut st = shared.state.lock();
-            for index in 0..n {
+            for index in 0..eager {
                 match shared.spawn(&mut st, index, 0) {
                     Ok(w) => st.workers.push(w),
                     Err(e) => {
@@ -303,6 +323,11 @@ impl Core {
         self.shared.wake();
     }
 
+    /// Whether the pool was closed (or terminated): it takes no more tasks.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.shared.state.lock().closed
+    }
+
     /// Waits until every task is done and every worker reaped (after [`Core::close`]).
     pub(crate) fn join(&self) {
         self.close(false);
@@ -396,23 +421,59 @@ impl Engine {
         })
     }
 
+    /// Starts a worker in the first vacant place, if fewer than `processes` run and the
+    /// pool still needs workers: its index.
+    fn start_on_demand(&self, st: &mut State) -> Result<Option<usize>, StartError> {
+        let running = st.workers.iter().filter(|w| w.process.is_some()).count();
+        if running >= self.config.processes || !Self::keep_workers(st) {
+            return Ok(None);
+        }
+        match st.workers.iter().position(|w| w.process.is_none()) {
+            Some(i) => {
+                let generation = st.workers[i].generation.wrapping_add(1);
+                // A failed start still retires the generation: no reply of the old
+                // worker can match the slot again.
+                st.workers[i].generation = generation;
+                st.workers[i] = self.spawn(st, i, generation)?;
+                Ok(Some(i))
+            }
+            None => {
+                let i = st.workers.len();
+                let w = self.spawn(st, i, 0)?;
+                st.workers.push(w);
+                Ok(Some(i))
+            }
+        }
+    }
+
     /// Wakes the collector (it may be waiting for a reply).
     fn wake(&self) {
         let _ = self.replies.put(Reply::Wake);
     }
 
-    /// Sends pending tasks to workers with room.
+    /// Sends pending tasks to workers with room; on demand, starts a worker for a task
+    /// that finds none idle.
     fn pump(&self, st: &mut State, failed: &mut Finished) {
         while !st.pending.is_empty() {
             let window = st.window;
-            let Some(w) = st
+            let mut chosen = st
                 .workers
                 .iter()
                 .enumerate()
                 .filter(|(_, w)| w.process.is_some() && !w.stopping && w.sent.len() < window)
                 .min_by_key(|(_, w)| w.sent.len())
-                .map(|(i, _)| i)
-            else {
+                .map(|(i, w)| (i, w.sent.is_empty()));
+            if self.config.on_demand && !chosen.is_some_and(|(_, idle)| idle) {
+                match self.start_on_demand(st) {
+                    Ok(Some(i)) => chosen = Some((i, true)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.break_pool(st, format!("cannot start a worker: {e}"), failed);
+                        return;
+                    }
+                }
+            }
+            let Some((w, _)) = chosen else {
                 return;
             };
             let mut job = st.pending.pop_front().expect("not empty");
@@ -573,7 +634,8 @@ impl Engine {
         for job in sent.into_iter().rev() {
             st.pending.push_front(job);
         }
-        if Self::keep_workers(st) {
+        // On demand, the slot stays vacant until `pump` finds no idle worker for a task.
+        if !self.config.on_demand && Self::keep_workers(st) {
             let generation = st.workers[i].generation.wrapping_add(1);
             match self.spawn(st, i, generation) {
                 Ok(w) => st.workers[i] = w,

@@ -14,7 +14,7 @@
 //! any.sort();
 //! assert_eq!(any, [1, 4, 9]);
 //! pool.close();
-//! pool.join();
+//! pool.join()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -50,7 +50,7 @@
 //! | `pool.map_async(f, xs)` | [`Pool::map_async`] → [`MapResult`] |
 //! | `pool.imap(f, xs)`, `imap_unordered(f, xs)` | [`Pool::imap`], [`Pool::imap_unordered`] (iterators of `Result`) |
 //! | `pool.starmap(f, [(a, b), …])` | [`Pool::starmap`] (`fn(A, B) -> R`), [`Pool::starmap3`] |
-//! | `pool.close()`, `pool.join()`, `pool.terminate()`, `with Pool() as p:` | same names, `Drop` terminates |
+//! | `pool.close()`, `pool.join()`, `pool.terminate()`, `with Pool() as p:` | same names (`join` on an open pool is [`PoolError::StillRunning`]), `Drop` terminates |
 //! | pebble's `schedule(f, args, timeout=…)` | [`Pool::schedule`] |
 //! | billiard's `max_memory_per_child` | [`PoolBuilder::max_memory_per_child`] |
 //! | tqdm / mpire's `progress_bar=True` | [`Pool::with_progress_bar`], [`IMap::completed`] |
@@ -122,6 +122,10 @@ pub enum PoolError {
         /// Why.
         error: TaskError,
     },
+    /// [`Pool::join`] on a pool that was neither closed nor terminated (Python's
+    /// `ValueError: Pool is still running`).
+    #[error("the pool is still running: close or terminate it before join")]
+    StillRunning,
     /// A `_timeout` wait ran out (the map goes on and can be waited for again).
     #[error("timed out waiting for the results")]
     Timeout,
@@ -182,8 +186,29 @@ pub struct PoolBuilder {
     max_tasks: Option<usize>,
     max_memory: Option<u64>,
     timeout: Option<Duration>,
-    invalid: Option<&'static str>,
     prefix: &'static str,
+    on_demand: bool,
+}
+
+/// What [`PoolBuilder::build`] says of each setting out of range, in the words of the
+/// face that was called (the executor names Python's executor parameters).
+pub(crate) struct SettingWords {
+    pub(crate) processes: &'static str,
+    pub(crate) max_tasks: &'static str,
+}
+
+/// The pool's words.
+const POOL_WORDS: SettingWords = SettingWords {
+    processes: "processes must be at least 1",
+    max_tasks: "maxtasksperchild must be at least 1",
+};
+
+/// A time limit of zero would stop every task the moment it starts: refused.
+pub(crate) fn check_limit(limit: Duration, what: &'static str) -> Result<(), PoolError> {
+    if limit.is_zero() {
+        return Err(PoolError::Invalid(what));
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for PoolBuilder {
@@ -215,8 +240,8 @@ impl Default for PoolBuilder {
             max_tasks: None,
             max_memory: None,
             timeout: None,
-            invalid: None,
             prefix: "PoolWorker",
+            on_demand: false,
         }
     }
 }
@@ -227,12 +252,11 @@ impl PoolBuilder {
         PoolBuilder::default()
     }
 
-    /// How many worker processes (at least 1).
+    /// How many worker processes (Python's `processes`). 0 is refused by
+    /// [`build`](Self::build) ([`PoolError::Invalid`], Python's `ValueError`), not
+    /// turned into 1.
     pub fn processes(mut self, n: usize) -> Self {
-        if n == 0 {
-            self.invalid = Some("a pool needs at least one process");
-        }
-        self.processes = n.max(1);
+        self.processes = n;
         self
     }
 
@@ -274,26 +298,26 @@ impl PoolBuilder {
     }
 
     /// A worker exits after this many tasks and a fresh one replaces it (Python's
-    /// `maxtasksperchild`; a chunk of a map is one task). At least 1.
+    /// `maxtasksperchild`; a chunk of a map is one task). 0 is refused by
+    /// [`build`](Self::build) ([`PoolError::Invalid`], Python's `ValueError`).
     pub fn maxtasksperchild(mut self, n: usize) -> Self {
-        if n == 0 {
-            self.invalid = Some("maxtasksperchild must be at least 1");
-        }
-        self.max_tasks = Some(n.max(1));
+        self.max_tasks = Some(n);
         self
     }
 
     /// A worker whose resident memory exceeds `bytes` after a task exits and a fresh one
     /// replaces it (billiard's `max_memory_per_child`, loky's memory-leak protection):
     /// a task that leaks cannot grow a worker without bound. The task itself completes
-    /// normally.
+    /// normally. 0 (every worker would be replaced after every task) is refused by
+    /// [`build`](Self::build).
     pub fn max_memory_per_child(mut self, bytes: u64) -> Self {
         self.max_memory = Some(bytes);
         self
     }
 
     /// The default time limit of every task (a chunk of a map counts as one task): a
-    /// task over it is stopped and reports [`TaskError::TimedOut`].
+    /// task over it is stopped and reports [`TaskError::TimedOut`]. Zero (every task
+    /// would be stopped) is refused by [`build`](Self::build).
     pub fn task_timeout(mut self, limit: Duration) -> Self {
         self.timeout = Some(limit);
         self
@@ -304,9 +328,27 @@ impl PoolBuilder {
         self
     }
 
-    pub(crate) fn start_core(self) -> Result<Core, PoolError> {
-        if let Some(what) = self.invalid {
-            return Err(PoolError::Invalid(what));
+    /// Workers start when tasks need them, not all at `build` (the executor's way).
+    pub(crate) fn on_demand(mut self) -> Self {
+        self.on_demand = true;
+        self
+    }
+
+    /// Checks the settings, naming a bad one as `words` say, and starts the engine.
+    pub(crate) fn start_core(self, words: &SettingWords) -> Result<Core, PoolError> {
+        if self.processes == 0 {
+            return Err(PoolError::Invalid(words.processes));
+        }
+        if self.max_tasks == Some(0) {
+            return Err(PoolError::Invalid(words.max_tasks));
+        }
+        if self.max_memory == Some(0) {
+            return Err(PoolError::Invalid(
+                "max_memory_per_child must be at least 1 byte",
+            ));
+        }
+        if let Some(limit) = self.timeout {
+            check_limit(limit, "task_timeout must be longer than zero")?;
         }
         Ok(Core::start(Config {
             processes: self.processes,
@@ -316,13 +358,15 @@ impl PoolBuilder {
             max_memory: self.max_memory,
             timeout: self.timeout,
             prefix: self.prefix,
+            on_demand: self.on_demand,
         })?)
     }
 
-    /// Starts the workers.
+    /// Starts the workers, all of them at once (as Python's `Pool`). A setting out of
+    /// range is [`PoolError::Invalid`] naming it.
     pub fn build(self) -> Result<Pool, PoolError> {
         Ok(Pool {
-            core: self.start_core()?,
+            core: self.start_core(&POOL_WORDS)?,
         })
     }
 }
@@ -371,10 +415,27 @@ impl Pool {
         self.core.close(false);
     }
 
-    /// Waits for every submitted task and for the workers to exit (Python's `join`;
-    /// closes the pool first if needed).
-    pub fn join(&self) {
+    /// Waits for every submitted task and for the workers to exit (Python's `join`),
+    /// after [`close`](Self::close) or [`terminate`](Self::terminate). On a pool still
+    /// open it waits for nothing and returns [`PoolError::StillRunning`] (Python's
+    /// `ValueError: Pool is still running`): the pool goes on taking tasks.
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use multiproc::pool::{Pool, PoolError};
+    ///
+    /// let pool = Pool::new(1)?;
+    /// assert!(matches!(pool.join(), Err(PoolError::StillRunning)));
+    /// pool.close();
+    /// pool.join()?;
+    /// # Ok::<(), PoolError>(())
+    /// ```
+    pub fn join(&self) -> Result<(), PoolError> {
+        if !self.core.is_closed() {
+            return Err(PoolError::StillRunning);
+        }
         self.core.join();
+        Ok(())
     }
 
     /// Kills the workers at once; tasks not done fail with [`TaskError::Terminated`]

@@ -104,7 +104,8 @@ impl Pool {
 
     /// As [`apply_async`](Self::apply_async) with a time limit (pebble's `schedule`):
     /// if the task runs longer than `limit` its worker is killed and replaced, and the
-    /// result is [`TaskError::TimedOut`].
+    /// result is [`TaskError::TimedOut`]. A `limit` of zero (the task would be stopped
+    /// as it starts) is [`PoolError::Invalid`].
     ///
     /// ```
     /// # multiproc::init();
@@ -130,6 +131,7 @@ impl Pool {
         A: Arg,
         R: Ret,
     {
+        super::check_limit(limit, "limit must be longer than zero")?;
         submit_one(&self.core, f, &args, Some(limit)).map(AsyncResult)
     }
 }
