@@ -70,7 +70,11 @@ fn zero_tasks_or_memory_per_child_is_refused_naming_the_parameter() {
         "maxtasksperchild must be at least 1"
     );
     assert_eq!(
-        invalid(ProcessPoolExecutor::builder().max_tasks_per_child(0).build()),
+        invalid(
+            ProcessPoolExecutor::builder()
+                .max_tasks_per_child(0)
+                .build()
+        ),
         "max_tasks_per_child must be at least 1"
     );
     assert_eq!(
@@ -124,7 +128,11 @@ fn schedule_with_a_zero_limit_is_refused_and_submits_nothing() {
         // The smallest limit that is not zero is taken.
         let tiny = p.schedule(square, 3, Duration::from_nanos(1)).unwrap();
         let _ = tiny.get_timeout(PROMPT);
-        assert_eq!(p.apply(square, 4).unwrap(), 16, "{method}: the pool goes on");
+        assert_eq!(
+            p.apply(square, 4).unwrap(),
+            16,
+            "{method}: the pool goes on"
+        );
         p.close();
         p.join().unwrap();
 
@@ -143,10 +151,7 @@ fn schedule_with_a_zero_limit_is_refused_and_submits_nothing() {
         assert_eq!(f.result_timeout(PROMPT).unwrap(), 25, "{method}");
         ex.shutdown(true, false);
         assert!(
-            matches!(
-                ex.schedule(square, 5, PROMPT),
-                Err(PoolError::ShutDown)
-            ),
+            matches!(ex.schedule(square, 5, PROMPT), Err(PoolError::ShutDown)),
             "{method}"
         );
     }
@@ -162,7 +167,9 @@ fn set_gate(gate: Event) {
 /// Waits for the test to open the gate (at most [`PROMPT`]).
 fn gated(x: u64) -> u64 {
     assert!(
-        GATE.get().expect("the initializer ran").wait_timeout(PROMPT),
+        GATE.get()
+            .expect("the initializer ran")
+            .wait_timeout(PROMPT),
         "the gate never opened"
     );
     x
@@ -190,7 +197,11 @@ fn zero_timeouts_of_waits_poll() {
             .unwrap();
         let r = p.apply_async(gated, 3).unwrap();
         let m = p.map_async(gated, [1, 2]).unwrap();
-        assert_eq!(r.get_timeout(Duration::ZERO), Err(WaitError::Timeout), "{method}");
+        assert_eq!(
+            r.get_timeout(Duration::ZERO),
+            Err(WaitError::Timeout),
+            "{method}"
+        );
         assert!(!r.wait_timeout(Duration::ZERO), "{method}");
         assert!(
             matches!(m.get_timeout(Duration::ZERO), Err(PoolError::Timeout)),
@@ -200,10 +211,17 @@ fn zero_timeouts_of_waits_poll() {
 
         let mut child = common::start(method, gated_child, gate.clone());
         assert!(
-            matches!(child.join_timeout(Duration::ZERO), Err(ProcessError::Timeout)),
+            matches!(
+                child.join_timeout(Duration::ZERO),
+                Err(ProcessError::Timeout)
+            ),
             "{method}"
         );
-        assert_eq!(child.wait_timeout(Duration::ZERO).unwrap(), None, "{method}");
+        assert_eq!(
+            child.wait_timeout(Duration::ZERO).unwrap(),
+            None,
+            "{method}"
+        );
 
         gate.set();
         r.wait();

@@ -66,7 +66,10 @@ fn three_sequential_tasks_leave_one_worker_process() {
         let pids: Vec<u32> = (0..3)
             .map(|_| ex.submit(pid, ()).unwrap().result_timeout(PROMPT).unwrap())
             .collect();
-        assert_eq!(pids, [pids[0]; 3], "{method}: the idle worker ran each task");
+        assert_eq!(
+            pids, [pids[0]; 3],
+            "{method}: the idle worker ran each task"
+        );
         assert_eq!(ex.worker_pids(), [pids[0]], "{method}");
         ex.shutdown(true, false);
         assert_eq!(ex.worker_pids(), [], "{method}");
@@ -97,7 +100,10 @@ fn a_burst_of_blocked_tasks_grows_the_process_executor_to_max_workers_and_no_mor
         }
         assert_eq!(ex.worker_pids().len(), MAX, "{method}");
         for i in MAX..2 * MAX {
-            assert!(!gates.started[i].is_set(), "{method}: task {i} has no worker");
+            assert!(
+                !gates.started[i].is_set(),
+                "{method}: task {i} has no worker"
+            );
         }
         gates.open.set();
         let got: Vec<(usize, u32)> = futures
@@ -111,7 +117,10 @@ fn a_burst_of_blocked_tasks_grows_the_process_executor_to_max_workers_and_no_mor
         let ran_on: HashSet<u32> = got.iter().map(|&(_, p)| p).collect();
         assert_eq!(ran_on.len(), MAX, "{method}: {got:?}");
         let live: HashSet<u32> = ex.worker_pids().into_iter().collect();
-        assert_eq!(live, ran_on, "{method}: no worker started beyond max_workers");
+        assert_eq!(
+            live, ran_on,
+            "{method}: no worker started beyond max_workers"
+        );
     }
     check.assert_clean();
 }
@@ -275,7 +284,11 @@ fn a_burst_of_blocked_tasks_grows_the_thread_executor_to_max_workers_and_no_more
         .collect();
     assert_eq!(gate.wait_started(MAX), MAX);
     assert_eq!(threads_named("od-burst"), MAX);
-    assert_eq!(gate.state.lock().unwrap().0, MAX, "the others wait for a thread");
+    assert_eq!(
+        gate.state.lock().unwrap().0,
+        MAX,
+        "the others wait for a thread"
+    );
     gate.open();
     let got: Vec<_> = futures
         .iter()
@@ -287,7 +300,11 @@ fn a_burst_of_blocked_tasks_grows_the_thread_executor_to_max_workers_and_no_more
     );
     let threads: HashSet<_> = got.iter().map(|&(_, t)| t).collect();
     assert_eq!(threads.len(), MAX);
-    assert_eq!(threads_named("od-burst"), MAX, "none started beyond max_workers");
+    assert_eq!(
+        threads_named("od-burst"),
+        MAX,
+        "none started beyond max_workers"
+    );
     drop(ex);
     check.assert_clean();
 }

@@ -454,6 +454,7 @@ impl Engine {
     /// Sends pending tasks to workers with room; on demand, starts a worker for a task
     /// that finds none idle.
     fn pump(&self, st: &mut State, failed: &mut Finished) {
+        let mut may_start = self.config.on_demand;
         while !st.pending.is_empty() {
             let window = st.window;
             let mut chosen = st
@@ -463,10 +464,15 @@ impl Engine {
                 .filter(|(_, w)| w.process.is_some() && !w.stopping && w.sent.len() < window)
                 .min_by_key(|(_, w)| w.sent.len())
                 .map(|(i, w)| (i, w.sent.is_empty()));
-            if self.config.on_demand && !chosen.is_some_and(|(_, idle)| idle) {
+            if may_start && !chosen.is_some_and(|(_, idle)| idle) {
                 match self.start_on_demand(st) {
                     Ok(Some(i)) => chosen = Some((i, true)),
                     Ok(None) => {}
+                    // The running workers take the tasks (a later call tries again).
+                    Err(_) if st.workers.iter().any(|w| w.process.is_some()) => {
+                        may_start = false;
+                    }
+                    // No worker at all: the tasks would wait for ever.
                     Err(e) => {
                         self.break_pool(st, format!("cannot start a worker: {e}"), failed);
                         return;
