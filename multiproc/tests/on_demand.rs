@@ -336,3 +336,34 @@ fn a_thread_freed_by_a_finished_task_takes_the_next_one() {
     drop(ex);
     check.assert_clean();
 }
+
+/// CPython gh-115634: `ProcessPoolExecutor(1, max_tasks_per_child=2)` with ten tasks
+/// queued hung once its only worker retired (a stale idle token stopped the
+/// replacement). Here a retired worker is replaced when a queued task finds no idle
+/// one, under every start method, and no worker runs more than two tasks.
+#[test]
+fn queued_tasks_get_a_fresh_worker_when_the_only_one_retires() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        set_fork_warning(false);
+        let ex = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .max_tasks_per_child(2)
+            .start_method(method)
+            .build()
+            .unwrap();
+        let futures: Vec<_> = (0..10).map(|_| ex.submit(pid, ()).unwrap()).collect();
+        let pids: Vec<u32> = futures
+            .iter()
+            .map(|f| f.result_timeout(PROMPT).unwrap())
+            .collect();
+        let mut per_worker = std::collections::HashMap::<u32, usize>::new();
+        for p in &pids {
+            *per_worker.entry(*p).or_default() += 1;
+        }
+        assert_eq!(per_worker.len(), 5, "{method}: {pids:?}");
+        assert!(per_worker.values().all(|&n| n == 2), "{method}: {pids:?}");
+        assert!(ex.worker_pids().len() <= 1, "{method}");
+    }
+    check.assert_clean();
+}
