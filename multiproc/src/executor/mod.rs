@@ -130,8 +130,9 @@ pub struct ThreadPoolBuilder {
 }
 
 impl ThreadPoolBuilder {
-    /// How many threads run tasks (Python's `max_workers`). 0 is refused by
-    /// [`build`](Self::build) (Python's `ValueError`), not turned into 1.
+    /// At most how many threads run tasks (Python's `max_workers`); they start as tasks
+    /// need them. 0 is refused by [`build`](Self::build) (Python's `ValueError`), not
+    /// turned into 1.
     pub fn max_workers(mut self, n: usize) -> Self {
         self.workers = n;
         self
