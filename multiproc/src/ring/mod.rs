@@ -488,7 +488,7 @@ impl RingMap {
             // Past the warm front: look where the consumers are now and then, to go back
             // as soon as there is room (and to notice an empty lane, which is rewound
             // and trimmed), without pulling their cache line over on every put.
-            p.r_seen = self.r(lane).load(Ordering::Acquire);
+            self.look(lane, &mut p)?;
             p.looked_at = wo;
         }
         self.rewind(lane, &mut p);
@@ -496,7 +496,7 @@ impl RingMap {
             .then(|| self.place(p.w, p.r_seen, inline, slack))
             .flatten();
         if spot.is_none() {
-            p.r_seen = self.r(lane).load(Ordering::Acquire);
+            self.look(lane, &mut p)?;
             self.rewind(lane, &mut p);
             spot = small
                 .then(|| self.place(p.w, p.r_seen, inline, slack))
@@ -547,6 +547,34 @@ impl RingMap {
         p.high = p.high.max(pos + size);
         self.w(lane).store(p.w, Ordering::SeqCst);
         Ok(None)
+    }
+
+    /// Reads where the lane's consumers are, refusing cursors no process of ours could
+    /// have written: a read cursor past the ring, ahead of the write cursor or further
+    /// behind it than the ring holds records, or a write cursor past the ring (as a new
+    /// owner finds it). Someone scribbled on the shared memory; trusted, the cursors
+    /// would have this put write past the lane into the next one. The lane is emptied
+    /// (as a consumer does on a record no sender wrote) and the put fails.
+    pub(super) fn look(&self, lane: usize, p: &mut Producer) -> Result<(), PutFail> {
+        let r = self.r(lane).load(Ordering::Acquire);
+        if off_of(p.w) <= self.ring
+            && off_of(r) <= self.ring
+            && pending(p.w, r) as usize <= self.ring / REC_HEADER
+        {
+            p.r_seen = r;
+            return Ok(());
+        }
+        let fresh = cursor(seq_of(p.w), 0);
+        self.w(lane).store(fresh, Ordering::SeqCst);
+        let _ = self
+            .r(lane)
+            .compare_exchange(r, fresh, Ordering::SeqCst, Ordering::Acquire);
+        p.w = fresh;
+        p.r_seen = fresh;
+        p.high = self.ring;
+        Err(PutFail::Codec(CodecError::Corrupt(
+            "queue cursors no process of the queue wrote",
+        )))
     }
 
     /// Writes a large body into a fresh blob; returns its file offset.
