@@ -302,9 +302,10 @@ pub(crate) fn recv_into_with_fds_or_lost(
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let spare = buf.spare_capacity_mut();
     let spare_len = spare.len();
-    // recvmsg wants initialised buffers: zero the room we offer (cheap next to a syscall
-    // for the sizes used here, and only the part the kernel may fill).
-    let room = &mut spare[..spare_len.min(min_room.max(512))];
+    // recvmsg wants initialised buffers: zero the room we offer, at most what one read
+    // of a socket brings (cheap next to the syscall), never the whole of what a peer
+    // announced.
+    let room = &mut spare[..spare_len.min(min_room.max(512)).min(MAX_ZEROED_ROOM)];
     room.fill(MaybeUninit::new(0));
     let room_len = room.len();
     let len = buf.len();
@@ -332,6 +333,10 @@ pub(crate) fn recv_into_with_fds_or_lost(
     }
     result
 }
+
+/// Most bytes one `recvmsg` is offered (and so zeroed first): about what a Unix
+/// socket's buffer holds.
+const MAX_ZEROED_ROOM: usize = 256 << 10;
 
 /// Most descriptors accepted with one read.
 pub(crate) const MAX_FDS_PER_READ: usize = 64;
