@@ -16,6 +16,7 @@ use multiproc::manager::{
     ManagerError, ManagerLockError, NamespaceProxy, QueueProxy, Shared, SharedProxy, ValueProxy,
 };
 use multiproc::queue::{GetError, PutError};
+use multiproc::sync::Event;
 use multiproc::testing::LeakCheck;
 use serde::{Deserialize, Serialize};
 
@@ -722,9 +723,6 @@ fn s42_garbage_closes_only_that_connection() {
         let local = Manager::start().unwrap();
         let tcp_list = tcp.list([1u8]).unwrap();
         let local_list = local.list([1u8]).unwrap();
-        let Address::Unix(path) = local.address().clone() else {
-            panic!("local managers listen on a Unix socket")
-        };
         let garbage: Vec<Vec<u8>> = vec![
             // (Each at least 256 bytes, or the server waits for the rest of the
             // message it announces: 30 s, then it closes all the same.)
@@ -742,7 +740,7 @@ fn s42_garbage_closes_only_that_connection() {
             let s = TcpStream::connect(tcp_addr(&tcp)).unwrap();
             s.set_read_timeout(Some(PROMPT)).unwrap();
             closed_after_garbage(s, g);
-            let s = UnixStream::connect(&path).unwrap();
+            let s = connect_local(local.address()).unwrap();
             s.set_read_timeout(Some(PROMPT)).unwrap();
             closed_after_garbage(s, g);
             // Both servers still serve their clients.
@@ -1092,30 +1090,55 @@ fn s42_killed_server_gives_errors_not_hangs() {
     check.assert_clean();
 }
 
+/// A raw stream to a local manager's socket (abstract or a file).
+fn connect_local(address: &Address) -> std::io::Result<UnixStream> {
+    match address {
+        Address::Abstract(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+            UnixStream::connect_addr(&addr)
+        }
+        Address::Unix(path) => UnixStream::connect(path),
+        other => panic!("not a local address: {other}"),
+    }
+}
+
+/// Whether the abstract socket `name` is still bound (listed in `/proc/net/unix`).
+fn abstract_bound(name: &str) -> bool {
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+    table
+        .lines()
+        .any(|line| line.split_whitespace().last() == Some(&format!("@{name}")))
+}
+
+/// Entries a manager of process `pid` could have left in the temp dir.
+fn temp_entries_of(pid: u32) -> Vec<std::path::PathBuf> {
+    let prefix = format!("multiproc-manager-{pid}-");
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
 #[test]
 fn s42_shutdown_leaves_no_process_and_no_socket() {
     let check = LeakCheck::start();
     for method in StartMethod::ALL {
         let mut m = manager(method);
-        let Address::Unix(path) = m.address().clone() else {
-            panic!("local managers listen on a Unix socket")
+        let Address::Abstract(name) = m.address().clone() else {
+            panic!(
+                "local managers listen on an abstract socket: {}",
+                m.address()
+            )
         };
-        let dir = path.parent().unwrap().to_path_buf();
-        let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(&path).unwrap().permissions(),
-        );
-        assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
-        let dir_mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(&dir).unwrap().permissions(),
-        );
-        assert_eq!(dir_mode & 0o777, 0o700, "dir mode {dir_mode:o}");
+        assert!(abstract_bound(&name));
+        assert!(temp_entries_of(std::process::id()).is_empty());
         let l = m.list([1, 2, 3]).unwrap();
         let pid = m.pid().unwrap();
         m.shutdown().unwrap();
-        assert!(
-            !path.exists() && !dir.exists(),
-            "{method}: socket left behind"
-        );
+        assert!(!abstract_bound(&name), "{method}: socket left behind");
         assert!(
             !std::path::Path::new(&format!("/proc/{pid}")).exists(),
             "{method}: server still there"
@@ -1125,11 +1148,103 @@ fn s42_shutdown_leaves_no_process_and_no_socket() {
 
         // Dropping shuts down too.
         let m = manager(method);
-        let Address::Unix(path) = m.address().clone() else {
+        let Address::Abstract(name) = m.address().clone() else {
             unreachable!()
         };
         drop(m);
-        assert!(!path.exists() && !path.parent().unwrap().exists());
+        assert!(!abstract_bound(&name));
+
+        // A socket file asked for by path is private and removed at shutdown.
+        let dir =
+            std::env::temp_dir().join(format!("mp-manager-file-{}-{method}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("socket");
+        let mut m = Manager::builder()
+            .address(Address::Unix(path.clone()))
+            .start_method(method)
+            .start()
+            .unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
+        assert_eq!(m.value(3u8).unwrap().get().unwrap(), 3);
+        m.shutdown().unwrap();
+        assert!(!path.exists(), "{method}: socket file left behind");
+        std::fs::remove_dir(&dir).unwrap();
+    }
+    check.assert_clean();
+}
+
+/// Starts a manager, reports its address, and waits for the parent to end it.
+fn own_a_manager_until_killed((report, hold): (multiproc::Queue<Address>, Event)) {
+    let m = Manager::start().unwrap();
+    report.put(m.address().clone()).unwrap();
+    hold.wait();
+}
+
+/// The owner of a manager ended by SIGTERM or SIGINT (no destructor runs) once left
+/// the socket file and its directory in the temp dir (issue 14 item 11): the default
+/// socket is abstract and goes with the server, which dies with its owner.
+#[test]
+fn s42_an_owner_killed_by_a_signal_leaves_no_socket_behind() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        for signal in [libc::SIGTERM, libc::SIGINT] {
+            let report = multiproc::Queue::<Address>::new().unwrap();
+            let hold = Event::new().unwrap();
+            let mut owner = start(method, own_a_manager_until_killed, (report.clone(), hold));
+            let address = report.get_timeout(PROMPT).unwrap();
+            let Address::Abstract(name) = &address else {
+                panic!("{address}")
+            };
+            assert!(abstract_bound(name));
+            owner.signal(signal).unwrap();
+            common::assert_killed_by(&mut owner, signal, "the manager's owner");
+            common::wait_until("the server to go with its owner", || !abstract_bound(name));
+            assert!(temp_entries_of(owner.pid()).is_empty());
+            assert!(connect_local(&address).is_err());
+        }
+    }
+    check.assert_clean();
+}
+
+/// An abstract socket has no file permissions: a process of another user reaches it,
+/// and is cut off before the handshake (the key would still stop it).
+#[test]
+fn s42_a_peer_of_another_user_is_refused_before_the_handshake() {
+    let check = LeakCheck::start();
+    {
+        let m = Manager::start().unwrap();
+        // This user is served: the server sends its challenge.
+        let mut mine = connect_local(m.address()).unwrap();
+        mine.set_read_timeout(Some(PROMPT)).unwrap();
+        let mut first = [0u8; 1];
+        mine.read_exact(&mut first).unwrap();
+        drop(mine);
+        if rustix::process::getuid().is_root() {
+            let address = m.address().clone();
+            let mut p = common::builder(StartMethod::Fork)
+                .start_closure(move || {
+                    // This fork child runs one thread: its uid is the process's.
+                    rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(65534))
+                        .expect("drop to nobody");
+                    let mut s = connect_local(&address).unwrap();
+                    s.set_read_timeout(Some(PROMPT)).unwrap();
+                    let mut buf = [0u8; 64];
+                    // End-of-file (or a reset) at once: no challenge for a stranger.
+                    match s.read(&mut buf) {
+                        Ok(n) => n == 0,
+                        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+                    }
+                })
+                .unwrap();
+            assert!(
+                p.join_timeout(PROMPT).unwrap(),
+                "another user got a challenge"
+            );
+        }
+        assert_eq!(m.value(1u8).unwrap().get().unwrap(), 1);
     }
     check.assert_clean();
 }

@@ -285,6 +285,11 @@ fn authenticate<S: io::Read + io::Write>(stream: &mut S, key: &[u8]) -> bool {
 
 impl Server {
     fn serve_unix(&self, mut stream: UnixStream) {
+        // An abstract socket has no file permissions: only our own user (or root)
+        // may go on to the handshake.
+        if !sys::fd::peer_is_same_user(stream.as_fd()).unwrap_or(false) {
+            return;
+        }
         let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
         let _ = stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
         if !authenticate(&mut stream, &self.authkey) {

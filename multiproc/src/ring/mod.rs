@@ -555,7 +555,7 @@ impl RingMap {
     /// owner finds it). Someone scribbled on the shared memory; trusted, the cursors
     /// would have this put write past the lane into the next one. The lane is emptied
     /// (as a consumer does on a record no sender wrote) and the put fails.
-    pub(super) fn look(&self, lane: usize, p: &mut Producer) -> Result<(), PutFail> {
+    fn look(&self, lane: usize, p: &mut Producer) -> Result<(), PutFail> {
         let r = self.r(lane).load(Ordering::Acquire);
         if off_of(p.w) <= self.ring
             && off_of(r) <= self.ring

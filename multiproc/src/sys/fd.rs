@@ -114,6 +114,15 @@ fn set_len_after_read(buf: &mut Vec<u8>, new_len: usize) {
     unsafe { buf.set_len(new_len) }
 }
 
+/// Whether the process at the other end of the Unix socket `fd` runs as this
+/// process's user (or as root, who could reach a socket file of ours as well): the
+/// check a socket in the abstract namespace, which has no file permissions, needs.
+pub(crate) fn peer_is_same_user(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let peer = rustix::net::sockopt::socket_peercred(fd)?;
+    let uid = peer.uid.as_raw();
+    Ok(uid == rustix::process::getuid().as_raw() || uid == 0)
+}
+
 /// What `poll_two` saw.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Readiness {
