@@ -1341,3 +1341,175 @@ fn s42_proxies_travel_through_pipes_and_carry_large_values() {
     drop((local, tcp, small));
     check.assert_clean();
 }
+
+/// Threads of process `pid`.
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count()
+}
+
+/// CPU time process `pid` used so far (user + system), in clock ticks.
+fn cpu_ticks_of(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command name in parentheses: fields 14 and 15 are utime and stime.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A client dripping a byte of its answer every 100 ms never runs into a per-read
+/// timeout; it once held a server thread and descriptor for hours (issue 14 item 9).
+/// The whole handshake has one deadline.
+#[test]
+fn s42_a_client_dripping_its_handshake_is_cut_off_at_the_handshake_deadline() {
+    let check = LeakCheck::start();
+    {
+        let m = Manager::builder()
+            .address(Address::Tcp("127.0.0.1:0".parse().unwrap()))
+            .authkey(b"key".to_vec())
+            .handshake_timeout(Duration::from_secs(1))
+            .start()
+            .unwrap();
+        let mut s = TcpStream::connect(tcp_addr(&m)).unwrap();
+        s.set_read_timeout(Some(PROMPT)).unwrap();
+        let mut len = [0u8];
+        s.read_exact(&mut len).unwrap();
+        let mut challenge = vec![0u8; len[0] as usize];
+        s.read_exact(&mut challenge).unwrap();
+        // Announce a 32-byte answer, then drip it (and more) slowly.
+        let start = Instant::now();
+        let mut cut_off = false;
+        let mut bytes = std::iter::once(32u8).chain(std::iter::repeat(7u8));
+        while start.elapsed() < Duration::from_secs(20) {
+            if s.write_all(&[bytes.next().unwrap()]).is_err() {
+                cut_off = true;
+                break;
+            }
+            // A closed connection is readable (end-of-file or reset).
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let mut buf = [0u8; 64];
+            match s.read(&mut buf) {
+                Ok(0) => {
+                    cut_off = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    cut_off = true;
+                    break;
+                }
+                Err(_) => {} // nothing yet: drip on
+            }
+        }
+        assert!(cut_off, "a dripping client held the handshake for 20 s");
+        assert_eq!(m.value(1u8).unwrap().get().unwrap(), 1);
+    }
+    check.assert_clean();
+}
+
+/// Connections that never speak once cost the server a thread each, without limit:
+/// it now runs a bounded number of handshakes at once and keeps serving real clients.
+#[test]
+fn s42_silent_connections_do_not_cost_the_server_a_thread_each() {
+    let check = LeakCheck::start();
+    {
+        let m = Manager::builder()
+            .address(Address::Tcp("127.0.0.1:0".parse().unwrap()))
+            .authkey(b"key".to_vec())
+            .handshake_timeout(Duration::from_secs(2))
+            .start()
+            .unwrap();
+        let pid = m.pid().unwrap();
+        let v = m.value(5u8).unwrap();
+        let before = threads_of(pid);
+        let silent: Vec<TcpStream> = (0..200)
+            .map(|_| TcpStream::connect(tcp_addr(&m)).unwrap())
+            .collect();
+        // A real client gets through (once silent ones time out, if it must wait).
+        let late = Manager::connect(m.address().clone(), b"key").unwrap();
+        assert_eq!(late.value(6u8).unwrap().get().unwrap(), 6);
+        assert_eq!(v.get().unwrap(), 5);
+        let threads = threads_of(pid);
+        assert!(
+            threads <= before + 40,
+            "{threads} threads for 200 silent connections (from {before})"
+        );
+        drop(silent);
+    }
+    check.assert_clean();
+}
+
+/// Starts a TCP manager (by fork, so the server inherits a limit of descriptors just
+/// above what it needs), reports its address and pid, and holds it until told.
+fn own_a_starved_manager((report, hold): (multiproc::Queue<(Address, u32)>, Event)) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    let limit = Rlimit {
+        current: Some(open + 16),
+        maximum: getrlimit(Resource::Nofile).maximum,
+    };
+    setrlimit(Resource::Nofile, limit).unwrap();
+    let m = Manager::builder()
+        .address(Address::Tcp("127.0.0.1:0".parse().unwrap()))
+        .authkey(b"key".to_vec())
+        .start_method(StartMethod::Fork)
+        .start()
+        .unwrap();
+    report.put((m.address().clone(), m.pid().unwrap())).unwrap();
+    hold.wait();
+}
+
+/// Out of descriptors, the accept loop once spun at 100 % of a core (issue 14 item 9):
+/// it backs off.
+#[test]
+fn s42_a_server_out_of_descriptors_backs_off_instead_of_spinning() {
+    let check = LeakCheck::start();
+    {
+        let report = multiproc::Queue::new().unwrap();
+        let hold = Event::new().unwrap();
+        let mut owner = start(
+            StartMethod::Fork,
+            own_a_starved_manager,
+            (report.clone(), hold.clone()),
+        );
+        let (address, pid): (Address, u32) = report.get_timeout(PROMPT).unwrap();
+        let Address::Tcp(addr) = address else {
+            unreachable!()
+        };
+        // More connections than the server has descriptors left: it takes what it can
+        // (each waits in its handshake), then every accept fails with EMFILE.
+        let pending: Vec<TcpStream> = (0..64).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        common::wait_until("the server to run out of descriptors", || {
+            let limit: u64 = std::fs::read_to_string(format!("/proc/{pid}/limits"))
+                .unwrap()
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+                .unwrap();
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .unwrap()
+                .count() as u64
+                >= limit
+        });
+        let ticks = cpu_ticks_of(pid);
+        let window = Instant::now();
+        // A second of the server's life with connections waiting and no descriptor.
+        while window.elapsed() < Duration::from_secs(1) {
+            std::thread::yield_now();
+        }
+        let used = cpu_ticks_of(pid) - ticks;
+        let hz = rustix::param::clock_ticks_per_second();
+        let share = used as f64 / hz as f64 / window.elapsed().as_secs_f64();
+        assert!(
+            share < 0.2,
+            "the server used {:.0} % of a core",
+            share * 100.0
+        );
+        drop(pending);
+        hold.set();
+        owner.join_timeout(PROMPT).unwrap();
+    }
+    check.assert_clean();
+}

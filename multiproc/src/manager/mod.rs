@@ -104,6 +104,13 @@ use proxy::{ObjectRef, enc};
 /// the connection that sent it).
 pub const DEFAULT_MAX_MESSAGE: usize = 256 << 20;
 
+/// How long a new connection may take to prove the key, by default.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most connections a server authenticates at once; more wait in the listen backlog
+/// (a flood of silent connections costs at most this many threads and descriptors).
+pub const MAX_HANDSHAKES: usize = 32;
+
 /// How long [`Manager::shutdown`] waits for the server to exit before it kills it.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -295,6 +302,7 @@ pub struct ManagerBuilder {
     authkey: Option<Vec<u8>>,
     method: Option<StartMethod>,
     max_message: Option<usize>,
+    handshake_timeout: Option<Duration>,
 }
 
 /// Shows everything but the authkey.
@@ -305,6 +313,7 @@ impl fmt::Debug for ManagerBuilder {
             .field("authkey", &self.authkey.as_ref().map(|_| "<hidden>"))
             .field("method", &self.method)
             .field("max_message", &self.max_message)
+            .field("handshake_timeout", &self.handshake_timeout)
             .finish()
     }
 }
@@ -335,8 +344,24 @@ impl ManagerBuilder {
         self
     }
 
+    /// How long a new connection may take to prove the key, in all (default 30 s; a
+    /// peer that sends a byte now and then is cut off all the same). The server runs at
+    /// most [`MAX_HANDSHAKES`] handshakes at once; further connections wait in the
+    /// listen backlog. Zero is refused by [`start`](Self::start).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = Some(timeout);
+        self
+    }
+
     /// Starts the server process.
     pub fn start(self) -> Result<Manager, ManagerError> {
+        let handshake_timeout = self.handshake_timeout.unwrap_or(HANDSHAKE_TIMEOUT);
+        if handshake_timeout.is_zero() {
+            return Err(ManagerError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "handshake_timeout must be more than zero",
+            )));
+        }
         let authkey = match self.authkey {
             Some(key) => key,
             None => auth::random_bytes(32)?,
@@ -384,6 +409,7 @@ impl ManagerBuilder {
             listener,
             authkey: ByteBuf::from(authkey.clone()),
             max_message: limits.max_message as u64,
+            handshake_timeout,
         };
         let cleanup = Cleanup { socket_file };
         let process = builder.start(server::run, args)?;
