@@ -467,3 +467,38 @@ fn messages_with_descriptors_keep_their_place_among_plain_ones() {
     }
     check.assert_clean();
 }
+
+/// A frame header is 24 untrusted bytes: the receiver once reserved and zero-filled the
+/// whole body it announced before any of it came (1 GiB here), again on every read
+/// (issue 14 item 8). Memory now grows with the bytes that arrive.
+#[test]
+fn a_huge_announced_frame_costs_memory_only_as_its_bytes_arrive() {
+    let check = LeakCheck::start();
+    {
+        let (mine, theirs) = pipe::<Vec<u8>>().unwrap();
+        let mut raw = UnixStream::from(theirs_into_fd(theirs));
+        let announced = 1usize << 30;
+        let mut frame =
+            multiproc::codec::header(announced, multiproc::codec::fingerprint::<Vec<u8>>())
+                .to_vec();
+        frame.push(0);
+        raw.write_all(&frame).unwrap();
+        let before = common::rss_of("self");
+        // A dripping sender: a few bytes now and then, each read by a timed receive.
+        for _ in 0..8 {
+            raw.write_all(&[1; 100]).unwrap();
+            assert!(matches!(
+                mine.recv_timeout(Duration::from_millis(20)),
+                Err(RecvError::Timeout)
+            ));
+        }
+        let grown = common::rss_of("self").saturating_sub(before);
+        assert!(grown < 64 << 20, "{} MiB for 800 bytes", grown >> 20);
+        drop(raw);
+        assert!(matches!(
+            mine.recv_timeout(PROMPT),
+            Err(RecvError::Disconnected)
+        ));
+    }
+    check.assert_clean();
+}

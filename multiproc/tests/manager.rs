@@ -16,6 +16,7 @@ use multiproc::manager::{
     ManagerError, ManagerLockError, NamespaceProxy, QueueProxy, Shared, SharedProxy, ValueProxy,
 };
 use multiproc::queue::{GetError, PutError};
+use multiproc::sync::Event;
 use multiproc::testing::LeakCheck;
 use serde::{Deserialize, Serialize};
 
@@ -722,9 +723,6 @@ fn s42_garbage_closes_only_that_connection() {
         let local = Manager::start().unwrap();
         let tcp_list = tcp.list([1u8]).unwrap();
         let local_list = local.list([1u8]).unwrap();
-        let Address::Unix(path) = local.address().clone() else {
-            panic!("local managers listen on a Unix socket")
-        };
         let garbage: Vec<Vec<u8>> = vec![
             // (Each at least 256 bytes, or the server waits for the rest of the
             // message it announces: 30 s, then it closes all the same.)
@@ -742,7 +740,7 @@ fn s42_garbage_closes_only_that_connection() {
             let s = TcpStream::connect(tcp_addr(&tcp)).unwrap();
             s.set_read_timeout(Some(PROMPT)).unwrap();
             closed_after_garbage(s, g);
-            let s = UnixStream::connect(&path).unwrap();
+            let s = connect_local(local.address()).unwrap();
             s.set_read_timeout(Some(PROMPT)).unwrap();
             closed_after_garbage(s, g);
             // Both servers still serve their clients.
@@ -1092,30 +1090,55 @@ fn s42_killed_server_gives_errors_not_hangs() {
     check.assert_clean();
 }
 
+/// A raw stream to a local manager's socket (abstract or a file).
+fn connect_local(address: &Address) -> std::io::Result<UnixStream> {
+    match address {
+        Address::Abstract(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+            UnixStream::connect_addr(&addr)
+        }
+        Address::Unix(path) => UnixStream::connect(path),
+        other => panic!("not a local address: {other}"),
+    }
+}
+
+/// Whether the abstract socket `name` is still bound (listed in `/proc/net/unix`).
+fn abstract_bound(name: &str) -> bool {
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+    table
+        .lines()
+        .any(|line| line.split_whitespace().last() == Some(&format!("@{name}")))
+}
+
+/// Entries a manager of process `pid` could have left in the temp dir.
+fn temp_entries_of(pid: u32) -> Vec<std::path::PathBuf> {
+    let prefix = format!("multiproc-manager-{pid}-");
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
 #[test]
 fn s42_shutdown_leaves_no_process_and_no_socket() {
     let check = LeakCheck::start();
     for method in StartMethod::ALL {
         let mut m = manager(method);
-        let Address::Unix(path) = m.address().clone() else {
-            panic!("local managers listen on a Unix socket")
+        let Address::Abstract(name) = m.address().clone() else {
+            panic!(
+                "local managers listen on an abstract socket: {}",
+                m.address()
+            )
         };
-        let dir = path.parent().unwrap().to_path_buf();
-        let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(&path).unwrap().permissions(),
-        );
-        assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
-        let dir_mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(&dir).unwrap().permissions(),
-        );
-        assert_eq!(dir_mode & 0o777, 0o700, "dir mode {dir_mode:o}");
+        assert!(abstract_bound(&name));
+        assert!(temp_entries_of(std::process::id()).is_empty());
         let l = m.list([1, 2, 3]).unwrap();
         let pid = m.pid().unwrap();
         m.shutdown().unwrap();
-        assert!(
-            !path.exists() && !dir.exists(),
-            "{method}: socket left behind"
-        );
+        assert!(!abstract_bound(&name), "{method}: socket left behind");
         assert!(
             !std::path::Path::new(&format!("/proc/{pid}")).exists(),
             "{method}: server still there"
@@ -1125,11 +1148,103 @@ fn s42_shutdown_leaves_no_process_and_no_socket() {
 
         // Dropping shuts down too.
         let m = manager(method);
-        let Address::Unix(path) = m.address().clone() else {
+        let Address::Abstract(name) = m.address().clone() else {
             unreachable!()
         };
         drop(m);
-        assert!(!path.exists() && !path.parent().unwrap().exists());
+        assert!(!abstract_bound(&name));
+
+        // A socket file asked for by path is private and removed at shutdown.
+        let dir =
+            std::env::temp_dir().join(format!("mp-manager-file-{}-{method}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("socket");
+        let mut m = Manager::builder()
+            .address(Address::Unix(path.clone()))
+            .start_method(method)
+            .start()
+            .unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
+        assert_eq!(m.value(3u8).unwrap().get().unwrap(), 3);
+        m.shutdown().unwrap();
+        assert!(!path.exists(), "{method}: socket file left behind");
+        std::fs::remove_dir(&dir).unwrap();
+    }
+    check.assert_clean();
+}
+
+/// Starts a manager, reports its address, and waits for the parent to end it.
+fn own_a_manager_until_killed((report, hold): (multiproc::Queue<Address>, Event)) {
+    let m = Manager::start().unwrap();
+    report.put(m.address().clone()).unwrap();
+    hold.wait();
+}
+
+/// The owner of a manager ended by SIGTERM or SIGINT (no destructor runs) once left
+/// the socket file and its directory in the temp dir (issue 14 item 11): the default
+/// socket is abstract and goes with the server, which dies with its owner.
+#[test]
+fn s42_an_owner_killed_by_a_signal_leaves_no_socket_behind() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        for signal in [libc::SIGTERM, libc::SIGINT] {
+            let report = multiproc::Queue::<Address>::new().unwrap();
+            let hold = Event::new().unwrap();
+            let mut owner = start(method, own_a_manager_until_killed, (report.clone(), hold));
+            let address = report.get_timeout(PROMPT).unwrap();
+            let Address::Abstract(name) = &address else {
+                panic!("{address}")
+            };
+            assert!(abstract_bound(name));
+            owner.signal(signal).unwrap();
+            common::assert_killed_by(&mut owner, signal, "the manager's owner");
+            common::wait_until("the server to go with its owner", || !abstract_bound(name));
+            assert!(temp_entries_of(owner.pid()).is_empty());
+            assert!(connect_local(&address).is_err());
+        }
+    }
+    check.assert_clean();
+}
+
+/// An abstract socket has no file permissions: a process of another user reaches it,
+/// and is cut off before the handshake (the key would still stop it).
+#[test]
+fn s42_a_peer_of_another_user_is_refused_before_the_handshake() {
+    let check = LeakCheck::start();
+    {
+        let m = Manager::start().unwrap();
+        // This user is served: the server sends its challenge.
+        let mut mine = connect_local(m.address()).unwrap();
+        mine.set_read_timeout(Some(PROMPT)).unwrap();
+        let mut first = [0u8; 1];
+        mine.read_exact(&mut first).unwrap();
+        drop(mine);
+        if rustix::process::getuid().is_root() {
+            let address = m.address().clone();
+            let mut p = common::builder(StartMethod::Fork)
+                .start_closure(move || {
+                    // This fork child runs one thread: its uid is the process's.
+                    rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(65534))
+                        .expect("drop to nobody");
+                    let mut s = connect_local(&address).unwrap();
+                    s.set_read_timeout(Some(PROMPT)).unwrap();
+                    let mut buf = [0u8; 64];
+                    // End-of-file (or a reset) at once: no challenge for a stranger.
+                    match s.read(&mut buf) {
+                        Ok(n) => n == 0,
+                        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+                    }
+                })
+                .unwrap();
+            assert!(
+                p.join_timeout(PROMPT).unwrap(),
+                "another user got a challenge"
+            );
+        }
+        assert_eq!(m.value(1u8).unwrap().get().unwrap(), 1);
     }
     check.assert_clean();
 }
@@ -1224,5 +1339,177 @@ fn s42_proxies_travel_through_pipes_and_carry_large_values() {
         Err(ManagerError::Connect { .. })
     ));
     drop((local, tcp, small));
+    check.assert_clean();
+}
+
+/// Threads of process `pid`.
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count()
+}
+
+/// CPU time process `pid` used so far (user + system), in clock ticks.
+fn cpu_ticks_of(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command name in parentheses: fields 14 and 15 are utime and stime.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A client dripping a byte of its answer every 100 ms never runs into a per-read
+/// timeout; it once held a server thread and descriptor for hours (issue 14 item 9).
+/// The whole handshake has one deadline.
+#[test]
+fn s42_a_client_dripping_its_handshake_is_cut_off_at_the_handshake_deadline() {
+    let check = LeakCheck::start();
+    {
+        let m = Manager::builder()
+            .address(Address::Tcp("127.0.0.1:0".parse().unwrap()))
+            .authkey(b"key".to_vec())
+            .handshake_timeout(Duration::from_secs(1))
+            .start()
+            .unwrap();
+        let mut s = TcpStream::connect(tcp_addr(&m)).unwrap();
+        s.set_read_timeout(Some(PROMPT)).unwrap();
+        let mut len = [0u8];
+        s.read_exact(&mut len).unwrap();
+        let mut challenge = vec![0u8; len[0] as usize];
+        s.read_exact(&mut challenge).unwrap();
+        // Announce a 32-byte answer, then drip it (and more) slowly.
+        let start = Instant::now();
+        let mut cut_off = false;
+        let mut bytes = std::iter::once(32u8).chain(std::iter::repeat(7u8));
+        while start.elapsed() < Duration::from_secs(20) {
+            if s.write_all(&[bytes.next().unwrap()]).is_err() {
+                cut_off = true;
+                break;
+            }
+            // A closed connection is readable (end-of-file or reset).
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let mut buf = [0u8; 64];
+            match s.read(&mut buf) {
+                Ok(0) => {
+                    cut_off = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    cut_off = true;
+                    break;
+                }
+                Err(_) => {} // nothing yet: drip on
+            }
+        }
+        assert!(cut_off, "a dripping client held the handshake for 20 s");
+        assert_eq!(m.value(1u8).unwrap().get().unwrap(), 1);
+    }
+    check.assert_clean();
+}
+
+/// Connections that never speak once cost the server a thread each, without limit:
+/// it now runs a bounded number of handshakes at once and keeps serving real clients.
+#[test]
+fn s42_silent_connections_do_not_cost_the_server_a_thread_each() {
+    let check = LeakCheck::start();
+    {
+        let m = Manager::builder()
+            .address(Address::Tcp("127.0.0.1:0".parse().unwrap()))
+            .authkey(b"key".to_vec())
+            .handshake_timeout(Duration::from_secs(2))
+            .start()
+            .unwrap();
+        let pid = m.pid().unwrap();
+        let v = m.value(5u8).unwrap();
+        let before = threads_of(pid);
+        let silent: Vec<TcpStream> = (0..200)
+            .map(|_| TcpStream::connect(tcp_addr(&m)).unwrap())
+            .collect();
+        // A real client gets through (once silent ones time out, if it must wait).
+        let late = Manager::connect(m.address().clone(), b"key").unwrap();
+        assert_eq!(late.value(6u8).unwrap().get().unwrap(), 6);
+        assert_eq!(v.get().unwrap(), 5);
+        let threads = threads_of(pid);
+        assert!(
+            threads <= before + 40,
+            "{threads} threads for 200 silent connections (from {before})"
+        );
+        drop(silent);
+    }
+    check.assert_clean();
+}
+
+/// Starts a TCP manager (by fork, so the server inherits a limit of descriptors just
+/// above what it needs), reports its address and pid, and holds it until told.
+fn own_a_starved_manager((report, hold): (multiproc::Queue<(Address, u32)>, Event)) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    let limit = Rlimit {
+        current: Some(open + 16),
+        maximum: getrlimit(Resource::Nofile).maximum,
+    };
+    setrlimit(Resource::Nofile, limit).unwrap();
+    let m = Manager::builder()
+        .address(Address::Tcp("127.0.0.1:0".parse().unwrap()))
+        .authkey(b"key".to_vec())
+        .start_method(StartMethod::Fork)
+        .start()
+        .unwrap();
+    report.put((m.address().clone(), m.pid().unwrap())).unwrap();
+    hold.wait();
+}
+
+/// Out of descriptors, the accept loop once spun at 100 % of a core (issue 14 item 9):
+/// it backs off.
+#[test]
+fn s42_a_server_out_of_descriptors_backs_off_instead_of_spinning() {
+    let check = LeakCheck::start();
+    {
+        let report = multiproc::Queue::new().unwrap();
+        let hold = Event::new().unwrap();
+        let mut owner = start(
+            StartMethod::Fork,
+            own_a_starved_manager,
+            (report.clone(), hold.clone()),
+        );
+        let (address, pid): (Address, u32) = report.get_timeout(PROMPT).unwrap();
+        let Address::Tcp(addr) = address else {
+            unreachable!()
+        };
+        // More connections than the server has descriptors left: it takes what it can
+        // (each waits in its handshake), then every accept fails with EMFILE.
+        let pending: Vec<TcpStream> = (0..64).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        common::wait_until("the server to run out of descriptors", || {
+            let limit: u64 = std::fs::read_to_string(format!("/proc/{pid}/limits"))
+                .unwrap()
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+                .unwrap();
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .unwrap()
+                .count() as u64
+                >= limit
+        });
+        let ticks = cpu_ticks_of(pid);
+        let window = Instant::now();
+        // A second of the server's life with connections waiting and no descriptor.
+        while window.elapsed() < Duration::from_secs(1) {
+            std::thread::yield_now();
+        }
+        let used = cpu_ticks_of(pid) - ticks;
+        let hz = rustix::param::clock_ticks_per_second();
+        let share = used as f64 / hz as f64 / window.elapsed().as_secs_f64();
+        assert!(
+            share < 0.2,
+            "the server used {:.0} % of a core",
+            share * 100.0
+        );
+        drop(pending);
+        hold.set();
+        owner.join_timeout(PROMPT).unwrap();
+    }
     check.assert_clean();
 }

@@ -980,7 +980,7 @@ fn s32_sentinel_per_consumer_every_item_consumed_exactly_once() {
                 .get_or_insert_with(start_consumers)
                 .each_mut()
                 .map(|c| c.join_timeout(PROMPT).unwrap());
-            let left: Vec<Option<Item>> = q.try_iter().collect();
+            let left: Vec<Option<Item>> = q.try_iter().collect::<Result<_, _>>().unwrap();
 
             // Each consumer saw each producer's items in the order they were put.
             for (c, items) in eaten.iter().enumerate() {
@@ -1102,7 +1102,7 @@ fn s32_joinable_queue_join_returns_once_every_item_is_done() {
             assert!(q.empty(), "{method}");
             assert!(q.task_done().is_err(), "{method}: one task_done too many");
 
-            let mut recorded: Vec<Item> = done.try_iter().collect();
+            let mut recorded: Vec<Item> = done.try_iter().collect::<Result<_, _>>().unwrap();
             recorded.sort_unstable();
             assert_eq!(recorded, all_items(), "{method}: each item exactly once");
 
@@ -1136,6 +1136,53 @@ fn a_closed_handle_is_empty() {
         q.close();
         assert!(q.empty(), "a closed handle");
         assert!(matches!(q.try_get(), Err(GetError::Closed)));
+    }
+    check.assert_clean();
+}
+
+/// A `u32` whose `Deserialize` refuses 13 (with the user's text), as a reader's type
+/// may refuse what a writer of another version sent.
+#[derive(Debug, PartialEq, Serialize)]
+struct NotThirteen(u32);
+
+impl<'de> Deserialize<'de> for NotThirteen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u32::deserialize(d)? {
+            13 => Err(serde::de::Error::custom("bad")),
+            n => Ok(NotThirteen(n)),
+        }
+    }
+}
+
+/// `Queue::iter` and `try_iter` once ended silently at an item that did not decode, as if
+/// the queue were drained (issue 14 item 7): the error is yielded, and the items after
+/// it still come.
+#[test]
+fn iterating_a_queue_yields_an_item_that_does_not_decode_as_an_error_and_goes_on() {
+    let check = LeakCheck::start();
+    {
+        let q = Queue::<NotThirteen>::new().unwrap();
+        for n in [1, 13, 2] {
+            q.put(NotThirteen(n)).unwrap();
+        }
+        let got: Vec<_> = q.try_iter().collect();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[0].as_ref().unwrap(), &NotThirteen(1));
+        match &got[1] {
+            Err(GetError::Codec(e)) => assert!(e.to_string().ends_with(": bad"), "{e}"),
+            other => panic!("expected the decode error, got {other:?}"),
+        }
+        assert_eq!(got[2].as_ref().unwrap(), &NotThirteen(2));
+
+        for n in [13, 3] {
+            q.put(NotThirteen(n)).unwrap();
+        }
+        q.shutdown();
+        let got: Vec<_> = q.iter().collect();
+        assert!(
+            matches!(got[..], [Err(GetError::Codec(_)), Ok(NotThirteen(3))]),
+            "{got:?}"
+        );
     }
     check.assert_clean();
 }

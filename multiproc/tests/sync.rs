@@ -1180,6 +1180,36 @@ fn attaching_a_shared_memory_name_that_does_not_exist_is_not_found() {
     check.assert_clean();
 }
 
+/// Anyone holding a shared block's name (or any queue's, lock's, value's descriptor)
+/// could once `ftruncate` the memory under everyone else, who then died of `SIGBUS` on
+/// their next touch (issue 14 item 12): the memory is sealed at its size.
+#[test]
+fn a_holder_of_shared_memory_cannot_shrink_or_grow_it_under_the_others() {
+    let check = LeakCheck::start();
+    {
+        use multiproc::shared::SharedMemory;
+        let shm = SharedMemory::new(1 << 16).unwrap();
+        shm.write((1 << 16) - 4, b"tail");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(shm.name())
+            .expect("the name opens as a file, as an attacker would");
+        for len in [0, 1 << 20] {
+            let err = file.set_len(len).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                std::io::ErrorKind::PermissionDenied,
+                "{len}: {err}"
+            );
+        }
+        let mut out = [0u8; 4];
+        shm.read((1 << 16) - 4, &mut out);
+        assert_eq!(&out, b"tail");
+    }
+    check.assert_clean();
+}
+
 /// `SharedMemory(create=True, size=0)` is Python's `ValueError`: here `InvalidInput`.
 #[test]
 fn shared_memory_of_zero_bytes_is_refused() {

@@ -378,7 +378,10 @@ impl Endpoint {
                 Ok(Some(total)) => (total - (st.buf.len() - st.start), true),
                 _ => (64 * 1024, false),
             };
-            let room = room.clamp(4096, 1 << 30);
+            // Ask for the rest of the frame, but hold no more room than the bytes already
+            // here (at least 64 KiB): a size announced by a peer costs memory only as its
+            // bytes come, and a real large message still grows by doubling.
+            let room = room.clamp(4096, (st.buf.len() - st.start).max(64 << 10));
             if st.start > 0 && st.start * 2 >= st.buf.len() {
                 let start = st.start;
                 st.buf.drain(..start);

@@ -18,6 +18,9 @@
 //! else is refused after at most 256 bytes, whatever it sends.
 
 use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -148,6 +151,72 @@ pub(crate) fn answer_challenge<S: Read + Write>(
         // A server refusing a key says so before it closes: an end without a verdict
         // is a server that went away.
         Err(e) => Err(e.into()),
+    }
+}
+
+/// A stream whose reads and writes all end by one deadline: a handshake gets one time
+/// budget in all, so a peer that sends a byte now and then cannot stretch it (a
+/// per-read timeout restarts with every byte).
+pub(crate) struct Deadline<'a, S> {
+    stream: &'a mut S,
+    until: Instant,
+}
+
+/// Streams with per-operation timeouts.
+pub(crate) trait Timeouts {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+impl Timeouts for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_write_timeout(self, timeout)
+    }
+}
+
+impl Timeouts for UnixStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        UnixStream::set_read_timeout(self, timeout)
+    }
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        UnixStream::set_write_timeout(self, timeout)
+    }
+}
+
+impl<'a, S: Timeouts> Deadline<'a, S> {
+    pub(crate) fn new(stream: &'a mut S, budget: Duration) -> Self {
+        let until = Instant::now()
+            .checked_add(budget)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+        Deadline { stream, until }
+    }
+
+    /// The time left, or `TimedOut` once there is none.
+    fn left(&self) -> io::Result<Duration> {
+        self.until
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "handshake deadline passed"))
+    }
+}
+
+impl<S: Read + Timeouts> Read for Deadline<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.set_read_timeout(Some(self.left()?))?;
+        self.stream.read(buf)
+    }
+}
+
+impl<S: Write + Timeouts> Write for Deadline<'_, S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.set_write_timeout(Some(self.left()?))?;
+        self.stream.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
     }
 }
 

@@ -11,7 +11,6 @@
 
 use std::io;
 use std::net::TcpStream;
-use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use crate::codec::{CodecError, Limits};
@@ -110,8 +109,12 @@ impl Client {
             source,
         };
         match &self.address {
-            Address::Unix(path) => {
-                let mut stream = UnixStream::connect(path).map_err(connect_error)?;
+            Address::Abstract(_) | Address::Unix(_) => {
+                let mut stream = self
+                    .address
+                    .connect_unix()
+                    .expect("a local address")
+                    .map_err(connect_error)?;
                 stream
                     .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
                     .map_err(connect_error)?;

@@ -36,8 +36,9 @@
 //!
 //! # Transports and authentication
 //!
-//! Locally the server listens on a Unix socket, `0600` in a private `0700` directory
-//! that [`Manager::shutdown`] (or `Drop`) removes. Every connection first runs an
+//! Locally the server listens on a Unix socket in the abstract namespace
+//! ([`Address::Abstract`]: no file, so nothing is left behind even when the owner is
+//! killed) and serves only processes of its own user (or root). Every connection first runs an
 //! HMAC-SHA256 challenge–response both ways (Python's authkey handshake: the key itself
 //! never crosses); then the server hands the client one end of a
 //! [`connection`](crate::connection) pipe over shared memory, so a call costs one pipe
@@ -67,7 +68,7 @@
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -103,13 +104,26 @@ use proxy::{ObjectRef, enc};
 /// the connection that sent it).
 pub const DEFAULT_MAX_MESSAGE: usize = 256 << 20;
 
+/// How long a new connection may take to prove the key, by default.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most connections a server authenticates at once; more wait in the listen backlog
+/// (a flood of silent connections costs at most this many threads and descriptors).
+pub const MAX_HANDSHAKES: usize = 32;
+
 /// How long [`Manager::shutdown`] waits for the server to exit before it kills it.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Where a manager's server listens.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Address {
-    /// A Unix socket (the local default).
+    /// A Unix socket in the abstract namespace (the local default; Python's address
+    /// starting with `"\0"`): it has no file, so nothing is left behind however the
+    /// manager's owner ends. The server accepts only peers of its own user (or root),
+    /// and each must then prove the key.
+    Abstract(String),
+    /// A Unix socket file (readable and writable by its owner only), removed when the
+    /// manager shuts down.
     Unix(PathBuf),
     /// A TCP address.
     Tcp(SocketAddr),
@@ -118,10 +132,31 @@ pub enum Address {
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Address::Abstract(name) => write!(f, "unix:@{name}"),
             Address::Unix(path) => write!(f, "unix:{}", path.display()),
             Address::Tcp(addr) => write!(f, "tcp:{addr}"),
         }
     }
+}
+
+impl Address {
+    /// Connects a Unix stream to a local address (`None` for TCP).
+    pub(crate) fn connect_unix(&self) -> Option<std::io::Result<std::os::unix::net::UnixStream>> {
+        use std::os::unix::net::UnixStream;
+        match self {
+            Address::Abstract(name) => {
+                Some(abstract_addr(name).and_then(|addr| UnixStream::connect_addr(&addr)))
+            }
+            Address::Unix(path) => Some(UnixStream::connect(path)),
+            Address::Tcp(_) => None,
+        }
+    }
+}
+
+/// The socket address of an abstract name.
+fn abstract_addr(name: &str) -> std::io::Result<std::os::unix::net::SocketAddr> {
+    use std::os::linux::net::SocketAddrExt;
+    std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
 }
 
 impl From<SocketAddr> for Address {
@@ -267,6 +302,7 @@ pub struct ManagerBuilder {
     authkey: Option<Vec<u8>>,
     method: Option<StartMethod>,
     max_message: Option<usize>,
+    handshake_timeout: Option<Duration>,
 }
 
 /// Shows everything but the authkey.
@@ -277,12 +313,13 @@ impl fmt::Debug for ManagerBuilder {
             .field("authkey", &self.authkey.as_ref().map(|_| "<hidden>"))
             .field("method", &self.method)
             .field("max_message", &self.max_message)
+            .field("handshake_timeout", &self.handshake_timeout)
             .finish()
     }
 }
 
 impl ManagerBuilder {
-    /// Where the server listens (default: a Unix socket in a private directory). A TCP
+    /// Where the server listens (default: an abstract Unix socket of a random name). A TCP
     /// address with port 0 picks a free port: see [`Manager::address`].
     pub fn address(mut self, address: Address) -> Self {
         self.address = Some(address);
@@ -307,30 +344,43 @@ impl ManagerBuilder {
         self
     }
 
+    /// How long a new connection may take to prove the key, in all (default 30 s; a
+    /// peer that sends a byte now and then is cut off all the same). The server runs at
+    /// most [`MAX_HANDSHAKES`] handshakes at once; further connections wait in the
+    /// listen backlog. Zero is refused by [`start`](Self::start).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = Some(timeout);
+        self
+    }
+
     /// Starts the server process.
     pub fn start(self) -> Result<Manager, ManagerError> {
+        let handshake_timeout = self.handshake_timeout.unwrap_or(HANDSHAKE_TIMEOUT);
+        if handshake_timeout.is_zero() {
+            return Err(ManagerError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "handshake_timeout must be more than zero",
+            )));
+        }
         let authkey = match self.authkey {
             Some(key) => key,
             None => auth::random_bytes(32)?,
         };
         let limits = Limits::with_max_message(self.max_message.unwrap_or(DEFAULT_MAX_MESSAGE));
-        let (listener, address, dir) = match self.address {
+        let (listener, address) = match self.address {
             None => {
-                let dir = private_dir()?;
-                let path = dir.join("manager.sock");
-                let listener = bind_unix(&path).inspect_err(|_| {
-                    let _ = std::fs::remove_dir(&dir);
-                })?;
-                (
-                    server::Listener::Unix(listener),
-                    Address::Unix(path),
-                    Some(dir),
-                )
+                let (listener, name) = bind_fresh_abstract()?;
+                (server::Listener::Unix(listener), Address::Abstract(name))
             }
+            Some(Address::Abstract(name)) => (
+                server::Listener::Unix(OwnedFd::from(UnixListener::bind_addr(&abstract_addr(
+                    &name,
+                )?)?)),
+                Address::Abstract(name),
+            ),
             Some(Address::Unix(path)) => (
                 server::Listener::Unix(bind_unix(&path)?),
                 Address::Unix(path),
-                None,
             ),
             Some(Address::Tcp(addr)) => {
                 let listener = std::net::TcpListener::bind(addr)?;
@@ -338,13 +388,12 @@ impl ManagerBuilder {
                 (
                     server::Listener::Tcp(OwnedFd::from(listener)),
                     Address::Tcp(bound),
-                    None,
                 )
             }
         };
         let socket_file = match &address {
             Address::Unix(path) => Some(path.clone()),
-            Address::Tcp(_) => None,
+            Address::Abstract(_) | Address::Tcp(_) => None,
         };
         static COUNT: AtomicU32 = AtomicU32::new(0);
         let mut builder = ProcessBuilder::new()
@@ -360,8 +409,9 @@ impl ManagerBuilder {
             listener,
             authkey: ByteBuf::from(authkey.clone()),
             max_message: limits.max_message as u64,
+            handshake_timeout,
         };
-        let cleanup = Cleanup { socket_file, dir };
+        let cleanup = Cleanup { socket_file };
         let process = builder.start(server::run, args)?;
         Ok(Manager {
             client: Arc::new(Client::new(address, authkey, limits)),
@@ -379,37 +429,33 @@ fn bind_unix(path: &std::path::Path) -> std::io::Result<OwnedFd> {
     Ok(OwnedFd::from(listener))
 }
 
-/// A fresh directory only this user can enter, for the socket.
-fn private_dir() -> std::io::Result<PathBuf> {
-    let base = std::env::temp_dir();
+/// Binds a Unix listener to a fresh random name in the abstract namespace.
+fn bind_fresh_abstract() -> std::io::Result<(OwnedFd, String)> {
     loop {
-        let tag: String = auth::random_bytes(6)?
+        let tag: String = auth::random_bytes(8)?
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let dir = base.join(format!("multiproc-manager-{}-{tag}", sys::proc::getpid()));
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        let name = format!("multiproc-manager-{}-{tag}", sys::proc::getpid());
+        match UnixListener::bind_addr(&abstract_addr(&name)?) {
+            Ok(listener) => return Ok((OwnedFd::from(listener), name)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
             Err(e) => return Err(e),
         }
     }
 }
 
-/// What the owner removes at shutdown.
+/// What the owner removes at shutdown: the socket file of a manager given a path
+/// (the default address is abstract and leaves nothing).
 #[derive(Debug, Default)]
 struct Cleanup {
     socket_file: Option<PathBuf>,
-    dir: Option<PathBuf>,
 }
 
 impl Cleanup {
     fn run(&mut self) {
         if let Some(file) = self.socket_file.take() {
             let _ = std::fs::remove_file(file);
-        }
-        if let Some(dir) = self.dir.take() {
-            let _ = std::fs::remove_dir(dir);
         }
     }
 }
@@ -737,8 +783,8 @@ impl Manager {
         self.objects().create(value)
     }
 
-    /// Stops the server and waits for it, then removes the socket file and its
-    /// directory (Python's `shutdown()`). Proxies left over get
+    /// Stops the server and waits for it, then removes the socket file if the manager
+    /// was given one (Python's `shutdown()`). Proxies left over get
     /// [`ManagerError::Disconnected`] afterwards. A manager from
     /// [`connect`](Self::connect) only closes its connections, and so does a copy
     /// inherited by a `fork` child (only the process that started the server stops

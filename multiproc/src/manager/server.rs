@@ -36,9 +36,6 @@ use super::auth::{self, Role};
 use super::protocol::{Bytes, Failure, Kind, MAX_WAIT_MS, Op, Reply, Request};
 use super::wire::{self, ServerPipe};
 
-/// How long a new connection has to complete the handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// A listening socket handed to the server process.
 #[derive(Debug)]
 pub(crate) enum Listener {
@@ -52,6 +49,7 @@ pub(crate) struct ServerArgs {
     pub(crate) listener: Listener,
     pub(crate) authkey: ByteBuf,
     pub(crate) max_message: u64,
+    pub(crate) handshake_timeout: Duration,
 }
 
 impl Serialize for Listener {
@@ -96,25 +94,92 @@ pub(crate) fn run(args: ServerArgs) {
         next_conn: AtomicU64::new(1),
         authkey: args.authkey.into_vec(),
         limits: Limits::with_max_message(args.max_message as usize),
+        handshake_timeout: args.handshake_timeout,
+        handshakes: Handshakes::default(),
     });
     match args.listener {
         Listener::Unix(fd) => {
             let listener = UnixListener::from(fd);
-            for stream in listener.incoming() {
-                // A failed accept (a peer that left at once, a descriptor shortage)
-                // concerns that peer only.
-                let Ok(stream) = stream else { continue };
-                let server = server.clone();
-                spawn_conn(move || server.serve_unix(stream));
-            }
+            accept_loop(
+                &server,
+                || listener.accept().map(|(s, _)| s),
+                Server::serve_unix,
+            );
         }
         Listener::Tcp(fd) => {
             let listener = TcpListener::from(fd);
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
+            accept_loop(
+                &server,
+                || listener.accept().map(|(s, _)| s),
+                Server::serve_tcp,
+            );
+        }
+    }
+}
+
+/// Accepts connections for ever, each served by `serve` on a thread of its own. At
+/// most [`MAX_HANDSHAKES`](super::MAX_HANDSHAKES) are authenticating at once (the others
+/// wait in the backlog); a failed accept concerns that peer only, and out of
+/// descriptors (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) the loop backs off, 1 ms
+/// doubling to 1 s, rather than spin.
+fn accept_loop<S: Send + 'static>(
+    server: &Arc<Server>,
+    accept: impl Fn() -> io::Result<S>,
+    serve: fn(&Server, S, Handshake),
+) {
+    let mut pause = Duration::ZERO;
+    loop {
+        let slot = server.handshakes.enter();
+        match accept() {
+            Ok(stream) => {
+                pause = Duration::ZERO;
                 let server = server.clone();
-                spawn_conn(move || server.serve_tcp(stream));
+                spawn_conn(move || serve(&server, stream, slot));
             }
+            Err(e) => {
+                drop(slot);
+                use rustix::io::Errno;
+                let starved = matches!(
+                    Errno::from_io_error(&e),
+                    Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)
+                );
+                if starved {
+                    pause = (pause * 2).clamp(Duration::from_millis(1), Duration::from_secs(1));
+                    std::thread::sleep(pause);
+                }
+            }
+        }
+    }
+}
+
+/// The count of connections authenticating, bounded by `MAX_HANDSHAKES`.
+#[derive(Default)]
+struct Handshakes {
+    running: Arc<(Mutex<usize>, Condvar)>,
+}
+
+impl Handshakes {
+    /// Waits for a free slot and takes it.
+    fn enter(&self) -> Handshake {
+        let (count, freed) = &*self.running;
+        let mut n = lock(count);
+        while *n >= super::MAX_HANDSHAKES {
+            n = freed.wait(n).unwrap_or_else(PoisonError::into_inner);
+        }
+        *n += 1;
+        Handshake(Some(self.running.clone()))
+    }
+}
+
+/// One connection's place among those authenticating; given back when dropped.
+struct Handshake(Option<Arc<(Mutex<usize>, Condvar)>>);
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        if let Some(running) = self.0.take() {
+            let (count, freed) = &*running;
+            *lock(count) -= 1;
+            freed.notify_one();
         }
     }
 }
@@ -138,6 +203,8 @@ struct Server {
     next_conn: AtomicU64,
     authkey: Vec<u8>,
     limits: Limits,
+    handshake_timeout: Duration,
+    handshakes: Handshakes,
 }
 
 #[derive(Default)]
@@ -284,12 +351,19 @@ fn authenticate<S: io::Read + io::Write>(stream: &mut S, key: &[u8]) -> bool {
 }
 
 impl Server {
-    fn serve_unix(&self, mut stream: UnixStream) {
-        let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
-        let _ = stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
-        if !authenticate(&mut stream, &self.authkey) {
+    fn serve_unix(&self, mut stream: UnixStream, handshake: Handshake) {
+        // An abstract socket has no file permissions: only our own user (or root)
+        // may go on to the handshake.
+        if !sys::fd::peer_is_same_user(stream.as_fd()).unwrap_or(false) {
             return;
         }
+        let mut timed = auth::Deadline::new(&mut stream, self.handshake_timeout);
+        if !authenticate(&mut timed, &self.authkey) {
+            return;
+        }
+        drop(handshake);
+        let _ = stream.set_read_timeout(Some(self.handshake_timeout));
+        let _ = stream.set_write_timeout(Some(self.handshake_timeout));
         let Ok((mut mine, theirs)) = connection::pipe_with::<Reply, Request>() else {
             return;
         };
@@ -301,13 +375,13 @@ impl Server {
         self.serve(mine);
     }
 
-    fn serve_tcp(&self, mut stream: TcpStream) {
+    fn serve_tcp(&self, mut stream: TcpStream, handshake: Handshake) {
         let _ = stream.set_nodelay(true);
-        let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
-        let _ = stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
-        if !authenticate(&mut stream, &self.authkey) {
+        let mut timed = auth::Deadline::new(&mut stream, self.handshake_timeout);
+        if !authenticate(&mut timed, &self.authkey) {
             return;
         }
+        drop(handshake);
         let _ = stream.set_read_timeout(None);
         let _ = stream.set_write_timeout(None);
         self.serve(TcpTransport {

@@ -23,6 +23,9 @@ pub(crate) type ServerPipe = Connection<Reply, Request>;
 /// Largest pipe hand-over message accepted (it holds three descriptor indices).
 const MAX_HANDOVER: usize = 4096;
 
+/// Largest read buffer a connection keeps between frames.
+const KEPT_BUFFER: usize = 1 << 20;
+
 /// A frame could not be read.
 #[derive(Debug)]
 pub(crate) enum FrameError {
@@ -61,18 +64,28 @@ pub(crate) fn write_frame<T: Serialize>(
 }
 
 /// Reads one frame holding a `T`. The header is checked (magic, size limit) before
-/// the body is read, so garbage or a huge length costs at most 16 bytes of reading.
+/// the body is read, so garbage or a huge length costs at most 16 bytes of reading;
+/// the body's buffer grows as its bytes arrive (`read_to_end` doubles it), so a length
+/// that is announced and never sent costs no memory.
 pub(crate) fn read_frame<T: DeserializeOwned>(
     stream: &mut impl Read,
     limits: &Limits,
     buf: &mut Vec<u8>,
 ) -> Result<T, FrameError> {
+    // What one large frame made room for is not kept for all the small ones after it.
+    if buf.capacity() > KEPT_BUFFER {
+        *buf = Vec::new();
+    }
     buf.clear();
     buf.resize(HEADER_LEN, 0);
     stream.read_exact(buf)?;
     let header = codec::parse_header(buf, limits).map_err(FrameError::Codec)?;
-    buf.resize(HEADER_LEN + header.len, 0);
-    stream.read_exact(&mut buf[HEADER_LEN..])?;
+    // Room for a typical body up front (one read), the rest as it comes.
+    buf.reserve(header.len.min(64 << 10));
+    let body = stream.take(header.len as u64).read_to_end(buf)?;
+    if body < header.len {
+        return Err(FrameError::Closed);
+    }
     codec::decode_frame::<T>(buf, limits)
         .map(|(value, _)| value)
         .map_err(FrameError::Codec)
@@ -109,6 +122,33 @@ pub(crate) fn take_over(sock: &UnixStream) -> io::Result<ClientPipe> {
         let n = sys::fd::recv_into_with_fds(sock.as_fd(), &mut buf, 512, &mut fds, false)?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer's 16-byte header once made the server zero-fill the whole body it
+    /// announced before any of it came (issue 14 item 8): three such headers cost a
+    /// manager 770 MiB. The buffer now grows with the bytes that arrive.
+    #[test]
+    fn a_huge_announced_frame_costs_memory_only_as_its_bytes_arrive() {
+        let limits = Limits::default();
+        let announced = 256 << 20;
+        let mut wire = codec::header(announced, codec::fingerprint::<Vec<u8>>()).to_vec();
+        wire.extend_from_slice(&[1; 100]);
+        let mut buf = Vec::new();
+        let got = read_frame::<Vec<u8>>(&mut wire.as_slice(), &limits, &mut buf);
+        assert!(matches!(got, Err(FrameError::Closed)), "{got:?}");
+        assert!(buf.capacity() < 1 << 20, "{} bytes held", buf.capacity());
+
+        // A real frame still reads whole, large or small.
+        for value in [vec![5u8; 3 << 20], vec![6u8; 10]] {
+            let frame = codec::encode_frame(&value, &limits).unwrap();
+            let got: Vec<u8> = read_frame(&mut frame.as_slice(), &limits, &mut buf).unwrap();
+            assert_eq!(got, value);
         }
     }
 }

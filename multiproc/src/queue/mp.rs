@@ -527,14 +527,23 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// The items, taken one by one with [`Queue::get`], until the queue is shut down and
-    /// drained (or an item fails to decode: that error ends the iteration).
+    /// drained or this handle closed. An item that does not decode is yielded as its
+    /// [`GetError::Codec`] and the iteration goes on (that item is gone; the next may be
+    /// fine); an I/O error is yielded and ends it.
     pub fn iter(&self) -> Iter<'_, T> {
-        Iter { queue: self }
+        Iter {
+            queue: self,
+            ended: false,
+        }
     }
 
-    /// The items there now, without waiting.
+    /// The items there now, without waiting; an item that does not decode is yielded as
+    /// its error, as by [`iter`](Self::iter).
     pub fn try_iter(&self) -> TryIter<'_, T> {
-        TryIter { queue: self }
+        TryIter {
+            queue: self,
+            ended: false,
+        }
     }
 }
 
@@ -542,12 +551,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 #[derive(Debug)]
 pub struct Iter<'a, T> {
     queue: &'a Queue<T>,
+    ended: bool,
 }
 
 impl<T: Serialize + DeserializeOwned> Iterator for Iter<'_, T> {
-    type Item = T;
-    fn next(&mut self) -> Option<T> {
-        self.queue.get().ok()
+    type Item = Result<T, GetError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        next_of_iter(&mut self.ended, self.queue.get())
     }
 }
 
@@ -555,12 +565,34 @@ impl<T: Serialize + DeserializeOwned> Iterator for Iter<'_, T> {
 #[derive(Debug)]
 pub struct TryIter<'a, T> {
     queue: &'a Queue<T>,
+    ended: bool,
 }
 
 impl<T: Serialize + DeserializeOwned> Iterator for TryIter<'_, T> {
-    type Item = T;
-    fn next(&mut self) -> Option<T> {
-        self.queue.try_get().ok()
+    type Item = Result<T, GetError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        next_of_iter(&mut self.ended, self.queue.try_get())
+    }
+}
+
+/// What the queue's iterators make of one `get`: an item, or an undecodable item's
+/// error, go on; the end of the queue (or of this handle) ends them, and so does an
+/// error that would only repeat, after it is yielded once.
+fn next_of_iter<T>(ended: &mut bool, got: Result<T, GetError>) -> Option<Result<T, GetError>> {
+    if *ended {
+        return None;
+    }
+    match got {
+        Ok(item) => Some(Ok(item)),
+        Err(e @ GetError::Codec(_)) => Some(Err(e)),
+        Err(GetError::Empty | GetError::ShutDown | GetError::Closed) => {
+            *ended = true;
+            None
+        }
+        Err(e) => {
+            *ended = true;
+            Some(Err(e))
+        }
     }
 }
 

@@ -99,6 +99,7 @@ impl RingMap {
                 }
                 // A previous owner may have filled the ring: trim it at the first chance.
                 p.high = self.ring;
+                self.look(lane, p)?;
                 return Ok(lane);
             }
             // Every lane belongs to a live process: wait for one to let go.

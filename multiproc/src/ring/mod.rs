@@ -419,7 +419,16 @@ impl RingMap {
         item: &T,
         deadline: Option<Instant>,
     ) -> Result<(), PutFail> {
-        let len = codec::encoded_size(item).map_err(PutFail::Codec)?;
+        // A small item is encoded once, here, and copied into place; a larger one is
+        // sized first and encoded straight into the ring or its blob.
+        let mut small = [0u8; SMALL_BODY];
+        let (len, body) = match codec::encode_small(item, &mut small).map_err(PutFail::Codec)? {
+            Some(len) => (len, Body::Encoded(&small[..len])),
+            None => (
+                codec::encoded_size(item).map_err(PutFail::Codec)?,
+                Body::Item(item),
+            ),
+        };
         let max = self.max_message.load(Ordering::Relaxed);
         if len > max {
             return Err(PutFail::Codec(CodecError::Oversized { size: len, max }));
@@ -431,7 +440,7 @@ impl RingMap {
             }
             let mut stuck = None;
             if self.maxsize == 0 || self.qsize() < self.maxsize {
-                match self.try_put(item, len, deadline, waiter.is_patient())? {
+                match self.try_put(&body, len, deadline, waiter.is_patient())? {
                     None => {
                         self.notify(H_GET_WAITERS, H_NOT_EMPTY);
                         return Ok(());
@@ -461,7 +470,7 @@ impl RingMap {
     /// room.
     fn try_put<T: Serialize + ?Sized>(
         &self,
-        item: &T,
+        body: &Body<'_, T>,
         len: usize,
         deadline: Option<Instant>,
         spill: bool,
@@ -479,7 +488,7 @@ impl RingMap {
             // Past the warm front: look where the consumers are now and then, to go back
             // as soon as there is room (and to notice an empty lane, which is rewound
             // and trimmed), without pulling their cache line over on every put.
-            p.r_seen = self.r(lane).load(Ordering::Acquire);
+            self.look(lane, &mut p)?;
             p.looked_at = wo;
         }
         self.rewind(lane, &mut p);
@@ -487,7 +496,7 @@ impl RingMap {
             .then(|| self.place(p.w, p.r_seen, inline, slack))
             .flatten();
         if spot.is_none() {
-            p.r_seen = self.r(lane).load(Ordering::Acquire);
+            self.look(lane, &mut p)?;
             self.rewind(lane, &mut p);
             spot = small
                 .then(|| self.place(p.w, p.r_seen, inline, slack))
@@ -507,16 +516,14 @@ impl RingMap {
         self.map.u64_at(base + 8).store(ticket, Ordering::Relaxed);
         let size = if is_inline {
             self.map
-                .write_with(base + REC_HEADER, len, |buf| {
-                    codec::encode_to_slice(item, buf)
-                })
+                .write_with(base + REC_HEADER, len, |buf| body.write_to(buf))
                 .map_err(PutFail::Codec)?;
             self.map
                 .u64_at(base)
                 .store(INLINE << 32 | len as u64, Ordering::Relaxed);
             inline
         } else {
-            let offset = self.write_blob(item, len)?;
+            let offset = self.write_blob(body, len)?;
             self.map
                 .u64_at(base + REC_HEADER)
                 .store(offset, Ordering::Relaxed);
@@ -542,8 +549,40 @@ impl RingMap {
         Ok(None)
     }
 
+    /// Reads where the lane's consumers are, refusing cursors no process of ours could
+    /// have written: a read cursor past the ring, ahead of the write cursor or further
+    /// behind it than the ring holds records, or a write cursor past the ring (as a new
+    /// owner finds it). Someone scribbled on the shared memory; trusted, the cursors
+    /// would have this put write past the lane into the next one. The lane is emptied
+    /// (as a consumer does on a record no sender wrote) and the put fails.
+    fn look(&self, lane: usize, p: &mut Producer) -> Result<(), PutFail> {
+        let r = self.r(lane).load(Ordering::Acquire);
+        if off_of(p.w) <= self.ring
+            && off_of(r) <= self.ring
+            && pending(p.w, r) as usize <= self.ring / REC_HEADER
+        {
+            p.r_seen = r;
+            return Ok(());
+        }
+        let fresh = cursor(seq_of(p.w), 0);
+        self.w(lane).store(fresh, Ordering::SeqCst);
+        let _ = self
+            .r(lane)
+            .compare_exchange(r, fresh, Ordering::SeqCst, Ordering::Acquire);
+        p.w = fresh;
+        p.r_seen = fresh;
+        p.high = self.ring;
+        Err(PutFail::Codec(CodecError::Corrupt(
+            "queue cursors no process of the queue wrote",
+        )))
+    }
+
     /// Writes a large body into a fresh blob; returns its file offset.
-    fn write_blob<T: Serialize + ?Sized>(&self, item: &T, len: usize) -> Result<u64, PutFail> {
+    fn write_blob<T: Serialize + ?Sized>(
+        &self,
+        body: &Body<'_, T>,
+        len: usize,
+    ) -> Result<u64, PutFail> {
         let span = round_up(len.max(1) as u64, PAGE as u64);
         let offset = self
             .map
@@ -554,7 +593,8 @@ impl RingMap {
         }
         let mut blob =
             Mapping::range(&self.fd, offset, span as usize, true).map_err(PutFail::Io)?;
-        codec::encode_to_slice(item, &mut blob.as_mut_slice()[..len]).map_err(PutFail::Codec)?;
+        body.write_to(&mut blob.as_mut_slice()[..len])
+            .map_err(PutFail::Codec)?;
         Ok(offset)
     }
 
@@ -841,4 +881,28 @@ impl Drop for RingMap {
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, GetFail> {
     crate::codec::decode(body).map_err(GetFail::Codec)
+}
+
+/// Items whose encoding fits this many bytes are encoded once, on the stack, then
+/// copied into the ring (most messages: numbers, short strings, small structs).
+const SMALL_BODY: usize = 128;
+
+/// What a put writes: a small item's bytes, encoded already, or the item itself, to be
+/// encoded straight into place.
+enum Body<'a, T: ?Sized> {
+    Encoded(&'a [u8]),
+    Item(&'a T),
+}
+
+impl<T: Serialize + ?Sized> Body<'_, T> {
+    /// Writes the body into `out`, which is exactly its length.
+    fn write_to(&self, out: &mut [u8]) -> Result<(), CodecError> {
+        match self {
+            Body::Encoded(bytes) => {
+                out.copy_from_slice(bytes);
+                Ok(())
+            }
+            Body::Item(item) => codec::encode_to_slice(*item, out),
+        }
+    }
 }

@@ -226,7 +226,11 @@ fn a_get_asleep_when_its_producer_dies_before_waking_it_returns_the_item() {
         // A producer publishes and is killed before it wakes anyone: `try_put` is a
         // put up to and including its publish.
         let len = codec::encoded_size(&7u32).unwrap();
-        assert!(q.try_put(&7u32, len, None, false).unwrap().is_none());
+        assert!(
+            q.try_put(&Body::Item(&7u32), len, None, false)
+                .unwrap()
+                .is_none()
+        );
         let got = got_rx.recv_timeout(BOUND);
         if got.is_err() {
             q.notify(H_GET_WAITERS, H_NOT_EMPTY); // as the next put would: let it end
@@ -277,4 +281,85 @@ fn a_put_asleep_when_its_consumer_dies_before_waking_it_puts() {
         assert_eq!(put, Ok(true), "the put waited for the next wake-up");
     });
     assert_eq!(q.get::<u32>(now()).unwrap(), 2);
+}
+
+#[test]
+fn a_read_cursor_scribbled_past_the_ring_is_refused_by_the_producer_not_trusted() {
+    let q = RingMap::create(Config {
+        lanes: 2,
+        ring: 64 << 10,
+        maxsize: 0,
+        max_message: 1 << 30,
+        joinable: false,
+        fingerprint: 0,
+    })
+    .unwrap();
+    // A second producer (another handle of the same queue) holds the next lane, with
+    // one item in it.
+    let other = RingMap::open(q.fd().try_clone_to_owned().unwrap(), 0).unwrap();
+    q.put(&vec![0u8; 8], None).unwrap();
+    let _ = q.get::<Vec<u8>>(now()).unwrap();
+    other.put(&vec![7u8; 1000], None).unwrap();
+    let mine = q.producer.lock().lane.unwrap();
+    assert_ne!(other.producer.lock().lane.unwrap(), mine);
+
+    // Someone scribbles this lane's read cursor to a place past the end of its ring.
+    let r = q.r(mine).load(Ordering::Acquire);
+    q.r(mine)
+        .store(cursor(seq_of(r), q.ring + (8 << 10)), Ordering::SeqCst);
+    let item = vec![1u8; 1000];
+    let mut refused = None;
+    for n in 0..200 {
+        match q.put(&item, None) {
+            Ok(()) => {}
+            Err(e) => {
+                refused = Some((n, e));
+                break;
+            }
+        }
+    }
+    let (n, e) = refused.expect("a put notices the cursor");
+    assert!(
+        matches!(e, PutFail::Codec(CodecError::Corrupt(_))),
+        "after {n} puts: {e:?}"
+    );
+    // The lane is usable again, and the other lane's item was not overwritten.
+    q.put(&item, None).unwrap();
+    let mut got = Vec::new();
+    loop {
+        match q.get::<Vec<u8>>(now()) {
+            Ok(v) => got.push(v),
+            Err(GetFail::Empty) => break,
+            Err(GetFail::Codec(CodecError::Corrupt(_))) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(
+        got.contains(&vec![7u8; 1000]),
+        "the other lane's item survives"
+    );
+    assert!(got.iter().all(|v| v == &item || v == &vec![7u8; 1000]));
+}
+
+#[test]
+fn a_write_cursor_scribbled_past_the_ring_is_refused_by_the_next_owner_of_the_lane() {
+    let q = queue(0);
+    q.put(&1u32, None).unwrap();
+    assert_eq!(q.get::<u32>(now()).unwrap(), 1);
+    let lane = q.producer.lock().lane.unwrap();
+    q.release_lane();
+    // While the lane is free, someone moves its cursors past the end of its ring.
+    for c in [q.w(lane), q.r(lane)] {
+        let v = c.load(Ordering::Acquire);
+        c.store(cursor(seq_of(v), q.ring + (64 << 10)), Ordering::SeqCst);
+    }
+    let next = RingMap::open(q.fd().try_clone_to_owned().unwrap(), 0).unwrap();
+    assert!(matches!(
+        next.put(&2u32, None),
+        Err(PutFail::Codec(CodecError::Corrupt(_)))
+    ));
+    assert_eq!(next.producer.lock().lane, Some(lane));
+    next.put(&3u32, None).unwrap();
+    assert_eq!(q.get::<u32>(now()).unwrap(), 3);
+    assert!(matches!(q.get::<u32>(now()), Err(GetFail::Empty)));
 }

@@ -114,6 +114,15 @@ fn set_len_after_read(buf: &mut Vec<u8>, new_len: usize) {
     unsafe { buf.set_len(new_len) }
 }
 
+/// Whether the process at the other end of the Unix socket `fd` runs as this
+/// process's user (or as root, who could reach a socket file of ours as well): the
+/// check a socket in the abstract namespace, which has no file permissions, needs.
+pub(crate) fn peer_is_same_user(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let peer = rustix::net::sockopt::socket_peercred(fd)?;
+    let uid = peer.uid.as_raw();
+    Ok(uid == rustix::process::getuid().as_raw() || uid == 0)
+}
+
 /// What `poll_two` saw.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Readiness {
@@ -302,9 +311,10 @@ pub(crate) fn recv_into_with_fds_or_lost(
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let spare = buf.spare_capacity_mut();
     let spare_len = spare.len();
-    // recvmsg wants initialised buffers: zero the room we offer (cheap next to a syscall
-    // for the sizes used here, and only the part the kernel may fill).
-    let room = &mut spare[..spare_len.min(min_room.max(512))];
+    // recvmsg wants initialised buffers: zero the room we offer, at most what one read
+    // of a socket brings (cheap next to the syscall), never the whole of what a peer
+    // announced.
+    let room = &mut spare[..spare_len.min(min_room.max(512)).min(MAX_ZEROED_ROOM)];
     room.fill(MaybeUninit::new(0));
     let room_len = room.len();
     let len = buf.len();
@@ -332,6 +342,10 @@ pub(crate) fn recv_into_with_fds_or_lost(
     }
     result
 }
+
+/// Most bytes one `recvmsg` is offered (and so zeroed first): about what a Unix
+/// socket's buffer holds.
+const MAX_ZEROED_ROOM: usize = 256 << 10;
 
 /// Most descriptors accepted with one read.
 pub(crate) const MAX_FDS_PER_READ: usize = 64;

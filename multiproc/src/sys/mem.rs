@@ -16,10 +16,15 @@ use rustix::fs::{FallocateFlags, MemfdFlags};
 use rustix::mm::{MapFlags, ProtFlags};
 use rustix::thread::futex;
 
-/// Creates a memfd of `len` bytes (zero-filled), close-on-exec.
+/// Creates a memfd of `len` bytes (zero-filled), close-on-exec, sealed at that size:
+/// no process holding the descriptor can shrink it (every other mapping would die of
+/// `SIGBUS` on its next touch), grow it, or add or remove seals (a write seal would
+/// fail everyone's next writable mapping). Punching holes stays allowed.
 pub(crate) fn memfd(name: &str, len: usize) -> io::Result<OwnedFd> {
+    use rustix::fs::SealFlags;
     let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
     rustix::fs::ftruncate(&fd, len as u64)?;
+    rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
     Ok(fd)
 }
 
@@ -311,5 +316,23 @@ mod tests {
         a.as_mut_slice()[100] = 42;
         assert_eq!(b.as_mut_slice()[100], 42);
         assert!(Mapping::new(&fd, 0).is_err());
+    }
+
+    #[test]
+    fn a_holder_of_the_descriptor_cannot_resize_the_memory_under_the_others() {
+        // Shrunk, every other mapping would die of SIGBUS on its next touch; grown, it
+        // could be made to hold more than its owner meant.
+        let fd = memfd("multiproc-test", 8192).unwrap();
+        let map = Mapping::new(&fd, 8192).unwrap();
+        for len in [0, 4096, 1 << 20] {
+            let err = rustix::fs::ftruncate(&fd, len).unwrap_err();
+            assert_eq!(err, rustix::io::Errno::PERM, "ftruncate to {len}");
+        }
+        assert_eq!(file_len(&fd).unwrap(), 8192);
+        // Nor can it forbid writes (a write seal) or lift the seals.
+        assert!(rustix::fs::fcntl_add_seals(&fd, rustix::fs::SealFlags::WRITE).is_err());
+        assert_eq!(map.as_slice()[8191], 0);
+        // Holes may still be punched (consumed queue blobs give memory back).
+        punch_hole(&fd, 0, 4096).unwrap();
     }
 }

@@ -145,3 +145,14 @@ impl<'de> serde::Deserialize<'de> for Bad {
 pub(crate) fn says_bad(text: String) {
     assert!(text.contains("Bad") && text.ends_with(": bad"), "{text}");
 }
+
+/// The resident memory of process `pid` ("self" for this one), in bytes.
+pub(crate) fn rss_of(pid: &str) -> u64 {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).expect("read statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|f| f.parse().ok())
+        .expect("statm's resident field");
+    pages * 4096
+}
