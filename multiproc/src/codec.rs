@@ -35,8 +35,10 @@ use serde::de::DeserializeOwned;
 
 mod capture;
 mod probe;
+mod render;
 
 pub(crate) use capture::{UNREPEATABLE, replaying};
+pub(crate) use render::returned_err;
 
 /// The four bytes every frame starts with.
 pub const MAGIC: [u8; 4] = *b"MPF1";

@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::block::{self, Block};
 use crate::codec;
-use crate::process::child::{Outcome, run_caught};
+use crate::process::child::{Outcome, run_task};
 use crate::queue::mp::Queue;
 use crate::sys;
 use crate::sys::entry::{FnAddr, Verified};
@@ -76,7 +76,7 @@ fn bad_args(e: codec::CodecError) -> Outcome {
 pub(crate) fn entry_one<A: DeserializeOwned, R: Serialize>(call: TaskCall) -> Vec<Outcome> {
     let f: fn(A) -> R = sys::entry::resolve(&call.proof, call.target);
     vec![match codec::decode::<A>(&call.args) {
-        Ok(a) => run_caught(move || f(a)),
+        Ok(a) => run_task(move || f(a)),
         Err(e) => bad_args(e),
     }]
 }
@@ -308,7 +308,7 @@ pub(crate) fn worker_main<A: DeserializeOwned>(args: WorkerArgs<A>) {
     };
     if let Some((target, a)) = init {
         let f: fn(A) = sys::entry::resolve(&proof, target);
-        if let Outcome::Panicked(m) = run_caught(move || f(a)) {
+        if let Outcome::Panicked(m) = run_task(move || f(a)) {
             return init_failed(&parts, format!("the initializer panicked: {m}"));
         }
     }
@@ -322,7 +322,7 @@ pub(crate) fn worker_with_closure(parts: Parts, init: impl FnOnce()) {
         Ok(proof) => proof,
         Err(e) => return init_failed(&parts, e.to_string()),
     };
-    if let Outcome::Panicked(m) = run_caught(init) {
+    if let Outcome::Panicked(m) = run_task(init) {
         return init_failed(&parts, format!("the initializer panicked: {m}"));
     }
     worker_loop(parts, proof);

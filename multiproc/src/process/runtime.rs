@@ -202,6 +202,8 @@ pub fn init() {
     if INITIALISED.swap(true, Ordering::AcqRel) {
         return;
     }
+    // Before any child exists, while the hook is std's default: forked children inherit it.
+    super::child::install_panic_hook();
     if let Some(fd) = role_fd("MULTIPROC_CHILD") {
         super::child::child_main(fd);
     }
