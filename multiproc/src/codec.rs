@@ -220,7 +220,7 @@ fn guarded<R>(run: impl FnOnce() -> R) -> Result<R, String> {
 /// The error for an encode of a `T` that panicked.
 #[cold]
 #[inline(never)]
-fn encode_panicked<T: ?Sized>(panic: String) -> CodecError {
+pub(crate) fn encode_panicked<T: ?Sized>(panic: String) -> CodecError {
     CodecError::Encode {
         ty: std::any::type_name::<T>(),
         source: postcard::Error::SerdeSerCustom,

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::block::{self, Block};
-use crate::codec;
+use crate::codec::{self, panic_message};
 use crate::process::child::{Outcome, run_task};
 use crate::queue::mp::Queue;
 use crate::sys;
@@ -111,11 +111,16 @@ fn run_chunk<T, R: Serialize>(items: Vec<T>, call: impl Fn(T) -> R) -> Vec<Outco
     for item in items {
         let mark = buf.len();
         let written = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(item))) {
-            Ok(value) => postcard::to_io(&ItemRef::Ok(&value), &mut buf)
-                .map(|_| ())
-                .map_err(|e| codec::encode_error(&value, e)),
+            // The result's `Serialize` is user code: a panic there fails this item, as
+            // one in `call` does, instead of unwinding out of the worker (which died
+            // of it, and the item with it, without the panic's text).
+            Ok(value) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                postcard::to_io(&ItemRef::Ok(&value), &mut buf).map(drop)
+            }))
+            .map_err(|payload| codec::encode_panicked::<R>(panic_message(payload.as_ref())))
+            .and_then(|written| written.map_err(|e| codec::encode_error(&value, e))),
             Err(payload) => {
-                let message = crate::codec::panic_message(payload.as_ref());
+                let message = panic_message(payload.as_ref());
                 postcard::to_io(&ItemRef::<R>::Panicked(&message), &mut buf)
                     .map(|_| ())
                     .map_err(|e| codec::encode_error(&message, e))
@@ -293,9 +298,45 @@ pub(crate) struct Parts {
 /// The argument of [`worker_main`]: the parts and the initializer `fn(A)` (by
 /// address) with its arguments, which may hold handles (queues, locks, …).
 #[derive(Serialize, Deserialize)]
+#[serde(bound(deserialize = "A: DeserializeOwned"))]
 pub(crate) struct WorkerArgs<A> {
     pub(crate) parts: Parts,
-    pub(crate) init: Option<(FnAddr, A)>,
+    pub(crate) init: Option<(FnAddr, InitArgs<A>)>,
+}
+
+/// The initializer's arguments, encoded apart from the rest of [`WorkerArgs`] so that
+/// a worker whose copy does not decode (a user's `Deserialize` that fails or panics)
+/// still has its [`Parts`], and says why on the reply queue
+/// ([`Reply::InitFailed`]: the pool breaks with the user's text) instead of dying
+/// before it could say anything (and being replaced, again and again). Its handles
+/// travel with the worker's other descriptors: the inner body is written and read
+/// while the outer one's descriptor sink and source are active.
+pub(crate) struct InitArgs<A>(Result<A, String>);
+
+impl<A> InitArgs<A> {
+    pub(crate) fn new(args: A) -> InitArgs<A> {
+        InitArgs(Ok(args))
+    }
+}
+
+impl<A: Serialize> Serialize for InitArgs<A> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        match &self.0 {
+            Ok(args) => match codec::encode(args) {
+                Ok(body) => serializer.serialize_bytes(&body),
+                Err(e) => Err(S::Error::custom(e)),
+            },
+            Err(message) => Err(S::Error::custom(message)),
+        }
+    }
+}
+
+impl<'de, A: DeserializeOwned> Deserialize<'de> for InitArgs<A> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let body = serde_bytes::ByteBuf::deserialize(deserializer)?;
+        Ok(InitArgs(codec::decode(&body).map_err(|e| e.to_string())))
+    }
 }
 
 /// A worker with the initializer `fn(A)`.
@@ -306,7 +347,13 @@ pub(crate) fn worker_main<A: DeserializeOwned>(args: WorkerArgs<A>) {
         Ok(proof) => proof,
         Err(e) => return init_failed(&parts, e.to_string()),
     };
-    if let Some((target, a)) = init {
+    if let Some((target, InitArgs(a))) = init {
+        let a = match a {
+            Ok(a) => a,
+            Err(e) => {
+                return init_failed(&parts, format!("the initializer's arguments: {e}"));
+            }
+        };
         let f: fn(A) = sys::entry::resolve(&proof, target);
         if let Outcome::Panicked(m) = run_task(move || f(a)) {
             return init_failed(&parts, format!("the initializer panicked: {m}"));
@@ -433,6 +480,29 @@ mod tests {
             tuple.serialize_element(&self.0)?;
             Err(S::Error::custom("odd"))
         }
+    }
+
+    /// Encodes as a `u32` when even; panics when odd (user serde code gone wrong).
+    struct PanicsWhenOdd(u32);
+
+    impl Serialize for PanicsWhenOdd {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            assert!(self.0 % 2 == 0, "boom-{}", self.0);
+            serializer.serialize_u32(self.0)
+        }
+    }
+
+    /// The result's `Serialize` panicking used to unwind out of the worker: it died,
+    /// and the item failed as a dead worker's, without the text.
+    #[test]
+    fn a_result_whose_serialize_panics_fails_alone_with_the_panics_text() {
+        let items = decoded(run_chunk(vec![2u32, 3, 4], PanicsWhenOdd));
+        assert_eq!(values(&items), [Some(2), None, Some(4)]);
+        assert!(
+            matches!(&items[1], Item::Codec(m) if m.starts_with("result: ") && m.contains("boom-3")),
+            "{:?}",
+            items[1]
+        );
     }
 
     #[test]
