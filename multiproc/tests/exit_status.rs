@@ -110,7 +110,11 @@ fn inner_returned_ok() {
     for method in inner_methods() {
         let leaks = LeakCheck::start();
         let mut child = start(method, returns_ok, inner_tag());
-        assert_eq!(child.join_timeout(PROMPT).expect("a value"), Ok(7), "{method}");
+        assert_eq!(
+            child.join_timeout(PROMPT).expect("a value"),
+            Ok(7),
+            "{method}"
+        );
         let status = child.exit_status().expect("reaped");
         assert_eq!(status.exitcode(), 0, "{method}: {status}");
         drop(child);
@@ -130,7 +134,11 @@ fn inner_panic() {
             other => panic!("{method}: expected a panic, got {other:?}"),
         }
         let status = child.exit_status().expect("reaped");
-        assert_eq!(status.exitcode(), multiproc::process::EXIT_PANIC, "{method}");
+        assert_eq!(
+            status.exitcode(),
+            multiproc::process::EXIT_PANIC,
+            "{method}"
+        );
         drop(child);
         leaks.assert_clean();
     }
@@ -150,7 +158,10 @@ fn returned_err_exits_1_and_prints_error_on_stderr() {
                 attempts: 3
             }
         );
-        assert!(stderr.contains(&want), "{method}: {want:?} not in:\n{stderr}");
+        assert!(
+            stderr.contains(&want),
+            "{method}: {want:?} not in:\n{stderr}"
+        );
         assert_eq!(stderr.matches("Error: ").count(), 1, "{method}:\n{stderr}");
     }
     leaks.assert_clean();

@@ -23,9 +23,9 @@ use std::time::Duration;
 
 use multiproc::connection::pipe;
 use multiproc::executor::ProcessPoolExecutor;
-use multiproc::pool::{TaskError, WaitError};
 use multiproc::manager::Manager;
 use multiproc::pool::{Pool, PoolError};
+use multiproc::pool::{TaskError, WaitError};
 use multiproc::testing::LeakCheck;
 use multiproc::{JoinableQueue, ProcessError, Queue, SimpleQueue, StartError, StartMethod};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -103,9 +103,7 @@ fn fine(stage: &str) -> Faulty {
 impl Serialize for Faulty {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.fault {
-            Some(f) if f.on_encode() => {
-                Err(f.fail(&self.stage, serde::ser::Error::custom))
-            }
+            Some(f) if f.on_encode() => Err(f.fail(&self.stage, serde::ser::Error::custom)),
             _ => (self.fault, &self.stage).serialize(s),
         }
     }
@@ -121,11 +119,44 @@ impl<'de> Deserialize<'de> for Faulty {
     }
 }
 
+/// The cells of one test: each runs on its own, and a failed cell is recorded (with its
+/// panic's text) while the others still run, so that a failure names every broken
+/// cell at once.
+#[derive(Default)]
+struct Matrix {
+    failed: Vec<String>,
+}
+
+impl Matrix {
+    fn cell(&mut self, name: &str, run: impl FnOnce()) {
+        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+            let text = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            self.failed.push(format!("{name}: {text}"));
+        }
+    }
+
+    fn assert_all_passed(self) {
+        assert!(
+            self.failed.is_empty(),
+            "{} failed cells:\n{}",
+            self.failed.len(),
+            self.failed.join("\n")
+        );
+    }
+}
+
 /// Asserts that `error` (a typed error, shown with `Display`) carries the user's text.
 fn says<E: std::fmt::Display>(error: &E, fault: Fault, stage: &str, cell: &str) {
     let text = error.to_string();
     let want = fault.text(stage);
-    assert!(text.contains(&want), "{cell} {fault:?}: {want:?} not in {text:?}");
+    assert!(
+        text.contains(&want),
+        "{cell} {fault:?}: {want:?} not in {text:?}"
+    );
 }
 
 /// The stage a value names: a target that takes a [`Faulty`].
@@ -149,55 +180,63 @@ fn init_with(_: Faulty) {}
 #[test]
 fn process_arguments() {
     let leaks = LeakCheck::start();
+    let mut m = Matrix::default();
     for method in StartMethod::ALL {
         for fault in FAULTS {
-            let stage = format!("process-arguments-{method}");
-            let cell = format!("process arguments under {method}");
-            let started = builder(method).start(stage_of, faulty(fault, &stage));
-            if method == StartMethod::Fork {
-                // Moved, not encoded: the target runs with the value.
-                let mut p = started.expect("start under fork");
-                assert_eq!(p.join_timeout(PROMPT).expect(&cell), stage, "{cell}");
-                continue;
-            }
-            if fault.on_encode() {
-                match started {
-                    Err(e @ StartError::Codec(_)) => says(&e, fault, &stage, &cell),
+            m.cell(&format!("{method} {fault:?}"), || {
+                let stage = format!("process-arguments-{method}");
+                let cell = format!("process arguments under {method}");
+                let started = builder(method).start(stage_of, faulty(fault, &stage));
+                if method == StartMethod::Fork {
+                    // Moved, not encoded: the target runs with the value.
+                    let mut p = started.expect("start under fork");
+                    assert_eq!(p.join_timeout(PROMPT).expect(&cell), stage, "{cell}");
+                    return;
+                }
+                if fault.on_encode() {
+                    match started {
+                        Err(e @ StartError::Codec(_)) => says(&e, fault, &stage, &cell),
+                        other => panic!("{cell} {fault:?}: {other:?}"),
+                    }
+                    return;
+                }
+                let mut p = started.expect("the arguments encode");
+                match p.join_timeout(PROMPT) {
+                    Err(e @ ProcessError::Serialization { .. }) => says(&e, fault, &stage, &cell),
                     other => panic!("{cell} {fault:?}: {other:?}"),
                 }
-                continue;
-            }
-            let mut p = started.expect("the arguments encode");
-            match p.join_timeout(PROMPT) {
-                Err(e @ ProcessError::Serialization { .. }) => says(&e, fault, &stage, &cell),
-                other => panic!("{cell} {fault:?}: {other:?}"),
-            }
-            assert_eq!(p.exit_status().unwrap().exitcode(), 1, "{cell} {fault:?}");
+                assert_eq!(p.exit_status().unwrap().exitcode(), 1, "{cell} {fault:?}");
+            });
         }
     }
+    m.assert_all_passed();
     leaks.assert_clean();
 }
 
 #[test]
 fn process_results() {
     let leaks = LeakCheck::start();
+    let mut m = Matrix::default();
     for method in StartMethod::ALL {
         for fault in FAULTS {
-            let stage = format!("process-results-{method}");
-            let cell = format!("process results under {method}");
-            let mut p = builder(method)
-                .start(make, (fault, stage.clone()))
-                .expect("start");
-            match (fault.on_encode(), p.join_timeout(PROMPT)) {
-                (true, Err(e @ ProcessError::Serialization { .. })) => {
-                    says(&e, fault, &stage, &cell);
-                    assert_eq!(p.exit_status().unwrap().exitcode(), 1, "{cell} {fault:?}");
+            m.cell(&format!("{method} {fault:?}"), || {
+                let stage = format!("process-results-{method}");
+                let cell = format!("process results under {method}");
+                let mut p = builder(method)
+                    .start(make, (fault, stage.clone()))
+                    .expect("start");
+                match (fault.on_encode(), p.join_timeout(PROMPT)) {
+                    (true, Err(e @ ProcessError::Serialization { .. })) => {
+                        says(&e, fault, &stage, &cell);
+                        assert_eq!(p.exit_status().unwrap().exitcode(), 1, "{cell} {fault:?}");
+                    }
+                    (false, Err(e @ ProcessError::Codec(_))) => says(&e, fault, &stage, &cell),
+                    (_, other) => panic!("{cell} {fault:?}: {other:?}"),
                 }
-                (false, Err(e @ ProcessError::Codec(_))) => says(&e, fault, &stage, &cell),
-                (_, other) => panic!("{cell} {fault:?}: {other:?}"),
-            }
+            });
         }
     }
+    m.assert_all_passed();
     leaks.assert_clean();
 }
 
@@ -206,57 +245,66 @@ fn process_results() {
 #[test]
 fn pipe_send_and_recv() {
     let leaks = LeakCheck::start();
+    let mut m = Matrix::default();
     {
         let (a, b) = pipe::<Faulty>().unwrap();
         for fault in FAULTS {
-            let stage = "pipe";
-            if fault.on_encode() {
-                let e = a.send(&faulty(fault, stage)).unwrap_err();
-                says(&e, fault, stage, "pipe send");
-            } else {
-                a.send(&faulty(fault, stage)).unwrap();
-                let e = b.recv_timeout(PROMPT).unwrap_err();
-                says(&e, fault, stage, "pipe recv");
-            }
-            // The pipe carries the next message.
-            a.send(&fine("after")).unwrap();
-            assert_eq!(b.recv_timeout(PROMPT).unwrap(), fine("after"), "{fault:?}");
+            m.cell(&format!("{fault:?}"), || {
+                let stage = "pipe";
+                if fault.on_encode() {
+                    let e = a.send(&faulty(fault, stage)).unwrap_err();
+                    says(&e, fault, stage, "pipe send");
+                } else {
+                    a.send(&faulty(fault, stage)).unwrap();
+                    let e = b.recv_timeout(PROMPT).unwrap_err();
+                    says(&e, fault, stage, "pipe recv");
+                }
+                // The pipe carries the next message.
+                a.send(&fine("after")).unwrap();
+                assert_eq!(b.recv_timeout(PROMPT).unwrap(), fine("after"), "{fault:?}");
+            });
         }
     }
+    m.assert_all_passed();
     leaks.assert_clean();
 }
 
 /// Put and get through one kind of queue: `put` and `get` are the queue's own.
 fn queue_cells<E1: std::fmt::Display + Debug, E2: std::fmt::Display + Debug>(
+    m: &mut Matrix,
     kind: &str,
     put: impl Fn(Faulty) -> Result<(), E1>,
     get: impl Fn() -> Result<Faulty, E2>,
 ) {
     for fault in FAULTS {
-        if fault.on_encode() {
-            let e = put(faulty(fault, kind)).unwrap_err();
-            says(&e, fault, kind, "put");
-        } else {
-            put(faulty(fault, kind)).unwrap();
-            let e = get().unwrap_err();
-            says(&e, fault, kind, "get");
-        }
-        put(fine("after")).unwrap();
-        assert_eq!(get().unwrap(), fine("after"), "{kind} {fault:?}");
+        m.cell(&format!("{kind} {fault:?}"), || {
+            if fault.on_encode() {
+                let e = put(faulty(fault, kind)).unwrap_err();
+                says(&e, fault, kind, "put");
+            } else {
+                put(faulty(fault, kind)).unwrap();
+                let e = get().unwrap_err();
+                says(&e, fault, kind, "get");
+            }
+            put(fine("after")).unwrap();
+            assert_eq!(get().unwrap(), fine("after"), "{kind} {fault:?}");
+        });
     }
 }
 
 #[test]
 fn queue_put_and_get() {
     let leaks = LeakCheck::start();
+    let mut m = Matrix::default();
     {
         let q = Queue::<Faulty>::new().unwrap();
-        queue_cells("queue", |v| q.put(v), || q.get_timeout(PROMPT));
+        queue_cells(&mut m, "queue", |v| q.put(v), || q.get_timeout(PROMPT));
         let q = SimpleQueue::<Faulty>::new().unwrap();
         // Every get below finds its item already there.
-        queue_cells("simple-queue", |v| q.put(v), || q.get());
+        queue_cells(&mut m, "simple-queue", |v| q.put(v), || q.get());
         let q = JoinableQueue::<Faulty>::new().unwrap();
         queue_cells(
+            &mut m,
             "joinable-queue",
             |v| q.put(v),
             || {
@@ -269,6 +317,7 @@ fn queue_put_and_get() {
         assert_eq!(q.unfinished_tasks(), 0);
         assert!(q.join_timeout(Duration::ZERO));
     }
+    m.assert_all_passed();
     leaks.assert_clean();
 }
 
@@ -277,55 +326,64 @@ fn queue_put_and_get() {
 #[test]
 fn manager_proxies() {
     let leaks = LeakCheck::start();
+    let mut m = Matrix::default();
     for method in StartMethod::ALL {
-        let mut m = Manager::builder().start_method(method).start().unwrap();
-        let dict = m.dict::<String, Faulty>().unwrap();
-        let list = m.list::<Faulty>(Vec::new()).unwrap();
-        let value = m.value(fine("initial")).unwrap();
-        let queue = m.queue::<Faulty>().unwrap();
+        let mut manager = Manager::builder().start_method(method).start().unwrap();
+        let dict = manager.dict::<String, Faulty>().unwrap();
+        let list = manager.list::<Faulty>(Vec::new()).unwrap();
+        let value = manager.value(fine("initial")).unwrap();
+        let queue = manager.queue::<Faulty>().unwrap();
         for fault in FAULTS {
-            let stage = format!("manager-{method}");
-            let v = || faulty(fault, &stage);
-            let key = || "k".to_string();
-            if fault.on_encode() {
-                says(&dict.set(key(), v()).unwrap_err(), fault, &stage, "dict set");
-                says(&list.push(v()).unwrap_err(), fault, &stage, "list push");
-                says(&value.set(v()).unwrap_err(), fault, &stage, "value set");
-                says(&queue.put(v()).unwrap_err(), fault, &stage, "queue put");
-                says(
-                    &m.value(v()).map(drop).unwrap_err(),
-                    fault,
-                    &stage,
-                    "value creation",
-                );
-            } else {
-                dict.set(key(), v()).unwrap();
-                says(&dict.get(&key()).unwrap_err(), fault, &stage, "dict get");
-                list.push(v()).unwrap();
-                says(&list.get(0).unwrap_err(), fault, &stage, "list get");
-                value.set(v()).unwrap();
-                says(&value.get().unwrap_err(), fault, &stage, "value get");
-                queue.put(v()).unwrap();
-                says(
-                    &queue.get_timeout(PROMPT).unwrap_err(),
-                    fault,
-                    &stage,
-                    "queue get",
-                );
-                list.clear().unwrap();
-            }
-            // Every proxy goes on.
-            dict.set(key(), fine("after")).unwrap();
-            assert_eq!(dict.get(&key()).unwrap(), Some(fine("after")));
-            list.push(fine("after")).unwrap();
-            assert_eq!(list.pop().unwrap(), Some(fine("after")));
-            value.set(fine("after")).unwrap();
-            assert_eq!(value.get().unwrap(), fine("after"));
-            queue.put(fine("after")).unwrap();
-            assert_eq!(queue.get_timeout(PROMPT).unwrap(), fine("after"));
+            m.cell(&format!("{method} {fault:?}"), || {
+                let stage = format!("manager-{method}");
+                let v = || faulty(fault, &stage);
+                let key = || "k".to_string();
+                if fault.on_encode() {
+                    says(
+                        &dict.set(key(), v()).unwrap_err(),
+                        fault,
+                        &stage,
+                        "dict set",
+                    );
+                    says(&list.push(v()).unwrap_err(), fault, &stage, "list push");
+                    says(&value.set(v()).unwrap_err(), fault, &stage, "value set");
+                    says(&queue.put(v()).unwrap_err(), fault, &stage, "queue put");
+                    says(
+                        &manager.value(v()).map(drop).unwrap_err(),
+                        fault,
+                        &stage,
+                        "value creation",
+                    );
+                } else {
+                    dict.set(key(), v()).unwrap();
+                    says(&dict.get(&key()).unwrap_err(), fault, &stage, "dict get");
+                    list.push(v()).unwrap();
+                    says(&list.get(0).unwrap_err(), fault, &stage, "list get");
+                    value.set(v()).unwrap();
+                    says(&value.get().unwrap_err(), fault, &stage, "value get");
+                    queue.put(v()).unwrap();
+                    says(
+                        &queue.get_timeout(PROMPT).unwrap_err(),
+                        fault,
+                        &stage,
+                        "queue get",
+                    );
+                    list.clear().unwrap();
+                }
+                // Every proxy goes on.
+                dict.set(key(), fine("after")).unwrap();
+                assert_eq!(dict.get(&key()).unwrap(), Some(fine("after")));
+                list.push(fine("after")).unwrap();
+                assert_eq!(list.pop().unwrap(), Some(fine("after")));
+                value.set(fine("after")).unwrap();
+                assert_eq!(value.get().unwrap(), fine("after"));
+                queue.put(fine("after")).unwrap();
+                assert_eq!(queue.get_timeout(PROMPT).unwrap(), fine("after"));
+            });
         }
-        m.shutdown().unwrap();
+        manager.shutdown().unwrap();
     }
+    m.assert_all_passed();
     leaks.assert_clean();
 }
 
@@ -351,38 +409,54 @@ fn task_failure(e: &TaskError, cell: &str) {
 #[test]
 fn pool_apply_async_arguments_and_results() {
     let leaks = LeakCheck::start();
+    let mut m = Matrix::default();
     for method in StartMethod::ALL {
         let p = pool(method);
         for fault in FAULTS {
-            let stage = format!("apply-arguments-{method}");
-            let cell = format!("apply_async arguments under {method}");
-            match (fault.on_encode(), p.apply_async(stage_of, faulty(fault, &stage))) {
-                (true, Err(e @ PoolError::Arguments(_))) => says(&e, fault, &stage, &cell),
-                (false, Ok(r)) => match r.get_timeout(PROMPT) {
+            m.cell(&format!("{method} {fault:?}"), || {
+                let stage = format!("apply-arguments-{method}");
+                let cell = format!("apply_async arguments under {method}");
+                match (
+                    fault.on_encode(),
+                    p.apply_async(stage_of, faulty(fault, &stage)),
+                ) {
+                    (true, Err(e @ PoolError::Arguments(_))) => says(&e, fault, &stage, &cell),
+                    (false, Ok(r)) => match r.get_timeout(PROMPT) {
+                        Err(WaitError::Task(e)) => {
+                            task_failure(&e, &cell);
+                            says(&e, fault, &stage, &cell)
+                        }
+                        other => panic!("{cell} {fault:?}: {other:?}"),
+                    },
+                    (_, other) => panic!("{cell} {fault:?}: {:?}", other.map(drop)),
+                }
+                assert_eq!(
+                    p.apply(square, 3).unwrap(),
+                    9,
+                    "{cell} {fault:?}: the pool goes on"
+                );
+            });
+            m.cell(&format!("{method} {fault:?}"), || {
+                let stage = format!("apply-results-{method}");
+                let cell = format!("apply_async results under {method}");
+                let r = p.apply_async(make, (fault, stage.clone())).unwrap();
+                match r.get_timeout(PROMPT) {
                     Err(WaitError::Task(e)) => {
                         task_failure(&e, &cell);
                         says(&e, fault, &stage, &cell)
                     }
                     other => panic!("{cell} {fault:?}: {other:?}"),
-                },
-                (_, other) => panic!("{cell} {fault:?}: {:?}", other.map(drop)),
-            }
-            assert_eq!(p.apply(square, 3).unwrap(), 9, "{cell} {fault:?}: the pool goes on");
-
-            let stage = format!("apply-results-{method}");
-            let cell = format!("apply_async results under {method}");
-            let r = p.apply_async(make, (fault, stage.clone())).unwrap();
-            match r.get_timeout(PROMPT) {
-                Err(WaitError::Task(e)) => {
-                    task_failure(&e, &cell);
-                    says(&e, fault, &stage, &cell)
                 }
-                other => panic!("{cell} {fault:?}: {other:?}"),
-            }
-            assert_eq!(p.apply(square, 4).unwrap(), 16, "{cell} {fault:?}: the pool goes on");
+                assert_eq!(
+                    p.apply(square, 4).unwrap(),
+                    16,
+                    "{cell} {fault:?}: the pool goes on"
+                );
+            });
         }
         drop(p);
     }
+    m.assert_all_passed();
     leaks.assert_clean();
 }
 
@@ -400,34 +474,40 @@ fn map_failure(r: Result<Vec<impl Debug>, PoolError>, fault: Fault, stage: &str,
 #[test]
 fn pool_map_items_and_results() {
     let leaks = LeakCheck::start();
+    let mut m = Matrix::default();
     for method in StartMethod::ALL {
         let p = pool(method);
         for fault in FAULTS {
-            let stage = format!("map-items-{method}");
-            let cell = format!("map items under {method}");
-            let items = vec![fine("a"), faulty(fault, &stage), fine("b")];
-            match (fault.on_encode(), p.map_async(stage_of, items)) {
-                (true, Err(e @ PoolError::Arguments(_))) => says(&e, fault, &stage, &cell),
-                (false, Ok(r)) => map_failure(r.get_timeout(PROMPT), fault, &stage, &cell),
-                (_, other) => panic!("{cell} {fault:?}: {:?}", other.map(drop)),
-            }
-            assert_eq!(p.map(square, [1, 2]).unwrap(), [1, 4], "{cell} {fault:?}");
-
-            let stage = format!("map-results-{method}");
-            let cell = format!("map results under {method}");
-            let items = vec![(fault, stage.clone())];
-            let r = p.map_async(make, items).unwrap();
-            map_failure(r.get_timeout(PROMPT), fault, &stage, &cell);
-            assert_eq!(p.map(square, [3, 4]).unwrap(), [9, 16], "{cell} {fault:?}");
+            m.cell(&format!("{method} {fault:?}"), || {
+                let stage = format!("map-items-{method}");
+                let cell = format!("map items under {method}");
+                let items = vec![fine("a"), faulty(fault, &stage), fine("b")];
+                match (fault.on_encode(), p.map_async(stage_of, items)) {
+                    (true, Err(e @ PoolError::Arguments(_))) => says(&e, fault, &stage, &cell),
+                    (false, Ok(r)) => map_failure(r.get_timeout(PROMPT), fault, &stage, &cell),
+                    (_, other) => panic!("{cell} {fault:?}: {:?}", other.map(drop)),
+                }
+                assert_eq!(p.map(square, [1, 2]).unwrap(), [1, 4], "{cell} {fault:?}");
+            });
+            m.cell(&format!("{method} {fault:?}"), || {
+                let stage = format!("map-results-{method}");
+                let cell = format!("map results under {method}");
+                let items = vec![(fault, stage.clone())];
+                let r = p.map_async(make, items).unwrap();
+                map_failure(r.get_timeout(PROMPT), fault, &stage, &cell);
+                assert_eq!(p.map(square, [3, 4]).unwrap(), [9, 16], "{cell} {fault:?}");
+            });
         }
         drop(p);
     }
+    m.assert_all_passed();
     leaks.assert_clean();
 }
 
 #[test]
 fn executor_submit_arguments_and_results() {
     let leaks = LeakCheck::start();
+    let mut m = Matrix::default();
     for method in StartMethod::ALL {
         multiproc::process::set_fork_warning(false);
         let ex = ProcessPoolExecutor::builder()
@@ -436,34 +516,38 @@ fn executor_submit_arguments_and_results() {
             .build()
             .unwrap();
         for fault in FAULTS {
-            let stage = format!("submit-arguments-{method}");
-            let cell = format!("submit arguments under {method}");
-            let f = ex.submit(stage_of, faulty(fault, &stage)).unwrap();
-            match f.result_timeout(PROMPT) {
-                Err(WaitError::Task(e)) => {
-                    task_failure(&e, &cell);
-                    says(&e, fault, &stage, &cell)
+            m.cell(&format!("{method} {fault:?}"), || {
+                let stage = format!("submit-arguments-{method}");
+                let cell = format!("submit arguments under {method}");
+                let f = ex.submit(stage_of, faulty(fault, &stage)).unwrap();
+                match f.result_timeout(PROMPT) {
+                    Err(WaitError::Task(e)) => {
+                        task_failure(&e, &cell);
+                        says(&e, fault, &stage, &cell)
+                    }
+                    other => panic!("{cell} {fault:?}: {other:?}"),
                 }
-                other => panic!("{cell} {fault:?}: {other:?}"),
-            }
-            let next = ex.submit(square, 5).unwrap();
-            assert_eq!(next.result_timeout(PROMPT).unwrap(), 25, "{cell} {fault:?}");
-
-            let stage = format!("submit-results-{method}");
-            let cell = format!("submit results under {method}");
-            let f = ex.submit(make, (fault, stage.clone())).unwrap();
-            match f.result_timeout(PROMPT) {
-                Err(WaitError::Task(e)) => {
-                    task_failure(&e, &cell);
-                    says(&e, fault, &stage, &cell)
+                let next = ex.submit(square, 5).unwrap();
+                assert_eq!(next.result_timeout(PROMPT).unwrap(), 25, "{cell} {fault:?}");
+            });
+            m.cell(&format!("{method} {fault:?}"), || {
+                let stage = format!("submit-results-{method}");
+                let cell = format!("submit results under {method}");
+                let f = ex.submit(make, (fault, stage.clone())).unwrap();
+                match f.result_timeout(PROMPT) {
+                    Err(WaitError::Task(e)) => {
+                        task_failure(&e, &cell);
+                        says(&e, fault, &stage, &cell)
+                    }
+                    other => panic!("{cell} {fault:?}: {other:?}"),
                 }
-                other => panic!("{cell} {fault:?}: {other:?}"),
-            }
-            let next = ex.submit(square, 6).unwrap();
-            assert_eq!(next.result_timeout(PROMPT).unwrap(), 36, "{cell} {fault:?}");
+                let next = ex.submit(square, 6).unwrap();
+                assert_eq!(next.result_timeout(PROMPT).unwrap(), 36, "{cell} {fault:?}");
+            });
         }
         ex.shutdown(true, false);
     }
+    m.assert_all_passed();
     leaks.assert_clean();
 }
 
@@ -521,7 +605,10 @@ fn initializer_cell(method: StartMethod, fault: Fault, executor: bool) {
         }
         (_, Err(e), None) => says(&e, fault, &stage, &cell),
         (_, Ok(()), Some(Err(text))) => {
-            assert!(text.contains(&fault.text(&stage)), "{cell} {fault:?}: {text}")
+            assert!(
+                text.contains(&fault.text(&stage)),
+                "{cell} {fault:?}: {text}"
+            )
         }
         (_, built, first) => panic!("{cell} {fault:?}: {built:?} {first:?}"),
     }
@@ -530,21 +617,29 @@ fn initializer_cell(method: StartMethod, fault: Fault, executor: bool) {
 #[test]
 fn pool_initializer_arguments() {
     let leaks = LeakCheck::start();
+    let mut m = Matrix::default();
     for method in StartMethod::ALL {
         for fault in FAULTS {
-            initializer_cell(method, fault, false);
+            m.cell(&format!("{method} {fault:?}"), || {
+                initializer_cell(method, fault, false);
+            });
         }
     }
+    m.assert_all_passed();
     leaks.assert_clean();
 }
 
 #[test]
 fn executor_initializer_arguments() {
     let leaks = LeakCheck::start();
+    let mut m = Matrix::default();
     for method in StartMethod::ALL {
         for fault in FAULTS {
-            initializer_cell(method, fault, true);
+            m.cell(&format!("{method} {fault:?}"), || {
+                initializer_cell(method, fault, true);
+            });
         }
     }
+    m.assert_all_passed();
     leaks.assert_clean();
 }

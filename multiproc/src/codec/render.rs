@@ -31,7 +31,12 @@ fn render<T: Serialize + ?Sized>(e: &T) -> String {
     // codec encoded it, which is known to work.
     for human in [true, false] {
         let mut out = String::new();
-        let run = std::panic::AssertUnwindSafe(|| e.serialize(Render { out: &mut out, human }));
+        let run = std::panic::AssertUnwindSafe(|| {
+            e.serialize(Render {
+                out: &mut out,
+                human,
+            })
+        });
         if let Ok(Ok(())) = std::panic::catch_unwind(run) {
             return out;
         }
@@ -464,12 +469,27 @@ mod tests {
     fn an_err_renders_as_its_derived_debug() {
         let cases: Vec<(String, String)> = vec![
             (format!("{:?}", "it broke"), shown("it broke")),
-            (format!("{:?}", "a \"quote\"\n".to_string()), shown("a \"quote\"\n".to_string())),
             (
-                format!("{:?}", Failure::NotFound { path: "/x".into(), tries: 3 }),
-                shown(Failure::NotFound { path: "/x".into(), tries: 3 }),
+                format!("{:?}", "a \"quote\"\n".to_string()),
+                shown("a \"quote\"\n".to_string()),
             ),
-            (format!("{:?}", Failure::Busy(7, 'q')), shown(Failure::Busy(7, 'q'))),
+            (
+                format!(
+                    "{:?}",
+                    Failure::NotFound {
+                        path: "/x".into(),
+                        tries: 3
+                    }
+                ),
+                shown(Failure::NotFound {
+                    path: "/x".into(),
+                    tries: 3,
+                }),
+            ),
+            (
+                format!("{:?}", Failure::Busy(7, 'q')),
+                shown(Failure::Busy(7, 'q')),
+            ),
             (format!("{:?}", Failure::Gone), shown(Failure::Gone)),
             (
                 format!("{:?}", Failure::Wrapped(Inner(Some(1.0)))),
@@ -508,6 +528,9 @@ mod tests {
             }
         }
         let text = returned_err(&Err::<(), _>(Refuses)).expect("an Err");
-        assert!(text.contains("Refuses") && text.contains("could not be shown"), "{text}");
+        assert!(
+            text.contains("Refuses") && text.contains("could not be shown"),
+            "{text}"
+        );
     }
 }

@@ -273,7 +273,10 @@ fn short_backtrace(full: &str) -> String {
     let end = named("__rust_begin_short_backtrace").unwrap_or(frames.len());
     let mut out = String::new();
     for (number, frame) in frames[start..end.max(start)].iter().enumerate() {
-        let name = frame[0].trim_start().split_once(": ").map_or("", |(_, n)| n);
+        let name = frame[0]
+            .trim_start()
+            .split_once(": ")
+            .map_or("", |(_, n)| n);
         let _ = writeln!(out, "{number:>4}: {name}");
         for at in &frame[1..] {
             let _ = writeln!(out, "{at}");
