@@ -369,7 +369,7 @@ impl Compound<'_> {
     }
 
     fn close(self) -> Done {
-        if !(self.first && !self.bracket.is_empty()) {
+        if !self.first || self.bracket.is_empty() {
             // Not a struct without fields, which shows as its bare name.
             self.render.out.push_str(self.close);
         }

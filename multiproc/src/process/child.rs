@@ -216,7 +216,12 @@ fn panic_text(info: &std::panic::PanicHookInfo<'_>) -> String {
     static FIRST_PANIC: AtomicBool = AtomicBool::new(true);
     let thread = std::thread::current();
     let name = thread.name().unwrap_or("<unnamed>");
-    let message = info.payload_as_str().unwrap_or("Box<dyn Any>");
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("Box<dyn Any>");
     let mut text = format!("\nthread '{name}' ({}) panicked at ", sys::proc::gettid());
     if let Some(location) = info.location() {
         let _ = write!(text, "{location}");

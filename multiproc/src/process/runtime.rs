@@ -193,6 +193,11 @@ pub(crate) fn initialised() -> bool {
 /// [`StartError::NotInitialized`](crate::StartError::NotInitialized)) unless `init` ran,
 /// so that forgetting it cannot make every child re-run `main` (a fork bomb).
 ///
+/// It also installs a panic hook: std's default hook in this process, and in every
+/// multiproc child one that writes std's message straight to the child's descriptor 2,
+/// where a test harness's output capture (which a `fork` child inherits from the thread
+/// that forked) cannot swallow it. A hook you set yourself replaces it.
+///
 /// ```no_run
 /// # fn run_the_program() {}
 /// multiproc::init(); // first line of main
