@@ -145,6 +145,29 @@ fn inner_panic() {
 }
 
 #[test]
+#[ignore = "run by a_panic_in_a_raw_fork_child_reaches_its_stderr, in a process of its own"]
+fn inner_raw_fork_panic() {
+    let tag = inner_tag();
+    let leaks = LeakCheck::start();
+    // SAFETY: run by its outer test, this test is alone in its process (one test
+    // thread), so the child may allocate and panic: no other thread held a lock at the
+    // fork. The child ends with `exit_now`, never returning into the harness.
+    #[allow(unsafe_code)]
+    let forked = unsafe { multiproc::sys::fork() }.expect("fork");
+    match forked {
+        multiproc::sys::Fork::Child => {
+            let caught = std::panic::catch_unwind(|| panic!("{tag}")).is_err();
+            multiproc::process::exit_now(if caught { 0 } else { 1 })
+        }
+        multiproc::sys::Fork::Parent(pid) => {
+            let status = multiproc::process::wait_pid(pid).expect("reap");
+            assert_eq!(status.code(), Some(0), "the child caught its panic");
+        }
+    }
+    leaks.assert_clean();
+}
+
+#[test]
 fn returned_err_exits_1_and_prints_error_on_stderr() {
     let leaks = LeakCheck::start();
     for method in StartMethod::ALL {
@@ -195,5 +218,19 @@ fn a_panic_reaches_the_childs_stderr() {
         );
         assert_eq!(stderr.matches(&tag).count(), 1, "{method}: once:\n{stderr}");
     }
+    leaks.assert_clean();
+}
+
+/// The same for a child of `multiproc::sys::fork` (Python's `os.fork`), whose panic
+/// the harness's capture swallowed as well.
+#[test]
+fn a_panic_in_a_raw_fork_child_reaches_its_stderr() {
+    let leaks = LeakCheck::start();
+    let tag = format!("boom-in-a-raw-fork-child-{}", std::process::id());
+    let stderr = run_inner("inner_raw_fork_panic", StartMethod::Fork, &tag);
+    assert!(
+        stderr.contains(&format!(":\n{tag}\n")),
+        "{tag:?} not in:\n{stderr}"
+    );
     leaks.assert_clean();
 }
