@@ -312,6 +312,14 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
+/// Decodes one `T` from the start of `body` and returns it with the bytes after it (for
+/// bodies that hold values one after another, such as a pool's chunk of items).
+pub(crate) fn decode_first<T: DeserializeOwned>(body: &[u8]) -> Result<(T, &[u8]), CodecError> {
+    guarded(|| postcard::take_from_bytes::<T>(body))
+        .map_err(decode_panicked::<T>)?
+        .map_err(|source| decode_error::<T>(body, source))
+}
+
 /// Appends one frame holding `value` to `out`.
 pub fn encode_frame_into<T: Serialize + ?Sized>(
     value: &T,

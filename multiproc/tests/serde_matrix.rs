@@ -169,6 +169,11 @@ fn make((fault, stage): (Fault, String)) -> Faulty {
     faulty(fault, &stage)
 }
 
+/// A target that returns a [`Faulty`] with `fault`, or a fine one.
+fn make_maybe((fault, stage): (Option<Fault>, String)) -> Faulty {
+    Faulty { fault, stage }
+}
+
 fn square(x: u64) -> u64 {
     x * x
 }
@@ -398,6 +403,22 @@ fn pool(method: StartMethod) -> Pool {
         .unwrap()
 }
 
+/// `x * x` through the pool, within a bounded wait: the pool still runs tasks.
+fn squared(p: &Pool, x: u64) -> u64 {
+    p.apply_async(square, x)
+        .unwrap()
+        .get_timeout(PROMPT)
+        .unwrap()
+}
+
+/// `square` over `items` through the pool, within a bounded wait.
+fn mapped<const N: usize>(p: &Pool, items: [u64; N]) -> Vec<u64> {
+    p.map_async(square, items)
+        .unwrap()
+        .get_timeout(PROMPT)
+        .unwrap()
+}
+
 /// The text of a task's failure, which must be a serialisation failure (not a death).
 fn task_failure(e: &TaskError, cell: &str) {
     assert!(
@@ -430,11 +451,7 @@ fn pool_apply_async_arguments_and_results() {
                     },
                     (_, other) => panic!("{cell} {fault:?}: {:?}", other.map(drop)),
                 }
-                assert_eq!(
-                    p.apply(square, 3).unwrap(),
-                    9,
-                    "{cell} {fault:?}: the pool goes on"
-                );
+                assert_eq!(squared(&p, 3), 9, "{cell} {fault:?}: the pool goes on");
             });
             m.cell(&format!("{method} {fault:?}"), || {
                 let stage = format!("apply-results-{method}");
@@ -447,11 +464,7 @@ fn pool_apply_async_arguments_and_results() {
                     }
                     other => panic!("{cell} {fault:?}: {other:?}"),
                 }
-                assert_eq!(
-                    p.apply(square, 4).unwrap(),
-                    16,
-                    "{cell} {fault:?}: the pool goes on"
-                );
+                assert_eq!(squared(&p, 4), 16, "{cell} {fault:?}: the pool goes on");
             });
         }
         drop(p);
@@ -460,10 +473,21 @@ fn pool_apply_async_arguments_and_results() {
     leaks.assert_clean();
 }
 
-/// The failure of a map: its first failed item, a serialisation failure with the text.
-fn map_failure(r: Result<Vec<impl Debug>, PoolError>, fault: Fault, stage: &str, cell: &str) {
+/// The failure of a map: its first failed item, `index`, a serialisation failure with
+/// the text.
+fn map_failure(
+    r: Result<Vec<impl Debug>, PoolError>,
+    index: usize,
+    fault: Fault,
+    stage: &str,
+    cell: &str,
+) {
     match r {
-        Err(PoolError::Item { error, .. }) => {
+        Err(PoolError::Item { error, index: i }) => {
+            assert_eq!(
+                i, index,
+                "{cell} {fault:?}: the failed item is the faulty one"
+            );
             task_failure(&error, cell);
             says(&error, fault, stage, cell)
         }
@@ -481,21 +505,25 @@ fn pool_map_items_and_results() {
             m.cell(&format!("{method} {fault:?}"), || {
                 let stage = format!("map-items-{method}");
                 let cell = format!("map items under {method}");
+                // One chunk of three: the faulty item fails under its own index.
                 let items = vec![fine("a"), faulty(fault, &stage), fine("b")];
-                match (fault.on_encode(), p.map_async(stage_of, items)) {
+                match (
+                    fault.on_encode(),
+                    p.with_chunksize(3).map_async(stage_of, items),
+                ) {
                     (true, Err(e @ PoolError::Arguments(_))) => says(&e, fault, &stage, &cell),
-                    (false, Ok(r)) => map_failure(r.get_timeout(PROMPT), fault, &stage, &cell),
+                    (false, Ok(r)) => map_failure(r.get_timeout(PROMPT), 1, fault, &stage, &cell),
                     (_, other) => panic!("{cell} {fault:?}: {:?}", other.map(drop)),
                 }
-                assert_eq!(p.map(square, [1, 2]).unwrap(), [1, 4], "{cell} {fault:?}");
+                assert_eq!(mapped(&p, [1, 2]), [1, 4], "{cell} {fault:?}");
             });
             m.cell(&format!("{method} {fault:?}"), || {
                 let stage = format!("map-results-{method}");
                 let cell = format!("map results under {method}");
-                let items = vec![(fault, stage.clone())];
-                let r = p.map_async(make, items).unwrap();
-                map_failure(r.get_timeout(PROMPT), fault, &stage, &cell);
-                assert_eq!(p.map(square, [3, 4]).unwrap(), [9, 16], "{cell} {fault:?}");
+                let items = [None, Some(fault), None].map(|f| (f, stage.clone()));
+                let r = p.with_chunksize(3).map_async(make_maybe, items).unwrap();
+                map_failure(r.get_timeout(PROMPT), 1, fault, &stage, &cell);
+                assert_eq!(mapped(&p, [3, 4]), [9, 16], "{cell} {fault:?}");
             });
         }
         drop(p);

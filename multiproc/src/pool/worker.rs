@@ -99,13 +99,102 @@ enum ItemRef<'a, R> {
     Codec(&'a str),
 }
 
+/// The items of a chunk (the postcard body of a `Vec<T>`), decoded one by one, so that
+/// one that does not decode (a user's `Deserialize` that fails or panics) fails alone
+/// and under its own index: the items before it run. Those after it fail too (where
+/// the failed one ended, and so where the next begins, is unknown), saying why.
+struct Chunk<T> {
+    /// The items that decoded, from the first.
+    items: Vec<T>,
+    /// How many items the chunk holds.
+    total: usize,
+    /// Why the item after `items` did not decode.
+    failure: Option<codec::CodecError>,
+}
+
+fn decode_chunk<T: DeserializeOwned>(body: &[u8]) -> Result<Chunk<T>, codec::CodecError> {
+    // A sequence length is a varint, as a u64 is.
+    let (total, mut rest) = codec::decode_first::<u64>(body)?;
+    let total = usize::try_from(total).unwrap_or(usize::MAX);
+    let mut items = Vec::with_capacity(total.min(rest.len()));
+    while items.len() < total {
+        match codec::decode_first::<T>(rest) {
+            Ok((item, after)) => {
+                items.push(item);
+                rest = after;
+            }
+            Err(e) => {
+                return Ok(Chunk {
+                    items,
+                    total,
+                    failure: Some(e),
+                });
+            }
+        }
+    }
+    if !rest.is_empty() {
+        return Err(codec::CodecError::TrailingBytes {
+            expected: std::any::type_name::<Vec<T>>(),
+            extra: rest.len(),
+        });
+    }
+    Ok(Chunk {
+        items,
+        total,
+        failure: None,
+    })
+}
+
+/// The outcomes of a chunk as the parent decodes them (the body of a `Vec<Item<R>>`),
+/// one by one, so that a result that does not decode (a user's `Deserialize` that
+/// fails or panics) fails alone, under its own index: the results before it stand, the
+/// ones after it fail saying why (where the failed one ended is unknown).
+pub(crate) fn decode_items<R: DeserializeOwned>(
+    blob: &[u8],
+) -> Result<Vec<Item<R>>, codec::CodecError> {
+    let Chunk {
+        mut items,
+        total,
+        failure,
+    } = decode_chunk::<Item<R>>(blob)?;
+    if let Some(e) = failure {
+        let failed = items.len();
+        items.push(Item::Codec(format!("cannot decode the task's result: {e}")));
+        let after =
+            format!("not decoded: item {failed} of its chunk, before it, did not decode ({e})");
+        items.extend((failed + 1..total).map(|_| Item::Codec(after.clone())));
+    }
+    Ok(items)
+}
+
 /// Runs `call` on every item of a chunk, catching panics, and encodes the outcomes as a
 /// `Vec<Item<R>>`. A result that does not encode becomes that item's `Codec` outcome.
+#[cfg(test)]
 fn run_chunk<T, R: Serialize>(items: Vec<T>, call: impl Fn(T) -> R) -> Vec<Outcome> {
+    let total = items.len();
+    run_decoded_chunk(
+        Chunk {
+            items,
+            total,
+            failure: None,
+        },
+        call,
+    )
+}
+
+/// [`run_chunk`] for a chunk that may have stopped decoding part-way: the item that
+/// did not decode, and every one after it, is a `Codec` outcome.
+fn run_decoded_chunk<T, R: Serialize>(chunk: Chunk<T>, call: impl Fn(T) -> R) -> Vec<Outcome> {
     use std::io::Write;
-    let mut buf = Vec::with_capacity(16 + items.len() * 4);
+    let Chunk {
+        items,
+        total,
+        failure,
+    } = chunk;
+    let decoded = items.len();
+    let mut buf = Vec::with_capacity(16 + total * 4);
     let mut len = [0u8; 10];
-    let prefix = postcard::to_slice(&(items.len() as u64), &mut len).map_or(0, |s| s.len());
+    let prefix = postcard::to_slice(&(total as u64), &mut len).map_or(0, |s| s.len());
     // A sequence length is a varint, as a u64 is.
     let _ = buf.write_all(&len[..prefix]);
     for item in items {
@@ -132,14 +221,23 @@ fn run_chunk<T, R: Serialize>(items: Vec<T>, call: impl Fn(T) -> R) -> Vec<Outco
             let _ = postcard::to_io(&ItemRef::<R>::Codec(&message), &mut buf);
         }
     }
+    if let Some(e) = failure {
+        let message = format!("cannot decode the task's arguments: {e}");
+        let _ = postcard::to_io(&ItemRef::<R>::Codec(&message), &mut buf);
+        let after =
+            format!("not run: item {decoded} of its chunk, before it, did not decode ({e})");
+        for _ in decoded + 1..total {
+            let _ = postcard::to_io(&ItemRef::<R>::Codec(&after), &mut buf);
+        }
+    }
     vec![Outcome::Returned(buf)]
 }
 
 /// `f(item)` for each item of a chunk.
 pub(crate) fn entry_chunk<A: DeserializeOwned, R: Serialize>(call: TaskCall) -> Vec<Outcome> {
     let f: fn(A) -> R = sys::entry::resolve(&call.proof, call.target);
-    match codec::decode::<Vec<A>>(&call.args) {
-        Ok(items) => run_chunk(items, f),
+    match decode_chunk::<A>(&call.args) {
+        Ok(chunk) => run_decoded_chunk(chunk, f),
         Err(e) => vec![bad_args(e)],
     }
 }
@@ -152,8 +250,8 @@ where
     R: Serialize,
 {
     let f: fn(A, B) -> R = sys::entry::resolve(&call.proof, call.target);
-    match codec::decode::<Vec<(A, B)>>(&call.args) {
-        Ok(items) => run_chunk(items, |(a, b)| f(a, b)),
+    match decode_chunk::<(A, B)>(&call.args) {
+        Ok(chunk) => run_decoded_chunk(chunk, |(a, b)| f(a, b)),
         Err(e) => vec![bad_args(e)],
     }
 }
@@ -167,8 +265,8 @@ where
     R: Serialize,
 {
     let f: fn(A, B, C) -> R = sys::entry::resolve(&call.proof, call.target);
-    match codec::decode::<Vec<(A, B, C)>>(&call.args) {
-        Ok(items) => run_chunk(items, |(a, b, c)| f(a, b, c)),
+    match decode_chunk::<(A, B, C)>(&call.args) {
+        Ok(chunk) => run_decoded_chunk(chunk, |(a, b, c)| f(a, b, c)),
         Err(e) => vec![bad_args(e)],
     }
 }
@@ -503,6 +601,54 @@ mod tests {
             "{:?}",
             items[1]
         );
+    }
+
+    /// Decodes as a `u32` that must be even: an odd one is the user's error "odd <n>".
+    #[derive(Debug, Serialize)]
+    struct Even(u32);
+
+    impl<'de> Deserialize<'de> for Even {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let n = u32::deserialize(d)?;
+            if n % 2 == 1 {
+                return Err(serde::de::Error::custom(format!("odd {n}")));
+            }
+            Ok(Even(n))
+        }
+    }
+
+    /// An item that does not decode fails under its own index with the user's text;
+    /// the items before it run. The whole chunk used to fail as one, every item (the
+    /// first included) with the bad one's error.
+    #[test]
+    fn an_item_that_does_not_decode_fails_under_its_own_index() {
+        let body = codec::encode(&vec![2u32, 4, 5, 6]).unwrap();
+        let chunk = decode_chunk::<Even>(&body).unwrap();
+        let items = decoded(run_decoded_chunk(chunk, |Even(n)| n * 10));
+        assert_eq!(values(&items), [Some(20), Some(40), None, None]);
+        assert!(
+            matches!(&items[2], Item::Codec(m) if m.starts_with("cannot decode the task's arguments") && m.ends_with(": odd 5")),
+            "{:?}",
+            items[2]
+        );
+        assert!(
+            matches!(&items[3], Item::Codec(m) if m.starts_with("not run: item 2 of its chunk")),
+            "{:?}",
+            items[3]
+        );
+        // A chunk that decodes whole runs whole; bytes over are an error of the chunk.
+        let body = codec::encode(&vec![2u32, 4]).unwrap();
+        let items = decoded(run_decoded_chunk(
+            decode_chunk::<Even>(&body).unwrap(),
+            |Even(n)| n,
+        ));
+        assert_eq!(values(&items), [Some(2), Some(4)]);
+        let mut long = body.clone();
+        long.push(0);
+        assert!(matches!(
+            decode_chunk::<Even>(&long),
+            Err(codec::CodecError::TrailingBytes { extra: 1, .. })
+        ));
     }
 
     #[test]
