@@ -113,6 +113,16 @@ struct Chunk<T> {
 }
 
 fn decode_chunk<T: DeserializeOwned>(body: &[u8]) -> Result<Chunk<T>, codec::CodecError> {
+    // The whole chunk at once first: a success costs what it did. Only a failure is
+    // decoded again item by item, to find the item that failed (decoding is repeatable:
+    // a pool's tasks and results carry no descriptors).
+    if let Ok(items) = codec::decode::<Vec<T>>(body) {
+        return Ok(Chunk {
+            total: items.len(),
+            items,
+            failure: None,
+        });
+    }
     // A sequence length is a varint, as a u64 is.
     let (total, mut rest) = codec::decode_first::<u64>(body)?;
     let total = usize::try_from(total).unwrap_or(usize::MAX);
