@@ -35,8 +35,10 @@ use serde::de::DeserializeOwned;
 
 mod capture;
 mod probe;
+mod render;
 
 pub(crate) use capture::{UNREPEATABLE, replaying};
+pub(crate) use render::returned_err;
 
 /// The four bytes every frame starts with.
 pub const MAGIC: [u8; 4] = *b"MPF1";
@@ -218,7 +220,7 @@ fn guarded<R>(run: impl FnOnce() -> R) -> Result<R, String> {
 /// The error for an encode of a `T` that panicked.
 #[cold]
 #[inline(never)]
-fn encode_panicked<T: ?Sized>(panic: String) -> CodecError {
+pub(crate) fn encode_panicked<T: ?Sized>(panic: String) -> CodecError {
     CodecError::Encode {
         ty: std::any::type_name::<T>(),
         source: postcard::Error::SerdeSerCustom,
@@ -324,6 +326,14 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
         });
     }
     Ok(value)
+}
+
+/// Decodes one `T` from the start of `body` and returns it with the bytes after it (for
+/// bodies that hold values one after another, such as a pool's chunk of items).
+pub(crate) fn decode_first<T: DeserializeOwned>(body: &[u8]) -> Result<(T, &[u8]), CodecError> {
+    guarded(|| postcard::take_from_bytes::<T>(body))
+        .map_err(decode_panicked::<T>)?
+        .map_err(|source| decode_error::<T>(body, source))
 }
 
 /// Appends one frame holding `value` to `out`.

@@ -307,7 +307,7 @@ impl<R: DeserializeOwned + Send> Sink for ChunkSink<R> {
     }
     fn complete(&self, items: Vec<Outcome>) {
         let error = match <[Outcome; 1]>::try_from(items) {
-            Ok([Outcome::Returned(blob)]) => match codec::decode::<Vec<worker::Item<R>>>(&blob) {
+            Ok([Outcome::Returned(blob)]) => match worker::decode_items::<R>(&blob) {
                 Ok(items) if items.len() == self.len => {
                     self.map.store(
                         self.start,

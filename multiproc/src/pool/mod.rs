@@ -276,7 +276,7 @@ impl PoolBuilder {
     {
         let target = FnAddr::of(f);
         self.spawner = Arc::new(move |builder, parts| {
-            let init = Some((target, args.clone()));
+            let init = Some((target, worker::InitArgs::new(args.clone())));
             builder.start(worker::worker_main::<A>, WorkerArgs { parts, init })
         });
         self

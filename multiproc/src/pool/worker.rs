@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::block::{self, Block};
-use crate::codec;
-use crate::process::child::{Outcome, run_caught};
+use crate::codec::{self, panic_message};
+use crate::process::child::{Outcome, run_task};
 use crate::queue::mp::Queue;
 use crate::sys;
 use crate::sys::entry::{FnAddr, Verified};
@@ -76,7 +76,7 @@ fn bad_args(e: codec::CodecError) -> Outcome {
 pub(crate) fn entry_one<A: DeserializeOwned, R: Serialize>(call: TaskCall) -> Vec<Outcome> {
     let f: fn(A) -> R = sys::entry::resolve(&call.proof, call.target);
     vec![match codec::decode::<A>(&call.args) {
-        Ok(a) => run_caught(move || f(a)),
+        Ok(a) => run_task(move || f(a)),
         Err(e) => bad_args(e),
     }]
 }
@@ -99,23 +99,127 @@ enum ItemRef<'a, R> {
     Codec(&'a str),
 }
 
+/// The items of a chunk (the postcard body of a `Vec<T>`), decoded one by one, so that
+/// one that does not decode (a user's `Deserialize` that fails or panics) fails alone
+/// and under its own index: the items before it run. Those after it fail too (where
+/// the failed one ended, and so where the next begins, is unknown), saying why.
+struct Chunk<T> {
+    /// The items that decoded, from the first.
+    items: Vec<T>,
+    /// How many items the chunk holds.
+    total: usize,
+    /// Why the item after `items` did not decode.
+    failure: Option<codec::CodecError>,
+}
+
+fn decode_chunk<T: DeserializeOwned>(body: &[u8]) -> Result<Chunk<T>, codec::CodecError> {
+    // The whole chunk at once first: a success costs what it did. Only a failure is
+    // decoded again item by item, to find the item that failed (decoding is repeatable:
+    // a pool's tasks and results carry no descriptors).
+    if let Ok(items) = codec::decode::<Vec<T>>(body) {
+        return Ok(Chunk {
+            total: items.len(),
+            items,
+            failure: None,
+        });
+    }
+    // A sequence length is a varint, as a u64 is.
+    let (total, mut rest) = codec::decode_first::<u64>(body)?;
+    let total = usize::try_from(total).unwrap_or(usize::MAX);
+    let mut items = Vec::with_capacity(total.min(rest.len()));
+    while items.len() < total {
+        match codec::decode_first::<T>(rest) {
+            Ok((item, after)) => {
+                items.push(item);
+                rest = after;
+            }
+            Err(e) => {
+                return Ok(Chunk {
+                    items,
+                    total,
+                    failure: Some(e),
+                });
+            }
+        }
+    }
+    if !rest.is_empty() {
+        return Err(codec::CodecError::TrailingBytes {
+            expected: std::any::type_name::<Vec<T>>(),
+            extra: rest.len(),
+        });
+    }
+    Ok(Chunk {
+        items,
+        total,
+        failure: None,
+    })
+}
+
+/// The outcomes of a chunk as the parent decodes them (the body of a `Vec<Item<R>>`),
+/// one by one, so that a result that does not decode (a user's `Deserialize` that
+/// fails or panics) fails alone, under its own index: the results before it stand, the
+/// ones after it fail saying why (where the failed one ended is unknown).
+pub(crate) fn decode_items<R: DeserializeOwned>(
+    blob: &[u8],
+) -> Result<Vec<Item<R>>, codec::CodecError> {
+    let Chunk {
+        mut items,
+        total,
+        failure,
+    } = decode_chunk::<Item<R>>(blob)?;
+    if let Some(e) = failure {
+        let failed = items.len();
+        items.push(Item::Codec(format!("cannot decode the task's result: {e}")));
+        let after =
+            format!("not decoded: item {failed} of its chunk, before it, did not decode ({e})");
+        items.extend((failed + 1..total).map(|_| Item::Codec(after.clone())));
+    }
+    Ok(items)
+}
+
 /// Runs `call` on every item of a chunk, catching panics, and encodes the outcomes as a
 /// `Vec<Item<R>>`. A result that does not encode becomes that item's `Codec` outcome.
+#[cfg(test)]
 fn run_chunk<T, R: Serialize>(items: Vec<T>, call: impl Fn(T) -> R) -> Vec<Outcome> {
+    let total = items.len();
+    run_decoded_chunk(
+        Chunk {
+            items,
+            total,
+            failure: None,
+        },
+        call,
+    )
+}
+
+/// [`run_chunk`] for a chunk that may have stopped decoding part-way: the item that
+/// did not decode, and every one after it, is a `Codec` outcome.
+fn run_decoded_chunk<T, R: Serialize>(chunk: Chunk<T>, call: impl Fn(T) -> R) -> Vec<Outcome> {
     use std::io::Write;
-    let mut buf = Vec::with_capacity(16 + items.len() * 4);
+    let Chunk {
+        items,
+        total,
+        failure,
+    } = chunk;
+    let decoded = items.len();
+    let mut buf = Vec::with_capacity(16 + total * 4);
     let mut len = [0u8; 10];
-    let prefix = postcard::to_slice(&(items.len() as u64), &mut len).map_or(0, |s| s.len());
+    let prefix = postcard::to_slice(&(total as u64), &mut len).map_or(0, |s| s.len());
     // A sequence length is a varint, as a u64 is.
     let _ = buf.write_all(&len[..prefix]);
     for item in items {
         let mark = buf.len();
         let written = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(item))) {
-            Ok(value) => postcard::to_io(&ItemRef::Ok(&value), &mut buf)
-                .map(|_| ())
-                .map_err(|e| codec::encode_error(&value, e)),
+            // The result's `Serialize` is user code: a panic there fails this item, as
+            // one in `call` does, instead of unwinding out of the worker (which died
+            // of it, and the item with it, without the panic's text).
+            Ok(value) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                postcard::to_io(&ItemRef::Ok(&value), &mut buf).map(drop)
+            }))
+            .map_err(|payload| codec::encode_panicked::<R>(panic_message(payload.as_ref())))
+            .and_then(|written| written.map_err(|e| codec::encode_error(&value, e))),
             Err(payload) => {
-                let message = crate::codec::panic_message(payload.as_ref());
+                let message = panic_message(payload.as_ref());
                 postcard::to_io(&ItemRef::<R>::Panicked(&message), &mut buf)
                     .map(|_| ())
                     .map_err(|e| codec::encode_error(&message, e))
@@ -127,14 +231,23 @@ fn run_chunk<T, R: Serialize>(items: Vec<T>, call: impl Fn(T) -> R) -> Vec<Outco
             let _ = postcard::to_io(&ItemRef::<R>::Codec(&message), &mut buf);
         }
     }
+    if let Some(e) = failure {
+        let message = format!("cannot decode the task's arguments: {e}");
+        let _ = postcard::to_io(&ItemRef::<R>::Codec(&message), &mut buf);
+        let after =
+            format!("not run: item {decoded} of its chunk, before it, did not decode ({e})");
+        for _ in decoded + 1..total {
+            let _ = postcard::to_io(&ItemRef::<R>::Codec(&after), &mut buf);
+        }
+    }
     vec![Outcome::Returned(buf)]
 }
 
 /// `f(item)` for each item of a chunk.
 pub(crate) fn entry_chunk<A: DeserializeOwned, R: Serialize>(call: TaskCall) -> Vec<Outcome> {
     let f: fn(A) -> R = sys::entry::resolve(&call.proof, call.target);
-    match codec::decode::<Vec<A>>(&call.args) {
-        Ok(items) => run_chunk(items, f),
+    match decode_chunk::<A>(&call.args) {
+        Ok(chunk) => run_decoded_chunk(chunk, f),
         Err(e) => vec![bad_args(e)],
     }
 }
@@ -147,8 +260,8 @@ where
     R: Serialize,
 {
     let f: fn(A, B) -> R = sys::entry::resolve(&call.proof, call.target);
-    match codec::decode::<Vec<(A, B)>>(&call.args) {
-        Ok(items) => run_chunk(items, |(a, b)| f(a, b)),
+    match decode_chunk::<(A, B)>(&call.args) {
+        Ok(chunk) => run_decoded_chunk(chunk, |(a, b)| f(a, b)),
         Err(e) => vec![bad_args(e)],
     }
 }
@@ -162,8 +275,8 @@ where
     R: Serialize,
 {
     let f: fn(A, B, C) -> R = sys::entry::resolve(&call.proof, call.target);
-    match codec::decode::<Vec<(A, B, C)>>(&call.args) {
-        Ok(items) => run_chunk(items, |(a, b, c)| f(a, b, c)),
+    match decode_chunk::<(A, B, C)>(&call.args) {
+        Ok(chunk) => run_decoded_chunk(chunk, |(a, b, c)| f(a, b, c)),
         Err(e) => vec![bad_args(e)],
     }
 }
@@ -293,9 +406,45 @@ pub(crate) struct Parts {
 /// The argument of [`worker_main`]: the parts and the initializer `fn(A)` (by
 /// address) with its arguments, which may hold handles (queues, locks, …).
 #[derive(Serialize, Deserialize)]
+#[serde(bound(deserialize = "A: DeserializeOwned"))]
 pub(crate) struct WorkerArgs<A> {
     pub(crate) parts: Parts,
-    pub(crate) init: Option<(FnAddr, A)>,
+    pub(crate) init: Option<(FnAddr, InitArgs<A>)>,
+}
+
+/// The initializer's arguments, encoded apart from the rest of [`WorkerArgs`] so that
+/// a worker whose copy does not decode (a user's `Deserialize` that fails or panics)
+/// still has its [`Parts`], and says why on the reply queue
+/// ([`Reply::InitFailed`]: the pool breaks with the user's text) instead of dying
+/// before it could say anything (and being replaced, again and again). Its handles
+/// travel with the worker's other descriptors: the inner body is written and read
+/// while the outer one's descriptor sink and source are active.
+pub(crate) struct InitArgs<A>(Result<A, String>);
+
+impl<A> InitArgs<A> {
+    pub(crate) fn new(args: A) -> InitArgs<A> {
+        InitArgs(Ok(args))
+    }
+}
+
+impl<A: Serialize> Serialize for InitArgs<A> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        match &self.0 {
+            Ok(args) => match codec::encode(args) {
+                Ok(body) => serializer.serialize_bytes(&body),
+                Err(e) => Err(S::Error::custom(e)),
+            },
+            Err(message) => Err(S::Error::custom(message)),
+        }
+    }
+}
+
+impl<'de, A: DeserializeOwned> Deserialize<'de> for InitArgs<A> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let body = serde_bytes::ByteBuf::deserialize(deserializer)?;
+        Ok(InitArgs(codec::decode(&body).map_err(|e| e.to_string())))
+    }
 }
 
 /// A worker with the initializer `fn(A)`.
@@ -306,9 +455,15 @@ pub(crate) fn worker_main<A: DeserializeOwned>(args: WorkerArgs<A>) {
         Ok(proof) => proof,
         Err(e) => return init_failed(&parts, e.to_string()),
     };
-    if let Some((target, a)) = init {
+    if let Some((target, InitArgs(a))) = init {
+        let a = match a {
+            Ok(a) => a,
+            Err(e) => {
+                return init_failed(&parts, format!("the initializer's arguments: {e}"));
+            }
+        };
         let f: fn(A) = sys::entry::resolve(&proof, target);
-        if let Outcome::Panicked(m) = run_caught(move || f(a)) {
+        if let Outcome::Panicked(m) = run_task(move || f(a)) {
             return init_failed(&parts, format!("the initializer panicked: {m}"));
         }
     }
@@ -322,7 +477,7 @@ pub(crate) fn worker_with_closure(parts: Parts, init: impl FnOnce()) {
         Ok(proof) => proof,
         Err(e) => return init_failed(&parts, e.to_string()),
     };
-    if let Outcome::Panicked(m) = run_caught(init) {
+    if let Outcome::Panicked(m) = run_task(init) {
         return init_failed(&parts, format!("the initializer panicked: {m}"));
     }
     worker_loop(parts, proof);
@@ -433,6 +588,77 @@ mod tests {
             tuple.serialize_element(&self.0)?;
             Err(S::Error::custom("odd"))
         }
+    }
+
+    /// Encodes as a `u32` when even; panics when odd (user serde code gone wrong).
+    struct PanicsWhenOdd(u32);
+
+    impl Serialize for PanicsWhenOdd {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            assert!(self.0 % 2 == 0, "boom-{}", self.0);
+            serializer.serialize_u32(self.0)
+        }
+    }
+
+    /// The result's `Serialize` panicking used to unwind out of the worker: it died,
+    /// and the item failed as a dead worker's, without the text.
+    #[test]
+    fn a_result_whose_serialize_panics_fails_alone_with_the_panics_text() {
+        let items = decoded(run_chunk(vec![2u32, 3, 4], PanicsWhenOdd));
+        assert_eq!(values(&items), [Some(2), None, Some(4)]);
+        assert!(
+            matches!(&items[1], Item::Codec(m) if m.starts_with("result: ") && m.contains("boom-3")),
+            "{:?}",
+            items[1]
+        );
+    }
+
+    /// Decodes as a `u32` that must be even: an odd one is the user's error "odd <n>".
+    #[derive(Debug, Serialize)]
+    struct Even(u32);
+
+    impl<'de> Deserialize<'de> for Even {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let n = u32::deserialize(d)?;
+            if n % 2 == 1 {
+                return Err(serde::de::Error::custom(format!("odd {n}")));
+            }
+            Ok(Even(n))
+        }
+    }
+
+    /// An item that does not decode fails under its own index with the user's text;
+    /// the items before it run. The whole chunk used to fail as one, every item (the
+    /// first included) with the bad one's error.
+    #[test]
+    fn an_item_that_does_not_decode_fails_under_its_own_index() {
+        let body = codec::encode(&vec![2u32, 4, 5, 6]).unwrap();
+        let chunk = decode_chunk::<Even>(&body).unwrap();
+        let items = decoded(run_decoded_chunk(chunk, |Even(n)| n * 10));
+        assert_eq!(values(&items), [Some(20), Some(40), None, None]);
+        assert!(
+            matches!(&items[2], Item::Codec(m) if m.starts_with("cannot decode the task's arguments") && m.ends_with(": odd 5")),
+            "{:?}",
+            items[2]
+        );
+        assert!(
+            matches!(&items[3], Item::Codec(m) if m.starts_with("not run: item 2 of its chunk")),
+            "{:?}",
+            items[3]
+        );
+        // A chunk that decodes whole runs whole; bytes over are an error of the chunk.
+        let body = codec::encode(&vec![2u32, 4]).unwrap();
+        let items = decoded(run_decoded_chunk(
+            decode_chunk::<Even>(&body).unwrap(),
+            |Even(n)| n,
+        ));
+        assert_eq!(values(&items), [Some(2), Some(4)]);
+        let mut long = body.clone();
+        long.push(0);
+        assert!(matches!(
+            decode_chunk::<Even>(&long),
+            Err(codec::CodecError::TrailingBytes { extra: 1, .. })
+        ));
     }
 
     #[test]

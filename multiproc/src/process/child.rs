@@ -10,6 +10,7 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,25 @@ impl Outcome {
     }
 }
 
+/// Exit code of a child whose target returned a `Result::Err` (the `ExitCode::FAILURE`
+/// of a Rust `main` returning `Err`; Python: an uncaught exception gives 1).
+const EXIT_RETURNED_ERR: i32 = 1;
+
+/// How a child ends: the report for its parent and its exit code.
+pub(crate) struct Ending {
+    pub(crate) outcome: Outcome,
+    pub(crate) code: i32,
+}
+
+impl From<Outcome> for Ending {
+    fn from(outcome: Outcome) -> Ending {
+        Ending {
+            code: outcome.exit_code(),
+            outcome,
+        }
+    }
+}
+
 /// What an entry function gets.
 pub(crate) struct EntryCall {
     pub(crate) proof: Verified,
@@ -70,32 +90,64 @@ pub(crate) struct EntryCall {
 }
 
 /// The monomorphic function a child calls to run its target.
-pub(crate) type Entry = fn(EntryCall) -> Outcome;
+pub(crate) type Entry = fn(EntryCall) -> Ending;
 
 /// Entry for a `fn(A) -> R` target.
-pub(crate) fn entry_fn<A: DeserializeOwned, R: Serialize>(call: EntryCall) -> Outcome {
+pub(crate) fn entry_fn<A: DeserializeOwned, R: Serialize>(call: EntryCall) -> Ending {
     let f: fn(A) -> R = sys::entry::resolve(&call.proof, call.target);
     let args: A = match crate::handle::provide_fds(call.fds, || codec::decode(&call.args)) {
         Ok(a) => a,
-        Err(e) => return Outcome::Codec(format!("arguments: {e}")),
+        Err(e) => return Outcome::Codec(format!("arguments: {e}")).into(),
     };
     run_caught(move || f(args))
 }
 
 /// Entry for a [`Run`](crate::Run) target.
-pub(crate) fn entry_run<T: crate::process::Run + DeserializeOwned>(call: EntryCall) -> Outcome
+pub(crate) fn entry_run<T: crate::process::Run + DeserializeOwned>(call: EntryCall) -> Ending
 where
     T::Output: Serialize,
 {
     let obj: T = match crate::handle::provide_fds(call.fds, || codec::decode(&call.args)) {
         Ok(a) => a,
-        Err(e) => return Outcome::Codec(format!("arguments: {e}")),
+        Err(e) => return Outcome::Codec(format!("arguments: {e}")).into(),
     };
     run_caught(move || obj.run())
 }
 
-/// Runs `f`, catching a panic, and encodes its result.
-pub(crate) fn run_caught<R: Serialize>(f: impl FnOnce() -> R) -> Outcome {
+/// Runs a process's target `f`, catching a panic, and encodes its result.
+///
+/// A target that returns a `Result::Err(e)` ends as a Rust `main` returning `Err`
+/// does (`std::process::Termination`): `Error: {e:?}` on the child's stderr and exit
+/// code 1, while the parent's `join` still gets the value, `Ok(Err(e))`. Python's
+/// anchor: a target that raises prints its traceback and exits with 1. `R` is any
+/// serialisable type (no specialisation tells a `Result` apart), so the value is asked
+/// instead: see [`codec::returned_err`], which renders `e` through serde as its derived
+/// `Debug` would.
+pub(crate) fn run_caught<R: Serialize>(f: impl FnOnce() -> R) -> Ending {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(value) => match codec::encode(&value) {
+            Ok(bytes) => {
+                let code = match codec::returned_err(&value) {
+                    Some(error) => {
+                        write_stderr(&format!("Error: {error}\n"));
+                        EXIT_RETURNED_ERR
+                    }
+                    None => 0,
+                };
+                Ending {
+                    outcome: Outcome::Returned(bytes),
+                    code,
+                }
+            }
+            Err(e) => Outcome::Codec(format!("result: {e}")).into(),
+        },
+        Err(payload) => Outcome::Panicked(panic_message(payload.as_ref())).into(),
+    }
+}
+
+/// Runs a pool task `f`, catching a panic, and encodes its result: an `Err` it returns
+/// is the task's value and nothing more (the worker goes on, as Python's pool does).
+pub(crate) fn run_task<R: Serialize>(f: impl FnOnce() -> R) -> Outcome {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(value) => match codec::encode(&value) {
             Ok(bytes) => Outcome::Returned(bytes),
@@ -107,10 +159,141 @@ pub(crate) fn run_caught<R: Serialize>(f: impl FnOnce() -> R) -> Outcome {
 
 use crate::codec::panic_message;
 
+/// Writes `text` to descriptor 2 itself: not through `eprint!`, which a test harness's
+/// capture (inherited by a forked child from the thread that forked) would swallow, and
+/// without the lock of `std::io::Stderr`, which another thread of a forking parent may
+/// have held at the fork. Errors are ignored: there is nowhere else to say anything.
+pub(crate) fn write_stderr(text: &str) {
+    let stderr = std::io::stderr();
+    let fd = stderr.as_fd();
+    let mut rest = text.as_bytes();
+    while !rest.is_empty() {
+        match rustix::io::write(fd, rest) {
+            Ok(0) => return,
+            Ok(n) => rest = &rest[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Whether this process is a multiproc child (its panics go straight to descriptor 2).
+static IN_CHILD: AtomicBool = AtomicBool::new(false);
+
+/// Marks this process as a multiproc child: from now on a panic's message goes
+/// straight to its descriptor 2 (see [`install_panic_hook`]).
+pub(crate) fn mark_child() {
+    IN_CHILD.store(true, Ordering::Relaxed);
+}
+
+/// Installs, once per process (from `init`, when the hook is still std's default), a
+/// panic hook that in the parent is std's default hook and in a multiproc child writes
+/// std's message straight to descriptor 2.
+///
+/// Why: a test harness captures output per thread (std's internal `OUTPUT_CAPTURE`),
+/// a thread inherits the capture of the thread that spawned it, and a forked child
+/// inherits the capture of the thread that forked. The default hook writes into that
+/// buffer, which nobody shows: a forked child's panic vanished. Installed in the
+/// parent, the hook is inherited by every fork, so the child need not touch the hook's
+/// lock, which another thread may have held at the fork. A program that sets a hook of
+/// its own replaces this one, in its children too.
+pub(crate) fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if IN_CHILD.load(Ordering::Relaxed) {
+            write_stderr(&panic_text(info));
+        } else {
+            default(info);
+        }
+    }));
+}
+
+/// What std's default hook prints for `info`: `thread '<name>' (<tid>) panicked at
+/// <file>:<line>:<col>:`, the message, then a backtrace or the note about one, as
+/// `RUST_BACKTRACE` says.
+fn panic_text(info: &std::panic::PanicHookInfo<'_>) -> String {
+    use std::fmt::Write as _;
+    static FIRST_PANIC: AtomicBool = AtomicBool::new(true);
+    let thread = std::thread::current();
+    let name = thread.name().unwrap_or("<unnamed>");
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("Box<dyn Any>");
+    let mut text = format!("\nthread '{name}' ({}) panicked at ", sys::proc::gettid());
+    if let Some(location) = info.location() {
+        let _ = write!(text, "{location}");
+    }
+    let _ = writeln!(text, ":\n{message}");
+    match std::env::var("RUST_BACKTRACE").as_deref() {
+        Ok("0") | Err(_) => {
+            if FIRST_PANIC.swap(false, Ordering::Relaxed) {
+                text.push_str(
+                    "note: run with `RUST_BACKTRACE=1` environment variable to display a \
+                     backtrace\n",
+                );
+            }
+        }
+        Ok("full") => {
+            let _ = write!(
+                text,
+                "stack backtrace:\n{:#}",
+                std::backtrace::Backtrace::force_capture()
+            );
+        }
+        Ok(_) => {
+            let frames = std::backtrace::Backtrace::force_capture().to_string();
+            let _ = write!(
+                text,
+                "stack backtrace:\n{}note: Some details are omitted, run with \
+                 `RUST_BACKTRACE=full` for a verbose backtrace.\n",
+                short_backtrace(&frames)
+            );
+        }
+    }
+    text
+}
+
+/// The frames of a backtrace between std's markers, renumbered from 0, as std's short
+/// backtrace shows them: not the panic machinery (up to
+/// `__rust_end_short_backtrace`), not the thread's start (from
+/// `__rust_begin_short_backtrace`).
+fn short_backtrace(full: &str) -> String {
+    use std::fmt::Write as _;
+    let mut frames: Vec<Vec<&str>> = Vec::new();
+    for line in full.lines() {
+        let numbered = line
+            .trim_start()
+            .split_once(": ")
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        match frames.last_mut() {
+            Some(frame) if !numbered => frame.push(line),
+            _ => frames.push(vec![line]),
+        }
+    }
+    let named = |marker: &str| frames.iter().position(|f| f[0].contains(marker));
+    let start = named("__rust_end_short_backtrace").map_or(0, |i| i + 1);
+    let end = named("__rust_begin_short_backtrace").unwrap_or(frames.len());
+    let mut out = String::new();
+    for (number, frame) in frames[start..end.max(start)].iter().enumerate() {
+        let name = frame[0]
+            .trim_start()
+            .split_once(": ")
+            .map_or("", |(_, n)| n);
+        let _ = writeln!(out, "{number:>4}: {name}");
+        for at in &frame[1..] {
+            let _ = writeln!(out, "{at}");
+        }
+    }
+    out
+}
+
 /// Reports `outcome` on `chan`, waits for this child's own non-daemon children, flushes
 /// stdio and ends the process.
-pub(crate) fn finish(chan: &OwnedFd, outcome: Outcome) -> i32 {
-    report(chan, outcome, false)
+pub(crate) fn finish(chan: &OwnedFd, ending: Ending) -> i32 {
+    report(chan, ending, false)
 }
 
 /// [`finish`] for a child made by `fork`: another thread of the parent may have held
@@ -118,12 +301,11 @@ pub(crate) fn finish(chan: &OwnedFd, outcome: Outcome) -> i32 {
 /// not exist and the lock is never released. The flush is then given a second, after
 /// which an alarm ends the child with its exit code (its report is already sent; at
 /// most an unfinished line is lost) instead of letting it hang.
-pub(crate) fn finish_forked(chan: &OwnedFd, outcome: Outcome) -> i32 {
-    report(chan, outcome, true)
+pub(crate) fn finish_forked(chan: &OwnedFd, ending: Ending) -> i32 {
+    report(chan, ending, true)
 }
 
-fn report(chan: &OwnedFd, outcome: Outcome, forked: bool) -> i32 {
-    let code = outcome.exit_code();
+fn report(chan: &OwnedFd, Ending { outcome, code }: Ending, forked: bool) -> i32 {
     // A value that encodes to nothing (`()`) needs no report: the parent decodes it
     // from the empty report of a child that exited with 0.
     let empty = matches!(&outcome, Outcome::Returned(bytes) if bytes.is_empty());
@@ -160,9 +342,10 @@ pub(crate) fn end_of_child() {
 /// Runs a `spawn` or `forkserver` child: read the bootstrap from `chan`, run the target,
 /// report, exit. Never returns.
 pub(crate) fn child_main(chan: OwnedFd) -> ! {
+    mark_child();
     let code = match read_bootstrap(&chan) {
         Ok((boot, fds)) => run_bootstrap(&chan, boot, fds),
-        Err(message) => finish(&chan, Outcome::Bootstrap(message)),
+        Err(message) => finish(&chan, Outcome::Bootstrap(message).into()),
     };
     sys::proc::exit_now(code)
 }
@@ -171,16 +354,16 @@ fn run_bootstrap(chan: &OwnedFd, boot: Bootstrap, fds: Vec<OwnedFd>) -> i32 {
     info::become_child(boot.info);
     let proof = match sys::entry::verify(boot.exe) {
         Ok(p) => p,
-        Err(e) => return finish(chan, Outcome::Bootstrap(e.to_string())),
+        Err(e) => return finish(chan, Outcome::Bootstrap(e.to_string()).into()),
     };
     let entry: Entry = sys::entry::resolve(&proof, boot.entry);
-    let outcome = entry(EntryCall {
+    let ending = entry(EntryCall {
         proof,
         target: boot.target,
         args: boot.args,
         fds,
     });
-    finish(chan, outcome)
+    finish(chan, ending)
 }
 
 fn read_bootstrap(chan: &OwnedFd) -> Result<(Bootstrap, Vec<OwnedFd>), String> {

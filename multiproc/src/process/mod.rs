@@ -28,8 +28,11 @@
 //! * **No zombie is left.** `join`/`wait` reap; dropping a handle of a running child
 //!   hands it to a reaper thread; a finished child is reaped at once.
 //! * **A crash stays in the child** (S17): a panic becomes [`ProcessError::Panicked`]
-//!   with its message; a signal (abort, segfault, `terminate`) becomes
-//!   [`ProcessError::Signaled`]; the parent carries on.
+//!   with its message (also printed on the child's stderr); a signal (abort, segfault,
+//!   `terminate`) becomes [`ProcessError::Signaled`]; the parent carries on.
+//! * **A target that returns `Err(e)` fails as a `main` would**: `Error: {e:?}` on the
+//!   child's stderr and exit code 1 (Python: a target that raises exits with 1), while
+//!   `join` still gives the value, `Ok(Err(e))`.
 
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};

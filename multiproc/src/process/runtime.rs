@@ -165,11 +165,14 @@ pub fn set_fork_warning(enabled: bool) {
 }
 
 /// Runs in a child right after a fork multiproc made (a hook registered with
-/// [`sys::hooks::after_fork`] by [`runtime`] before it creates the first runtime):
-/// forget the parent's runtime (its launcher thread does not exist here and its locks
+/// [`sys::hooks::after_fork`] by [`init`], and by [`runtime`] before it creates the
+/// first runtime): mark the process a child (for its panics' messages), forget the
+/// parent's runtime (its launcher thread does not exist here and its locks
 /// may be held) and close the parent's forkserver socket, read through an atomic
 /// because its Mutex may be held.
 fn after_fork_in_child() {
+    // Its panics go straight to its descriptor 2 (see `child::install_panic_hook`).
+    super::child::mark_child();
     if let Some(rt) = RUNTIME.forget() {
         sys::fd::close_inherited(rt.forkserver_fd.swap(-1, Ordering::AcqRel));
     }
@@ -193,6 +196,11 @@ pub(crate) fn initialised() -> bool {
 /// [`StartError::NotInitialized`](crate::StartError::NotInitialized)) unless `init` ran,
 /// so that forgetting it cannot make every child re-run `main` (a fork bomb).
 ///
+/// It also installs a panic hook: std's default hook in this process, and in every
+/// multiproc child one that writes std's message straight to the child's descriptor 2,
+/// where a test harness's output capture (which a `fork` child inherits from the thread
+/// that forked) cannot swallow it. A hook you set yourself replaces it.
+///
 /// ```no_run
 /// # fn run_the_program() {}
 /// multiproc::init(); // first line of main
@@ -202,6 +210,11 @@ pub fn init() {
     if INITIALISED.swap(true, Ordering::AcqRel) {
         return;
     }
+    // Before any child exists, while the hook is std's default: forked children inherit
+    // it, and the after-fork hook (registered now for a raw `sys::fork` made before any
+    // runtime exists) tells them they are children.
+    super::child::install_panic_hook();
+    sys::hooks::after_fork(after_fork_in_child);
     if let Some(fd) = role_fd("MULTIPROC_CHILD") {
         super::child::child_main(fd);
     }

@@ -24,11 +24,12 @@ impl Starter for Fork {
         let parent_end_raw = parent_end.as_raw_fd();
         let parent_pid = info.parent_pid;
         let child_main = move || -> i32 {
+            child::mark_child();
             sys::fd::close_inherited(parent_end_raw);
             sys::proc::die_with_parent(parent_pid);
             info::become_child(info);
-            let outcome = run();
-            child::finish_forked(&child_end, outcome)
+            let ending = run();
+            child::finish_forked(&child_end, ending)
         };
         let pid = rt.launch(Box::new(move || {
             sys::proc::fork_and_run(Box::new(child_main))

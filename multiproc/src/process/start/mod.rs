@@ -14,7 +14,7 @@
 use std::os::fd::OwnedFd;
 
 use super::StartError;
-use super::child::Outcome;
+use super::child::Ending;
 use super::info::ChildInfo;
 
 pub(crate) mod fork;
@@ -31,7 +31,7 @@ pub(crate) struct Launched {
 /// What the child must run.
 pub(crate) enum Job {
     /// A closure: only the `fork` method can run it.
-    Closure(Box<dyn FnOnce() -> Outcome + Send>),
+    Closure(Box<dyn FnOnce() -> Ending + Send>),
     /// A bootstrap frame naming a function by address (see `sys::entry`), and the
     /// descriptors of the handles among its arguments.
     Bootstrap(Vec<u8>, Vec<OwnedFd>),
