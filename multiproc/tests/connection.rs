@@ -502,3 +502,38 @@ fn a_huge_announced_frame_costs_memory_only_as_its_bytes_arrive() {
     }
     check.assert_clean();
 }
+
+/// Sends 1 through the pipe, then dies as a sender does between writing a message that
+/// carries a descriptor to the socket and putting its marker in the ring: the frame is
+/// announced, the marker never comes.
+fn die_between_frame_and_marker((end, raw): (Connection<u64>, UnixStream)) {
+    end.send(&1).unwrap();
+    let mut frame = raw_frame(&7u64);
+    frame[multiproc::codec::HEADER_LEN] |= 0x80; // announced: a ring marker points to it
+    (&raw).write_all(&frame).unwrap();
+    std::process::abort();
+}
+
+/// The receiver once waited for ever for the marker of a dead sender's announced frame
+/// (`recv` hung; `recv_timeout` said `Timeout`, issue 14 item 1): at end-of-file such a
+/// frame is what a dead sender left, and the pipe is `Disconnected`.
+#[test]
+fn a_sender_dead_between_frame_and_marker_is_disconnected_not_a_hang() {
+    let check = LeakCheck::start();
+    {
+        let (mine, theirs) = pipe::<u64>().unwrap();
+        let raw = UnixStream::from(theirs.as_fd().try_clone_to_owned().unwrap());
+        let mut p = builder(StartMethod::Fork)
+            .start_closure(move || die_between_frame_and_marker((theirs, raw)))
+            .unwrap();
+        assert_killed_by(&mut p, libc::SIGABRT, "the sender");
+        assert_eq!(mine.recv_timeout(PROMPT).unwrap(), 1);
+        match mine.recv_timeout(Duration::from_secs(10)) {
+            Err(RecvError::Disconnected) => {}
+            other => panic!("expected Disconnected, got {other:?}"),
+        }
+        assert!(matches!(mine.recv(), Err(RecvError::Disconnected)));
+        assert!(matches!(mine.try_recv(), Err(RecvError::Disconnected)));
+    }
+    check.assert_clean();
+}

@@ -277,12 +277,18 @@ impl Endpoint {
                     // it there, then mark its place in the ring.
                     self.send_socket(value, true)?;
                     let marker = WireRef::<T>::OnSocket;
-                    return match tx.put(&marker, None) {
-                        Ok(()) => Ok(()),
-                        Err(PutFail::Codec(e)) => Err(e.into()),
-                        Err(PutFail::Io(e)) => Err(SendError::Io(e)),
-                        Err(PutFail::Full | PutFail::ShutDown) => Err(SendError::Disconnected),
-                    };
+                    loop {
+                        return match tx.put(&marker, Some(Instant::now() + SLICE)) {
+                            Ok(()) => Ok(()),
+                            Err(PutFail::Full) if self.peer_closed() => {
+                                Err(SendError::Disconnected)
+                            }
+                            Err(PutFail::Full) => continue,
+                            Err(PutFail::Codec(e)) => Err(e.into()),
+                            Err(PutFail::Io(e)) => Err(SendError::Io(e)),
+                            Err(PutFail::ShutDown) => Err(SendError::Disconnected),
+                        };
+                    }
                 }
                 Err(PutFail::Codec(e)) => return Err(e.into()),
                 Err(PutFail::Io(e)) => return Err(SendError::Io(e)),
@@ -366,6 +372,12 @@ impl Endpoint {
         loop {
             match self.parse::<T>(&mut st, take) {
                 Parsed::Message(result) => return result,
+                // An announced frame at the head: its marker is not in the ring yet. At
+                // end-of-file it never will be (the sender died between the frame and
+                // the marker): the caller sees the end, after one more look at the ring.
+                Parsed::NotYours if st.eof || self.peer_closed() => {
+                    return Err(RecvError::Disconnected);
+                }
                 Parsed::NotYours => return Err(RecvError::Timeout),
                 Parsed::NeedMore => {}
             }
