@@ -434,9 +434,14 @@ impl<T, R, I: Iterator<Item = T>> Feeder<T, R, I> {
 
     /// The next item, or `None` at the end (or after a panic, which `ended` records).
     fn pull(&mut self) -> Option<T> {
-        if let Some(item) = self.head.pop_front() {
-            return Some(item);
+        match self.head.pop_front() {
+            Some(item) => Some(item),
+            None => self.read(),
         }
+    }
+
+    /// The input's next item (not the read-ahead's).
+    fn read(&mut self) -> Option<T> {
         if self.ended.is_some() {
             // `map_async`'s collected input ends where its source panicked.
             if let Some(input) = self.input.as_mut() {
@@ -472,7 +477,7 @@ impl<T, R, I: Iterator<Item = T>> Feeder<T, R, I> {
     /// Reads up to `n` items ahead; how many are held.
     fn probe(&mut self, n: usize) -> usize {
         while self.head.len() < n {
-            match self.pull() {
+            match self.read() {
                 Some(item) => self.head.push_back(item),
                 None => break,
             }
