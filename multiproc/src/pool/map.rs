@@ -218,9 +218,11 @@ const MAX_DEFAULT_CHUNK: usize = 4096;
 /// At most this many items are submitted and not yet yielded (unless that is fewer
 /// than two chunks per worker, which keeps every worker busy).
 const MAX_AHEAD_ITEMS: usize = 1 << 16;
-/// At most this many tasks per worker are submitted and not yet yielded: as many as
-/// the engine lets a worker hold when tasks are tiny.
-const MAX_AHEAD_TASKS_PER_WORKER: usize = 256;
+/// At most this many tasks are submitted and not yet yielded. Far more than the
+/// workers hold at once: when the caller falls behind for a moment (on a busy machine
+/// it shares the cores with the workers), the results it has not taken count against
+/// the read-ahead, and a small one would leave the workers idle.
+const MAX_AHEAD_TASKS: usize = 16_384;
 
 impl<'p> Mapper<'p> {
     pub(crate) fn new(core: &'p Core) -> Mapper<'p> {
@@ -332,9 +334,7 @@ impl<'p> Mapper<'p> {
                 len.div_ceil(4 * processes).clamp(1, MAX_DEFAULT_CHUNK)
             }
         };
-        let ahead_chunks = (2 * processes).max(
-            (MAX_AHEAD_TASKS_PER_WORKER * processes).min(MAX_AHEAD_ITEMS / chunksize),
-        );
+        let ahead_chunks = (2 * processes).max(MAX_AHEAD_TASKS.min(MAX_AHEAD_ITEMS / chunksize));
         let state = Arc::new(MapState::<R>::new(order, self.progress));
         if let Some(n) = total {
             state.set_total(n);
@@ -909,15 +909,17 @@ impl<R> IMap<'_, R> {
         Ok(())
     }
 
-    /// Submits more of the input if the read-ahead has room: at least a batch of
-    /// chunks, or (`before_wait`) one. Whether it read anything.
-    fn top_up(&mut self, before_wait: bool) -> bool {
+    /// Submits more of the input if the read-ahead has room for a batch of chunks (a
+    /// quarter of it: submitting chunk by chunk would cost a round through the engine's
+    /// lock each). Whether it read anything. With less room, enough is in flight that
+    /// a result will come to wake the caller.
+    fn top_up(&mut self) -> bool {
         if self.feeder.is_none() {
             return false;
         }
         let held = self.submitted - self.results.next;
         let room = self.ahead.saturating_sub(held) / self.chunksize;
-        if room == 0 || (!before_wait && room < self.batch) {
+        if room < self.batch {
             return false;
         }
         // Not strict: the call has returned, failures are read from the results.
@@ -934,13 +936,13 @@ impl<R> IMap<'_, R> {
             // Read before looking: a result stored after this is seen by the wait.
             let seen = self.results.state.completed.load(Ordering::Acquire);
             if let Some(r) = self.results.try_next() {
-                self.top_up(false);
+                self.top_up();
                 return Ok(Some(r));
             }
             if self.results.finished() {
                 return Ok(self.results.tail.take().map(Err));
             }
-            if self.top_up(true) {
+            if self.top_up() {
                 continue;
             }
             self.results.wait(seen, deadline)?;
