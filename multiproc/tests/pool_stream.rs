@@ -73,11 +73,10 @@ fn endless(reads: &Rc<Cell<u64>>) -> impl Iterator<Item = u64> + '_ {
 
 /// `0..n`, but reading item `k` panics with "the input broke at k".
 fn breaks_at(k: u64, n: u64) -> impl Iterator<Item = u64> {
-    (0..n).map(move |i| {
+    (0..n).inspect(move |&i| {
         if i == k {
             panic!("the input broke at {i}");
         }
-        i
     })
 }
 
@@ -148,7 +147,11 @@ fn endless_input_streams_and_dropping_the_iterator_stops_reading_it() {
             "{method}: every result is of an item read"
         );
         drop(it);
-        assert_eq!(reads.get(), read, "{method}: dropped, the input is not read");
+        assert_eq!(
+            reads.get(),
+            read,
+            "{method}: dropped, the input is not read"
+        );
 
         // One item per task: the same, and the pool is not left busy with the rest.
         reads.set(0);
@@ -257,7 +260,11 @@ fn rss_stays_flat_streaming_ten_million_items() {
     let check = LeakCheck::start();
     let p = pool(StartMethod::ForkServer, 2);
     // Warm: the allocator's and the queues' steady state.
-    let warm: u64 = p.imap(ident, 0..200_000u64).unwrap().map(Result::unwrap).sum();
+    let warm: u64 = p
+        .imap(ident, 0..200_000u64)
+        .unwrap()
+        .map(Result::unwrap)
+        .sum();
     assert_eq!(warm, 200_000 * 199_999 / 2);
     let before = rss_bytes();
     let peak = stream_peak_rss("imap", p.imap(ident, 0..N).unwrap(), N);
@@ -306,7 +313,11 @@ fn an_input_that_panics_gives_the_results_before_it_then_a_typed_error() {
                 }
                 other => panic!("{what}: starmap gave {other:?}"),
             }
-            match mapper.map_async(square, breaks_at(k, 10_000)).unwrap().get() {
+            match mapper
+                .map_async(square, breaks_at(k, 10_000))
+                .unwrap()
+                .get()
+            {
                 Err(PoolError::Item { index, error }) if is_input_panic(&error, k) => {
                     assert_eq!(index as u64, k, "{what}: map_async")
                 }
@@ -317,7 +328,11 @@ fn an_input_that_panics_gives_the_results_before_it_then_a_typed_error() {
             let it = mapper.imap_unordered(square, breaks_at(k, 10_000)).unwrap();
             check_ends_with_input_panic(&format!("{what}: imap_unordered"), it, k, false);
         }
-        assert_eq!(p.apply(square, 5).unwrap(), 25, "{method}: the pool goes on");
+        assert_eq!(
+            p.apply(square, 5).unwrap(),
+            25,
+            "{method}: the pool goes on"
+        );
         p.close();
         p.join();
     }
@@ -379,8 +394,16 @@ fn dropping_the_thread_map_iterator_cancels_the_tasks_not_started() {
     drop(it);
     open.send(()).unwrap();
     ex.shutdown(true, false);
-    assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 1, "only item 0 ran");
-    assert!(reads.get() <= 2, "read {} items for a buffer of 2", reads.get());
+    assert_eq!(
+        ran.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "only item 0 ran"
+    );
+    assert!(
+        reads.get() <= 2,
+        "read {} items for a buffer of 2",
+        reads.get()
+    );
 }
 
 static GATE: OnceLock<(Event, Atomic<u32>)> = OnceLock::new();
@@ -441,7 +464,11 @@ fn progress_bar_and_total_with_an_input_of_unknown_length() {
         .with_chunksize(3)
         .imap(square, (0..100u64).filter(|x| x % 2 == 0))
         .unwrap();
-    assert_eq!(it.total(), Some(50), "a short input ends within the read-ahead");
+    assert_eq!(
+        it.total(),
+        Some(50),
+        "a short input ends within the read-ahead"
+    );
     let got: Vec<u64> = it.by_ref().map(Result::unwrap).collect();
     assert_eq!(got.len(), 50);
     assert_eq!(it.completed(), 50);

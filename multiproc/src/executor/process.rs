@@ -336,11 +336,10 @@ impl Executor for super::ThreadPoolExecutor {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        Ok(Box::new(super::ThreadPoolExecutor::map(
-            self,
-            f,
-            items.into_iter(),
-        )?))
+        // The iterator lives for `'a`, not necessarily the collection it came from.
+        #[allow(clippy::useless_conversion)]
+        let items = items.into_iter();
+        Ok(Box::new(super::ThreadPoolExecutor::map(self, f, items)?))
     }
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {

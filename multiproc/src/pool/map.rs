@@ -259,7 +259,13 @@ impl<'p> Mapper<'p> {
         R: DeserializeOwned + Send + 'static,
         I: Iterator<Item = T> + 'a,
     {
-        self.start(entry, target, Feeder::<T, R, I>::new(items, None), order, false)
+        self.start(
+            entry,
+            target,
+            Feeder::<T, R, I>::new(items, None),
+            order,
+            false,
+        )
     }
 
     /// Reads the whole input now (`map_async`): the [`IMap`] holds no input.
@@ -323,7 +329,8 @@ impl<'p> Mapper<'p> {
                 let len = match total {
                     Some(n) => n,
                     None => {
-                        let seen = feeder.probe((4 * processes * MAX_DEFAULT_CHUNK).min(MAX_AHEAD_ITEMS));
+                        let seen =
+                            feeder.probe((4 * processes * MAX_DEFAULT_CHUNK).min(MAX_AHEAD_ITEMS));
                         if feeder.input.is_none() {
                             total = Some(seen);
                         }
@@ -498,7 +505,13 @@ where
 {
     fn feed(&mut self, chunks: usize, strict: bool) -> Fed {
         let Some((engine, state, entry, target, chunksize)) = self.dest.as_ref().and_then(|d| {
-            Some((d.engine.upgrade()?, Arc::clone(&d.state), d.entry, d.target, d.chunksize))
+            Some((
+                d.engine.upgrade()?,
+                Arc::clone(&d.state),
+                d.entry,
+                d.target,
+                d.chunksize,
+            ))
         }) else {
             return Fed {
                 items: 0,
@@ -507,11 +520,13 @@ where
             };
         };
         let first = self.index;
-        let mut tasks = Vec::new();
+        let mut tasks = Vec::with_capacity(chunks.min(MAX_AHEAD_TASKS));
+        // One buffer for every chunk: a chunk is encoded, then its items dropped.
+        let mut chunk = Vec::with_capacity(chunksize.min(MAX_DEFAULT_CHUNK));
         let mut unencodable = Vec::new();
         let mut encode_error = None;
         for _ in 0..chunks {
-            let mut chunk = Vec::with_capacity(chunksize.min(MAX_DEFAULT_CHUNK));
+            chunk.clear();
             while chunk.len() < chunksize {
                 match self.pull() {
                     Some(item) => chunk.push(item),
@@ -538,7 +553,9 @@ where
                     encode_error = Some(e);
                     break;
                 }
-                Err(e) => unencodable.push((sink, TaskError::codec("cannot send the arguments", e))),
+                Err(e) => {
+                    unencodable.push((sink, TaskError::codec("cannot send the arguments", e)))
+                }
             }
             if self.ended() {
                 break;
