@@ -246,6 +246,18 @@ impl<'p> Mapper<'p> {
         self
     }
 
+    /// What every map call checks before it reads its input: the chunk size, and
+    /// Python's `_check_running` (a pool that takes no tasks refuses the call, even for
+    /// an empty input).
+    fn check(&self) -> Result<(), PoolError> {
+        if self.chunksize == Some(0) {
+            return Err(PoolError::Invalid("chunksize must be at least 1"));
+        }
+        self.core
+            .submit(std::iter::empty(), None)
+            .map_err(PoolError::refused)
+    }
+
     /// Reads the input as results are taken.
     fn stream<'a, T, R, I>(
         &self,
@@ -259,6 +271,7 @@ impl<'p> Mapper<'p> {
         R: DeserializeOwned + Send + 'static,
         I: Iterator<Item = T> + 'a,
     {
+        self.check()?;
         self.start(
             entry,
             target,
@@ -281,6 +294,7 @@ impl<'p> Mapper<'p> {
         R: DeserializeOwned + Send + 'static,
         I: Iterator<Item = T>,
     {
+        self.check()?;
         let mut feeder = Feeder::<T, R, I>::new(items, None);
         let mut all = Vec::new();
         while let Some(item) = feeder.pull() {
@@ -312,14 +326,6 @@ impl<'p> Mapper<'p> {
         R: DeserializeOwned + Send + 'static,
         I: Iterator<Item = T> + 'a,
     {
-        if self.chunksize == Some(0) {
-            return Err(PoolError::Invalid("chunksize must be at least 1"));
-        }
-        // Python's `_check_running`: a pool that takes no tasks refuses the call, even
-        // for an empty input.
-        self.core
-            .submit(std::iter::empty(), None)
-            .map_err(PoolError::refused)?;
         let processes = self.core.processes().max(1);
         let (lo, hi) = feeder.size_hint();
         let mut total = (hi == Some(lo)).then_some(lo);
