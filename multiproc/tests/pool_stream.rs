@@ -488,3 +488,51 @@ fn progress_bar_and_total_with_an_input_of_unknown_length() {
     drop(p);
     check.assert_clean();
 }
+
+/// A pool closed while a map still reads its input: the results of what was submitted
+/// come in order, then one `Cancelled` for the items never read, then the end; `join`
+/// returns. Terminated: what was running fails with `Terminated`, then the same.
+#[test]
+fn a_pool_closed_or_terminated_mid_stream_ends_the_map_with_cancelled() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let p = pool(method, 2);
+        let reads = Rc::new(Cell::new(0));
+        let mut it = p.with_chunksize(1).imap(square, endless(&reads)).unwrap();
+        for i in 0..10 {
+            assert_eq!(it.next().unwrap().unwrap(), square(i), "{method}");
+        }
+        p.close();
+        let mut n = 10;
+        let last = loop {
+            match it.next() {
+                Some(Ok(v)) => {
+                    assert_eq!(v, square(n), "{method}: in order, none lost");
+                    n += 1;
+                }
+                other => break other,
+            }
+        };
+        assert_eq!(last, Some(Err(TaskError::Cancelled)), "{method}");
+        assert!(it.next().is_none(), "{method}");
+        assert_eq!(it.total(), Some(n as usize), "{method}: what was submitted");
+        assert!(n <= reads.get(), "{method}");
+        p.join();
+
+        let p = pool(method, 2);
+        let mut it = p.with_chunksize(1).imap(square, endless(&reads)).unwrap();
+        assert_eq!(it.next().unwrap().unwrap(), 0, "{method}");
+        p.terminate();
+        let rest: Vec<_> = it.by_ref().collect();
+        let (last, before) = rest.split_last().expect("the map ends with an error");
+        assert_eq!(*last, Err(TaskError::Cancelled), "{method}");
+        for (i, r) in (1u64..).zip(before) {
+            assert!(
+                *r == Ok(square(i)) || *r == Err(TaskError::Terminated),
+                "{method}: item {i}: {r:?}"
+            );
+        }
+        assert!(it.next().is_none(), "{method}");
+    }
+    check.assert_clean();
+}

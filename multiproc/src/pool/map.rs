@@ -108,11 +108,11 @@ map_methods! {
     /// even while one slow item holds the others back. Dropping the iterator skips the
     /// chunks not started and reads the input no further. An input that panics ends
     /// the map with [`TaskError::Input`] after the results before it. A pool that is
-    /// closed (or terminated) while the input is still being read takes no more of it:
-    /// the results submitted come, then one [`TaskError::Cancelled`] (or the pool's
-    /// [`TaskError::Broken`] / [`TaskError::Terminated`]), then the end. (Python's
-    /// `imap` reads its whole input on a thread of the pool whatever the consumer
-    /// does, holding every result not yet taken.)
+    /// closed, terminated or dropped while the input is still being read takes no more
+    /// of it: the results of what was submitted come, then one [`TaskError::Cancelled`]
+    /// for the items never read (the pool's [`TaskError::Broken`] if it broke), then
+    /// the end. (Python's `imap` reads its whole input on a thread of the pool whatever
+    /// the consumer does, holding every result not yet taken, and its `close` lets it.)
     ///
     /// ```
     /// # multiproc::init();
@@ -386,7 +386,7 @@ enum Ending {
     Panicked(String),
     /// The pool took no more tasks.
     Refused(Refused),
-    /// The pool is gone (dropped).
+    /// The pool is gone (dropped): as closed.
     Gone,
 }
 
@@ -927,7 +927,7 @@ impl<R> IMap<'_, R> {
             Ending::Refused(Refused::Closed) => Some(TaskError::Cancelled),
             Ending::Refused(Refused::Broken(reason)) => Some(TaskError::Broken { reason }),
             Ending::Gone if strict => return Err(PoolError::ShutDown),
-            Ending::Gone => Some(TaskError::Terminated),
+            Ending::Gone => Some(TaskError::Cancelled),
         };
         Ok(())
     }
