@@ -536,3 +536,25 @@ fn a_pool_closed_or_terminated_mid_stream_ends_the_map_with_cancelled() {
     }
     check.assert_clean();
 }
+
+/// The threads' `map` on an executor shut down while it reads its input: the tasks
+/// submitted finish and come in order, then one `Cancelled`, then the end (Python 3.14
+/// raises `RuntimeError` from the iterator there).
+#[test]
+fn a_thread_executor_shut_down_mid_stream_ends_the_map_with_cancelled() {
+    let ex = ThreadPoolExecutor::new(2);
+    let reads = Rc::new(Cell::new(0));
+    let mut it = ex.map(square, endless(&reads)).unwrap();
+    assert_eq!(it.next(), Some(Ok(0)));
+    ex.shutdown(false, false);
+    let rest: Vec<_> = it.by_ref().collect();
+    let (last, before) = rest.split_last().expect("the map ends with an error");
+    assert_eq!(*last, Err(TaskError::Cancelled));
+    assert!(before.len() <= 4, "at most the buffer: {}", before.len());
+    for (i, r) in (1u64..).zip(before) {
+        assert_eq!(*r, Ok(square(i)), "item {i}");
+    }
+    assert!(it.next().is_none());
+    drop(it);
+    ex.shutdown(true, false);
+}

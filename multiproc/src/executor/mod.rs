@@ -18,7 +18,7 @@
 //! |---|---|
 //! | `ThreadPoolExecutor(max_workers=n, thread_name_prefix=p)` | [`ThreadPoolExecutor::new(n)`](ThreadPoolExecutor::new), [`ThreadPoolExecutor::builder`] |
 //! | `ex.submit(fn, *args)` | [`ThreadPoolExecutor::submit`] (a closure) → [`Future`] |
-//! | `ex.map(fn, iterable)` | [`ThreadPoolExecutor::map`]: results in input order |
+//! | `ex.map(fn, iterable, buffersize=2 * n)` | [`ThreadPoolExecutor::map`]: results in input order, the input read as they are taken |
 //! | `ex.shutdown(wait, cancel_futures)`, `with ex:` | [`ThreadPoolExecutor::shutdown`], `Drop` |
 //! | `f.done()`, `f.running()`, `f.cancel()`, `f.cancelled()` | same names |
 //! | `f.result()`, `f.result(timeout)`, `f.exception()` | [`Future::result`], [`Future::result_timeout`], [`Future::exception`] |
