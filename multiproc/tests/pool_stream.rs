@@ -479,6 +479,14 @@ fn progress_bar_and_total_with_an_input_of_unknown_length() {
         .unwrap();
     assert_eq!(it.total(), None, "not known before the input ended");
     assert_eq!(it.count(), 50_000);
+    // `map_async` reads its input at the call: its result holds none, and still
+    // crosses threads.
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    let m = p
+        .map_async(square, (0..100u64).filter(|x| x % 2 == 0))
+        .unwrap();
+    send_sync(&m);
+    assert_eq!(m.get().unwrap().len(), 50);
     let it = p.with_progress_bar().imap(square, 0..10u64).unwrap();
     assert_eq!(it.total(), Some(10), "an exact size hint");
     assert_eq!(it.size_hint(), (10, Some(10)));
