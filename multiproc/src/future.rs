@@ -60,6 +60,14 @@ pub enum TaskError {
         /// Why.
         reason: String,
     },
+    /// The input iterator of a map panicked while it was read, in the caller's thread,
+    /// before this item (Python: the exception the iterable raised, which ends the
+    /// map). The results before it come first; the map ends after it.
+    #[error("the input iterator panicked: {message}")]
+    Input {
+        /// The panic payload, if it was a string.
+        message: String,
+    },
     /// The task's arguments or result could not be (de)serialised (Python's pickling
     /// errors, `MaybeEncodingError`). `message` says which and why, with the user's
     /// serde message; `source` is the codec's error when the failure happened in this

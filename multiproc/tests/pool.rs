@@ -843,7 +843,7 @@ fn progress_counts_and_bar() {
         .with_chunksize(3)
         .imap(square, 0..30)
         .unwrap();
-    assert_eq!(it.total(), 30);
+    assert_eq!(it.total(), Some(30));
     assert_eq!(it.next().unwrap().unwrap(), 0);
     let rest: Vec<u64> = it.by_ref().map(Result::unwrap).collect();
     assert_eq!(rest.len(), 29);

@@ -18,7 +18,7 @@
 //! |---|---|
 //! | `ThreadPoolExecutor(max_workers=n, thread_name_prefix=p)` | [`ThreadPoolExecutor::new(n)`](ThreadPoolExecutor::new), [`ThreadPoolExecutor::builder`] |
 //! | `ex.submit(fn, *args)` | [`ThreadPoolExecutor::submit`] (a closure) → [`Future`] |
-//! | `ex.map(fn, iterable)` | [`ThreadPoolExecutor::map`]: results in input order |
+//! | `ex.map(fn, iterable, buffersize=2 * n)` | [`ThreadPoolExecutor::map`]: results in input order, the input read as they are taken |
 //! | `ex.shutdown(wait, cancel_futures)`, `with ex:` | [`ThreadPoolExecutor::shutdown`], `Drop` |
 //! | `f.done()`, `f.running()`, `f.cancel()`, `f.cancelled()` | same names |
 //! | `f.result()`, `f.result(timeout)`, `f.exception()` | [`Future::result`], [`Future::result_timeout`], [`Future::exception`] |
@@ -281,28 +281,48 @@ impl ThreadPoolExecutor {
         Ok(())
     }
 
-    /// Submits `task(item)` for every item at once and yields the results in input order
-    /// as they become available (Python's `map`).
-    pub fn map<I, T, F>(
-        &self,
+    /// `task(item)` for every item (Python's `map`): the results in input order as
+    /// they come. The input is read lazily, in the caller's thread, as the results are
+    /// taken: at most `2 × max_workers` tasks are submitted and not yet yielded (Python
+    /// 3.14's `buffersize`; Python's default submits the whole input at the call), so
+    /// an endless input works in bounded memory. Dropping the iterator cancels the
+    /// tasks not yet started and reads the input no further, as Python's result
+    /// iterator does. An input that panics ends the results with [`TaskError::Input`]
+    /// after those before it; an executor shut down while the input is being read
+    /// takes no more of it: one [`TaskError::Cancelled`] ends the results (Python
+    /// raises its `RuntimeError` there).
+    ///
+    /// ```
+    /// use multiproc::executor::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new(2);
+    /// let odd: Vec<u64> = pool.map(|x: u64| 2 * x + 1, 0u64..).unwrap().take(3).map(Result::unwrap).collect();
+    /// assert_eq!(odd, [1, 3, 5]);
+    /// ```
+    pub fn map<'a, I, T, F>(
+        &'a self,
         task: F,
         items: I,
-    ) -> Result<impl Iterator<Item = Result<T, TaskError>> + use<I, T, F>, ShutDown>
+    ) -> Result<impl Iterator<Item = Result<T, TaskError>> + use<'a, I, T, F>, ShutDown>
     where
         I: IntoIterator,
+        I::IntoIter: 'a,
         I::Item: Send + 'static,
         F: Fn(I::Item) -> T + Send + Sync + 'static,
         T: Send + 'static,
     {
-        let task = Arc::new(task);
-        let futures = items
-            .into_iter()
-            .map(|item| {
-                let task = Arc::clone(&task);
-                self.submit(move || task(item))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(futures.into_iter().map(Future::into_outcome))
+        let buffer = 2 * self.max_workers;
+        let mut map = ThreadMap {
+            executor: self,
+            input: Some(items.into_iter()),
+            task: Arc::new(task),
+            futures: std::collections::VecDeque::with_capacity(buffer),
+            buffer,
+            tail: None,
+        };
+        // Python's `map` submits at the call: a shut-down executor refuses it there.
+        map.fill()?;
+        Ok(map)
     }
 
     /// Stops taking tasks (Python's `shutdown`). With `cancel_futures`, tasks not yet
@@ -320,6 +340,113 @@ impl ThreadPoolExecutor {
             for h in handles {
                 let _ = h.join();
             }
+        }
+    }
+}
+
+/// The iterator of [`ThreadPoolExecutor::map`]: submits the input as results are taken,
+/// at most `buffer` tasks not yet yielded.
+struct ThreadMap<'a, It: Iterator, T, F> {
+    executor: &'a ThreadPoolExecutor,
+    /// `None` once it ended.
+    input: Option<It>,
+    task: Arc<F>,
+    /// Submitted, not yet yielded, in input order.
+    futures: std::collections::VecDeque<Future<T>>,
+    buffer: usize,
+    /// What ends the results: the input panicked, or the executor was shut down.
+    tail: Option<TaskError>,
+}
+
+impl<It, T, F> ThreadMap<'_, It, T, F>
+where
+    It: Iterator,
+    It::Item: Send + 'static,
+    F: Fn(It::Item) -> T + Send + Sync + 'static,
+    T: Send + 'static,
+{
+    /// Submits items until `buffer` are out or the input ended. `Err` only if the
+    /// executor refused the very first task of the map.
+    fn fill(&mut self) -> Result<(), ShutDown> {
+        while self.futures.len() < self.buffer {
+            let Some(input) = self.input.as_mut() else {
+                return Ok(());
+            };
+            let item = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| input.next()))
+            {
+                Ok(Some(item)) => item,
+                Ok(None) => {
+                    self.close_input();
+                    return Ok(());
+                }
+                Err(payload) => {
+                    self.tail = Some(TaskError::Input {
+                        message: crate::codec::panic_message(payload.as_ref()),
+                    });
+                    self.close_input();
+                    return Ok(());
+                }
+            };
+            let task = Arc::clone(&self.task);
+            match self.executor.submit(move || task(item)) {
+                Ok(future) => self.futures.push_back(future),
+                Err(ShutDown) => {
+                    self.close_input();
+                    self.tail = Some(TaskError::Cancelled);
+                    return Err(ShutDown);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the input (a panic in its `Drop` is not the caller's either).
+    fn close_input(&mut self) {
+        let input = self.input.take();
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(input)));
+    }
+}
+
+impl<It, T, F> Iterator for ThreadMap<'_, It, T, F>
+where
+    It: Iterator,
+    It::Item: Send + 'static,
+    F: Fn(It::Item) -> T + Send + Sync + 'static,
+    T: Send + 'static,
+{
+    type Item = Result<T, TaskError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // A refusal after the call is read from the tail.
+        let _ = self.fill();
+        match self.futures.pop_front() {
+            Some(future) => Some(future.into_outcome()),
+            None => self.tail.take().map(Err),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let held = self.futures.len();
+        match &self.input {
+            None => {
+                let left = held + usize::from(self.tail.is_some());
+                (left, Some(left))
+            }
+            Some(input) => {
+                let (lo, hi) = input.size_hint();
+                // The input may still panic: one error item in place of the rest.
+                let lo = if lo == 0 { held } else { held + 1 };
+                (lo, hi.and_then(|h| h.checked_add(held + 1)))
+            }
+        }
+    }
+}
+
+impl<It: Iterator, T, F> Drop for ThreadMap<'_, It, T, F> {
+    fn drop(&mut self) {
+        // Python's result iterator: cancel what has not started.
+        for future in &self.futures {
+            future.cancel();
         }
     }
 }

@@ -196,13 +196,31 @@ impl ProcessPoolExecutor {
             .map_err(|ShutDown| PoolError::ShutDown)
     }
 
-    /// Submits `f(item)` for every item at once (Python's `map`) and yields the results
-    /// in input order as they come, lazily. `chunksize` as in Python: items per task.
-    pub fn map<A, R>(
+    /// `f(item)` for every item (Python's `map`): the results in input order as they
+    /// come, lazily. The input is read in the caller's thread as the results are
+    /// taken, at most a bounded read-ahead of items submitted and not yet yielded
+    /// (Python 3.14's `buffersize`, chosen for you), so an endless input streams in
+    /// bounded memory. Dropping the iterator cancels the tasks not started and reads
+    /// the input no further (as Python's result iterator cancels its futures). An input
+    /// that panics ends the results with [`TaskError::Input`] after those before it.
+    /// A broken executor yields its [`TaskError::Broken`] once, then ends.
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use multiproc::executor::ProcessPoolExecutor;
+    ///
+    /// fn double(x: u64) -> u64 { 2 * x }
+    ///
+    /// let ex = ProcessPoolExecutor::new(2)?;
+    /// let evens: Vec<u64> = ex.map(double, 0u64..)?.take(4).map(Result::unwrap).collect();
+    /// assert_eq!(evens, [0, 2, 4, 6]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map<'a, A, R>(
         &self,
         f: fn(A) -> R,
-        items: impl IntoIterator<Item = A>,
-    ) -> Result<crate::pool::IMap<R>, ShutDown>
+        items: impl IntoIterator<Item = A, IntoIter: 'a>,
+    ) -> Result<crate::pool::IMap<'a, R>, ShutDown>
     where
         A: Arg,
         R: Ret,
@@ -210,19 +228,17 @@ impl ProcessPoolExecutor {
         self.map_chunked(f, items, 1)
     }
 
-    /// [`map`](Self::map) with `chunksize` items per task.
-    pub fn map_chunked<A, R>(
+    /// [`map`](Self::map) with `chunksize` items per task (Python's `chunksize`).
+    pub fn map_chunked<'a, A, R>(
         &self,
         f: fn(A) -> R,
-        items: impl IntoIterator<Item = A>,
+        items: impl IntoIterator<Item = A, IntoIter: 'a>,
         chunksize: usize,
-    ) -> Result<crate::pool::IMap<R>, ShutDown>
+    ) -> Result<crate::pool::IMap<'a, R>, ShutDown>
     where
         A: Arg,
         R: Ret,
     {
-        let items: Vec<A> = items.into_iter().collect();
-        let total = items.len();
         match crate::pool::Mapper::new(&self.core)
             .with_chunksize(chunksize)
             .imap(f, items)
@@ -230,19 +246,13 @@ impl ProcessPoolExecutor {
             Ok(map) => Ok(map),
             Err(PoolError::ShutDown) => Err(ShutDown),
             // As `submit`: the failure is read from the results.
-            Err(PoolError::Broken { reason }) => Ok(crate::pool::IMap::failed(
-                total,
-                TaskError::Broken { reason },
-            )),
-            Err(e) => Ok(crate::pool::IMap::failed(
-                total,
-                match e {
-                    PoolError::Arguments(e) => TaskError::codec("cannot send the arguments", e),
-                    e => TaskError::Broken {
-                        reason: e.to_string(),
-                    },
+            Err(e) => Ok(crate::pool::IMap::failed(match e {
+                PoolError::Broken { reason } => TaskError::Broken { reason },
+                PoolError::Arguments(e) => TaskError::codec("cannot send the arguments", e),
+                e => TaskError::Broken {
+                    reason: e.to_string(),
                 },
-            )),
+            })),
         }
     }
 
@@ -289,12 +299,14 @@ pub trait Executor {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static;
 
-    /// `f(item)` for every item, results in input order.
-    fn map<A, R>(
-        &self,
+    /// `f(item)` for every item, results in input order as they come; the input is
+    /// read lazily as the results are taken, a bounded number ahead, so it may be
+    /// endless (see the implementors).
+    fn map<'a, A, R>(
+        &'a self,
         f: fn(A) -> R,
-        items: impl IntoIterator<Item = A>,
-    ) -> Result<Box<dyn Iterator<Item = Result<R, TaskError>>>, ShutDown>
+        items: impl IntoIterator<Item = A, IntoIter: 'a>,
+    ) -> Result<Box<dyn Iterator<Item = Result<R, TaskError>> + 'a>, ShutDown>
     where
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static;
@@ -312,11 +324,11 @@ impl Executor for ProcessPoolExecutor {
         ProcessPoolExecutor::submit(self, f, arg)
     }
 
-    fn map<A, R>(
-        &self,
+    fn map<'a, A, R>(
+        &'a self,
         f: fn(A) -> R,
-        items: impl IntoIterator<Item = A>,
-    ) -> Result<Box<dyn Iterator<Item = Result<R, TaskError>>>, ShutDown>
+        items: impl IntoIterator<Item = A, IntoIter: 'a>,
+    ) -> Result<Box<dyn Iterator<Item = Result<R, TaskError>> + 'a>, ShutDown>
     where
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
@@ -338,16 +350,18 @@ impl Executor for super::ThreadPoolExecutor {
         super::ThreadPoolExecutor::submit(self, move || f(arg))
     }
 
-    fn map<A, R>(
-        &self,
+    fn map<'a, A, R>(
+        &'a self,
         f: fn(A) -> R,
-        items: impl IntoIterator<Item = A>,
-    ) -> Result<Box<dyn Iterator<Item = Result<R, TaskError>>>, ShutDown>
+        items: impl IntoIterator<Item = A, IntoIter: 'a>,
+    ) -> Result<Box<dyn Iterator<Item = Result<R, TaskError>> + 'a>, ShutDown>
     where
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let items: Vec<A> = items.into_iter().collect();
+        // The iterator lives for `'a`, not necessarily the collection it came from.
+        #[allow(clippy::useless_conversion)]
+        let items = items.into_iter();
         Ok(Box::new(super::ThreadPoolExecutor::map(self, f, items)?))
     }
 

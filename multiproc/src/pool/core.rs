@@ -255,7 +255,7 @@ impl Core {
 
     /// A fresh task id.
     pub(crate) fn next_id(&self) -> u64 {
-        self.shared.next_id.fetch_add(1, Ordering::Relaxed)
+        self.shared.next_id()
     }
 
     pub(crate) fn weak(&self) -> Weak<Engine> {
@@ -272,36 +272,7 @@ impl Core {
         tasks: impl IntoIterator<Item = (u64, FnAddr, FnAddr, Vec<u8>, Arc<dyn Sink>)>,
         timeout: Option<Duration>,
     ) -> Result<(), Refused> {
-        let timeout = timeout.or(self.shared.config.timeout);
-        let mut failed = Vec::new();
-        {
-            let mut st = self.shared.state.lock();
-            if let Some(reason) = &st.broken {
-                return Err(Refused::Broken(reason.clone()));
-            }
-            if st.closed {
-                return Err(Refused::Closed);
-            }
-            for (id, entry, target, args, sink) in tasks {
-                st.pending.push_back(Job {
-                    id,
-                    msg: TaskMsg::Run {
-                        id,
-                        entry,
-                        target,
-                        args,
-                    },
-                    timeout,
-                    sink,
-                    started: false,
-                    requeues: 0,
-                });
-                st.in_flight += 1;
-            }
-            self.shared.pump(&mut st, &mut failed);
-        }
-        finish_all(failed);
-        Ok(())
+        self.shared.submit(tasks, timeout)
     }
 
     /// Stops taking tasks; with `cancel_pending`, drops those no worker holds yet.
@@ -944,6 +915,53 @@ impl Drop for Core {
         if !self.shared.state.lock().done {
             self.terminate();
         }
+    }
+}
+
+/// What a map that reads its input as it goes needs after the call returned: it holds
+/// the engine weakly, so it does not keep a dropped pool alive.
+impl Engine {
+    /// A fresh task id.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Queues tasks `(id, entry, target, args, sink)`, sending what fits to workers.
+    pub(crate) fn submit(
+        &self,
+        tasks: impl IntoIterator<Item = (u64, FnAddr, FnAddr, Vec<u8>, Arc<dyn Sink>)>,
+        timeout: Option<Duration>,
+    ) -> Result<(), Refused> {
+        let timeout = timeout.or(self.config.timeout);
+        let mut failed = Vec::new();
+        {
+            let mut st = self.state.lock();
+            if let Some(reason) = &st.broken {
+                return Err(Refused::Broken(reason.clone()));
+            }
+            if st.closed {
+                return Err(Refused::Closed);
+            }
+            for (id, entry, target, args, sink) in tasks {
+                st.pending.push_back(Job {
+                    id,
+                    msg: TaskMsg::Run {
+                        id,
+                        entry,
+                        target,
+                        args,
+                    },
+                    timeout,
+                    sink,
+                    started: false,
+                    requeues: 0,
+                });
+                st.in_flight += 1;
+            }
+            self.pump(&mut st, &mut failed);
+        }
+        finish_all(failed);
+        Ok(())
     }
 }
 

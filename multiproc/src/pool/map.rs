@@ -1,19 +1,30 @@
 //! The map family: [`Pool::map`], [`Pool::map_async`], [`Pool::imap`],
 //! [`Pool::imap_unordered`], [`Pool::starmap`], [`Pool::starmap3`], the [`Mapper`] that
 //! carries their options, and the [`IMap`] and [`MapResult`] they return.
+//!
+//! * **The input is read as the results are taken.** A map reads its input in the
+//!   caller's thread: the call submits the first chunks, and the [`IMap`] tops the
+//!   window up whenever it is asked for a result and whenever it wakes on one, so that
+//!   at most [`IMap`]'s read-ahead of items is submitted and not yet yielded. An endless
+//!   input streams in bounded memory; the input needs neither `Send` nor `'static`.
+//!   [`Pool::map_async`] alone reads its whole input at the call, as Python's does.
+//! * **An input that panics** ends the map: the results before it, then
+//!   [`TaskError::Input`] with its message, then the end. The panic is caught where the
+//!   input is advanced; it never unwinds into the caller.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::core::{Core, Sink, decode_outcome};
+use super::core::{Core, Engine, Refused, Sink, decode_outcome};
 use super::{Arg, Pool, PoolError, Ret, worker};
-use crate::codec;
+use crate::codec::{self, CodecError};
 use crate::future::{TaskError, WaitError};
 use crate::process::child::Outcome;
 use crate::sys::entry::FnAddr;
@@ -21,23 +32,26 @@ use crate::sys::entry::FnAddr;
 /// Declares the six map methods once: each on [`Mapper`] (with its options), and on
 /// [`Pool`] forwarding to the default `Mapper`. Per method: its Python doc, its
 /// generics, the function's type, the item type, what it returns, the worker entry
-/// that runs a chunk, the result order, and how the [`IMap`] becomes the return value.
+/// that runs a chunk, the result order, how the input is read (`stream`: as results
+/// are taken; `collect`: all at the call), and how the [`IMap`] becomes the return
+/// value.
 macro_rules! map_methods {
     ($(
         $(#[$doc:meta])*
-        fn $name:ident<$($g:ident: $bound:ident),*>(f: $f:ty, items: $item:ty) -> $ret:ty {
+        fn $name:ident<$lt:lifetime, $($g:ident: $bound:ident),*>(f: $f:ty, items: $item:ty) -> $ret:ty {
             entry: $entry:expr,
             order: $order:expr,
+            input: $input:ident,
             finish: $finish:expr $(,)?
         }
     )*) => {
         impl Pool {
             $(
                 $(#[$doc])*
-                pub fn $name<$($g: $bound),*>(
+                pub fn $name<$lt, $($g: $bound),*>(
                     &self,
                     f: $f,
-                    items: impl IntoIterator<Item = $item>,
+                    items: impl IntoIterator<Item = $item, IntoIter: $lt>,
                 ) -> Result<$ret, PoolError> {
                     self.mapper().$name(f, items)
                 }
@@ -47,14 +61,13 @@ macro_rules! map_methods {
         impl Mapper<'_> {
             $(
                 #[doc = concat!("[`Pool::", stringify!($name), "`] with these options.")]
-                pub fn $name<$($g: $bound),*>(
+                pub fn $name<$lt, $($g: $bound),*>(
                     &self,
                     f: $f,
-                    items: impl IntoIterator<Item = $item>,
+                    items: impl IntoIterator<Item = $item, IntoIter: $lt>,
                 ) -> Result<$ret, PoolError> {
                     let entry: worker::TaskEntry = $entry;
-                    let items: Vec<$item> = items.into_iter().collect();
-                    let map = self.run(FnAddr::of(entry), FnAddr::of(f), items, $order)?;
+                    let map = self.$input(FnAddr::of(entry), FnAddr::of(f), items.into_iter(), $order)?;
                     #[allow(clippy::redundant_closure_call)]
                     ($finish)(map)
                 }
@@ -66,60 +79,101 @@ macro_rules! map_methods {
 map_methods! {
     /// `f(item)` for every item, results in input order (Python's `map`, S10). The first
     /// failed item (in input order) is the error, and ends the map: items not started
-    /// yet are skipped.
-    fn map<A: Arg, R: Ret>(f: fn(A) -> R, items: A) -> Vec<R> {
+    /// yet are skipped, and the input is read no further. The input is read as the
+    /// results come in (see [`Pool::imap`]); an input that panics at item `k` is
+    /// [`PoolError::Item`] `{ index: k, error: TaskError::Input { .. } }`.
+    fn map<'a, A: Arg, R: Ret>(f: fn(A) -> R, items: A) -> Vec<R> {
         entry: worker::entry_chunk::<A, R>,
         order: Order::Input,
+        input: stream,
         finish: IMap::collect_all,
     }
 
-    /// As [`map`](Self::map), returning at once (Python's `map_async`).
-    fn map_async<A: Arg, R: Ret>(f: fn(A) -> R, items: A) -> MapResult<R> {
+    /// As [`map`](Self::map), returning at once (Python's `map_async`). It reads its
+    /// whole input at the call, as Python's does (it makes a list of it): an endless
+    /// input never returns; use [`imap`](Self::imap) for those.
+    fn map_async<'a, A: Arg, R: Ret>(f: fn(A) -> R, items: A) -> MapResult<R> {
         entry: worker::entry_chunk::<A, R>,
         order: Order::Input,
-        finish: |map| Ok(MapResult { map: Mutex::new(Some(map)) }),
+        input: collect,
+        finish: |map: IMap<'static, R>| Ok(MapResult { map: Mutex::new(Some(map.results)) }),
     }
 
     /// The results of `f(item)` in input order, as they come (Python's `imap`); a
     /// failed item is an `Err` and the iteration goes on.
-    fn imap<A: Arg, R: Ret>(f: fn(A) -> R, items: A) -> IMap<R> {
+    ///
+    /// The input is read lazily, in the caller's thread, as results are taken: at most
+    /// a bounded read-ahead of items (enough chunks to keep every worker busy) is
+    /// submitted and not yet yielded, so an endless input streams in bounded memory,
+    /// even while one slow item holds the others back. Dropping the iterator skips the
+    /// chunks not started and reads the input no further. An input that panics ends
+    /// the map with [`TaskError::Input`] after the results before it. A pool that is
+    /// closed, terminated or dropped while the input is still being read takes no more
+    /// of it: the results of what was submitted come, then one [`TaskError::Cancelled`]
+    /// for the items never read (the pool's [`TaskError::Broken`] if it broke), then
+    /// the end. (Python's `imap` reads its whole input on a thread of the pool whatever
+    /// the consumer does, holding every result not yet taken, and its `close` lets it.)
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use multiproc::pool::Pool;
+    ///
+    /// fn square(x: u64) -> u64 { x * x }
+    ///
+    /// let pool = Pool::new(2)?;
+    /// // An endless input: take what is needed; dropping the iterator stops the rest.
+    /// let first: Vec<u64> = pool.imap(square, 0u64..)?.take(5).map(Result::unwrap).collect();
+    /// assert_eq!(first, [0, 1, 4, 9, 16]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn imap<'a, A: Arg, R: Ret>(f: fn(A) -> R, items: A) -> IMap<'a, R> {
         entry: worker::entry_chunk::<A, R>,
         order: Order::Input,
+        input: stream,
         finish: Ok,
     }
 
     /// The results of `f(item)` in the order they complete (Python's
-    /// `imap_unordered`).
-    fn imap_unordered<A: Arg, R: Ret>(f: fn(A) -> R, items: A) -> IMap<R> {
+    /// `imap_unordered`); the input is read as for [`imap`](Self::imap).
+    fn imap_unordered<'a, A: Arg, R: Ret>(f: fn(A) -> R, items: A) -> IMap<'a, R> {
         entry: worker::entry_chunk::<A, R>,
         order: Order::Completion,
+        input: stream,
         finish: Ok,
     }
 
-    /// `f(a, b)` for every `(a, b)`, in input order (Python's `starmap`).
-    fn starmap<A: Arg, B: Arg, R: Ret>(f: fn(A, B) -> R, items: (A, B)) -> Vec<R> {
+    /// `f(a, b)` for every `(a, b)`, in input order (Python's `starmap`); the input is
+    /// read as for [`map`](Self::map).
+    fn starmap<'a, A: Arg, B: Arg, R: Ret>(f: fn(A, B) -> R, items: (A, B)) -> Vec<R> {
         entry: worker::entry_star2::<A, B, R>,
         order: Order::Input,
+        input: stream,
         finish: IMap::collect_all,
     }
 
-    /// `f(a, b, c)` for every `(a, b, c)`, in input order (Python's `starmap`).
-    fn starmap3<A: Arg, B: Arg, C: Arg, R: Ret>(f: fn(A, B, C) -> R, items: (A, B, C)) -> Vec<R> {
+    /// `f(a, b, c)` for every `(a, b, c)`, in input order (Python's `starmap`); the
+    /// input is read as for [`map`](Self::map).
+    fn starmap3<'a, A: Arg, B: Arg, C: Arg, R: Ret>(f: fn(A, B, C) -> R, items: (A, B, C)) -> Vec<R> {
         entry: worker::entry_star3::<A, B, C, R>,
         order: Order::Input,
+        input: stream,
         finish: IMap::collect_all,
     }
 }
 
 impl Pool {
-    /// Map options: chunks of `chunksize` items per task (Python's `chunksize`; the
-    /// default is Python's: `len / (4 × processes)`, rounded up).
+    /// Map options: chunks of `chunksize` items per task (Python's `chunksize`). The
+    /// default is Python's rule, `len / (4 × processes)` rounded up, where `len` is the
+    /// input's length when its size hint is exact or it ends within the first
+    /// read-ahead (else what that read-ahead saw), and at most 4096 items: a huge input
+    /// is not cut into a few huge chunks that would be held in memory at once.
     pub fn with_chunksize(&self, chunksize: usize) -> Mapper<'_> {
         self.mapper().with_chunksize(chunksize)
     }
 
     /// Map options: draw a progress bar on standard error while the map runs (when
-    /// standard error is a terminal; feature `progress`, on by default).
+    /// standard error is a terminal; feature `progress`, on by default). Its length is
+    /// the input's when its size hint is exact, else it is set once the input ends.
     pub fn with_progress_bar(&self) -> Mapper<'_> {
         self.mapper().with_progress_bar()
     }
@@ -152,10 +206,23 @@ impl std::fmt::Debug for Mapper<'_> {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Order {
     Input,
     Completion,
 }
+
+/// The largest default chunk: a chunk is held whole (its items, then its results), so
+/// the default keeps it small enough for inputs of any length.
+const MAX_DEFAULT_CHUNK: usize = 4096;
+/// At most this many items are submitted and not yet yielded (unless that is fewer
+/// than two chunks per worker, which keeps every worker busy).
+const MAX_AHEAD_ITEMS: usize = 1 << 16;
+/// At most this many tasks are submitted and not yet yielded. Far more than the
+/// workers hold at once: when the caller falls behind for a moment (on a busy machine
+/// it shares the cores with the workers), the results it has not taken count against
+/// the read-ahead, and a small one would leave the workers idle.
+const MAX_AHEAD_TASKS: usize = 16_384;
 
 impl<'p> Mapper<'p> {
     pub(crate) fn new(core: &'p Core) -> Mapper<'p> {
@@ -179,56 +246,378 @@ impl<'p> Mapper<'p> {
         self
     }
 
-    fn chunksize(&self, len: usize) -> usize {
-        self.chunksize.unwrap_or_else(|| {
-            // Python's rule.
-            let per = self.core.processes() * 4;
-            (len / per + usize::from(len % per != 0)).max(1)
-        })
-    }
-
-    fn run<T: Serialize, R>(
-        &self,
-        entry: FnAddr,
-        target: FnAddr,
-        items: Vec<T>,
-        order: Order,
-    ) -> Result<IMap<R>, PoolError>
-    where
-        R: DeserializeOwned + Send + 'static,
-    {
+    /// What every map call checks before it reads its input: the chunk size, and
+    /// Python's `_check_running` (a pool that takes no tasks refuses the call, even for
+    /// an empty input).
+    fn check(&self) -> Result<(), PoolError> {
         if self.chunksize == Some(0) {
             return Err(PoolError::Invalid("chunksize must be at least 1"));
         }
-        let total = items.len();
-        let chunksize = self.chunksize(total);
-        let state = Arc::new(MapState::<R>::new(total, self.progress));
-        let mut tasks = Vec::with_capacity(total.div_ceil(chunksize));
-        for (k, chunk) in items.chunks(chunksize).enumerate() {
-            let bytes = codec::encode(chunk)?;
-            let sink: Arc<dyn Sink> = Arc::new(ChunkSink {
-                map: Arc::clone(&state),
-                start: k * chunksize,
-                len: chunk.len(),
-            });
-            tasks.push((self.core.next_id(), entry, target, bytes, sink));
-        }
-        drop(items);
-        self.core.submit(tasks, None).map_err(PoolError::refused)?;
-        Ok(IMap {
-            state,
-            next: 0,
+        self.core
+            .submit(std::iter::empty(), None)
+            .map_err(PoolError::refused)
+    }
+
+    /// Reads the input as results are taken.
+    fn stream<'a, T, R, I>(
+        &self,
+        entry: FnAddr,
+        target: FnAddr,
+        items: I,
+        order: Order,
+    ) -> Result<IMap<'a, R>, PoolError>
+    where
+        T: Serialize + 'a,
+        R: DeserializeOwned + Send + 'static,
+        I: Iterator<Item = T> + 'a,
+    {
+        self.check()?;
+        self.start(
+            entry,
+            target,
+            Feeder::<T, R, I>::new(items, None),
             order,
-        })
+            false,
+        )
+    }
+
+    /// Reads the whole input now (`map_async`): the [`IMap`] holds no input.
+    fn collect<T, R, I>(
+        &self,
+        entry: FnAddr,
+        target: FnAddr,
+        items: I,
+        order: Order,
+    ) -> Result<IMap<'static, R>, PoolError>
+    where
+        T: Serialize + 'static,
+        R: DeserializeOwned + Send + 'static,
+        I: Iterator<Item = T>,
+    {
+        self.check()?;
+        let mut feeder = Feeder::<T, R, I>::new(items, None);
+        let mut all = Vec::new();
+        while let Some(item) = feeder.pull() {
+            all.push(item);
+        }
+        let panicked = match feeder.ended {
+            Some(Ending::Panicked(message)) => Some(message),
+            _ => None,
+        };
+        self.start(
+            entry,
+            target,
+            Feeder::<T, R, _>::new(all.into_iter(), panicked),
+            order,
+            true,
+        )
+    }
+
+    fn start<'a, T, R, I>(
+        &self,
+        entry: FnAddr,
+        target: FnAddr,
+        mut feeder: Feeder<T, R, I>,
+        order: Order,
+        all_now: bool,
+    ) -> Result<IMap<'a, R>, PoolError>
+    where
+        T: Serialize + 'a,
+        R: DeserializeOwned + Send + 'static,
+        I: Iterator<Item = T> + 'a,
+    {
+        let processes = self.core.processes().max(1);
+        let (lo, hi) = feeder.size_hint();
+        let mut total = (hi == Some(lo)).then_some(lo);
+        let chunksize = match self.chunksize {
+            Some(c) => c,
+            None => {
+                let len = match total {
+                    Some(n) => n,
+                    None => {
+                        let seen =
+                            feeder.probe((4 * processes * MAX_DEFAULT_CHUNK).min(MAX_AHEAD_ITEMS));
+                        if feeder.input.is_none() {
+                            total = Some(seen);
+                        }
+                        seen
+                    }
+                };
+                // Python's rule, capped.
+                len.div_ceil(4 * processes).clamp(1, MAX_DEFAULT_CHUNK)
+            }
+        };
+        let ahead_chunks = (2 * processes).max(MAX_AHEAD_TASKS.min(MAX_AHEAD_ITEMS / chunksize));
+        let state = Arc::new(MapState::<R>::new(order, self.progress));
+        if let Some(n) = total {
+            state.set_total(n);
+        }
+        feeder.dest = Some(Dest {
+            engine: self.core.weak(),
+            entry,
+            target,
+            state: Arc::clone(&state),
+            chunksize,
+        });
+        let mut map = IMap {
+            results: Results {
+                state,
+                next: 0,
+                order,
+                end: None,
+                tail: None,
+            },
+            feeder: Some(Box::new(feeder)),
+            submitted: 0,
+            ahead: ahead_chunks.saturating_mul(chunksize),
+            chunksize,
+            batch: (ahead_chunks / 4).max(1),
+        };
+        map.feed(if all_now { usize::MAX } else { ahead_chunks }, true)?;
+        Ok(map)
     }
 }
+
+/// How the input ended.
+enum Ending {
+    /// It returned `None`.
+    Exhausted,
+    /// It panicked, with this message.
+    Panicked(String),
+    /// The pool took no more tasks.
+    Refused(Refused),
+    /// The pool is gone (dropped): as closed.
+    Gone,
+}
+
+/// What one [`Feed::feed`] did.
+struct Fed {
+    /// Items submitted.
+    items: usize,
+    /// The input ended (the map submits nothing more).
+    end: Option<Ending>,
+    /// A chunk's arguments did not encode, at the call (the call fails with it).
+    encode_error: Option<CodecError>,
+}
+
+/// The input of a map and what submits it, without the input's type.
+trait Feed {
+    /// Reads at most `chunks` chunks and submits them. With `strict`, a chunk that does
+    /// not encode stops the feed and is returned, else its items fail.
+    fn feed(&mut self, chunks: usize, strict: bool) -> Fed;
+    /// The items still to come.
+    fn size_hint(&self) -> (usize, Option<usize>);
+}
+
+/// Reads the input in the caller's thread, catching its panics, and submits chunks.
+struct Feeder<T, R, I> {
+    /// `None` once it ended.
+    input: Option<I>,
+    /// Read, not yet submitted (the read-ahead that chose the chunk size).
+    head: VecDeque<T>,
+    /// How the input ended, once it did.
+    ended: Option<Ending>,
+    /// Where its chunks go (set once the chunk size is chosen).
+    dest: Option<Dest<R>>,
+    /// The index of the next item.
+    index: usize,
+}
+
+/// Where a map's chunks go.
+struct Dest<R> {
+    engine: Weak<Engine>,
+    entry: FnAddr,
+    target: FnAddr,
+    state: Arc<MapState<R>>,
+    chunksize: usize,
+}
+
+impl<T, R, I: Iterator<Item = T>> Feeder<T, R, I> {
+    /// A feeder of `input`, which panicked with `panicked` after its last item if that
+    /// is set (`map_async` read it all already).
+    fn new(input: I, panicked: Option<String>) -> Feeder<T, R, I> {
+        Feeder {
+            input: Some(input),
+            head: VecDeque::new(),
+            ended: panicked.map(Ending::Panicked),
+            dest: None,
+            index: 0,
+        }
+    }
+
+    /// The next item, or `None` at the end (or after a panic, which `ended` records).
+    fn pull(&mut self) -> Option<T> {
+        match self.head.pop_front() {
+            Some(item) => Some(item),
+            None => self.read(),
+        }
+    }
+
+    /// The input's next item (not the read-ahead's).
+    fn read(&mut self) -> Option<T> {
+        if self.ended.is_some() {
+            // `map_async`'s collected input ends where its source panicked.
+            if let Some(input) = self.input.as_mut() {
+                if let Some(item) = input.next() {
+                    return Some(item);
+                }
+            }
+            self.close_input();
+            return None;
+        }
+        let input = self.input.as_mut()?;
+        match catch_unwind(AssertUnwindSafe(|| input.next())) {
+            Ok(Some(item)) => Some(item),
+            Ok(None) => {
+                self.ended = Some(Ending::Exhausted);
+                self.close_input();
+                None
+            }
+            Err(payload) => {
+                self.ended = Some(Ending::Panicked(codec::panic_message(payload.as_ref())));
+                self.close_input();
+                None
+            }
+        }
+    }
+
+    /// Drops the input (its `Drop` may panic too: that is not the caller's either).
+    fn close_input(&mut self) {
+        let input = self.input.take();
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(input)));
+    }
+
+    /// Reads up to `n` items ahead; how many are held.
+    fn probe(&mut self, n: usize) -> usize {
+        while self.head.len() < n {
+            match self.read() {
+                Some(item) => self.head.push_back(item),
+                None => break,
+            }
+        }
+        self.head.len()
+    }
+
+    fn ended(&self) -> bool {
+        self.input.is_none() && self.head.is_empty()
+    }
+}
+
+impl<T, R, I> Feed for Feeder<T, R, I>
+where
+    T: Serialize,
+    R: DeserializeOwned + Send + 'static,
+    I: Iterator<Item = T>,
+{
+    fn feed(&mut self, chunks: usize, strict: bool) -> Fed {
+        let Some((engine, state, entry, target, chunksize)) = self.dest.as_ref().and_then(|d| {
+            Some((
+                d.engine.upgrade()?,
+                Arc::clone(&d.state),
+                d.entry,
+                d.target,
+                d.chunksize,
+            ))
+        }) else {
+            return Fed {
+                items: 0,
+                end: Some(Ending::Gone),
+                encode_error: None,
+            };
+        };
+        let first = self.index;
+        let mut tasks = Vec::with_capacity(chunks.min(MAX_AHEAD_TASKS));
+        // One buffer for every chunk: a chunk is encoded, then its items dropped.
+        let mut chunk = Vec::with_capacity(chunksize.min(MAX_DEFAULT_CHUNK));
+        let mut unencodable = Vec::new();
+        let mut encode_error = None;
+        for _ in 0..chunks {
+            chunk.clear();
+            while chunk.len() < chunksize {
+                match self.pull() {
+                    Some(item) => chunk.push(item),
+                    None => break,
+                }
+            }
+            if chunk.is_empty() {
+                break;
+            }
+            let start = self.index;
+            self.index += chunk.len();
+            let sink = Arc::new(ChunkSink {
+                map: Arc::clone(&state),
+                start,
+                len: chunk.len(),
+                done: AtomicBool::new(false),
+            });
+            match codec::encode(&chunk) {
+                Ok(bytes) => {
+                    let sink: Arc<dyn Sink> = sink;
+                    tasks.push((engine.next_id(), entry, target, bytes, sink));
+                }
+                Err(e) if strict => {
+                    encode_error = Some(e);
+                    break;
+                }
+                Err(e) => {
+                    unencodable.push((sink, TaskError::codec("cannot send the arguments", e)))
+                }
+            }
+            if self.ended() {
+                break;
+            }
+        }
+        if !tasks.is_empty() {
+            if let Err(refused) = engine.submit(tasks, None) {
+                self.index = first;
+                return Fed {
+                    items: 0,
+                    end: Some(Ending::Refused(refused)),
+                    encode_error,
+                };
+            }
+        }
+        for (sink, error) in unencodable {
+            sink.fail(error);
+        }
+        let end = if self.ended() {
+            Some(self.ended.take().unwrap_or(Ending::Exhausted))
+        } else {
+            None
+        };
+        Fed {
+            items: self.index - first,
+            end,
+            encode_error,
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let held = self.head.len();
+        match &self.input {
+            None => (held, Some(held)),
+            Some(input) => {
+                let (lo, hi) = input.size_hint();
+                (
+                    lo.saturating_add(held),
+                    hi.and_then(|h| h.checked_add(held)),
+                )
+            }
+        }
+    }
+}
+
+/// `total` before the input ended and its length is not known.
+const UNKNOWN: usize = usize::MAX;
 
 /// The results of one map, filled by the collector.
 struct MapState<R> {
     slots: Mutex<MapSlots<R>>,
     ready: Condvar,
-    total: usize,
+    /// Items done.
     completed: AtomicUsize,
+    /// The input's length ([`UNKNOWN`] until known).
+    total: AtomicUsize,
     /// The iterator was dropped: chunks not started are skipped.
     abandoned: AtomicBool,
     #[cfg(feature = "progress")]
@@ -236,26 +625,32 @@ struct MapState<R> {
 }
 
 struct MapSlots<R> {
-    results: Vec<Option<Result<R, TaskError>>>,
-    /// Indices in the order they completed.
-    arrivals: VecDeque<usize>,
+    /// Input order: the results of items `base..`, not yet taken (a window over the
+    /// submitted and not yet yielded items, never longer than the read-ahead).
+    window: VecDeque<Option<Result<R, TaskError>>>,
+    base: usize,
+    /// Completion order: the results as they arrived.
+    arrivals: VecDeque<Result<R, TaskError>>,
+    order: Order,
 }
 
 impl<R> MapState<R> {
-    fn new(total: usize, progress: bool) -> MapState<R> {
+    fn new(order: Order, progress: bool) -> MapState<R> {
         let _ = progress;
         MapState {
             slots: Mutex::new(MapSlots {
-                results: (0..total).map(|_| None).collect(),
+                window: VecDeque::new(),
+                base: 0,
                 arrivals: VecDeque::new(),
+                order,
             }),
             ready: Condvar::new(),
-            total,
             completed: AtomicUsize::new(0),
+            total: AtomicUsize::new(UNKNOWN),
             abandoned: AtomicBool::new(false),
             #[cfg(feature = "progress")]
             bar: progress.then(|| {
-                let bar = indicatif::ProgressBar::new(total as u64);
+                let bar = indicatif::ProgressBar::no_length();
                 bar.set_style(
                     indicatif::ProgressStyle::with_template(
                         "{bar:40} {pos}/{len} tasks [{elapsed_precise} < {eta_precise}]",
@@ -267,15 +662,43 @@ impl<R> MapState<R> {
         }
     }
 
+    /// The input's length is known: `total` items.
+    fn set_total(&self, total: usize) {
+        self.total.store(total, Ordering::Release);
+        #[cfg(feature = "progress")]
+        if let Some(bar) = &self.bar {
+            bar.set_length(total as u64);
+            if self.completed.load(Ordering::Acquire) >= total {
+                bar.finish();
+            }
+        }
+    }
+
     fn store(&self, start: usize, values: impl Iterator<Item = Result<R, TaskError>>) {
         let mut n = 0;
         let done = {
             let mut slots = self.slots.lock();
-            for (i, v) in (start..).zip(values) {
-                if i < self.total && slots.results[i].is_none() {
-                    slots.results[i] = Some(v);
-                    slots.arrivals.push_back(i);
-                    n += 1;
+            match slots.order {
+                Order::Input => {
+                    let MapSlots { window, base, .. } = &mut *slots;
+                    for (i, v) in (start..).zip(values) {
+                        let Some(at) = i.checked_sub(*base) else {
+                            continue;
+                        };
+                        if window.len() <= at {
+                            window.resize_with(at + 1, || None);
+                        }
+                        if window[at].is_none() {
+                            window[at] = Some(v);
+                            n += 1;
+                        }
+                    }
+                }
+                Order::Completion => {
+                    for v in values {
+                        slots.arrivals.push_back(v);
+                        n += 1;
+                    }
                 }
             }
             // Counted under the lock: a waiter that read the count under it and found
@@ -286,7 +709,7 @@ impl<R> MapState<R> {
         #[cfg(feature = "progress")]
         if let Some(bar) = &self.bar {
             bar.inc(n as u64);
-            if done >= self.total {
+            if done >= self.total.load(Ordering::Acquire) {
                 bar.finish();
             }
         }
@@ -299,6 +722,16 @@ struct ChunkSink<R> {
     map: Arc<MapState<R>>,
     start: usize,
     len: usize,
+    /// Its results were stored (a chunk reports once).
+    done: AtomicBool,
+}
+
+impl<R> ChunkSink<R> {
+    fn store(&self, values: impl Iterator<Item = Result<R, TaskError>>) {
+        if !self.done.swap(true, Ordering::AcqRel) {
+            self.map.store(self.start, values);
+        }
+    }
 }
 
 impl<R: DeserializeOwned + Send> Sink for ChunkSink<R> {
@@ -309,14 +742,11 @@ impl<R: DeserializeOwned + Send> Sink for ChunkSink<R> {
         let error = match <[Outcome; 1]>::try_from(items) {
             Ok([Outcome::Returned(blob)]) => match worker::decode_items::<R>(&blob) {
                 Ok(items) if items.len() == self.len => {
-                    self.map.store(
-                        self.start,
-                        items.into_iter().map(|item| match item {
-                            worker::Item::Ok(v) => Ok(v),
-                            worker::Item::Panicked(message) => Err(TaskError::Panicked { message }),
-                            worker::Item::Codec(message) => Err(TaskError::serialization(message)),
-                        }),
-                    );
+                    self.store(items.into_iter().map(|item| match item {
+                        worker::Item::Ok(v) => Ok(v),
+                        worker::Item::Panicked(message) => Err(TaskError::Panicked { message }),
+                        worker::Item::Codec(message) => Err(TaskError::serialization(message)),
+                    }));
                     return;
                 }
                 Ok(_) => TaskError::serialization("the worker sent a malformed reply"),
@@ -333,24 +763,95 @@ impl<R: DeserializeOwned + Send> Sink for ChunkSink<R> {
         self.fail(error);
     }
     fn fail(&self, error: TaskError) {
-        self.map
-            .store(self.start, (0..self.len).map(|_| Err(error.clone())));
+        self.store((0..self.len).map(|_| Err(error.clone())));
     }
     fn cancel(&self) {
         self.fail(TaskError::Cancelled);
     }
 }
 
-/// The results of [`Pool::imap`] (input order) or [`Pool::imap_unordered`] (completion
-/// order): an iterator of `Result`s that waits as needed. Dropping it skips the chunks
-/// not yet started.
-pub struct IMap<R> {
+/// The consumer's side of a map, without its input: what [`MapResult`] keeps.
+struct Results<R> {
     state: Arc<MapState<R>>,
+    /// Results yielded so far.
     next: usize,
     order: Order,
+    /// How many items the input had, once it ended.
+    end: Option<usize>,
+    /// What comes after the last result: the input panicked, or the pool stopped
+    /// taking its items.
+    tail: Option<TaskError>,
 }
 
-impl<R> std::fmt::Debug for IMap<R> {
+impl<R> Results<R> {
+    /// The next result, if one is there.
+    fn try_next(&mut self) -> Option<Result<R, TaskError>> {
+        let mut slots = self.state.slots.lock();
+        let got = match self.order {
+            Order::Input => {
+                if slots.window.front().is_some_and(Option::is_some) {
+                    slots.base += 1;
+                    slots.window.pop_front().flatten()
+                } else {
+                    None
+                }
+            }
+            Order::Completion => slots.arrivals.pop_front(),
+        };
+        if got.is_some() {
+            self.next += 1;
+        }
+        got
+    }
+
+    /// Every result was yielded (the tail may remain).
+    fn finished(&self) -> bool {
+        self.end.is_some_and(|end| self.next >= end)
+    }
+
+    /// Waits until more results than `seen` are done, or `deadline`.
+    fn wait(&self, seen: usize, deadline: Option<Instant>) -> Result<(), Elapsed> {
+        let completed = || self.state.completed.load(Ordering::Acquire);
+        // Results usually arrive microseconds apart: spin and yield a little before
+        // sleeping, which would cost a wake-up system call per result.
+        let backoff = crossbeam_utils::Backoff::new();
+        while completed() == seen && !backoff.is_completed() {
+            backoff.snooze();
+        }
+        let mut slots = self.state.slots.lock();
+        if completed() != seen {
+            return Ok(());
+        }
+        match deadline {
+            None => self.state.ready.wait(&mut slots),
+            Some(d) => {
+                if self.state.ready.wait_until(&mut slots, d).timed_out() {
+                    return Err(Elapsed);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The results of [`Pool::imap`] (input order) or [`Pool::imap_unordered`] (completion
+/// order): an iterator of `Result`s that waits as needed, reading its input (borrowed
+/// for `'a`) as it goes. Dropping it skips the chunks not yet started and reads the
+/// input no further.
+pub struct IMap<'a, R> {
+    results: Results<R>,
+    /// The input, until it ended.
+    feeder: Option<Box<dyn Feed + 'a>>,
+    /// Items submitted so far.
+    submitted: usize,
+    /// At most this many items are submitted and not yet yielded.
+    ahead: usize,
+    chunksize: usize,
+    /// A top-up that needs not wait submits at least this many chunks at once.
+    batch: usize,
+}
+
+impl<R> std::fmt::Debug for IMap<'_, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IMap")
             .field("completed", &self.completed())
@@ -359,27 +860,38 @@ impl<R> std::fmt::Debug for IMap<R> {
     }
 }
 
-impl<R> IMap<R> {
-    /// A map of `total` items that all failed with `error` (a broken pool, arguments
-    /// that do not encode).
-    pub(crate) fn failed(total: usize, error: TaskError) -> IMap<R> {
-        let state = Arc::new(MapState::new(total, false));
-        state.store(0, (0..total).map(|_| Err(error.clone())));
+impl<R> IMap<'_, R> {
+    /// A map that failed as a whole with `error` (a broken pool): it yields the error
+    /// once, then ends.
+    pub(crate) fn failed(error: TaskError) -> IMap<'static, R> {
+        let state = Arc::new(MapState::new(Order::Input, false));
+        state.set_total(0);
         IMap {
-            state,
-            next: 0,
-            order: Order::Input,
+            results: Results {
+                state,
+                next: 0,
+                order: Order::Input,
+                end: Some(0),
+                tail: Some(error),
+            },
+            feeder: None,
+            submitted: 0,
+            ahead: 0,
+            chunksize: 1,
+            batch: 1,
         }
     }
 
     /// How many items are done (for a progress display of your own).
     pub fn completed(&self) -> usize {
-        self.state.completed.load(Ordering::Acquire)
+        self.results.state.completed.load(Ordering::Acquire)
     }
 
-    /// How many items the map has.
-    pub fn total(&self) -> usize {
-        self.state.total
+    /// How many items the input has: known from the start when its size hint is exact
+    /// (the input's own claim), otherwise once it has ended; `None` before.
+    pub fn total(&self) -> Option<usize> {
+        let total = self.results.state.total.load(Ordering::Acquire);
+        self.results.end.or((total != UNKNOWN).then_some(total))
     }
 
     /// The next result, waiting at most `timeout` (Python's `next(timeout)`): `None` at
@@ -391,46 +903,72 @@ impl<R> IMap<R> {
         }
     }
 
+    /// Reads and submits at most `chunks` chunks; `strict` at the call, where a pool
+    /// that refuses them or arguments that do not encode fail the call.
+    fn feed(&mut self, chunks: usize, strict: bool) -> Result<(), PoolError> {
+        let Some(feeder) = self.feeder.as_mut() else {
+            return Ok(());
+        };
+        let fed = feeder.feed(chunks, strict);
+        self.submitted += fed.items;
+        if let Some(e) = fed.encode_error {
+            return Err(PoolError::Arguments(e));
+        }
+        let Some(end) = fed.end else {
+            return Ok(());
+        };
+        self.feeder = None;
+        self.results.end = Some(self.submitted);
+        self.results.state.set_total(self.submitted);
+        self.results.tail = match end {
+            Ending::Exhausted => None,
+            Ending::Panicked(message) => Some(TaskError::Input { message }),
+            Ending::Refused(refused) if strict => return Err(PoolError::refused(refused)),
+            Ending::Refused(Refused::Closed) => Some(TaskError::Cancelled),
+            Ending::Refused(Refused::Broken(reason)) => Some(TaskError::Broken { reason }),
+            Ending::Gone if strict => return Err(PoolError::ShutDown),
+            Ending::Gone => Some(TaskError::Cancelled),
+        };
+        Ok(())
+    }
+
+    /// Submits more of the input if the read-ahead has room for a batch of chunks (a
+    /// quarter of it: submitting chunk by chunk would cost a round through the engine's
+    /// lock each). Whether it read anything. With less room, enough is in flight that
+    /// a result will come to wake the caller.
+    fn top_up(&mut self) -> bool {
+        if self.feeder.is_none() {
+            return false;
+        }
+        let held = self.submitted - self.results.next;
+        let room = self.ahead.saturating_sub(held) / self.chunksize;
+        if room < self.batch {
+            return false;
+        }
+        // Not strict: the call has returned, failures are read from the results.
+        let _ = self.feed(room, false);
+        true
+    }
+
     /// Waits for the next result until `deadline` (`None`: for ever).
     fn next_until(
         &mut self,
         deadline: Option<Instant>,
     ) -> Result<Option<Result<R, TaskError>>, Elapsed> {
-        if self.next >= self.state.total {
-            return Ok(None);
-        }
-        let mut slots = self.state.slots.lock();
         loop {
-            let index = match self.order {
-                Order::Input => Some(self.next).filter(|&i| slots.results[i].is_some()),
-                Order::Completion => slots.arrivals.pop_front(),
-            };
-            if let Some(i) = index {
-                self.next += 1;
-                return Ok(slots.results[i].take());
+            // Read before looking: a result stored after this is seen by the wait.
+            let seen = self.results.state.completed.load(Ordering::Acquire);
+            if let Some(r) = self.results.try_next() {
+                self.top_up();
+                return Ok(Some(r));
             }
-            // Results usually arrive microseconds apart: spin and yield a little before
-            // sleeping, which would cost a wake-up system call per result.
-            let seen = self.state.completed.load(Ordering::Acquire);
-            let backoff = crossbeam_utils::Backoff::new();
-            parking_lot::MutexGuard::unlocked(&mut slots, || {
-                while self.state.completed.load(Ordering::Acquire) == seen
-                    && !backoff.is_completed()
-                {
-                    backoff.snooze();
-                }
-            });
-            if self.state.completed.load(Ordering::Acquire) != seen {
+            if self.results.finished() {
+                return Ok(self.results.tail.take().map(Err));
+            }
+            if self.top_up() {
                 continue;
             }
-            match deadline {
-                None => self.state.ready.wait(&mut slots),
-                Some(d) => {
-                    if self.state.ready.wait_until(&mut slots, d).timed_out() {
-                        return Err(Elapsed);
-                    }
-                }
-            }
+            self.results.wait(seen, deadline)?;
         }
     }
 
@@ -438,7 +976,7 @@ impl<R> IMap<R> {
     /// ends the map: chunks no worker has started are skipped (dropping the iterator
     /// does that), the ones running finish in the background.
     fn collect_all(mut self) -> Result<Vec<R>, PoolError> {
-        let mut out = Vec::with_capacity(self.state.total);
+        let mut out = Vec::with_capacity(self.total().unwrap_or(0));
         while let Ok(Some(r)) = self.next_until(None) {
             match r {
                 Ok(v) => out.push(v),
@@ -454,7 +992,7 @@ impl<R> IMap<R> {
     }
 }
 
-impl<R> Iterator for IMap<R> {
+impl<R> Iterator for IMap<'_, R> {
     type Item = Result<R, TaskError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -463,14 +1001,24 @@ impl<R> Iterator for IMap<R> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = self.state.total - self.next;
-        (left, Some(left))
+        let tail = usize::from(self.results.tail.is_some());
+        let held = self.submitted - self.results.next;
+        match &self.feeder {
+            None => {
+                let left = held + tail;
+                (left, Some(left))
+            }
+            Some(feeder) => {
+                let (lo, hi) = feeder.size_hint();
+                // The input may still panic: one error item in place of the rest.
+                let lo = if lo == 0 { held } else { held + 1 };
+                (lo, hi.and_then(|h| h.checked_add(held + 1)))
+            }
+        }
     }
 }
 
-impl<R> ExactSizeIterator for IMap<R> {}
-
-impl<R> Drop for IMap<R> {
+impl<R> Drop for Results<R> {
     fn drop(&mut self) {
         self.state.abandoned.store(true, Ordering::Relaxed);
     }
@@ -478,7 +1026,7 @@ impl<R> Drop for IMap<R> {
 
 /// The result of [`Pool::map_async`] (Python's `MapResult`).
 pub struct MapResult<R> {
-    map: Mutex<Option<IMap<R>>>,
+    map: Mutex<Option<Results<R>>>,
 }
 
 impl<R> std::fmt::Debug for MapResult<R> {
@@ -489,8 +1037,18 @@ impl<R> std::fmt::Debug for MapResult<R> {
     }
 }
 
+impl<R> Results<R> {
+    fn completed(&self) -> usize {
+        self.state.completed.load(Ordering::Acquire)
+    }
+
+    fn all_done(&self) -> bool {
+        self.end.is_some_and(|end| self.completed() >= end)
+    }
+}
+
 impl<R> MapResult<R> {
-    fn with<T>(&self, f: impl FnOnce(&IMap<R>) -> T, taken: T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&Results<R>) -> T, taken: T) -> T {
         match self.map.lock().as_ref() {
             Some(m) => f(m),
             None => taken,
@@ -499,12 +1057,12 @@ impl<R> MapResult<R> {
 
     /// Whether every item is done.
     pub fn ready(&self) -> bool {
-        self.with(|m| m.completed() >= m.total(), true)
+        self.with(Results::all_done, true)
     }
 
     /// How many items are done.
     pub fn completed(&self) -> usize {
-        self.with(IMap::completed, 0)
+        self.with(Results::completed, 0)
     }
 
     /// Waits at most `timeout` for every item; whether they are all done.
@@ -513,12 +1071,12 @@ impl<R> MapResult<R> {
         let guard = self.map.lock();
         let Some(m) = guard.as_ref() else { return true };
         let mut slots = m.state.slots.lock();
-        while m.completed() < m.total() {
+        while !m.all_done() {
             match deadline {
                 None => m.state.ready.wait(&mut slots),
                 Some(d) => {
                     if m.state.ready.wait_until(&mut slots, d).timed_out() {
-                        return m.completed() >= m.total();
+                        return m.all_done();
                     }
                 }
             }
@@ -535,7 +1093,15 @@ impl<R> MapResult<R> {
     /// `get()`); later calls give [`PoolError::Taken`].
     pub fn get(&self) -> Result<Vec<R>, PoolError> {
         match self.map.lock().take() {
-            Some(m) => m.collect_all(),
+            Some(results) => IMap {
+                results,
+                feeder: None,
+                submitted: 0,
+                ahead: 0,
+                chunksize: 1,
+                batch: 1,
+            }
+            .collect_all_submitted(),
             None => Err(PoolError::Taken),
         }
     }
@@ -548,6 +1114,14 @@ impl<R> MapResult<R> {
         } else {
             Err(PoolError::Timeout)
         }
+    }
+}
+
+impl<R> IMap<'static, R> {
+    /// [`collect_all`](IMap::collect_all) of a map whose input was all submitted.
+    fn collect_all_submitted(mut self) -> Result<Vec<R>, PoolError> {
+        self.submitted = self.results.end.unwrap_or(0);
+        self.collect_all()
     }
 }
 
