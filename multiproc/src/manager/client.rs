@@ -11,9 +11,10 @@
 
 use std::io;
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::codec::{CodecError, Limits};
+use crate::codec::Limits;
 use crate::connection::{RecvError, SendError};
 use crate::sys;
 use crate::sys::cell::ForkMutex;
@@ -35,6 +36,9 @@ enum Transport {
         stream: TcpStream,
         rbuf: Vec<u8>,
         wbuf: Vec<u8>,
+        /// The largest request the server accepts (it closes a connection that sends
+        /// more): a larger one is refused here, and the connection kept.
+        send_limits: Limits,
     },
 }
 
@@ -51,8 +55,13 @@ impl Transport {
                     _ => ManagerError::Disconnected,
                 })
             }
-            Transport::Tcp { stream, rbuf, wbuf } => {
-                wire::write_frame(stream, request, limits, wbuf).map_err(frame_error)?;
+            Transport::Tcp {
+                stream,
+                rbuf,
+                wbuf,
+                send_limits,
+            } => {
+                wire::write_frame(stream, request, send_limits, wbuf).map_err(frame_error)?;
                 wire::read_frame(stream, limits, rbuf).map_err(frame_error)
             }
         }
@@ -62,7 +71,7 @@ impl Transport {
 fn frame_error(e: FrameError) -> ManagerError {
     match e {
         FrameError::Closed | FrameError::Io => ManagerError::Disconnected,
-        FrameError::Codec(e @ CodecError::Encode { .. }) => ManagerError::Codec(e),
+        FrameError::Encode(e) => ManagerError::Codec(e),
         FrameError::Codec(e) => ManagerError::Protocol(e.to_string()),
     }
 }
@@ -70,7 +79,25 @@ fn frame_error(e: FrameError) -> ManagerError {
 struct Pool {
     /// The process these connections belong to.
     pid: u32,
+    /// This process's session with the server (see [`Request::Hello`]): every
+    /// connection of the process names it, so that a lock acquired through one is held
+    /// until the process's last connection ends, not the one it went through.
+    session: u64,
     idle: Vec<Transport>,
+}
+
+/// The clients of proxies that arrived in this process (see [`Client::shared`]).
+static SHARED: ForkMutex<Vec<Arc<Client>>> = ForkMutex::new(Vec::new());
+
+/// A fresh session number (random: clients of many processes and hosts share a server).
+fn new_session() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No random source: distinct enough within one host.
+        bytes = (u64::from(sys::proc::getpid()) << 32 ^ sys::proc::identity(sys::proc::getpid()))
+            .to_le_bytes();
+    }
+    u64::from_le_bytes(bytes) >> 1
 }
 
 /// Everything a proxy needs to reach its server.
@@ -97,13 +124,35 @@ impl Client {
             limits,
             pool: ForkMutex::new(Pool {
                 pid: sys::proc::cached_pid(),
+                session: new_session(),
                 idle: Vec::new(),
             }),
         }
     }
 
+    /// Opens and authenticates a new connection of `session`.
+    fn connect(&self, session: u64) -> Result<Transport, ManagerError> {
+        let mut transport = self.connect_raw()?;
+        match transport.roundtrip(&Request::Hello { session }, &self.limits)? {
+            // The server's size limit: requests over it are refused before sending.
+            Reply::Count(max) => {
+                let max = (max as usize).min(self.limits.max_message);
+                match &mut transport {
+                    Transport::Pipe(pipe) => pipe.set_max_message(max),
+                    Transport::Tcp { send_limits, .. } => {
+                        *send_limits = Limits::with_max_message(max);
+                    }
+                }
+                Ok(transport)
+            }
+            other => Err(ManagerError::Protocol(format!(
+                "unexpected reply to hello: {other:?}"
+            ))),
+        }
+    }
+
     /// Opens and authenticates a new connection.
-    fn connect(&self) -> Result<Transport, ManagerError> {
+    fn connect_raw(&self) -> Result<Transport, ManagerError> {
         let connect_error = |source: io::Error| ManagerError::Connect {
             address: self.address.to_string(),
             source,
@@ -145,29 +194,70 @@ impl Client {
                     stream,
                     rbuf: Vec::new(),
                     wbuf: Vec::new(),
+                    send_limits: self.limits,
                 })
             }
         }
     }
 
+    /// The client of this process for a server, shared by every proxy that arrives with
+    /// a task or a message (each used to make its own, and connect and authenticate
+    /// anew: about 1 ms per task): one set of connections and one session per process
+    /// and server.
+    /// (Python's proxies likewise keep one connection per thread and address.) The
+    /// client stays until its server is found gone or is shut down by its owner here.
+    pub(crate) fn shared(address: Address, authkey: Vec<u8>, limits: Limits) -> Arc<Client> {
+        let mut clients = SHARED.lock();
+        let found = clients.iter().find(|c| {
+            c.address == address
+                && c.authkey == authkey
+                && c.limits.max_message == limits.max_message
+        });
+        match found {
+            Some(client) => client.clone(),
+            None => {
+                let client = Arc::new(Client::new(address, authkey, limits));
+                clients.push(client.clone());
+                client
+            }
+        }
+    }
+
+    /// Forgets the shared clients of `address` and closes their idle connections (its
+    /// server is gone, or its owner shut it down).
+    pub(crate) fn forget(address: &Address) {
+        let gone: Vec<Arc<Client>> = {
+            let mut clients = SHARED.lock();
+            let (gone, kept) = std::mem::take(&mut *clients)
+                .into_iter()
+                .partition(|c| &c.address == address);
+            *clients = kept;
+            gone
+        };
+        for client in gone {
+            client.close_idle();
+        }
+    }
+
     /// An idle connection of this process, or a new one.
     fn checkout(&self) -> Result<Transport, ManagerError> {
-        let inherited = {
+        let (inherited, session) = {
             let mut pool = self.pool.lock();
             let me = sys::proc::cached_pid();
             if pool.pid == me {
                 if let Some(t) = pool.idle.pop() {
                     return Ok(t);
                 }
-                Vec::new()
+                (Vec::new(), pool.session)
             } else {
                 pool.pid = me;
-                std::mem::take(&mut pool.idle)
+                pool.session = new_session();
+                (std::mem::take(&mut pool.idle), pool.session)
             }
         };
         // Closed outside the lock; they were our parent's.
         drop(inherited);
-        self.connect()
+        self.connect(session)
     }
 
     fn checkin(&self, transport: Transport) {
@@ -215,6 +305,10 @@ impl Client {
             Err(e @ ManagerError::Codec(_)) => {
                 self.checkin(transport);
                 Err(e)
+            }
+            Err(ManagerError::Disconnected) => {
+                Client::forget(&self.address);
+                Err(ManagerError::Disconnected)
             }
             Err(e) => Err(e),
         }

@@ -803,6 +803,7 @@ impl Manager {
         // A server that died already cannot answer; it is reaped all the same.
         let _ = self.client.call(&Request::Shutdown);
         self.client.close_idle();
+        Client::forget(&self.client.address);
         let result = match server.wait_timeout(SHUTDOWN_GRACE) {
             Ok(Some(_)) => Ok(()),
             Ok(None) | Err(_) => {

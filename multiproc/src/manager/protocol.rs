@@ -33,6 +33,11 @@ pub(crate) enum Request {
     Call { id: u64, op: Op },
     /// Ends the server process (after replying).
     Shutdown,
+    /// The first request of a client's connection: the client process's session. The
+    /// manager locks a session acquires are its own until its last connection ends,
+    /// whichever of its connections acquired them. The reply is the server's size limit
+    /// (`Count`): a client refuses a larger request itself and keeps its connection.
+    Hello { session: u64 },
 }
 
 /// A new object and its initial contents.

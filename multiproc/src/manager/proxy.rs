@@ -66,11 +66,11 @@ impl<'de> Deserialize<'de> for ObjectRef {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let w = Wire::deserialize(deserializer)?;
         Ok(ObjectRef {
-            client: Arc::new(Client::new(
+            client: Client::shared(
                 w.address,
                 w.authkey.into_vec(),
                 Limits::with_max_message(w.max_message as usize),
-            )),
+            ),
             id: w.id,
         })
     }

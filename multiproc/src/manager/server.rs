@@ -92,6 +92,7 @@ pub(crate) fn run(args: ServerArgs) {
         objects: Mutex::new(Objects::default()),
         next_object: AtomicU64::new(1),
         next_conn: AtomicU64::new(1),
+        sessions: Mutex::new(HashMap::new()),
         authkey: args.authkey.into_vec(),
         limits: Limits::with_max_message(args.max_message as usize),
         handshake_timeout: args.handshake_timeout,
@@ -201,6 +202,8 @@ struct Server {
     objects: Mutex<Objects>,
     next_object: AtomicU64,
     next_conn: AtomicU64,
+    /// Live connections and locks per client session.
+    sessions: Mutex<HashMap<u64, Session>>,
     authkey: Vec<u8>,
     limits: Limits,
     handshake_timeout: Duration,
@@ -394,13 +397,24 @@ impl Server {
 
     /// The request loop of one connection.
     fn serve(&self, mut transport: impl Transport) {
+        // Until it says hello, a connection is a session of its own.
         let mut conn = Conn {
-            id: self.next_conn.fetch_add(1, Ordering::Relaxed),
+            session: OWN_SESSION | self.next_conn.fetch_add(1, Ordering::Relaxed),
             cache: HashMap::new(),
             locks: Vec::new(),
         };
+        self.enter_session(conn.session);
         while let Some(request) = transport.recv() {
             let reply = match request {
+                Request::Hello { session } => {
+                    let session = session & !OWN_SESSION;
+                    if conn.session != session {
+                        self.leave_session(&mut conn);
+                        conn.session = session;
+                        self.enter_session(session);
+                    }
+                    Reply::Count(self.limits.max_message as u64)
+                }
                 Request::Create { kind, ty, name } => self.create(kind, ty, name),
                 Request::Call { id, op } => match self.object(&mut conn, id) {
                     Some(object) => conn.apply(&object, op, &|| transport.peer_alive()),
@@ -428,7 +442,43 @@ impl Server {
                 break;
             }
         }
-        conn.release_locks();
+        self.leave_session(&mut conn);
+    }
+
+    fn enter_session(&self, session: u64) {
+        lock(&self.sessions).entry(session).or_default().conns += 1;
+    }
+
+    /// This connection is done with its session: the locks it acquired are the
+    /// session's; when the session's last connection ends (its process died, or
+    /// dropped its last proxy without releasing), they are released, each marked
+    /// abandoned so that the next acquirer learns it.
+    fn leave_session(&self, conn: &mut Conn) {
+        let orphaned = {
+            let mut sessions = lock(&self.sessions);
+            let Some(s) = sessions.get_mut(&conn.session) else {
+                return;
+            };
+            s.locks.append(&mut conn.locks);
+            s.conns -= 1;
+            if s.conns > 0 {
+                return;
+            }
+            sessions
+                .remove(&conn.session)
+                .map(|s| s.locks)
+                .unwrap_or_default()
+        };
+        for object in orphaned {
+            let mut state = lock(&object.state);
+            if let State::Lock { holder, abandoned } = &mut *state
+                && *holder == Some(conn.session)
+            {
+                *holder = None;
+                *abandoned = true;
+                object.changed.notify_all();
+            }
+        }
     }
 
     fn object(&self, conn: &mut Conn, id: u64) -> Option<Arc<Object>> {
@@ -506,12 +556,24 @@ impl Server {
     }
 }
 
+/// Session numbers of connections that did not say hello (clients choose theirs with
+/// this bit clear).
+const OWN_SESSION: u64 = 1 << 63;
+
+/// A client process's connections and the locks they acquired.
+#[derive(Default)]
+struct Session {
+    conns: usize,
+    locks: Vec<Arc<Object>>,
+}
+
 /// One connection's own state.
 struct Conn {
-    id: u64,
+    /// The client session it belongs to: the holder of the locks it acquires.
+    session: u64,
     /// Objects this connection has used (saves a look-up under the global lock).
     cache: HashMap<u64, Arc<Object>>,
-    /// Locks this connection acquired (released when it ends, if it still holds them).
+    /// Locks this connection acquired (its session's when it ends).
     locks: Vec<Arc<Object>>,
 }
 
@@ -756,7 +818,7 @@ impl Conn {
     }
 
     fn acquire(&mut self, object: &Arc<Object>, wait_ms: u32, alive: &dyn Fn() -> bool) -> Reply {
-        let me = self.id;
+        let me = self.session;
         let reply = wait_for(object, wait_ms, alive, |s| match s {
             State::Lock {
                 holder: holder @ None,
@@ -788,22 +850,6 @@ impl Conn {
             State::Event(false) => None,
             _ => Some(not_a(object, "event")),
         })
-    }
-
-    /// Releases the locks this connection still holds (it is ending: its process died,
-    /// or dropped its last proxy without releasing), marking each abandoned so that
-    /// the next acquirer learns it.
-    fn release_locks(&mut self) {
-        for object in self.locks.drain(..) {
-            let mut state = lock(&object.state);
-            if let State::Lock { holder, abandoned } = &mut *state
-                && *holder == Some(self.id)
-            {
-                *holder = None;
-                *abandoned = true;
-                object.changed.notify_all();
-            }
-        }
     }
 }
 

@@ -33,6 +33,9 @@ pub(crate) enum FrameError {
     Closed,
     /// Garbage, an oversized frame, or a value of the wrong type.
     Codec(CodecError),
+    /// The value to send did not encode (or was over the size limit): nothing was
+    /// written, and the stream is as good as before.
+    Encode(CodecError),
     /// Another I/O failure (the connection is unusable all the same).
     Io,
 }
@@ -58,7 +61,7 @@ pub(crate) fn write_frame<T: Serialize>(
     buf: &mut Vec<u8>,
 ) -> Result<(), FrameError> {
     buf.clear();
-    codec::encode_frame_into(value, limits, buf).map_err(FrameError::Codec)?;
+    codec::encode_frame_into(value, limits, buf).map_err(FrameError::Encode)?;
     stream.write_all(buf)?;
     Ok(())
 }
