@@ -464,13 +464,17 @@ fn progress_bar_and_total_with_an_input_of_unknown_length() {
         .with_chunksize(3)
         .imap(square, (0..100u64).filter(|x| x % 2 == 0))
         .unwrap();
+    // `imap` returns after two chunks per worker: the length is not known yet, and is
+    // once the input ended.
+    assert_eq!(it.total(), None, "imap returns before reading far");
+    assert_eq!(it.next().unwrap().unwrap(), 0);
     assert_eq!(
         it.total(),
         Some(50),
         "a short input ends within the read-ahead"
     );
     let got: Vec<u64> = it.by_ref().map(Result::unwrap).collect();
-    assert_eq!(got.len(), 50);
+    assert_eq!(got.len(), 49);
     assert_eq!(it.completed(), 50);
     let it = p
         .with_progress_bar()
@@ -489,7 +493,10 @@ fn progress_bar_and_total_with_an_input_of_unknown_length() {
     assert_eq!(m.get().unwrap().len(), 50);
     let it = p.with_progress_bar().imap(square, 0..10u64).unwrap();
     assert_eq!(it.total(), Some(10), "an exact size hint");
-    assert_eq!(it.size_hint(), (10, Some(10)));
+    // Not exact while the input is being read: it may still panic (one error item in
+    // place of the rest).
+    let (lo, hi) = it.size_hint();
+    assert!(lo <= 10 && hi >= Some(10), "{lo} {hi:?}");
     assert_eq!(it.count(), 10);
     p.close();
     p.join().unwrap();
@@ -565,4 +572,146 @@ fn a_thread_executor_shut_down_mid_stream_ends_the_map_with_cancelled() {
     assert!(it.next().is_none());
     drop(it);
     ex.shutdown(true, false);
+}
+
+fn fails_at_zero(x: u64) -> u64 {
+    assert!(x != 0, "zero");
+    x
+}
+
+/// `map` once reserved room for the input's claimed length before reading it: an input
+/// that claims 2^40 items and fails at the first aborted the process.
+#[test]
+fn a_map_over_a_huge_claimed_length_that_fails_at_once_is_an_error_not_an_abort() {
+    let check = LeakCheck::start();
+    {
+        let p = pool(StartMethod::ForkServer, 2);
+        match p.with_chunksize(1).map(fails_at_zero, 0..1u64 << 40) {
+            Err(PoolError::Item { index: 0, error }) => {
+                assert!(error.to_string().contains("zero"), "{error}")
+            }
+            other => panic!("{:?}", other.map(|v| v.len())),
+        }
+        p.close();
+        p.join().unwrap();
+    }
+    check.assert_clean();
+}
+
+/// An endless input that is not exactly sized, counting what is read.
+fn counted(read: &Rc<Cell<u64>>) -> impl Iterator<Item = u64> + 'static {
+    let read = Rc::clone(read);
+    (0u64..)
+        .filter(|_| true)
+        .inspect(move |_| read.set(read.get() + 1))
+}
+
+/// Python's `imap` and `imap_unordered` take one item per task by default, and the call
+/// returns without reading far: `imap` once read the read-ahead (and, without a known
+/// length, up to 65 536 items to choose a chunk size) before it returned.
+#[test]
+fn imap_defaults_to_one_item_per_task_and_returns_before_reading_far() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let p = pool(method, 2);
+        for unordered in [false, true] {
+            let read = Rc::new(Cell::new(0));
+            let mut results = if unordered {
+                p.imap_unordered(ident, counted(&read)).unwrap()
+            } else {
+                p.imap(ident, counted(&read)).unwrap()
+            };
+            assert!(read.get() <= 4, "{method}: {} read at the call", read.get());
+            let first = results.next().unwrap().unwrap();
+            if !unordered {
+                assert_eq!(first, 0, "{method}");
+            }
+        }
+        p.close();
+        p.join().unwrap();
+    }
+    check.assert_clean();
+}
+
+/// Arguments that do not serialise, in the third chunk.
+#[derive(Debug, Clone, serde::Deserialize)]
+enum Arg {
+    Good(String),
+    Bad,
+}
+
+impl serde::Serialize for Arg {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Arg::Good(path) => s.serialize_newtype_variant("Arg", 0, "Good", path),
+            Arg::Bad => Err(serde::ser::Error::custom("bad")),
+        }
+    }
+}
+
+/// Leaves a mark that the task ran.
+fn mark(arg: Arg) {
+    if let Arg::Good(path) = arg {
+        std::fs::write(path, b"ran").unwrap();
+    }
+}
+
+/// A `map` whose arguments fail to serialise at the call fails as a whole (Python
+/// pickles every chunk before it sends one): the chunks before the bad one once ran
+/// all the same.
+#[test]
+fn a_map_whose_arguments_do_not_encode_at_the_call_runs_nothing() {
+    let check = LeakCheck::start();
+    let dir = std::env::temp_dir().join(format!("mp-strict-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for method in StartMethod::ALL {
+        let p = pool(method, 2);
+        let args: Vec<Arg> = (0..4)
+            .map(|i| Arg::Good(dir.join(format!("{method}-{i}")).display().to_string()))
+            .chain([Arg::Bad])
+            .collect();
+        assert!(matches!(
+            p.with_chunksize(1).map(mark, args),
+            Err(PoolError::Arguments(_))
+        ));
+        p.close();
+        p.join().unwrap();
+        let ran: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert!(ran.is_empty(), "{method}: {} tasks ran", ran.len());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    check.assert_clean();
+}
+
+/// An input whose `Drop` panics.
+struct PanicsOnDrop(std::ops::RangeFrom<u64>);
+
+impl Iterator for PanicsOnDrop {
+    type Item = u64;
+    fn next(&mut self) -> Option<u64> {
+        self.0.next()
+    }
+}
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("the input's drop");
+    }
+}
+
+/// A map dropped before its input ended drops the input: a panic there is user code's,
+/// not the caller's, and does not unwind into it.
+#[test]
+fn dropping_a_map_whose_input_panics_on_drop_does_not_unwind_into_the_caller() {
+    let check = LeakCheck::start();
+    {
+        let p = pool(StartMethod::ForkServer, 2);
+        let mut m = p.imap(ident, PanicsOnDrop(0..)).unwrap();
+        assert_eq!(m.next().unwrap().unwrap(), 0);
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(m)));
+        assert!(dropped.is_ok(), "the input's panic reached the caller");
+        p.close();
+        p.join().unwrap();
+    }
+    check.assert_clean();
 }

@@ -271,7 +271,13 @@ impl ThreadPoolExecutor {
             .name(format!("{}_{n}", self.name_prefix))
             .spawn(move || {
                 for job in rx.iter() {
-                    job.run(&|| idle.add());
+                    // Idle only if no task waits for it: one that does is this thread's
+                    // next, and a `submit` counting on it would queue behind it.
+                    job.run(&|| {
+                        if rx.is_empty() {
+                            idle.add();
+                        }
+                    });
                 }
             })?;
         threads.handles.push(handle);

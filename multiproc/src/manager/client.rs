@@ -284,11 +284,15 @@ impl Client {
     pub(crate) fn call(&self, request: &Request) -> Result<Reply, ManagerError> {
         let mut transport = match self.checkout() {
             Ok(t) => t,
-            // The server was reached before (a proxy exists), so it is gone.
+            // The server was reached before (a proxy exists), so it is gone: the shared
+            // clients of its address are forgotten, their idle connections closed.
             Err(
                 ManagerError::Connect { .. }
                 | ManagerError::Authentication(AuthenticationError::Io(_)),
-            ) => return Err(ManagerError::Disconnected),
+            ) => {
+                Client::forget(&self.address);
+                return Err(ManagerError::Disconnected);
+            }
             Err(e) => return Err(e),
         };
         let reply = transport.roundtrip(request, &self.limits);
@@ -306,10 +310,8 @@ impl Client {
                 self.checkin(transport);
                 Err(e)
             }
-            Err(ManagerError::Disconnected) => {
-                Client::forget(&self.address);
-                Err(ManagerError::Disconnected)
-            }
+            // Only this connection is known broken: the others (and the session's locks)
+            // stay; a server that is gone shows when the next connect fails.
             Err(e) => Err(e),
         }
     }

@@ -450,25 +450,30 @@ impl Server {
     }
 
     /// This connection is done with its session: the locks it acquired are the
-    /// session's; when the session's last connection ends (its process died, or
-    /// dropped its last proxy without releasing), they are released, each marked
-    /// abandoned so that the next acquirer learns it.
+    /// session's; when the session's last connection ends (its process died, or closed
+    /// its connections: a client keeps them while the process may use the server),
+    /// they are released, each marked abandoned so that the next acquirer learns it.
+    /// The release happens under the sessions' lock, so that a new connection of the
+    /// same session cannot re-acquire one in between and lose it (nothing takes the
+    /// sessions' lock while holding an object's).
     fn leave_session(&self, conn: &mut Conn) {
-        let orphaned = {
-            let mut sessions = lock(&self.sessions);
-            let Some(s) = sessions.get_mut(&conn.session) else {
-                return;
-            };
-            s.locks.append(&mut conn.locks);
-            s.conns -= 1;
-            if s.conns > 0 {
-                return;
-            }
-            sessions
-                .remove(&conn.session)
-                .map(|s| s.locks)
-                .unwrap_or_default()
+        let mut sessions = lock(&self.sessions);
+        let Some(s) = sessions.get_mut(&conn.session) else {
+            return;
         };
+        for object in conn.locks.drain(..) {
+            if !s.locks.iter().any(|l| Arc::ptr_eq(l, &object)) {
+                s.locks.push(object);
+            }
+        }
+        s.conns -= 1;
+        if s.conns > 0 {
+            return;
+        }
+        let orphaned = sessions
+            .remove(&conn.session)
+            .map(|s| s.locks)
+            .unwrap_or_default();
         for object in orphaned {
             let mut state = lock(&object.state);
             if let State::Lock { holder, abandoned } = &mut *state

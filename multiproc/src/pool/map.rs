@@ -113,6 +113,10 @@ map_methods! {
     /// for the items never read (the pool's [`TaskError::Broken`] if it broke), then
     /// the end. (Python's `imap` reads its whole input on a thread of the pool whatever
     /// the consumer does, holding every result not yet taken, and its `close` lets it.)
+    /// One item per task by default, as in Python; the call returns after two tasks
+    /// per worker. Since the input is read in the caller's thread, an input that waits
+    /// for this map's own results (a feedback loop) waits for ever: feed it from
+    /// another thread.
     ///
     /// ```
     /// # multiproc::init();
@@ -129,7 +133,7 @@ map_methods! {
     fn imap<'a, A: Arg, R: Ret>(f: fn(A) -> R, items: A) -> IMap<'a, R> {
         entry: worker::entry_chunk::<A, R>,
         order: Order::Input,
-        input: stream,
+        input: stream_each,
         finish: Ok,
     }
 
@@ -138,7 +142,7 @@ map_methods! {
     fn imap_unordered<'a, A: Arg, R: Ret>(f: fn(A) -> R, items: A) -> IMap<'a, R> {
         entry: worker::entry_chunk::<A, R>,
         order: Order::Completion,
-        input: stream,
+        input: stream_each,
         finish: Ok,
     }
 
@@ -163,7 +167,8 @@ map_methods! {
 
 impl Pool {
     /// Map options: chunks of `chunksize` items per task (Python's `chunksize`). The
-    /// default is Python's rule, `len / (4 × processes)` rounded up, where `len` is the
+    /// defaults are Python's: 1 for `imap` and `imap_unordered`; for `map` and
+    /// `starmap`, `len / (4 × processes)` rounded up, where `len` is the
     /// input's length when its size hint is exact or it ends within the first
     /// read-ahead (else what that read-ahead saw), and at most 4096 items: a huge input
     /// is not cut into a few huge chunks that would be held in memory at once.
@@ -258,6 +263,28 @@ impl<'p> Mapper<'p> {
             .map_err(PoolError::refused)
     }
 
+    /// [`stream`](Self::stream) with Python's default chunk size of `imap` and
+    /// `imap_unordered`: 1, so that the results come one by one (and a worker that dies
+    /// takes one item with it), and nothing is read ahead to learn the input's length.
+    fn stream_each<'a, T, R, I>(
+        &self,
+        entry: FnAddr,
+        target: FnAddr,
+        items: I,
+        order: Order,
+    ) -> Result<IMap<'a, R>, PoolError>
+    where
+        T: Serialize + 'a,
+        R: DeserializeOwned + Send + 'static,
+        I: Iterator<Item = T> + 'a,
+    {
+        let each = Mapper {
+            chunksize: Some(self.chunksize.unwrap_or(1)),
+            ..*self
+        };
+        each.stream_from(entry, target, items, order, First::Workers)
+    }
+
     /// Reads the input as results are taken.
     fn stream<'a, T, R, I>(
         &self,
@@ -271,13 +298,29 @@ impl<'p> Mapper<'p> {
         R: DeserializeOwned + Send + 'static,
         I: Iterator<Item = T> + 'a,
     {
+        self.stream_from(entry, target, items, order, First::Window)
+    }
+
+    fn stream_from<'a, T, R, I>(
+        &self,
+        entry: FnAddr,
+        target: FnAddr,
+        items: I,
+        order: Order,
+        first: First,
+    ) -> Result<IMap<'a, R>, PoolError>
+    where
+        T: Serialize + 'a,
+        R: DeserializeOwned + Send + 'static,
+        I: Iterator<Item = T> + 'a,
+    {
         self.check()?;
         self.start(
             entry,
             target,
             Feeder::<T, R, I>::new(items, None),
             order,
-            false,
+            first,
         )
     }
 
@@ -300,7 +343,7 @@ impl<'p> Mapper<'p> {
         while let Some(item) = feeder.pull() {
             all.push(item);
         }
-        let panicked = match feeder.ended {
+        let panicked = match feeder.ended.take() {
             Some(Ending::Panicked(message)) => Some(message),
             _ => None,
         };
@@ -309,7 +352,7 @@ impl<'p> Mapper<'p> {
             target,
             Feeder::<T, R, _>::new(all.into_iter(), panicked),
             order,
-            true,
+            First::All,
         )
     }
 
@@ -319,7 +362,7 @@ impl<'p> Mapper<'p> {
         target: FnAddr,
         mut feeder: Feeder<T, R, I>,
         order: Order,
-        all_now: bool,
+        first: First,
     ) -> Result<IMap<'a, R>, PoolError>
     where
         T: Serialize + 'a,
@@ -373,9 +416,28 @@ impl<'p> Mapper<'p> {
             chunksize,
             batch: (ahead_chunks / 4).max(1),
         };
-        map.feed(if all_now { usize::MAX } else { ahead_chunks }, true)?;
+        map.feed(
+            match first {
+                First::All => usize::MAX,
+                First::Window => ahead_chunks,
+                First::Workers => (2 * processes).min(ahead_chunks),
+            },
+            true,
+        )?;
         Ok(map)
     }
+}
+
+/// How much of the input a map call reads before it returns.
+#[derive(Clone, Copy)]
+enum First {
+    /// All of it (`map_async`).
+    All,
+    /// The whole read-ahead (`map`: an argument that does not encode fails the call).
+    Window,
+    /// Two chunks per worker (`imap`: the call returns at once, and the first results
+    /// are not held back by reading the rest of the read-ahead from a slow input).
+    Workers,
 }
 
 /// How the input ended.
@@ -421,6 +483,19 @@ struct Feeder<T, R, I> {
     dest: Option<Dest<R>>,
     /// The index of the next item.
     index: usize,
+}
+
+/// A map dropped before its input ended drops the input and the items read ahead:
+/// user code whose panic is not the caller's either.
+impl<T, R, I> Drop for Feeder<T, R, I> {
+    fn drop(&mut self) {
+        let head = std::mem::take(&mut self.head);
+        let input = self.input.take();
+        let _ = catch_unwind(AssertUnwindSafe(move || {
+            drop(head);
+            drop(input);
+        }));
+    }
 }
 
 /// Where a map's chunks go.
@@ -567,6 +642,10 @@ where
                 break;
             }
         }
+        if encode_error.is_some() {
+            // The call fails: nothing of it may run.
+            tasks.clear();
+        }
         if !tasks.is_empty() {
             if let Err(refused) = engine.submit(tasks, None) {
                 self.index = first;
@@ -664,11 +743,13 @@ impl<R> MapState<R> {
 
     /// The input's length is known: `total` items.
     fn set_total(&self, total: usize) {
-        self.total.store(total, Ordering::Release);
+        // Sequentially consistent with `store`'s count and look: of the two, at least
+        // the later sees both, so the bar is finished.
+        self.total.store(total, Ordering::SeqCst);
         #[cfg(feature = "progress")]
         if let Some(bar) = &self.bar {
             bar.set_length(total as u64);
-            if self.completed.load(Ordering::Acquire) >= total {
+            if self.completed.load(Ordering::SeqCst) >= total {
                 bar.finish();
             }
         }
@@ -703,13 +784,13 @@ impl<R> MapState<R> {
             }
             // Counted under the lock: a waiter that read the count under it and found
             // nothing new is asleep on the condition variable before this notifies.
-            self.completed.fetch_add(n, Ordering::AcqRel) + n
+            self.completed.fetch_add(n, Ordering::SeqCst) + n
         };
         self.ready.notify_all();
         #[cfg(feature = "progress")]
         if let Some(bar) = &self.bar {
             bar.inc(n as u64);
-            if done >= self.total.load(Ordering::Acquire) {
+            if done >= self.total.load(Ordering::SeqCst) {
                 bar.finish();
             }
         }
@@ -976,7 +1057,9 @@ impl<R> IMap<'_, R> {
     /// ends the map: chunks no worker has started are skipped (dropping the iterator
     /// does that), the ones running finish in the background.
     fn collect_all(mut self) -> Result<Vec<R>, PoolError> {
-        let mut out = Vec::with_capacity(self.total().unwrap_or(0));
+        // The input's claimed length is not trusted with an allocation (an input may
+        // claim 2^40 items and fail at the first).
+        let mut out = Vec::with_capacity(self.total().unwrap_or(0).min(MAX_AHEAD_ITEMS));
         while let Ok(Some(r)) = self.next_until(None) {
             match r {
                 Ok(v) => out.push(v),

@@ -856,7 +856,9 @@ impl RingMap {
         true
     }
 
-    /// Waits until no task is unfinished; `false` on timeout.
+    /// Waits until no task is unfinished; `false` on timeout. It sleeps in slices: a
+    /// `task_done` killed between counting the last task and waking the joiners would
+    /// otherwise leave them asleep for ever.
     pub(crate) fn join(&self, deadline: Option<Instant>) -> bool {
         let word = self.word(H_UNFINISHED);
         loop {
@@ -868,7 +870,8 @@ impl RingMap {
             if left == Some(Duration::ZERO) {
                 return false;
             }
-            mem::futex_wait(word, now, left);
+            let slice = left.map_or(wait::SLEEP_SLICE, |l| l.min(wait::SLEEP_SLICE));
+            mem::futex_wait(word, now, Some(slice));
         }
     }
 }

@@ -363,3 +363,44 @@ fn a_write_cursor_scribbled_past_the_ring_is_refused_by_the_next_owner_of_the_la
     assert_eq!(q.get::<u32>(now()).unwrap(), 3);
     assert!(matches!(q.get::<u32>(now()), Err(GetFail::Empty)));
 }
+
+#[test]
+fn a_join_asleep_when_the_last_task_done_dies_before_waking_it_returns() {
+    let q = RingMap::create(Config {
+        lanes: 1,
+        ring: 64 << 10,
+        maxsize: 0,
+        max_message: 1 << 30,
+        joinable: true,
+        fingerprint: 0,
+    })
+    .unwrap();
+    q.put(&1u32, None).unwrap();
+    assert_eq!(q.get::<u32>(now()).unwrap(), 1);
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (joined_tx, joined_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tid_tx.send(my_tid()).unwrap();
+            joined_tx.send(q.join(None)).unwrap();
+        });
+        let tid = tid_rx.recv().unwrap();
+        wait_until("the joiner sleeps", || asleep(tid));
+        // A consumer's task_done counts the last task and is killed before it wakes
+        // anyone.
+        let word = q.word(H_UNFINISHED);
+        assert_eq!(
+            word.compare_exchange(1, 0, Ordering::SeqCst, Ordering::SeqCst),
+            Ok(1)
+        );
+        let joined = joined_rx.recv_timeout(BOUND);
+        if joined.is_err() {
+            mem::futex_wake_all(word); // as a later task_done would: let it end
+        }
+        assert_eq!(
+            joined,
+            Ok(true),
+            "the join waited for a wake-up that never came"
+        );
+    });
+}
