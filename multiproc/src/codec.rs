@@ -263,22 +263,6 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
         .map_err(|source| encode_error(value, source))
 }
 
-/// Encodes `value` into `buf` in one pass when it fits: `Ok(Some(len))`, or `Ok(None)`
-/// when it does not (the caller then sizes it with [`encoded_size`] and writes it with
-/// [`encode_to_slice`]). Small messages, the common case, are walked once and guarded
-/// once instead of twice each.
-pub fn encode_small<T: Serialize + ?Sized>(
-    value: &T,
-    buf: &mut [u8],
-) -> Result<Option<usize>, CodecError> {
-    match guarded(|| postcard::to_slice(value, buf).map(|used| used.len())) {
-        Ok(Ok(len)) => Ok(Some(len)),
-        Ok(Err(postcard::Error::SerializeBufferFull)) => Ok(None),
-        Ok(Err(source)) => Err(encode_error(value, source)),
-        Err(panic) => Err(encode_panicked::<T>(panic)),
-    }
-}
-
 /// The size of the bare postcard body of `value`, computed without writing it.
 pub fn encoded_size<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError> {
     guarded(|| postcard::experimental::serialized_size(value))

@@ -274,7 +274,7 @@ impl ThreadPoolExecutor {
                     // Idle only if no task waits for it: one that does is this thread's
                     // next, and a `submit` counting on it would queue behind it.
                     job.run(&|| {
-                        if rx.is_empty() {
+                        if !idle.full.load(Ordering::Relaxed) && rx.is_empty() {
                             idle.add();
                         }
                     });

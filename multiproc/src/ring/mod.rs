@@ -419,16 +419,7 @@ impl RingMap {
         item: &T,
         deadline: Option<Instant>,
     ) -> Result<(), PutFail> {
-        // A small item is encoded once, here, and copied into place; a larger one is
-        // sized first and encoded straight into the ring or its blob.
-        let mut small = [0u8; SMALL_BODY];
-        let (len, body) = match codec::encode_small(item, &mut small).map_err(PutFail::Codec)? {
-            Some(len) => (len, Body::Encoded(&small[..len])),
-            None => (
-                codec::encoded_size(item).map_err(PutFail::Codec)?,
-                Body::Item(item),
-            ),
-        };
+        let len = codec::encoded_size(item).map_err(PutFail::Codec)?;
         let max = self.max_message.load(Ordering::Relaxed);
         if len > max {
             return Err(PutFail::Codec(CodecError::Oversized { size: len, max }));
@@ -440,7 +431,7 @@ impl RingMap {
             }
             let mut stuck = None;
             if self.maxsize == 0 || self.qsize() < self.maxsize {
-                match self.try_put(&body, len, deadline, waiter.is_patient())? {
+                match self.try_put(item, len, deadline, waiter.is_patient())? {
                     None => {
                         self.notify(H_GET_WAITERS, H_NOT_EMPTY);
                         return Ok(());
@@ -470,7 +461,7 @@ impl RingMap {
     /// room.
     fn try_put<T: Serialize + ?Sized>(
         &self,
-        body: &Body<'_, T>,
+        item: &T,
         len: usize,
         deadline: Option<Instant>,
         spill: bool,
@@ -516,14 +507,16 @@ impl RingMap {
         self.map.u64_at(base + 8).store(ticket, Ordering::Relaxed);
         let size = if is_inline {
             self.map
-                .write_with(base + REC_HEADER, len, |buf| body.write_to(buf))
+                .write_with(base + REC_HEADER, len, |buf| {
+                    codec::encode_to_slice(item, buf)
+                })
                 .map_err(PutFail::Codec)?;
             self.map
                 .u64_at(base)
                 .store(INLINE << 32 | len as u64, Ordering::Relaxed);
             inline
         } else {
-            let offset = self.write_blob(body, len)?;
+            let offset = self.write_blob(item, len)?;
             self.map
                 .u64_at(base + REC_HEADER)
                 .store(offset, Ordering::Relaxed);
@@ -578,11 +571,7 @@ impl RingMap {
     }
 
     /// Writes a large body into a fresh blob; returns its file offset.
-    fn write_blob<T: Serialize + ?Sized>(
-        &self,
-        body: &Body<'_, T>,
-        len: usize,
-    ) -> Result<u64, PutFail> {
+    fn write_blob<T: Serialize + ?Sized>(&self, item: &T, len: usize) -> Result<u64, PutFail> {
         let span = round_up(len.max(1) as u64, PAGE as u64);
         let offset = self
             .map
@@ -593,8 +582,7 @@ impl RingMap {
         }
         let mut blob =
             Mapping::range(&self.fd, offset, span as usize, true).map_err(PutFail::Io)?;
-        body.write_to(&mut blob.as_mut_slice()[..len])
-            .map_err(PutFail::Codec)?;
+        codec::encode_to_slice(item, &mut blob.as_mut_slice()[..len]).map_err(PutFail::Codec)?;
         Ok(offset)
     }
 
@@ -884,28 +872,4 @@ impl Drop for RingMap {
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, GetFail> {
     crate::codec::decode(body).map_err(GetFail::Codec)
-}
-
-/// Items whose encoding fits this many bytes are encoded once, on the stack, then
-/// copied into the ring (most messages: numbers, short strings, small structs).
-const SMALL_BODY: usize = 128;
-
-/// What a put writes: a small item's bytes, encoded already, or the item itself, to be
-/// encoded straight into place.
-enum Body<'a, T: ?Sized> {
-    Encoded(&'a [u8]),
-    Item(&'a T),
-}
-
-impl<T: Serialize + ?Sized> Body<'_, T> {
-    /// Writes the body into `out`, which is exactly its length.
-    fn write_to(&self, out: &mut [u8]) -> Result<(), CodecError> {
-        match self {
-            Body::Encoded(bytes) => {
-                out.copy_from_slice(bytes);
-                Ok(())
-            }
-            Body::Item(item) => codec::encode_to_slice(*item, out),
-        }
-    }
 }
