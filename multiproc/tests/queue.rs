@@ -1186,3 +1186,56 @@ fn iterating_a_queue_yields_an_item_that_does_not_decode_as_an_error_and_goes_on
     }
     check.assert_clean();
 }
+
+/// Puts `n` items tagged with `id`, then holds its lane (stays alive, a producer of the
+/// queue) until `go` is set.
+fn put_and_hold((q, id, n, go): (Queue<(u32, u32)>, u32, u32, multiproc::sync::Event)) {
+    for i in 0..n {
+        q.put_timeout((id, i), PROMPT).unwrap();
+    }
+    go.wait();
+}
+
+/// "Any number of processes may share a queue": with every lane held by a live
+/// producer, the next producer once waited for ever (`put_timeout` said `Full` on an
+/// unbounded queue; issue 14 item 2). Producers beyond the lanes share an overflow
+/// lane under a robust lock.
+#[test]
+fn more_producer_processes_than_lanes_all_put_and_nothing_is_lost() {
+    let check = LeakCheck::start();
+    let cases = [
+        (StartMethod::Fork, 64, 200),
+        (StartMethod::Spawn, 2, 12),
+        (StartMethod::ForkServer, 2, 12),
+    ];
+    for (method, lanes, producers) in cases {
+        let q = QueueBuilder::new()
+            .lanes(lanes)
+            .build::<(u32, u32)>()
+            .unwrap();
+        let go = multiproc::sync::Event::new().unwrap();
+        let mut children: Vec<_> = (0..producers)
+            .map(|id| start(method, put_and_hold, (q.clone(), id, 3, go.clone())))
+            .collect();
+        let mut got = std::collections::BTreeSet::new();
+        for _ in 0..producers * 3 {
+            let item = q.get_timeout(PROMPT).unwrap();
+            assert!(got.insert(item), "{method}: {item:?} twice");
+        }
+        // Each producer's items in its order, none missing.
+        for id in 0..producers {
+            let mine: Vec<u32> = got
+                .iter()
+                .filter(|(p, _)| *p == id)
+                .map(|(_, i)| *i)
+                .collect();
+            assert_eq!(mine, [0, 1, 2], "{method}: producer {id}");
+        }
+        go.set();
+        for c in &mut children {
+            c.join_timeout(PROMPT).unwrap();
+        }
+        assert!(matches!(q.try_get(), Err(GetError::Empty)));
+    }
+    check.assert_clean();
+}

@@ -281,7 +281,8 @@ impl QueueBuilder {
         self
     }
 
-    /// How many processes can put at the same time (at least 1, at most 4096).
+    /// How many processes put through lanes of their own (at least 1, at most 4096);
+    /// any number more share one further lane, taking turns under a lock.
     pub fn lanes(mut self, lanes: usize) -> QueueBuilder {
         self.lanes = lanes.clamp(1, 4096);
         self

@@ -6,9 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{H_LANES_HI, Producer, PutFail, RingMap, seq_of};
+use super::{Claimed, H_LANES_HI, Producer, PutFail, RingMap, seq_of};
 use crate::sys::cell::ForkMutex;
 use crate::sys::proc;
+
+/// How long a producer that found every lane held puts to the shared lane before it
+/// looks for a lane of its own again (a scan costs a compare-and-swap per lane).
+const SHARED_FOR: Duration = Duration::from_millis(10);
 
 /// Every queue and pipe ring this process has mapped, so that a multiproc child, which
 /// ends with `_exit` (no destructors), can still give its lanes back.
@@ -38,12 +42,10 @@ fn release_lanes() {
 
 impl RingMap {
     /// Takes a free lane, or one whose owner has died (its published messages stay and
-    /// come first: per-producer order is kept).
-    pub(super) fn claim(
-        &self,
-        p: &mut Producer,
-        deadline: Option<Instant>,
-    ) -> Result<usize, PutFail> {
+    /// come first: per-producer order is kept). When every lane is held by a live
+    /// process, the put goes to the shared lane instead (any number of processes may
+    /// put): for [`SHARED_FOR`], then the lanes are looked at again.
+    pub(super) fn claim(&self, p: &mut Producer) -> Result<Claimed, PutFail> {
         let pid = proc::cached_pid();
         if p.pid != pid {
             *p = Producer {
@@ -55,13 +57,16 @@ impl RingMap {
                 high: 0,
                 looked_at: 0,
                 spilling: false,
+                shared_since: None,
             };
         }
         if let Some(lane) = p.lane {
-            return Ok(lane);
+            return Ok(Claimed::Own(lane));
         }
-        let mut pause = Duration::from_micros(100);
-        loop {
+        if p.shared_since.is_some_and(|t| t.elapsed() < SHARED_FOR) {
+            return Ok(Claimed::Shared);
+        }
+        {
             let free = (0..self.lanes).find(|&lane| {
                 self.owner(lane)
                     .compare_exchange(0, p.identity, Ordering::AcqRel, Ordering::Relaxed)
@@ -99,15 +104,13 @@ impl RingMap {
                 }
                 // A previous owner may have filled the ring: trim it at the first chance.
                 p.high = self.ring;
+                p.shared_since = None;
                 self.look(lane, p)?;
-                return Ok(lane);
+                return Ok(Claimed::Own(lane));
             }
-            // Every lane belongs to a live process: wait for one to let go.
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(PutFail::Full);
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(10));
+            // Every lane belongs to a live process: share the last one.
+            p.shared_since = Some(Instant::now());
+            Ok(Claimed::Shared)
         }
     }
 

@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 use crate::codec::{self, CodecError};
 use crate::sys::cell::ForkMutex;
 use crate::sys::mem::{self, Mapping};
+use crate::sys::robust::{LockRefused, RobustMutex};
 
 mod lanes;
 #[cfg(test)]
@@ -62,6 +63,8 @@ const H_UNFINISHED: usize = 512;
 
 // Lane control offsets.
 const L_OWNER: usize = 0;
+/// The shared lane's robust mutex (its producers' lock).
+const L_LOCK: usize = 64;
 const L_W: usize = 8;
 const L_R: usize = 128;
 
@@ -175,6 +178,15 @@ struct Producer {
     /// The ring was full and the last item went into a blob: further items do the
     /// same at once, until the ring has room again.
     spilling: bool,
+    /// Since when every claimable lane was held by a live process: until a moment
+    /// later, puts go to the shared lane without scanning the lanes again.
+    shared_since: Option<Instant>,
+}
+
+/// Where a put goes: the process's own lane, or the shared one.
+pub(super) enum Claimed {
+    Own(usize),
+    Shared,
 }
 
 /// One process's view of a ring (a queue's, or one direction of a pipe): the mapping and
@@ -200,7 +212,10 @@ pub(crate) struct RingMap {
     w_seen: Box<[AtomicU64]>,
 }
 
+/// The mapping's geometry for `lanes` claimable lanes: one more, the shared lane, follows
+/// them (see `lanes.rs`).
 fn layout(lanes: usize, ring: usize) -> (usize, usize, u64) {
+    let lanes = lanes + 1;
     let ring_base = (PAGE + lanes * LANE_STRIDE).div_ceil(PAGE) * PAGE;
     let map_len = ring_base + lanes * ring;
     let blob_base = round_up(map_len as u64, BLOB_ALIGN);
@@ -232,6 +247,7 @@ impl RingMap {
         map.u64_at(H_JOINABLE)
             .store(joinable as u64, Ordering::Relaxed);
         map.u64_at(H_BLOB_NEXT).store(blob_base, Ordering::Relaxed);
+        RobustMutex::at(&map, PAGE + lanes * LANE_STRIDE + L_LOCK).init(false);
         map.u64_at(H_MAGIC).store(MAGIC, Ordering::Release);
         Ok(RingMap::from_parts(fd, map, config))
     }
@@ -287,7 +303,7 @@ impl RingMap {
             hot: (config.ring / 4).min(HOT),
             joinable: config.joinable,
             producer: ForkMutex::new(Producer::default()),
-            w_seen: (0..config.lanes).map(|_| AtomicU64::new(0)).collect(),
+            w_seen: (0..=config.lanes).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -321,8 +337,9 @@ impl RingMap {
     fn ring_at(&self, lane: usize, off: usize) -> usize {
         self.ring_base + lane * self.ring + off
     }
+    /// Lanes any producer has written (claimable ones, then the shared one).
     fn lanes_in_use(&self) -> usize {
-        (self.word(H_LANES_HI).load(Ordering::Acquire) as usize).min(self.lanes)
+        (self.word(H_LANES_HI).load(Ordering::Acquire) as usize).min(self.lanes + 1)
     }
 
     /// Items in the queue now (approximate while others put and get).
@@ -467,7 +484,67 @@ impl RingMap {
         spill: bool,
     ) -> Result<Option<(usize, u64)>, PutFail> {
         let mut p = self.producer.lock();
-        let lane = self.claim(&mut p, deadline)?;
+        let lane = match self.claim(&mut p)? {
+            Claimed::Own(lane) => lane,
+            Claimed::Shared => return self.try_put_shared(&p, item, len, deadline, spill),
+        };
+        self.put_in(lane, &mut p, item, len, spill)
+    }
+
+    /// [`try_put`](Self::try_put) on the shared lane: under its robust lock, as the
+    /// lane's producer for one item, its cursors read from the shared memory (a holder
+    /// killed mid-put left them as they were before it: it publishes last).
+    fn try_put_shared<T: Serialize + ?Sized>(
+        &self,
+        me: &Producer,
+        item: &T,
+        len: usize,
+        deadline: Option<Instant>,
+        spill: bool,
+    ) -> Result<Option<(usize, u64)>, PutFail> {
+        let lane = self.lanes;
+        let lock = RobustMutex::at(&self.map, PAGE + lane * LANE_STRIDE + L_LOCK);
+        match lock.lock(deadline) {
+            Ok(_) => {}
+            Err(LockRefused::Timeout) => return Err(PutFail::Full),
+            // Only the holder's own thread could be refused (it never waits holding it).
+            Err(e) => return Err(PutFail::Io(io::Error::other(format!("{e:?}")))),
+        }
+        let mut p = Producer {
+            pid: me.pid,
+            lane: Some(lane),
+            identity: me.identity,
+            w: self.w(lane).load(Ordering::Acquire),
+            r_seen: self.r(lane).load(Ordering::Acquire),
+            high: 0,
+            looked_at: 0,
+            spilling: false,
+            shared_since: None,
+        };
+        if seq_of(p.r_seen) == seq_of(p.w) && p.r_seen != p.w {
+            // A holder killed in the middle of a rewind (see `claim`).
+            self.w(lane).store(p.r_seen, Ordering::SeqCst);
+            p.w = p.r_seen;
+        }
+        p.high = off_of(p.w);
+        let result = self.look(lane, &mut p).and_then(|()| {
+            self.word(H_LANES_HI)
+                .fetch_max(lane as u32 + 1, Ordering::AcqRel);
+            self.put_in(lane, &mut p, item, len, spill)
+        });
+        let _ = lock.unlock();
+        result
+    }
+
+    /// The rest of [`try_put`](Self::try_put), on `lane`, which `p` may write.
+    fn put_in<T: Serialize + ?Sized>(
+        &self,
+        lane: usize,
+        p: &mut Producer,
+        item: &T,
+        len: usize,
+        spill: bool,
+    ) -> Result<Option<(usize, u64)>, PutFail> {
         let inline = REC_HEADER + round8(len);
         // Inline if small enough and there is room (first by the read cursor seen
         // last, which can only understate the room, then by a fresh one); otherwise a
@@ -479,16 +556,16 @@ impl RingMap {
             // Past the warm front: look where the consumers are now and then, to go back
             // as soon as there is room (and to notice an empty lane, which is rewound
             // and trimmed), without pulling their cache line over on every put.
-            self.look(lane, &mut p)?;
+            self.look(lane, p)?;
             p.looked_at = wo;
         }
-        self.rewind(lane, &mut p);
+        self.rewind(lane, p);
         let mut spot = small
             .then(|| self.place(p.w, p.r_seen, inline, slack))
             .flatten();
         if spot.is_none() {
-            self.look(lane, &mut p)?;
-            self.rewind(lane, &mut p);
+            self.look(lane, p)?;
+            self.rewind(lane, p);
             spot = small
                 .then(|| self.place(p.w, p.r_seen, inline, slack))
                 .flatten();
