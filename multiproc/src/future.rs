@@ -314,6 +314,11 @@ impl<T> Inner<T> {
         self.cancel_if(false)
     }
 
+    /// Whether the future was cancelled.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.slot.lock().stage == Stage::Cancelled
+    }
+
     /// Cancels the task even if it runs (the caller stops it); `false` once finished.
     pub(crate) fn cancel_running(&self) -> bool {
         self.cancel_if(true)

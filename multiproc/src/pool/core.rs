@@ -53,6 +53,11 @@ pub(crate) trait Sink: Send + Sync {
     fn fail(&self, error: TaskError);
     /// A shutdown with `cancel_futures` drops the task before it started.
     fn cancel(&self);
+    /// Whether the task is still wanted: a task sent to a worker that died before it
+    /// began, and cancelled since, is not sent again.
+    fn wanted(&self) -> bool {
+        true
+    }
 }
 
 /// Starts one worker process (the initializer's type is inside).
@@ -460,6 +465,9 @@ impl Engine {
                     continue;
                 }
                 job.started = true;
+            } else if !job.sink.wanted() {
+                st.in_flight -= 1;
+                continue;
             }
             let worker = &mut st.workers[w];
             if let Err(e) = worker.tasks.put_ref(&job.msg) {
@@ -965,14 +973,30 @@ impl Engine {
     }
 }
 
-/// Stops task `id` if a worker runs it (the worker is killed and replaced).
-pub(crate) fn stop_task(shared: &Weak<Engine>, id: u64) {
+/// Stops task `id`: a worker that runs it is killed (and replaced); one that holds it
+/// queued skips it when it comes. `false` if it cannot be stopped now (its worker's
+/// list of skipped tasks is full).
+pub(crate) fn stop_task(shared: &Weak<Engine>, id: u64) -> bool {
     let Some(shared) = shared.upgrade() else {
-        return;
+        return true;
     };
     let mut st = shared.state.lock();
+    let mut stopped = true;
     for (i, w) in st.workers.iter_mut().enumerate() {
-        if w.sent.front().is_some_and(|j| j.id == id) && shared.slots.current(i).0 == id {
+        if !w.sent.iter().any(|j| j.id == id) {
+            continue;
+        }
+        let running = |slots: &Slots| slots.current(i).0 == id;
+        let kill = if running(&shared.slots) {
+            true
+        } else if shared.slots.cancel_queued(i, id) {
+            // The worker may have begun it meanwhile: then it did not see the mark.
+            running(&shared.slots)
+        } else {
+            stopped = false;
+            false
+        };
+        if kill {
             w.verdict = Some((id, TaskError::Cancelled));
             w.killed = true;
             if let Some(p) = &w.process {
@@ -982,6 +1006,7 @@ pub(crate) fn stop_task(shared: &Weak<Engine>, id: u64) {
     }
     drop(st);
     shared.wake();
+    stopped
 }
 
 #[cfg(test)]

@@ -27,8 +27,7 @@ impl<R: Send> HasInner<R> for TaskCell<R> {
     }
 
     fn stop(&self) -> bool {
-        stop_task(&self.pool, self.id);
-        self.inner.cancel_running()
+        stop_task(&self.pool, self.id) && self.inner.cancel_running()
     }
 }
 
@@ -50,6 +49,9 @@ impl<R: DeserializeOwned + Send> Sink for TaskCell<R> {
         // No worker holds it (it is pending, perhaps again after its worker died):
         // cancel it even if it was marked running when first sent.
         self.inner.cancel_running();
+    }
+    fn wanted(&self) -> bool {
+        !self.inner.is_cancelled()
     }
 }
 

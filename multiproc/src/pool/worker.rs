@@ -282,10 +282,13 @@ where
 }
 
 /// Bytes per worker slot: one cache line, so that workers do not share lines.
-const SLOT: usize = 64;
+const SLOT: usize = 128;
 const CURRENT_AT: usize = 0;
 const STARTED_AT: usize = 8;
 const DONE_AT: usize = 16;
+/// Ids of tasks queued to the worker that were cancelled: it skips them.
+const CANCELLED_AT: usize = 24;
+const CANCELLED_LEN: usize = (SLOT - CANCELLED_AT) / 8;
 
 /// Per worker: the id of the task it runs and when it started it (CLOCK_MONOTONIC
 /// nanoseconds, the same clock in every process).
@@ -330,6 +333,32 @@ impl Slots {
     pub(crate) fn reset(&self, worker: usize) {
         self.at(worker, CURRENT_AT).store(0, Ordering::Release);
         self.at(worker, DONE_AT).store(0, Ordering::Release);
+        for k in 0..CANCELLED_LEN {
+            self.at(worker, CANCELLED_AT + 8 * k)
+                .store(0, Ordering::Release);
+        }
+    }
+
+    /// Tells `worker` to skip task `id`, queued to it; `false` if its list is full.
+    /// The caller then looks at [`current`](Self::current): the worker publishes the
+    /// task it begins before it looks at the list, and both sides use sequentially
+    /// consistent operations, so either the worker sees the id and skips the task, or
+    /// the caller sees the task running (and stops it).
+    pub(crate) fn cancel_queued(&self, worker: usize, id: u64) -> bool {
+        (0..CANCELLED_LEN).any(|k| {
+            self.at(worker, CANCELLED_AT + 8 * k)
+                .compare_exchange(0, id, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        })
+    }
+
+    /// Whether task `id`, which `worker` begins, was cancelled (and forgets it).
+    fn take_cancelled(&self, worker: usize, id: u64) -> bool {
+        (0..CANCELLED_LEN).any(|k| {
+            self.at(worker, CANCELLED_AT + 8 * k)
+                .compare_exchange(id, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        })
     }
 
     fn end(&self, worker: usize, id: u64) {
@@ -339,7 +368,7 @@ impl Slots {
     fn begin(&self, worker: usize, id: u64) {
         self.at(worker, STARTED_AT)
             .store(monotonic_ns(), Ordering::Release);
-        self.at(worker, CURRENT_AT).store(id, Ordering::Release);
+        self.at(worker, CURRENT_AT).store(id, Ordering::SeqCst);
     }
 }
 
@@ -511,6 +540,18 @@ fn worker_loop(parts: Parts, proof: Verified) {
     }) = tasks.get()
     {
         slots.begin(worker, id);
+        if slots.take_cancelled(worker, id) {
+            // Cancelled while it waited in this worker's queue: it never starts.
+            let _ = replies.put(Reply::Done {
+                worker: index,
+                generation,
+                id,
+                busy_ns: 0,
+                items: Vec::new(),
+            });
+            slots.end(worker, id);
+            continue;
+        }
         let started = std::time::Instant::now();
         let entry: TaskEntry = sys::entry::resolve(&proof, entry);
         let items = entry(TaskCall {
