@@ -25,6 +25,15 @@
 //!   towards a thread that lives as long as its parent process, so it dies when the
 //!   parent dies, even by `SIGKILL`. At a normal exit the parent terminates its daemon
 //!   children and waits for the others, like CPython.
+//! * **A panic in `main` does not hang the program.** At an exit after a panic (exit
+//!   status 101: `main` panicked, or a test failed) the children get one second to end;
+//!   those still running are named on stderr and terminated (`SIGTERM`, then `SIGKILL`
+//!   after another second). CPython joins them even then, and hangs when a child waits
+//!   for something the failed code would have done. The panic is noticed by a panic
+//!   hook multiproc puts in front of yours when the first child starts: a hook you set
+//!   later with `std::panic::set_hook` replaces it unless it calls the one it took
+//!   (`std::panic::take_hook`). A panic in another thread that `main` survives does not
+//!   count: `main` then exits with its own status.
 //! * **No zombie is left.** `join`/`wait` reap; dropping a handle of a running child
 //!   hands it to a reaper thread; a finished child is reaped at once.
 //! * **A crash stays in the child** (S17): a panic becomes [`ProcessError::Panicked`]
@@ -283,7 +292,8 @@ impl ProcessBuilder {
     }
 
     /// A daemon child is terminated when its parent exits normally; a non-daemon child
-    /// is waited for. Either kind dies if its parent dies abnormally.
+    /// is waited for (after a panic in `main`, for one second only: see the module
+    /// docs). Either kind dies if its parent dies abnormally.
     pub fn daemon(mut self, daemon: bool) -> Self {
         self.daemon = daemon;
         self

@@ -271,19 +271,61 @@ pub(crate) fn transient_helpers() -> usize {
         .saturating_sub(launcher)
 }
 
+/// The exit status of a Rust program whose `main` panicked (std's runtime catches the
+/// panic and returns it), and of a test binary with a failed test.
+const PANIC_EXIT_STATUS: i32 = 101;
+
+/// How long a panicking exit waits for children before it terminates them, and again
+/// before it kills those that ignored the termination.
+pub(crate) const PANIC_EXIT_GRACE: Duration = Duration::from_secs(1);
+
+/// Set by the panic hook [`install_exit_hook`] chains in front of the one in place:
+/// some thread of this process panicked.
+static PANICKED: AtomicBool = AtomicBool::new(false);
+static PANIC_RECORDER: std::sync::Once = std::sync::Once::new();
+
 /// Installs the exit hook that joins non-daemon children and terminates daemon ones
-/// when this process exits normally (CPython's `_exit_function`).
+/// when this process exits normally (CPython's `_exit_function`), and a panic hook, in
+/// front of the one in place, that records that a panic happened (see
+/// [`run_exit_hook_at`]).
 pub(crate) fn install_exit_hook() {
     EXIT_HOOK.call_once(|| sys::proc::at_exit(exit_hook));
+    // `take_hook` may not be called while this thread panics (a child started by a
+    // destructor during an unwind): the recorder is then installed by a later start.
+    if !std::thread::panicking() {
+        PANIC_RECORDER.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                PANICKED.store(true, Ordering::Release);
+                previous(info);
+            }));
+        });
+    }
 }
 
-extern "C" fn exit_hook() {
-    run_exit_hook();
+fn exit_hook(status: Option<i32>) {
+    let panicking = status == Some(PANIC_EXIT_STATUS) && PANICKED.load(Ordering::Acquire);
+    run_exit_hook_at(panicking);
 }
 
-/// Terminates daemon children and waits for non-daemon ones. Runs at normal exit of
-/// the main process, and at the end of every multiproc child.
+/// Terminates daemon children and waits for non-daemon ones. Runs at the end of every
+/// multiproc child.
 pub(crate) fn run_exit_hook() {
+    run_exit_hook_at(false);
+}
+
+/// What this process does with its children when it exits.
+///
+/// Normally (`panicking` false), as CPython's `_exit_function`: terminate the daemon
+/// children and wait for all of them, the non-daemon ones for as long as they run.
+///
+/// At an exit after a panic (`panicking`: the exit status is 101, the status of a Rust
+/// `main` that panicked and of a failed test binary, and a thread of this process
+/// panicked), waiting for ever would hang the program whenever a child waits for
+/// something the panicking code would have done (CPython hangs there). So the children
+/// get [`PANIC_EXIT_GRACE`] to end; those still running are named on stderr and
+/// terminated (`SIGTERM`), and after another grace killed (`SIGKILL`).
+fn run_exit_hook_at(panicking: bool) {
     let Some(rt) = RUNTIME.get() else { return };
     if rt.pid != sys::proc::getpid() {
         return;
@@ -291,25 +333,74 @@ pub(crate) fn run_exit_hook() {
     let Some(children) = rt.children.try_lock_for(Duration::from_secs(1)) else {
         return;
     };
-    let snapshot: Vec<(bool, Arc<OwnedFd>)> = children
-        .values()
-        .map(|r| (r.daemon, r.pidfd.clone()))
+    let mut snapshot: Vec<(u32, String, bool, Arc<OwnedFd>)> = children
+        .iter()
+        .map(|(pid, r)| (*pid, r.name.clone(), r.daemon, r.pidfd.clone()))
         .collect();
     drop(children);
-    for (daemon, pidfd) in &snapshot {
+    snapshot.sort_by_key(|(pid, ..)| *pid);
+    for (_, _, daemon, pidfd) in &snapshot {
         if *daemon {
             let _ = sys::proc::pidfd_kill(pidfd.as_fd(), libc::SIGTERM);
         }
     }
-    for (_, pidfd) in &snapshot {
-        // Waits for the exit without reaping: the handle (if any) still owns that.
-        let _ = sys::fd::wait_readable(pidfd.as_fd(), None);
+    if panicking {
+        end_children_after_panic(&snapshot);
+    } else {
+        for (_, _, _, pidfd) in &snapshot {
+            // Waits for the exit without reaping: the handle (if any) still owns that.
+            let _ = sys::fd::wait_readable(pidfd.as_fd(), None);
+        }
     }
     // Stop and reap the forkserver, so that it does not linger as a zombie.
     if let Some(mut slot) = rt.forkserver.try_lock_for(Duration::from_secs(1)) {
         rt.forkserver_fd.store(-1, Ordering::Release);
         drop(slot.take());
     }
+}
+
+/// The panicking exit of [`run_exit_hook_at`]: a grace, then `SIGTERM` with a line on
+/// stderr naming the children, then another grace and `SIGKILL`.
+fn end_children_after_panic(children: &[(u32, String, bool, Arc<OwnedFd>)]) {
+    let running = still_running_after(children.iter(), PANIC_EXIT_GRACE);
+    if running.is_empty() {
+        return;
+    }
+    let names: Vec<String> = running
+        .iter()
+        .map(|(pid, name, daemon, _)| {
+            let kind = if *daemon { ", daemon" } else { "" };
+            format!("{name} (pid {pid}{kind})")
+        })
+        .collect();
+    super::child::write_stderr(&format!(
+        "multiproc: process {} is exiting after a panic; terminating the children still \
+         running after {} s instead of waiting for them: {}\n",
+        sys::proc::getpid(),
+        PANIC_EXIT_GRACE.as_secs(),
+        names.join(", ")
+    ));
+    for (_, _, _, pidfd) in &running {
+        let _ = sys::proc::pidfd_kill(pidfd.as_fd(), libc::SIGTERM);
+    }
+    for (_, _, _, pidfd) in still_running_after(running.into_iter(), PANIC_EXIT_GRACE) {
+        let _ = sys::proc::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
+    }
+}
+
+/// The children of `children` that have not exited within `grace` (one deadline for
+/// all of them).
+fn still_running_after<'a>(
+    children: impl Iterator<Item = &'a (u32, String, bool, Arc<OwnedFd>)>,
+    grace: Duration,
+) -> Vec<&'a (u32, String, bool, Arc<OwnedFd>)> {
+    let deadline = std::time::Instant::now() + grace;
+    children
+        .filter(|(_, _, _, pidfd)| {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            !sys::fd::wait_readable(pidfd.as_fd(), Some(left)).unwrap_or(true)
+        })
+        .collect()
 }
 
 /// Descriptors that multiproc's runtime keeps for the life of the process (the

@@ -557,11 +557,44 @@ fn check(rc: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// Registers `f` to run when the process exits normally (`exit`, return from `main`).
-pub(crate) fn at_exit(f: extern "C" fn()) {
-    // SAFETY: `f` is a plain `extern "C" fn()` with no captured state; `atexit` only
-    // stores the pointer.
-    unsafe { libc::atexit(f) };
+/// The function [`at_exit`] registered.
+static AT_EXIT: std::sync::OnceLock<fn(Option<i32>)> = std::sync::OnceLock::new();
+
+/// Registers `f` to run when the process exits normally (`exit`, return from `main`),
+/// with the status given to `exit` where the C library tells it (glibc's `on_exit`;
+/// `None` elsewhere). One function per process: a second call is ignored.
+pub(crate) fn at_exit(f: fn(Option<i32>)) {
+    if AT_EXIT.set(f).is_err() {
+        return;
+    }
+    #[cfg(target_env = "gnu")]
+    {
+        unsafe extern "C" {
+            fn on_exit(
+                f: extern "C" fn(libc::c_int, *mut libc::c_void),
+                arg: *mut libc::c_void,
+            ) -> libc::c_int;
+        }
+        extern "C" fn with_status(status: libc::c_int, _: *mut libc::c_void) {
+            if let Some(f) = AT_EXIT.get() {
+                f(Some(status));
+            }
+        }
+        // SAFETY: glibc's `on_exit` stores the plain function pointer and the argument
+        // (null, never read) and calls the function from `exit`.
+        unsafe { on_exit(with_status, std::ptr::null_mut()) };
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        extern "C" fn without_status() {
+            if let Some(f) = AT_EXIT.get() {
+                f(None);
+            }
+        }
+        // SAFETY: `without_status` is a plain `extern "C" fn()` with no captured state;
+        // `atexit` only stores the pointer.
+        unsafe { libc::atexit(without_status) };
+    }
 }
 
 /// Forks the calling process and runs `child` in the new process; returns the child's
