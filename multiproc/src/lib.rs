@@ -70,7 +70,9 @@
 //!
 //! `forkserver` (the default, as in Python 3.14), `spawn` and `fork`: see
 //! [`StartMethod`]. The first two re-execute the current binary, which is why `main`
-//! must call [`init`] first; test binaries call [`test_support!`] once instead.
+//! must call [`init`] before it starts a process; test binaries call
+//! [`test_support!`] once instead. A re-executed process takes its role before `main`
+//! runs, so code before `init()` (a tokio runtime, say) never runs there.
 //!
 //! ## Scenarios
 //!
@@ -136,6 +138,23 @@ macro_rules! test_support {
         };
     };
 }
+
+// A process multiproc re-executes (a `spawn` child, the forkserver) takes its role
+// before `main` runs, so that code before `init()` (threads a runtime started, code that
+// fails in a child) never runs in it: see `process::runtime::take_role_before_main`.
+// The only `unsafe` outside `sys`, as in `test_support!`: the attribute that puts a
+// function pointer in `.init_array`, which the C runtime calls before `main`.
+const _: () = {
+    #[allow(unsafe_code)]
+    #[used]
+    #[unsafe(link_section = ".init_array")]
+    static TAKE_ROLE_BEFORE_MAIN: extern "C" fn() = {
+        extern "C" fn take_role_before_main() {
+            process::runtime::take_role_before_main();
+        }
+        take_role_before_main
+    };
+};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -52,7 +52,13 @@ struct Ended {
 fn start_inner(name: &str, method: StartMethod) -> std::process::Child {
     let exe = std::env::current_exe().expect("the test binary");
     Command::new(exe)
-        .args([name, "--exact", "--ignored", "--test-threads=1", "--nocapture"])
+        .args([
+            name,
+            "--exact",
+            "--ignored",
+            "--test-threads=1",
+            "--nocapture",
+        ])
         .env(METHOD_VAR, method.name())
         .env("MULTIPROC_NO_FORK_WARNING", "1")
         .stdin(Stdio::piped())
@@ -94,7 +100,9 @@ fn finish(mut helper: std::process::Child, bound: Duration, what: &str) -> Ended
             }
         }
         Err(_) => {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
             let _ = waiter.join();
             panic!("{what}: the helper (pid {pid}) did not end within {bound:?}");
         }

@@ -158,6 +158,17 @@ pub enum StartError {
          binary, whose main must call multiproc::init() first (test binaries: multiproc::test_support!())"
     )]
     NotInitialized,
+    /// The forkserver could not take its role: it found other threads running, or it
+    /// ended, before `multiproc::init()` ran in it. It takes its role before `main`
+    /// (see [`init`]), so only code that runs earlier still can, such as a constructor
+    /// (`.init_array`) of another library; the text says which. `spawn` needs no
+    /// single-threaded server.
+    #[error(
+        "{0}: the forkserver must reach multiproc::init() single-threaded (it takes its role \
+         before main; call multiproc::init() first in main, start no thread before it), or \
+         use StartMethod::Spawn"
+    )]
+    InitNotFirst(String),
     /// The request does not fit the start method (for example a closure under `spawn`).
     #[error("unsupported: {0}")]
     Unsupported(&'static str),

@@ -184,17 +184,23 @@ pub(crate) fn initialised() -> bool {
     INITIALISED.load(Ordering::Acquire)
 }
 
-/// Sets up multiproc in this process. **Call it first thing in `main`** (before any other
-/// thread starts); in test binaries use [`test_support!`](crate::test_support) instead.
+/// Sets up multiproc in this process. Call it in `main` before the first process
+/// starts (first thing in `main` is simplest); in test binaries use
+/// [`test_support!`](crate::test_support) instead.
 ///
 /// In the main process it only records that the executable is multiproc-aware and
-/// returns. In a process that multiproc re-executed to run a child (the `spawn` start
-/// method) or to serve as the forkserver, it does that job and ends the process: the
-/// rest of `main` never runs there. Calling it more than once is harmless.
-///
-/// The `spawn` and `forkserver` start methods refuse to start processes (with
+/// returns. The `spawn` and `forkserver` start methods refuse to start processes (with
 /// [`StartError::NotInitialized`](crate::StartError::NotInitialized)) unless `init` ran,
-/// so that forgetting it cannot make every child re-run `main` (a fork bomb).
+/// so that a binary that does not know it may be re-executed never is. Calling it more
+/// than once is harmless.
+///
+/// A process that multiproc re-executes (a `spawn` child, the forkserver) takes its
+/// role *before* `main` runs, from a constructor (`.init_array`) of this crate, and
+/// ends there: no code of `main` runs in it, whether it comes before `init()` or
+/// after. So `init()` may follow code that starts threads — inside `#[tokio::main]`,
+/// whose runtime is up before the body runs — or code that would fail in a child:
+/// the forkserver still starts single-threaded (it forks, and must), and children run
+/// only their target. CPython's `spawn` likewise does not run the `__main__` block.
 ///
 /// It also installs a panic hook: std's default hook in this process, and in every
 /// multiproc child one that writes std's message straight to the child's descriptor 2,
@@ -220,6 +226,20 @@ pub fn init() {
     }
     if let Some(fd) = role_fd("MULTIPROC_FORKSERVER") {
         super::start::forkserver::serve(fd);
+    }
+}
+
+/// Takes this process's role before `main` runs, if multiproc started it in one (a
+/// `spawn` child, the forkserver): called by the constructor the crate root registers.
+/// A process without a role variable is left alone (its `main` calls [`init`]).
+///
+/// Before `main`, std's runtime has not yet ignored `SIGPIPE`; a role process ignores
+/// it here, so that its children see `EPIPE` as they would after `main` began.
+pub(crate) fn take_role_before_main() {
+    let has_role = |var: &str| std::env::var_os(var).is_some();
+    if has_role("MULTIPROC_CHILD") || has_role("MULTIPROC_FORKSERVER") {
+        sys::proc::ignore_broken_pipes();
+        init();
     }
 }
 

@@ -237,6 +237,14 @@ pub(crate) fn ignore_interrupts() {
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
 }
 
+/// Ignores `SIGPIPE` in this process, as std's runtime does before `main` (a write to a
+/// closed pipe or socket then fails with `EPIPE` instead of killing the process); for a
+/// process that takes its multiproc role before `main`.
+pub(crate) fn ignore_broken_pipes() {
+    // SAFETY: sets the disposition of SIGPIPE to SIG_IGN; no handler runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
 /// Ends the process at once with `code`: no destructors, no `atexit` handlers, no stdio
 /// flush (flush first if you printed). This is how every multiproc child ends, so that
 /// a forked child never runs its parent's exit handlers.

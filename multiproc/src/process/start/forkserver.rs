@@ -22,11 +22,24 @@ use crate::process::info::ChildInfo;
 use crate::process::runtime::{Runtime, runtime};
 use crate::sys;
 
+/// The first byte of the packet a server that cannot serve sends before it exits.
+const REFUSED: u8 = b'R';
+
 /// The parent's handle on its forkserver.
 pub(crate) struct ForkServer {
     pid: u32,
     pidfd: OwnedFd,
     sock: OwnedFd,
+    /// Whether it has answered a request (it reached `init()` and serves).
+    answered: bool,
+}
+
+/// Why a request to the forkserver failed.
+enum RequestError {
+    /// The server is gone or broke: start another and try again.
+    Io(std::io::Error),
+    /// The server says it cannot serve at all (not single-threaded): a new one will not.
+    Refused(String),
 }
 
 impl ForkServer {
@@ -38,29 +51,53 @@ impl ForkServer {
             pid,
             pidfd,
             sock: mine,
+            answered: false,
         })
     }
 
     /// Asks the server for a child that will read its bootstrap from `chan`.
-    fn fork_one(&self, chan: &OwnedFd) -> std::io::Result<u32> {
-        sys::fd::send_with_fds(self.sock.as_fd(), b"F", &[chan.as_fd()])?;
+    fn fork_one(&mut self, chan: &OwnedFd) -> Result<u32, RequestError> {
+        let io = RequestError::Io;
+        sys::fd::send_with_fds(self.sock.as_fd(), b"F", &[chan.as_fd()]).map_err(io)?;
         let mut reply = [0u8; 512];
-        let (n, _) = sys::fd::recv_with_fds(self.sock.as_fd(), &mut reply, 0)?;
-        match reply[..n] {
-            [] => Err(std::io::Error::new(
+        let (n, _) = sys::fd::recv_with_fds(self.sock.as_fd(), &mut reply, 0).map_err(io)?;
+        let pid = match reply[..n] {
+            [] => Err(io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "the forkserver died",
-            )),
+            ))),
             [b'P', a, b, c, d] => Ok(u32::from_le_bytes([a, b, c, d])),
-            [b'E', ref msg @ ..] => Err(std::io::Error::other(format!(
+            [b'E', ref msg @ ..] => Err(io(std::io::Error::other(format!(
                 "forkserver: {}",
                 String::from_utf8_lossy(msg)
-            ))),
-            _ => Err(std::io::Error::new(
+            )))),
+            [REFUSED, ref msg @ ..] => Err(RequestError::Refused(
+                String::from_utf8_lossy(msg).into_owned(),
+            )),
+            _ => Err(io(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 "bad forkserver reply",
-            )),
+            ))),
+        }?;
+        self.answered = true;
+        Ok(pid)
+    }
+
+    /// Why a server that never answered is gone, if it ended by exiting (not by a
+    /// signal someone sent): it did not reach `init()`, and a new one will not either.
+    fn exited_before_init(&self) -> Option<String> {
+        if self.answered {
+            return None;
         }
+        let _ = sys::fd::wait_readable(self.pidfd.as_fd(), Some(std::time::Duration::from_secs(1)));
+        let raw = sys::proc::reap(self.pidfd.as_fd(), false).ok()??;
+        let status = crate::process::ExitStatus::from_raw(raw);
+        status.signal().is_none().then(|| {
+            format!(
+                "the forkserver (pid {}) exited with {status} before multiproc::init() took its role",
+                self.pid
+            )
+        })
     }
 
     /// The raw number of the server's pidfd (kept for the life of the server).
@@ -121,18 +158,25 @@ fn request(chan: &OwnedFd) -> Result<u32, StartError> {
     let mut slot = rt.forkserver.lock();
     let mut last_error = None;
     for _attempt in 0..2 {
-        let fs = match slot.as_ref() {
-            Some(fs) => fs,
-            None => install(rt, &mut slot)?,
-        };
-        match fs.fork_one(chan) {
+        if slot.is_none() {
+            install(rt, &mut slot)?;
+        }
+        let fs = slot.as_mut().expect("installed above");
+        let failed = match fs.fork_one(chan) {
             Ok(pid) => return Ok(pid),
-            Err(e) => {
-                // The server is gone or broken: reap it and try once with a new one.
-                rt.forkserver_fd.store(-1, Ordering::Release);
-                *slot = None;
+            Err(RequestError::Refused(why)) => Some(why),
+            Err(RequestError::Io(e)) => {
+                let before_init = fs.exited_before_init();
                 last_error = Some(e);
+                before_init
             }
+        };
+        // The server is gone or broken: reap it; try once with a new one unless it
+        // could not reach its role (a new one would fail the same way).
+        rt.forkserver_fd.store(-1, Ordering::Release);
+        *slot = None;
+        if let Some(why) = failed {
+            return Err(StartError::InitNotFirst(why));
         }
     }
     Err(StartError::Io(last_error.expect("two failed attempts")))
@@ -167,6 +211,19 @@ impl Starter for ForkServerStarter {
 pub(crate) fn serve(sock: OwnedFd) -> ! {
     let user = sys::proc::getppid();
     let Some(proof) = sys::proc::SingleThreaded::check() else {
+        // Forking here could copy a lock another thread holds: refuse, and say why to
+        // the parent, whose first request reads this instead of an answer.
+        let why = format!(
+            "the forkserver found {} threads running when multiproc::init() took its role",
+            sys::proc::thread_count()
+        );
+        let mut refusal = vec![REFUSED];
+        refusal.extend_from_slice(why.as_bytes());
+        let _ = sys::fd::send_all(sock.as_fd(), &refusal);
+        // Exit once the parent asks (or leaves): its request must find the socket
+        // open, or it would see EPIPE instead of reading the refusal.
+        let mut request = [0u8; 16];
+        let _ = sys::fd::recv_with_fds(sock.as_fd(), &mut request, 4);
         sys::proc::exit_now(crate::process::EXIT_BOOTSTRAP)
     };
     let mut buf = [0u8; 16];
