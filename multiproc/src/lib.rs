@@ -142,7 +142,7 @@ macro_rules! test_support {
 // A process multiproc re-executes (a `spawn` child, the forkserver) takes its role
 // before `main` runs, so that code before `init()` (threads a runtime started, code that
 // fails in a child) never runs in it: see `process::runtime::take_role_before_main`.
-// The only `unsafe` outside `sys`, as in `test_support!`: the attribute that puts a
+// Like `test_support!`, an `unsafe` attribute outside `sys`: the one that puts a
 // function pointer in `.init_array`, which the C runtime calls before `main`.
 const _: () = {
     #[allow(unsafe_code)]
