@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::{Arc, Barrier};
 
 use multiproc::testing::LeakCheck;
-use multiproc::{Pool, Process, StartError, StartMethod};
+use multiproc::{Pool, Process, ProcessError, StartError, StartMethod};
 
 /// Tells [`before_multiproc`] what to do in a forkserver: `thread` or `exit`.
 const BEFORE_VAR: &str = "MULTIPROC_TEST_BEFORE_INIT";
@@ -34,8 +34,14 @@ const _: () = {
     };
 };
 
-/// In a forkserver started by a parent that set [`BEFORE_VAR`]: start a thread, or exit.
+/// In a process re-executed by a parent that set [`BEFORE_VAR`]: in a forkserver, start
+/// a thread or exit; in a `spawn` child, exit with 3 (`child-exit`).
 fn before_multiproc() {
+    if std::env::var_os("MULTIPROC_CHILD").is_some()
+        && std::env::var(BEFORE_VAR).as_deref() == Ok("child-exit")
+    {
+        std::process::exit(3);
+    }
     if std::env::var_os("MULTIPROC_FORKSERVER").is_none() {
         return;
     }
@@ -178,4 +184,47 @@ fn a_forkserver_that_cannot_take_its_role_names_the_cause() {
     for before in ["thread", "exit"] {
         run_inner("inner_forkserver_cannot_take_its_role", before);
     }
+}
+
+fn unit_target(_: ()) {}
+
+#[test]
+#[ignore = "run by a_spawn_child_that_exits_before_init_says_so, in a process of its own"]
+fn inner_spawn_child_exits_before_init() {
+    code_before_init();
+    multiproc::init();
+    let leaks = LeakCheck::start();
+    // A result type that decodes from nothing too: an exit with 3 must not pass for it.
+    for with_handle in [false, true] {
+        let mut p = if with_handle {
+            // Arguments with a descriptor are sent after the child starts.
+            let event = multiproc::sync::Event::new().expect("an event");
+            Process::builder()
+                .start_method(StartMethod::Spawn)
+                .start(|_: multiproc::sync::Event| (), event)
+                .expect("spawn")
+        } else {
+            Process::builder()
+                .start_method(StartMethod::Spawn)
+                .start(unit_target, ())
+                .expect("spawn")
+        };
+        match p.join() {
+            Err(ProcessError::Bootstrap { message, .. }) => assert!(
+                message.contains("exited (exit code 3) before multiproc::init() ran")
+                    && message.contains("call multiproc::init() first in main"),
+                "{message}"
+            ),
+            other => panic!("with_handle {with_handle}: expected a bootstrap error, got {other:?}"),
+        }
+        assert_eq!(p.exit_status().expect("reaped").exitcode(), 3);
+        drop(p);
+    }
+    leaks.assert_clean();
+}
+
+#[test]
+fn a_spawn_child_that_exits_before_init_says_so() {
+    code_before_init();
+    run_inner("inner_spawn_child_exits_before_init", "child-exit");
 }

@@ -474,6 +474,7 @@ impl ProcessBuilder {
             method,
             pidfd: Some(pidfd),
             chan: Some(launched.chan),
+            bootstrap_unread: launched.bootstrap_unread,
             buf: Vec::new(),
             limits: self.limits.unwrap_or_default(),
             status: None,
@@ -502,6 +503,9 @@ pub struct Process<R> {
     limits: Limits,
     status: Option<ExitStatus>,
     result: Option<Result<R, ProcessError>>,
+    /// The child ended without reading all of its bootstrap (sending it failed, or its
+    /// end was closed with bytes unread: `ECONNRESET`), so it never reached `init()`.
+    bootstrap_unread: bool,
     _result: PhantomData<fn() -> R>,
 }
 
@@ -725,6 +729,9 @@ impl<R: DeserializeOwned + 'static> Process<R> {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    // The child closed its end with bytes unread: the bootstrap is all
+                    // this side ever sends it.
+                    self.bootstrap_unread = true;
                     self.chan = None;
                     return Ok(());
                 }
@@ -738,6 +745,18 @@ impl<R: DeserializeOwned + 'static> Process<R> {
 
     fn interpret(&mut self, status: ExitStatus) -> Result<R, ProcessError> {
         let pid = self.pid;
+        if self.buf.is_empty() && self.bootstrap_unread && status.signal().is_none() {
+            // Only code that runs before `init()` takes the role can end it there: since
+            // roles are taken before `main`, another library's constructor.
+            return Err(ProcessError::Bootstrap {
+                pid,
+                message: format!(
+                    "the child exited ({status}) before multiproc::init() ran in it (it \
+                     never read its bootstrap): call multiproc::init() first in main; code \
+                     that runs before main, such as a library's constructor, ended it"
+                ),
+            });
+        }
         if self.buf.is_empty() {
             return match status.signal() {
                 Some(_) => Err(ProcessError::Signaled { pid, status }),

@@ -39,6 +39,7 @@ impl Starter for Fork {
             pid,
             pidfd,
             chan: parent_end,
+            bootstrap_unread: false,
         })
     }
 }

@@ -198,11 +198,13 @@ impl Starter for ForkServerStarter {
         let pid = request(&child_end)?;
         drop(child_end);
         let pidfd = sys::proc::pidfd_open(pid)?;
-        let _ = sys::fd::send_all_with_fds(parent_end.as_fd(), &frame, &fds);
+        let bootstrap_unread =
+            sys::fd::send_all_with_fds(parent_end.as_fd(), &frame, &fds).is_err();
         Ok(Launched {
             pid,
             pidfd,
             chan: parent_end,
+            bootstrap_unread,
         })
     }
 }

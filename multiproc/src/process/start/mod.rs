@@ -26,6 +26,9 @@ pub(crate) struct Launched {
     pub(crate) pid: u32,
     pub(crate) pidfd: OwnedFd,
     pub(crate) chan: OwnedFd,
+    /// The child is known not to have read its bootstrap (sending it failed: the child
+    /// had already closed its end).
+    pub(crate) bootstrap_unread: bool,
 }
 
 /// What the child must run.

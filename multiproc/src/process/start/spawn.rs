@@ -34,11 +34,13 @@ impl Starter for Spawn {
         let pid = exec_self("MULTIPROC_CHILD", child_end)?;
         let pidfd = sys::proc::pidfd_open(pid)?;
         // A child that died already makes this fail with EPIPE; `join` reports its death.
-        let _ = sys::fd::send_all_with_fds(parent_end.as_fd(), &frame[sent..], &fds);
+        let bootstrap_unread =
+            sys::fd::send_all_with_fds(parent_end.as_fd(), &frame[sent..], &fds).is_err();
         Ok(Launched {
             pid,
             pidfd,
             chan: parent_end,
+            bootstrap_unread,
         })
     }
 }
