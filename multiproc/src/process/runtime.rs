@@ -173,6 +173,8 @@ pub fn set_fork_warning(enabled: bool) {
 fn after_fork_in_child() {
     // Its panics go straight to its descriptor 2 (see `child::install_panic_hook`).
     super::child::mark_child();
+    // The parent's panics are not this process's (see `exit_hook`).
+    PANICKED.store(false, Ordering::Relaxed);
     if let Some(rt) = RUNTIME.forget() {
         sys::fd::close_inherited(rt.forkserver_fd.swap(-1, Ordering::AcqRel));
     }
