@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
 use multiproc::executor::{Executor, ProcessPoolExecutor, TaskError, ThreadPoolExecutor};
-use multiproc::pool::{Pool, PoolError};
+use multiproc::pool::PoolError;
 use multiproc::shared::Atomic;
 use multiproc::sync::Event;
 use multiproc::testing::LeakCheck;
@@ -19,6 +19,7 @@ use multiproc::{StartMethod, process::set_fork_warning};
 
 mod common;
 use common::{PROMPT, wait_until};
+use common::{executor, pool};
 
 multiproc::test_support!();
 
@@ -27,24 +28,6 @@ const READ_WITHOUT_BOUND: u64 = 5_000_000;
 /// What a map may read ahead of the results taken: the pool's read-ahead (2^16 items
 /// at most) with room to spare, far below `READ_WITHOUT_BOUND`.
 const READ_AHEAD_BOUND: u64 = 1 << 17;
-
-fn pool(method: StartMethod, n: usize) -> Pool {
-    set_fork_warning(false);
-    Pool::builder()
-        .processes(n)
-        .start_method(method)
-        .build()
-        .expect("start the pool")
-}
-
-fn executor(method: StartMethod, n: usize) -> ProcessPoolExecutor {
-    set_fork_warning(false);
-    ProcessPoolExecutor::builder()
-        .max_workers(n)
-        .start_method(method)
-        .build()
-        .expect("start the executor")
-}
 
 fn square(x: u64) -> u64 {
     x.wrapping_mul(x)
