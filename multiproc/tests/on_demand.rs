@@ -17,21 +17,13 @@ use multiproc::{StartMethod, process::set_fork_warning};
 multiproc::test_support!();
 
 mod common;
+use common::executor;
 use common::wait_until;
 
 const PROMPT: Duration = Duration::from_secs(60);
 
 fn pid(_: ()) -> u32 {
     std::process::id()
-}
-
-fn executor(method: StartMethod, n: usize) -> ProcessPoolExecutor {
-    set_fork_warning(false);
-    ProcessPoolExecutor::builder()
-        .max_workers(n)
-        .start_method(method)
-        .build()
-        .expect("start the executor")
 }
 
 /// Gates for tasks in worker processes: task `i` says it started on `started[i]` and

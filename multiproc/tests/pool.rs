@@ -15,21 +15,13 @@ use multiproc::testing::LeakCheck;
 use multiproc::{StartMethod, process::set_fork_warning};
 
 mod common;
+use common::pool;
 use common::wait_gone;
 use common::{PanicsWhenEncoded, takes_panics_when_encoded};
 
 multiproc::test_support!();
 
 const PROMPT: Duration = Duration::from_secs(60);
-
-fn pool(method: StartMethod, n: usize) -> Pool {
-    set_fork_warning(false);
-    Pool::builder()
-        .processes(n)
-        .start_method(method)
-        .build()
-        .expect("start the pool")
-}
 
 fn square(x: u64) -> u64 {
     x * x

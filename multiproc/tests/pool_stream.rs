@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
 use multiproc::executor::{Executor, ProcessPoolExecutor, TaskError, ThreadPoolExecutor};
-use multiproc::pool::{Pool, PoolError};
+use multiproc::pool::PoolError;
 use multiproc::shared::Atomic;
 use multiproc::sync::Event;
 use multiproc::testing::LeakCheck;
@@ -19,6 +19,7 @@ use multiproc::{StartMethod, process::set_fork_warning};
 
 mod common;
 use common::{PROMPT, wait_until};
+use common::{executor, pool};
 
 multiproc::test_support!();
 
@@ -27,24 +28,6 @@ const READ_WITHOUT_BOUND: u64 = 5_000_000;
 /// What a map may read ahead of the results taken: the pool's read-ahead (2^16 items
 /// at most) with room to spare, far below `READ_WITHOUT_BOUND`.
 const READ_AHEAD_BOUND: u64 = 1 << 17;
-
-fn pool(method: StartMethod, n: usize) -> Pool {
-    set_fork_warning(false);
-    Pool::builder()
-        .processes(n)
-        .start_method(method)
-        .build()
-        .expect("start the pool")
-}
-
-fn executor(method: StartMethod, n: usize) -> ProcessPoolExecutor {
-    set_fork_warning(false);
-    ProcessPoolExecutor::builder()
-        .max_workers(n)
-        .start_method(method)
-        .build()
-        .expect("start the executor")
-}
 
 fn square(x: u64) -> u64 {
     x.wrapping_mul(x)
@@ -710,6 +693,52 @@ fn dropping_a_map_whose_input_panics_on_drop_does_not_unwind_into_the_caller() {
         assert_eq!(m.next().unwrap().unwrap(), 0);
         let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(m)));
         assert!(dropped.is_ok(), "the input's panic reached the caller");
+        p.close();
+        p.join().unwrap();
+    }
+    check.assert_clean();
+}
+
+fn check_not_multiple_of_3(x: u64) -> u64 {
+    assert!(x % 3 != 0, "a multiple of 3");
+    x * 10
+}
+
+/// `imap_unordered` hides which item a failure was for; `indexed` tells (issue 14
+/// item 3: errors carry the input's index).
+#[test]
+fn indexed_results_carry_the_input_index_in_any_order() {
+    let check = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let p = pool(method, 2);
+        for unordered in [true, false] {
+            let map = if unordered {
+                p.imap_unordered(check_not_multiple_of_3, 0..30u64)
+            } else {
+                p.imap(check_not_multiple_of_3, 0..30u64)
+            };
+            let mut seen = HashSet::new();
+            for (i, r) in map.unwrap().indexed() {
+                assert!(seen.insert(i), "{method}: {i} twice");
+                match r {
+                    Ok(v) => assert_eq!(v, i as u64 * 10, "{method}"),
+                    Err(e) => {
+                        assert_eq!(i % 3, 0, "{method}: {i} failed: {e}");
+                        assert!(e.to_string().contains("a multiple of 3"), "{e}");
+                    }
+                }
+            }
+            assert_eq!(seen.len(), 30, "{method}");
+        }
+        // The ending error of a panicking input comes with the index where it ended.
+        let ends_at_4 = (0..10u64).inspect(|&x| assert!(x != 4, "input"));
+        let got: Vec<(usize, bool)> = p
+            .imap_unordered(ident, ends_at_4)
+            .unwrap()
+            .indexed()
+            .map(|(i, r)| (i, r.is_ok()))
+            .collect();
+        assert_eq!(got.last(), Some(&(4, false)), "{method}: {got:?}");
         p.close();
         p.join().unwrap();
     }

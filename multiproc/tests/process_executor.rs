@@ -19,18 +19,10 @@ use multiproc::{StartMethod, process::set_fork_warning};
 multiproc::test_support!();
 
 mod common;
+use common::executor;
 use common::{PanicsWhenEncoded, takes_panics_when_encoded};
 
 const PROMPT: Duration = Duration::from_secs(60);
-
-fn executor(method: StartMethod, n: usize) -> ProcessPoolExecutor {
-    set_fork_warning(false);
-    ProcessPoolExecutor::builder()
-        .max_workers(n)
-        .start_method(method)
-        .build()
-        .expect("start the executor")
-}
 
 fn cube(x: i64) -> i64 {
     x * x * x

@@ -409,6 +409,7 @@ impl<'p> Mapper<'p> {
                 order,
                 end: None,
                 tail: None,
+                last: None,
             },
             feeder: Some(Box::new(feeder)),
             submitted: 0,
@@ -709,7 +710,7 @@ struct MapSlots<R> {
     window: VecDeque<Option<Result<R, TaskError>>>,
     base: usize,
     /// Completion order: the results as they arrived.
-    arrivals: VecDeque<Result<R, TaskError>>,
+    arrivals: VecDeque<(usize, Result<R, TaskError>)>,
     order: Order,
 }
 
@@ -776,8 +777,8 @@ impl<R> MapState<R> {
                     }
                 }
                 Order::Completion => {
-                    for v in values {
-                        slots.arrivals.push_back(v);
+                    for (i, v) in (start..).zip(values) {
+                        slots.arrivals.push_back((i, v));
                         n += 1;
                     }
                 }
@@ -862,6 +863,8 @@ struct Results<R> {
     /// What comes after the last result: the input panicked, or the pool stopped
     /// taking its items.
     tail: Option<TaskError>,
+    /// The input index of the result yielded last.
+    last: Option<usize>,
 }
 
 impl<R> Results<R> {
@@ -871,18 +874,20 @@ impl<R> Results<R> {
         let got = match self.order {
             Order::Input => {
                 if slots.window.front().is_some_and(Option::is_some) {
+                    let index = slots.base;
                     slots.base += 1;
-                    slots.window.pop_front().flatten()
+                    slots.window.pop_front().flatten().map(|r| (index, r))
                 } else {
                     None
                 }
             }
             Order::Completion => slots.arrivals.pop_front(),
         };
-        if got.is_some() {
+        got.map(|(index, r)| {
             self.next += 1;
-        }
-        got
+            self.last = Some(index);
+            r
+        })
     }
 
     /// Every result was yielded (the tail may remain).
@@ -941,7 +946,7 @@ impl<R> std::fmt::Debug for IMap<'_, R> {
     }
 }
 
-impl<R> IMap<'_, R> {
+impl<'a, R> IMap<'a, R> {
     /// A map that failed as a whole with `error` (a broken pool): it yields the error
     /// once, then ends.
     pub(crate) fn failed(error: TaskError) -> IMap<'static, R> {
@@ -954,6 +959,7 @@ impl<R> IMap<'_, R> {
                 order: Order::Input,
                 end: Some(0),
                 tail: Some(error),
+                last: None,
             },
             feeder: None,
             submitted: 0,
@@ -1044,13 +1050,41 @@ impl<R> IMap<'_, R> {
                 return Ok(Some(r));
             }
             if self.results.finished() {
-                return Ok(self.results.tail.take().map(Err));
+                let tail = self.results.tail.take();
+                if tail.is_some() {
+                    // The items the input never gave, from where it ended.
+                    self.results.last = self.results.end;
+                }
+                return Ok(tail.map(Err));
             }
             if self.top_up() {
                 continue;
             }
             self.results.wait(seen, deadline)?;
         }
+    }
+
+    /// The results with the input index of each (what `imap_unordered`'s order hides):
+    /// `(index, result)`. An ending error (the input panicked, the pool stopped taking
+    /// items) comes with the index of the first item the input did not give.
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use multiproc::pool::Pool;
+    ///
+    /// fn check(x: u32) -> u32 { assert!(x != 2, "two"); x }
+    ///
+    /// let pool = Pool::new(2)?;
+    /// let failed: Vec<usize> = pool
+    ///     .imap_unordered(check, 0..5)?
+    ///     .indexed()
+    ///     .filter_map(|(i, r)| r.is_err().then_some(i))
+    ///     .collect();
+    /// assert_eq!(failed, [2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn indexed(self) -> Indexed<'a, R> {
+        Indexed { map: self }
     }
 
     /// Every result in input order, or the first failure (in input order). A failure
@@ -1072,6 +1106,30 @@ impl<R> IMap<'_, R> {
             }
         }
         Ok(out)
+    }
+}
+
+/// [`IMap::indexed`]: each result with the input index of its item.
+pub struct Indexed<'a, R> {
+    map: IMap<'a, R>,
+}
+
+impl<R> std::fmt::Debug for Indexed<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Indexed").field(&self.map).finish()
+    }
+}
+
+impl<R> Iterator for Indexed<'_, R> {
+    type Item = (usize, Result<R, TaskError>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let r = self.map.next()?;
+        Some((self.map.results.last.unwrap_or(0), r))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.map.size_hint()
     }
 }
 

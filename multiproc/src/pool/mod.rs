@@ -68,7 +68,7 @@ use serde::de::DeserializeOwned;
 
 pub use crate::future::{Future, TaskError, WaitError};
 pub(crate) use core::{Core, Refused};
-pub use map::{IMap, MapResult, Mapper};
+pub use map::{IMap, Indexed, MapResult, Mapper};
 pub use task::AsyncResult;
 pub(crate) use task::submit_one;
 

@@ -365,10 +365,12 @@ impl Slots {
         self.at(worker, DONE_AT).store(id, Ordering::Release);
     }
 
-    fn begin(&self, worker: usize, id: u64) {
-        self.at(worker, STARTED_AT)
-            .store(monotonic_ns(), Ordering::Release);
+    /// Publishes that `worker` begins task `id`; returns the start time it recorded.
+    fn begin(&self, worker: usize, id: u64) -> u64 {
+        let now = monotonic_ns();
+        self.at(worker, STARTED_AT).store(now, Ordering::Release);
         self.at(worker, CURRENT_AT).store(id, Ordering::SeqCst);
+        now
     }
 }
 
@@ -539,7 +541,7 @@ fn worker_loop(parts: Parts, proof: Verified) {
         args,
     }) = tasks.get()
     {
-        slots.begin(worker, id);
+        let started = slots.begin(worker, id);
         if slots.take_cancelled(worker, id) {
             // Cancelled while it waited in this worker's queue: it never starts.
             let _ = replies.put(Reply::Done {
@@ -552,7 +554,6 @@ fn worker_loop(parts: Parts, proof: Verified) {
             slots.end(worker, id);
             continue;
         }
-        let started = std::time::Instant::now();
         let entry: TaskEntry = sys::entry::resolve(&proof, entry);
         let items = entry(TaskCall {
             proof,
@@ -563,7 +564,7 @@ fn worker_loop(parts: Parts, proof: Verified) {
             worker: index,
             generation,
             id,
-            busy_ns: started.elapsed().as_nanos() as u64,
+            busy_ns: monotonic_ns().saturating_sub(started),
             items,
         };
         if let Err(e) = replies.put(reply) {

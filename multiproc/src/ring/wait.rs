@@ -47,8 +47,10 @@ pub(super) struct Waiter {
     rounds: u32,
     /// When the first wait began.
     since: Option<Instant>,
-    /// The deadline had passed already when the call began: a `try_` call.
-    immediate: bool,
+    /// The deadline had passed already when the call began (a `try_` call): learnt
+    /// when first needed (a put asks before its first attempt; a get never), so that a
+    /// get that needs no wait reads no clock.
+    immediate: std::cell::Cell<Option<bool>>,
 }
 
 const SPIN_ROUNDS: u32 = 64;
@@ -71,8 +73,17 @@ impl Waiter {
             deadline,
             rounds: 0,
             since: None,
-            immediate: deadline.is_some_and(|d| d <= Instant::now()),
+            immediate: std::cell::Cell::new(deadline.is_none().then_some(false)),
         }
+    }
+
+    fn immediate(&self) -> bool {
+        if let Some(known) = self.immediate.get() {
+            return known;
+        }
+        let known = self.deadline.is_some_and(|d| d <= Instant::now());
+        self.immediate.set(Some(known));
+        known
     }
 
     /// `true` once the other side has not kept up for [`SPILL_AFTER`] (or the
@@ -80,8 +91,8 @@ impl Waiter {
     pub(super) fn is_patient(&self) -> bool {
         match self.since {
             // Not waited yet: only a call that cannot wait spills at once.
-            None => self.immediate,
-            Some(t) => self.immediate || t.elapsed() >= SPILL_AFTER,
+            None => self.immediate(),
+            Some(t) => self.immediate() || t.elapsed() >= SPILL_AFTER,
         }
     }
 

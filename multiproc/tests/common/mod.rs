@@ -156,3 +156,23 @@ pub(crate) fn rss_of(pid: &str) -> u64 {
         .expect("statm's resident field");
     pages * 4096
 }
+
+/// A pool of `n` workers started by `method`.
+pub(crate) fn pool(method: StartMethod, n: usize) -> multiproc::pool::Pool {
+    multiproc::process::set_fork_warning(false);
+    multiproc::pool::Pool::builder()
+        .processes(n)
+        .start_method(method)
+        .build()
+        .expect("start the pool")
+}
+
+/// A process executor of at most `n` workers started by `method`.
+pub(crate) fn executor(method: StartMethod, n: usize) -> multiproc::executor::ProcessPoolExecutor {
+    multiproc::process::set_fork_warning(false);
+    multiproc::executor::ProcessPoolExecutor::builder()
+        .max_workers(n)
+        .start_method(method)
+        .build()
+        .expect("start the executor")
+}
