@@ -31,7 +31,9 @@ pub(crate) const PROMPT: Duration = Duration::from_secs(20);
 pub(crate) const KEY: &[u8] = b"fuzz key";
 
 /// A user type with nesting: enums, options, maps, strings, boxes, recursion through a
-/// `Vec` (whose depth is bounded by the bytes, as for every recursive type).
+/// `Vec`. Its depth is bounded only by the bytes, and postcard has no depth limit: a
+/// value nested some 10 000 deep (40 KB) overflows a 2 MiB thread stack, so the harness
+/// decodes it from short inputs only ([`NESTED_MAX`]; see the README's trust model).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) enum Nested {
     Leaf(u8),
@@ -53,6 +55,9 @@ pub(crate) struct Record {
     pub(crate) nested: Nested,
     pub(crate) bytes: Vec<u8>,
 }
+
+/// The longest input decoded as a recursive type: at 4 bytes a level, 2 000 levels.
+pub(crate) const NESTED_MAX: usize = 8 << 10;
 
 /// A value of each shape, for seeds.
 pub(crate) fn sample_record(i: u64) -> Record {
@@ -122,6 +127,9 @@ pub(crate) fn codec_frames(data: &[u8]) {
         decode_as::<u64>(data, &limits);
         decode_as::<String>(data, &limits);
         decode_as::<Vec<u8>>(data, &limits);
+        if data.len() > NESTED_MAX {
+            continue;
+        }
         decode_as::<Record>(data, &limits);
         decode_as::<Vec<Nested>>(data, &limits);
         if let Some((selector, body)) = data.split_first() {
@@ -144,6 +152,7 @@ pub(crate) type WithHandle = (u8, Option<Sender<u8>>);
 /// the socket's buffer holds it, so the writer does not wait for the reader.
 pub(crate) const PIPE_INPUT_MAX: usize = 64 << 10;
 
+
 /// (b) A pipe's socket: `data[1..]` written to the raw socket of one end, then read by
 /// the other end, of the type `data[0]` picks, until nothing more comes. Every read
 /// gives a value or a typed error at once; when the writer goes, the reader learns it
@@ -154,6 +163,9 @@ pub(crate) fn pipe_socket(data: &[u8]) -> usize {
         return 0;
     };
     let stream = &stream[..stream.len().min(PIPE_INPUT_MAX)];
+    if stream.len() > NESTED_MAX && pick % 3 == 2 {
+        return 0;
+    }
     match pick % 3 {
         0 => pipe_socket_as::<WithHandle>(stream),
         1 => pipe_socket_as::<u64>(stream),
