@@ -16,9 +16,9 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use multiproc::StartMethod;
 use multiproc::codec::{self, CodecError, HEADER_LEN, Limits};
 use multiproc::connection::{Connection, RecvError, Sender, pipe};
-use multiproc::StartMethod;
 use multiproc::manager::{Address, Manager};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -95,8 +95,12 @@ where
     T: Serialize + DeserializeOwned + PartialEq + Debug,
 {
     if let Ok((value, used)) = codec::decode_frame::<T>(bytes, limits) {
-        assert!((HEADER_LEN..=bytes.len()).contains(&used), "{used} bytes used");
-        let again = codec::encode_frame(&value, &Limits::default()).expect("a decoded value encodes");
+        assert!(
+            (HEADER_LEN..=bytes.len()).contains(&used),
+            "{used} bytes used"
+        );
+        let again =
+            codec::encode_frame(&value, &Limits::default()).expect("a decoded value encodes");
         let (back, n) = codec::decode_frame::<T>(&again, &Limits::default())
             .expect("a re-encoded value decodes");
         assert_eq!(back, value);
@@ -152,7 +156,6 @@ pub(crate) type WithHandle = (u8, Option<Sender<u8>>);
 /// the socket's buffer holds it, so the writer does not wait for the reader.
 pub(crate) const PIPE_INPUT_MAX: usize = 64 << 10;
 
-
 /// (b) A pipe's socket: `data[1..]` written to the raw socket of one end, then read by
 /// the other end, of the type `data[0]` picks, until nothing more comes. Every read
 /// gives a value or a typed error at once; when the writer goes, the reader learns it
@@ -177,7 +180,8 @@ fn pipe_socket_as<T: DeserializeOwned + Serialize + Debug>(data: &[u8]) -> usize
     let (mine, theirs) = pipe::<T>().expect("a pipe");
     let mut raw = UnixStream::from(theirs.as_fd().try_clone_to_owned().expect("dup"));
     drop(theirs);
-    raw.write_all(data).expect("the socket's buffer holds the input");
+    raw.write_all(data)
+        .expect("the socket's buffer holds the input");
     let most = data.len() / (HEADER_LEN + 1) + 1;
     let taken = drain(&mine, most);
     // The writer goes: the reader learns it, promptly.
@@ -187,7 +191,11 @@ fn pipe_socket_as<T: DeserializeOwned + Serialize + Debug>(data: &[u8]) -> usize
         Err(RecvError::Disconnected | RecvError::Codec(_) | RecvError::Io(_)) => {}
         other => panic!("after the writer went: {other:?}"),
     }
-    assert!(start.elapsed() < PROMPT, "the end took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < PROMPT,
+        "the end took {:?}",
+        start.elapsed()
+    );
     taken
 }
 
@@ -282,7 +290,10 @@ fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
 pub(crate) fn manager_handshake(addr: SocketAddr, data: &[u8]) {
     let mut s = connect(addr);
     let challenge = recv_message(&mut s);
-    assert!(challenge.starts_with(b"#CHALLENGE#MPMGR2S"), "{challenge:?}");
+    assert!(
+        challenge.starts_with(b"#CHALLENGE#MPMGR2S"),
+        "{challenge:?}"
+    );
     // The server may close before it has read everything: a write error is its answer.
     let _ = s.write_all(data);
     let _ = s.shutdown(Shutdown::Write);
@@ -304,7 +315,10 @@ pub(crate) fn authenticated(addr: SocketAddr) -> TcpStream {
     mac.update(&challenge);
     send_message(&mut s, &mac.finalize().into_bytes());
     assert_eq!(recv_message(&mut s), b"#WELCOME#");
-    send_message(&mut s, b"#CHALLENGE#MPMGR2CAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    send_message(
+        &mut s,
+        b"#CHALLENGE#MPMGR2CAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    );
     let _digest = recv_message(&mut s);
     send_message(&mut s, b"#WELCOME#");
     s
@@ -371,6 +385,8 @@ pub(crate) fn manager_frames(addr: SocketAddr, data: &[u8]) -> usize {
 /// The server still serves: a client with the key makes a list and reads it back.
 pub(crate) fn still_serves(addr: SocketAddr) {
     let client = Manager::connect(addr, KEY).expect("the server still accepts clients");
-    let list = client.list([1u32, 2, 3]).expect("the server still makes objects");
+    let list = client
+        .list([1u32, 2, 3])
+        .expect("the server still makes objects");
     assert_eq!(list.to_vec().expect("the server still answers"), [1, 2, 3]);
 }

@@ -132,12 +132,7 @@ fn pool_workers_and_the_forkserver_killed_at_random() {
             })
         };
         let results: Vec<_> = (0..30)
-            .map(|i| {
-                (
-                    i,
-                    pool.apply_async(work, (i, rng.below(5000))).unwrap(),
-                )
-            })
+            .map(|i| (i, pool.apply_async(work, (i, rng.below(5000))).unwrap()))
             .collect();
         for (i, r) in results {
             match r.get_timeout(PROMPT) {
@@ -153,7 +148,10 @@ fn pool_workers_and_the_forkserver_killed_at_random() {
         stop.store(true, Ordering::Relaxed);
         killer.join().unwrap();
         kills += worker_kills.load(Ordering::Relaxed);
-        assert!(died <= kills, "{method}: {died} tasks died of {kills} kills");
+        assert!(
+            died <= kills,
+            "{method}: {died} tasks died of {kills} kills"
+        );
         // The pool replaced its dead: it still runs tasks.
         assert_eq!(pool.apply(work, (21, 0)).unwrap(), 42, "{method}");
         assert_eq!(pool.worker_pids().len(), 3, "{method}");
@@ -333,7 +331,10 @@ fn queue_producers_and_consumers_killed_at_random() {
             missing <= killed_consumers,
             "{missing} items lost to {killed_consumers} killed consumers"
         );
-        assert!(published.values().all(|&n| n > 0), "the survivors put nothing");
+        assert!(
+            published.values().all(|&n| n > 0),
+            "the survivors put nothing"
+        );
     }
     leaks.assert_clean();
 }

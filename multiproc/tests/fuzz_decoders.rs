@@ -26,7 +26,7 @@ fn seed() -> u64 {
     std::env::var("MULTIPROC_FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_14)
+        .unwrap_or(0x005e_ed14)
 }
 
 /// xorshift64*: small, seeded, the same everywhere.
@@ -72,8 +72,7 @@ fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
             1 => v.truncate(at),
             // A huge, or merely wrong, length in the header.
             2 if v.len() >= 8 => {
-                let len = [u32::MAX, 1 << 30, (1 << 31) + 1, 0, 1, rng.next() as u32]
-                    [rng.below(6)];
+                let len = [u32::MAX, 1 << 30, (1 << 31) + 1, 0, 1, rng.next() as u32][rng.below(6)];
                 v[4..8].copy_from_slice(&len.to_le_bytes());
             }
             // Wrong magic.
@@ -152,7 +151,13 @@ fn codec_seeds() -> Vec<Vec<u8>> {
         seeds.push(codec::encode_frame(&harness::sample_record(i), &limits).unwrap());
     }
     // Bodies behind a selector byte, as the harness reframes them.
-    seeds.push([&[3u8][..], &codec::encode(&harness::sample_record(9)).unwrap()].concat());
+    seeds.push(
+        [
+            &[3u8][..],
+            &codec::encode(&harness::sample_record(9)).unwrap(),
+        ]
+        .concat(),
+    );
     seeds.push([&[1u8][..], &codec::encode(&"text".to_string()).unwrap()].concat());
     seeds
 }
@@ -189,7 +194,13 @@ fn pipe_seeds() -> Vec<Vec<u8>> {
         seed(2, &[record(1), record(2)]),
         seed(2, &[record(5), pipe_frame(&7u64)]),
         seed(1, &[pipe_frame(&7u64), pipe_frame(&u64::MAX)]),
-        seed(0, &[pipe_frame(&(3u8, None::<multiproc::connection::Sender<u8>>))]),
+        seed(
+            0,
+            &[pipe_frame(&(
+                3u8,
+                None::<multiproc::connection::Sender<u8>>,
+            ))],
+        ),
         seed(0, &[announced]),
         seed(0, &[named]),
     ]
@@ -215,7 +226,11 @@ fn a_pipe_fed_foreign_bytes_answers_at_once_with_bounded_memory() {
         messages += harness::pipe_socket(input)
     });
     let grown = common::rss_of("self").saturating_sub(before);
-    assert!(grown < 64 << 20, "{} MiB after {PIPE_CASES} inputs", grown >> 20);
+    assert!(
+        grown < 64 << 20,
+        "{} MiB after {PIPE_CASES} inputs",
+        grown >> 20
+    );
     assert!(messages > 0, "no input gave a message: the seeds are wrong");
     leaks.assert_clean();
 }
@@ -289,7 +304,10 @@ fn an_authenticated_client_sending_foreign_frames_costs_only_its_connection() {
         harness::still_serves(addr);
         manager.shutdown().unwrap();
     }
-    assert!(replies > 3 * seeds.len(), "{replies} replies: the seeds are wrong");
+    assert!(
+        replies > 3 * seeds.len(),
+        "{replies} replies: the seeds are wrong"
+    );
     leaks.assert_clean();
 }
 
@@ -311,9 +329,11 @@ fn the_harness_holds_back_shutdown_and_nothing_else() {
     let samples = multiproc::fuzzing::manager_request_samples();
     let all = harness::request_frames(samples.iter().map(Vec::as_slice));
     assert_eq!(harness::benign_stream(&all), all);
-    assert!(samples
-        .iter()
-        .all(|s| multiproc::fuzzing::manager_request_is_benign(s)));
+    assert!(
+        samples
+            .iter()
+            .all(|s| multiproc::fuzzing::manager_request_is_benign(s))
+    );
     // `Request::Shutdown` is the third variant, with no fields: one byte.
     assert!(!multiproc::fuzzing::manager_request_is_benign(&[2]));
     let with_shutdown = harness::request_frames([&samples[0][..], &[2u8], &samples[1][..]]);
@@ -322,4 +342,3 @@ fn the_harness_holds_back_shutdown_and_nothing_else() {
         harness::request_frames([&samples[0][..], &samples[1][..]])
     );
 }
-
