@@ -72,7 +72,16 @@ fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
             1 => v.truncate(at),
             // A huge, or merely wrong, length in the header.
             2 if v.len() >= 8 => {
-                let len = [u32::MAX, 1 << 30, (1 << 31) + 1, 0, 1, rng.next() as u32][rng.below(6)];
+                // (200 MiB is under a manager's limit, 1 GiB under a pipe's.)
+                let len = [
+                    u32::MAX,
+                    1 << 30,
+                    200 << 20,
+                    (1 << 31) + 1,
+                    0,
+                    1,
+                    rng.next() as u32,
+                ][rng.below(7)];
                 v[4..8].copy_from_slice(&len.to_le_bytes());
             }
             // Wrong magic.
@@ -189,6 +198,8 @@ fn pipe_seeds() -> Vec<Vec<u8>> {
     announced.extend_from_slice(&[1, 4, 0]);
     let mut named = codec::header(6, handle_fp).to_vec();
     named.extend_from_slice(&[0, 4, 1, 0, 0, 0]);
+    let mut huge = codec::header(1 << 30, codec::fingerprint::<harness::Record>()).to_vec();
+    huge.push(0);
     vec![
         seed(2, &[record(0)]),
         seed(2, &[record(1), record(2)]),
@@ -203,7 +214,26 @@ fn pipe_seeds() -> Vec<Vec<u8>> {
         ),
         seed(0, &[announced]),
         seed(0, &[named]),
+        // A frame announcing 1 GiB (under a pipe's limit) that brings 100 bytes.
+        seed(2, &[huge, vec![7; 100]]),
     ]
+}
+
+/// Starts the resident high-water mark (`VmHWM`) of process `pid` ("self": this one)
+/// afresh (a forked child inherits its parent's).
+fn reset_peak_rss_of(pid: &str) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset VmHWM");
+}
+
+/// The resident high-water mark of process `pid` ("self": this one), in bytes.
+fn peak_rss_of(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kb * 1024
 }
 
 /// Pipe inputs: each costs about 20 ms, the slice in which a reader looks at its
@@ -218,17 +248,19 @@ const PIPE_CASES: usize = 300;
 fn a_pipe_fed_foreign_bytes_answers_at_once_with_bounded_memory() {
     let leaks = LeakCheck::start();
     let seeds = pipe_seeds();
-    // Warm up (the first pipe maps the library's tables), then measure.
+    // Warm up (the first pipe maps the library's tables), then measure the peak: a
+    // buffer sized by a header is freed with its pipe, after the damage.
     harness::pipe_socket(&seeds[0]);
     let before = common::rss_of("self");
+    reset_peak_rss_of("self");
     let mut messages = 0;
     run("pipe", &seeds, PIPE_CASES, |input| {
         messages += harness::pipe_socket(input)
     });
-    let grown = common::rss_of("self").saturating_sub(before);
+    let grown = peak_rss_of("self").saturating_sub(before);
     assert!(
         grown < 64 << 20,
-        "{} MiB after {PIPE_CASES} inputs",
+        "a peak of {} MiB more over {PIPE_CASES} inputs",
         grown >> 20
     );
     assert!(messages > 0, "no input gave a message: the seeds are wrong");
@@ -248,6 +280,7 @@ fn the_pipe_seeds_hold_real_messages() {
     assert_eq!(harness::pipe_socket(&seeds[4]), 1);
     assert_eq!(harness::pipe_socket(&seeds[5]), 0); // the stream breaks at once
     assert_eq!(harness::pipe_socket(&seeds[6]), 1); // a decode error, the stream goes on
+    assert_eq!(harness::pipe_socket(&seeds[7]), 0); // waits for its gigabyte
     leaks.assert_clean();
 }
 
@@ -295,13 +328,27 @@ fn an_authenticated_client_sending_foreign_frames_costs_only_its_connection() {
         .map(|body| harness::request_frames([body.as_slice()]))
         .collect();
     seeds.push(harness::request_frames(samples.iter().map(Vec::as_slice)));
+    // A request announcing 200 MiB (under the server's limit) and bringing 4 bytes.
+    let mut huge =
+        codec::header(200 << 20, multiproc::fuzzing::manager_request_fingerprint()).to_vec();
+    huge.extend_from_slice(&[1, 2, 3, 4]);
+    seeds.push(huge);
     let mut replies = 0;
     for method in StartMethod::ALL {
         let (mut manager, addr) = the_server_of(method);
+        let server = manager.pid().expect("the server's pid").to_string();
+        reset_peak_rss_of(&server);
         run("frames", &seeds, 40, |input| {
             replies += harness::manager_frames(addr, input)
         });
         harness::still_serves(addr);
+        // Headers announcing up to 1 GiB cost the server only the bytes that came.
+        let peak = peak_rss_of(&server);
+        assert!(
+            peak < 128 << 20,
+            "{method}: the server peaked at {} MiB",
+            peak >> 20
+        );
         manager.shutdown().unwrap();
     }
     assert!(
