@@ -89,7 +89,7 @@ fn work((i, micros): (u64, u64)) -> u64 {
     i * 2
 }
 
-/// Pools under every start method, their workers (and now and then the forkserver)
+/// Pools under each start method in turn, their workers (and now and then the forkserver)
 /// killed at random while tasks run: each task's result is its value or `WorkerDied`,
 /// never another error, never lost, never a hang; no more tasks die than blows fell on
 /// workers; the pool still has its workers at the end.
@@ -100,8 +100,13 @@ fn pool_workers_and_the_forkserver_killed_at_random() {
     multiproc::process::set_fork_warning(false);
     let end = Instant::now() + budget();
     let (mut tasks, mut died, mut kills) = (0u64, 0usize, 0usize);
-    while Instant::now() < end {
-        let method = rng.method();
+    // Every start method, in turn, for as many rounds as the time allows (at least one
+    // each).
+    for round in 0.. {
+        if round >= StartMethod::ALL.len() && Instant::now() >= end {
+            break;
+        }
+        let method = StartMethod::ALL[round % StartMethod::ALL.len()];
         let pool = Arc::new(
             Pool::builder()
                 .processes(3)
@@ -189,7 +194,7 @@ fn consume((q, taken): (Queue<Item>, Queue<Item>)) {
     }
 }
 
-/// Producers and consumers of one queue, under random start methods, some killed at
+/// Producers and consumers of one queue, under every start method, some killed at
 /// random mid-put or mid-get (and the forkserver now and then) while the rest carry
 /// on: no item is delivered twice; every item of a producer that lived, and every item
 /// a killed producer published, arrives, but for at most one per consumer killed.
@@ -204,23 +209,25 @@ fn queue_producers_and_consumers_killed_at_random() {
         let taken = Queue::<Item>::new().unwrap();
         let stop = Event::new().unwrap();
         let mut next_id = 0u32;
-        let mut start_producer = |rng: &mut Rng| {
+        let mut start_producer = |method: StartMethod| {
             next_id += 1;
-            let p = builder(rng.method())
+            let p = builder(method)
                 .start(produce, (q.clone(), next_id, stop.clone()))
                 .unwrap();
             (next_id, Child(p))
         };
-        let start_consumer = |rng: &mut Rng| {
+        let start_consumer = |method: StartMethod| {
             Child(
-                builder(rng.method())
+                builder(method)
                     .start(consume, (q.clone(), taken.clone()))
                     .unwrap(),
             )
         };
-        let survivors: Vec<_> = (0..2).map(|_| start_producer(&mut rng)).collect();
-        let mut victims: Vec<_> = (0..2).map(|_| start_producer(&mut rng)).collect();
-        let mut consumers: Vec<_> = (0..3).map(|_| start_consumer(&mut rng)).collect();
+        // At first every start method for each role; later ones are picked at random.
+        let [fork, spawn, forkserver] = StartMethod::ALL;
+        let survivors = vec![start_producer(fork), start_producer(spawn)];
+        let mut victims = vec![start_producer(forkserver), start_producer(fork)];
+        let mut consumers: Vec<_> = StartMethod::ALL.map(&start_consumer).into();
         let mut seen: HashMap<u32, HashSet<u64>> = HashMap::new();
         let mut see = |item: Item| {
             assert!(
@@ -245,7 +252,7 @@ fn queue_producers_and_consumers_killed_at_random() {
                     p.kill().unwrap();
                     common::assert_killed_by(&mut p, libc::SIGKILL, &format!("producer {id}"));
                     killed_producers += 1;
-                    victims.push(start_producer(&mut rng));
+                    victims.push(start_producer(rng.method()));
                 }
                 4..=7 => {
                     let k = rng.below(consumers.len() as u64) as usize;
@@ -253,7 +260,7 @@ fn queue_producers_and_consumers_killed_at_random() {
                     c.kill().unwrap();
                     common::assert_killed_by(&mut c, libc::SIGKILL, "a consumer");
                     killed_consumers += 1;
-                    consumers.push(start_consumer(&mut rng));
+                    consumers.push(start_consumer(rng.method()));
                 }
                 8 => {
                     if let Some(fs) = multiproc::process::forkserver_pid() {
