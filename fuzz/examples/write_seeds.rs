@@ -9,7 +9,6 @@ use std::path::Path;
 use multiproc::codec::{self, Limits};
 
 #[path = "../src/harness.rs"]
-#[allow(dead_code)]
 mod harness;
 
 fn write(target: &str, seeds: &[Vec<u8>]) {
