@@ -89,6 +89,8 @@ pub mod codec;
 pub mod connection;
 pub mod executor;
 pub(crate) mod future;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod handle;
 pub mod manager;
 pub mod pool;

@@ -85,7 +85,7 @@ use crate::sys;
 
 mod auth;
 mod client;
-mod protocol;
+pub(crate) mod protocol;
 mod proxy;
 mod server;
 mod wire;
