@@ -70,7 +70,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::{self, CodecError, HEADER_LEN, Limits};
-use crate::ring::{self, Config, GetFail, PutFail, RingMap};
+use crate::ring::{self, Config, Deadline, GetFail, PutFail, RingMap};
 use crate::{handle, sys};
 
 /// How long a receiver sleeps on the ring before it looks at the socket (for the end of
@@ -266,7 +266,7 @@ impl Endpoint {
             return Err(SendError::Disconnected);
         }
         loop {
-            match tx.put(&WireRef::Value(value), Some(Instant::now() + SLICE)) {
+            match tx.put_until(&WireRef::Value(value), Deadline::Within(SLICE)) {
                 Ok(()) => return Ok(()),
                 // The ring is full: still worth waiting only if someone reads it.
                 Err(PutFail::Full) if self.peer_closed() => return Err(SendError::Disconnected),
@@ -278,7 +278,7 @@ impl Endpoint {
                     self.send_socket(value, true)?;
                     let marker = WireRef::<T>::OnSocket;
                     loop {
-                        return match tx.put(&marker, Some(Instant::now() + SLICE)) {
+                        return match tx.put_until(&marker, Deadline::Within(SLICE)) {
                             Ok(()) => Ok(()),
                             Err(PutFail::Full) if self.peer_closed() => {
                                 Err(SendError::Disconnected)
@@ -332,9 +332,13 @@ impl Endpoint {
             return self.recv_socket(deadline, Take::Next);
         };
         loop {
-            let slice = Instant::now() + SLICE;
-            let until = deadline.map_or(slice, |d| d.min(slice));
-            match rx.get::<Wire<T>>(Some(until)) {
+            // Without a deadline the slice is counted from when the ring is found empty:
+            // a message already there costs no clock read.
+            let until = match deadline {
+                None => Deadline::Within(SLICE),
+                Some(d) => Deadline::At(Some(d.min(Instant::now() + SLICE))),
+            };
+            match rx.get_until::<Wire<T>>(until) {
                 Ok(Wire::Value(v)) => return Ok(v),
                 Ok(Wire::OnSocket) => return self.recv_socket(None, Take::Next),
                 Err(GetFail::Empty) => {}

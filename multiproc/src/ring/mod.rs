@@ -35,6 +35,7 @@ mod tests;
 mod wait;
 
 pub(crate) use lanes::register;
+pub(crate) use wait::Deadline;
 use wait::Waiter;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"MPQUEUE1");
@@ -436,6 +437,15 @@ impl RingMap {
         item: &T,
         deadline: Option<Instant>,
     ) -> Result<(), PutFail> {
+        self.put_until(item, Deadline::At(deadline))
+    }
+
+    /// [`put`](Self::put) with a [`Deadline`] that may be relative.
+    pub(crate) fn put_until<T: Serialize + ?Sized>(
+        &self,
+        item: &T,
+        deadline: Deadline,
+    ) -> Result<(), PutFail> {
         let len = codec::encoded_size(item).map_err(PutFail::Codec)?;
         let max = self.max_message.load(Ordering::Relaxed);
         if len > max {
@@ -448,7 +458,8 @@ impl RingMap {
             }
             let mut stuck = None;
             if self.maxsize == 0 || self.qsize() < self.maxsize {
-                match self.try_put(item, len, deadline, waiter.is_patient())? {
+                let patient = waiter.is_patient();
+                match self.try_put(item, len, &mut waiter, patient)? {
                     None => {
                         self.notify(H_GET_WAITERS, H_NOT_EMPTY);
                         return Ok(());
@@ -480,13 +491,15 @@ impl RingMap {
         &self,
         item: &T,
         len: usize,
-        deadline: Option<Instant>,
+        waiter: &mut Waiter,
         spill: bool,
     ) -> Result<Option<(usize, u64)>, PutFail> {
         let mut p = self.producer.lock();
         let lane = match self.claim(&mut p)? {
             Claimed::Own(lane) => lane,
-            Claimed::Shared => return self.try_put_shared(&p, item, len, deadline, spill),
+            Claimed::Shared => {
+                return self.try_put_shared(&p, item, len, waiter.deadline(), spill);
+            }
         };
         self.put_in(lane, &mut p, item, len, spill)
     }
@@ -668,6 +681,11 @@ impl RingMap {
     /// Takes one item, waiting until `deadline` (`None`: for ever). Once the queue is
     /// shut down and drained, fails with `ShutDown`.
     pub(crate) fn get<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T, GetFail> {
+        self.get_until(Deadline::At(deadline))
+    }
+
+    /// [`get`](Self::get) with a [`Deadline`] that may be relative.
+    pub(crate) fn get_until<T: DeserializeOwned>(&self, deadline: Deadline) -> Result<T, GetFail> {
         let mut waiter = Waiter::new(deadline);
         loop {
             if let Some(item) = self.try_take()? {

@@ -226,7 +226,11 @@ fn a_get_asleep_when_its_producer_dies_before_waking_it_returns_the_item() {
         // A producer publishes and is killed before it wakes anyone: `try_put` is a
         // put up to and including its publish.
         let len = codec::encoded_size(&7u32).unwrap();
-        assert!(q.try_put(&7u32, len, None, false).unwrap().is_none());
+        assert!(
+            q.try_put(&7u32, len, &mut Waiter::new(Deadline::At(None)), false)
+                .unwrap()
+                .is_none()
+        );
         let got = got_rx.recv_timeout(BOUND);
         if got.is_err() {
             q.notify(H_GET_WAITERS, H_NOT_EMPTY); // as the next put would: let it end

@@ -12,7 +12,7 @@ impl RingMap {
     /// Waits until an item is there or `deadline` passes, taking nothing; `true` if one
     /// is there.
     pub(crate) fn wait_for_items(&self, deadline: Option<Instant>) -> bool {
-        let mut waiter = Waiter::new(deadline);
+        let mut waiter = Waiter::new(Deadline::At(deadline));
         loop {
             if self.has_items() {
                 return true;
@@ -39,11 +39,22 @@ impl RingMap {
     }
 }
 
+/// How long a put or get may wait: until an instant (`None`: for ever), or for a
+/// duration counted from when it first has to wait (no clock is read before).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Deadline {
+    At(Option<Instant>),
+    Within(Duration),
+}
+
 /// Spin, then yield, then sleep on a futex in slices of [`SLEEP_SLICE`]: a waiting
 /// process reacts within microseconds while the other side is busy, costs next to
 /// nothing once it sleeps, and does not depend on its waker surviving.
 pub(super) struct Waiter {
     deadline: Option<Instant>,
+    /// A deadline this long after the first wait (not yet resolved): a call that
+    /// needs no wait reads no clock.
+    within: Option<Duration>,
     rounds: u32,
     /// When the first wait began.
     since: Option<Instant>,
@@ -68,13 +79,29 @@ pub(super) const SPILL_AFTER: Duration = Duration::from_millis(10);
 pub(super) const SLEEP_SLICE: Duration = Duration::from_millis(20);
 
 impl Waiter {
-    pub(super) fn new(deadline: Option<Instant>) -> Waiter {
+    pub(super) fn new(deadline: Deadline) -> Waiter {
+        let (deadline, within) = match deadline {
+            Deadline::At(at) => (at, None),
+            Deadline::Within(d) => (None, Some(d)),
+        };
         Waiter {
             deadline,
+            within,
             rounds: 0,
             since: None,
-            immediate: std::cell::Cell::new(deadline.is_none().then_some(false)),
+            immediate: std::cell::Cell::new(match within {
+                Some(d) => Some(d.is_zero()),
+                None => deadline.is_none().then_some(false),
+            }),
         }
+    }
+
+    /// The deadline, resolving a relative one now.
+    pub(super) fn deadline(&mut self) -> Option<Instant> {
+        if let Some(d) = self.within.take() {
+            self.deadline = Instant::now().checked_add(d);
+        }
+        self.deadline
     }
 
     fn immediate(&self) -> bool {
@@ -104,10 +131,19 @@ impl Waiter {
         epoch: usize,
         ready: impl Fn() -> bool,
     ) -> bool {
-        let left = mem::time_left(self.deadline);
-        if left == Some(Duration::ZERO) {
-            return false;
-        }
+        // The deadline is looked at before the first round and after the spinning ones,
+        // not in between: a spin round is far shorter than a clock read is worth (a
+        // receiver on a busy pipe spins between nearly every message), and the spinning
+        // lasts some tens of microseconds in all.
+        let left = if self.rounds == 0 || self.rounds >= SPIN_ROUNDS {
+            let left = mem::time_left(self.deadline());
+            if left == Some(Duration::ZERO) {
+                return false;
+            }
+            left
+        } else {
+            None
+        };
         let since = *self.since.get_or_insert_with(Instant::now);
         self.rounds += 1;
         if self.rounds <= SPIN_ROUNDS {
