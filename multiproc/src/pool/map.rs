@@ -41,7 +41,7 @@ macro_rules! map_methods {
         fn $name:ident<$lt:lifetime, $($g:ident: $bound:ident),*>(f: $f:ty, items: $item:ty) -> $ret:ty {
             entry: $entry:expr,
             order: $order:expr,
-            input: $input:ident,
+            first: $first:expr,
             finish: $finish:expr $(,)?
         }
     )*) => {
@@ -67,7 +67,7 @@ macro_rules! map_methods {
                     items: impl IntoIterator<Item = $item, IntoIter: $lt>,
                 ) -> Result<$ret, PoolError> {
                     let entry: worker::TaskEntry = $entry;
-                    let map = self.$input(FnAddr::of(entry), FnAddr::of(f), items.into_iter(), $order)?;
+                    let map = self.read(FnAddr::of(entry), FnAddr::of(f), items.into_iter(), $order, $first)?;
                     #[allow(clippy::redundant_closure_call)]
                     ($finish)(map)
                 }
@@ -85,7 +85,7 @@ map_methods! {
     fn map<'a, A: Arg, R: Ret>(f: fn(A) -> R, items: A) -> Vec<R> {
         entry: worker::entry_chunk::<A, R>,
         order: Order::Input,
-        input: stream,
+        first: First::Window,
         finish: IMap::collect_all,
     }
 
@@ -95,8 +95,8 @@ map_methods! {
     fn map_async<'a, A: Arg, R: Ret>(f: fn(A) -> R, items: A) -> MapResult<R> {
         entry: worker::entry_chunk::<A, R>,
         order: Order::Input,
-        input: collect,
-        finish: |map: IMap<'static, R>| Ok(MapResult { map: Mutex::new(Some(map.results)) }),
+        first: First::All,
+        finish: |map: IMap<'_, R>| Ok(MapResult { map: Mutex::new(Some(map.results)) }),
     }
 
     /// The results of `f(item)` in input order, as they come (Python's `imap`); a
@@ -133,7 +133,7 @@ map_methods! {
     fn imap<'a, A: Arg, R: Ret>(f: fn(A) -> R, items: A) -> IMap<'a, R> {
         entry: worker::entry_chunk::<A, R>,
         order: Order::Input,
-        input: stream_each,
+        first: First::Workers,
         finish: Ok,
     }
 
@@ -142,7 +142,7 @@ map_methods! {
     fn imap_unordered<'a, A: Arg, R: Ret>(f: fn(A) -> R, items: A) -> IMap<'a, R> {
         entry: worker::entry_chunk::<A, R>,
         order: Order::Completion,
-        input: stream_each,
+        first: First::Workers,
         finish: Ok,
     }
 
@@ -151,7 +151,7 @@ map_methods! {
     fn starmap<'a, A: Arg, B: Arg, R: Ret>(f: fn(A, B) -> R, items: (A, B)) -> Vec<R> {
         entry: worker::entry_star2::<A, B, R>,
         order: Order::Input,
-        input: stream,
+        first: First::Window,
         finish: IMap::collect_all,
     }
 
@@ -160,7 +160,7 @@ map_methods! {
     fn starmap3<'a, A: Arg, B: Arg, C: Arg, R: Ret>(f: fn(A, B, C) -> R, items: (A, B, C)) -> Vec<R> {
         entry: worker::entry_star3::<A, B, C, R>,
         order: Order::Input,
-        input: stream,
+        first: First::Window,
         finish: IMap::collect_all,
     }
 }
@@ -263,45 +263,10 @@ impl<'p> Mapper<'p> {
             .map_err(PoolError::refused)
     }
 
-    /// [`stream`](Self::stream) with Python's default chunk size of `imap` and
-    /// `imap_unordered`: 1, so that the results come one by one (and a worker that dies
-    /// takes one item with it), and nothing is read ahead to learn the input's length.
-    fn stream_each<'a, T, R, I>(
-        &self,
-        entry: FnAddr,
-        target: FnAddr,
-        items: I,
-        order: Order,
-    ) -> Result<IMap<'a, R>, PoolError>
-    where
-        T: Serialize + 'a,
-        R: DeserializeOwned + Send + 'static,
-        I: Iterator<Item = T> + 'a,
-    {
-        let each = Mapper {
-            chunksize: Some(self.chunksize.unwrap_or(1)),
-            ..*self
-        };
-        each.stream_from(entry, target, items, order, First::Workers)
-    }
-
-    /// Reads the input as results are taken.
-    fn stream<'a, T, R, I>(
-        &self,
-        entry: FnAddr,
-        target: FnAddr,
-        items: I,
-        order: Order,
-    ) -> Result<IMap<'a, R>, PoolError>
-    where
-        T: Serialize + 'a,
-        R: DeserializeOwned + Send + 'static,
-        I: Iterator<Item = T> + 'a,
-    {
-        self.stream_from(entry, target, items, order, First::Window)
-    }
-
-    fn stream_from<'a, T, R, I>(
+    /// Reads the input as `first` says: all of it at the call (`map_async`), or as the
+    /// results are taken, after a first read-ahead (`map`) or two tasks per worker
+    /// (`imap`).
+    fn read<'a, T, R, I>(
         &self,
         entry: FnAddr,
         target: FnAddr,
@@ -315,30 +280,11 @@ impl<'p> Mapper<'p> {
         I: Iterator<Item = T> + 'a,
     {
         self.check()?;
-        self.start(
-            entry,
-            target,
-            Feeder::<T, R, I>::new(items, None),
-            order,
-            first,
-        )
-    }
-
-    /// Reads the whole input now (`map_async`): the [`IMap`] holds no input.
-    fn collect<T, R, I>(
-        &self,
-        entry: FnAddr,
-        target: FnAddr,
-        items: I,
-        order: Order,
-    ) -> Result<IMap<'static, R>, PoolError>
-    where
-        T: Serialize + 'static,
-        R: DeserializeOwned + Send + 'static,
-        I: Iterator<Item = T>,
-    {
-        self.check()?;
         let mut feeder = Feeder::<T, R, I>::new(items, None);
+        if !matches!(first, First::All) {
+            return self.start(entry, target, feeder, order, first);
+        }
+        // The whole input now: the map holds none of it.
         let mut all = Vec::new();
         while let Some(item) = feeder.pull() {
             all.push(item);
@@ -374,6 +320,10 @@ impl<'p> Mapper<'p> {
         let mut total = (hi == Some(lo)).then_some(lo);
         let chunksize = match self.chunksize {
             Some(c) => c,
+            // Python's default for `imap` and `imap_unordered`: results one by one (a
+            // worker that dies takes one item with it), nothing read ahead to learn the
+            // input's length.
+            None if matches!(first, First::Workers) => 1,
             None => {
                 let len = match total {
                     Some(n) => n,
@@ -436,8 +386,9 @@ enum First {
     All,
     /// The whole read-ahead (`map`: an argument that does not encode fails the call).
     Window,
-    /// Two chunks per worker (`imap`: the call returns at once, and the first results
-    /// are not held back by reading the rest of the read-ahead from a slow input).
+    /// Two chunks per worker, of one item unless the caller chose (`imap`: the call
+    /// returns at once, and the first results are not held back by reading the rest of
+    /// the read-ahead from a slow input).
     Workers,
 }
 
