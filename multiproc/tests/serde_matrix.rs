@@ -642,14 +642,14 @@ fn initializer_cell(method: StartMethod, fault: Fault, executor: bool) {
     }
 }
 
-#[test]
-fn pool_initializer_arguments() {
+/// Every start method × fault of [`initializer_cell`], for a pool or an executor.
+fn initializer_matrix(executor: bool) {
     let leaks = LeakCheck::start();
     let mut m = Matrix::default();
     for method in StartMethod::ALL {
         for fault in FAULTS {
             m.cell(&format!("{method} {fault:?}"), || {
-                initializer_cell(method, fault, false);
+                initializer_cell(method, fault, executor);
             });
         }
     }
@@ -658,16 +658,11 @@ fn pool_initializer_arguments() {
 }
 
 #[test]
+fn pool_initializer_arguments() {
+    initializer_matrix(false);
+}
+
+#[test]
 fn executor_initializer_arguments() {
-    let leaks = LeakCheck::start();
-    let mut m = Matrix::default();
-    for method in StartMethod::ALL {
-        for fault in FAULTS {
-            m.cell(&format!("{method} {fault:?}"), || {
-                initializer_cell(method, fault, true);
-            });
-        }
-    }
-    m.assert_all_passed();
-    leaks.assert_clean();
+    initializer_matrix(true);
 }
