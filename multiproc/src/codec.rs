@@ -34,6 +34,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 mod capture;
+mod depth;
 mod probe;
 mod render;
 
@@ -120,6 +121,17 @@ pub enum CodecError {
         /// The text of the `D::Error::custom(msg)` the decoding ended with (a user's
         /// `Deserialize` or visitor), which postcard's error does not keep.
         message: Option<String>,
+    },
+    /// The value nests deeper than the decoding thread's stack allows (a foreign body
+    /// can nest a recursive type a level per byte): refused with
+    /// [`STACK_KEPT`] bytes of stack still free, instead of overflowing it.
+    #[error(
+        "cannot decode {expected}: it nests deeper than this thread's stack allows (decoding stops with {} KiB of stack left)",
+        STACK_KEPT / 1024
+    )]
+    TooDeep {
+        /// The type the receiver asked for.
+        expected: &'static str,
     },
     /// The body decoded but left bytes over.
     #[error("{extra} unexpected bytes after a {expected}")]
@@ -297,12 +309,14 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resul
         .map_err(|source| encode_error(value, source))
 }
 
+/// Stack a decode leaves free: a value that would nest deeper is
+/// [`CodecError::TooDeep`].
+pub const STACK_KEPT: usize = depth::KEEP;
+
 /// Decodes a bare postcard body that must hold exactly one `T`.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
     let expected = std::any::type_name::<T>();
-    let (value, rest) = guarded(|| postcard::take_from_bytes::<T>(body))
-        .map_err(decode_panicked::<T>)?
-        .map_err(|source| decode_error::<T>(body, source))?;
+    let (value, rest) = decode_first::<T>(body)?;
     if !rest.is_empty() {
         return Err(CodecError::TrailingBytes {
             expected,
@@ -315,9 +329,25 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
 /// Decodes one `T` from the start of `body` and returns it with the bytes after it (for
 /// bodies that hold values one after another, such as a pool's chunk of items).
 pub(crate) fn decode_first<T: DeserializeOwned>(body: &[u8]) -> Result<(T, &[u8]), CodecError> {
-    guarded(|| postcard::take_from_bytes::<T>(body))
-        .map_err(decode_panicked::<T>)?
-        .map_err(|source| decode_error::<T>(body, source))
+    let refused = std::cell::Cell::new(false);
+    let taken = guarded(|| {
+        let mut inner = postcard::Deserializer::from_bytes(body);
+        let value = T::deserialize(depth::Bounded {
+            inner: &mut inner,
+            refused: &refused,
+        })?;
+        Ok((value, inner.finalize()?))
+    })
+    .map_err(decode_panicked::<T>)?;
+    taken.map_err(|source| {
+        if refused.get() {
+            CodecError::TooDeep {
+                expected: std::any::type_name::<T>(),
+            }
+        } else {
+            decode_error::<T>(body, source)
+        }
+    })
 }
 
 /// Appends one frame holding `value` to `out`.

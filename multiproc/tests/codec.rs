@@ -345,3 +345,52 @@ fn a_panicking_serialize_or_deserialize_is_a_typed_error() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A recursive type, as a user's tree or `serde_json::Value`-like enum is.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+enum Deep {
+    End,
+    Deeper(Box<Deep>),
+    Pair(Vec<Deep>),
+}
+
+/// Issue 14: a hostile body nesting a recursive type a million levels deep (one byte a
+/// level) must be a typed error, not a stack overflow that aborts the receiver; in a
+/// thread with a small stack too. A value nested as deep as real data is decodes.
+#[test]
+fn nesting_deeper_than_the_stack_is_a_typed_error() {
+    std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(|| {
+            // Variant 1 (`Deeper`) a million times, then variant 0 (`End`).
+            let mut body = vec![1u8; 1_000_000];
+            body.push(0);
+            let err = codec::decode::<Deep>(&body).unwrap_err();
+            assert!(matches!(err, CodecError::TooDeep { .. }), "{err:?}");
+            assert!(err.to_string().contains("nest"), "{err}");
+            // Nested through a sequence: `Pair([Pair([...])])`.
+            let mut body = Vec::new();
+            for _ in 0..1_000_000 {
+                body.extend_from_slice(&[2, 1]);
+            }
+            body.push(0);
+            let err = codec::decode::<Deep>(&body).unwrap_err();
+            assert!(matches!(err, CodecError::TooDeep { .. }), "{err:?}");
+            // Framed, as every transport decodes it.
+            let limits = Limits::default();
+            let mut frame = codec::header(body.len(), codec::fingerprint::<Deep>()).to_vec();
+            frame.extend_from_slice(&body);
+            let err = codec::decode_frame::<Deep>(&frame, &limits).unwrap_err();
+            assert!(matches!(err, CodecError::TooDeep { .. }), "{err:?}");
+            // Real data decodes: 200 levels.
+            let mut value = Deep::End;
+            for _ in 0..200 {
+                value = Deep::Deeper(Box::new(value));
+            }
+            let body = codec::encode(&value).unwrap();
+            assert_eq!(codec::decode::<Deep>(&body).unwrap(), value);
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}

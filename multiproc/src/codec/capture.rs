@@ -119,6 +119,11 @@ macro_rules! forward_deserialize {
     ($($method:ident($($arg:ident: $ty:ty),*)),* $(,)?) => {
         $(
             fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, Captured> {
+                // The replay nests as the first run did, in bigger frames: stop where
+                // the stack runs short (the error then has no message).
+                if super::depth::exhausted() {
+                    return Err(Captured(None));
+                }
                 let side = self.side;
                 self.inner
                     .$method($($arg,)* WrapVisitor { inner: visitor, side })
