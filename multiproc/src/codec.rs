@@ -282,6 +282,37 @@ pub fn encoded_size<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecErro
         .map_err(|source| encode_error(value, source))
 }
 
+/// Runs `put`, a transport's whole send of one `T`, as one guarded call: a panic in the
+/// user's `Serialize` anywhere in it (in [`size_within`], in [`write_within`]) is
+/// [`CodecError::Encode`] with its message. One guard lets postcard's two passes inline
+/// into the transport's code (a guard each would keep them out of line). `put` must leave
+/// its state sound wherever it unwinds: publish last, release locks by `Drop`.
+pub(crate) fn encoding<T: ?Sized, R>(put: impl FnOnce() -> R) -> Result<R, CodecError> {
+    guarded(put).map_err(encode_panicked::<T>)
+}
+
+/// [`encoded_size`] without a guard of its own: only inside [`encoding`].
+#[inline]
+pub(crate) fn size_within<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError> {
+    postcard::experimental::serialized_size(value).map_err(|source| encode_error(value, source))
+}
+
+/// [`encode_to_slice`] without a guard of its own: only inside [`encoding`].
+#[inline]
+pub(crate) fn write_within<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut [u8],
+) -> Result<(), CodecError> {
+    let want = out.len();
+    let used = postcard::to_slice(value, out)
+        .map(|used| used.len())
+        .map_err(|source| encode_error(value, source))?;
+    if used != want {
+        return Err(encode_error(value, postcard::Error::SerializeBufferFull));
+    }
+    Ok(())
+}
+
 /// Writes the bare postcard body of `value` into `out`, which must be exactly
 /// [`encoded_size`] bytes long (a value whose encoding changes between the two calls is
 /// an encode error).

@@ -323,22 +323,29 @@ impl RingMap {
         self.joinable
     }
 
+    #[inline]
+
     fn word(&self, off: usize) -> &AtomicU32 {
         self.map.u32_at(off)
     }
+    #[inline]
     fn owner(&self, lane: usize) -> &AtomicU64 {
         self.map.u64_at(PAGE + lane * LANE_STRIDE + L_OWNER)
     }
+    #[inline]
     fn w(&self, lane: usize) -> &AtomicU64 {
         self.map.u64_at(PAGE + lane * LANE_STRIDE + L_W)
     }
+    #[inline]
     fn r(&self, lane: usize) -> &AtomicU64 {
         self.map.u64_at(PAGE + lane * LANE_STRIDE + L_R)
     }
+    #[inline]
     fn ring_at(&self, lane: usize, off: usize) -> usize {
         self.ring_base + lane * self.ring + off
     }
     /// Lanes any producer has written (claimable ones, then the shared one).
+    #[inline]
     fn lanes_in_use(&self) -> usize {
         (self.word(H_LANES_HI).load(Ordering::Acquire) as usize).min(self.lanes + 1)
     }
@@ -353,6 +360,8 @@ impl RingMap {
             })
             .sum()
     }
+
+    #[inline]
 
     pub(crate) fn is_closed(&self) -> bool {
         self.word(H_CLOSED).load(Ordering::Acquire) != 0
@@ -378,6 +387,7 @@ impl RingMap {
     /// the swap cannot race with a successful take. An owner killed between the two
     /// steps leaves equal counts at different offsets; the next owner finishes the
     /// rewind when it claims the lane (`README.md`, "A rewind cut short").
+    #[inline]
     fn rewind(&self, lane: usize, p: &mut Producer) {
         if p.r_seen != p.w || off_of(p.w) == 0 {
             return;
@@ -446,7 +456,18 @@ impl RingMap {
         item: &T,
         deadline: Deadline,
     ) -> Result<(), PutFail> {
-        let len = codec::encoded_size(item).map_err(PutFail::Codec)?;
+        codec::encoding::<T, _>(|| self.put_within(item, deadline))
+            .unwrap_or_else(|panicked| Err(PutFail::Codec(panicked)))
+    }
+
+    /// [`put_until`](Self::put_until) inside its guard: where the user's `Serialize`
+    /// panics, nothing is published yet and every lock goes back by `Drop`.
+    fn put_within<T: Serialize + ?Sized>(
+        &self,
+        item: &T,
+        deadline: Deadline,
+    ) -> Result<(), PutFail> {
+        let len = codec::size_within(item).map_err(PutFail::Codec)?;
         let max = self.max_message.load(Ordering::Relaxed);
         if len > max {
             return Err(PutFail::Codec(CodecError::Oversized { size: len, max }));
@@ -523,6 +544,8 @@ impl RingMap {
             // Only the holder's own thread could be refused (it never waits holding it).
             Err(e) => return Err(PutFail::Io(io::Error::other(format!("{e:?}")))),
         }
+        // Unlocked by `Drop`: also when the user's `Serialize` panics below.
+        let _held = Held(lock);
         let mut p = Producer {
             pid: me.pid,
             lane: Some(lane),
@@ -540,13 +563,11 @@ impl RingMap {
             p.w = p.r_seen;
         }
         p.high = off_of(p.w);
-        let result = self.look(lane, &mut p).and_then(|()| {
+        self.look(lane, &mut p).and_then(|()| {
             self.word(H_LANES_HI)
                 .fetch_max(lane as u32 + 1, Ordering::AcqRel);
             self.put_in(lane, &mut p, item, len, spill)
-        });
-        let _ = lock.unlock();
-        result
+        })
     }
 
     /// The rest of [`try_put`](Self::try_put), on `lane`, which `p` may write.
@@ -597,9 +618,7 @@ impl RingMap {
         self.map.u64_at(base + 8).store(ticket, Ordering::Relaxed);
         let size = if is_inline {
             self.map
-                .write_with(base + REC_HEADER, len, |buf| {
-                    codec::encode_to_slice(item, buf)
-                })
+                .write_with(base + REC_HEADER, len, |buf| codec::write_within(item, buf))
                 .map_err(PutFail::Codec)?;
             self.map
                 .u64_at(base)
@@ -672,7 +691,7 @@ impl RingMap {
         }
         let mut blob =
             Mapping::range(&self.fd, offset, span as usize, true).map_err(PutFail::Io)?;
-        codec::encode_to_slice(item, &mut blob.as_mut_slice()[..len]).map_err(PutFail::Codec)?;
+        codec::write_within(item, &mut blob.as_mut_slice()[..len]).map_err(PutFail::Codec)?;
         Ok(offset)
     }
 
@@ -962,6 +981,15 @@ impl RingMap {
 impl Drop for RingMap {
     fn drop(&mut self) {
         self.release_lane();
+    }
+}
+
+/// The shared lane's lock, held for one put: unlocked when dropped.
+struct Held<'a>(&'a RobustMutex);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
     }
 }
 

@@ -404,3 +404,51 @@ fn a_join_asleep_when_the_last_task_done_dies_before_waking_it_returns() {
         );
     });
 }
+
+/// A value whose `Serialize` panics the second time it runs: in a put, that is the
+/// write, after the sizing, with the lane (or the shared lane's lock) taken.
+struct PanicsOnWrite(std::cell::Cell<u32>);
+
+impl serde::Serialize for PanicsOnWrite {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.set(self.0.get() + 1);
+        if self.0.get() == 2 {
+            panic!("user Serialize panicked");
+        }
+        s.serialize_u32(1)
+    }
+}
+
+/// The put's one guard covers the shared lane too: a `Serialize` that panics while the
+/// put holds the shared lane's lock is a typed error and leaves the lock free, so the
+/// next put into that lane goes through (it would wait for ever on a lock left held).
+#[test]
+fn a_serialize_that_panics_on_the_shared_lane_leaves_its_lock_free() {
+    let q = RingMap::create(Config {
+        lanes: 1,
+        ring: 64 << 10,
+        maxsize: 0,
+        max_message: 1 << 30,
+        joinable: false,
+        fingerprint: 0,
+    })
+    .unwrap();
+    // The one lane belongs to a live process (init): this process puts to the shared lane.
+    q.owner(0)
+        .store(crate::sys::proc::identity(1), Ordering::SeqCst);
+    let err = q.put(&PanicsOnWrite(Default::default()), None).unwrap_err();
+    assert!(
+        matches!(&err, PutFail::Codec(CodecError::Encode { message: Some(m), .. }) if m.contains("user Serialize panicked")),
+        "{err:?}"
+    );
+    // From another thread: the lock is recursive for the thread that holds it.
+    let deadline = Some(Instant::now() + Duration::from_secs(10));
+    std::thread::scope(|s| s.spawn(|| q.put(&7u32, deadline)).join().unwrap())
+        .expect("the shared lane's lock is free");
+    assert_eq!(
+        q.w(0).load(Ordering::SeqCst),
+        0,
+        "the put went to the shared lane"
+    );
+    assert_eq!(q.get::<u32>(now()).unwrap(), 7);
+}

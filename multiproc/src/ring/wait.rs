@@ -25,6 +25,7 @@ impl RingMap {
 
     /// Wakes sleepers announced on `flag` (cleared atomically, so a waiter that announces
     /// itself after the swap is seen by the next notify).
+    #[inline]
     pub(super) fn notify(&self, flag: usize, epoch: usize) {
         let flag = self.word(flag);
         if flag.load(Ordering::SeqCst) != 0 && flag.swap(0, Ordering::SeqCst) != 0 {
@@ -33,6 +34,8 @@ impl RingMap {
             mem::futex_wake_all(epoch);
         }
     }
+
+    #[inline]
 
     pub(super) fn consumed(&self) {
         self.notify(H_PUT_WAITERS, H_NOT_FULL);
@@ -115,6 +118,7 @@ impl Waiter {
 
     /// `true` once the other side has not kept up for [`SPILL_AFTER`] (or the
     /// deadline is here: a `try_put` spills rather than fail).
+    #[inline]
     pub(super) fn is_patient(&self) -> bool {
         match self.since {
             // Not waited yet: only a call that cannot wait spills at once.

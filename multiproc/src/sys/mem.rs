@@ -172,6 +172,7 @@ impl Mapping {
     ///
     /// # Panics
     /// On a misaligned or out-of-bounds offset: a bug in the caller's layout.
+    #[inline]
     pub(crate) fn u64_at(&self, offset: usize) -> &AtomicU64 {
         assert!(
             offset % 8 == 0 && offset + 8 <= self.len,
@@ -187,6 +188,7 @@ impl Mapping {
     ///
     /// # Panics
     /// On a misaligned or out-of-bounds offset: a bug in the caller's layout.
+    #[inline]
     pub(crate) fn u32_at(&self, offset: usize) -> &AtomicU32 {
         assert!(
             offset % 4 == 0 && offset + 4 <= self.len,
@@ -205,6 +207,7 @@ impl Mapping {
     ///
     /// # Panics
     /// If the range is out of bounds.
+    #[inline]
     pub(crate) fn read(&self, offset: usize, dst: &mut [u8]) {
         assert!(
             offset
@@ -252,6 +255,7 @@ impl Mapping {
     ///
     /// # Panics
     /// If the range is out of bounds.
+    #[inline]
     pub(crate) fn write_with<R>(
         &self,
         offset: usize,
