@@ -324,7 +324,6 @@ impl RingMap {
     }
 
     #[inline]
-
     fn word(&self, off: usize) -> &AtomicU32 {
         self.map.u32_at(off)
     }
@@ -362,7 +361,6 @@ impl RingMap {
     }
 
     #[inline]
-
     pub(crate) fn is_closed(&self) -> bool {
         self.word(H_CLOSED).load(Ordering::Acquire) != 0
     }

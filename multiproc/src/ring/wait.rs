@@ -36,7 +36,6 @@ impl RingMap {
     }
 
     #[inline]
-
     pub(super) fn consumed(&self) {
         self.notify(H_PUT_WAITERS, H_NOT_FULL);
     }
