@@ -157,6 +157,19 @@ impl WaitError {
     }
 }
 
+/// Why a [`Completer`] refused to complete its future (Python's `InvalidStateError`):
+/// a future completes once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidState {
+    /// It has its outcome already.
+    #[error("the future is already finished")]
+    Finished,
+    /// It was cancelled.
+    #[error("the future was already cancelled")]
+    Cancelled,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Pending,
@@ -260,10 +273,17 @@ impl<T> Inner<T> {
     /// Records the outcome and wakes everyone waiting. A task cancelled while it ran
     /// (see [`Inner::cancel_running`]) keeps its `Cancelled`.
     pub(crate) fn finish(&self, value: Result<T, TaskError>) {
+        let _ = self.try_finish(value);
+    }
+
+    /// [`finish`](Self::finish), saying why not when the future was done already.
+    fn try_finish(&self, value: Result<T, TaskError>) -> Result<(), InvalidState> {
         let listeners = {
             let mut slot = self.slot.lock();
-            if finished(&slot) {
-                return;
+            match slot.stage {
+                Stage::Finished => return Err(InvalidState::Finished),
+                Stage::Cancelled => return Err(InvalidState::Cancelled),
+                Stage::Pending | Stage::Running => {}
             }
             slot.stage = Stage::Finished;
             slot.ok = value.is_ok();
@@ -271,6 +291,7 @@ impl<T> Inner<T> {
             self.begin_settling(&mut slot)
         };
         self.settle(listeners);
+        Ok(())
     }
 
     /// Takes the listeners of a future that just finished; with callbacks to run, marks
@@ -402,6 +423,36 @@ impl<T> Future<T> {
         Future::from_cell(Arc::new(inner))
     }
 
+    /// A future with no task behind it, and the [`Completer`] that completes it
+    /// (Python's `Future()` with `set_result` / `set_exception`, which its docs reserve
+    /// for executors and tests): for testing code that consumes futures, or for
+    /// bridging another source of results into [`as_completed`](crate::executor::as_completed)
+    /// and [`wait`](crate::executor::wait).
+    ///
+    /// ```
+    /// use multiproc::executor::{Future, InvalidState, TaskError};
+    ///
+    /// let (future, completer) = Future::<u32>::pending();
+    /// assert!(!future.done());
+    /// std::thread::spawn(move || completer.set_result(42));
+    /// assert_eq!(future.result(), Ok(42));
+    ///
+    /// let (future, completer) = Future::<u32>::pending();
+    /// completer.set_exception(TaskError::Panicked { message: "bad".into() }).unwrap();
+    /// assert_eq!(completer.set_result(1), Err(InvalidState::Finished)); // once only
+    /// assert!(future.exception().is_some());
+    /// ```
+    pub fn pending() -> (Future<T>, Completer<T>)
+    where
+        T: Send + 'static,
+    {
+        let inner = Arc::new(Inner::new());
+        (
+            Future::from_cell(inner.clone()),
+            Completer { inner: Some(inner) },
+        )
+    }
+
     /// `true` once the task finished or was cancelled (Python's `done()`).
     pub fn done(&self) -> bool {
         finished(&self.cell.inner().slot.lock())
@@ -509,6 +560,18 @@ impl<T> Future<T> {
         }
     }
 
+    /// As [`Future::exception`], waiting at most `timeout` (Python's
+    /// `exception(timeout)`): [`WaitError::Timeout`] if the task is not done by then.
+    pub fn exception_timeout(&self, timeout: Duration) -> Result<Option<TaskError>, WaitError> {
+        if !self.wait_timeout(timeout) {
+            return Err(WaitError::Timeout);
+        }
+        match &self.cell.inner().slot.lock().value {
+            Some(Err(e)) => Ok(Some((**e).clone())),
+            _ => Ok(None),
+        }
+    }
+
     /// Whether the task finished successfully; `None` while it is not done (Python's
     /// `AsyncResult.successful()`, which raises instead).
     pub fn successful(&self) -> Option<bool> {
@@ -548,5 +611,55 @@ impl<T> std::future::Future for Future<T> {
         }
         slot.listeners.get_or_insert_default().waker = Some(cx.waker().clone());
         Poll::Pending
+    }
+}
+
+/// The half of a [`Future::pending`] future that completes it: once, with a value or a
+/// failure. Dropped without completing, it fails the future with
+/// [`TaskError::Broken`] (a waiter never waits for a completion that cannot come).
+pub struct Completer<T> {
+    /// `None` only while being dropped.
+    inner: Option<Arc<Inner<T>>>,
+}
+
+impl<T> fmt::Debug for Completer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Completer").finish_non_exhaustive()
+    }
+}
+
+impl<T> Completer<T> {
+    fn inner(&self) -> &Inner<T> {
+        self.inner.as_ref().expect("set until drop")
+    }
+
+    /// Marks the future running, so that [`Future::cancel`] can no longer cancel it
+    /// (Python's `set_running_or_notify_cancel`): `false` if it was cancelled first
+    /// (or is not pending any more), and then it must not be run.
+    pub fn set_running_or_notify_cancel(&self) -> bool {
+        self.inner().start()
+    }
+
+    /// Completes the future with `value` (Python's `set_result`), waking its waiters
+    /// and running its done-callbacks on this thread. [`InvalidState`] if it was
+    /// completed or cancelled already (the value is dropped).
+    pub fn set_result(&self, value: T) -> Result<(), InvalidState> {
+        self.inner().try_finish(Ok(value))
+    }
+
+    /// Fails the future with `error` (Python's `set_exception`); as
+    /// [`set_result`](Self::set_result) otherwise.
+    pub fn set_exception(&self, error: TaskError) -> Result<(), InvalidState> {
+        self.inner().try_finish(Err(error))
+    }
+}
+
+impl<T> Drop for Completer<T> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            let _ = inner.try_finish(Err(TaskError::Broken {
+                reason: "its Completer was dropped before completing it".into(),
+            }));
+        }
     }
 }

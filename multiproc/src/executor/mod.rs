@@ -21,10 +21,11 @@
 //! | `ex.map(fn, iterable, buffersize=2 * n)` | [`ThreadPoolExecutor::map`]: results in input order, the input read as they are taken |
 //! | `ex.shutdown(wait, cancel_futures)`, `with ex:` | [`ThreadPoolExecutor::shutdown`], `Drop` |
 //! | `f.done()`, `f.running()`, `f.cancel()`, `f.cancelled()` | same names |
-//! | `f.result()`, `f.result(timeout)`, `f.exception()` | [`Future::result`], [`Future::result_timeout`], [`Future::exception`] |
+//! | `f.result()`, `f.result(timeout)`, `f.exception()`, `f.exception(timeout)` | [`Future::result`], [`Future::result_timeout`], [`Future::exception`], [`Future::exception_timeout`] |
+//! | `Future()`, `f.set_result(v)`, `f.set_exception(e)`, `f.set_running_or_notify_cancel()`, `InvalidStateError` | [`Future::pending`] → ([`Future`], [`Completer`]): [`Completer::set_result`], [`Completer::set_exception`], [`Completer::set_running_or_notify_cancel`], [`InvalidState`] |
 //! | `f.add_done_callback(cb)` | [`Future::add_done_callback`] |
 //! | `await asyncio.wrap_future(f)` | `f.await` (a `Future` is a [`std::future::Future`]) |
-//! | `as_completed(fs)`, `as_completed(fs, timeout)`, `wait(fs, return_when=…)` | [`as_completed`], [`as_completed_timeout`], [`wait`] with [`ReturnWhen`] |
+//! | `as_completed(fs)`, `as_completed(fs, timeout)`, `wait(fs, return_when=…)` | [`as_completed`], [`as_completed_timeout`] (its `TimeoutError` is [`AsCompletedTimeout`], with the count unfinished), [`wait`] with [`ReturnWhen`] |
 
 mod process;
 
@@ -36,7 +37,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
-pub use crate::future::{Future, TaskError, WaitError};
+pub use crate::future::{Completer, Future, InvalidState, TaskError, WaitError};
 use crate::future::{HasInner, Inner};
 pub use process::{Executor, ProcessPoolBuilder, ProcessPoolExecutor};
 
@@ -491,11 +492,12 @@ fn completions<T: Send + 'static>(
 
 /// As [`as_completed`], but all of it within `timeout` of the call (Python's
 /// `as_completed(fs, timeout)`): once the time is up, the iterator yields one
-/// `Err(WaitError::Timeout)` and ends; the futures not yielded keep running.
+/// [`AsCompletedTimeout`] saying how many futures were unfinished, and ends; those
+/// futures keep running.
 ///
 /// ```
 /// use std::time::Duration;
-/// use multiproc::executor::{ThreadPoolExecutor, WaitError, as_completed_timeout};
+/// use multiproc::executor::{AsCompletedTimeout, ThreadPoolExecutor, as_completed_timeout};
 ///
 /// let pool = ThreadPoolExecutor::new(2);
 /// let (tx, rx) = std::sync::mpsc::channel::<()>();
@@ -504,16 +506,20 @@ fn completions<T: Send + 'static>(
 /// let got: Vec<_> = as_completed_timeout(vec![quick], Duration::from_secs(60)).collect();
 /// assert_eq!(got.len(), 1);
 /// let mut it = as_completed_timeout(vec![stuck], Duration::from_millis(50));
-/// assert_eq!(it.next().unwrap().unwrap_err(), WaitError::Timeout);
+/// let err = it.next().unwrap().unwrap_err();
+/// assert_eq!(err, AsCompletedTimeout { unfinished: 1, total: 1 });
+/// assert_eq!(err.to_string(), "1 (of 1) futures unfinished");
 /// assert!(it.next().is_none());
 /// drop(tx);
 /// ```
 pub fn as_completed_timeout<T: Send + 'static>(
     futures: impl IntoIterator<Item = Future<T>>,
     timeout: Duration,
-) -> impl Iterator<Item = Result<Future<T>, WaitError>> {
+) -> impl Iterator<Item = Result<Future<T>, AsCompletedTimeout>> {
     let deadline = Instant::now().checked_add(timeout);
     let (mut slots, rx) = completions(futures);
+    let total = slots.len();
+    let mut yielded = 0;
     let mut timed_out = false;
     std::iter::from_fn(move || {
         if timed_out {
@@ -524,14 +530,31 @@ pub fn as_completed_timeout<T: Send + 'static>(
             None => rx.recv().map_err(|_| false),
         };
         match next {
-            Ok(i) => slots[i].take().map(Ok),
+            Ok(i) => {
+                yielded += 1;
+                slots[i].take().map(Ok)
+            }
             Err(true) => {
                 timed_out = true;
-                Some(Err(WaitError::Timeout))
+                Some(Err(AsCompletedTimeout {
+                    unfinished: total - yielded,
+                    total,
+                }))
             }
             Err(false) => None,
         }
     })
+}
+
+/// [`as_completed_timeout`] ran out of time (Python's `TimeoutError("2 (of 3) futures
+/// unfinished")`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{unfinished} (of {total}) futures unfinished")]
+pub struct AsCompletedTimeout {
+    /// Futures not yielded when the time was up.
+    pub unfinished: usize,
+    /// Futures given.
+    pub total: usize,
 }
 
 /// When [`wait`] returns (Python's `FIRST_COMPLETED`, `FIRST_EXCEPTION`,
