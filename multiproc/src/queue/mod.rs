@@ -29,7 +29,7 @@
 //! assert_eq!(q.get()?, 1);
 //! assert!(matches!(q.try_get(), Err(GetError::Empty)));
 //! assert!(matches!(q.get_timeout(Duration::from_millis(1)), Err(GetError::Timeout)));
-//! q.shutdown();
+//! q.shutdown(false); // Python 3.13's shutdown(); `true` drops what is queued
 //! assert!(matches!(q.get(), Err(GetError::ShutDown)));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
