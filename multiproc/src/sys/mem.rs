@@ -100,10 +100,10 @@ pub(crate) fn shm_create(name: &str, len: usize) -> io::Result<OwnedFd> {
 }
 
 /// Opens the existing named segment `/dev/shm/<name>` read-write, close-on-exec:
-/// `NotFound` if there is none.
+/// `NotFound` if there is none (a name no segment can have included).
 pub(crate) fn shm_open(name: &str) -> io::Result<OwnedFd> {
     use rustix::fs::{Mode, OFlags};
-    let path = shm_path(name)?;
+    let path = shm_path(name).map_err(|e| io::Error::new(io::ErrorKind::NotFound, e))?;
     Ok(rustix::fs::open(
         path.as_str(),
         OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
