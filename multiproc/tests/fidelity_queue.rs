@@ -145,7 +145,10 @@ fn shutdown_immediate_releases_a_join_waiting_in_another_process() {
             "{method}: join returns once the dropped items count as done"
         );
         assert_eq!(q.unfinished_tasks(), 0, "{method}");
-        assert!(q.task_done().is_err(), "{method}: nothing left to mark done");
+        assert!(
+            q.task_done().is_err(),
+            "{method}: nothing left to mark done"
+        );
     }
     leaks.assert_clean();
 }
@@ -193,7 +196,8 @@ fn shutdown_without_immediate_lets_another_process_drain_then_fail() {
 
 fn close_then_get((q, item): (Queue<u32>, u32)) -> String {
     q.close();
-    let closed = matches!(q.get(), Err(GetError::Closed)) && matches!(q.put(item), Err(PutError::Closed(_)));
+    let closed =
+        matches!(q.get(), Err(GetError::Closed)) && matches!(q.put(item), Err(PutError::Closed(_)));
     format!("closed here: {closed}")
 }
 
@@ -204,7 +208,11 @@ fn close_concerns_one_handle_and_shutdown_every_handle() {
         let q = Queue::<u32>::new().unwrap();
         q.put(5).unwrap();
         let mut child = start(method, close_then_get, (q.clone(), 6));
-        assert_eq!(child.join_timeout(PROMPT).unwrap(), "closed here: true", "{method}");
+        assert_eq!(
+            child.join_timeout(PROMPT).unwrap(),
+            "closed here: true",
+            "{method}"
+        );
         // The child's close did not shut the queue down for this process.
         assert!(!q.is_shutdown(), "{method}");
         assert_eq!(q.get().unwrap(), 5, "{method}");

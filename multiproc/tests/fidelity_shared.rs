@@ -49,22 +49,47 @@ fn hold_then_release((lock, held, go): (Lock, Event, Event)) -> bool {
 fn a_lock_acquired_without_a_guard_is_released_by_its_holder_only() {
     let leaks = LeakCheck::start();
     for method in StartMethod::ALL {
-        let (lock, held, go) = (Lock::new().unwrap(), Event::new().unwrap(), Event::new().unwrap());
+        let (lock, held, go) = (
+            Lock::new().unwrap(),
+            Event::new().unwrap(),
+            Event::new().unwrap(),
+        );
         assert!(!lock.locked());
-        let mut child = start(method, hold_then_release, (lock.clone(), held.clone(), go.clone()));
+        let mut child = start(
+            method,
+            hold_then_release,
+            (lock.clone(), held.clone(), go.clone()),
+        );
         assert!(held.wait_timeout(PROMPT), "{method}");
         assert!(lock.locked(), "{method}: held by the child");
-        assert_eq!(lock.release(), Err(NotOwner), "{method}: not ours to release");
+        assert_eq!(
+            lock.release(),
+            Err(NotOwner),
+            "{method}: not ours to release"
+        );
         assert!(lock.locked(), "{method}: a refused release changes nothing");
-        assert!(matches!(lock.try_acquire(), Err(LockError::WouldBlock)), "{method}");
+        assert!(
+            matches!(lock.try_acquire(), Err(LockError::WouldBlock)),
+            "{method}"
+        );
         go.set();
-        assert!(child.join_timeout(PROMPT).unwrap(), "{method}: the holder released it");
+        assert!(
+            child.join_timeout(PROMPT).unwrap(),
+            "{method}: the holder released it"
+        );
         assert!(!lock.locked(), "{method}");
         lock.acquire_timeout(PROMPT).unwrap();
         assert!(lock.locked());
-        assert!(matches!(lock.acquire(), Err(LockError::WouldDeadlock)), "{method}");
+        assert!(
+            matches!(lock.acquire(), Err(LockError::WouldDeadlock)),
+            "{method}"
+        );
         lock.release().unwrap();
-        assert_eq!(lock.release(), Err(NotOwner), "{method}: released once only");
+        assert_eq!(
+            lock.release(),
+            Err(NotOwner),
+            "{method}: released once only"
+        );
     }
     leaks.assert_clean();
 }
@@ -79,12 +104,23 @@ fn acquire_and_wait((lock, held, never): (Lock, Event, Event)) {
 fn a_guardless_holder_that_is_killed_hands_the_lock_over_as_owner_died() {
     let leaks = LeakCheck::start();
     for method in StartMethod::ALL {
-        let (lock, held, never) = (Lock::new().unwrap(), Event::new().unwrap(), Event::new().unwrap());
-        let mut child = start(method, acquire_and_wait, (lock.clone(), held.clone(), never));
+        let (lock, held, never) = (
+            Lock::new().unwrap(),
+            Event::new().unwrap(),
+            Event::new().unwrap(),
+        );
+        let mut child = start(
+            method,
+            acquire_and_wait,
+            (lock.clone(), held.clone(), never),
+        );
         assert!(held.wait_timeout(PROMPT), "{method}");
         child.kill().unwrap();
         assert_killed_by(&mut child, libc_sigkill(), "the holder");
-        assert!(lock.locked(), "{method}: the dead holder's hold shows until taken over");
+        assert!(
+            lock.locked(),
+            "{method}: the dead holder's hold shows until taken over"
+        );
         match lock.acquire_timeout(PROMPT) {
             Err(LockError::OwnerDied(())) => {}
             other => panic!("{method}: expected OwnerDied, got {other:?}"),
@@ -115,8 +151,16 @@ fn rlock_held_elsewhere((lock, held, go): (RLock, Event, Event)) -> (u32, u32) {
 fn an_rlock_tells_its_holder_how_deep_it_holds_and_others_that_it_is_held() {
     let leaks = LeakCheck::start();
     for method in StartMethod::ALL {
-        let (lock, held, go) = (RLock::new().unwrap(), Event::new().unwrap(), Event::new().unwrap());
-        let mut child = start(method, rlock_held_elsewhere, (lock.clone(), held.clone(), go.clone()));
+        let (lock, held, go) = (
+            RLock::new().unwrap(),
+            Event::new().unwrap(),
+            Event::new().unwrap(),
+        );
+        let mut child = start(
+            method,
+            rlock_held_elsewhere,
+            (lock.clone(), held.clone(), go.clone()),
+        );
         assert!(held.wait_timeout(PROMPT), "{method}");
         assert!(lock.locked(), "{method}");
         assert!(!lock.is_owned(), "{method}: held, but not by this thread");
@@ -175,7 +219,11 @@ fn the_barrier_action_runs_once_per_round_before_anyone_is_released() {
             .map(|_| start(method, two_rounds, (barrier.clone(), counter.clone())))
             .collect();
         let mine = two_rounds((barrier.clone(), counter.clone()));
-        assert_eq!(mine, [1, 2], "{method}: the action ran before this party was released");
+        assert_eq!(
+            mine,
+            [1, 2],
+            "{method}: the action ran before this party was released"
+        );
         for child in &mut children {
             assert_eq!(child.join_timeout(PROMPT).unwrap(), [1, 2], "{method}");
         }
@@ -192,7 +240,10 @@ fn panicking_action() {
 #[test]
 fn a_panicking_action_breaks_the_barrier_for_every_party() {
     let leaks = LeakCheck::start();
-    let barrier = Barrier::builder(2).action(panicking_action).build().unwrap();
+    let barrier = Barrier::builder(2)
+        .action(panicking_action)
+        .build()
+        .unwrap();
     let other = {
         let barrier = barrier.clone();
         std::thread::spawn(move || barrier.wait())
@@ -221,12 +272,19 @@ fn the_default_timeout_given_at_construction_bounds_every_wait() {
         assert_eq!(barrier.timeout(), Some(timeout));
         let started = Event::new().unwrap();
         // The handle carries it to another process: the child's wait breaks too.
-        let mut child = start(method, wait_with_default, (barrier.clone(), started.clone()));
+        let mut child = start(
+            method,
+            wait_with_default,
+            (barrier.clone(), started.clone()),
+        );
         assert!(started.wait_timeout(PROMPT));
         let begun = Instant::now();
         assert_eq!(barrier.wait(), Err(BrokenBarrier), "{method}");
         assert!(begun.elapsed() < PROMPT);
-        assert!(child.join_timeout(PROMPT).unwrap(), "{method}: broken for the child too");
+        assert!(
+            child.join_timeout(PROMPT).unwrap(),
+            "{method}: broken for the child too"
+        );
         assert!(barrier.broken(), "{method}");
         assert_eq!(Barrier::new(2).unwrap().timeout(), None);
     }
@@ -344,7 +402,11 @@ fn values_under_one_supplied_rlock_change_together() {
         let to = Array::<i64>::with_lock(1, lock.clone()).unwrap();
         assert!(matches!(from.supplied_lock(), Some(SuppliedLock::RLock(_))));
         let n = 2_000;
-        let mut child = start(method, transfer, (from.clone(), to.clone(), lock.clone(), n));
+        let mut child = start(
+            method,
+            transfer,
+            (from.clone(), to.clone(), lock.clone(), n),
+        );
         transfer((from.clone(), to.clone(), lock.clone(), n));
         child.join_timeout(PROMPT).unwrap();
         assert_eq!(from.get(), 10_000 - 2 * n, "{method}: no transfer lost");
@@ -354,7 +416,10 @@ fn values_under_one_supplied_rlock_change_together() {
 }
 
 fn try_value_lock(v: Value<u32>) -> bool {
-    matches!(v.lock_timeout(Duration::from_millis(20)), Err(LockError::Timeout))
+    matches!(
+        v.lock_timeout(Duration::from_millis(20)),
+        Err(LockError::Timeout)
+    )
 }
 
 #[test]
@@ -436,7 +501,10 @@ fn raw_arrays_of_pod_structs_cross_processes_without_a_lock() {
             "{method}"
         );
         assert_eq!(points.get(4), None);
-        assert_eq!(points.to_vec().iter().map(|p| p.tag).collect::<Vec<_>>(), [0, 10, 20, 30]);
+        assert_eq!(
+            points.to_vec().iter().map(|p| p.tag).collect::<Vec<_>>(),
+            [0, 10, 20, 30]
+        );
         assert_eq!(total.get(), [4, 42], "{method}");
         let ints = RawArray::from_slice(&[1i32, 2, 3]).unwrap();
         assert_eq!(ints.to_vec(), [1, 2, 3]);
@@ -478,7 +546,9 @@ fn named_shared_memory_is_created_attached_by_name_and_unlinked() {
             "{method}: Python's FileExistsError"
         );
         assert_eq!(
-            SharedMemory::create(&format!("/{name}"), 10).unwrap_err().kind(),
+            SharedMemory::create(&format!("/{name}"), 10)
+                .unwrap_err()
+                .kind(),
             ErrorKind::AlreadyExists,
             "{method}: a leading slash names the same segment"
         );
@@ -496,7 +566,10 @@ fn named_shared_memory_is_created_attached_by_name_and_unlinked() {
             SharedMemory::create("a/b", 10).unwrap_err().kind(),
             ErrorKind::InvalidInput
         );
-        assert_eq!(SharedMemory::create(&name, 0).unwrap_err().kind(), ErrorKind::InvalidInput);
+        assert_eq!(
+            SharedMemory::create(&name, 0).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
     }
     leaks.assert_clean();
 }
@@ -540,21 +613,33 @@ fn a_manager_removes_its_names_at_shutdown_and_at_drop() {
             .unwrap();
         shm.write(0, b"hello");
         let mut child = start(method, read_by_name, shm.name());
-        assert_eq!(child.join_timeout(PROMPT).unwrap(), (100, b"hello".to_vec()));
+        assert_eq!(
+            child.join_timeout(PROMPT).unwrap(),
+            (100, b"hello".to_vec())
+        );
         assert!(shm_exists(&shm.name()) && shm_exists(&named.name()));
         smm.shutdown().unwrap();
-        assert!(!shm_exists(&shm.name()), "{method}: shutdown removed the name");
+        assert!(
+            !shm_exists(&shm.name()),
+            "{method}: shutdown removed the name"
+        );
         assert!(!shm_exists(&named.name()), "{method}");
         let mut out = [0u8; 5];
         shm.read(0, &mut out);
         assert_eq!(&out, b"hello", "{method}: the segment stays mapped");
-        assert!(smm.shared_memory(10).is_err(), "{method}: no new segment after shutdown");
+        assert!(
+            smm.shared_memory(10).is_err(),
+            "{method}: no new segment after shutdown"
+        );
 
         let smm = SharedMemoryManager::start_with(method).unwrap();
         let name = smm.shared_memory(10).unwrap().name();
         assert!(shm_exists(&name));
         drop(smm);
-        assert!(!shm_exists(&name), "{method}: dropping the manager removed the name");
+        assert!(
+            !shm_exists(&name),
+            "{method}: dropping the manager removed the name"
+        );
     }
     leaks.assert_clean();
 }
@@ -578,12 +663,21 @@ fn a_managers_names_are_removed_when_its_owner_is_sigkilled() {
         let names = Queue::<String>::new().unwrap();
         let (ready, never) = (Event::new().unwrap(), Event::new().unwrap());
         let mut owner: Process<()> = builder(method)
-            .start(own_a_manager, (method, names.clone(), ready.clone(), never.clone()))
+            .start(
+                own_a_manager,
+                (method, names.clone(), ready.clone(), never.clone()),
+            )
             .unwrap();
-        assert!(ready.wait_timeout(PROMPT), "{method}: the owner made its segments");
+        assert!(
+            ready.wait_timeout(PROMPT),
+            "{method}: the owner made its segments"
+        );
         let made: Vec<String> = (0..2).map(|_| names.get_timeout(PROMPT).unwrap()).collect();
         for name in &made {
-            assert!(shm_exists(name), "{method}: {name} exists while the owner lives");
+            assert!(
+                shm_exists(name),
+                "{method}: {name} exists while the owner lives"
+            );
         }
         owner.kill().unwrap();
         assert_killed_by(&mut owner, libc_sigkill(), "the manager's owner");

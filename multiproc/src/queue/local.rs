@@ -1,9 +1,9 @@
 //! Python's `queue.Queue` for the threads of one process (S30).
 //!
 //! [`Queue`] is a FIFO for the threads of one process, bounded or not, with Python's
-//! `task_done()`/`join()` accounting and Python 3.13's `shutdown()`. It is built on
-//! `crossbeam-channel`. The queues between processes ([`crate::queue::Queue`] & co.)
-//! have the same method names and error words.
+//! `task_done()`/`join()` accounting and Python 3.13's `shutdown()`; [`LifoQueue`] and
+//! [`PriorityQueue`] are the same queue with another order. The queues between
+//! processes ([`crate::queue::Queue`] & co.) have the same method names and error words.
 //!
 //! ```
 //! use multiproc::queue::local::{GetError, Queue};
@@ -35,6 +35,7 @@
 //! | `q.task_done()`, `q.join()`, `q.unfinished_tasks` | [`Queue::task_done`] ([`TooManyTaskDone`]), [`Queue::join`], [`Queue::join_timeout`], [`Queue::unfinished_tasks`] |
 //! | `q.shutdown(immediate)`, `q.is_shutdown` (3.13) | [`Queue::shutdown`], [`Queue::is_shutdown`] |
 //! | `while True: item = q.get()` … `except ShutDown` | `for item in q.iter()`, or [`Queue::try_iter`] for what is there now |
+//! | `queue.LifoQueue(maxsize)`, `queue.PriorityQueue(maxsize)` | [`LifoQueue::new`], [`PriorityQueue::new`]: the same methods and errors |
 //! | `except queue.Empty`, `queue.Full`, `queue.ShutDown` | [`GetError::Empty`] / [`GetError::Timeout`] ([`GetError::is_empty`]), [`PutError::Full`] / [`PutError::Timeout`] ([`PutError::is_full`]), [`ShutDown`] / [`GetError::ShutDown`] / [`PutError::ShutDown`] |
 //!
 //! # Errors
@@ -266,7 +267,6 @@ impl<T> fmt::Debug for ShutDown<T> {
     }
 }
 
-
 /// Python's `queue.Queue`: a FIFO queue between the threads of one process, bounded or
 /// unbounded, with `task_done()`/`join()` and Python 3.13's `shutdown()` (S30).
 ///
@@ -349,7 +349,8 @@ impl<T> Queue<T> {
     /// assert_eq!(q.put(222), Err(ShutDown(222)));
     /// ```
     pub fn put(&self, item: T) -> Result<(), ShutDown<T>> {
-        self.shared.put(item, Wait::Forever)
+        self.shared
+            .put(item, Wait::Forever)
             .map_err(|err| ShutDown(err.into_inner()))
     }
 

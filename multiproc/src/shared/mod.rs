@@ -32,6 +32,46 @@
 //! `Value` and `Array` carry a robust lock, like Python's synchronized wrappers:
 //! [`Value::lock`] gives a guard, and a holder's death is reported to the next locker
 //! as [`crate::sync::LockError::OwnerDied`], guard included.
+//!
+//! | Python | here |
+//! |---|---|
+//! | `Value('i', 0)`, `Array('d', 10)` | [`Value::new`], [`Array::zeroed`] (a lock each) |
+//! | `Value('i', 0, lock=lock)`, `Array('i', 3, lock=lock)` | [`Value::with_lock`], [`Array::with_lock`] (one [`SuppliedLock`] for several) |
+//! | `Value(typecode, x, lock=False)`, `RawValue` of a number | [`Atomic`] for every typecode: lock-free and never torn |
+//! | `RawArray(typecode or Structure, n)`, `RawValue(Structure)` | [`RawArray`], [`RawValue`] (no lock) |
+//! | `SharedMemory(create=True, size=n)` | [`SharedMemory::new`] (no name, nothing in `/dev/shm`) |
+//! | `SharedMemory(name, create=True, size=n)`, `SharedMemory(name)`, `unlink()` | [`SharedMemory::create`], [`SharedMemory::attach`], [`SharedMemory::unlink`] |
+//! | `SharedMemoryManager()`, `smm.SharedMemory(n)` | [`SharedMemoryManager::start`], [`SharedMemoryManager::shared_memory`] |
+//!
+//! ```
+//! # multiproc::init();
+//! use multiproc::shared::{Atomic, RawArray, Value};
+//! use multiproc::sync::RLock;
+//! use multiproc::Process;
+//!
+//! fn work((hits, mean, lock, count, total): (Atomic<u8>, Atomic<f64>, RLock, Value<u32>, Value<f64>)) {
+//!     hits.fetch_add(1); // Value('B', 0, lock=False)
+//!     mean.store(2.5); // Value('d', 0.0, lock=False)
+//!     let _both = lock.lock().unwrap(); // one lock for two values
+//!     count.set(count.get() + 1);
+//!     total.set(total.get() + 2.5);
+//! }
+//!
+//! let lock = RLock::new()?;
+//! let args = (
+//!     Atomic::new(0u8)?,
+//!     Atomic::new(0.0f64)?,
+//!     lock.clone(),
+//!     Value::with_lock(0u32, lock.clone())?,
+//!     Value::with_lock(0.0f64, lock.clone())?,
+//! );
+//! Process::start(work, args.clone())?.join()?;
+//! assert_eq!((args.0.load(), args.1.load()), (1, 2.5));
+//! assert_eq!((args.3.get(), args.4.get()), (1, 2.5));
+//! let raw = RawArray::from_slice(&[1.0f32, 2.0])?; // RawArray('f', [1.0, 2.0])
+//! assert_eq!(raw.get(1), Some(2.0));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::fmt;
 use std::io;
@@ -51,8 +91,8 @@ mod named;
 mod raw;
 
 pub use atomic::{Atomic, AtomicInt, AtomicNumber, AtomicPrimitive};
-pub(crate) use named::created_names;
 pub use named::SharedMemoryManager;
+pub(crate) use named::created_names;
 pub use raw::{RawArray, RawValue};
 
 const MUTEX_AT: usize = BODY;
@@ -320,7 +360,10 @@ fn receive<'de, D: Deserializer<'de>, T>(
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             write!(f, "a shared {} and its lock", self.0)
         }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
             let missing = || serde::de::Error::custom("a shared value without its memory");
             let KindBlock::<T>(block, _) = seq
                 .next_element_seed(KindSeed::<T>(self.0, PhantomData))?
@@ -478,9 +521,14 @@ impl<T: Pod> Array<T> {
 
     /// Locks the array (Python's `with arr.get_lock():`); the guard derefs to `[T]`.
     pub fn lock(&self) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
-        lock::<T>(&self.block, self.supplied.as_deref(), self.len, Wait::Forever)
-            .map(|inner| ArrayGuard { inner })
-            .map_err(|e| e.map_guard(|inner| ArrayGuard { inner }))
+        lock::<T>(
+            &self.block,
+            self.supplied.as_deref(),
+            self.len,
+            Wait::Forever,
+        )
+        .map(|inner| ArrayGuard { inner })
+        .map_err(|e| e.map_guard(|inner| ArrayGuard { inner }))
     }
 
     /// Item `i`, read under the lock (Python's `arr[i]`).

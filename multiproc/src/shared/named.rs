@@ -18,7 +18,9 @@ use crate::sys::{mem, proc};
 static CREATED: parking_lot::Mutex<Vec<String>> = parking_lot::Mutex::new(Vec::new());
 
 pub(super) fn note_created(name: &str) {
-    CREATED.lock().push(name.trim_start_matches('/').to_string());
+    CREATED
+        .lock()
+        .push(name.trim_start_matches('/').to_string());
 }
 
 pub(super) fn note_unlinked(name: &str) {

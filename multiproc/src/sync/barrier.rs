@@ -115,9 +115,9 @@ impl BarrierBuilder {
         block
             .u32_at(PARTIES_AT)
             .store(u32::from(self.parties), Ordering::Release);
-        let nanos = self
-            .timeout
-            .map_or(0, |t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX).max(1));
+        let nanos = self.timeout.map_or(0, |t| {
+            u64::try_from(t.as_nanos()).unwrap_or(u64::MAX).max(1)
+        });
         block.u64_at(TIMEOUT_AT).store(nanos, Ordering::Release);
         Ok(Barrier {
             block: Arc::new(block),

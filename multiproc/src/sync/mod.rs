@@ -35,6 +35,41 @@
 //! blocks everyone for ever, FAILURE_MODES item 4). A holder that locks a `Lock` again
 //! gets [`LockError::WouldDeadlock`] instead of hanging (S16).
 //!
+//! # Python's `acquire()`/`release()`, `locked()`, a barrier's action
+//!
+//! The guard is the safe path. For code that acquires in one function and releases in
+//! another, [`Lock::acquire`] and [`Lock::release`] (and [`RLock`]'s) are Python's: the
+//! less safe path, since nothing releases a hold that is forgotten (until the thread
+//! ends and the next acquirer gets `OwnerDied`), and a release by a thread that does
+//! not hold the lock is refused with [`NotOwner`].
+//!
+//! ```
+//! use multiproc::sync::{Barrier, Lock, NotOwner, RLock};
+//!
+//! fn begin(lock: &Lock) {
+//!     lock.acquire().unwrap();
+//! }
+//! fn end(lock: &Lock) -> Result<(), NotOwner> {
+//!     lock.release()
+//! }
+//!
+//! let lock = Lock::new()?;
+//! begin(&lock);
+//! assert!(lock.locked());
+//! end(&lock)?;
+//! assert_eq!(end(&lock), Err(NotOwner)); // Python's RuntimeError
+//!
+//! let r = RLock::new()?;
+//! let _outer = r.lock().unwrap();
+//! let _inner = r.lock().unwrap();
+//! assert_eq!((r.is_owned(), r.count()), (true, 2));
+//!
+//! fn all_here() {} // runs once per round, in the last party's process
+//! let b = Barrier::builder(1).action(all_here).build()?;
+//! assert_eq!(b.wait(), Ok(0));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! `Semaphore`, `Event`, `Condition` and `Barrier` are futex words in the same kind of
 //! block. A semaphore slot taken through a [`Permit`] names its process, so slots a dead
 //! process held are taken back by the next acquirer that finds none free (reported as

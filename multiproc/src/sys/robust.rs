@@ -380,7 +380,12 @@ pub(crate) fn read_racy_at<T: bytemuck::Pod>(map: &Mapping, offset: usize, index
 /// Writes `value` as item `index` of the `T`s at `offset` of `map` without any lock
 /// (Python's `RawArray` item assignment): a reader in another process may see a value
 /// wider than a machine word half-written; every bit pattern is still a valid `T`.
-pub(crate) fn write_racy_at<T: bytemuck::Pod>(map: &Mapping, offset: usize, index: usize, value: T) {
+pub(crate) fn write_racy_at<T: bytemuck::Pod>(
+    map: &Mapping,
+    offset: usize,
+    index: usize,
+    value: T,
+) {
     let size = std::mem::size_of::<T>();
     let ptr = map
         .ptr_at(offset + index * size, size, std::mem::align_of::<T>())
