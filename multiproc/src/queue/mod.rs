@@ -29,7 +29,7 @@
 //! use multiproc::queue::{GetError, JoinableQueue};
 //!
 //! let q = JoinableQueue::new()?;
-//! q.put("pending")?;
+//! q.put(String::from("pending"))?;
 //! q.shutdown(true); // drops it, wakes every waiter
 //! assert!(matches!(q.get(), Err(GetError::ShutDown)));
 //! q.join(); // the dropped item counts as done
