@@ -26,7 +26,8 @@
 //! - **descriptors** open now that were not at the start (but the forkserver's), with
 //!   what they point to.
 //! - **mappings** of multiproc's memfds (`/memfd:multiproc-…` in `/proc/self/maps`) and
-//!   `/dev/shm` entries named `multiproc…` or `mp-…`.
+//!   `/dev/shm` entries named `multiproc…` or `mp-…`, or made in this process by
+//!   [`SharedMemory::create`](crate::shared::SharedMemory::create) and still there.
 //! - **threads** of multiproc's (named `multiproc-…`, and executor workers with the
 //!   default `ThreadPoolExecutor` prefix; names from `/proc/self/task/*/comm`) that did
 //!   not exist at the start. The launcher thread is allowed: it is created on the first
@@ -366,10 +367,14 @@ fn memfd_mappings() -> BTreeSet<String> {
 }
 
 fn shm_entries() -> BTreeSet<String> {
+    // Besides the names of ours by prefix, any name `SharedMemory::create` made here.
+    let made_here = crate::shared::created_names();
     std::fs::read_dir("/dev/shm")
         .map(|d| {
             d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|n| n.starts_with("multiproc") || n.starts_with("mp-"))
+                .filter(|n| {
+                    n.starts_with("multiproc") || n.starts_with("mp-") || made_here.contains(n)
+                })
                 .collect()
         })
         .unwrap_or_default()

@@ -475,7 +475,7 @@ fn shutdown_wakes_blocked_getters_after_the_queue_drains() {
         got_rx.try_recv().is_err(),
         "get() returned on an open queue"
     );
-    q.shutdown();
+    q.shutdown(false);
     match got_rx.recv_timeout(PROMPT) {
         Ok(Err(GetError::ShutDown)) => {}
         Ok(other) => panic!("expected ShutDown, got {other:?}"),
@@ -484,7 +484,7 @@ fn shutdown_wakes_blocked_getters_after_the_queue_drains() {
     getter.join().unwrap();
     let q = Queue::<u8>::new().unwrap();
     q.put(1).unwrap();
-    q.shutdown();
+    q.shutdown(false);
     assert!(q.is_shutdown());
     assert!(matches!(q.put(2), Err(PutError::ShutDown(2))));
     assert_eq!(
@@ -1107,7 +1107,7 @@ fn s32_joinable_queue_join_returns_once_every_item_is_done() {
             assert_eq!(recorded, all_items(), "{method}: each item exactly once");
 
             // The seed's daemons die with the main process; here they are told to stop.
-            q.shutdown();
+            q.shutdown(false);
             let counts: Vec<usize> = consumers
                 .iter_mut()
                 .map(|c| c.join_timeout(PROMPT).unwrap())
@@ -1177,7 +1177,7 @@ fn iterating_a_queue_yields_an_item_that_does_not_decode_as_an_error_and_goes_on
         for n in [13, 3] {
             q.put(NotThirteen(n)).unwrap();
         }
-        q.shutdown();
+        q.shutdown(false);
         let got: Vec<_> = q.iter().collect();
         assert!(
             matches!(got[..], [Err(GetError::Codec(_)), Ok(NotThirteen(3))]),

@@ -1,9 +1,9 @@
 //! Python's `queue.Queue` for the threads of one process (S30).
 //!
 //! [`Queue`] is a FIFO for the threads of one process, bounded or not, with Python's
-//! `task_done()`/`join()` accounting and Python 3.13's `shutdown()`. It is built on
-//! `crossbeam-channel`. The queues between processes ([`crate::queue::Queue`] & co.)
-//! have the same method names and error words.
+//! `task_done()`/`join()` accounting and Python 3.13's `shutdown()`; [`LifoQueue`] and
+//! [`PriorityQueue`] are the same queue with another order. The queues between
+//! processes ([`crate::queue::Queue`] & co.) have the same method names and error words.
 //!
 //! ```
 //! use multiproc::queue::local::{GetError, Queue};
@@ -35,6 +35,7 @@
 //! | `q.task_done()`, `q.join()`, `q.unfinished_tasks` | [`Queue::task_done`] ([`TooManyTaskDone`]), [`Queue::join`], [`Queue::join_timeout`], [`Queue::unfinished_tasks`] |
 //! | `q.shutdown(immediate)`, `q.is_shutdown` (3.13) | [`Queue::shutdown`], [`Queue::is_shutdown`] |
 //! | `while True: item = q.get()` … `except ShutDown` | `for item in q.iter()`, or [`Queue::try_iter`] for what is there now |
+//! | `queue.LifoQueue(maxsize)`, `queue.PriorityQueue(maxsize)` | [`LifoQueue::new`], [`PriorityQueue::new`]: the same methods and errors |
 //! | `except queue.Empty`, `queue.Full`, `queue.ShutDown` | [`GetError::Empty`] / [`GetError::Timeout`] ([`GetError::is_empty`]), [`PutError::Full`] / [`PutError::Timeout`] ([`PutError::is_full`]), [`ShutDown`] / [`GetError::ShutDown`] / [`PutError::ShutDown`] |
 //!
 //! # Errors
@@ -66,37 +67,25 @@
 //!
 //! # How it works
 //!
-//! The items travel through one crossbeam channel (`bounded(maxsize)`, or `unbounded()`
-//! for Python's `maxsize == 0`; crossbeam's `bounded(0)` would be a rendezvous channel).
-//! Beside it sit the two things a channel lacks:
-//!
-//! * the **unfinished-tasks counter** behind `task_done()`/`join()`: an atomic, raised by
-//!   a `put` *before* its item becomes visible (so a `task_done` for it can never be
-//!   early) and lowered by `task_done`; `join` sleeps on a condvar that whoever brings
-//!   the counter to zero notifies, taking the condvar's mutex first so no wake-up is lost;
-//! * the **shutdown signal**: a state word (open, shut down, shut down immediately) and a
-//!   channel that never carries a message and whose only sender is dropped on shutdown.
-//!   Every blocked `get` and `put` selects on it beside the item channel, so a shutdown
-//!   wakes them all;
-//! * the **puts in flight**: a `put` that saw the queue open may still be delivering its
-//!   item when the queue is shut down. Python's mutex orders the two; here a `put`
-//!   announces itself (an atomic count, raised *before* it reads the state) and a `get`
-//!   that finds the queue shut down and empty waits for that count to reach zero, then
-//!   looks once more, before it reports `ShutDown`. Without this a consumer could end its
-//!   loop while a last item was still arriving, which would then never be taken and
-//!   `join` would hang. The wait is short: after a shutdown every put either completes at
-//!   once or is woken by the signal and fails.
-
-use std::convert::Infallible;
+//! As CPython's `queue` module: one mutex over the items, the unfinished-tasks count
+//! and the shutdown state, and three condition variables on it (`not_empty` for
+//! getters, `not_full` for putters, `all_tasks_done` for joiners). A shutdown sets the
+//! state under the mutex and wakes all three, so no wake-up is lost and no item can
+//! arrive after the state changed (the puts-in-flight race a lock-free design has to
+//! handle cannot happen). The three queues differ only in the container the items sit
+//! in, a private strategy the one implementation is generic over: a `VecDeque` for
+//! [`Queue`] (first in, first out), a `Vec` for [`LifoQueue`] (last in, first out), a
+//! binary heap for [`PriorityQueue`] (smallest first, as Python's `heapq`).
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
-
-use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError};
-use parking_lot::{Condvar, Mutex};
+use std::time::Duration;
 
 use super::TooManyTaskDone;
+
+mod strategy;
+
+use self::strategy::{Core, Fifo, Wait};
+pub use self::strategy::{LifoQueue, PriorityQueue};
 
 /// Why [`Queue::try_get`] or [`Queue::get_timeout`] returned no item.
 ///
@@ -278,13 +267,6 @@ impl<T> fmt::Debug for ShutDown<T> {
     }
 }
 
-/// `shutdown` has not been called.
-const OPEN: u8 = 0;
-/// `shutdown(false)`: puts fail; gets drain what is left, then fail.
-const SHUT_DOWN: u8 = 1;
-/// `shutdown(true)`: the items left were discarded; puts and gets fail.
-const SHUT_DOWN_IMMEDIATELY: u8 = 2;
-
 /// Python's `queue.Queue`: a FIFO queue between the threads of one process, bounded or
 /// unbounded, with `task_done()`/`join()` and Python 3.13's `shutdown()` (S30).
 ///
@@ -316,50 +298,7 @@ const SHUT_DOWN_IMMEDIATELY: u8 = 2;
 /// assert_eq!(consumer.join().unwrap(), 55);
 /// ```
 pub struct Queue<T> {
-    shared: Arc<QueueState<T>>,
-}
-
-/// What every handle of one queue shares.
-struct QueueState<T> {
-    items_tx: Sender<T>,
-    items_rx: Receiver<T>,
-    /// As given to `new`: 0 for unbounded.
-    maxsize: usize,
-    /// [`OPEN`], [`SHUT_DOWN`] or [`SHUT_DOWN_IMMEDIATELY`]; only ever increases.
-    state: AtomicU8,
-    /// Dropped (set to `None`) by `shutdown`, which disconnects `shutdown_rx`.
-    shutdown_tx: Mutex<Option<Sender<Infallible>>>,
-    /// Ready (disconnected) once the queue is shut down; never carries a message.
-    shutdown_rx: Receiver<Infallible>,
-    /// Items put and not yet marked done, plus puts in flight.
-    unfinished: AtomicUsize,
-    /// Puts between their state check and their return (see the module docs).
-    puts_in_flight: AtomicUsize,
-    /// Taken by a `get` waiting for `puts_in_flight` to reach zero after a shutdown, and
-    /// by the put that brings it there before notifying `puts_finished`.
-    puts_lock: Mutex<()>,
-    puts_finished: Condvar,
-    /// Taken by `join` while it checks `unfinished`, and by whoever brings `unfinished`
-    /// to zero before notifying `all_done`.
-    join_lock: Mutex<()>,
-    all_done: Condvar,
-}
-
-/// How long a `get` or `put` may wait.
-#[derive(Clone, Copy)]
-enum Wait {
-    No,
-    Forever,
-    Until(Instant),
-}
-
-impl Wait {
-    /// Waits at most `timeout`; a timeout too large for an `Instant` waits forever.
-    fn at_most(timeout: Duration) -> Self {
-        Instant::now()
-            .checked_add(timeout)
-            .map_or(Self::Forever, Self::Until)
-    }
+    shared: Arc<Core<T, Fifo<T>>>,
 }
 
 impl<T> Queue<T> {
@@ -375,27 +314,8 @@ impl<T> Queue<T> {
     /// assert_eq!(Queue::<char>::new(0).maxsize(), 0); // unbounded
     /// ```
     pub fn new(maxsize: usize) -> Self {
-        let (items_tx, items_rx) = if maxsize == 0 {
-            crossbeam_channel::unbounded()
-        } else {
-            crossbeam_channel::bounded(maxsize)
-        };
-        let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded(0);
         Self {
-            shared: Arc::new(QueueState {
-                items_tx,
-                items_rx,
-                maxsize,
-                state: AtomicU8::new(OPEN),
-                shutdown_tx: Mutex::new(Some(shutdown_tx)),
-                shutdown_rx,
-                unfinished: AtomicUsize::new(0),
-                puts_in_flight: AtomicUsize::new(0),
-                puts_lock: Mutex::new(()),
-                puts_finished: Condvar::new(),
-                join_lock: Mutex::new(()),
-                all_done: Condvar::new(),
-            }),
+            shared: Arc::new(Core::new(maxsize, Fifo::default())),
         }
     }
 
@@ -429,7 +349,8 @@ impl<T> Queue<T> {
     /// assert_eq!(q.put(222), Err(ShutDown(222)));
     /// ```
     pub fn put(&self, item: T) -> Result<(), ShutDown<T>> {
-        self.put_waiting(item, Wait::Forever)
+        self.shared
+            .put(item, Wait::Forever)
             .map_err(|err| ShutDown(err.into_inner()))
     }
 
@@ -451,7 +372,7 @@ impl<T> Queue<T> {
     /// assert_eq!(late, Err(PutError::Timeout(2)));
     /// ```
     pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
-        self.put_waiting(item, Wait::at_most(timeout))
+        self.shared.put(item, Wait::at_most(timeout))
     }
 
     /// Python's `q.put_nowait(item)` (`put(item, block=False)`): appends `item` if there
@@ -470,7 +391,7 @@ impl<T> Queue<T> {
     /// assert_eq!(q.try_put("b"), Err(PutError::Full("b")));
     /// ```
     pub fn try_put(&self, item: T) -> Result<(), PutError<T>> {
-        self.put_waiting(item, Wait::No)
+        self.shared.put(item, Wait::No)
     }
 
     /// Python's `q.get()`: removes and returns the oldest item, waiting as long as the
@@ -493,7 +414,7 @@ impl<T> Queue<T> {
     /// assert_eq!(q.get(), Err(ShutDown(())));
     /// ```
     pub fn get(&self) -> Result<T, ShutDown> {
-        self.get_waiting(Wait::Forever).map_err(|_| ShutDown(()))
+        self.shared.get(Wait::Forever).map_err(|_| ShutDown(()))
     }
 
     /// Python's `q.get(timeout=t)`: like [`get`](Self::get), waiting at most `timeout`
@@ -515,7 +436,7 @@ impl<T> Queue<T> {
     /// assert!(start.elapsed() >= Duration::from_millis(30));
     /// ```
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
-        self.get_waiting(Wait::at_most(timeout))
+        self.shared.get(Wait::at_most(timeout))
     }
 
     /// Python's `q.get_nowait()` (`get(block=False)`): removes and returns the oldest
@@ -535,7 +456,7 @@ impl<T> Queue<T> {
     /// assert_eq!(q.try_get(), Err(GetError::Empty));
     /// ```
     pub fn try_get(&self) -> Result<T, GetError> {
-        self.get_waiting(Wait::No)
+        self.shared.get(Wait::No)
     }
 
     /// Python's `q.qsize()`: how many items are queued. Another thread may change it
@@ -548,7 +469,7 @@ impl<T> Queue<T> {
     /// assert_eq!(q.qsize(), 2);
     /// ```
     pub fn qsize(&self) -> usize {
-        self.shared.items_rx.len()
+        self.shared.qsize()
     }
 
     /// Python's `q.empty()`: `true` if no item is queued (at the moment of the call).
@@ -560,7 +481,7 @@ impl<T> Queue<T> {
     /// assert!(!q.empty());
     /// ```
     pub fn empty(&self) -> bool {
-        self.shared.items_rx.is_empty()
+        self.shared.qsize() == 0
     }
 
     /// Python's `q.full()`: `true` if the queue is bounded and holds `maxsize` items (at
@@ -574,7 +495,7 @@ impl<T> Queue<T> {
     /// assert!(q.full());
     /// ```
     pub fn full(&self) -> bool {
-        self.shared.maxsize != 0 && self.shared.items_tx.is_full()
+        self.shared.full()
     }
 
     /// Python's `q.maxsize`: the bound given to [`new`](Self::new); 0 for unbounded.
@@ -585,7 +506,7 @@ impl<T> Queue<T> {
     /// assert_eq!(Queue::<u8>::unbounded().maxsize(), 0);
     /// ```
     pub fn maxsize(&self) -> usize {
-        self.shared.maxsize
+        self.shared.maxsize()
     }
 
     /// Python's `q.task_done()`: marks one item taken by a `get` as processed, for
@@ -607,15 +528,7 @@ impl<T> Queue<T> {
     /// assert_eq!(q.task_done(), Err(TooManyTaskDone));
     /// ```
     pub fn task_done(&self) -> Result<(), TooManyTaskDone> {
-        let before = self
-            .shared
-            .unfinished
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-            .map_err(|_| TooManyTaskDone)?;
-        if before == 1 {
-            self.shared.notify_all_done();
-        }
-        Ok(())
+        self.shared.task_done()
     }
 
     /// Python's `q.join()`: waits until every item ever put has been marked done by
@@ -637,10 +550,7 @@ impl<T> Queue<T> {
     /// assert_eq!(q.unfinished_tasks(), 0);
     /// ```
     pub fn join(&self) {
-        let mut guard = self.shared.join_lock.lock();
-        while self.shared.unfinished.load(Ordering::Acquire) != 0 {
-            self.shared.all_done.wait(&mut guard);
-        }
+        self.shared.join(None);
     }
 
     /// Like [`join`](Self::join), waiting at most `timeout`: `true` if every item put
@@ -655,22 +565,7 @@ impl<T> Queue<T> {
     /// assert!(!q.join_timeout(Duration::from_millis(10)));
     /// ```
     pub fn join_timeout(&self, timeout: Duration) -> bool {
-        let Wait::Until(deadline) = Wait::at_most(timeout) else {
-            self.join();
-            return true;
-        };
-        let mut guard = self.shared.join_lock.lock();
-        while self.shared.unfinished.load(Ordering::Acquire) != 0 {
-            if self
-                .shared
-                .all_done
-                .wait_until(&mut guard, deadline)
-                .timed_out()
-            {
-                return self.shared.unfinished.load(Ordering::Acquire) == 0;
-            }
-        }
-        true
+        self.shared.join(Wait::at_most(timeout).deadline())
     }
 
     /// Python's `q.unfinished_tasks`: items put and not yet marked done (a `put` still
@@ -686,7 +581,7 @@ impl<T> Queue<T> {
     /// assert_eq!(q.unfinished_tasks(), 1);
     /// ```
     pub fn unfinished_tasks(&self) -> usize {
-        self.shared.unfinished.load(Ordering::Acquire)
+        self.shared.unfinished_tasks()
     }
 
     /// Python 3.13's `q.shutdown(immediate)`: from now on every `put` fails with
@@ -710,18 +605,7 @@ impl<T> Queue<T> {
     /// q.join(); // the dropped items count as done
     /// ```
     pub fn shutdown(&self, immediate: bool) {
-        let state = if immediate {
-            SHUT_DOWN_IMMEDIATELY
-        } else {
-            SHUT_DOWN
-        };
-        self.shared.state.fetch_max(state, Ordering::SeqCst);
-        // Disconnecting the signal wakes every `get` and `put` blocked in a select. The
-        // state is set first so that each of them sees it on waking.
-        drop(self.shared.shutdown_tx.lock().take());
-        if immediate {
-            self.shared.discard_queued();
-        }
+        self.shared.shutdown(immediate);
     }
 
     /// Python 3.13's `q.is_shutdown`: `true` once [`shutdown`](Self::shutdown) was called.
@@ -733,7 +617,7 @@ impl<T> Queue<T> {
     /// assert!(q.is_shutdown());
     /// ```
     pub fn is_shutdown(&self) -> bool {
-        self.shared.state() != OPEN
+        self.shared.is_shutdown()
     }
 
     /// Takes items as they come, waiting for each, until the queue is shut down and
@@ -763,178 +647,6 @@ impl<T> Queue<T> {
     /// ```
     pub fn try_iter(&self) -> TryIter<'_, T> {
         TryIter { queue: self }
-    }
-
-    /// The one implementation of `put`, `put_timeout` and `try_put`.
-    fn put_waiting(&self, item: T, wait: Wait) -> Result<(), PutError<T>> {
-        let shared = &*self.shared;
-        // Announced before the state is read (both `SeqCst`, like the state's store in
-        // `shutdown` and the loads in `get_waiting`): a `get` that sees the shutdown then
-        // sees this put in flight if the put saw the queue open.
-        shared.puts_in_flight.fetch_add(1, Ordering::SeqCst);
-        let result = self.put_announced(item, wait);
-        if shared.puts_in_flight.fetch_sub(1, Ordering::SeqCst) == 1
-            && shared.state_seq_cst() != OPEN
-        {
-            // Taking the lock first: a waiting `get` is either before its check of the
-            // count (and will see zero) or already waiting (and is woken).
-            drop(shared.puts_lock.lock());
-            shared.puts_finished.notify_all();
-        }
-        result
-    }
-
-    /// `put_waiting` once the put is counted in `puts_in_flight`.
-    fn put_announced(&self, item: T, wait: Wait) -> Result<(), PutError<T>> {
-        let shared = &*self.shared;
-        if shared.state_seq_cst() != OPEN {
-            return Err(PutError::ShutDown(item));
-        }
-        // Counted before the item is visible, so a consumer's `task_done` for it can never
-        // come first and be refused.
-        shared.unfinished.fetch_add(1, Ordering::AcqRel);
-        let sent = match shared.items_tx.try_send(item) {
-            Ok(()) => Ok(()),
-            // Unreachable while `shared` holds the receiver; reported rather than assumed.
-            Err(TrySendError::Disconnected(item)) => Err(PutError::ShutDown(item)),
-            Err(TrySendError::Full(item)) => match wait {
-                Wait::No => Err(PutError::Full(item)),
-                Wait::Forever => shared.send_blocking(item, None),
-                Wait::Until(deadline) => shared.send_blocking(item, Some(deadline)),
-            },
-        };
-        match sent {
-            Ok(()) => {
-                // A `shutdown(true)` that raced with this put may have drained the queue
-                // before the item arrived: the put then counts as made before it, and the
-                // item is dropped with the others.
-                if shared.state() == SHUT_DOWN_IMMEDIATELY {
-                    shared.discard_queued();
-                }
-                Ok(())
-            }
-            Err(err) => {
-                shared.finish_tasks(1);
-                Err(err)
-            }
-        }
-    }
-
-    /// The one implementation of `get`, `get_timeout` and `try_get`.
-    fn get_waiting(&self, wait: Wait) -> Result<T, GetError> {
-        let shared = &*self.shared;
-        loop {
-            if shared.state() == SHUT_DOWN_IMMEDIATELY {
-                shared.discard_queued();
-                return Err(GetError::ShutDown);
-            }
-            match shared.items_rx.try_recv() {
-                Ok(item) => return Ok(item),
-                Err(TryRecvError::Disconnected) => return Err(GetError::ShutDown),
-                Err(TryRecvError::Empty) => {}
-            }
-            if shared.state_seq_cst() != OPEN {
-                // Empty and shut down, unless a put that saw the queue open is still
-                // delivering its item: wait for those, then look once more.
-                shared.wait_for_puts_in_flight();
-                return shared.items_rx.try_recv().map_err(|_| GetError::ShutDown);
-            }
-            let deadline = match wait {
-                Wait::No => return Err(GetError::Empty),
-                Wait::Forever => None,
-                Wait::Until(deadline) => Some(deadline),
-            };
-            let mut select = Select::new_biased();
-            let item_ready = select.recv(&shared.items_rx);
-            let shutdown_ready = select.recv(&shared.shutdown_rx);
-            let ready = match deadline {
-                None => select.select(),
-                Some(deadline) => match select.select_deadline(deadline) {
-                    Ok(ready) => ready,
-                    Err(_) => return Err(GetError::Timeout),
-                },
-            };
-            if ready.index() == item_ready {
-                return ready.recv(&shared.items_rx).map_err(|_| GetError::ShutDown);
-            }
-            debug_assert_eq!(ready.index(), shutdown_ready);
-            // Completes the selected operation (it reports the disconnection); the loop
-            // then drains what is left or reports the shutdown.
-            let _disconnected = ready.recv(&shared.shutdown_rx);
-        }
-    }
-}
-
-impl<T> QueueState<T> {
-    fn state(&self) -> u8 {
-        self.state.load(Ordering::Acquire)
-    }
-
-    /// The state, read in the single order shared with `puts_in_flight` (see
-    /// `put_waiting`).
-    fn state_seq_cst(&self) -> u8 {
-        self.state.load(Ordering::SeqCst)
-    }
-
-    /// Waits until no put is between its state check and its return. Called only once
-    /// the queue is shut down, when no new put gets past its check.
-    fn wait_for_puts_in_flight(&self) {
-        let mut guard = self.puts_lock.lock();
-        while self.puts_in_flight.load(Ordering::SeqCst) != 0 {
-            self.puts_finished.wait(&mut guard);
-        }
-    }
-
-    /// Waits until `item` can be sent, the deadline passes (`Timeout`) or the queue is
-    /// shut down (`ShutDown`). A shutdown wins over free room when both are ready.
-    fn send_blocking(&self, item: T, deadline: Option<Instant>) -> Result<(), PutError<T>> {
-        let mut select = Select::new_biased();
-        let shutdown_ready = select.recv(&self.shutdown_rx);
-        let room_ready = select.send(&self.items_tx);
-        let ready = match deadline {
-            None => select.select(),
-            Some(deadline) => match select.select_deadline(deadline) {
-                Ok(ready) => ready,
-                Err(_) => return Err(PutError::Timeout(item)),
-            },
-        };
-        if ready.index() == shutdown_ready {
-            let _disconnected = ready.recv(&self.shutdown_rx);
-            return Err(PutError::ShutDown(item));
-        }
-        debug_assert_eq!(ready.index(), room_ready);
-        ready
-            .send(&self.items_tx, item)
-            .map_err(|err| PutError::ShutDown(err.into_inner()))
-    }
-
-    /// Drops every queued item, counting each as done (Python's `shutdown(immediate=True)`).
-    fn discard_queued(&self) {
-        let discarded = self.items_rx.try_iter().count();
-        if discarded > 0 {
-            self.finish_tasks(discarded);
-        }
-    }
-
-    /// Lowers the unfinished count by `n` (not below zero) and wakes the joiners if it
-    /// reaches zero.
-    fn finish_tasks(&self, n: usize) {
-        let before = self
-            .unfinished
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
-                Some(count.saturating_sub(n))
-            })
-            .unwrap_or_else(|count| count);
-        if before != 0 && before <= n {
-            self.notify_all_done();
-        }
-    }
-
-    /// Wakes every `join`. Taking the lock first means a joiner is either before its
-    /// check of the count (and will see zero) or already waiting (and is woken).
-    fn notify_all_done(&self) {
-        drop(self.join_lock.lock());
-        self.all_done.notify_all();
     }
 }
 

@@ -19,6 +19,32 @@
 //! `is_empty()`/`is_full()` on the errors are true for both the immediate and the
 //! timed-out case, which is what Python's `Empty` and `Full` mean.
 //!
+//! `shutdown(immediate)` (Python 3.13) is for every handle in every process;
+//! `close()` for one handle. Beside [`local::Queue`], Python's `queue.LifoQueue` and
+//! `queue.PriorityQueue` are [`local::LifoQueue`] and [`local::PriorityQueue`].
+//!
+//! ```
+//! # multiproc::init();
+//! use multiproc::queue::local::{LifoQueue, PriorityQueue};
+//! use multiproc::queue::{GetError, JoinableQueue};
+//!
+//! let q = JoinableQueue::new()?;
+//! q.put(String::from("pending"))?;
+//! q.shutdown(true); // drops it, wakes every waiter
+//! assert!(matches!(q.get(), Err(GetError::ShutDown)));
+//! q.join(); // the dropped item counts as done
+//!
+//! let stack = LifoQueue::new(0);
+//! stack.put(1).unwrap();
+//! stack.put(2).unwrap();
+//! assert_eq!(stack.get(), Ok(2));
+//! let by_priority = PriorityQueue::new(0);
+//! by_priority.put((2, "later")).unwrap();
+//! by_priority.put((1, "first")).unwrap();
+//! assert_eq!(by_priority.get(), Ok((1, "first")));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! ```
 //! # multiproc::init();
 //! use multiproc::queue::{GetError, Queue};
@@ -29,7 +55,7 @@
 //! assert_eq!(q.get()?, 1);
 //! assert!(matches!(q.try_get(), Err(GetError::Empty)));
 //! assert!(matches!(q.get_timeout(Duration::from_millis(1)), Err(GetError::Timeout)));
-//! q.shutdown();
+//! q.shutdown(false); // Python 3.13's shutdown(); `true` drops what is queued
 //! assert!(matches!(q.get(), Err(GetError::ShutDown)));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

@@ -412,8 +412,22 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             return Err(PutError::Closed(item));
         }
         match self.shared.put(&item, until) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.discard_if_shut_down_immediately();
+                Ok(())
+            }
             Err(fail) => Err(PutError::new(item, fail)),
+        }
+    }
+
+    /// A put that saw the queue open may publish after a `shutdown(true)` in another
+    /// process dropped the items: the put then counts as made before the shutdown, and
+    /// its item is dropped as the others were (Python's lock orders the two; here the
+    /// shutdown's store and this load are both `SeqCst`, so one of the two sees the
+    /// item). The one check a put makes beyond the ring's own.
+    fn discard_if_shut_down_immediately(&self) {
+        if self.shared.is_shut_down_immediately() {
+            self.shared.discard::<T>();
         }
     }
 
@@ -440,7 +454,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
         self.shared
             .put(item, None)
-            .map_err(|fail| PutError::new((), fail))
+            .map_err(|fail| PutError::new((), fail))?;
+        self.discard_if_shut_down_immediately();
+        Ok(())
     }
 
     /// Puts `item`, waiting at most `timeout` for room: [`PutError::Timeout`] after that
@@ -508,21 +524,58 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// Python's `close()`: this process will put and get no more through this handle
-    /// and its clones; its lane goes back to the queue. Items it put stay for others.
-    /// Dropping the last handle does the same.
+    /// and its clones ([`PutError::Closed`], [`GetError::Closed`]); its lane goes back
+    /// to the queue. Items it put stay for others, and other handles, here and in
+    /// other processes, go on: unlike [`shutdown`](Self::shutdown), it concerns this
+    /// handle only. Dropping the last handle does the same.
+    ///
+    /// ```
+    /// let q = multiproc::Queue::new()?;
+    /// q.put(1)?;
+    /// let mine = q.clone();
+    /// mine.close();
+    /// assert!(matches!(mine.get(), Err(multiproc::GetError::Closed)));
+    /// assert!(!q.is_shutdown());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
         self.shared.release_lane();
     }
 
-    /// Python 3.13's `shutdown()`, for every process: further puts fail with
-    /// [`PutError::ShutDown`]; gets take what is left, then fail with
-    /// [`GetError::ShutDown`], waking everyone blocked in `get` or `put`.
-    pub fn shutdown(&self) {
-        self.shared.shutdown();
+    /// Python 3.13's `shutdown(immediate)`, for every process and every handle: from
+    /// now on puts fail with [`PutError::ShutDown`], and every `get` and `put` blocked
+    /// in any process wakes up.
+    ///
+    /// With `immediate == false`, gets still take the items queued, then fail with
+    /// [`GetError::ShutDown`]. With `immediate == true`, the queued items are dropped
+    /// at once (for a [`JoinableQueue`], each counts as done, so a `join` waiting only
+    /// for them returns) and gets fail. Calling it again is harmless;
+    /// `shutdown(true)` after `shutdown(false)` drops what is left. The same as the
+    /// in-process [`local::Queue::shutdown`](crate::queue::local::Queue::shutdown).
+    ///
+    /// ```
+    /// use multiproc::{GetError, JoinableQueue, PutError};
+    ///
+    /// let q = JoinableQueue::new()?;
+    /// q.put(1)?;
+    /// q.put(2)?;
+    /// q.shutdown(true);
+    /// assert!(q.is_shutdown());
+    /// assert!(matches!(q.get(), Err(GetError::ShutDown))); // nothing left to drain
+    /// assert!(matches!(q.put(3), Err(PutError::ShutDown(3))));
+    /// q.join(); // the dropped items count as done
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn shutdown(&self, immediate: bool) {
+        self.shared.shutdown(immediate);
+        if immediate {
+            self.shared.discard::<T>();
+        }
     }
 
-    /// `true` once any process called [`Queue::shutdown`].
+    /// Python 3.13's `is_shutdown`: `true` once any process called
+    /// [`Queue::shutdown`].
     pub fn is_shutdown(&self) -> bool {
         self.shared.is_closed()
     }

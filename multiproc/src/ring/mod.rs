@@ -56,6 +56,8 @@ const H_BLOB_NEXT: usize = 128;
 const H_TICKET: usize = 640;
 const H_LANES_HI: usize = 192;
 const H_CLOSED: usize = 196;
+/// `H_CLOSED` after `shutdown(true)`.
+const SHUT_DOWN_IMMEDIATELY: u32 = 2;
 const H_GET_WAITERS: usize = 256;
 const H_NOT_EMPTY: usize = 260;
 const H_PUT_WAITERS: usize = 384;
@@ -365,9 +367,17 @@ impl RingMap {
         self.word(H_CLOSED).load(Ordering::Acquire) != 0
     }
 
-    /// Python 3.13's `shutdown()`: no more puts; gets drain what is left, then fail.
-    pub(crate) fn shutdown(&self) {
-        self.word(H_CLOSED).store(1, Ordering::SeqCst);
+    /// `true` once `shutdown(true)` was called: the items left are to be dropped.
+    pub(crate) fn is_shut_down_immediately(&self) -> bool {
+        self.word(H_CLOSED).load(Ordering::SeqCst) == SHUT_DOWN_IMMEDIATELY
+    }
+
+    /// Python 3.13's `shutdown(immediate)`: no more puts; gets drain what is left, then
+    /// fail, or with `immediate` fail at once (the caller drops the items left with
+    /// [`discard`](Self::discard)). `H_CLOSED` only grows: 1, then 2 for immediate.
+    pub(crate) fn shutdown(&self, immediate: bool) {
+        let state = if immediate { SHUT_DOWN_IMMEDIATELY } else { 1 };
+        self.word(H_CLOSED).fetch_max(state, Ordering::SeqCst);
         for (flag, epoch) in [(H_GET_WAITERS, H_NOT_EMPTY), (H_PUT_WAITERS, H_NOT_FULL)] {
             self.word(flag).store(0, Ordering::SeqCst);
             self.word(epoch).fetch_add(1, Ordering::SeqCst);
@@ -709,6 +719,9 @@ impl RingMap {
                 return Ok(item);
             }
             if self.is_closed() {
+                if self.is_shut_down_immediately() {
+                    return Err(GetFail::ShutDown);
+                }
                 // Items put just before the shutdown are still delivered.
                 return match self.try_take()? {
                     Some(item) => Ok(item),
@@ -929,6 +942,28 @@ impl RingMap {
             .and_then(|blob| decode(&blob.as_slice()[..len as usize]));
         let _ = mem::punch_hole(&self.fd, offset, span);
         result
+    }
+
+    /// Takes and drops every item there is now (decoded as `T`, so that a blob's
+    /// memory is freed as by a get); each counts as done for `join`. Returns how many.
+    pub(crate) fn discard<T: DeserializeOwned>(&self) -> usize {
+        let mut dropped = 0;
+        // Any error of a take comes after its claim (or empties a corrupt lane): it is
+        // progress too. `Ok(None)`: nothing left.
+        while !matches!(self.try_take::<T>(), Ok(None)) {
+            dropped += 1;
+        }
+        if self.joinable && dropped > 0 {
+            let word = self.word(H_UNFINISHED);
+            let _ = word.fetch_update(Ordering::SeqCst, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(dropped as u32))
+            });
+            mem::futex_wake_all(word);
+        }
+        if dropped > 0 {
+            self.consumed();
+        }
+        dropped
     }
 
     // ---- task accounting (JoinableQueue) ----------------------------------------

@@ -32,6 +32,46 @@
 //! `Value` and `Array` carry a robust lock, like Python's synchronized wrappers:
 //! [`Value::lock`] gives a guard, and a holder's death is reported to the next locker
 //! as [`crate::sync::LockError::OwnerDied`], guard included.
+//!
+//! | Python | here |
+//! |---|---|
+//! | `Value('i', 0)`, `Array('d', 10)` | [`Value::new`], [`Array::zeroed`] (a lock each) |
+//! | `Value('i', 0, lock=lock)`, `Array('i', 3, lock=lock)` | [`Value::with_lock`], [`Array::with_lock`] (one [`SuppliedLock`] for several) |
+//! | `Value(typecode, x, lock=False)`, `RawValue` of a number | [`Atomic`] for every typecode: lock-free and never torn |
+//! | `RawArray(typecode or Structure, n)`, `RawValue(Structure)` | [`RawArray`], [`RawValue`] (no lock) |
+//! | `SharedMemory(create=True, size=n)` | [`SharedMemory::new`] (no name, nothing in `/dev/shm`) |
+//! | `SharedMemory(name, create=True, size=n)`, `SharedMemory(name)`, `unlink()` | [`SharedMemory::create`], [`SharedMemory::attach`], [`SharedMemory::unlink`] |
+//! | `SharedMemoryManager()`, `smm.SharedMemory(n)` | [`SharedMemoryManager::start`], [`SharedMemoryManager::shared_memory`] |
+//!
+//! ```
+//! # multiproc::init();
+//! use multiproc::shared::{Atomic, RawArray, Value};
+//! use multiproc::sync::RLock;
+//! use multiproc::Process;
+//!
+//! fn work((hits, mean, lock, count, total): (Atomic<u8>, Atomic<f64>, RLock, Value<u32>, Value<f64>)) {
+//!     hits.fetch_add(1); // Value('B', 0, lock=False)
+//!     mean.store(2.5); // Value('d', 0.0, lock=False)
+//!     let _both = lock.lock().unwrap(); // one lock for two values
+//!     count.set(count.get() + 1);
+//!     total.set(total.get() + 2.5);
+//! }
+//!
+//! let lock = RLock::new()?;
+//! let args = (
+//!     Atomic::new(0u8)?,
+//!     Atomic::new(0.0f64)?,
+//!     lock.clone(),
+//!     Value::with_lock(0u32, lock.clone())?,
+//!     Value::with_lock(0.0f64, lock.clone())?,
+//! );
+//! Process::start(work, args.clone())?.join()?;
+//! assert_eq!((args.0.load(), args.1.load()), (1, 2.5));
+//! assert_eq!((args.3.get(), args.4.get()), (1, 2.5));
+//! let raw = RawArray::from_slice(&[1.0f32, 2.0])?; // RawArray('f', [1.0, 2.0])
+//! assert_eq!(raw.get(1), Some(2.0));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::fmt;
 use std::io;
@@ -43,8 +83,17 @@ use bytemuck::Pod;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::block::{self, BODY, Block};
-use crate::sync::{LockError, acquired};
+use crate::sync::{Lock, LockError, RLock, acquired};
 use crate::sys::robust::{self, PodGuard, Wait};
+
+mod atomic;
+mod named;
+mod raw;
+
+pub use atomic::{Atomic, AtomicInt, AtomicNumber, AtomicPrimitive};
+pub use named::SharedMemoryManager;
+pub(crate) use named::created_names;
+pub use raw::{RawArray, RawValue};
 
 const MUTEX_AT: usize = BODY;
 const LEN_AT: usize = BODY + 56;
@@ -62,14 +111,64 @@ fn new_locked_block<T>(what: &str, count: usize) -> io::Result<Block> {
     Ok(block)
 }
 
-fn lock<T: Pod>(
-    block: &Block,
+/// A lock given to [`Value::with_lock`] or [`Array::with_lock`] (Python's `lock=`
+/// argument), which several values may share: a [`Lock`] or an [`RLock`].
+///
+/// ```
+/// use multiproc::shared::SuppliedLock;
+/// use multiproc::sync::{Lock, RLock};
+///
+/// let _: SuppliedLock = Lock::new()?.into();
+/// let _: SuppliedLock = RLock::new()?.into();
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum SuppliedLock {
+    /// A [`Lock`]: `get`/`set` of a value under it take it in turn; holding it while
+    /// calling them is a re-acquisition by its holder.
+    Lock(Lock),
+    /// An [`RLock`]: its holder may call `get`/`set` of every value under it (Python's
+    /// default lock for `Value` and `Array` is an `RLock`, for this).
+    RLock(RLock),
+}
+
+impl From<Lock> for SuppliedLock {
+    fn from(lock: Lock) -> Self {
+        SuppliedLock::Lock(lock)
+    }
+}
+
+impl From<RLock> for SuppliedLock {
+    fn from(lock: RLock) -> Self {
+        SuppliedLock::RLock(lock)
+    }
+}
+
+impl SuppliedLock {
+    fn block(&self) -> &Block {
+        match self {
+            SuppliedLock::Lock(lock) => lock.block(),
+            SuppliedLock::RLock(lock) => lock.block(),
+        }
+    }
+}
+
+/// Locks the data of `block` with its own mutex, or with `supplied`'s.
+fn lock<'a, T: Pod>(
+    block: &'a Block,
+    supplied: Option<&'a SuppliedLock>,
     count: usize,
     wait: Wait,
-) -> Result<PodGuard<'_, T>, LockError<PodGuard<'_, T>>> {
-    acquired(robust::lock_data::<T>(
+) -> Result<PodGuard<'a, T>, LockError<PodGuard<'a, T>>> {
+    let (mutex_map, mutex_at) = match supplied {
+        None => (block.map(), MUTEX_AT),
+        Some(lock) => (lock.block().map(), crate::sync::MUTEX_AT),
+    };
+    acquired(robust::lock_data_in::<T>(
+        mutex_map,
+        mutex_at,
         block.map(),
-        MUTEX_AT,
         DATA_AT,
         count,
         wait,
@@ -77,8 +176,12 @@ fn lock<T: Pod>(
 }
 
 /// Takes the guard whatever happened to the previous holder: what `get`/`set` do.
-fn lock_anyway<T: Pod>(block: &Block, count: usize) -> PodGuard<'_, T> {
-    match lock::<T>(block, count, Wait::Forever) {
+fn lock_anyway<'a, T: Pod>(
+    block: &'a Block,
+    supplied: Option<&'a SuppliedLock>,
+    count: usize,
+) -> PodGuard<'a, T> {
+    match lock::<T>(block, supplied, count, Wait::Forever) {
         Ok(guard) => guard,
         Err(LockError::OwnerDied(guard)) => guard,
         Err(LockError::WouldDeadlock) => panic!(
@@ -89,9 +192,11 @@ fn lock_anyway<T: Pod>(block: &Block, count: usize) -> PodGuard<'_, T> {
     }
 }
 
-/// One `T` in shared memory with its own lock (Python's `multiprocessing.Value`).
+/// One `T` in shared memory with its own lock (Python's `multiprocessing.Value`), or a
+/// lock the caller supplies ([`Value::with_lock`]).
 pub struct Value<T> {
     block: Arc<Block>,
+    supplied: Option<Arc<SuppliedLock>>,
     _t: PhantomData<T>,
 }
 
@@ -99,6 +204,7 @@ impl<T> Clone for Value<T> {
     fn clone(&self) -> Self {
         Value {
             block: Arc::clone(&self.block),
+            supplied: self.supplied.clone(),
             _t: PhantomData,
         }
     }
@@ -139,10 +245,52 @@ impl<T: Pod> Value<T> {
     pub fn new(value: T) -> io::Result<Value<T>> {
         let v = Value {
             block: Arc::new(new_locked_block::<T>("Value", 1)?),
+            supplied: None,
             _t: PhantomData,
         };
         v.set(value);
         Ok(v)
+    }
+
+    /// A shared `value` guarded by `lock` instead of a lock of its own (Python's
+    /// `Value('i', 0, lock=lock)`): values and arrays made with the same lock are
+    /// updated together under one acquisition. With an [`RLock`], hold it and call
+    /// `get`/`set` of each (the way Python's `with lock:` works); with a [`Lock`], each
+    /// call takes it in turn.
+    ///
+    /// ```
+    /// use multiproc::shared::{Array, Value};
+    /// use multiproc::sync::RLock;
+    ///
+    /// let lock = RLock::new()?;
+    /// let balance = Value::with_lock(100i64, lock.clone())?;
+    /// let history = Array::<i64>::with_lock(4, lock.clone())?;
+    /// {
+    ///     let _both = lock.lock().unwrap(); // no process sees one without the other
+    ///     balance.set(balance.get() - 30);
+    ///     history.set(0, -30);
+    /// }
+    /// assert_eq!((balance.get(), history.get(0)), (70, Some(-30)));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn with_lock(value: T, lock: impl Into<SuppliedLock>) -> io::Result<Value<T>> {
+        let v = Value {
+            block: Arc::new(new_locked_block::<T>("Value", 1)?),
+            supplied: Some(Arc::new(lock.into())),
+            _t: PhantomData,
+        };
+        v.set(value);
+        Ok(v)
+    }
+
+    /// The lock given to [`with_lock`](Self::with_lock), `None` for a value with its own
+    /// (Python's `get_lock()`, for a supplied lock).
+    pub fn supplied_lock(&self) -> Option<&SuppliedLock> {
+        self.supplied.as_deref()
+    }
+
+    fn supplied(&self) -> Option<&SuppliedLock> {
+        self.supplied.as_deref()
     }
 
     /// Locks the value (Python's `with v.get_lock():`); the guard derefs to `T`.
@@ -154,7 +302,7 @@ impl<T: Pod> Value<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn lock(&self) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
-        lock::<T>(&self.block, 1, Wait::Forever)
+        lock::<T>(&self.block, self.supplied(), 1, Wait::Forever)
             .map(|inner| ValueGuard { inner })
             .map_err(|e| e.map_guard(|inner| ValueGuard { inner }))
     }
@@ -164,7 +312,7 @@ impl<T: Pod> Value<T> {
         &self,
         timeout: std::time::Duration,
     ) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
-        lock::<T>(&self.block, 1, crate::sync::until(timeout))
+        lock::<T>(&self.block, self.supplied(), 1, crate::sync::until(timeout))
             .map(|inner| ValueGuard { inner })
             .map_err(|e| e.map_guard(|inner| ValueGuard { inner }))
     }
@@ -175,12 +323,12 @@ impl<T: Pod> Value<T> {
     /// If the calling thread holds the lock through [`Value::lock`] (Python's lock is
     /// re-entrant; here two ways to the same `T` at once would alias): use the guard.
     pub fn get(&self) -> T {
-        lock_anyway::<T>(&self.block, 1)[0]
+        lock_anyway::<T>(&self.block, self.supplied(), 1)[0]
     }
 
     /// Stores `value` under the lock (Python's `v.value = x`).
     pub fn set(&self, value: T) {
-        lock_anyway::<T>(&self.block, 1)[0] = value;
+        lock_anyway::<T>(&self.block, self.supplied(), 1)[0] = value;
     }
 
     /// The value read without the lock (Python's `RawValue`): a `T` wider than a machine
@@ -190,17 +338,77 @@ impl<T: Pod> Value<T> {
     }
 }
 
+/// The block of a handle, as an element of the tuple a value crosses as.
+struct BlockRef<'a>(&'a Block);
+
+impl Serialize for BlockRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+/// A block of the kind `what` over `T`s, received.
+struct KindBlock<T>(Block, PhantomData<T>);
+
+fn receive<'de, D: Deserializer<'de>, T>(
+    deserializer: D,
+    what: &'static str,
+) -> Result<(Block, Option<Arc<SuppliedLock>>), D::Error> {
+    struct Visitor<T>(&'static str, PhantomData<T>);
+    impl<'de, T> serde::de::Visitor<'de> for Visitor<T> {
+        type Value = (Block, Option<Arc<SuppliedLock>>);
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a shared {} and its lock", self.0)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let missing = || serde::de::Error::custom("a shared value without its memory");
+            let KindBlock::<T>(block, _) = seq
+                .next_element_seed(KindSeed::<T>(self.0, PhantomData))?
+                .ok_or_else(missing)?;
+            let supplied: Option<SuppliedLock> = seq.next_element()?.ok_or_else(missing)?;
+            Ok((block, supplied.map(Arc::new)))
+        }
+    }
+    deserializer.deserialize_tuple(2, Visitor::<T>(what, PhantomData))
+}
+
+struct KindSeed<T>(&'static str, PhantomData<T>);
+
+impl<'de, T> serde::de::DeserializeSeed<'de> for KindSeed<T> {
+    type Value = KindBlock<T>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<KindBlock<T>, D::Error> {
+        let block = Block::deserialize(deserializer, block::kind::<T>(self.0))?;
+        Ok(KindBlock(block, PhantomData))
+    }
+}
+
+fn send<S: Serializer>(
+    block: &Block,
+    supplied: Option<&SuppliedLock>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeTuple;
+    let mut tuple = serializer.serialize_tuple(2)?;
+    tuple.serialize_element(&BlockRef(block))?;
+    tuple.serialize_element(&supplied)?;
+    tuple.end()
+}
+
 impl<T: Pod> Serialize for Value<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.block.serialize(serializer)
+        send(&self.block, self.supplied(), serializer)
     }
 }
 
 impl<'de, T: Pod> Deserialize<'de> for Value<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let block = Block::deserialize(deserializer, block::kind::<T>("Value"))?;
+        let (block, supplied) = receive::<D, T>(deserializer, "Value")?;
         Ok(Value {
             block: Arc::new(block),
+            supplied,
             _t: PhantomData,
         })
     }
@@ -210,6 +418,7 @@ impl<'de, T: Pod> Deserialize<'de> for Value<T> {
 /// `multiprocessing.Array`).
 pub struct Array<T> {
     block: Arc<Block>,
+    supplied: Option<Arc<SuppliedLock>>,
     len: usize,
     _t: PhantomData<T>,
 }
@@ -218,6 +427,7 @@ impl<T> Clone for Array<T> {
     fn clone(&self) -> Self {
         Array {
             block: Arc::clone(&self.block),
+            supplied: self.supplied.clone(),
             len: self.len,
             _t: PhantomData,
         }
@@ -259,9 +469,27 @@ impl<T: Pod> Array<T> {
     pub fn zeroed(len: usize) -> io::Result<Array<T>> {
         Ok(Array {
             block: Arc::new(new_locked_block::<T>("Array", len)?),
+            supplied: None,
             len,
             _t: PhantomData,
         })
+    }
+
+    /// `len` zeroed items guarded by `lock` instead of a lock of their own (Python's
+    /// `Array('i', 10, lock=lock)`); see [`Value::with_lock`].
+    pub fn with_lock(len: usize, lock: impl Into<SuppliedLock>) -> io::Result<Array<T>> {
+        Ok(Array {
+            block: Arc::new(new_locked_block::<T>("Array", len)?),
+            supplied: Some(Arc::new(lock.into())),
+            len,
+            _t: PhantomData,
+        })
+    }
+
+    /// The lock given to [`with_lock`](Self::with_lock), `None` for an array with its
+    /// own.
+    pub fn supplied_lock(&self) -> Option<&SuppliedLock> {
+        self.supplied.as_deref()
     }
 
     /// The items of `values` (Python's `Array('i', range(10))`).
@@ -278,7 +506,7 @@ impl<T: Pod> Array<T> {
     }
 
     fn lock_anyway(&self) -> PodGuard<'_, T> {
-        lock_anyway::<T>(&self.block, self.len)
+        lock_anyway::<T>(&self.block, self.supplied.as_deref(), self.len)
     }
 
     /// Its length.
@@ -293,9 +521,14 @@ impl<T: Pod> Array<T> {
 
     /// Locks the array (Python's `with arr.get_lock():`); the guard derefs to `[T]`.
     pub fn lock(&self) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
-        lock::<T>(&self.block, self.len, Wait::Forever)
-            .map(|inner| ArrayGuard { inner })
-            .map_err(|e| e.map_guard(|inner| ArrayGuard { inner }))
+        lock::<T>(
+            &self.block,
+            self.supplied.as_deref(),
+            self.len,
+            Wait::Forever,
+        )
+        .map(|inner| ArrayGuard { inner })
+        .map_err(|e| e.map_guard(|inner| ArrayGuard { inner }))
     }
 
     /// Item `i`, read under the lock (Python's `arr[i]`).
@@ -327,13 +560,13 @@ impl<T: Pod> Array<T> {
 
 impl<T: Pod> Serialize for Array<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.block.serialize(serializer)
+        send(&self.block, self.supplied.as_deref(), serializer)
     }
 }
 
 impl<'de, T: Pod> Deserialize<'de> for Array<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let block = Block::deserialize(deserializer, block::kind::<T>("Array"))?;
+        let (block, supplied) = receive::<D, T>(deserializer, "Array")?;
         let len = block
             .u64_at(LEN_AT)
             .load(std::sync::atomic::Ordering::Acquire) as usize;
@@ -344,6 +577,7 @@ impl<'de, T: Pod> Deserialize<'de> for Array<T> {
         }
         Ok(Array {
             block: Arc::new(block),
+            supplied,
             len,
             _t: PhantomData,
         })
@@ -354,6 +588,12 @@ impl<'de, T: Pod> Deserialize<'de> for Array<T> {
 /// no lock: readers and writers coordinate themselves (a [`crate::sync::Lock`], an
 /// [`crate::sync::Event`], a queue message).
 ///
+/// [`SharedMemory::new`] makes an anonymous block (a memfd): nothing in `/dev/shm`,
+/// freed by the kernel when the last process lets go, whatever happens. Ask for a name
+/// ([`SharedMemory::create`]) only to meet processes that get no handle from you —
+/// a named segment lives until someone [`unlink`](SharedMemory::unlink)s it, or until
+/// the [`SharedMemoryManager`] that made it ends, even by `SIGKILL`.
+///
 /// ```
 /// let shm = multiproc::shared::SharedMemory::new(4096)?;
 /// shm.write(10, b"hello");
@@ -363,18 +603,69 @@ impl<'de, T: Pod> Deserialize<'de> for Array<T> {
 /// assert_eq!(shm.len(), 4096);
 /// # Ok::<(), std::io::Error>(())
 /// ```
+///
+/// Named, as Python's `SharedMemory(name, create=True, size=n)` and
+/// `SharedMemory(name)`:
+///
+/// ```
+/// use multiproc::shared::SharedMemory;
+/// use std::io::ErrorKind;
+///
+/// let name = format!("mp-doc-{}", std::process::id());
+/// let shm = SharedMemory::create(&name, 100)?;
+/// shm.write(0, b"named");
+/// let same = SharedMemory::attach(&name)?; // by name, size read back
+/// assert_eq!(same.len(), 100);
+/// let mut out = [0u8; 5];
+/// same.read(0, &mut out);
+/// assert_eq!(&out, b"named");
+/// assert_eq!(SharedMemory::create(&name, 10).unwrap_err().kind(), ErrorKind::AlreadyExists);
+/// shm.unlink()?; // the name is gone; the mappings stay valid
+/// assert_eq!(SharedMemory::attach(&name).unwrap_err().kind(), ErrorKind::NotFound);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct SharedMemory {
-    block: Arc<Block>,
+    memory: Arc<Memory>,
     size: usize,
     /// Serialises this process's slice views of the block (other processes are the
     /// users' to coordinate, as in Python).
     view: Arc<parking_lot::Mutex<()>>,
 }
 
+/// Where the bytes of a [`SharedMemory`] are.
+#[derive(Debug)]
+enum Memory {
+    /// A memfd block; the bytes start at [`BYTES_AT`], after its header.
+    Anonymous(Block),
+    /// `/dev/shm/<name>`, mapped whole; the bytes are the whole file (as for any
+    /// program's `shm_open` segment).
+    Named {
+        fd: std::os::fd::OwnedFd,
+        map: crate::sys::mem::Mapping,
+        name: String,
+    },
+}
+
+impl Memory {
+    fn map(&self) -> &crate::sys::mem::Mapping {
+        match self {
+            Memory::Anonymous(block) => block.map(),
+            Memory::Named { map, .. } => map,
+        }
+    }
+    fn base(&self) -> usize {
+        match self {
+            Memory::Anonymous(_) => BYTES_AT,
+            Memory::Named { .. } => 0,
+        }
+    }
+}
+
 impl fmt::Debug for SharedMemory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SharedMemory")
+            .field("name", &self.name())
             .field("size", &self.size)
             .finish()
     }
@@ -387,9 +678,32 @@ fn shm_kind() -> u64 {
     block::kind::<u8>("SharedMemory")
 }
 
+/// Maps the whole named segment behind `fd`.
+fn map_named(fd: std::os::fd::OwnedFd, name: &str) -> io::Result<SharedMemory> {
+    let size = crate::sys::mem::file_len(&fd)? as usize;
+    if size == 0 {
+        // Python: ValueError('cannot mmap an empty file').
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the shared memory {name:?} has a size of 0"),
+        ));
+    }
+    let map = crate::sys::mem::Mapping::new(&fd, size)?;
+    Ok(SharedMemory {
+        memory: Arc::new(Memory::Named {
+            fd,
+            map,
+            name: name.trim_start_matches('/').to_string(),
+        }),
+        size,
+        view: Arc::default(),
+    })
+}
+
 impl SharedMemory {
-    /// `size` zeroed bytes (Python's `SharedMemory(create=True, size=n)`); a size of 0
-    /// is `InvalidInput`, as Python's `ValueError`.
+    /// `size` zeroed bytes with no name (Python's `SharedMemory(create=True, size=n)`,
+    /// minus the name: nothing appears in `/dev/shm`); a size of 0 is `InvalidInput`,
+    /// as Python's `ValueError`.
     pub fn new(size: usize) -> io::Result<SharedMemory> {
         if size == 0 {
             return Err(io::Error::new(
@@ -402,9 +716,34 @@ impl SharedMemory {
             .u64_at(SIZE_AT)
             .store(size as u64, std::sync::atomic::Ordering::Release);
         Ok(SharedMemory {
-            block: Arc::new(block),
+            memory: Arc::new(Memory::Anonymous(block)),
             size,
             view: Arc::default(),
+        })
+    }
+
+    /// A new segment of `size` zeroed bytes called `name` in `/dev/shm` (Python's
+    /// `SharedMemory(name, create=True, size=n)`; a leading `/` is optional). Any process
+    /// of this user can [`attach`](Self::attach) to it by name until it is
+    /// [`unlink`](Self::unlink)ed — which is the caller's to do, as in Python (whose
+    /// resource tracker is no help against a `SIGKILL`); a
+    /// [`SharedMemoryManager`] does it for the segments it makes.
+    ///
+    /// # Errors
+    /// `AlreadyExists` if the name is taken (Python's `FileExistsError`);
+    /// `InvalidInput` for a size of 0 or a name with a `/` inside.
+    pub fn create(name: &str, size: usize) -> io::Result<SharedMemory> {
+        if size == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "size must be at least 1",
+            ));
+        }
+        let fd = crate::sys::mem::shm_create(name, size)?;
+        named::note_created(name);
+        map_named(fd, name).inspect_err(|_| {
+            let _ = crate::sys::mem::shm_unlink(name);
+            named::note_unlinked(name);
         })
     }
 
@@ -413,10 +752,11 @@ impl SharedMemory {
         self.size
     }
 
-    /// A name another process of the same user can [`attach`](SharedMemory::attach) to
-    /// while this process holds the block (Python's `shm.name`). It is a path in
-    /// `/proc`, not in `/dev/shm`: there is nothing to unlink, and nothing outlives the
-    /// last process holding the memory.
+    /// Its name (Python's `shm.name`): the `/dev/shm` name given to
+    /// [`create`](Self::create), or, for an anonymous block, a path another process of
+    /// the same user can [`attach`](Self::attach) to while this process holds the block.
+    /// That path is in `/proc`, not in `/dev/shm`: there is nothing to unlink, and
+    /// nothing outlives the last process holding the memory.
     ///
     /// ```
     /// use multiproc::shared::SharedMemory;
@@ -429,12 +769,23 @@ impl SharedMemory {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn name(&self) -> String {
-        self.block.proc_path()
+        match &*self.memory {
+            Memory::Anonymous(block) => block.proc_path(),
+            Memory::Named { name, .. } => name.clone(),
+        }
     }
 
-    /// Attaches to the block another process [named](SharedMemory::name) (Python's
-    /// `SharedMemory(name)`), while that process still holds it.
+    /// Attaches to existing shared memory by name (Python's `SharedMemory(name)`): a
+    /// `/dev/shm` segment (made by [`create`](Self::create) or any other program; its
+    /// size is read back from it), or the `/proc` path [`name`](Self::name) gives for
+    /// an anonymous block while its process holds it.
+    ///
+    /// # Errors
+    /// `NotFound` if there is no such segment (Python's `FileNotFoundError`).
     pub fn attach(name: &str) -> io::Result<SharedMemory> {
+        if !name.starts_with("/proc/") {
+            return map_named(crate::sys::mem::shm_open(name)?, name);
+        }
         let block = Block::open_path(name, shm_kind())?;
         let size = block
             .u64_at(SIZE_AT)
@@ -446,10 +797,27 @@ impl SharedMemory {
             ));
         }
         Ok(SharedMemory {
-            block: Arc::new(block),
+            memory: Arc::new(Memory::Anonymous(block)),
             size,
             view: Arc::default(),
         })
+    }
+
+    /// Removes the name of a named segment from `/dev/shm` (Python's `unlink()`): the
+    /// memory lives on for the processes that have it mapped, and nobody can attach by
+    /// name any more. Call it once, from any one process. An anonymous block has no
+    /// name to remove: `Ok(())`.
+    ///
+    /// # Errors
+    /// `NotFound` if the name was removed already (Python's `FileNotFoundError`).
+    pub fn unlink(&self) -> io::Result<()> {
+        match &*self.memory {
+            Memory::Anonymous(_) => Ok(()),
+            Memory::Named { name, .. } => {
+                named::note_unlinked(name);
+                crate::sys::mem::shm_unlink(name)
+            }
+        }
     }
 
     /// `true` for a block of 0 bytes.
@@ -466,9 +834,9 @@ impl SharedMemory {
             offset + bytes.len() <= self.size,
             "write beyond the shared memory"
         );
-        self.block
+        self.memory
             .map()
-            .write_with(BYTES_AT + offset, bytes.len(), |dst| {
+            .write_with(self.memory.base() + offset, bytes.len(), |dst| {
                 dst.copy_from_slice(bytes)
             });
     }
@@ -485,7 +853,9 @@ impl SharedMemory {
     /// ```
     pub fn with_bytes_mut<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> R {
         let _turn = self.view.lock();
-        self.block.map().write_with(BYTES_AT, self.size, f)
+        self.memory
+            .map()
+            .write_with(self.memory.base(), self.size, f)
     }
 
     /// Copies `out.len()` bytes out from `offset`.
@@ -497,178 +867,96 @@ impl SharedMemory {
             offset + out.len() <= self.size,
             "read beyond the shared memory"
         );
-        self.block.map().read(BYTES_AT + offset, out);
+        self.memory.map().read(self.memory.base() + offset, out);
+    }
+}
+
+/// How a [`SharedMemory`] crosses to another process: its descriptor, and for a named
+/// segment its name.
+#[derive(Serialize, Deserialize)]
+enum SharedMemoryWire {
+    Anonymous(SharedBlock),
+    Named(NamedFd, String),
+}
+
+struct SharedBlock(Option<Block>, Option<Arc<Memory>>);
+
+impl Serialize for SharedBlock {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.1.as_deref() {
+            Some(Memory::Anonymous(block)) => block.serialize(serializer),
+            _ => Err(serde::ser::Error::custom("not an anonymous block")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedBlock {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(SharedBlock(
+            Some(Block::deserialize(deserializer, shm_kind())?),
+            None,
+        ))
+    }
+}
+
+struct NamedFd(Option<std::os::fd::OwnedFd>, Option<Arc<Memory>>);
+
+impl Serialize for NamedFd {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use std::os::fd::AsFd;
+        match self.1.as_deref() {
+            Some(Memory::Named { fd, .. }) => crate::handle::serialize_fd(fd.as_fd(), serializer),
+            _ => Err(serde::ser::Error::custom("not a named segment")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NamedFd {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(NamedFd(
+            Some(crate::handle::deserialize_fd(deserializer)?),
+            None,
+        ))
     }
 }
 
 impl Serialize for SharedMemory {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.block.serialize(serializer)
+        let memory = Some(Arc::clone(&self.memory));
+        match &*self.memory {
+            Memory::Anonymous(_) => {
+                SharedMemoryWire::Anonymous(SharedBlock(None, memory)).serialize(serializer)
+            }
+            Memory::Named { name, .. } => {
+                SharedMemoryWire::Named(NamedFd(None, memory), name.clone()).serialize(serializer)
+            }
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for SharedMemory {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let block = Block::deserialize(deserializer, shm_kind())?;
-        let size = block
-            .u64_at(SIZE_AT)
-            .load(std::sync::atomic::Ordering::Acquire) as usize;
-        if BYTES_AT + size > block.len() {
-            return Err(serde::de::Error::custom(
-                "shared memory smaller than announced",
-            ));
-        }
-        Ok(SharedMemory {
-            block: Arc::new(block),
-            size,
-            view: Arc::default(),
-        })
-    }
-}
-
-mod sealed {
-    pub trait Sealed {}
-}
-
-/// Integers an [`Atomic`] can hold: `i32`, `u32`, `i64`, `u64`, `isize`, `usize`.
-pub trait AtomicInt: Copy + sealed::Sealed + 'static {
-    #[doc(hidden)]
-    fn to_bits(self) -> u64;
-    #[doc(hidden)]
-    fn from_bits(bits: u64) -> Self;
-}
-
-macro_rules! atomic_int {
-    ($($t:ty),*) => {$(
-        impl sealed::Sealed for $t {}
-        impl AtomicInt for $t {
-            fn to_bits(self) -> u64 {
-                self as u64
+        let missing = || serde::de::Error::custom("shared memory without its descriptor");
+        match SharedMemoryWire::deserialize(deserializer)? {
+            SharedMemoryWire::Anonymous(SharedBlock(block, _)) => {
+                let block = block.ok_or_else(missing)?;
+                let size = block
+                    .u64_at(SIZE_AT)
+                    .load(std::sync::atomic::Ordering::Acquire) as usize;
+                if BYTES_AT + size > block.len() {
+                    return Err(serde::de::Error::custom(
+                        "shared memory smaller than announced",
+                    ));
+                }
+                Ok(SharedMemory {
+                    memory: Arc::new(Memory::Anonymous(block)),
+                    size,
+                    view: Arc::default(),
+                })
             }
-            fn from_bits(bits: u64) -> Self {
-                bits as $t
+            SharedMemoryWire::Named(NamedFd(fd, _), name) => {
+                map_named(fd.ok_or_else(missing)?, &name).map_err(serde::de::Error::custom)
             }
         }
-    )*};
-}
-
-atomic_int!(i32, u32, i64, u64, isize, usize);
-
-/// An integer in shared memory with lock-free atomic operations (Python's
-/// `Value('i', 0, lock=False)` / `RawValue`, made safe: every operation is atomic, so
-/// nothing tears and no increment is lost).
-///
-/// Stored as 64 bits whatever `T` is; arithmetic wraps at `T`'s width on reading.
-///
-/// ```
-/// let n = multiproc::shared::Atomic::new(5i64)?;
-/// assert_eq!(n.fetch_add(3), 5);
-/// assert_eq!(n.fetch_sub(10), 8);
-/// assert_eq!(n.load(), -2);
-/// assert_eq!(n.compare_exchange(-2, 7), Ok(-2));
-/// assert_eq!(n.swap(1), 7);
-/// # Ok::<(), std::io::Error>(())
-/// ```
-pub struct Atomic<T> {
-    block: Arc<Block>,
-    _t: PhantomData<T>,
-}
-
-impl<T> Clone for Atomic<T> {
-    fn clone(&self) -> Self {
-        Atomic {
-            block: Arc::clone(&self.block),
-            _t: PhantomData,
-        }
-    }
-}
-
-impl<T: AtomicInt + fmt::Debug> fmt::Debug for Atomic<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Atomic").field(&self.load()).finish()
-    }
-}
-
-const ATOMIC_AT: usize = BODY;
-
-impl<T: AtomicInt> Atomic<T> {
-    /// A shared integer holding `value`.
-    pub fn new(value: T) -> io::Result<Atomic<T>> {
-        let block = Block::new(block::kind::<T>("Atomic"), ATOMIC_AT + 8)?;
-        block
-            .u64_at(ATOMIC_AT)
-            .store(value.to_bits(), std::sync::atomic::Ordering::Release);
-        Ok(Atomic {
-            block: Arc::new(block),
-            _t: PhantomData,
-        })
-    }
-
-    fn word(&self) -> &std::sync::atomic::AtomicU64 {
-        self.block.u64_at(ATOMIC_AT)
-    }
-
-    /// The value.
-    pub fn load(&self) -> T {
-        T::from_bits(self.word().load(std::sync::atomic::Ordering::SeqCst))
-    }
-
-    /// Stores `value`.
-    pub fn store(&self, value: T) {
-        self.word()
-            .store(value.to_bits(), std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Adds `delta` (wrapping); returns the previous value.
-    pub fn fetch_add(&self, delta: T) -> T {
-        T::from_bits(
-            self.word()
-                .fetch_add(delta.to_bits(), std::sync::atomic::Ordering::SeqCst),
-        )
-    }
-
-    /// Subtracts `delta` (wrapping); returns the previous value.
-    pub fn fetch_sub(&self, delta: T) -> T {
-        T::from_bits(
-            self.word()
-                .fetch_sub(delta.to_bits(), std::sync::atomic::Ordering::SeqCst),
-        )
-    }
-
-    /// Stores `value`; returns the previous value.
-    pub fn swap(&self, value: T) -> T {
-        T::from_bits(
-            self.word()
-                .swap(value.to_bits(), std::sync::atomic::Ordering::SeqCst),
-        )
-    }
-
-    /// Stores `new` if the value is `current`: `Ok(previous)`, else `Err(actual)`.
-    pub fn compare_exchange(&self, current: T, new: T) -> Result<T, T> {
-        self.word()
-            .compare_exchange(
-                current.to_bits(),
-                new.to_bits(),
-                std::sync::atomic::Ordering::SeqCst,
-                std::sync::atomic::Ordering::SeqCst,
-            )
-            .map(T::from_bits)
-            .map_err(T::from_bits)
-    }
-}
-
-impl<T: AtomicInt> Serialize for Atomic<T> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.block.serialize(serializer)
-    }
-}
-
-impl<'de, T: AtomicInt> Deserialize<'de> for Atomic<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let block = Block::deserialize(deserializer, block::kind::<T>("Atomic"))?;
-        Ok(Atomic {
-            block: Arc::new(block),
-            _t: PhantomData,
-        })
     }
 }

@@ -6,8 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 use super::{BODY, Block, block};
-use crate::sys::mem;
+use crate::sys::entry::{self, FnAddr};
+use crate::sys::{mem, proc};
 
 const STATE_AT: usize = BODY;
 const BROKEN_AT: usize = BODY + 4;
@@ -17,6 +20,11 @@ const PARTIES_AT: usize = BODY + 8;
 /// but broken.
 const ABANDONED_AT: usize = BODY + 12;
 const ABANDONED: u32 = 1 << 16;
+/// The default timeout of `wait`, in nanoseconds (0: none), given at construction.
+const TIMEOUT_AT: usize = BODY + 16;
+/// Set in the arrival count while the last arrival runs the action: later arrivals
+/// (of the next round) wait for the release instead of counting themselves in.
+const RELEASING: u32 = 1 << 15;
 
 /// Why [`Barrier::wait`] did not complete (Python's `BrokenBarrierError`): a waiter
 /// timed out, or someone called [`Barrier::abort`].
@@ -32,9 +40,90 @@ pub struct BrokenBarrier;
 /// assert_eq!(b.wait(), Ok(0)); // one party: passes at once
 /// # Ok::<(), std::io::Error>(())
 /// ```
+///
+/// Python's `Barrier(parties, action, timeout)`: the action runs once per round, in the
+/// process of the last party to arrive, before any party is released; the timeout is
+/// the default of every [`wait`](Barrier::wait).
+///
+/// ```
+/// use std::time::Duration;
+///
+/// fn announce() {
+///     println!("all arrived");
+/// }
+///
+/// let b = multiproc::sync::Barrier::builder(1)
+///     .action(announce)
+///     .timeout(Duration::from_secs(60))
+///     .build()?;
+/// assert_eq!(b.wait(), Ok(0)); // `announce` ran first
+/// assert_eq!(b.timeout(), Some(Duration::from_secs(60)));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Barrier {
     block: Arc<Block>,
+    /// The action, in this process: it travels with the handle (as Python pickles it
+    /// with the barrier), never through the shared memory.
+    action: Option<fn()>,
+}
+
+/// Settings of a new [`Barrier`]: Python's `Barrier(parties, action=None, timeout=None)`.
+///
+/// ```
+/// let b = multiproc::sync::Barrier::builder(2).build()?;
+/// assert_eq!(b.parties(), 2);
+/// assert_eq!(b.timeout(), None);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+#[must_use]
+pub struct BarrierBuilder {
+    parties: u16,
+    action: Option<fn()>,
+    timeout: Option<Duration>,
+}
+
+impl BarrierBuilder {
+    /// Python's `action`: run by exactly one party, the last to arrive, in its own
+    /// process, before the others are released. A function, not a closure: it is found
+    /// again by address in every process (the same executable), as a `Process` target
+    /// is. If it panics, that party's `wait` returns [`BrokenBarrier`] and the barrier
+    /// breaks for everyone (Python: the action's exception propagates, the barrier
+    /// breaks).
+    pub fn action(mut self, action: fn()) -> BarrierBuilder {
+        self.action = Some(action);
+        self
+    }
+
+    /// Python's `timeout`: how long [`Barrier::wait`] waits before it breaks the
+    /// barrier, for every handle of it ([`Barrier::wait_timeout`] overrides it).
+    pub fn timeout(mut self, timeout: Duration) -> BarrierBuilder {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Creates the barrier: `InvalidInput` for 0 parties, or more than 32767.
+    pub fn build(self) -> io::Result<Barrier> {
+        if self.parties == 0 || u32::from(self.parties) >= RELEASING {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "parties: a barrier needs 1 to 32767 parties",
+            ));
+        }
+        let block = Block::new(barrier_kind(), TIMEOUT_AT + 8)?;
+        block
+            .u32_at(PARTIES_AT)
+            .store(u32::from(self.parties), Ordering::Release);
+        let nanos = self.timeout.map_or(0, |t| {
+            u64::try_from(t.as_nanos()).unwrap_or(u64::MAX).max(1)
+        });
+        block.u64_at(TIMEOUT_AT).store(nanos, Ordering::Release);
+        Ok(Barrier {
+            block: Arc::new(block),
+            action: self.action,
+        })
+    }
 }
 
 impl fmt::Debug for Barrier {
@@ -50,21 +139,28 @@ fn barrier_kind() -> u64 {
 }
 
 impl Barrier {
-    /// A barrier for `parties` (1 to 65535) processes or threads.
+    /// A barrier for `parties` (1 to 32767) processes or threads, with no action and
+    /// no default timeout (Python's `Barrier(parties)`).
     pub fn new(parties: u16) -> io::Result<Barrier> {
-        if parties == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a barrier needs a party",
-            ));
+        Barrier::builder(parties).build()
+    }
+
+    /// Settings beyond `parties`: an action, a default timeout.
+    pub fn builder(parties: u16) -> BarrierBuilder {
+        BarrierBuilder {
+            parties,
+            action: None,
+            timeout: None,
         }
-        let block = Block::new(barrier_kind(), ABANDONED_AT + 4)?;
-        block
-            .u32_at(PARTIES_AT)
-            .store(u32::from(parties), Ordering::Release);
-        Ok(Barrier {
-            block: Arc::new(block),
-        })
+    }
+
+    /// The default timeout of [`wait`](Barrier::wait) given at construction (Python's
+    /// `timeout`); `None`: it waits for ever.
+    pub fn timeout(&self) -> Option<Duration> {
+        match self.block.u64_at(TIMEOUT_AT).load(Ordering::Acquire) {
+            0 => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        }
     }
 
     /// How many must wait for the barrier to open.
@@ -74,7 +170,7 @@ impl Barrier {
 
     /// How many are waiting now.
     pub fn n_waiting(&self) -> u32 {
-        self.block.u32_at(STATE_AT).load(Ordering::Acquire) & 0xffff
+        self.block.u32_at(STATE_AT).load(Ordering::Acquire) & (RELEASING - 1)
     }
 
     /// `true` once broken (a timeout or [`Barrier::abort`]), until [`Barrier::reset`].
@@ -83,14 +179,41 @@ impl Barrier {
     }
 
     /// Waits for the others; returns this waiter's arrival index (0 to parties − 1).
+    /// With a default [`timeout`](Barrier::timeout), as [`wait_timeout`](Barrier::wait_timeout)
+    /// with it.
     pub fn wait(&self) -> Result<u32, BrokenBarrier> {
-        self.wait_until(None)
+        match self.timeout() {
+            None => self.wait_until(None),
+            Some(timeout) => self.wait_timeout(timeout),
+        }
     }
 
     /// As [`Barrier::wait`], at most `timeout`: on timeout the barrier breaks, for every
     /// waiter (as in Python).
     pub fn wait_timeout(&self, timeout: Duration) -> Result<u32, BrokenBarrier> {
-        self.wait_until(Some(Instant::now() + timeout))
+        self.wait_until(Instant::now().checked_add(timeout))
+    }
+
+    /// The last arrival's part: runs the action (if any) while the others still wait,
+    /// then releases them, or breaks the barrier if the action panicked.
+    fn release(&self, now: u32, index: u32) -> Result<u32, BrokenBarrier> {
+        let state = self.block.u32_at(STATE_AT);
+        if let Some(action) = self.action
+            && std::panic::catch_unwind(action).is_err()
+        {
+            self.abort();
+            return Err(BrokenBarrier);
+        }
+        let next = ((now >> 16).wrapping_add(1) & 0xffff) << 16;
+        // A waiter that timed out meanwhile broke the round: it stays broken.
+        if state
+            .compare_exchange(now | RELEASING, next, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(BrokenBarrier);
+        }
+        mem::futex_wake_all(state);
+        Ok(index)
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> Result<u32, BrokenBarrier> {
@@ -104,14 +227,22 @@ impl Barrier {
             }
             let now = state.load(Ordering::Acquire);
             let (generation, arrived) = (now >> 16, now & 0xffff);
+            if arrived & RELEASING != 0 {
+                // The action of the round before runs: wait for its release.
+                let left = mem::time_left(deadline);
+                if left == Some(Duration::ZERO) {
+                    self.abort();
+                    return Err(BrokenBarrier);
+                }
+                mem::futex_wait(state, now, left);
+                continue;
+            }
             if arrived + 1 == parties {
-                let next = (generation.wrapping_add(1) & 0xffff) << 16;
                 if state
-                    .compare_exchange(now, next, Ordering::AcqRel, Ordering::Acquire)
+                    .compare_exchange(now, now | RELEASING, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
-                    mem::futex_wake_all(state);
-                    return Ok(arrived);
+                    return self.release(now, arrived);
                 }
             } else if state
                 .compare_exchange(now, now + 1, Ordering::AcqRel, Ordering::Acquire)
@@ -177,4 +308,57 @@ impl Barrier {
     }
 }
 
-handle_serde!(Barrier, barrier_kind());
+impl Serialize for Barrier {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        // The action by address, with the executable it is an address in.
+        let action = match self.action {
+            Some(action) => Some((
+                FnAddr::of(action),
+                proc::exe_identity().map_err(serde::ser::Error::custom)?,
+            )),
+            None => None,
+        };
+        let mut tuple = serializer.serialize_tuple(2)?;
+        tuple.serialize_element(&BlockRef(&self.block))?;
+        tuple.serialize_element(&action)?;
+        tuple.end()
+    }
+}
+
+/// The block of a handle as an element of a tuple.
+struct BlockRef<'a>(&'a Block);
+
+impl Serialize for BlockRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+struct BlockOf(Block);
+
+impl<'de> Deserialize<'de> for BlockOf {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Block::deserialize(deserializer, barrier_kind()).map(BlockOf)
+    }
+}
+
+impl<'de> Deserialize<'de> for Barrier {
+    /// Refuses an action sent by a process running another executable: its address
+    /// would mean nothing here.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (BlockOf(block), action) =
+            <(BlockOf, Option<(FnAddr, (u64, u64))>)>::deserialize(deserializer)?;
+        let action = match action {
+            Some((addr, exe)) => {
+                let proof = entry::verify(exe).map_err(serde::de::Error::custom)?;
+                Some(entry::resolve::<fn()>(&proof, addr))
+            }
+            None => None,
+        };
+        Ok(Barrier {
+            block: Arc::new(block),
+            action,
+        })
+    }
+}

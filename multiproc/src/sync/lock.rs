@@ -16,6 +16,12 @@ use super::{Block, block, new_mutex_block};
 /// assert!(lock.lock().unwrap_err().to_string().contains("already holds"));
 /// drop(held);
 /// assert!(lock.try_lock().is_ok());
+///
+/// // Python's acquire()/release() and locked(), for a hold that spans functions:
+/// lock.acquire().unwrap();
+/// assert!(lock.locked());
+/// lock.release()?;
+/// assert!(!lock.locked());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
@@ -42,6 +48,13 @@ impl Lock {
     }
 
     guard_methods!();
+    raw_lock_methods!();
+
+    /// The lock's shared memory, for values that use it as theirs
+    /// ([`Value::with_lock`](crate::shared::Value::with_lock)).
+    pub(crate) fn block(&self) -> &Block {
+        &self.block
+    }
 }
 
 handle_serde!(Lock, lock_kind());

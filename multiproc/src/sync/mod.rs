@@ -35,6 +35,41 @@
 //! blocks everyone for ever, FAILURE_MODES item 4). A holder that locks a `Lock` again
 //! gets [`LockError::WouldDeadlock`] instead of hanging (S16).
 //!
+//! # Python's `acquire()`/`release()`, `locked()`, a barrier's action
+//!
+//! The guard is the safe path. For code that acquires in one function and releases in
+//! another, [`Lock::acquire`] and [`Lock::release`] (and [`RLock`]'s) are Python's: the
+//! less safe path, since nothing releases a hold that is forgotten (until the thread
+//! ends and the next acquirer gets `OwnerDied`), and a release by a thread that does
+//! not hold the lock is refused with [`NotOwner`].
+//!
+//! ```
+//! use multiproc::sync::{Barrier, Lock, NotOwner, RLock};
+//!
+//! fn begin(lock: &Lock) {
+//!     lock.acquire().unwrap();
+//! }
+//! fn end(lock: &Lock) -> Result<(), NotOwner> {
+//!     lock.release()
+//! }
+//!
+//! let lock = Lock::new()?;
+//! begin(&lock);
+//! assert!(lock.locked());
+//! end(&lock)?;
+//! assert_eq!(end(&lock), Err(NotOwner)); // Python's RuntimeError
+//!
+//! let r = RLock::new()?;
+//! let _outer = r.lock().unwrap();
+//! let _inner = r.lock().unwrap();
+//! assert_eq!((r.is_owned(), r.count()), (true, 2));
+//!
+//! fn all_here() {} // runs once per round, in the last party's process
+//! let b = Barrier::builder(1).action(all_here).build()?;
+//! assert_eq!(b.wait(), Ok(0));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! `Semaphore`, `Event`, `Condition` and `Barrier` are futex words in the same kind of
 //! block. A semaphore slot taken through a [`Permit`] names its process, so slots a dead
 //! process held are taken back by the next acquirer that finds none free (reported as
@@ -97,6 +132,57 @@ macro_rules! guard_methods {
     };
 }
 
+/// Python's guard-less `acquire()`/`release()` and `locked()`, for a type whose block
+/// holds a mutex at `MUTEX_AT`.
+macro_rules! raw_lock_methods {
+    () => {
+        /// Python's `lock.locked()`: `true` while any thread of any process holds the
+        /// lock (one that died holding it, too, until the next acquirer takes it over).
+        /// Another process may change it at once; for a decision, take the lock.
+        pub fn locked(&self) -> bool {
+            $crate::sync::mutex_of(&self.block).is_locked()
+        }
+
+        /// Python's `acquire()` without a guard, for code that acquires in one
+        /// function and releases in another: the lock stays held until
+        /// [`release`](Self::release) is called **by the same thread**. Prefer
+        /// [`lock`](Self::lock): a forgotten `release`, or a `?` between the two, keeps
+        /// the lock held until the thread ends (then the next acquirer gets
+        /// [`LockError::OwnerDied`](crate::sync::LockError::OwnerDied)).
+        /// `Err(OwnerDied(()))` means the lock is held, as with the guard.
+        pub fn acquire(&self) -> Result<(), $crate::sync::LockError<()>> {
+            $crate::sync::forget_guard(self.lock())
+        }
+
+        /// [`acquire`](Self::acquire), waiting at most `timeout` (Python's
+        /// `acquire(timeout=t)` returning `False` is [`LockError::Timeout`](crate::sync::LockError::Timeout)).
+        pub fn acquire_timeout(
+            &self,
+            timeout: ::std::time::Duration,
+        ) -> Result<(), $crate::sync::LockError<()>> {
+            $crate::sync::forget_guard(self.lock_timeout(timeout))
+        }
+
+        /// [`acquire`](Self::acquire) only if the lock is free now (Python's
+        /// `acquire(False)`).
+        pub fn try_acquire(&self) -> Result<(), $crate::sync::LockError<()>> {
+            $crate::sync::forget_guard(self.try_lock())
+        }
+
+        /// Python's `release()`: releases one [`acquire`](Self::acquire) of the
+        /// calling thread. Releasing a lock this thread does not hold is
+        /// [`NotOwner`](crate::sync::NotOwner) (Python's `RuntimeError`/`ValueError`),
+        /// and the lock is left as it was. Calling it while a guard of this thread is
+        /// alive releases that hold: the guard's drop then finds the lock not its own
+        /// and does nothing, so do not mix the two on one acquisition.
+        pub fn release(&self) -> Result<(), $crate::sync::NotOwner> {
+            $crate::sync::mutex_of(&self.block)
+                .unlock()
+                .map_err(|_| $crate::sync::NotOwner)
+        }
+    };
+}
+
 mod barrier;
 mod condition;
 mod event;
@@ -104,7 +190,7 @@ mod lock;
 mod rlock;
 mod semaphore;
 
-pub use barrier::{Barrier, BrokenBarrier};
+pub use barrier::{Barrier, BarrierBuilder, BrokenBarrier};
 pub use condition::Condition;
 pub use event::Event;
 pub use lock::Lock;
@@ -175,6 +261,35 @@ impl<G> fmt::Display for LockError<G> {
 
 impl<G> std::error::Error for LockError<G> {}
 
+/// [`Lock::release`] or [`RLock::release`] by a thread that does not hold the lock
+/// (Python's `RuntimeError: cannot release un-acquired lock`).
+///
+/// ```
+/// let lock = multiproc::sync::Lock::new()?;
+/// assert_eq!(lock.release(), Err(multiproc::sync::NotOwner));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("the calling thread does not hold this lock")]
+pub struct NotOwner;
+
+/// Keeps the lock a guard holds, dropping the guard without unlocking (the guard-less
+/// `acquire`).
+fn forget_guard(result: LockResult<'_>) -> Result<(), LockError<()>> {
+    match result {
+        Ok(guard) => {
+            std::mem::forget(guard);
+            Ok(())
+        }
+        Err(e) => Err(e.map_guard(std::mem::forget)),
+    }
+}
+
+/// The mutex of a [`Lock`]'s or [`RLock`]'s block.
+fn mutex_of(block: &Block) -> &robust::RobustMutex {
+    block.mutex_at(MUTEX_AT)
+}
+
 /// Turns a robust lock outcome into the public result.
 pub(crate) fn acquired<G>(outcome: Result<(G, Acquired), LockRefused>) -> Result<G, LockError<G>> {
     match outcome {
@@ -199,7 +314,7 @@ fn deadline(timeout: Option<Duration>) -> Option<Instant> {
 
 // ---- The mutex of Lock, RLock and Condition --------------------------------------
 
-const MUTEX_AT: usize = BODY;
+pub(crate) const MUTEX_AT: usize = BODY;
 
 /// Held [`Lock`] (or [`RLock`]); released on drop. Not `Send`: the thread that locked
 /// unlocks.

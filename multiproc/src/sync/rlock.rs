@@ -14,8 +14,15 @@ use super::{Block, block, new_mutex_block};
 /// let lock = multiproc::sync::RLock::new()?;
 /// let outer = lock.lock().unwrap();
 /// let inner = lock.lock().unwrap(); // the holder again: fine
+/// assert_eq!(lock.count(), 2);
 /// drop(inner);
 /// drop(outer);
+/// assert!(!lock.is_owned() && !lock.locked());
+///
+/// lock.acquire().unwrap(); // guard-less, Python's acquire()/release()
+/// assert!(lock.is_owned());
+/// lock.release()?;
+/// assert_eq!(lock.release(), Err(multiproc::sync::NotOwner));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
@@ -42,6 +49,24 @@ impl RLock {
     }
 
     guard_methods!();
+    raw_lock_methods!();
+
+    /// `true` if the calling thread holds the lock (Python's `RLock._is_owned()`).
+    pub fn is_owned(&self) -> bool {
+        self.count() > 0
+    }
+
+    /// How many times the calling thread holds the lock: 0 if it does not (what
+    /// CPython's `RLock` shows as `count` in its repr).
+    pub fn count(&self) -> u32 {
+        super::mutex_of(&self.block).held_by_me()
+    }
+
+    /// The lock's shared memory, for values that use it as theirs
+    /// ([`Value::with_lock`](crate::shared::Value::with_lock)).
+    pub(crate) fn block(&self) -> &Block {
+        &self.block
+    }
 }
 
 handle_serde!(RLock, rlock_kind());

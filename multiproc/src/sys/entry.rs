@@ -61,6 +61,13 @@ pub(crate) unsafe trait FnPtr: Copy {
     fn addr(self) -> usize;
 }
 
+// SAFETY: `fn() -> R` is a function pointer type.
+unsafe impl<R> FnPtr for fn() -> R {
+    fn addr(self) -> usize {
+        self as usize
+    }
+}
+
 // SAFETY: `fn(A) -> R` is a function pointer type.
 unsafe impl<A, R> FnPtr for fn(A) -> R {
     fn addr(self) -> usize {

@@ -67,6 +67,56 @@ pub(crate) fn punch_hole(fd: impl AsFd, offset: u64, len: u64) -> io::Result<()>
     Ok(())
 }
 
+/// The path of the named segment `name` (Python's `shm_open` names: an optional leading
+/// `/`, then one path component), or `InvalidInput`.
+fn shm_path(name: &str) -> io::Result<String> {
+    let bare = name.strip_prefix('/').unwrap_or(name);
+    if bare.is_empty() || bare.contains('/') || bare == "." || bare == ".." || bare.len() > 250 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} is not a shared memory name (one component, optional leading '/')"),
+        ));
+    }
+    Ok(format!("/dev/shm/{bare}"))
+}
+
+/// Creates the named segment `/dev/shm/<name>` of `len` bytes (zero-filled), readable
+/// and writable by this user only, close-on-exec (what `shm_open(O_CREAT | O_EXCL)`
+/// does): `AlreadyExists` if the name is taken. On a failure after the creation the
+/// name is removed again.
+pub(crate) fn shm_create(name: &str, len: usize) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let path = shm_path(name)?;
+    let fd = rustix::fs::open(
+        path.as_str(),
+        OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::RUSR | Mode::WUSR,
+    )?;
+    if let Err(e) = rustix::fs::ftruncate(&fd, len as u64) {
+        let _ = rustix::fs::unlink(path.as_str());
+        return Err(e.into());
+    }
+    Ok(fd)
+}
+
+/// Opens the existing named segment `/dev/shm/<name>` read-write, close-on-exec:
+/// `NotFound` if there is none (a name no segment can have included).
+pub(crate) fn shm_open(name: &str) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let path = shm_path(name).map_err(|e| io::Error::new(io::ErrorKind::NotFound, e))?;
+    Ok(rustix::fs::open(
+        path.as_str(),
+        OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )?)
+}
+
+/// Removes the name `/dev/shm/<name>` (`shm_unlink`): `NotFound` if there is none.
+/// Mappings and descriptors of the segment stay valid until they are closed.
+pub(crate) fn shm_unlink(name: &str) -> io::Result<()> {
+    Ok(rustix::fs::unlink(shm_path(name)?.as_str())?)
+}
+
 /// The timeout a wait until `deadline` has left: `None` for no deadline,
 /// `Some(Duration::ZERO)` once it has passed.
 pub(crate) fn time_left(deadline: Option<Instant>) -> Option<Duration> {

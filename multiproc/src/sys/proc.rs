@@ -267,6 +267,12 @@ pub(crate) fn die_with_parent(expected_parent: u32) {
     }
 }
 
+/// Cancels the parent-death signal [`die_with_parent`] asked for: this process goes on
+/// when its parent dies (for a watcher that must clean up after it).
+pub(crate) fn outlive_parent() {
+    let _ = rustix::process::set_parent_process_death_signal(None);
+}
+
 /// This process's pid.
 pub(crate) fn getpid() -> u32 {
     rustix::process::getpid().as_raw_nonzero().get() as u32

@@ -210,6 +210,21 @@ impl RobustMutex {
         Err(LockRefused::WouldBlock)
     }
 
+    /// `true` while some thread holds the lock (one that died holding it included, until
+    /// the next locker takes it over).
+    pub(crate) fn is_locked(&self) -> bool {
+        self.word.load(Ordering::Acquire) & TID != 0
+    }
+
+    /// How many times the calling thread holds the lock: 0 if it does not, 1 for a
+    /// plain hold, more for a recursive mutex locked again.
+    pub(crate) fn held_by_me(&self) -> u32 {
+        if self.word.load(Ordering::Acquire) & TID != my_tid() {
+            return 0;
+        }
+        1 + self.depth.load(Ordering::Relaxed)
+    }
+
     /// Unlocks; `EPERM` if the calling thread does not hold it.
     pub(crate) fn unlock(&self) -> io::Result<()> {
         let me = my_tid();
@@ -272,7 +287,20 @@ pub(crate) fn lock_data<T: bytemuck::Pod>(
     count: usize,
     wait: Wait,
 ) -> Result<(PodGuard<'_, T>, Acquired), LockRefused> {
-    let mutex = RobustMutex::at(map, mutex_at);
+    lock_data_in(map, mutex_at, map, data_at, count, wait)
+}
+
+/// [`lock_data`] with the mutex in one mapping and the data it protects in another (a
+/// lock several shared values use; the same layout contract).
+pub(crate) fn lock_data_in<'a, T: bytemuck::Pod>(
+    mutex_map: &'a Mapping,
+    mutex_at: usize,
+    map: &'a Mapping,
+    data_at: usize,
+    count: usize,
+    wait: Wait,
+) -> Result<(PodGuard<'a, T>, Acquired), LockRefused> {
+    let mutex = RobustMutex::at(mutex_map, mutex_at);
     let data = map
         .ptr_at(
             data_at,
@@ -336,4 +364,34 @@ pub(crate) fn read_racy<T: bytemuck::Pod>(map: &Mapping, offset: usize, count: u
     (0..count)
         .map(|i| unsafe { std::ptr::read_volatile(ptr.add(i)) })
         .collect()
+}
+
+/// Reads item `index` of the `T`s at `offset` of `map` without any lock (a `RawArray`'s
+/// item): as [`read_racy`], one item.
+pub(crate) fn read_racy_at<T: bytemuck::Pod>(map: &Mapping, offset: usize, index: usize) -> T {
+    let size = std::mem::size_of::<T>();
+    let ptr = map
+        .ptr_at(offset + index * size, size, std::mem::align_of::<T>())
+        .cast::<T>();
+    // SAFETY: in bounds and aligned (checked); read volatile, as in `read_racy`; `T: Pod`.
+    unsafe { std::ptr::read_volatile(ptr) }
+}
+
+/// Writes `value` as item `index` of the `T`s at `offset` of `map` without any lock
+/// (Python's `RawArray` item assignment): a reader in another process may see a value
+/// wider than a machine word half-written; every bit pattern is still a valid `T`.
+pub(crate) fn write_racy_at<T: bytemuck::Pod>(
+    map: &Mapping,
+    offset: usize,
+    index: usize,
+    value: T,
+) {
+    let size = std::mem::size_of::<T>();
+    let ptr = map
+        .ptr_at(offset + index * size, size, std::mem::align_of::<T>())
+        .cast::<T>();
+    // SAFETY: in bounds and aligned (checked); the mapping is shared read-write memory
+    // that no Rust reference covers (every access goes through raw pointers or atomics);
+    // written volatile so the store is not elided; `T: Pod` has no drop glue.
+    unsafe { std::ptr::write_volatile(ptr, value) }
 }
