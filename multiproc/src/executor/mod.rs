@@ -17,6 +17,8 @@
 //! | Python `concurrent.futures` | `multiproc::executor` |
 //! |---|---|
 //! | `ThreadPoolExecutor(max_workers=n, thread_name_prefix=p)` | [`ThreadPoolExecutor::new(n)`](ThreadPoolExecutor::new), [`ThreadPoolExecutor::builder`] |
+//! | `ThreadPoolExecutor(initializer=f, initargs=a)`, `BrokenThreadPool` | [`ThreadPoolBuilder::initializer`]; a panic in it: [`TaskError::Broken`] |
+//! | loky's `idle_worker_timeout` | [`ThreadPoolBuilder::idle_worker_timeout`] |
 //! | `ex.submit(fn, *args)` | [`ThreadPoolExecutor::submit`] (a closure) → [`Future`] |
 //! | `ex.map(fn, iterable, buffersize=2 * n)` | [`ThreadPoolExecutor::map`]: results in input order, the input read as they are taken |
 //! | `ex.shutdown(wait, cancel_futures)`, `with ex:` | [`ThreadPoolExecutor::shutdown`], `Drop` |
@@ -53,6 +55,8 @@ trait Task: Send + Sync {
     /// future's waiters and callbacks learn of it.
     fn run(&self, ran: &dyn Fn());
     fn cancel(&self);
+    /// Fails the task without running it (the executor broke).
+    fn fail(&self, error: TaskError);
 }
 
 type Job = Arc<dyn Task>;
@@ -93,6 +97,11 @@ impl<T: Send, F: FnOnce() -> T + Send> Task for Cell<T, F> {
         drop(self.task.lock().take());
         self.inner.cancel();
     }
+
+    fn fail(&self, error: TaskError) {
+        drop(self.task.lock().take());
+        self.inner.finish(Err(error));
+    }
 }
 
 /// How many threads wait for a task, for [`ThreadPoolExecutor::submit`]'s choice
@@ -123,11 +132,27 @@ impl Idle {
 }
 
 /// Settings for a [`ThreadPoolExecutor`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct ThreadPoolBuilder {
     workers: usize,
     name_prefix: String,
+    initializer: Option<Initializer>,
+    idle_timeout: Option<Duration>,
+}
+
+/// What each thread runs before its first task.
+type Initializer = Arc<dyn Fn() + Send + Sync>;
+
+impl std::fmt::Debug for ThreadPoolBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadPoolBuilder")
+            .field("max_workers", &self.workers)
+            .field("thread_name_prefix", &self.name_prefix)
+            .field("initializer", &self.initializer.is_some())
+            .field("idle_worker_timeout", &self.idle_timeout)
+            .finish()
+    }
 }
 
 impl ThreadPoolBuilder {
@@ -145,6 +170,41 @@ impl ThreadPoolBuilder {
         self
     }
 
+    /// Each thread runs `f(args)` (a clone of `args` each) before its first task
+    /// (Python's `initializer`, `initargs`): thread-local state for its tasks. If it
+    /// panics, the executor is broken (Python's `BrokenThreadPool`): the tasks waiting
+    /// and every later `submit` and `map` fail with [`TaskError::Broken`], whose reason
+    /// carries the panic message; tasks already running finish.
+    ///
+    /// ```
+    /// use multiproc::executor::ThreadPoolExecutor;
+    /// use std::cell::Cell;
+    ///
+    /// thread_local!(static BASE: Cell<u32> = const { Cell::new(0) });
+    /// let pool = ThreadPoolExecutor::builder()
+    ///     .max_workers(2)
+    ///     .initializer(|base: u32| BASE.set(base), 100)
+    ///     .build()?;
+    /// let f = pool.submit(|| BASE.get() + 1).unwrap();
+    /// assert_eq!(f.result(), Ok(101));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn initializer<A>(mut self, f: impl Fn(A) + Send + Sync + 'static, args: A) -> Self
+    where
+        A: Clone + Send + Sync + 'static,
+    {
+        self.initializer = Some(Arc::new(move || f(args.clone())));
+        self
+    }
+
+    /// A thread idle for `timeout` ends; threads start again as tasks need them (loky's
+    /// `idle_worker_timeout`; CPython's threads never end before the executor does). A
+    /// thread never ends while a task waits for it.
+    pub fn idle_worker_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
     /// Makes the executor: `InvalidInput` for `max_workers(0)`. No thread starts yet:
     /// each starts when a task is submitted and no thread is idle, up to `max_workers`
     /// (CPython ≥ 3.8's `_adjust_thread_count`).
@@ -157,14 +217,21 @@ impl ThreadPoolBuilder {
         }
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         Ok(ThreadPoolExecutor {
-            threads: Mutex::new(Threads {
-                jobs: Some(tx),
-                handles: Vec::new(),
+            shared: Arc::new(Shared {
+                threads: Mutex::new(Threads {
+                    jobs: Some(tx),
+                    handles: Vec::new(),
+                    live: 0,
+                    started: 0,
+                }),
+                queued: rx,
+                idle: Idle::default(),
+                broken: std::sync::OnceLock::new(),
+                max_workers: self.workers,
+                name_prefix: self.name_prefix,
+                initializer: self.initializer,
+                idle_timeout: self.idle_timeout,
             }),
-            queued: rx,
-            idle: Arc::new(Idle::default()),
-            max_workers: self.workers,
-            name_prefix: self.name_prefix,
         })
     }
 }
@@ -174,7 +241,13 @@ impl ThreadPoolBuilder {
 /// its task as one step.
 struct Threads {
     jobs: Option<Sender<Job>>,
+    /// Every thread started and not yet joined (some may have ended by their idle
+    /// timeout: pruned as threads start).
     handles: Vec<JoinHandle<()>>,
+    /// Threads running their loop: at most `max_workers`.
+    live: usize,
+    /// Threads ever started: the number in the next one's name.
+    started: usize,
 }
 
 /// A pool of threads running submitted closures (Python's
@@ -185,21 +258,121 @@ struct Threads {
 /// before submitting the next task is served by one thread. Dropping the executor is
 /// Python's `with` exit: queued tasks run, then the threads are joined.
 pub struct ThreadPoolExecutor {
+    shared: Arc<Shared>,
+}
+
+/// What the executor and its threads share.
+struct Shared {
     threads: Mutex<Threads>,
-    /// A receiving end kept to drain queued jobs at a cancelling shutdown.
+    /// A receiving end kept to drain queued jobs at a cancelling shutdown, and cloned
+    /// by each thread.
     queued: Receiver<Job>,
-    idle: Arc<Idle>,
+    idle: Idle,
+    /// Why the executor is broken (its initializer failed), once it is.
+    broken: std::sync::OnceLock<String>,
     max_workers: usize,
     name_prefix: String,
+    initializer: Option<Initializer>,
+    idle_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for ThreadPoolExecutor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ThreadPoolExecutor")
-            .field("max_workers", &self.max_workers)
-            .field("threads", &self.threads.lock().handles.len())
-            .field("queued", &self.queued.len())
+            .field("max_workers", &self.shared.max_workers)
+            .field("threads", &self.shared.threads.lock().live)
+            .field("queued", &self.shared.queued.len())
+            .field("broken", &self.shared.broken.get())
             .finish()
+    }
+}
+
+impl Shared {
+    fn broken_error(&self) -> Option<TaskError> {
+        self.broken.get().map(|reason| TaskError::Broken {
+            reason: reason.clone(),
+        })
+    }
+
+    /// A thread's initializer panicked: the executor is broken, and the tasks queued
+    /// fail (CPython's `_initializer_failed`).
+    fn break_with(&self, message: &str) {
+        let _ = self.broken.set(format!(
+            "a thread initializer failed, the executor is not usable any more: {message}"
+        ));
+        let error = self.broken_error().expect("just set");
+        // Under the threads' lock: a `submit` that saw the executor whole has queued
+        // its task by now, and one after this sees it broken.
+        let _threads = self.threads.lock();
+        for job in self.queued.try_iter() {
+            job.fail(error.clone());
+        }
+    }
+
+    /// A thread's loop: the initializer, then tasks until the queue closes (or, with an
+    /// idle timeout, until it has been idle that long and may end).
+    fn serve(self: &Arc<Self>) {
+        if let Some(init) = &self.initializer {
+            if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| init()))
+            {
+                self.break_with(&crate::codec::panic_message(payload.as_ref()));
+                self.threads.lock().live -= 1;
+                return;
+            }
+        }
+        let rx = &self.queued;
+        let idle = &self.idle;
+        loop {
+            let job = match self.idle_timeout {
+                None => match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                },
+                Some(timeout) => match rx.recv_timeout(timeout) {
+                    Ok(job) => job,
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        if self.retire() {
+                            return;
+                        }
+                        continue;
+                    }
+                },
+            };
+            if let Some(error) = self.broken_error() {
+                job.fail(error);
+                continue;
+            }
+            // Idle only if no task waits for it: one that does is this thread's
+            // next, and a `submit` counting on it would queue behind it.
+            job.run(&|| {
+                if !idle.full.load(Ordering::Relaxed) && rx.is_empty() {
+                    idle.add();
+                }
+            });
+        }
+        self.threads.lock().live -= 1;
+    }
+
+    /// An idle thread's timeout ran out: ends it (`true`) unless a task waits for a
+    /// thread. Decided under the threads' lock, where `submit` decides whether to start
+    /// a thread and queues its task: a task queued after this sees one thread fewer.
+    fn retire(&self) -> bool {
+        let mut threads = self.threads.lock();
+        if !self.queued.is_empty() {
+            return false;
+        }
+        threads.live -= 1;
+        if self.idle.full.swap(false, Ordering::Relaxed) {
+            // Counting starts again from none: the threads left count themselves idle
+            // after their next task (an idle one not counted times out as this one).
+            self.idle.count.store(0, Ordering::Release);
+        } else {
+            // This thread may be the idle one counted: a `submit` must not count on it
+            // (at worst another idle thread goes uncounted and a thread starts).
+            let _ = self.idle.take();
+        }
+        true
     }
 }
 
@@ -211,6 +384,8 @@ impl ThreadPoolExecutor {
         ThreadPoolBuilder {
             workers: (cpus + 4).min(32),
             name_prefix: "ThreadPoolExecutor-0".into(),
+            initializer: None,
+            idle_timeout: None,
         }
     }
 
@@ -243,13 +418,17 @@ impl ThreadPoolExecutor {
         });
         let job: Job = cell.clone();
         let future = Future::from_cell(cell);
-        let mut threads = self.threads.lock();
+        let shared = &*self.shared;
+        let mut threads = shared.threads.lock();
         if threads.jobs.is_none() {
             return Err(ShutDown);
         }
-        if threads.handles.len() < self.max_workers && !self.idle.take() {
+        if let Some(error) = shared.broken_error() {
+            return Ok(Future::failed(error));
+        }
+        if threads.live < shared.max_workers && !shared.idle.take() {
             if let Err(e) = self.start_thread(&mut threads) {
-                if threads.handles.is_empty() {
+                if threads.live == 0 {
                     return Ok(Future::failed(TaskError::Broken {
                         reason: format!("cannot start a thread: {e}"),
                     }));
@@ -263,27 +442,20 @@ impl ThreadPoolExecutor {
         Ok(future)
     }
 
-    /// Starts thread number `threads.handles.len()`.
+    /// Starts a thread (number `threads.started` in its name).
     fn start_thread(&self, threads: &mut Threads) -> std::io::Result<()> {
-        let n = threads.handles.len();
-        let rx = self.queued.clone();
-        let idle = Arc::clone(&self.idle);
+        let shared = Arc::clone(&self.shared);
+        let n = threads.started;
         let handle = std::thread::Builder::new()
-            .name(format!("{}_{n}", self.name_prefix))
-            .spawn(move || {
-                for job in rx.iter() {
-                    // Idle only if no task waits for it: one that does is this thread's
-                    // next, and a `submit` counting on it would queue behind it.
-                    job.run(&|| {
-                        if !idle.full.load(Ordering::Relaxed) && rx.is_empty() {
-                            idle.add();
-                        }
-                    });
-                }
-            })?;
+            .name(format!("{}_{n}", shared.name_prefix))
+            .spawn(move || shared.serve())?;
+        // Threads that ended by their idle timeout: nothing left to join.
+        threads.handles.retain(|h| !h.is_finished());
         threads.handles.push(handle);
-        if threads.handles.len() == self.max_workers {
-            self.idle.full.store(true, Ordering::Relaxed);
+        threads.started += 1;
+        threads.live += 1;
+        if threads.live == self.shared.max_workers {
+            self.shared.idle.full.store(true, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -318,7 +490,7 @@ impl ThreadPoolExecutor {
         F: Fn(I::Item) -> T + Send + Sync + 'static,
         T: Send + 'static,
     {
-        let buffer = 2 * self.max_workers;
+        let buffer = 2 * self.shared.max_workers;
         let mut map = ThreadMap {
             executor: self,
             input: Some(items.into_iter()),
@@ -336,14 +508,14 @@ impl ThreadPoolExecutor {
     /// started are cancelled; with `wait`, returns once the running (and remaining) tasks
     /// are done and the threads have ended.
     pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
-        drop(self.threads.lock().jobs.take());
+        drop(self.shared.threads.lock().jobs.take());
         if cancel_futures {
-            for job in self.queued.try_iter() {
+            for job in self.shared.queued.try_iter() {
                 job.cancel();
             }
         }
         if wait {
-            let handles = std::mem::take(&mut self.threads.lock().handles);
+            let handles = std::mem::take(&mut self.shared.threads.lock().handles);
             for h in handles {
                 let _ = h.join();
             }
