@@ -87,6 +87,7 @@
 pub(crate) mod block;
 pub mod codec;
 pub mod connection;
+pub mod context;
 pub mod executor;
 pub(crate) mod future;
 #[doc(hidden)]
@@ -105,12 +106,14 @@ pub mod testing;
 pub mod thread;
 
 pub use codec::CodecError;
+pub use context::{Context, get_context};
 pub use future::{TaskError, WaitError};
 pub use manager::{Manager, ManagerError};
 pub use pool::{Pool, PoolError};
 pub use process::{
-    ExitStatus, Process, ProcessBuilder, ProcessError, ProcessInfo, Run, StartError, StartMethod,
-    active_children, current_process, get_start_method, init, parent_pid, set_start_method,
+    ExitStatus, ParentProcess, Process, ProcessBuilder, ProcessError, ProcessInfo, Run, StartError,
+    StartMethod, active_children, current_process, get_start_method, init, parent_pid,
+    parent_process, set_start_method,
 };
 pub use queue::{GetError, JoinableQueue, PutError, Queue, SimpleQueue};
 

@@ -267,6 +267,13 @@ pub(crate) fn die_with_parent(expected_parent: u32) {
     }
 }
 
+/// Clears this process's parent-death signal (set by [`die_with_parent`]): from now on
+/// it outlives its parent, as a process does by default. A process that ends up without
+/// its parent is re-parented to the nearest subreaper (or init), which reaps it.
+pub(crate) fn outlive_parent() {
+    let _ = rustix::process::set_parent_process_death_signal(None);
+}
+
 /// This process's pid.
 pub(crate) fn getpid() -> u32 {
     rustix::process::getpid().as_raw_nonzero().get() as u32
