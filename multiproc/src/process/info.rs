@@ -194,21 +194,21 @@ impl ParentProcess {
     }
 
     /// Waits at most `timeout` for the parent to end (Python's `join(timeout)`):
-    /// [`ProcessError::Timeout`](crate::ProcessError::Timeout) if it still runs. A child
+    /// [`ProcessError::Timeout`](crate::process::ProcessError::Timeout) if it still runs. A child
     /// cannot reap its parent, so there is no exit status.
-    pub fn join_timeout(&self, timeout: Duration) -> Result<(), crate::ProcessError> {
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), crate::process::ProcessError> {
         let Some(fd) = self.pidfd.as_ref() else {
             return Ok(());
         };
         if sys::fd::wait_readable(std::os::fd::AsFd::as_fd(fd), Some(timeout))? {
             Ok(())
         } else {
-            Err(crate::ProcessError::Timeout)
+            Err(crate::process::ProcessError::Timeout)
         }
     }
 
     /// Waits for the parent to end (Python's `join()`).
-    pub fn join(&self) -> Result<(), crate::ProcessError> {
+    pub fn join(&self) -> Result<(), crate::process::ProcessError> {
         if let Some(fd) = self.pidfd.as_ref() {
             sys::fd::wait_readable(std::os::fd::AsFd::as_fd(fd), None)?;
         }
