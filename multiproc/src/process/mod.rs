@@ -538,6 +538,7 @@ impl ProcessBuilder {
             result: None,
             closed: false,
             keep_sentinel: AtomicBool::new(false),
+            ended_sentinel: std::sync::OnceLock::new(),
             _result: PhantomData,
         })
     }
@@ -570,6 +571,8 @@ pub struct Process<R> {
     /// [`sentinel`](Process::sentinel) was asked for: the pidfd stays open after the
     /// reap, until `close()` or drop, so the sentinel stays valid as Python's does.
     keep_sentinel: AtomicBool,
+    /// The sentinel of a child reaped before it was asked for (see `sentinel`).
+    ended_sentinel: std::sync::OnceLock<OwnedFd>,
     _result: PhantomData<fn() -> R>,
 }
 
@@ -654,6 +657,7 @@ impl<R: DeserializeOwned + 'static> Process<R> {
         }
         self.closed = true;
         self.pidfd = None;
+        self.ended_sentinel = std::sync::OnceLock::new();
         self.chan = None;
         self.result = None;
         self.buf = Vec::new();
@@ -663,7 +667,8 @@ impl<R: DeserializeOwned + 'static> Process<R> {
     /// A descriptor that becomes readable when the child ends (Python's `sentinel`): a
     /// pidfd, to give to `poll`/`epoll` beside other descriptors, or to
     /// [`connection::wait`](crate::connection::wait). It stays valid (and readable)
-    /// after the child is joined, until [`close`](Self::close) or drop;
+    /// after the child is joined, until [`close`](Self::close) or drop (asked for only
+    /// after the join, it is a pipe without writer, readable at once);
     /// [`ProcessError::Closed`] after `close`.
     ///
     /// ```
@@ -681,10 +686,18 @@ impl<R: DeserializeOwned + 'static> Process<R> {
             return Err(ProcessError::Closed);
         }
         self.keep_sentinel.store(true, Ordering::Relaxed);
+        if let Some(pidfd) = self.pidfd.as_deref() {
+            return Ok(pidfd.as_fd());
+        }
+        // Reaped before anyone asked: its pidfd is gone, and a readable stand-in says
+        // the same thing.
+        if self.ended_sentinel.get().is_none() {
+            let _ = self.ended_sentinel.set(sys::fd::ended_sentinel()?);
+        }
         Ok(self
-            .pidfd
-            .as_deref()
-            .ok_or(ProcessError::Closed)?
+            .ended_sentinel
+            .get()
+            .expect("set above")
             .as_fd())
     }
 

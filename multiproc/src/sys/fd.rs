@@ -172,6 +172,14 @@ pub(crate) fn poll_two(
     }
 }
 
+/// A descriptor that is readable at once and for ever: the read end of a pipe whose
+/// write end is closed (end-of-file, `POLLHUP`). Close-on-exec.
+pub(crate) fn ended_sentinel() -> io::Result<OwnedFd> {
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    drop(write);
+    Ok(read)
+}
+
 /// Sets the backlog of the listening socket `fd` (`listen(2)` again, which only
 /// changes the backlog of a socket that listens).
 pub(crate) fn listen(fd: BorrowedFd<'_>, backlog: u32) -> io::Result<()> {
