@@ -92,9 +92,7 @@ impl Context {
     }
 
     /// A joinable queue (Python's `ctx.JoinableQueue()`): [`JoinableQueue::new`].
-    pub fn joinable_queue<T: Serialize + DeserializeOwned>(
-        &self,
-    ) -> io::Result<JoinableQueue<T>> {
+    pub fn joinable_queue<T: Serialize + DeserializeOwned>(&self) -> io::Result<JoinableQueue<T>> {
         JoinableQueue::new()
     }
 
@@ -106,7 +104,10 @@ impl Context {
     /// A duplex pipe (Python's `ctx.Pipe()`): [`crate::connection::pipe`].
     pub fn pipe<T>(
         &self,
-    ) -> io::Result<(crate::connection::Connection<T>, crate::connection::Connection<T>)> {
+    ) -> io::Result<(
+        crate::connection::Connection<T>,
+        crate::connection::Connection<T>,
+    )> {
         crate::connection::pipe()
     }
 

@@ -35,7 +35,10 @@ fn echo(conn: Connection<String>) {
 
 /// The byte calls against an echoing peer (a pipe's end or a listener's connection).
 fn check_bytes(conn: &Connection<String>, what: &str) {
-    assert!(!conn.poll(Some(Duration::ZERO)).unwrap(), "{what}: nothing yet");
+    assert!(
+        !conn.poll(Some(Duration::ZERO)).unwrap(),
+        "{what}: nothing yet"
+    );
     let buf: Vec<u8> = (0u8..32).collect();
 
     // send_bytes(buf, offset, size)
@@ -73,7 +76,10 @@ fn check_bytes(conn: &Connection<String>, what: &str) {
     conn.send_bytes(&[7; 100], 0, None).unwrap();
     assert!(matches!(
         conn.recv_bytes(Some(99)),
-        Err(RecvError::Codec(CodecError::Oversized { size: 100, max: 99 }))
+        Err(RecvError::Codec(CodecError::Oversized {
+            size: 100,
+            max: 99
+        }))
     ));
     conn.send_bytes(&[8; 5], 0, None).unwrap();
     assert_eq!(conn.recv_bytes(Some(5)).unwrap(), [8; 5]);
@@ -116,7 +122,10 @@ fn byte_calls_on_a_pipe_under_every_start_method() {
         p.join_timeout(PROMPT).unwrap();
         // The echo is gone: poll says a recv would not block, and it is the end.
         assert!(mine.poll(Some(PROMPT)).unwrap());
-        assert!(matches!(mine.recv_bytes(None), Err(RecvError::Disconnected)));
+        assert!(matches!(
+            mine.recv_bytes(None),
+            Err(RecvError::Disconnected)
+        ));
     }
     leaks.assert_clean();
 }
@@ -155,7 +164,10 @@ fn count_two_senders(conn: Connection<(u8, u32)>) -> Result<u32, String> {
             continue;
         }
         if next[who as usize] != seq {
-            return Err(format!("sender {who}: got {seq}, expected {}", next[who as usize]));
+            return Err(format!(
+                "sender {who}: got {seq}, expected {}",
+                next[who as usize]
+            ));
         }
         next[who as usize] += 1;
     }
@@ -240,7 +252,11 @@ fn wait_on_pipes_queues_and_processes_together() {
         for n in 0..3 {
             let (mine, theirs) = pipe::<u32>().unwrap();
             ends.push(mine);
-            procs.push(start(method, send_after_go, (go.clone(), theirs, q.clone(), n)));
+            procs.push(start(
+                method,
+                send_after_go,
+                (go.clone(), theirs, q.clone(), n),
+            ));
         }
         let mut objects: Vec<&dyn Waitable> = vec![&q];
         objects.extend(ends.iter().map(|e| e as &dyn Waitable));
@@ -270,10 +286,14 @@ fn wait_on_pipes_queues_and_processes_together() {
         }
         got.sort();
         from_queue.sort();
-        assert_eq!((got, from_queue), (vec![0, 1, 2], vec![0, 1, 2]), "{method}");
+        assert_eq!(
+            (got, from_queue),
+            (vec![0, 1, 2], vec![0, 1, 2]),
+            "{method}"
+        );
 
         // Process objects and sentinels: ready once each child ended.
-        let mut ended = vec![false; 3];
+        let mut ended = [false; 3];
         while ended.iter().any(|e| !e) {
             let objects: Vec<&dyn Waitable> = procs.iter().map(|p| &p.0 as &dyn Waitable).collect();
             for i in wait(&objects, Some(PROMPT)).unwrap() {
@@ -284,7 +304,11 @@ fn wait_on_pipes_queues_and_processes_together() {
             p.join_timeout(PROMPT).unwrap();
         }
         let sentinel = procs[0].sentinel().unwrap();
-        assert_eq!(wait(&[&sentinel as &dyn Waitable], Some(PROMPT)).unwrap(), vec![0], "{method}");
+        assert_eq!(
+            wait(&[&sentinel as &dyn Waitable], Some(PROMPT)).unwrap(),
+            vec![0],
+            "{method}"
+        );
         // The ended children's pipe ends now report the end.
         let objects: Vec<&dyn Waitable> = ends.iter().map(|e| e as &dyn Waitable).collect();
         assert_eq!(wait(&objects, Some(PROMPT)).unwrap().len(), 3, "{method}");
@@ -453,8 +477,8 @@ fn handshake_time_and_frame_size_are_bounded() {
     let mut raw = std::net::TcpStream::connect(addr).unwrap();
     let conn = open.accept::<u8, u32>().unwrap();
     let body = multiproc::codec::encode(&77u32).unwrap();
-    let mut frame = multiproc::codec::header(body.len() + 1, multiproc::codec::fingerprint::<u32>())
-        .to_vec();
+    let mut frame =
+        multiproc::codec::header(body.len() + 1, multiproc::codec::fingerprint::<u32>()).to_vec();
     frame.push(0);
     frame.extend_from_slice(&body);
     raw.write_all(&frame).unwrap();

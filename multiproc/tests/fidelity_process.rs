@@ -44,7 +44,10 @@ fn close_refuses_a_live_child_then_releases_an_ended_one() {
         assert!(p.is_alive(), "{method}: close of a live child changed it");
         assert!(!p.is_closed());
         go.set();
-        assert_eq!(p.wait_timeout(PROMPT).unwrap().map(|s| s.code()), Some(Some(0)));
+        assert_eq!(
+            p.wait_timeout(PROMPT).unwrap().map(|s| s.code()),
+            Some(Some(0))
+        );
         p.close().unwrap();
         p.close().unwrap(); // twice is harmless
         assert!(p.is_closed());
@@ -55,7 +58,11 @@ fn close_refuses_a_live_child_then_releases_an_ended_one() {
             Err(ProcessError::Closed)
         ));
         assert!(matches!(p.sentinel(), Err(ProcessError::Closed)));
-        for err in [p.terminate().unwrap_err(), p.kill().unwrap_err(), p.wait().unwrap_err()] {
+        for err in [
+            p.terminate().unwrap_err(),
+            p.kill().unwrap_err(),
+            p.wait().unwrap_err(),
+        ] {
             assert_eq!(err.kind(), ErrorKind::InvalidInput, "{method}: {err}");
             assert!(err.to_string().contains("closed"), "{err}");
         }
@@ -79,12 +86,18 @@ fn sentinel_becomes_readable_when_the_child_ends() {
     for method in StartMethod::ALL {
         let go = Event::new().unwrap();
         let mut p = start(method, wait_for, go.clone());
-        assert!(!readable_now(p.sentinel().unwrap(), Duration::ZERO), "{method}");
+        assert!(
+            !readable_now(p.sentinel().unwrap(), Duration::ZERO),
+            "{method}"
+        );
         go.set();
         assert!(readable_now(p.sentinel().unwrap(), PROMPT), "{method}");
         assert!(!p.is_alive());
         assert!(p.join().unwrap(), "{method}: the child saw its event");
-        assert!(readable_now(p.sentinel().unwrap(), Duration::ZERO), "{method}");
+        assert!(
+            readable_now(p.sentinel().unwrap(), Duration::ZERO),
+            "{method}"
+        );
         drop(p); // the kept sentinel goes with the handle
     }
     leaks.assert_clean();

@@ -282,7 +282,10 @@ mod tests {
     /// client a manager's: the same key opens one kind of connection only.
     #[test]
     fn a_side_answers_only_its_own_protocol() {
-        for (challenger, me) in [(Role::Listener, Role::Client), (Role::Server, Role::Connector)] {
+        for (challenger, me) in [
+            (Role::Listener, Role::Client),
+            (Role::Server, Role::Connector),
+        ] {
             let (mut a, mut b) = UnixStream::pair().unwrap();
             let mut theirs = challenger.challenge().to_vec();
             theirs.extend_from_slice(&[0; NONCE_LEN]);

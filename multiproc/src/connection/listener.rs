@@ -106,7 +106,10 @@ pub enum ListenerError {
 fn handshake_error(e: AuthenticationError) -> ListenerError {
     match e {
         AuthenticationError::Io(io)
-            if matches!(io.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) =>
+            if matches!(
+                io.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ) =>
         {
             ListenerError::Timeout
         }
@@ -190,7 +193,8 @@ impl Settings {
 
     fn connection<S, R>(&self, fd: OwnedFd) -> Connection<S, R> {
         let mut conn = Connection::from_socket(fd);
-        conn.end.set_max_message(self.max_message.unwrap_or(DEFAULT_MAX_MESSAGE));
+        conn.end
+            .set_max_message(self.max_message.unwrap_or(DEFAULT_MAX_MESSAGE));
         conn
     }
 
@@ -350,11 +354,17 @@ impl Listener {
 
     /// As [`accept`](Self::accept), waiting at most `timeout` for a connection to
     /// arrive ([`ListenerError::Timeout`]); its handshake then has its own deadline.
-    pub fn accept_timeout<S, R>(&self, timeout: Duration) -> Result<Connection<S, R>, ListenerError> {
+    pub fn accept_timeout<S, R>(
+        &self,
+        timeout: Duration,
+    ) -> Result<Connection<S, R>, ListenerError> {
         self.accept_until(Some(Instant::now() + timeout))
     }
 
-    fn accept_until<S, R>(&self, deadline: Option<Instant>) -> Result<Connection<S, R>, ListenerError> {
+    fn accept_until<S, R>(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<Connection<S, R>, ListenerError> {
         let socket = self.socket.as_ref().ok_or(ListenerError::Closed)?;
         loop {
             if deadline.is_some() && !sys::fd::poll_two(self.fd(socket), None, deadline)?.first {
@@ -454,7 +464,8 @@ impl Client {
     pub fn connect<S, R>(&self, address: &Address) -> Result<Connection<S, R>, ListenerError> {
         let fd = match address {
             Address::Tcp(addr) => {
-                let mut stream = TcpStream::connect_timeout(addr, self.settings.handshake_timeout())?;
+                let mut stream =
+                    TcpStream::connect_timeout(addr, self.settings.handshake_timeout())?;
                 stream.set_nodelay(true)?;
                 self.settings.handshake(&mut stream, Role::Connector)?;
                 OwnedFd::from(stream)

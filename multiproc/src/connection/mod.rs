@@ -23,6 +23,36 @@
 //! p.join().unwrap();
 //! ```
 //!
+//! # Bytes, clones, waiting on several, listeners
+//!
+//! Besides typed values an end sends and receives raw bytes
+//! ([`Connection::send_bytes`], [`Connection::recv_bytes`],
+//! [`Connection::recv_bytes_into`], with [`RecvError::BufferTooShort`] carrying a
+//! message too long for the buffer), is duplicated in-process with
+//! [`Connection::try_clone`], and is waited on together with other ends, processes
+//! and queues by [`wait`]. [`Listener`] and [`Client`] connect processes that did not
+//! start each other (Unix sockets, abstract or a file, and TCP), after the manager's
+//! HMAC key handshake.
+//!
+//! ```
+//! # multiproc::init();
+//! use std::time::Duration;
+//! use multiproc::connection::{pipe, wait, RecvError, Waitable};
+//!
+//! let (a, b) = pipe::<String>().unwrap();
+//! a.send_bytes(b"--hello--", 2, Some(5)).unwrap();
+//! let ready = wait(&[&b as &dyn Waitable], Some(Duration::from_secs(60))).unwrap();
+//! assert_eq!(ready, vec![0]);
+//! let mut buf = [0u8; 3];
+//! match b.recv_bytes_into(&mut buf, 0) {
+//!     Err(RecvError::BufferTooShort(whole)) => assert_eq!(whole, b"hello"),
+//!     other => panic!("{other:?}"),
+//! }
+//! let b2 = b.try_clone().unwrap();
+//! a.send(&"value".to_string()).unwrap();
+//! assert_eq!(b2.recv().unwrap(), "value");
+//! ```
+//!
 //! # What can go wrong, and what you see
 //!
 //! * The other end is dropped, or its process dies (even in the middle of a message):
@@ -449,7 +479,10 @@ impl Endpoint {
     }
 
     /// Receives one message, value or bytes, waiting until `deadline`.
-    fn recv_msg<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<Msg<T>, RecvError> {
+    fn recv_msg<T: DeserializeOwned>(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<Msg<T>, RecvError> {
         let Some(rx) = &self.rx else {
             return self.recv_socket(deadline, Take::Next);
         };
@@ -869,7 +902,9 @@ macro_rules! sending {
             }
             let size = size.unwrap_or(buf.len() - offset);
             if size > buf.len() - offset {
-                return Err(SendError::Invalid("size: offset + size is past the end of the buffer"));
+                return Err(SendError::Invalid(
+                    "size: offset + size is past the end of the buffer",
+                ));
             }
             self.end.send_bytes::<$t>(&buf[offset..offset + size])
         }

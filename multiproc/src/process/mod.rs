@@ -42,6 +42,35 @@
 //! * **A target that returns `Err(e)` fails as a `main` would**: `Error: {e:?}` on the
 //!   child's stderr and exit code 1 (Python: a target that raises exits with 1), while
 //!   `join` still gives the value, `Ok(Err(e))`.
+//!
+//! # Outliving the parent, the parent's view, closing
+//!
+//! The first promise is the default. A child that must outlive its parent, as a
+//! non-daemon Python child does when its parent is killed, opts out with
+//! [`ProcessBuilder::die_with_parent(false)`](ProcessBuilder::die_with_parent): it is
+//! then re-parented (to the nearest subreaper, or init, which reaps it) and sees its
+//! parent end through [`parent_process`]. At a normal exit the parent still waits for
+//! it (or terminates it, a daemon), as for any child. [`Process::close`] releases a
+//! finished child's handle, [`Process::sentinel`] gives a descriptor to wait on, and a
+//! [`Context`](crate::context::Context) fixes the start method of what it starts.
+//!
+//! ```
+//! # multiproc::init();
+//! use std::time::Duration;
+//! use multiproc::{Process, ProcessError, parent_process};
+//!
+//! fn child(_: ()) -> (String, bool) {
+//!     let parent = parent_process().expect("started by multiproc");
+//!     // The parent waits for us: joining it times out.
+//!     let waited = parent.join_timeout(Duration::from_millis(1));
+//!     (parent.name().to_string(), matches!(waited, Err(ProcessError::Timeout)))
+//! }
+//!
+//! let mut p = Process::builder().die_with_parent(false).start(child, ()).unwrap();
+//! assert_eq!(p.join().unwrap(), ("MainProcess".to_string(), true));
+//! p.close().unwrap();
+//! assert!(matches!(p.join(), Err(ProcessError::Closed)));
+//! ```
 
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
@@ -694,11 +723,7 @@ impl<R: DeserializeOwned + 'static> Process<R> {
         if self.ended_sentinel.get().is_none() {
             let _ = self.ended_sentinel.set(sys::fd::ended_sentinel()?);
         }
-        Ok(self
-            .ended_sentinel
-            .get()
-            .expect("set above")
-            .as_fd())
+        Ok(self.ended_sentinel.get().expect("set above").as_fd())
     }
 
     /// Whether the handle was closed.

@@ -183,12 +183,18 @@ pub(crate) fn ended_sentinel() -> io::Result<OwnedFd> {
 /// Sets the backlog of the listening socket `fd` (`listen(2)` again, which only
 /// changes the backlog of a socket that listens).
 pub(crate) fn listen(fd: BorrowedFd<'_>, backlog: u32) -> io::Result<()> {
-    Ok(rustix::net::listen(fd, backlog.min(i32::MAX as u32) as i32)?)
+    Ok(rustix::net::listen(
+        fd,
+        backlog.min(i32::MAX as u32) as i32,
+    )?)
 }
 
 /// Waits until one of `fds` is readable or hung up, or the deadline passes (`None`:
 /// for ever); returns which are. Retries on `EINTR` with the remaining time.
-pub(crate) fn poll_many(fds: &[BorrowedFd<'_>], deadline: Option<Instant>) -> io::Result<Vec<bool>> {
+pub(crate) fn poll_many(
+    fds: &[BorrowedFd<'_>],
+    deadline: Option<Instant>,
+) -> io::Result<Vec<bool>> {
     let flags = PollFlags::IN | PollFlags::HUP | PollFlags::ERR;
     loop {
         let timeout = super::mem::time_left(deadline).map(|left| {
