@@ -517,3 +517,27 @@ fn byte_calls_on_a_listener_connection() {
     }
     leaks.assert_clean();
 }
+
+/// `wait` on queues alone (no descriptor to poll: rounds only), and on nothing.
+#[test]
+fn wait_on_queues_alone_and_on_nothing() {
+    let leaks = LeakCheck::start();
+    assert_eq!(wait(&[], None).unwrap(), Vec::<usize>::new());
+    let q = Queue::<u32>::new().unwrap();
+    let jq = multiproc::JoinableQueue::<u32>::new().unwrap();
+    let objects: [&dyn Waitable; 2] = [&q, &jq];
+    assert_eq!(
+        wait(&objects, Some(Duration::from_millis(10))).unwrap(),
+        Vec::<usize>::new()
+    );
+    let putter = {
+        let jq = jq.clone();
+        std::thread::spawn(move || jq.put(1).unwrap())
+    };
+    assert_eq!(wait(&objects, Some(PROMPT)).unwrap(), vec![1]);
+    putter.join().unwrap();
+    assert_eq!(jq.get().unwrap(), 1);
+    jq.task_done().unwrap();
+    drop((q, jq));
+    leaks.assert_clean();
+}

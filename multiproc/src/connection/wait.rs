@@ -54,7 +54,8 @@ impl<T: sealed::Sealed + ?Sized> Waitable for T {}
 /// travel in shared memory, which no descriptor signals: while such an object is in
 /// the list, the wait looks at them in rounds, napping at most 2 ms between rounds,
 /// so an item there is seen within about that (a lone receiver's own
-/// [`poll`](Connection::poll) wakes at once).
+/// [`poll`](Connection::poll) wakes at once). An empty list returns at once, empty
+/// (Python's blocks for ever without a timeout).
 ///
 /// ```
 /// # multiproc::init();
@@ -73,6 +74,9 @@ impl<T: sealed::Sealed + ?Sized> Waitable for T {}
 /// assert_eq!(wait(&[&p as &dyn Waitable, &q], None).unwrap(), vec![0]); // it ended
 /// ```
 pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
+    if objects.is_empty() {
+        return Ok(Vec::new());
+    }
     let deadline = timeout.map(|t| Instant::now() + t);
     let shared = objects.iter().any(|o| o.in_shared_memory());
     let mut nap = Duration::from_micros(20);
@@ -96,12 +100,9 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> io::Result<
         };
         let fds: Vec<BorrowedFd<'_>> = objects.iter().filter_map(|o| o.wake_fd()).collect();
         if fds.is_empty() {
-            if let Some(until) = until {
-                std::thread::sleep(until.saturating_duration_since(Instant::now()));
-            } else {
-                // Nothing could ever become ready: as Python's wait([]) with no timeout.
-                std::thread::park();
-            }
+            // Only shared-memory objects: `until` is the end of this nap.
+            let until = until.unwrap_or_else(|| Instant::now() + MAX_NAP);
+            std::thread::sleep(until.saturating_duration_since(Instant::now()));
         } else {
             sys::fd::poll_many(&fds, until)?;
         }
