@@ -38,7 +38,7 @@
 //! Every Python concept has a name a Python user recognises: the table is kept by
 //! hand in one place, the "Python → multiproc" section of the repository's
 //! `README.md`. The modules' docs each open with their own part of it
-//! ([`process`], [`connection`], [`queue`], [`shared`], [`sync`], [`manager`], [`pool`],
+//! ([`process`], [`context`], [`connection`], [`queue`], [`shared`], [`sync`], [`manager`], [`pool`],
 //! [`executor`], [`subprocess`], [`thread`]).
 //!
 //! ## Errors: one vocabulary
@@ -52,11 +52,11 @@
 //! | no item now (`try_` calls) | `Empty` | [`GetError::Empty`], [`connection::RecvError::Empty`] |
 //! | no room now (`try_` calls) | `Full` | [`PutError::Full`] |
 //! | the other side is gone: a peer process, connection or server | `Disconnected` | [`connection::RecvError::Disconnected`], [`ManagerError::Disconnected`], [`GetError::Disconnected`] |
-//! | this handle was closed (by `close()`) | `Closed` | [`GetError::Closed`] |
+//! | this handle was closed (by `close()`) | `Closed` | [`GetError::Closed`], [`ProcessError::Closed`], [`connection::ListenerError::Closed`] |
 //! | the object was shut down (for everyone) | `ShutDown` | [`GetError::ShutDown`], [`queue::local::ShutDown`], [`executor::ShutDown`], [`PoolError::ShutDown`] (after `close`, `terminate`) |
 //! | a lock whose holder died | `OwnerDied` | [`sync::LockError::OwnerDied`] |
 //! | a value does not encode or decode | `Codec` ([`CodecError`]) | [`GetError::Codec`], [`ProcessError::Codec`], [`ManagerError::Codec`] |
-//! | a bad argument | `Invalid` naming the parameter | [`PoolError::Invalid`] |
+//! | a bad argument | `Invalid` naming the parameter | [`PoolError::Invalid`], [`connection::SendError::Invalid`] (`send_bytes`'s `offset`, `size`) |
 //!
 //! A task's fate is kept apart from what a wait for it met, as tokio keeps `JoinError`
 //! apart from `Elapsed`: [`TaskError`] says the task panicked, its worker died, it ran
