@@ -367,6 +367,11 @@ impl Endpoint {
         if self.peer_gone.load(Ordering::Relaxed) {
             return Err(SendError::Disconnected);
         }
+        if self.sends.fetch_add(1, Ordering::Relaxed) % CHECK_PEER_EVERY == CHECK_PEER_EVERY - 1
+            && self.peer_closed()
+        {
+            return Err(SendError::Disconnected);
+        }
         let wire = WireRef::<T>::Bytes(bytes);
         loop {
             match tx.put_until(&wire, Deadline::Within(SLICE)) {
