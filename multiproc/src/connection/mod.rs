@@ -273,8 +273,9 @@ impl From<io::Error> for SendError {
 struct Endpoint {
     sock: OwnedFd,
     limits: Limits,
-    /// Shared by the clones of an end (`try_clone`), as is everything but the socket's
-    /// descriptor number and the send counter: the clones are one end.
+    /// Shared by the clones of an end (`try_clone`), as are the rings: the clones are
+    /// one end. Each clone has its own descriptor of the socket, send counter and
+    /// knowledge of the peer's end (not shared: a pointer less on every message).
     writer: Arc<Mutex<()>>,
     reader: Arc<Mutex<ReadState>>,
     /// The ring this end sends on, and the one it receives from.
@@ -282,7 +283,7 @@ struct Endpoint {
     rx: Option<Arc<RingMap>>,
     sends: AtomicU32,
     /// The other end is known to be gone (end-of-file or hang-up seen).
-    peer_gone: Arc<AtomicBool>,
+    peer_gone: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -321,7 +322,7 @@ impl Endpoint {
             tx,
             rx,
             sends: AtomicU32::new(0),
-            peer_gone: Arc::new(AtomicBool::new(false)),
+            peer_gone: AtomicBool::new(false),
         }
     }
 
@@ -336,7 +337,7 @@ impl Endpoint {
             tx: self.tx.clone(),
             rx: self.rx.clone(),
             sends: AtomicU32::new(0),
-            peer_gone: self.peer_gone.clone(),
+            peer_gone: AtomicBool::new(self.peer_gone.load(Ordering::Relaxed)),
         })
     }
 
