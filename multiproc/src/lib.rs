@@ -38,7 +38,7 @@
 //! Every Python concept has a name a Python user recognises: the table is kept by
 //! hand in one place, the "Python → multiproc" section of the repository's
 //! `README.md`. The modules' docs each open with their own part of it
-//! ([`process`], [`connection`], [`queue`], [`shared`], [`sync`], [`manager`], [`pool`],
+//! ([`process`], [`context`], [`connection`], [`queue`], [`shared`], [`sync`], [`manager`], [`pool`],
 //! [`executor`], [`subprocess`], [`thread`]).
 //!
 //! ## Errors: one vocabulary
@@ -52,11 +52,11 @@
 //! | no item now (`try_` calls) | `Empty` | [`GetError::Empty`], [`connection::RecvError::Empty`] |
 //! | no room now (`try_` calls) | `Full` | [`PutError::Full`] |
 //! | the other side is gone: a peer process, connection or server | `Disconnected` | [`connection::RecvError::Disconnected`], [`ManagerError::Disconnected`], [`GetError::Disconnected`] |
-//! | this handle was closed (by `close()`) | `Closed` | [`GetError::Closed`] |
+//! | this handle was closed (by `close()`) | `Closed` | [`GetError::Closed`], [`ProcessError::Closed`], [`connection::ListenerError::Closed`] |
 //! | the object was shut down (for everyone) | `ShutDown` | [`GetError::ShutDown`], [`queue::local::ShutDown`], [`executor::ShutDown`], [`PoolError::ShutDown`] (after `close`, `terminate`) |
 //! | a lock whose holder died | `OwnerDied` | [`sync::LockError::OwnerDied`] |
 //! | a value does not encode or decode | `Codec` ([`CodecError`]) | [`GetError::Codec`], [`ProcessError::Codec`], [`ManagerError::Codec`] |
-//! | a bad argument | `Invalid` naming the parameter | [`PoolError::Invalid`] |
+//! | a bad argument | `Invalid` naming the parameter | [`PoolError::Invalid`], [`connection::SendError::Invalid`] (`send_bytes`'s `offset`, `size`) |
 //!
 //! A task's fate is kept apart from what a wait for it met, as tokio keeps `JoinError`
 //! apart from `Elapsed`: [`TaskError`] says the task panicked, its worker died, it ran
@@ -87,6 +87,7 @@
 pub(crate) mod block;
 pub mod codec;
 pub mod connection;
+pub mod context;
 pub mod executor;
 pub(crate) mod future;
 #[doc(hidden)]
@@ -105,12 +106,14 @@ pub mod testing;
 pub mod thread;
 
 pub use codec::CodecError;
+pub use context::{Context, get_context};
 pub use future::{TaskError, WaitError};
 pub use manager::{Manager, ManagerError};
 pub use pool::{Pool, PoolError};
 pub use process::{
-    ExitStatus, Process, ProcessBuilder, ProcessError, ProcessInfo, Run, StartError, StartMethod,
-    active_children, current_process, get_start_method, init, parent_pid, set_start_method,
+    ExitStatus, ParentProcess, Process, ProcessBuilder, ProcessError, ProcessInfo, Run, StartError,
+    StartMethod, active_children, current_process, get_start_method, init, parent_pid,
+    parent_process, set_start_method,
 };
 pub use queue::{GetError, JoinableQueue, PutError, Queue, SimpleQueue};
 

@@ -23,6 +23,36 @@
 //! p.join().unwrap();
 //! ```
 //!
+//! # Bytes, clones, waiting on several, listeners
+//!
+//! Besides typed values an end sends and receives raw bytes
+//! ([`Connection::send_bytes`], [`Connection::recv_bytes`],
+//! [`Connection::recv_bytes_into`], with [`RecvError::BufferTooShort`] carrying a
+//! message too long for the buffer), is duplicated in-process with
+//! [`Connection::try_clone`], and is waited on together with other ends, processes
+//! and queues by [`wait`]. [`Listener`] and [`Client`] connect processes that did not
+//! start each other (Unix sockets, abstract or a file, and TCP), after the manager's
+//! HMAC key handshake.
+//!
+//! ```
+//! # multiproc::init();
+//! use std::time::Duration;
+//! use multiproc::connection::{pipe, wait, RecvError, Waitable};
+//!
+//! let (a, b) = pipe::<String>().unwrap();
+//! a.send_bytes(b"--hello--", 2, Some(5)).unwrap();
+//! let ready = wait(&[&b as &dyn Waitable], Some(Duration::from_secs(60))).unwrap();
+//! assert_eq!(ready, vec![0]);
+//! let mut buf = [0u8; 3];
+//! match b.recv_bytes_into(&mut buf, 0) {
+//!     Err(RecvError::BufferTooShort(whole)) => assert_eq!(whole, b"hello"),
+//!     other => panic!("{other:?}"),
+//! }
+//! let b2 = b.try_clone().unwrap();
+//! a.send(&"value".to_string()).unwrap();
+//! assert_eq!(b2.recv().unwrap(), "value");
+//! ```
+//!
 //! # What can go wrong, and what you see
 //!
 //! * The other end is dropped, or its process dies (even in the middle of a message):
@@ -69,6 +99,18 @@ use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub(crate) mod auth;
+mod listener;
+mod wait;
+
+pub use auth::AuthenticationError;
+pub(crate) use listener::abstract_addr;
+pub use listener::{
+    Address, Client, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_MESSAGE, Listener, ListenerBuilder,
+    ListenerError,
+};
+pub use wait::{Waitable, wait};
+
 use crate::codec::{self, CodecError, HEADER_LEN, Limits};
 use crate::ring::{self, Config, Deadline, GetFail, PutFail, RingMap};
 use crate::{handle, sys};
@@ -81,12 +123,14 @@ const CHECK_PEER_EVERY: u32 = 1024;
 /// In a frame's descriptor-count byte: the frame was announced by a marker in the ring.
 const ANNOUNCED: u8 = 0x80;
 
-/// What travels through a pipe's ring: a value, or "the next message is on the socket"
-/// (a message carrying descriptors, which only a socket can pass).
+/// What travels through a pipe's ring: a value, "the next message is on the socket"
+/// (a message carrying descriptors, which only a socket can pass), or raw bytes
+/// (`send_bytes`).
 #[derive(Serialize)]
 enum WireRef<'a, T: ?Sized> {
     Value(&'a T),
     OnSocket,
+    Bytes(#[serde(serialize_with = "serde_bytes::serialize")] &'a [u8]),
 }
 
 /// The receiving side's view of [`WireRef`] (same encoding).
@@ -94,12 +138,46 @@ enum WireRef<'a, T: ?Sized> {
 enum Wire<T> {
     Value(T),
     OnSocket,
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
 }
+
+/// One message as it arrived: a value, or the bytes of a `send_bytes`.
+enum Msg<T> {
+    Value(T),
+    Bytes(Vec<u8>),
+}
+
+impl<T: DeserializeOwned> Msg<T> {
+    /// The value: bytes are decoded as a `T` (Python's `recv()` after `send_bytes`
+    /// unpickles them); bytes that are not one give a `Codec` error, and the
+    /// connection stays usable.
+    fn into_value(self) -> Result<T, RecvError> {
+        match self {
+            Msg::Value(v) => Ok(v),
+            Msg::Bytes(bytes) => Ok(codec::decode(&bytes)?),
+        }
+    }
+}
+
+impl<T: Serialize> Msg<T> {
+    /// The bytes: a value is given as its encoding, the bytes a `send` of it put on
+    /// the wire (Python's `recv_bytes()` after `send` gives the pickle).
+    fn into_bytes(self) -> Result<Vec<u8>, RecvError> {
+        match self {
+            Msg::Value(v) => Ok(codec::encode(&v)?),
+            Msg::Bytes(bytes) => Ok(bytes),
+        }
+    }
+}
+
+/// Names the raw-bytes frames of the socket (their header's fingerprint): the body
+/// is the bytes themselves, not a postcard value.
+struct RawBytes;
 
 /// What the socket buffer holds for a read.
 enum Parsed<T> {
     /// A message (or the error it gave).
-    Message(Result<T, RecvError>),
+    Message(Result<Msg<T>, RecvError>),
     /// An announced frame: not for an `Unannounced` read.
     NotYours,
     /// No complete frame yet.
@@ -146,6 +224,13 @@ pub enum RecvError {
     /// connection).
     #[error("bad message: {0}")]
     Codec(#[from] CodecError),
+    /// `recv_bytes_into`: the message does not fit in the buffer from the offset on
+    /// (Python's `BufferTooShort`). It carries the whole message, which was taken.
+    #[error("the buffer is too short for the message ({} bytes)", .0.len())]
+    BufferTooShort(Vec<u8>),
+    /// A bad argument; names the parameter (`offset`).
+    #[error("invalid argument: {0}")]
+    Invalid(&'static str),
     /// The operating system reported an error.
     #[error("receiving: {0}")]
     Io(#[from] io::Error),
@@ -161,6 +246,10 @@ pub enum SendError {
     /// The value could not be encoded, or is over the size limit.
     #[error("cannot send: {0}")]
     Codec(#[from] CodecError),
+    /// A bad argument; names the parameter (`offset`, `size`), as Python's
+    /// `ValueError` from `send_bytes`.
+    #[error("invalid argument: {0}")]
+    Invalid(&'static str),
     /// The operating system reported an error.
     #[error("sending: {0}")]
     Io(io::Error),
@@ -184,8 +273,11 @@ impl From<io::Error> for SendError {
 struct Endpoint {
     sock: OwnedFd,
     limits: Limits,
-    writer: Mutex<()>,
-    reader: Mutex<ReadState>,
+    /// Shared by the clones of an end (`try_clone`), as are the rings: the clones are
+    /// one end. Each clone has its own descriptor of the socket, send counter and
+    /// knowledge of the peer's end (not shared: a pointer less on every message).
+    writer: Arc<Mutex<()>>,
+    reader: Arc<Mutex<ReadState>>,
     /// The ring this end sends on, and the one it receives from.
     tx: Option<Arc<RingMap>>,
     rx: Option<Arc<RingMap>>,
@@ -225,13 +317,28 @@ impl Endpoint {
         Endpoint {
             sock,
             limits: Limits::default(),
-            writer: Mutex::new(()),
-            reader: Mutex::new(ReadState::default()),
+            writer: Arc::new(Mutex::new(())),
+            reader: Arc::new(Mutex::new(ReadState::default())),
             tx,
             rx,
             sends: AtomicU32::new(0),
             peer_gone: AtomicBool::new(false),
         }
+    }
+
+    /// A second handle on this end: a duplicate of the socket (so each clone closes
+    /// its own), the same rings, read buffer and write lock.
+    fn try_clone(&self) -> io::Result<Endpoint> {
+        Ok(Endpoint {
+            sock: self.sock.try_clone()?,
+            limits: self.limits,
+            writer: self.writer.clone(),
+            reader: self.reader.clone(),
+            tx: self.tx.clone(),
+            rx: self.rx.clone(),
+            sends: AtomicU32::new(0),
+            peer_gone: AtomicBool::new(self.peer_gone.load(Ordering::Relaxed)),
+        })
     }
 
     fn set_max_message(&mut self, bytes: usize) {
@@ -251,6 +358,52 @@ impl Endpoint {
             self.peer_gone.store(true, Ordering::Relaxed);
         }
         gone
+    }
+
+    /// Sends raw bytes: through the ring when there is one, else as a raw frame.
+    fn send_bytes<T: Serialize + ?Sized>(&self, bytes: &[u8]) -> Result<(), SendError> {
+        let Some(tx) = &self.tx else {
+            return self.send_raw_socket(bytes);
+        };
+        if self.peer_gone.load(Ordering::Relaxed) {
+            return Err(SendError::Disconnected);
+        }
+        if self.sends.fetch_add(1, Ordering::Relaxed) % CHECK_PEER_EVERY == CHECK_PEER_EVERY - 1
+            && self.peer_closed()
+        {
+            return Err(SendError::Disconnected);
+        }
+        let wire = WireRef::<T>::Bytes(bytes);
+        loop {
+            match tx.put_until(&wire, Deadline::Within(SLICE)) {
+                Ok(()) => return Ok(()),
+                Err(PutFail::Full) if self.peer_closed() => return Err(SendError::Disconnected),
+                Err(PutFail::Full) => {}
+                Err(PutFail::ShutDown) => return Err(SendError::Disconnected),
+                Err(PutFail::Codec(e)) => return Err(e.into()),
+                Err(PutFail::Io(e)) => return Err(SendError::Io(e)),
+            }
+        }
+    }
+
+    /// Sends one raw-bytes frame on the socket (header naming [`RawBytes`], no
+    /// descriptors, the bytes as the body).
+    fn send_raw_socket(&self, bytes: &[u8]) -> Result<(), SendError> {
+        let size = bytes.len() + 1;
+        if size > self.limits.max_message {
+            return Err(CodecError::Oversized {
+                size,
+                max: self.limits.max_message,
+            }
+            .into());
+        }
+        let mut frame = Vec::with_capacity(HEADER_LEN + size);
+        frame.extend_from_slice(&codec::header(size, codec::fingerprint::<RawBytes>()));
+        frame.push(0);
+        frame.extend_from_slice(bytes);
+        let _guard = self.writer.lock();
+        sys::fd::send_all_with_fds(self.sock.as_fd(), &frame, &[])?;
+        Ok(())
     }
 
     fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), SendError> {
@@ -328,6 +481,14 @@ impl Endpoint {
 
     /// Receives one `T`, waiting until `deadline` (`None`: for ever; `Some(now)`: not at all).
     fn recv<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T, RecvError> {
+        self.recv_msg(deadline)?.into_value()
+    }
+
+    /// Receives one message, value or bytes, waiting until `deadline`.
+    fn recv_msg<T: DeserializeOwned>(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<Msg<T>, RecvError> {
         let Some(rx) = &self.rx else {
             return self.recv_socket(deadline, Take::Next);
         };
@@ -339,7 +500,8 @@ impl Endpoint {
                 Some(d) => Deadline::At(Some(d.min(Instant::now() + SLICE))),
             };
             match rx.get_until::<Wire<T>>(until) {
-                Ok(Wire::Value(v)) => return Ok(v),
+                Ok(Wire::Value(v)) => return Ok(Msg::Value(v)),
+                Ok(Wire::Bytes(b)) => return Ok(Msg::Bytes(b)),
                 Ok(Wire::OnSocket) => return self.recv_socket(None, Take::Next),
                 Err(GetFail::Empty) => {}
                 Err(GetFail::ShutDown) => return Err(RecvError::Disconnected),
@@ -353,7 +515,8 @@ impl Endpoint {
                     self.peer_gone.store(true, Ordering::Relaxed);
                     // What the peer published before it went is still delivered.
                     return match rx.get::<Wire<T>>(Some(Instant::now())) {
-                        Ok(Wire::Value(v)) => Ok(v),
+                        Ok(Wire::Value(v)) => Ok(Msg::Value(v)),
+                        Ok(Wire::Bytes(b)) => Ok(Msg::Bytes(b)),
                         Ok(Wire::OnSocket) => self.recv_socket(None, Take::Next),
                         Err(_) => Err(RecvError::Disconnected),
                     };
@@ -371,7 +534,7 @@ impl Endpoint {
         &self,
         deadline: Option<Instant>,
         take: Take,
-    ) -> Result<T, RecvError> {
+    ) -> Result<Msg<T>, RecvError> {
         let mut st = self.reader.lock();
         loop {
             match self.parse::<T>(&mut st, take) {
@@ -452,7 +615,7 @@ impl Endpoint {
         &self,
         st: &mut ReadState,
         take: Take,
-    ) -> Option<Result<Option<Result<T, RecvError>>, RecvError>> {
+    ) -> Option<Result<Option<Result<Msg<T>, RecvError>>, RecvError>> {
         if let Some(reason) = st.broken {
             return Some(Err(reason.error()));
         }
@@ -499,14 +662,18 @@ impl Endpoint {
         let fds: Vec<OwnedFd> = st.fds.drain(..nfds).collect();
         let body = &bytes[HEADER_LEN + 1..total];
         let expected = codec::fingerprint::<T>();
-        let result = if header.fingerprint != expected {
+        let result = if header.fingerprint == codec::fingerprint::<RawBytes>() && nfds == 0 {
+            Ok(Msg::Bytes(body.to_vec()))
+        } else if header.fingerprint != expected {
             Err(RecvError::Codec(CodecError::TypeMismatch {
                 expected: std::any::type_name::<T>(),
                 expected_fingerprint: expected,
                 found: header.fingerprint,
             }))
         } else {
-            handle::provide_fds(fds, || codec::decode::<T>(body)).map_err(RecvError::from)
+            handle::provide_fds(fds, || codec::decode::<T>(body))
+                .map(Msg::Value)
+                .map_err(RecvError::from)
         };
         st.start += total;
         if st.start == st.buf.len() {
@@ -629,6 +796,17 @@ pub struct Receiver<T> {
     _types: PhantomData<fn() -> T>,
 }
 
+impl<S, R> Connection<S, R> {
+    /// A connection over a socket alone (a [`Listener`]'s or [`Client`]'s): frames on
+    /// the socket, no rings.
+    pub(crate) fn from_socket(sock: OwnedFd) -> Connection<S, R> {
+        Connection {
+            end: Endpoint::new(sock, None, None),
+            _types: PhantomData,
+        }
+    }
+}
+
 /// A duplex pipe whose two ends both send and receive `T` (Python's `Pipe()`).
 pub fn pipe<T>() -> io::Result<(Connection<T>, Connection<T>)> {
     pipe_with::<T, T>()
@@ -712,6 +890,86 @@ macro_rules! sending {
         pub fn send(&self, value: &$t) -> Result<(), SendError> {
             self.end.send(value)
         }
+
+        /// Sends `buf[offset..offset + size]` as one message of raw bytes (Python's
+        /// `send_bytes(buf, offset, size)`; `size` `None`: to the end of `buf`). The
+        /// other side takes it with `recv_bytes` or `recv_bytes_into`; its `recv`
+        /// decodes the bytes as a value (Python's `recv` unpickles them). An `offset`
+        /// or `size` past the end of `buf` is [`SendError::Invalid`], and nothing is
+        /// sent.
+        pub fn send_bytes(
+            &self,
+            buf: &[u8],
+            offset: usize,
+            size: Option<usize>,
+        ) -> Result<(), SendError> {
+            if offset > buf.len() {
+                return Err(SendError::Invalid("offset: past the end of the buffer"));
+            }
+            let size = size.unwrap_or(buf.len() - offset);
+            if size > buf.len() - offset {
+                return Err(SendError::Invalid(
+                    "size: offset + size is past the end of the buffer",
+                ));
+            }
+            self.end.send_bytes::<$t>(&buf[offset..offset + size])
+        }
+    };
+}
+
+macro_rules! bytes_receiving {
+    ($t:ident) => {
+        /// Waits for the next message and gives its bytes (Python's
+        /// `recv_bytes(maxlength)`): what a `send_bytes` sent, or the encoding of a
+        /// value a `send` sent. A message longer than `maxlength` is taken and
+        /// dropped, and the call fails with [`CodecError::Oversized`] (Python closes
+        /// the connection then; this one stays usable).
+        pub fn recv_bytes(&self, maxlength: Option<usize>) -> Result<Vec<u8>, RecvError> {
+            let bytes = self.end.recv_msg::<$t>(None)?.into_bytes()?;
+            match maxlength {
+                Some(max) if bytes.len() > max => Err(RecvError::Codec(CodecError::Oversized {
+                    size: bytes.len(),
+                    max,
+                })),
+                _ => Ok(bytes),
+            }
+        }
+
+        /// Waits for the next message and copies its bytes into `buf` from `offset` on
+        /// (Python's `recv_bytes_into(buf, offset)`); returns their number. A message
+        /// that does not fit is [`RecvError::BufferTooShort`], which carries it whole
+        /// (the message is taken either way); an `offset` past the end of `buf` is
+        /// [`RecvError::Invalid`], before anything is received.
+        pub fn recv_bytes_into(&self, buf: &mut [u8], offset: usize) -> Result<usize, RecvError> {
+            if offset > buf.len() {
+                return Err(RecvError::Invalid("offset: past the end of the buffer"));
+            }
+            let bytes = self.end.recv_msg::<$t>(None)?.into_bytes()?;
+            let Some(room) = buf.get_mut(offset..offset + bytes.len()) else {
+                return Err(RecvError::BufferTooShort(bytes));
+            };
+            room.copy_from_slice(&bytes);
+            Ok(bytes.len())
+        }
+    };
+}
+
+macro_rules! cloning {
+    () => {
+        /// A second handle on this end, in this process (no pipe needed to duplicate
+        /// it): its own descriptor of the socket, the same shared-memory rings and
+        /// read buffer. The clones are one end: each message sent through either
+        /// arrives once, whole, and in each sender's order (sends never interleave);
+        /// each message that arrives is taken by exactly one clone, whichever calls
+        /// first. So two threads may each use a clone at the same time, as they may
+        /// share one end through an `Arc`. The other side sees end-of-file once every
+        /// clone is dropped.
+        pub fn try_clone(&self) -> io::Result<Self> {
+            Ok(Self {
+                end: self.end.try_clone()?,
+                _types: PhantomData,
+            })
+        }
     };
 }
 
@@ -730,14 +988,34 @@ impl<S: Serialize, R: DeserializeOwned> Connection<S, R> {
     limits!();
 }
 
+impl<S: Serialize, R: Serialize + DeserializeOwned> Connection<S, R> {
+    bytes_receiving!(R);
+}
+
+impl<S, R> Connection<S, R> {
+    cloning!();
+}
+
 impl<T: Serialize> Sender<T> {
     sending!(T);
     limits!();
 }
 
+impl<T> Sender<T> {
+    cloning!();
+}
+
 impl<T: DeserializeOwned> Receiver<T> {
     receiving!(T);
     limits!();
+}
+
+impl<T: Serialize + DeserializeOwned> Receiver<T> {
+    bytes_receiving!(T);
+}
+
+impl<T> Receiver<T> {
+    cloning!();
 }
 
 macro_rules! handle_impls {

@@ -66,7 +66,7 @@
 //! Objects live as long as the server: there is no reference counting of proxies.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
@@ -75,8 +75,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::codec::{self, CodecError, Limits};
@@ -114,62 +114,10 @@ pub const MAX_HANDSHAKES: usize = 32;
 /// How long [`Manager::shutdown`] waits for the server to exit before it kills it.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Where a manager's server listens.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Address {
-    /// A Unix socket in the abstract namespace (the local default; Python's address
-    /// starting with `"\0"`): it has no file, so nothing is left behind however the
-    /// manager's owner ends. The server accepts only peers of its own user (or root),
-    /// and each must then prove the key.
-    Abstract(String),
-    /// A Unix socket file (readable and writable by its owner only), removed when the
-    /// manager shuts down.
-    Unix(PathBuf),
-    /// A TCP address.
-    Tcp(SocketAddr),
-}
-
-impl fmt::Display for Address {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Address::Abstract(name) => write!(f, "unix:@{name}"),
-            Address::Unix(path) => write!(f, "unix:{}", path.display()),
-            Address::Tcp(addr) => write!(f, "tcp:{addr}"),
-        }
-    }
-}
-
-impl Address {
-    /// Connects a Unix stream to a local address (`None` for TCP).
-    pub(crate) fn connect_unix(&self) -> Option<std::io::Result<std::os::unix::net::UnixStream>> {
-        use std::os::unix::net::UnixStream;
-        match self {
-            Address::Abstract(name) => {
-                Some(abstract_addr(name).and_then(|addr| UnixStream::connect_addr(&addr)))
-            }
-            Address::Unix(path) => Some(UnixStream::connect(path)),
-            Address::Tcp(_) => None,
-        }
-    }
-}
-
-/// The socket address of an abstract name.
-fn abstract_addr(name: &str) -> std::io::Result<std::os::unix::net::SocketAddr> {
-    use std::os::linux::net::SocketAddrExt;
-    std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
-}
-
-impl From<SocketAddr> for Address {
-    fn from(addr: SocketAddr) -> Address {
-        Address::Tcp(addr)
-    }
-}
-
-impl From<PathBuf> for Address {
-    fn from(path: PathBuf) -> Address {
-        Address::Unix(path)
-    }
-}
+/// Where a manager's server listens: the address type of
+/// [`connection::Listener`](crate::connection::Listener), shared.
+pub use crate::connection::Address;
+use crate::connection::abstract_addr;
 
 /// A call to a manager failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,7 @@
 //! Who this process is: name, pid, parent, daemon flag (Python's `current_process()`).
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use super::StartMethod;
@@ -13,7 +15,12 @@ pub(crate) struct ChildInfo {
     pub(crate) identity: Vec<u32>,
     pub(crate) daemon: bool,
     pub(crate) parent_pid: u32,
+    /// The parent's name, for [`parent_process`] in the child.
+    pub(crate) parent_name: String,
     pub(crate) method: StartMethod,
+    /// `false`: the child clears its parent-death signal once it runs
+    /// (`ProcessBuilder::die_with_parent(false)`).
+    pub(crate) die_with_parent: bool,
 }
 
 /// This process's identity, as seen by [`current_process`].
@@ -40,6 +47,8 @@ pub struct ProcessInfo {
 pub(crate) struct Current {
     pid: u32,
     info: ProcessInfo,
+    /// The parent's name and pid as it told them, `None` in the main process.
+    parent: Option<(String, u32)>,
 }
 
 static CURRENT: LeakedCell<Current> = LeakedCell::new();
@@ -54,7 +63,15 @@ fn current() -> &'static Current {
             let mut info = parent.info.clone();
             info.pid = pid;
             info.parent_pid = sys::proc::getppid();
-            CURRENT.publish(found, Current { pid, info })
+            let parent_record = Some((parent.info.name.clone(), parent.pid));
+            CURRENT.publish(
+                found,
+                Current {
+                    pid,
+                    info,
+                    parent: parent_record,
+                },
+            )
         }
         None => CURRENT.publish(
             None,
@@ -68,19 +85,28 @@ fn current() -> &'static Current {
                     identity: Vec::new(),
                     start_method: None,
                 },
+                parent: None,
             },
         ),
     }
 }
 
 /// Records, in a freshly started child, what its parent said about it.
+///
+/// A child asked to outlive its parent clears its parent-death signal here, before its
+/// target runs (it held the signal while it started, so a parent that died meanwhile
+/// still took it along).
 pub(crate) fn become_child(info: ChildInfo) {
     let pid = sys::proc::getpid();
     let found = CURRENT.get();
+    if !info.die_with_parent {
+        sys::proc::outlive_parent();
+    }
     CURRENT.publish(
         found,
         Current {
             pid,
+            parent: Some((info.parent_name, info.parent_pid)),
             info: ProcessInfo {
                 name: info.name,
                 pid,
@@ -91,6 +117,11 @@ pub(crate) fn become_child(info: ChildInfo) {
             },
         },
     );
+}
+
+/// This process's name (what a child is told its parent is called).
+pub(crate) fn current_name() -> String {
+    current().info.name.clone()
 }
 
 /// The identity a new child of this process gets, given the child's number here.
@@ -123,4 +154,97 @@ pub fn current_process() -> ProcessInfo {
 /// The parent's pid (`os.getppid()`).
 pub fn parent_pid() -> u32 {
     sys::proc::getppid()
+}
+
+/// The process that started this one, seen from the child (Python's
+/// `multiprocessing.parent_process()`): its name and pid, whether it is alive, and a
+/// join with a timeout. Got from [`parent_process`].
+///
+/// It holds a pidfd of the parent, opened when it was made and checked against
+/// `getppid()`: it refers to the parent even if the parent's pid is later reused.
+/// A parent already gone when it was made is seen as not alive. By default a child dies
+/// with its parent, so only a child started with
+/// [`die_with_parent(false)`](crate::ProcessBuilder::die_with_parent) lives to see its
+/// parent end.
+#[derive(Debug)]
+pub struct ParentProcess {
+    name: String,
+    pid: u32,
+    /// `None`: the parent had ended before this handle was made.
+    pidfd: Option<std::os::fd::OwnedFd>,
+}
+
+impl ParentProcess {
+    /// The parent's name (`MainProcess`, `Process-1`, …).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The parent's pid.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Whether the parent is still running.
+    pub fn is_alive(&self) -> bool {
+        self.pidfd.as_ref().is_some_and(|fd| {
+            !sys::fd::wait_readable(std::os::fd::AsFd::as_fd(fd), Some(Duration::ZERO))
+                .unwrap_or(true)
+        })
+    }
+
+    /// Waits at most `timeout` for the parent to end (Python's `join(timeout)`):
+    /// [`ProcessError::Timeout`](crate::process::ProcessError::Timeout) if it still runs. A child
+    /// cannot reap its parent, so there is no exit status.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), crate::process::ProcessError> {
+        let Some(fd) = self.pidfd.as_ref() else {
+            return Ok(());
+        };
+        if sys::fd::wait_readable(std::os::fd::AsFd::as_fd(fd), Some(timeout))? {
+            Ok(())
+        } else {
+            Err(crate::process::ProcessError::Timeout)
+        }
+    }
+
+    /// Waits for the parent to end (Python's `join()`).
+    pub fn join(&self) -> Result<(), crate::process::ProcessError> {
+        if let Some(fd) = self.pidfd.as_ref() {
+            sys::fd::wait_readable(std::os::fd::AsFd::as_fd(fd), None)?;
+        }
+        Ok(())
+    }
+
+    /// A descriptor that becomes readable when the parent ends (Python's `sentinel`),
+    /// `None` if it had ended before this handle was made.
+    pub fn sentinel(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.pidfd.as_ref().map(std::os::fd::AsFd::as_fd)
+    }
+}
+
+/// The parent of this process if multiproc started it (Python's
+/// `multiprocessing.parent_process()`); `None` in the main process.
+///
+/// ```
+/// # multiproc::init();
+/// use multiproc::{Process, parent_process};
+///
+/// assert!(parent_process().is_none()); // the main process
+///
+/// fn child(_: ()) -> (String, u32, bool) {
+///     let parent = parent_process().expect("started by multiproc");
+///     (parent.name().to_string(), parent.pid(), parent.is_alive())
+/// }
+/// let mut p = Process::start(child, ()).unwrap();
+/// let (name, pid, alive) = p.join().unwrap();
+/// assert_eq!((name.as_str(), pid, alive), ("MainProcess", std::process::id(), true));
+/// ```
+pub fn parent_process() -> Option<ParentProcess> {
+    let (name, pid) = current().parent.clone()?;
+    // Opened, then checked: while the parent is our parent its pid cannot name another
+    // process, so a pidfd opened before a matching `getppid()` is the parent's.
+    let pidfd = sys::proc::pidfd_open(pid)
+        .ok()
+        .filter(|_| sys::proc::getppid() == pid);
+    Some(ParentProcess { name, pid, pidfd })
 }

@@ -42,11 +42,40 @@
 //! * **A target that returns `Err(e)` fails as a `main` would**: `Error: {e:?}` on the
 //!   child's stderr and exit code 1 (Python: a target that raises exits with 1), while
 //!   `join` still gives the value, `Ok(Err(e))`.
+//!
+//! # Outliving the parent, the parent's view, closing
+//!
+//! The first promise is the default. A child that must outlive its parent, as a
+//! non-daemon Python child does when its parent is killed, opts out with
+//! [`ProcessBuilder::die_with_parent(false)`](ProcessBuilder::die_with_parent): it is
+//! then re-parented (to the nearest subreaper, or init, which reaps it) and sees its
+//! parent end through [`parent_process`]. At a normal exit the parent still waits for
+//! it (or terminates it, a daemon), as for any child. [`Process::close`] releases a
+//! finished child's handle, [`Process::sentinel`] gives a descriptor to wait on, and a
+//! [`Context`](crate::context::Context) fixes the start method of what it starts.
+//!
+//! ```
+//! # multiproc::init();
+//! use std::time::Duration;
+//! use multiproc::{Process, ProcessError, parent_process};
+//!
+//! fn child(_: ()) -> (String, bool) {
+//!     let parent = parent_process().expect("started by multiproc");
+//!     // The parent waits for us: joining it times out.
+//!     let waited = parent.join_timeout(Duration::from_millis(1));
+//!     (parent.name().to_string(), matches!(waited, Err(ProcessError::Timeout)))
+//! }
+//!
+//! let mut p = Process::builder().die_with_parent(false).start(child, ()).unwrap();
+//! assert_eq!(p.join().unwrap(), ("MainProcess".to_string(), true));
+//! p.close().unwrap();
+//! assert!(matches!(p.join(), Err(ProcessError::Closed)));
+//! ```
 
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -60,7 +89,7 @@ pub(crate) mod start;
 mod status;
 
 pub use child::{EXIT_BOOTSTRAP, EXIT_ORPHANED, EXIT_PANIC};
-pub use info::{ProcessInfo, current_process, parent_pid};
+pub use info::{ParentProcess, ProcessInfo, current_process, parent_pid, parent_process};
 pub use runtime::{init, set_fork_warning};
 pub use status::ExitStatus;
 
@@ -234,6 +263,14 @@ pub enum ProcessError {
     /// The result was already taken by an earlier `join`.
     #[error("the process was already joined (exit status {0})")]
     AlreadyJoined(ExitStatus),
+    /// [`Process::close`] on a child that still runs (Python's `ValueError`): join,
+    /// terminate or kill it first. The handle is left as it was.
+    #[error("cannot close a process that is still running; join, terminate or kill it first")]
+    StillRunning,
+    /// The handle was closed by [`Process::close`] (Python's `ValueError: process
+    /// object is closed`).
+    #[error("the process object is closed")]
+    Closed,
     /// Waiting failed at the operating-system level.
     #[error("waiting for the process: {0}")]
     Io(#[from] std::io::Error),
@@ -286,7 +323,12 @@ pub struct ProcessBuilder {
     name: Option<String>,
     daemon: bool,
     method: Option<StartMethod>,
+    /// Set by a [`Context`](crate::context::Context): the method its builders use,
+    /// which [`start_method`](Self::start_method) may not change.
+    fixed_method: Option<StartMethod>,
     limits: Option<Limits>,
+    /// `die_with_parent(false)`.
+    outlive_parent: bool,
 }
 
 impl ProcessBuilder {
@@ -310,10 +352,49 @@ impl ProcessBuilder {
         self
     }
 
-    /// The start method of this child (default: [`get_start_method`]).
+    /// The start method of this child (default: [`get_start_method`]). A builder made
+    /// by a [`Context`](crate::context::Context) keeps its context's method: naming
+    /// another one makes `start` fail with [`StartError::Unsupported`].
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.method = Some(method);
         self
+    }
+
+    /// A builder whose start method is fixed (a context's).
+    pub(crate) fn fixed_start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
+        self.fixed_method = Some(method);
+        self
+    }
+
+    /// Whether the child dies when this process dies (default `true`).
+    ///
+    /// By default every child holds `PR_SET_PDEATHSIG = SIGKILL`: however this process
+    /// ends — a crash, `SIGKILL` — its children die with it, so none is left running
+    /// unsupervised (a promise of the crate, see the module docs). `false` gives
+    /// Python's behaviour instead: the child keeps running when its parent dies
+    /// abnormally, is re-parented (to the nearest subreaper, or init, which reaps it),
+    /// and [`parent_process`] then reports its parent not alive. At a *normal* exit
+    /// the parent still terminates such a child if it is a daemon, and waits for it
+    /// otherwise, as for any child.
+    ///
+    /// The child holds the signal until it has read what it runs, so a parent that
+    /// dies while the child starts still takes it along.
+    pub fn die_with_parent(mut self, die: bool) -> Self {
+        self.outlive_parent = !die;
+        self
+    }
+
+    /// The method a start uses, or why it may not.
+    fn method(&self) -> Result<StartMethod, StartError> {
+        let method = self.method.unwrap_or_else(get_start_method);
+        match self.fixed_method {
+            Some(fixed) if fixed != method => Err(StartError::Unsupported(
+                "this builder's context fixes its start method; get another context with \
+                 multiproc::get_context instead",
+            )),
+            _ => Ok(method),
+        }
     }
 
     /// The largest result the parent accepts (default 1 GiB).
@@ -332,7 +413,7 @@ impl ProcessBuilder {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let method = self.method.unwrap_or_else(get_start_method);
+        let method = self.method()?;
         if method == StartMethod::Fork {
             return self.launch(
                 method,
@@ -356,7 +437,7 @@ impl ProcessBuilder {
         T: Run + Serialize + DeserializeOwned + Send + 'static,
         T::Output: Serialize + DeserializeOwned + 'static,
     {
-        let method = self.method.unwrap_or_else(get_start_method);
+        let method = self.method()?;
         if method == StartMethod::Fork {
             return self.launch(
                 method,
@@ -385,6 +466,9 @@ impl ProcessBuilder {
         match self.method {
             None | Some(StartMethod::Fork) => {}
             Some(_) => return Err(StartError::Unsupported("closures need StartMethod::Fork")),
+        }
+        if self.fixed_method.is_some_and(|m| m != StartMethod::Fork) {
+            return Err(StartError::Unsupported("closures need StartMethod::Fork"));
         }
         self.launch(
             StartMethod::Fork,
@@ -442,7 +526,9 @@ impl ProcessBuilder {
             identity,
             daemon: self.daemon,
             parent_pid: sys::proc::getpid(),
+            parent_name: info::current_name(),
             method,
+            die_with_parent: !self.outlive_parent,
         };
         (info, number)
     }
@@ -479,6 +565,9 @@ impl ProcessBuilder {
             limits: self.limits.unwrap_or_default(),
             status: None,
             result: None,
+            closed: false,
+            keep_sentinel: AtomicBool::new(false),
+            ended_sentinel: std::sync::OnceLock::new(),
             _result: PhantomData,
         })
     }
@@ -506,6 +595,13 @@ pub struct Process<R> {
     /// The child ended without reading all of its bootstrap (sending it failed, or its
     /// end was closed with bytes unread: `ECONNRESET`), so it never reached `init()`.
     bootstrap_unread: bool,
+    /// `close()` was called: the handle holds nothing and refuses every call.
+    closed: bool,
+    /// [`sentinel`](Process::sentinel) was asked for: the pidfd stays open after the
+    /// reap, until `close()` or drop, so the sentinel stays valid as Python's does.
+    keep_sentinel: AtomicBool,
+    /// The sentinel of a child reaped before it was asked for (see `sentinel`).
+    ended_sentinel: std::sync::OnceLock<OwnedFd>,
     _result: PhantomData<fn() -> R>,
 }
 
@@ -557,10 +653,92 @@ impl<R: DeserializeOwned + 'static> Process<R> {
     }
 
     /// Whether the child is still running (it has not exited, whether or not it was
-    /// reaped).
+    /// reaped). `false` once the handle is [closed](Self::close).
     pub fn is_alive(&self) -> bool {
-        self.status.is_none()
+        !self.closed
+            && self.status.is_none()
             && !sys::fd::wait_readable(self.pidfd(), Some(Duration::ZERO)).unwrap_or(true)
+    }
+
+    /// Releases what the handle holds — the pidfd, the channel to the child, the
+    /// result not yet taken (Python's `close()`). A child that still runs is an error,
+    /// [`ProcessError::StillRunning`], and the handle stays usable; a child that has
+    /// ended is reaped first. Closing twice is harmless. After it, the calls that would
+    /// wait for, signal or read the child fail with [`ProcessError::Closed`] (those
+    /// returning `io::Result`, with an `io::Error` of kind `InvalidInput` carrying
+    /// it); [`is_alive`](Self::is_alive) is `false` and
+    /// [`exit_status`](Self::exit_status) still gives the status.
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use multiproc::{Process, ProcessError};
+    /// let mut p = Process::start(|x: u32| x + 1, 1).unwrap();
+    /// p.wait().unwrap();
+    /// p.close().unwrap();
+    /// assert!(matches!(p.join(), Err(ProcessError::Closed)));
+    /// ```
+    pub fn close(&mut self) -> Result<(), ProcessError> {
+        if self.closed {
+            return Ok(());
+        }
+        if !self.collect(Some(Instant::now()))? {
+            return Err(ProcessError::StillRunning);
+        }
+        self.closed = true;
+        self.pidfd = None;
+        self.ended_sentinel = std::sync::OnceLock::new();
+        self.chan = None;
+        self.result = None;
+        self.buf = Vec::new();
+        Ok(())
+    }
+
+    /// A descriptor that becomes readable when the child ends (Python's `sentinel`): a
+    /// pidfd, to give to `poll`/`epoll` beside other descriptors, or to
+    /// [`connection::wait`](crate::connection::wait). It stays valid (and readable)
+    /// after the child is joined, until [`close`](Self::close) or drop (asked for only
+    /// after the join, it is a pipe without writer, readable at once);
+    /// [`ProcessError::Closed`] after `close`.
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use std::time::Duration;
+    /// let mut p = multiproc::Process::start(|()| (), ()).unwrap();
+    /// let sentinel = p.sentinel().unwrap();
+    /// let mut fds = [rustix::event::PollFd::new(&sentinel, rustix::event::PollFlags::IN)];
+    /// rustix::event::poll(&mut fds, None).unwrap(); // returns once the child has ended
+    /// assert!(!p.is_alive());
+    /// p.join().unwrap();
+    /// ```
+    pub fn sentinel(&self) -> Result<std::os::fd::BorrowedFd<'_>, ProcessError> {
+        if self.closed {
+            return Err(ProcessError::Closed);
+        }
+        self.keep_sentinel.store(true, Ordering::Relaxed);
+        if let Some(pidfd) = self.pidfd.as_deref() {
+            return Ok(pidfd.as_fd());
+        }
+        // Reaped before anyone asked: its pidfd is gone, and a readable stand-in says
+        // the same thing.
+        if self.ended_sentinel.get().is_none() {
+            let _ = self.ended_sentinel.set(sys::fd::ended_sentinel()?);
+        }
+        Ok(self.ended_sentinel.get().expect("set above").as_fd())
+    }
+
+    /// Whether the handle was closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    fn check_open_io(&self) -> std::io::Result<()> {
+        if self.closed {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                ProcessError::Closed,
+            ));
+        }
+        Ok(())
     }
 
     /// Sends `SIGTERM` (Python's `terminate()`). A child that already ended is left alone.
@@ -576,6 +754,7 @@ impl<R: DeserializeOwned + 'static> Process<R> {
     /// Sends the signal `signal` (a raw number such as `libc::SIGINT`), through the
     /// pidfd, so it can never hit another process that reused the pid.
     pub fn signal(&self, signal: i32) -> std::io::Result<()> {
+        self.check_open_io()?;
         if self.status.is_some() {
             return Ok(());
         }
@@ -588,6 +767,9 @@ impl<R: DeserializeOwned + 'static> Process<R> {
     /// The exit status, or `None` while the child runs (Python's `exitcode`). Reaps the
     /// child if it has ended.
     pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        if self.closed {
+            return self.status;
+        }
         let _ = self.collect(Some(Instant::now()));
         self.status
     }
@@ -595,6 +777,7 @@ impl<R: DeserializeOwned + 'static> Process<R> {
     /// Waits for the child to end and returns its exit status (Python's `join()`
     /// followed by `exitcode`). The result, if any, stays available to [`join`](Self::join).
     pub fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        self.check_open_io()?;
         self.collect(None)?;
         Ok(self
             .status
@@ -603,6 +786,7 @@ impl<R: DeserializeOwned + 'static> Process<R> {
 
     /// Waits at most `timeout` (Python's `join(timeout)`); `None` if the child still runs.
     pub fn wait_timeout(&mut self, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
+        self.check_open_io()?;
         self.collect(Some(Instant::now() + timeout))?;
         Ok(self.status)
     }
@@ -610,6 +794,9 @@ impl<R: DeserializeOwned + 'static> Process<R> {
     /// Waits for the child and returns what its target returned, or why it did not.
     /// Call it once: later calls give [`ProcessError::AlreadyJoined`].
     pub fn join(&mut self) -> Result<R, ProcessError> {
+        if self.closed {
+            return Err(ProcessError::Closed);
+        }
         self.collect(None)?;
         self.take_result()
     }
@@ -617,6 +804,9 @@ impl<R: DeserializeOwned + 'static> Process<R> {
     /// As [`join`](Self::join), waiting at most `timeout`: [`ProcessError::Timeout`] if
     /// the child still runs (it keeps running; join again later).
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<R, ProcessError> {
+        if self.closed {
+            return Err(ProcessError::Closed);
+        }
         if !self.collect(Some(Instant::now() + timeout))? {
             return Err(ProcessError::Timeout);
         }
@@ -687,7 +877,9 @@ impl<R: DeserializeOwned + 'static> Process<R> {
 
     fn record(&mut self, status: ExitStatus) {
         self.status = Some(status);
-        self.pidfd = None;
+        if !self.keep_sentinel.load(Ordering::Relaxed) {
+            self.pidfd = None;
+        }
         runtime().unregister(self.pid);
         self.result = Some(self.interpret(status));
         self.buf = Vec::new();

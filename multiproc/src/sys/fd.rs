@@ -172,6 +172,50 @@ pub(crate) fn poll_two(
     }
 }
 
+/// A descriptor that is readable at once and for ever: the read end of a pipe whose
+/// write end is closed (end-of-file, `POLLHUP`). Close-on-exec.
+pub(crate) fn ended_sentinel() -> io::Result<OwnedFd> {
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    drop(write);
+    Ok(read)
+}
+
+/// Sets the backlog of the listening socket `fd` (`listen(2)` again, which only
+/// changes the backlog of a socket that listens).
+pub(crate) fn listen(fd: BorrowedFd<'_>, backlog: u32) -> io::Result<()> {
+    Ok(rustix::net::listen(
+        fd,
+        backlog.min(i32::MAX as u32) as i32,
+    )?)
+}
+
+/// Waits until one of `fds` is readable or hung up, or the deadline passes (`None`:
+/// for ever); returns which are. Retries on `EINTR` with the remaining time.
+pub(crate) fn poll_many(
+    fds: &[BorrowedFd<'_>],
+    deadline: Option<Instant>,
+) -> io::Result<Vec<bool>> {
+    let flags = PollFlags::IN | PollFlags::HUP | PollFlags::ERR;
+    loop {
+        let timeout = super::mem::time_left(deadline).map(|left| {
+            Timespec::try_from(left).unwrap_or(Timespec {
+                tv_sec: i64::MAX,
+                tv_nsec: 0,
+            })
+        });
+        let mut polled: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(fd, flags)).collect();
+        match rustix::event::poll(&mut polled, timeout.as_ref()) {
+            Ok(_) => return Ok(polled.iter().map(|f| !f.revents().is_empty()).collect()),
+            Err(rustix::io::Errno::INTR) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(vec![false; fds.len()]);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Waits up to `timeout` for `fd` to become readable.
 pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
     let deadline = timeout.map(|t| Instant::now() + t);

@@ -267,8 +267,9 @@ pub(crate) fn die_with_parent(expected_parent: u32) {
     }
 }
 
-/// Cancels the parent-death signal [`die_with_parent`] asked for: this process goes on
-/// when its parent dies (for a watcher that must clean up after it).
+/// Clears this process's parent-death signal (set by [`die_with_parent`]): from now on
+/// it outlives its parent, as a process does by default. A process that ends up without
+/// its parent is re-parented to the nearest subreaper (or init), which reaps it.
 pub(crate) fn outlive_parent() {
     let _ = rustix::process::set_parent_process_death_signal(None);
 }
