@@ -974,7 +974,12 @@ mod tests {
     fn an_item_that_does_not_decode_fails_under_its_own_index() {
         let body = codec::encode(&vec![2u32, 4, 5, 6]).unwrap();
         let chunk = decode_chunk::<Even>(&body).unwrap();
-        let items = decoded(run_decoded_chunk(chunk, |Even(n)| n * 10));
+        let items = decoded(run_decoded_chunk(
+            chunk,
+            0,
+            &mut Ledger::for_test(),
+            |Even(n)| n * 10,
+        ));
         assert_eq!(values(&items), [Some(20), Some(40), None, None]);
         assert!(
             matches!(&items[2], Item::Codec(m) if m.starts_with("cannot decode the task's arguments") && m.ends_with(": odd 5")),
@@ -990,6 +995,8 @@ mod tests {
         let body = codec::encode(&vec![2u32, 4]).unwrap();
         let items = decoded(run_decoded_chunk(
             decode_chunk::<Even>(&body).unwrap(),
+            0,
+            &mut Ledger::for_test(),
             |Even(n)| n,
         ));
         assert_eq!(values(&items), [Some(2), Some(4)]);
@@ -1039,5 +1046,109 @@ mod tests {
         for odd in [&items[1], &items[3]] {
             assert!(matches!(odd, Item::Codec(m) if *m == want), "{odd:?}");
         }
+    }
+
+    fn encoded(item: &Item<Vec<u8>>) -> Vec<u8> {
+        postcard::to_allocvec(item).unwrap()
+    }
+
+    fn results(blob: &[u8]) -> Vec<Vec<u8>> {
+        codec::decode::<Vec<Item<Vec<u8>>>>(blob)
+            .unwrap()
+            .into_iter()
+            .map(|item| match item {
+                Item::Ok(v) => v,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    /// What the parent reads of a worker that died in item 2 of a chunk: the two
+    /// results it committed, and the item it began. A task's ledger starts empty.
+    #[test]
+    fn a_dead_workers_ledger_holds_the_results_it_committed_and_the_item_it_began() {
+        let mut ledger = Ledger::for_test();
+        ledger.open(7, 0);
+        for i in 0..2u8 {
+            ledger.begin_item(u64::from(i));
+            ledger.commit(&encoded(&Item::Ok(vec![i; 3])));
+        }
+        ledger.begin_item(2);
+        let progress = ledger.slots.progress(0);
+        assert_eq!(progress.begun, Some(2));
+        assert_eq!((progress.base, progress.count), (0, 2));
+        assert_eq!(results(&progress.results), [vec![0; 3], vec![1; 3]]);
+        // The rest of the chunk, sent again from item 3: nothing of the last task.
+        ledger.open(7, 3);
+        let progress = ledger.slots.progress(0);
+        assert_eq!(
+            (progress.begun, progress.base, progress.count),
+            (None, 3, 0)
+        );
+        assert_eq!(results(&progress.results), Vec::<Vec<u8>>::new());
+        assert!(ledger.replies.try_get().is_err(), "nothing was sent ahead");
+    }
+
+    /// Results that outgrow the area go ahead on the reply queue, in order, each once:
+    /// what the queue got and what the ledger holds are the items, with no overlap.
+    #[test]
+    fn results_larger_than_the_ledger_are_sent_ahead_in_parts() {
+        let mut ledger = Ledger::for_test();
+        ledger.open(9, 0);
+        let third = RESULTS_LEN / 3;
+        let sizes = [third, third, third, RESULTS_LEN + 1, 5];
+        for (i, &n) in sizes.iter().enumerate() {
+            ledger.begin_item(i as u64);
+            ledger.commit(&encoded(&Item::Ok(vec![i as u8; n])));
+        }
+        let mut got = Vec::new();
+        while let Ok(reply) = ledger.replies.try_get() {
+            match reply {
+                Reply::Part {
+                    id: 9,
+                    first,
+                    count,
+                    results: blob,
+                    ..
+                } => {
+                    let items = results(&blob);
+                    assert_eq!(items.len() as u64, count);
+                    assert_eq!(first, got.len() as u64);
+                    got.extend(items);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Two of a third fit with their prefixes, the third does not; the oversized
+        // one goes alone; the small last one stays.
+        assert_eq!(got.len(), 4);
+        let progress = ledger.slots.progress(0);
+        assert_eq!((progress.base, progress.count), (4, 1));
+        assert_eq!(ledger.base, 4);
+        got.extend(results(&progress.results));
+        let want: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| vec![i as u8; n])
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    /// The rest of a chunk whose worker died runs from `skip`: the items before it do
+    /// not run again, and the reply says where its results start.
+    #[test]
+    fn a_chunk_sent_again_runs_only_the_items_after_skip() {
+        let runs = std::cell::RefCell::new(Vec::new());
+        let mut ledger = Ledger::for_test();
+        ledger.open(3, 2);
+        let body = codec::encode(&vec![10u32, 11, 12, 13]).unwrap();
+        let out = run_decoded_chunk(decode_chunk::<u32>(&body).unwrap(), 2, &mut ledger, |x| {
+            runs.borrow_mut().push(x);
+            x + 1
+        });
+        assert_eq!(runs.into_inner(), [12, 13]);
+        assert_eq!(values(&decoded(out)), [Some(13), Some(14)]);
+        assert_eq!(ledger.base, 2);
+        assert_eq!(ledger.slots.progress(0).begun, Some(3));
     }
 }
