@@ -260,23 +260,32 @@ fn run_decoded_chunk<T, R: Serialize>(
         let written = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(item))) {
             // The result's `Serialize` is user code: a panic there fails this item, as
             // one in `call` does, instead of unwinding out of the worker (which died
-            // of it, and the item with it, without the panic's text).
+            // of it, and the item with it, without the panic's text). A result that
+            // does not fit in the ledger's room, or does not encode, is encoded again
+            // into `buf` (serialising is repeatable, as the codec's errors assume).
             Ok(value) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                postcard::to_io(&ItemRef::Ok(&value), &mut buf).map(drop)
+                if ledger.commit_in_place(&ItemRef::Ok(&value)) {
+                    return Ok(true);
+                }
+                postcard::to_io(&ItemRef::Ok(&value), &mut buf).map(|_| false)
             }))
             .map_err(|payload| codec::encode_panicked::<R>(panic_message(payload.as_ref())))
             .and_then(|written| written.map_err(|e| codec::encode_error(&value, e))),
             Err(payload) => {
                 let message = panic_message(payload.as_ref());
                 postcard::to_io(&ItemRef::<R>::Panicked(&message), &mut buf)
-                    .map(|_| ())
+                    .map(|_| false)
                     .map_err(|e| codec::encode_error(&message, e))
             }
         };
-        if let Err(e) = written {
-            buf.clear();
-            let message = format!("result: {e}");
-            let _ = postcard::to_io(&ItemRef::<R>::Codec(&message), &mut buf);
+        match written {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => {
+                buf.clear();
+                let message = format!("result: {e}");
+                let _ = postcard::to_io(&ItemRef::<R>::Codec(&message), &mut buf);
+            }
         }
         ledger.commit(&buf);
     }
@@ -504,6 +513,48 @@ fn seq_prefix(count: u64, out: &mut Vec<u8>) {
     }
 }
 
+/// A postcard output into the ledger's room. Small pieces (a tag, a varint) are
+/// copied byte by byte, inline: postcard's own slice output calls `memcpy` for each,
+/// which doubled what committing a small result cost.
+struct Room<'a> {
+    bytes: &'a mut [u8],
+    used: usize,
+}
+
+impl postcard::ser_flavors::Flavor for Room<'_> {
+    type Output = usize;
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        let slot = self
+            .bytes
+            .get_mut(self.used)
+            .ok_or(postcard::Error::SerializeBufferFull)?;
+        *slot = byte;
+        self.used += 1;
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        if data.len() > 16 {
+            let end = self.used + data.len();
+            let to = self
+                .bytes
+                .get_mut(self.used..end)
+                .ok_or(postcard::Error::SerializeBufferFull)?;
+            to.copy_from_slice(data);
+            self.used = end;
+            return Ok(());
+        }
+        data.iter().try_for_each(|&byte| self.try_push(byte))
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.used)
+    }
+}
+
 /// What a dead worker's ledger says of the chunk it ran.
 #[derive(Debug, Default)]
 pub(crate) struct Progress {
@@ -613,7 +664,30 @@ impl Ledger {
             .block
             .map()
             .write_with(at, item.len(), |bytes| bytes.copy_from_slice(item));
-        self.used += item.len();
+        self.committed(item.len());
+    }
+
+    /// The item begun last finished with `item` as its result, if `item` encodes
+    /// straight into the room left in the area (the way of small results: no copy);
+    /// `false` if it does not fit or does not encode (then nothing is committed).
+    fn commit_in_place<T: Serialize>(&mut self, item: &T) -> bool {
+        let at = self.slots.area(self.worker) + RESULTS_AT + self.used;
+        let room = RESULTS_LEN - self.used;
+        let written = self.slots.block.map().write_with(at, room, |bytes| {
+            postcard::serialize_with_flavor(item, Room { bytes, used: 0 })
+        });
+        match written {
+            Ok(len) => {
+                self.committed(len);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// `len` more bytes of the area hold one more result: published.
+    fn committed(&mut self, len: usize) {
+        self.used += len;
         self.count += 1;
         self.slots
             .ledger_at(self.worker, COMMIT_AT)
