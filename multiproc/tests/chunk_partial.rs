@@ -226,6 +226,50 @@ fn map_map_async_and_starmap_fail_at_the_item_that_died_not_at_its_chunk() {
     leaks.assert_clean();
 }
 
+/// `10 i`, after counting the run; item 13 outlasts any time limit.
+fn tenfold_slow_at_13(i: u32) -> u64 {
+    ran(i);
+    if i == ABORTS {
+        std::thread::sleep(Duration::from_secs(600));
+    }
+    u64::from(i) * 10
+}
+
+/// A chunk over its time limit: the item running when the limit passes fails with
+/// `TimedOut`; the items before it keep their results, the ones after it run.
+#[test]
+fn a_chunk_over_its_time_limit_fails_only_the_item_that_was_running() {
+    let leaks = LeakCheck::start();
+    let limit = Duration::from_secs(1);
+    for method in StartMethod::ALL {
+        let runs = fresh_runs();
+        set_fork_warning(false);
+        let p = Pool::builder()
+            .processes(2)
+            .start_method(method)
+            .initializer(set_runs, runs.clone())
+            .task_timeout(limit)
+            .build()
+            .unwrap();
+        let got: Vec<_> = p
+            .with_chunksize(CHUNK)
+            .imap(tenfold_slow_at_13, 0..ITEMS)
+            .unwrap()
+            .collect();
+        for (i, r) in got.into_iter().enumerate() {
+            if i == ABORTS as usize {
+                assert_eq!(r, Err(TaskError::TimedOut { limit }), "{method}");
+            } else {
+                assert_eq!(r, Ok(i as u64 * 10), "{method}: item {i}");
+            }
+        }
+        check_ran_once(&format!("{method} time limit"), &runs);
+        p.close();
+        p.join().unwrap();
+    }
+    leaks.assert_clean();
+}
+
 #[test]
 fn the_process_executors_chunked_map_keeps_the_finished_items_of_a_chunk() {
     let leaks = LeakCheck::start();
