@@ -195,7 +195,10 @@ fn map_map_async_and_starmap_fail_at_the_item_that_died_not_at_its_chunk() {
         let runs = fresh_runs();
         let p = pool(method, &runs);
         let what = format!("{method} map_async");
-        let m = p.with_chunksize(CHUNK).map_async(tenfold, 0..ITEMS).unwrap();
+        let m = p
+            .with_chunksize(CHUNK)
+            .map_async(tenfold, 0..ITEMS)
+            .unwrap();
         assert!(m.wait_timeout(PROMPT), "{what}");
         assert_eq!(m.completed(), ITEMS as usize, "{what}");
         died_at_13(&what, m.get());

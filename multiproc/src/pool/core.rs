@@ -713,7 +713,10 @@ impl Engine {
                     // It never got past this point: the rest fails.
                     let rest = front.rest();
                     front.next = front.len;
-                    finished.push((Arc::clone(&front.sink), Delivery::Failed(rest, died.clone())));
+                    finished.push((
+                        Arc::clone(&front.sink),
+                        Delivery::Failed(rest, died.clone()),
+                    ));
                     None
                 }
                 Some(FrontFate::GaveUp) => Some(died.clone()),

@@ -712,12 +712,7 @@ impl Ledger {
         (self.count, self.used) = (0, 0);
     }
 
-    fn put_part(
-        &self,
-        first: u64,
-        count: u64,
-        results: Vec<u8>,
-    ) -> Result<(), String> {
+    fn put_part(&self, first: u64, count: u64, results: Vec<u8>) -> Result<(), String> {
         self.replies
             .put(Reply::Part {
                 worker: self.index,
@@ -921,7 +916,10 @@ fn worker_loop(parts: Parts, proof: Verified) {
             continue;
         }
         let entry: TaskEntry = sys::entry::resolve(&proof, entry);
-        let Ran { items, ledger: back } = entry(TaskCall {
+        let Ran {
+            items,
+            ledger: back,
+        } = entry(TaskCall {
             proof,
             target,
             args,
