@@ -347,7 +347,7 @@ fn chaos_random_kills_during_a_chunked_map_lose_and_repeat_nothing() {
     const N: u32 = 300;
     let (mut total_died, mut total_kills) = (0, 0);
     for method in StartMethod::ALL {
-        let end = Instant::now() + Duration::from_millis(1500);
+        let end = Instant::now() + Duration::from_millis(1000);
         while Instant::now() < end {
             let runs = Array::<u32>::zeroed(N as usize).unwrap();
             set_fork_warning(false);
