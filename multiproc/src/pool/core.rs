@@ -676,7 +676,7 @@ impl Engine {
         if let Some(front) = sent.front_mut() {
             let ran = front.id == current;
             let stopped = verdict.as_ref().is_some_and(|(id, _)| *id == front.id);
-            // The item it began last, if it began one of this task.
+            // The item its run of this task's items began from, if it began them.
             let mut begun = None;
             if ran {
                 let progress = self.slots.progress(i);
@@ -696,13 +696,14 @@ impl Engine {
                 // It got further: its count of fruitless rounds starts again.
                 front.requeues = 0;
             }
-            let in_item = begun.is_some_and(|k| k == front.next);
+            // The item after the last one done was running.
+            let in_item = begun.is_some_and(|k| k <= front.next);
             let fate = if front.next >= front.len {
                 // Every item was done: it died sending the reply.
                 None
             } else {
-                // Died in the item that follows the last one done; or between two items,
-                // or before the first: then not an item's doing.
+                // Died in the item that follows the last one done; or before its items
+                // began: then not an item's doing.
                 Some(front_fate(in_item, stopped, killed, front.requeues))
             };
             let error = match fate {

@@ -112,7 +112,7 @@ fn bad_args(e: codec::CodecError) -> Outcome {
 pub(crate) fn entry_one<A: DeserializeOwned, R: Serialize>(call: TaskCall) -> Ran {
     let f: fn(A) -> R = sys::entry::resolve(&call.proof, call.target);
     // Its one item begins with its arguments: a death from here on is the task's.
-    call.ledger.begin_item(0);
+    call.ledger.begin_items(0);
     Ran {
         items: vec![match codec::decode::<A>(&call.args) {
             Ok(a) => run_task(move || f(a)),
@@ -254,8 +254,8 @@ fn run_decoded_chunk<T, R: Serialize>(
     let decoded = items.len();
     let skip = usize::try_from(skip).unwrap_or(usize::MAX);
     let mut buf = std::mem::take(&mut ledger.buf);
-    for (i, item) in items.into_iter().enumerate().skip(skip) {
-        ledger.begin_item(i as u64);
+    ledger.begin_items(skip as u64);
+    for item in items.into_iter().skip(skip) {
         buf.clear();
         let written = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(item))) {
             // The result's `Serialize` is user code: a panic there fails this item, as
@@ -362,7 +362,7 @@ const CANCELLED_LEN: usize = (SLOT - CANCELLED_AT) / 8;
 /// results; larger ones go ahead on the reply queue ([`Reply::Part`]). The pages are
 /// touched only as results are written.
 const AREA: usize = 64 * 1024;
-/// The index + 1 of the item the worker began last (0: none).
+/// 1 + the index of the item the worker began the task's items from (0: not begun).
 const ITEM_AT: usize = 0;
 /// The index in the task of the first item whose result the ledger holds.
 const BASE_AT: usize = 8;
@@ -558,7 +558,8 @@ impl postcard::ser_flavors::Flavor for Room<'_> {
 /// What a dead worker's ledger says of the chunk it ran.
 #[derive(Debug, Default)]
 pub(crate) struct Progress {
-    /// The item it began last (its index in the task), if it began one.
+    /// The item its run of the task's items began from, if it began them: the item
+    /// after the last one committed was running.
     pub(crate) begun: Option<u64>,
     /// Items `base..base + count` finished, and `results` holds them: the postcard body
     /// of their `Vec<Item<R>>`.
@@ -567,10 +568,10 @@ pub(crate) struct Progress {
     pub(crate) results: Vec<u8>,
 }
 
-/// A worker's record of the chunk it runs, in its area of the slots block: which item
-/// it began last, and the results of the items it finished, each committed before the
-/// next item begins. A worker that dies in an item leaves that item as the one begun
-/// and not committed; everything committed before it is read by the parent
+/// A worker's record of the chunk it runs, in its area of the slots block: that it has
+/// begun the items, and the results of the items it finished, each committed before
+/// the next item begins. A worker that dies in an item leaves that item as the first
+/// not committed; everything committed before it is read by the parent
 /// ([`Slots::progress`]), so no finished item is lost or run again. Committing costs
 /// a copy of the result's bytes and one store; results that outgrow the area are sent
 /// ahead on the reply queue first ([`Reply::Part`]): the parent has them before it can
@@ -579,7 +580,8 @@ pub(crate) struct Progress {
 pub(crate) struct Ledger {
     slots: Slots,
     replies: Queue<Reply>,
-    worker: usize,
+    /// Where this worker's area starts in the block.
+    area: usize,
     index: u32,
     generation: u32,
     id: u64,
@@ -595,9 +597,9 @@ pub(crate) struct Ledger {
 impl Ledger {
     fn new(slots: Slots, replies: Queue<Reply>, index: u32, generation: u32) -> Ledger {
         Ledger {
+            area: slots.area(index as usize),
             slots,
             replies,
-            worker: index as usize,
             index,
             generation,
             id: 0,
@@ -623,17 +625,21 @@ impl Ledger {
     /// results as this one's.
     fn open(&mut self, id: u64, skip: u64) {
         (self.id, self.base, self.count, self.used) = (id, skip, 0, 0);
-        let word = |field| self.slots.ledger_at(self.worker, field);
-        word(COMMIT_AT).store(0, Ordering::Release);
-        word(BASE_AT).store(skip, Ordering::Release);
-        word(ITEM_AT).store(0, Ordering::Release);
+        self.word(COMMIT_AT).store(0, Ordering::Release);
+        self.word(BASE_AT).store(skip, Ordering::Release);
+        self.word(ITEM_AT).store(0, Ordering::Release);
     }
 
-    /// Item `i` of the task begins.
-    pub(crate) fn begin_item(&self, i: u64) {
-        self.slots
-            .ledger_at(self.worker, ITEM_AT)
-            .store(i + 1, Ordering::Release);
+    #[inline]
+    fn word(&self, field: usize) -> &std::sync::atomic::AtomicU64 {
+        self.slots.block.u64_at(self.area + field)
+    }
+
+    /// The task's items begin, from item `i`: from here on, the item after the last
+    /// one committed is the one running. (One mark for all, not one per item: a death
+    /// between committing an item and calling the next counts as the next one's.)
+    pub(crate) fn begin_items(&self, i: u64) {
+        self.word(ITEM_AT).store(i + 1, Ordering::Release);
     }
 
     /// The item begun last finished with this result (an encoded `Item<R>`).
@@ -654,12 +660,10 @@ impl Ledger {
                 let _ = self.put_part(self.base, 1, results);
             }
             self.base += 1;
-            self.slots
-                .ledger_at(self.worker, BASE_AT)
-                .store(self.base, Ordering::Release);
+            self.word(BASE_AT).store(self.base, Ordering::Release);
             return;
         }
-        let at = self.slots.area(self.worker) + RESULTS_AT + self.used;
+        let at = self.area + RESULTS_AT + self.used;
         self.slots
             .block
             .map()
@@ -670,8 +674,9 @@ impl Ledger {
     /// The item begun last finished with `item` as its result, if `item` encodes
     /// straight into the room left in the area (the way of small results: no copy);
     /// `false` if it does not fit or does not encode (then nothing is committed).
+    #[inline]
     fn commit_in_place<T: Serialize>(&mut self, item: &T) -> bool {
-        let at = self.slots.area(self.worker) + RESULTS_AT + self.used;
+        let at = self.area + RESULTS_AT + self.used;
         let room = RESULTS_LEN - self.used;
         let written = self.slots.block.map().write_with(at, room, |bytes| {
             postcard::serialize_with_flavor(item, Room { bytes, used: 0 })
@@ -686,11 +691,11 @@ impl Ledger {
     }
 
     /// `len` more bytes of the area hold one more result: published.
+    #[inline]
     fn committed(&mut self, len: usize) {
         self.used += len;
         self.count += 1;
-        self.slots
-            .ledger_at(self.worker, COMMIT_AT)
+        self.word(COMMIT_AT)
             .store(self.count << 32 | self.used as u64, Ordering::Release);
     }
 
@@ -702,13 +707,9 @@ impl Ledger {
         // Only a failing queue refuses 64 KiB of bytes; the parent then finds these
         // items missing when the task's reply comes, and fails them.
         let _ = self.put_part(self.base, self.count, results);
-        self.slots
-            .ledger_at(self.worker, COMMIT_AT)
-            .store(0, Ordering::Release);
+        self.word(COMMIT_AT).store(0, Ordering::Release);
         self.base += self.count;
-        self.slots
-            .ledger_at(self.worker, BASE_AT)
-            .store(self.base, Ordering::Release);
+        self.word(BASE_AT).store(self.base, Ordering::Release);
         (self.count, self.used) = (0, 0);
     }
 
@@ -729,7 +730,7 @@ impl Ledger {
     fn results(&self) -> Vec<u8> {
         let mut results = Vec::with_capacity(self.used + 10);
         seq_prefix(self.count, &mut results);
-        let from = self.slots.area(self.worker) + RESULTS_AT;
+        let from = self.area + RESULTS_AT;
         results.extend_from_slice(&self.slots.block.map().as_slice()[from..from + self.used]);
         results
     }
@@ -1141,13 +1142,14 @@ mod tests {
     fn a_dead_workers_ledger_holds_the_results_it_committed_and_the_item_it_began() {
         let mut ledger = Ledger::for_test();
         ledger.open(7, 0);
+        assert_eq!(ledger.slots.progress(0).begun, None, "no item begun yet");
+        ledger.begin_items(0);
         for i in 0..2u8 {
-            ledger.begin_item(u64::from(i));
             ledger.commit(&encoded(&Item::Ok(vec![i; 3])));
         }
-        ledger.begin_item(2);
+        // Item 2, the one after the last committed, is the one it died in.
         let progress = ledger.slots.progress(0);
-        assert_eq!(progress.begun, Some(2));
+        assert_eq!(progress.begun, Some(0));
         assert_eq!((progress.base, progress.count), (0, 2));
         assert_eq!(results(&progress.results), [vec![0; 3], vec![1; 3]]);
         // The rest of the chunk, sent again from item 3: nothing of the last task.
@@ -1169,8 +1171,8 @@ mod tests {
         ledger.open(9, 0);
         let third = RESULTS_LEN / 3;
         let sizes = [third, third, third, RESULTS_LEN + 1, 5];
+        ledger.begin_items(0);
         for (i, &n) in sizes.iter().enumerate() {
-            ledger.begin_item(i as u64);
             ledger.commit(&encoded(&Item::Ok(vec![i as u8; n])));
         }
         let mut got = Vec::new();
@@ -1221,6 +1223,6 @@ mod tests {
         assert_eq!(runs.into_inner(), [12, 13]);
         assert_eq!(values(&decoded(out)), [Some(13), Some(14)]);
         assert_eq!(ledger.base, 2);
-        assert_eq!(ledger.slots.progress(0).begun, Some(3));
+        assert_eq!(ledger.slots.progress(0).begun, Some(2));
     }
 }
