@@ -228,7 +228,10 @@ impl ProcessPoolExecutor {
         self.map_chunked(f, items, 1)
     }
 
-    /// [`map`](Self::map) with `chunksize` items per task (Python's `chunksize`).
+    /// [`map`](Self::map) with `chunksize` items per task (Python's `chunksize`). A
+    /// worker that dies in the middle of a chunk fails only the item it was running
+    /// ([`TaskError::WorkerDied`]); the chunk's finished items keep their results and
+    /// the items after it run (Python's executor breaks the whole pool).
     pub fn map_chunked<'a, A, R>(
         &self,
         f: fn(A) -> R,

@@ -17,6 +17,14 @@
 //!   is the one that was running: it alone fails ([`TaskError::WorkerDied`], or
 //!   [`TaskError::TimedOut`] / `Cancelled` when the pool killed the worker), the
 //!   tasks queued behind it go back to `pending`, and a replacement starts.
+//! * **A chunk keeps its finished items.** A chunk of a map is one task of many items;
+//!   its worker commits each item's result to its ledger in shared memory (sending
+//!   them ahead when they outgrow it). When the worker dies, the results of the items
+//!   it finished are delivered from there, the item it was running is the one that
+//!   fails, and the items after it go back to `pending` as the rest of the task (its
+//!   message says how many items to skip). Nothing finished runs again; nothing is
+//!   delivered twice: a task's items are delivered in order, each range once, from
+//!   the first not yet delivered (`Job::next`).
 //! * **Eager or on demand.** A [`Pool`](super::Pool) starts all its workers at once and
 //!   replaces a dead one at once, as Python's `Pool`. The executor's engine starts none
 //!   at first (CPython ≥ 3.9's `_adjust_process_count`): a worker starts when a task is
@@ -29,6 +37,7 @@
 //!   every worker and reaps them. `terminate`: kill every worker, fail what is left.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
@@ -43,20 +52,27 @@ use crate::process::{Process, StartError, StartMethod};
 use crate::queue::mp::{GetError, Queue, QueueBuilder};
 use crate::sys::entry::FnAddr;
 
-/// Whatever waits for a task's outcome: a future, or a chunk of a map.
+/// Whatever waits for a task's outcome: a future (one item), or a chunk of a map (its
+/// items). The engine delivers each item once: ranges in order, none twice.
 pub(crate) trait Sink: Send + Sync {
     /// The task is being sent to a worker; `false` if it was cancelled (drop it).
     fn start(&self) -> bool;
-    /// The task ran: one outcome per item.
-    fn complete(&self, items: Vec<Outcome>);
-    /// The task did not run, or its worker died.
-    fn fail(&self, error: TaskError);
-    /// A shutdown with `cancel_futures` drops the task before it started.
-    fn cancel(&self);
+    /// Items `items` ran. A single task: `0..1` and its one outcome. A chunk: one
+    /// outcome holding their results (the body of a `Vec<Item<R>>`), or one failure
+    /// that is theirs all.
+    fn complete(&self, items: Range<usize>, outcomes: Vec<Outcome>);
+    /// Items `items` did not run, or failed with `error` (their worker died).
+    fn fail(&self, items: Range<usize>, error: TaskError);
+    /// A shutdown with `cancel_futures` drops items `items` before they started.
+    fn cancel(&self, items: Range<usize>);
     /// Whether the task is still wanted: a task sent to a worker that died before it
     /// began, and cancelled since, is not sent again.
     fn wanted(&self) -> bool {
         true
+    }
+    /// How many items the task has.
+    fn len(&self) -> usize {
+        1
     }
 }
 
@@ -98,6 +114,27 @@ struct Job {
     /// How many workers ended while holding it without having run it to the end (see
     /// [`MAX_REQUEUES`]).
     requeues: u32,
+    /// Its items (1 but for a chunk), and the first not yet delivered: a worker that
+    /// died part-way through a chunk leaves the rest to run (`TaskMsg::Run::skip`).
+    len: usize,
+    next: usize,
+    /// `next` when it was last sent to a worker: whether a worker that died in it had
+    /// got further.
+    sent_from: usize,
+}
+
+impl Job {
+    /// The items not yet delivered.
+    fn rest(&self) -> Range<usize> {
+        self.next..self.len
+    }
+
+    /// The rest of the task, from item `next`, is what the next worker runs.
+    fn skip_done(&mut self) {
+        if let TaskMsg::Run { skip, .. } = &mut self.msg {
+            *skip = self.next as u64;
+        }
+    }
 }
 
 /// A task whose workers ended this many times in a row while they held it (before it
@@ -294,7 +331,7 @@ impl Core {
             }
         };
         for job in cancelled {
-            job.sink.cancel();
+            job.sink.cancel(job.rest());
         }
         self.shared.wake();
     }
@@ -335,11 +372,11 @@ impl Core {
                 st.terminated = true;
                 let pending: Vec<Job> = st.pending.drain(..).collect();
                 for job in pending {
-                    failed.push((job.sink, Err(TaskError::Terminated)));
+                    failed.push(job.failed(TaskError::Terminated));
                 }
                 for w in &mut st.workers {
                     for job in w.sent.drain(..) {
-                        failed.push((job.sink, Err(TaskError::Terminated)));
+                        failed.push(job.failed(TaskError::Terminated));
                     }
                     if let Some(p) = &w.process {
                         let _ = p.kill();
@@ -472,9 +509,10 @@ impl Engine {
             let worker = &mut st.workers[w];
             if let Err(e) = worker.tasks.put_ref(&job.msg) {
                 st.in_flight -= 1;
-                failed.push((job.sink, Err(send_failure(e))));
+                failed.push(job.failed(send_failure(e)));
                 continue;
             }
+            job.sent_from = job.next;
             worker.dispatched += 1;
             worker.sent.push_back(job);
             if self
@@ -497,6 +535,7 @@ impl Engine {
                 generation,
                 id,
                 busy_ns,
+                first,
                 items,
             } => {
                 let Some(w) = st.workers.get_mut(worker as usize) else {
@@ -508,16 +547,50 @@ impl Engine {
                 if w.sent.front().is_none_or(|j| j.id != id) {
                     return;
                 }
-                let job = w.sent.pop_front().expect("checked");
+                let mut job = w.sent.pop_front().expect("checked");
                 if w.verdict.as_ref().is_some_and(|(v, _)| *v == id) {
                     // Finished just before the pool killed it: the result stands.
                     w.verdict = None;
                 }
                 st.in_flight -= 1;
-                finished.push((job.sink, Ok(items)));
+                let first = usize::try_from(first).unwrap_or(usize::MAX).min(job.len);
+                job.deliver_gap(first, finished);
+                if first >= job.next {
+                    finished.push((job.sink, Delivery::Ran(first..job.len, items)));
+                }
                 // A moving average of task length sets how many tasks a worker holds.
                 st.avg_busy_ns = average_busy_ns(st.avg_busy_ns, busy_ns);
                 st.window = read_ahead(st.avg_busy_ns);
+            }
+            Reply::Part {
+                worker,
+                generation,
+                id,
+                first,
+                count,
+                results,
+            } => {
+                let Some(w) = st.workers.get_mut(worker as usize) else {
+                    return;
+                };
+                if w.generation != generation {
+                    return;
+                }
+                let Some(job) = w.sent.front_mut().filter(|j| j.id == id) else {
+                    return;
+                };
+                let first = usize::try_from(first).unwrap_or(usize::MAX).min(job.len);
+                let end = first
+                    .saturating_add(usize::try_from(count).unwrap_or(usize::MAX))
+                    .min(job.len);
+                job.deliver_gap(first, finished);
+                if first >= job.next && end > first {
+                    job.next = end;
+                    finished.push((
+                        Arc::clone(&job.sink),
+                        Delivery::Ran(first..end, vec![Outcome::Returned(results)]),
+                    ));
+                }
             }
             Reply::InitFailed {
                 worker,
@@ -542,11 +615,11 @@ impl Engine {
         };
         st.broken = Some(reason);
         for job in st.pending.drain(..) {
-            finished.push((job.sink, Err(error.clone())));
+            finished.push(job.failed(error.clone()));
         }
         for w in &mut st.workers {
             for job in w.sent.drain(..) {
-                finished.push((job.sink, Err(error.clone())));
+                finished.push(job.failed(error.clone()));
             }
             if let Some(p) = &w.process {
                 let _ = p.kill();
@@ -583,7 +656,8 @@ impl Engine {
         self.check_timeouts(st);
     }
 
-    /// Reaps dead worker `i`, fails the task it ran, requeues the rest, replaces it.
+    /// Reaps dead worker `i`, fails the item it ran (keeping the items of its chunk that
+    /// finished), requeues the rest, replaces it.
     fn bury(&self, st: &mut State, i: usize, finished: &mut Finished) {
         let w = &mut st.workers[i];
         let Some(mut process) = w.process.take() else {
@@ -602,18 +676,68 @@ impl Engine {
         if let Some(front) = sent.front_mut() {
             let ran = front.id == current;
             let stopped = verdict.as_ref().is_some_and(|(id, _)| *id == front.id);
-            let error = match front_fate(ran, stopped, killed, front.requeues) {
-                FrontFate::Stopped => verdict.map(|(_, e)| e),
-                FrontFate::Died | FrontFate::GaveUp => Some(died.clone()),
-                FrontFate::Requeued(requeues) => {
+            // The item its run of this task's items began from, if it began them.
+            let mut begun = None;
+            if ran {
+                let progress = self.slots.progress(i);
+                begun = progress.begun.and_then(|k| usize::try_from(k).ok());
+                // The results its ledger holds that came in no part.
+                let base = usize::try_from(progress.base).unwrap_or(usize::MAX);
+                let end = base.saturating_add(progress.count as usize);
+                if progress.count > 0 && base == front.next && end <= front.len {
+                    front.next = end;
+                    finished.push((
+                        Arc::clone(&front.sink),
+                        Delivery::Ran(base..end, vec![Outcome::Returned(progress.results)]),
+                    ));
+                }
+            }
+            if front.next > front.sent_from {
+                // It got further: its count of fruitless rounds starts again.
+                front.requeues = 0;
+            }
+            // The item after the last one done was running.
+            let in_item = begun.is_some_and(|k| k <= front.next);
+            let fate = if front.next >= front.len {
+                // Every item was done: it died sending the reply.
+                None
+            } else {
+                // Died in the item that follows the last one done; or before its items
+                // began: then not an item's doing.
+                Some(front_fate(in_item, stopped, killed, front.requeues))
+            };
+            let error = match fate {
+                None => None,
+                Some(FrontFate::Stopped) => verdict.map(|(_, e)| e),
+                Some(FrontFate::Died) => Some(died.clone()),
+                Some(FrontFate::GaveUp) if !in_item => {
+                    // It never got past this point: the rest fails.
+                    let rest = front.rest();
+                    front.next = front.len;
+                    finished.push((
+                        Arc::clone(&front.sink),
+                        Delivery::Failed(rest, died.clone()),
+                    ));
+                    None
+                }
+                Some(FrontFate::GaveUp) => Some(died.clone()),
+                Some(FrontFate::Requeued(requeues)) => {
                     front.requeues = requeues;
                     None
                 }
             };
             if let Some(e) = error {
-                let job = sent.pop_front().expect("checked");
+                // The item it was running fails alone; the items after it go on.
+                let item = front.next..front.next + 1;
+                front.next += 1;
+                front.requeues = 0;
+                finished.push((Arc::clone(&front.sink), Delivery::Failed(item, e)));
+            }
+            if front.next >= front.len {
+                sent.pop_front();
                 st.in_flight -= 1;
-                finished.push((job.sink, Err(e)));
+            } else {
+                front.skip_done();
             }
         }
         for job in sent.into_iter().rev() {
@@ -648,12 +772,9 @@ impl Engine {
             while w.sent.front().is_some_and(|j| j.id <= done) {
                 let job = w.sent.pop_front().expect("checked");
                 st.in_flight -= 1;
-                finished.push((
-                    job.sink,
-                    Err(TaskError::serialization(
-                        "the task's result was lost: it could not be decoded",
-                    )),
-                ));
+                finished.push(job.failed(TaskError::serialization(
+                    "the task's result was lost: it could not be decoded",
+                )));
             }
         }
     }
@@ -817,25 +938,74 @@ fn busy_tick(left_ns: impl IntoIterator<Item = u64>) -> Duration {
         .fold(BUSY_TICK, Duration::min)
 }
 
-type Finished = Vec<(Arc<dyn Sink>, Result<Vec<Outcome>, TaskError>)>;
+/// What becomes of some items of a task.
+enum Delivery {
+    /// They ran: their outcomes (see [`Sink::complete`]).
+    Ran(Range<usize>, Vec<Outcome>),
+    /// They failed, or will not run.
+    Failed(Range<usize>, TaskError),
+}
+
+type Finished = Vec<(Arc<dyn Sink>, Delivery)>;
+
+impl Job {
+    /// The items not yet delivered fail with `error`.
+    fn failed(self, error: TaskError) -> (Arc<dyn Sink>, Delivery) {
+        let rest = self.rest();
+        (self.sink, Delivery::Failed(rest, error))
+    }
+
+    /// A reply for items from `first` on: the items before it that came in no reply
+    /// (a part that could not be decoded) fail, so that every item is delivered.
+    fn deliver_gap(&mut self, first: usize, finished: &mut Finished) {
+        if first > self.next {
+            let lost = self.next..first;
+            self.next = first;
+            finished.push((
+                Arc::clone(&self.sink),
+                Delivery::Failed(
+                    lost,
+                    TaskError::serialization("the item's result was lost: it could not be decoded"),
+                ),
+            ));
+        }
+    }
+}
 
 /// Completes tasks (outside every lock: completion runs user callbacks).
 fn finish_all(finished: Finished) {
-    for (sink, outcome) in finished {
+    for (sink, delivery) in finished {
         // Completing decodes the result: user `Deserialize` code, which may panic.
         // Callbacks run inside and catch their own panics, so a panic that gets here
-        // left the task without an outcome: it fails with the panic's message, and the
-        // other tasks of the batch (and the collector) go on.
-        let completed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match outcome {
-            Ok(items) => sink.complete(items),
-            Err(e) => sink.fail(e),
-        }));
+        // left the items without an outcome: they fail with the panic's message, and
+        // the other tasks of the batch (and the collector) go on.
+        let (items, completed) = match delivery {
+            Delivery::Ran(items, outcomes) => {
+                let range = items.clone();
+                (
+                    items,
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        sink.complete(range, outcomes)
+                    })),
+                )
+            }
+            Delivery::Failed(items, e) => {
+                let range = items.clone();
+                (
+                    items,
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.fail(range, e))),
+                )
+            }
+        };
         if let Err(payload) = completed {
             let message = crate::codec::panic_message(payload.as_ref());
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                sink.fail(TaskError::serialization(format!(
-                    "cannot decode the task's result: its Deserialize panicked: {message}"
-                )))
+                sink.fail(
+                    items,
+                    TaskError::serialization(format!(
+                        "cannot decode the task's result: its Deserialize panicked: {message}"
+                    )),
+                )
             }));
         }
     }
@@ -958,11 +1128,15 @@ impl Engine {
                         entry,
                         target,
                         args,
+                        skip: 0,
                     },
                     timeout,
+                    len: sink.len(),
                     sink,
                     started: false,
                     requeues: 0,
+                    next: 0,
+                    sent_from: 0,
                 });
                 st.in_flight += 1;
             }

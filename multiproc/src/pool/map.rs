@@ -13,6 +13,7 @@
 //!   input is advanced; it never unwinds into the caller.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -575,7 +576,6 @@ where
                 map: Arc::clone(&state),
                 start,
                 len: chunk.len(),
-                done: AtomicBool::new(false),
             });
             match codec::encode(&chunk) {
                 Ok(bytes) => {
@@ -609,7 +609,7 @@ where
             }
         }
         for (sink, error) in unencodable {
-            sink.fail(error);
+            sink.fail(0..sink.len, error);
         }
         let end = if self.ended() {
             Some(self.ended.take().unwrap_or(Ending::Exhausted))
@@ -684,7 +684,7 @@ impl<R> MapState<R> {
                 let bar = indicatif::ProgressBar::no_length();
                 bar.set_style(
                     indicatif::ProgressStyle::with_template(
-                        "{bar:40} {pos}/{len} tasks [{elapsed_precise} < {eta_precise}]",
+                        "{bar:40} {pos}/{len} items [{elapsed_precise} < {eta_precise}]",
                     )
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                 );
@@ -750,20 +750,19 @@ impl<R> MapState<R> {
     }
 }
 
-/// One chunk of a map.
+/// One chunk of a map: items `start..start + len` of the input. The engine delivers
+/// each of its items once, in ranges (all at once, or the items a worker finished
+/// before it died, the one it died in, then the rest).
 struct ChunkSink<R> {
     map: Arc<MapState<R>>,
     start: usize,
     len: usize,
-    /// Its results were stored (a chunk reports once).
-    done: AtomicBool,
 }
 
 impl<R> ChunkSink<R> {
-    fn store(&self, values: impl Iterator<Item = Result<R, TaskError>>) {
-        if !self.done.swap(true, Ordering::AcqRel) {
-            self.map.store(self.start, values);
-        }
+    /// Stores the results of the chunk's items from `first` on.
+    fn store(&self, first: usize, values: impl Iterator<Item = Result<R, TaskError>>) {
+        self.map.store(self.start + first, values);
     }
 }
 
@@ -771,35 +770,47 @@ impl<R: DeserializeOwned + Send> Sink for ChunkSink<R> {
     fn start(&self) -> bool {
         !self.map.abandoned.load(Ordering::Relaxed)
     }
-    fn complete(&self, items: Vec<Outcome>) {
-        let error = match <[Outcome; 1]>::try_from(items) {
+    fn complete(&self, items: Range<usize>, outcomes: Vec<Outcome>) {
+        let error = match <[Outcome; 1]>::try_from(outcomes) {
             Ok([Outcome::Returned(blob)]) => match worker::decode_items::<R>(&blob) {
-                Ok(items) if items.len() == self.len => {
-                    self.store(items.into_iter().map(|item| match item {
-                        worker::Item::Ok(v) => Ok(v),
-                        worker::Item::Panicked(message) => Err(TaskError::Panicked { message }),
-                        worker::Item::Codec(message) => Err(TaskError::serialization(message)),
-                    }));
+                Ok(results) if results.len() == items.len() && items.end <= self.len => {
+                    self.store(
+                        items.start,
+                        results.into_iter().map(|item| match item {
+                            worker::Item::Ok(v) => Ok(v),
+                            worker::Item::Panicked(message) => Err(TaskError::Panicked { message }),
+                            worker::Item::Codec(message) => Err(TaskError::serialization(message)),
+                        }),
+                    );
                     return;
                 }
                 Ok(_) => TaskError::serialization("the worker sent a malformed reply"),
                 Err(e) => TaskError::codec("cannot decode the task's result", e),
             },
-            // The whole chunk failed as one (its arguments did not decode, or its
-            // result could not be sent): every item reports why.
+            // The items failed as one (their arguments did not decode, or their results
+            // could not be sent): every item reports why.
             Ok([other]) => match decode_outcome::<()>(other) {
                 Err(e) => e,
                 Ok(()) => TaskError::serialization("the worker sent a malformed reply"),
             },
             Err(_) => TaskError::serialization("the worker sent a malformed reply"),
         };
-        self.fail(error);
+        self.fail(items, error);
     }
-    fn fail(&self, error: TaskError) {
-        self.store((0..self.len).map(|_| Err(error.clone())));
+    fn fail(&self, items: Range<usize>, error: TaskError) {
+        let items = items.start.min(self.len)..items.end.min(self.len);
+        self.store(items.start, items.map(|_| Err(error.clone())));
     }
-    fn cancel(&self) {
-        self.fail(TaskError::Cancelled);
+    fn cancel(&self, items: Range<usize>) {
+        self.fail(items, TaskError::Cancelled);
+    }
+    fn wanted(&self) -> bool {
+        // The rest of a chunk whose worker died is not sent again for a map that was
+        // dropped.
+        self.start()
+    }
+    fn len(&self) -> usize {
+        self.len
     }
 }
 

@@ -27,7 +27,9 @@
 //! * **A worker that dies fails only its task.** SIGKILL, abort, a segfault or the OOM
 //!   killer in a worker give that task [`TaskError::WorkerDied`] with the pid and the
 //!   signal; the pool starts a replacement, and every other task completes. (CPython's
-//!   Pool hangs for ever here; its executor breaks the whole pool.)
+//!   Pool hangs for ever here; its executor breaks the whole pool.) In a map with
+//!   chunks of many items, only the item it was running fails: the items of its chunk
+//!   that finished keep their results, and the ones after it still run.
 //! * **Time limits.** [`PoolBuilder::task_timeout`] or [`Pool::schedule`]: a task over
 //!   its limit is stopped — its worker is killed and replaced — and reports
 //!   [`TaskError::TimedOut`]. [`AsyncResult::get_timeout`] only stops *waiting*
@@ -315,9 +317,11 @@ impl PoolBuilder {
         self
     }
 
-    /// The default time limit of every task (a chunk of a map counts as one task): a
-    /// task over it is stopped and reports [`TaskError::TimedOut`]. Zero (every task
-    /// would be stopped) is refused by [`build`](Self::build).
+    /// The default time limit of every task: a task over it is stopped and reports
+    /// [`TaskError::TimedOut`]. A chunk of a map counts as one task; when it runs over,
+    /// the item it was running fails, the items before it keep their results and the
+    /// items after it run again as a task of their own, under the same limit. Zero
+    /// (every task would be stopped) is refused by [`build`](Self::build).
     pub fn task_timeout(mut self, limit: Duration) -> Self {
         self.timeout = Some(limit);
         self

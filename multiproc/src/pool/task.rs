@@ -2,6 +2,7 @@
 //! [`AsyncResult`] they give; [`submit_one`] also serves
 //! [`ProcessPoolExecutor::submit`](crate::executor::ProcessPoolExecutor::submit).
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,17 +36,17 @@ impl<R: DeserializeOwned + Send> Sink for TaskCell<R> {
     fn start(&self) -> bool {
         self.inner.start()
     }
-    fn complete(&self, items: Vec<Outcome>) {
-        let outcome = match items.into_iter().next() {
+    fn complete(&self, _: Range<usize>, outcomes: Vec<Outcome>) {
+        let outcome = match outcomes.into_iter().next() {
             Some(o) => decode_outcome::<R>(o),
             None => Err(TaskError::serialization("the worker sent no result")),
         };
         self.inner.finish(outcome);
     }
-    fn fail(&self, error: TaskError) {
+    fn fail(&self, _: Range<usize>, error: TaskError) {
         self.inner.finish(Err(error));
     }
-    fn cancel(&self) {
+    fn cancel(&self, _: Range<usize>) {
         // No worker holds it (it is pending, perhaps again after its worker died):
         // cancel it even if it was marked running when first sent.
         self.inner.cancel_running();

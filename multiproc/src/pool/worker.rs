@@ -6,6 +6,15 @@
 //! and the time it started into its slot of a small shared block ([`Slots`]); that is
 //! how the parent knows which task a dead worker was running (and only that one fails)
 //! and when a task has run over its time limit.
+//!
+//! A chunk of a map is one task, but its items keep their own fates: the worker commits
+//! each item's result to its *ledger*, an area of the same shared block, with one
+//! release store after the bytes, and marks each item it begins. A parent that finds the
+//! worker dead reads the ledger: the items committed keep their results, the item begun
+//! and not committed is the one that fails, and the items after it are sent again (see
+//! [`Ledger`]). A chunk whose results outgrow the area sends the committed ones ahead on
+//! the reply queue ([`Reply::Part`]); a chunk that fits comes back in one reply, as
+//! before.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -30,6 +39,9 @@ pub(crate) enum TaskMsg {
         target: FnAddr,
         #[serde(with = "serde_bytes")]
         args: Vec<u8>,
+        /// Items of the chunk not to run: they were done (or failed) by a worker that
+        /// died later in the chunk. 0 for a task sent the first time.
+        skip: u64,
     },
     /// Exit once the tasks before this one are done.
     Stop,
@@ -38,14 +50,28 @@ pub(crate) enum TaskMsg {
 /// A message on the shared reply queue.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Reply {
-    /// Task `id` ran: one outcome per item (one for `apply`, one per item of a chunk).
+    /// Task `id` ran: one outcome for `apply`; for a chunk, one outcome holding the
+    /// results of its items from `first` on (those before came in [`Reply::Part`]s, or
+    /// were done by an earlier worker).
     Done {
         worker: u32,
         generation: u32,
         id: u64,
         /// How long it ran, for the parent's choice of how many tasks to queue ahead.
         busy_ns: u64,
+        first: u64,
         items: Vec<Outcome>,
+    },
+    /// Items `first..first + count` of chunk task `id` ran, sent ahead because their
+    /// results outgrew the worker's ledger: the postcard body of a `Vec<Item<R>>`.
+    Part {
+        worker: u32,
+        generation: u32,
+        id: u64,
+        first: u64,
+        count: u64,
+        #[serde(with = "serde_bytes")]
+        results: Vec<u8>,
     },
     /// The initializer panicked (or its arguments did not decode); the worker exits.
     InitFailed {
@@ -58,27 +84,42 @@ pub(crate) enum Reply {
 }
 
 /// What an entry function gets: the proof that addresses resolve in this executable,
-/// the user's function and the encoded arguments.
+/// the user's function, the encoded arguments, how many items of a chunk to skip, and
+/// the worker's ledger.
 pub(crate) struct TaskCall {
     pub(crate) proof: Verified,
     pub(crate) target: FnAddr,
     pub(crate) args: Vec<u8>,
+    pub(crate) skip: u64,
+    pub(crate) ledger: Ledger,
+}
+
+/// What an entry function gives back: the outcomes of the task's reply, and the
+/// ledger it borrowed (by value: a function sent by address takes no reference).
+pub(crate) struct Ran {
+    items: Vec<Outcome>,
+    ledger: Ledger,
 }
 
 /// The monomorphic function a worker calls for a task.
-pub(crate) type TaskEntry = fn(TaskCall) -> Vec<Outcome>;
+pub(crate) type TaskEntry = fn(TaskCall) -> Ran;
 
 fn bad_args(e: codec::CodecError) -> Outcome {
     Outcome::Codec(format!("cannot decode the task's arguments: {e}"))
 }
 
 /// `f(args)`.
-pub(crate) fn entry_one<A: DeserializeOwned, R: Serialize>(call: TaskCall) -> Vec<Outcome> {
+pub(crate) fn entry_one<A: DeserializeOwned, R: Serialize>(call: TaskCall) -> Ran {
     let f: fn(A) -> R = sys::entry::resolve(&call.proof, call.target);
-    vec![match codec::decode::<A>(&call.args) {
-        Ok(a) => run_task(move || f(a)),
-        Err(e) => bad_args(e),
-    }]
+    // Its one item begins with its arguments: a death from here on is the task's.
+    call.ledger.begin_items(0);
+    Ran {
+        items: vec![match codec::decode::<A>(&call.args) {
+            Ok(a) => run_task(move || f(a)),
+            Err(e) => bad_args(e),
+        }],
+        ledger: call.ledger,
+    }
 }
 
 /// The outcome of one item of a chunk. A whole chunk comes back as one
@@ -182,92 +223,121 @@ pub(crate) fn decode_items<R: DeserializeOwned>(
 #[cfg(test)]
 fn run_chunk<T, R: Serialize>(items: Vec<T>, call: impl Fn(T) -> R) -> Vec<Outcome> {
     let total = items.len();
+    let mut ledger = Ledger::for_test();
     run_decoded_chunk(
         Chunk {
             items,
             total,
             failure: None,
         },
+        0,
+        &mut ledger,
         call,
     )
 }
 
-/// [`run_chunk`] for a chunk that may have stopped decoding part-way: the item that
-/// did not decode, and every one after it, is a `Codec` outcome.
-fn run_decoded_chunk<T, R: Serialize>(chunk: Chunk<T>, call: impl Fn(T) -> R) -> Vec<Outcome> {
-    use std::io::Write;
+/// Runs items `skip..` of a chunk that may have stopped decoding part-way (the item
+/// that did not decode, and every one after it, is a `Codec` outcome), committing each
+/// outcome to the ledger as it is known; returns the outcome of the task's reply: the
+/// results the ledger holds last.
+fn run_decoded_chunk<T, R: Serialize>(
+    chunk: Chunk<T>,
+    skip: u64,
+    ledger: &mut Ledger,
+    call: impl Fn(T) -> R,
+) -> Vec<Outcome> {
     let Chunk {
         items,
         total,
         failure,
     } = chunk;
     let decoded = items.len();
-    let mut buf = Vec::with_capacity(16 + total * 4);
-    let mut len = [0u8; 10];
-    let prefix = postcard::to_slice(&(total as u64), &mut len).map_or(0, |s| s.len());
-    // A sequence length is a varint, as a u64 is.
-    let _ = buf.write_all(&len[..prefix]);
-    for item in items {
-        let mark = buf.len();
+    let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+    let mut buf = std::mem::take(&mut ledger.buf);
+    ledger.begin_items(skip as u64);
+    for item in items.into_iter().skip(skip) {
+        buf.clear();
         let written = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(item))) {
             // The result's `Serialize` is user code: a panic there fails this item, as
             // one in `call` does, instead of unwinding out of the worker (which died
-            // of it, and the item with it, without the panic's text).
+            // of it, and the item with it, without the panic's text). A result that
+            // does not fit in the ledger's room, or does not encode, is encoded again
+            // into `buf` (serialising is repeatable, as the codec's errors assume).
             Ok(value) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                postcard::to_io(&ItemRef::Ok(&value), &mut buf).map(drop)
+                if ledger.commit_in_place(&ItemRef::Ok(&value)) {
+                    return Ok(true);
+                }
+                postcard::to_io(&ItemRef::Ok(&value), &mut buf).map(|_| false)
             }))
             .map_err(|payload| codec::encode_panicked::<R>(panic_message(payload.as_ref())))
             .and_then(|written| written.map_err(|e| codec::encode_error(&value, e))),
             Err(payload) => {
                 let message = panic_message(payload.as_ref());
                 postcard::to_io(&ItemRef::<R>::Panicked(&message), &mut buf)
-                    .map(|_| ())
+                    .map(|_| false)
                     .map_err(|e| codec::encode_error(&message, e))
             }
         };
-        if let Err(e) = written {
-            buf.truncate(mark);
-            let message = format!("result: {e}");
-            let _ = postcard::to_io(&ItemRef::<R>::Codec(&message), &mut buf);
+        match written {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => {
+                buf.clear();
+                let message = format!("result: {e}");
+                let _ = postcard::to_io(&ItemRef::<R>::Codec(&message), &mut buf);
+            }
         }
+        ledger.commit(&buf);
     }
     if let Some(e) = failure {
         let message = format!("cannot decode the task's arguments: {e}");
-        let _ = postcard::to_io(&ItemRef::<R>::Codec(&message), &mut buf);
         let after =
             format!("not run: item {decoded} of its chunk, before it, did not decode ({e})");
-        for _ in decoded + 1..total {
-            let _ = postcard::to_io(&ItemRef::<R>::Codec(&after), &mut buf);
+        for i in decoded.max(skip)..total {
+            buf.clear();
+            let text = if i == decoded { &message } else { &after };
+            let _ = postcard::to_io(&ItemRef::<R>::Codec(text), &mut buf);
+            ledger.commit(&buf);
         }
     }
-    vec![Outcome::Returned(buf)]
+    ledger.buf = buf;
+    vec![Outcome::Returned(ledger.results())]
+}
+
+/// Decodes a chunk of `T`s and runs `f` on its items from `call.skip` on.
+fn run_call<T: DeserializeOwned, R: Serialize>(call: TaskCall, f: impl Fn(T) -> R) -> Ran {
+    let TaskCall {
+        args,
+        skip,
+        mut ledger,
+        ..
+    } = call;
+    let items = match decode_chunk::<T>(&args) {
+        Ok(chunk) => run_decoded_chunk(chunk, skip, &mut ledger, f),
+        Err(e) => vec![bad_args(e)],
+    };
+    Ran { items, ledger }
 }
 
 /// `f(item)` for each item of a chunk.
-pub(crate) fn entry_chunk<A: DeserializeOwned, R: Serialize>(call: TaskCall) -> Vec<Outcome> {
+pub(crate) fn entry_chunk<A: DeserializeOwned, R: Serialize>(call: TaskCall) -> Ran {
     let f: fn(A) -> R = sys::entry::resolve(&call.proof, call.target);
-    match decode_chunk::<A>(&call.args) {
-        Ok(chunk) => run_decoded_chunk(chunk, f),
-        Err(e) => vec![bad_args(e)],
-    }
+    run_call(call, f)
 }
 
 /// `f(a, b)` for each `(a, b)` of a chunk (`starmap`).
-pub(crate) fn entry_star2<A, B, R>(call: TaskCall) -> Vec<Outcome>
+pub(crate) fn entry_star2<A, B, R>(call: TaskCall) -> Ran
 where
     A: DeserializeOwned,
     B: DeserializeOwned,
     R: Serialize,
 {
     let f: fn(A, B) -> R = sys::entry::resolve(&call.proof, call.target);
-    match decode_chunk::<(A, B)>(&call.args) {
-        Ok(chunk) => run_decoded_chunk(chunk, |(a, b)| f(a, b)),
-        Err(e) => vec![bad_args(e)],
-    }
+    run_call(call, |(a, b): (A, B)| f(a, b))
 }
 
 /// `f(a, b, c)` for each `(a, b, c)` of a chunk (`starmap`).
-pub(crate) fn entry_star3<A, B, C, R>(call: TaskCall) -> Vec<Outcome>
+pub(crate) fn entry_star3<A, B, C, R>(call: TaskCall) -> Ran
 where
     A: DeserializeOwned,
     B: DeserializeOwned,
@@ -275,10 +345,7 @@ where
     R: Serialize,
 {
     let f: fn(A, B, C) -> R = sys::entry::resolve(&call.proof, call.target);
-    match decode_chunk::<(A, B, C)>(&call.args) {
-        Ok(chunk) => run_decoded_chunk(chunk, |(a, b, c)| f(a, b, c)),
-        Err(e) => vec![bad_args(e)],
-    }
+    run_call(call, |(a, b, c): (A, B, C)| f(a, b, c))
 }
 
 /// Bytes per worker slot: one cache line, so that workers do not share lines.
@@ -290,8 +357,24 @@ const DONE_AT: usize = 16;
 const CANCELLED_AT: usize = 24;
 const CANCELLED_LEN: usize = (SLOT - CANCELLED_AT) / 8;
 
+/// Bytes of each worker's ledger (after every worker's slot): a line of words, then
+/// the results of the items its chunk has finished. 64 KiB holds thousands of small
+/// results; larger ones go ahead on the reply queue ([`Reply::Part`]). The pages are
+/// touched only as results are written.
+const AREA: usize = 64 * 1024;
+/// 1 + the index of the item the worker began the task's items from (0: not begun).
+const ITEM_AT: usize = 0;
+/// The index in the task of the first item whose result the ledger holds.
+const BASE_AT: usize = 8;
+/// `count << 32 | bytes`: how many results the ledger holds, in how many bytes; stored
+/// after the bytes (release), so that it never counts a result half written.
+const COMMIT_AT: usize = 16;
+const RESULTS_AT: usize = 64;
+const RESULTS_LEN: usize = AREA - RESULTS_AT;
+
 /// Per worker: the id of the task it runs and when it started it (CLOCK_MONOTONIC
-/// nanoseconds, the same clock in every process).
+/// nanoseconds, the same clock in every process); then, after every worker's slot,
+/// each worker's ledger ([`Ledger`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Slots {
     block: Arc<Block>,
@@ -300,7 +383,7 @@ pub(crate) struct Slots {
 
 impl Slots {
     pub(crate) fn new(len: usize) -> std::io::Result<Slots> {
-        let block = Block::new(kind(), block::BODY + SLOT * len)?;
+        let block = Block::new(kind(), block_len(len))?;
         Ok(Slots {
             block: Arc::new(block),
             len,
@@ -310,6 +393,41 @@ impl Slots {
     fn at(&self, worker: usize, field: usize) -> &std::sync::atomic::AtomicU64 {
         assert!(worker < self.len);
         self.block.u64_at(block::BODY + worker * SLOT + field)
+    }
+
+    /// Where `worker`'s ledger starts in the block.
+    fn area(&self, worker: usize) -> usize {
+        assert!(worker < self.len);
+        block::BODY + SLOT * self.len + AREA * worker
+    }
+
+    fn ledger_at(&self, worker: usize, field: usize) -> &std::sync::atomic::AtomicU64 {
+        self.block.u64_at(self.area(worker) + field)
+    }
+
+    /// What the ledger of `worker` says of the task its slot names (read once the
+    /// worker is dead: nothing changes it then).
+    pub(crate) fn progress(&self, worker: usize) -> Progress {
+        let begun = self.ledger_at(worker, ITEM_AT).load(Ordering::Acquire);
+        let commit = self.ledger_at(worker, COMMIT_AT).load(Ordering::Acquire);
+        let base = self.ledger_at(worker, BASE_AT).load(Ordering::Acquire);
+        let (count, bytes) = (commit >> 32, (commit & u64::from(u32::MAX)) as usize);
+        let mut results = Vec::new();
+        // A word out of range (a worker that scribbled on it) holds nothing.
+        let count = if bytes <= RESULTS_LEN && count <= bytes as u64 {
+            seq_prefix(count, &mut results);
+            let from = self.area(worker) + RESULTS_AT;
+            results.extend_from_slice(&self.block.map().as_slice()[from..from + bytes]);
+            count
+        } else {
+            0
+        };
+        Progress {
+            begun: begun.checked_sub(1),
+            base,
+            count,
+            results,
+        }
     }
 
     /// The task `worker` runs now (0: none yet) and when it started it.
@@ -333,6 +451,9 @@ impl Slots {
     pub(crate) fn reset(&self, worker: usize) {
         self.at(worker, CURRENT_AT).store(0, Ordering::Release);
         self.at(worker, DONE_AT).store(0, Ordering::Release);
+        for field in [ITEM_AT, BASE_AT, COMMIT_AT] {
+            self.ledger_at(worker, field).store(0, Ordering::Release);
+        }
         for k in 0..CANCELLED_LEN {
             self.at(worker, CANCELLED_AT + 8 * k)
                 .store(0, Ordering::Release);
@@ -378,6 +499,243 @@ fn kind() -> u64 {
     block::kind::<Slots>("pool slots")
 }
 
+/// The bytes of the slots block of `len` workers: their slots, then their ledgers.
+fn block_len(len: usize) -> usize {
+    block::BODY + (SLOT + AREA) * len
+}
+
+/// Appends the length prefix of a postcard sequence of `count` items (a varint, as a
+/// `u64` is).
+fn seq_prefix(count: u64, out: &mut Vec<u8>) {
+    let mut prefix = [0u8; 10];
+    if let Ok(bytes) = postcard::to_slice(&count, &mut prefix) {
+        out.extend_from_slice(bytes);
+    }
+}
+
+/// A postcard output into the ledger's room. Small pieces (a tag, a varint) are
+/// copied byte by byte, inline: postcard's own slice output calls `memcpy` for each,
+/// which doubled what committing a small result cost.
+struct Room<'a> {
+    bytes: &'a mut [u8],
+    used: usize,
+}
+
+impl postcard::ser_flavors::Flavor for Room<'_> {
+    type Output = usize;
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        let slot = self
+            .bytes
+            .get_mut(self.used)
+            .ok_or(postcard::Error::SerializeBufferFull)?;
+        *slot = byte;
+        self.used += 1;
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        if data.len() > 16 {
+            let end = self.used + data.len();
+            let to = self
+                .bytes
+                .get_mut(self.used..end)
+                .ok_or(postcard::Error::SerializeBufferFull)?;
+            to.copy_from_slice(data);
+            self.used = end;
+            return Ok(());
+        }
+        data.iter().try_for_each(|&byte| self.try_push(byte))
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.used)
+    }
+}
+
+/// What a dead worker's ledger says of the chunk it ran.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// The item its run of the task's items began from, if it began them: the item
+    /// after the last one committed was running.
+    pub(crate) begun: Option<u64>,
+    /// Items `base..base + count` finished, and `results` holds them: the postcard body
+    /// of their `Vec<Item<R>>`.
+    pub(crate) base: u64,
+    pub(crate) count: u64,
+    pub(crate) results: Vec<u8>,
+}
+
+/// A worker's record of the chunk it runs, in its area of the slots block: that it has
+/// begun the items, and the results of the items it finished, each committed before
+/// the next item begins. A worker that dies in an item leaves that item as the first
+/// not committed; everything committed before it is read by the parent
+/// ([`Slots::progress`]), so no finished item is lost or run again. Committing costs
+/// a copy of the result's bytes and one store; results that outgrow the area are sent
+/// ahead on the reply queue first ([`Reply::Part`]): the parent has them before it can
+/// see the worker dead, whatever the moment of the death (and ignores the ledger's copy
+/// of them if the worker died before it could clear it).
+pub(crate) struct Ledger {
+    slots: Slots,
+    replies: Queue<Reply>,
+    /// Where this worker's area starts in the block.
+    area: usize,
+    index: u32,
+    generation: u32,
+    id: u64,
+    /// The index in the task of the first item the area holds.
+    base: u64,
+    /// Results the area holds, and their bytes.
+    count: u64,
+    used: usize,
+    /// Where each item's result is encoded (kept between items and tasks).
+    buf: Vec<u8>,
+}
+
+impl Ledger {
+    fn new(slots: Slots, replies: Queue<Reply>, index: u32, generation: u32) -> Ledger {
+        Ledger {
+            area: slots.area(index as usize),
+            slots,
+            replies,
+            index,
+            generation,
+            id: 0,
+            base: 0,
+            count: 0,
+            used: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// A ledger of its own, for the unit tests of a chunk's run.
+    #[cfg(test)]
+    fn for_test() -> Ledger {
+        let replies = crate::queue::mp::QueueBuilder::new()
+            .lanes(1)
+            .build::<Reply>()
+            .unwrap();
+        Ledger::new(Slots::new(1).unwrap(), replies, 0, 0)
+    }
+
+    /// Task `id` begins after its first `skip` items: an empty area. Stored before the
+    /// slot names the task, so that the parent never reads the previous task's
+    /// results as this one's.
+    fn open(&mut self, id: u64, skip: u64) {
+        (self.id, self.base, self.count, self.used) = (id, skip, 0, 0);
+        self.word(COMMIT_AT).store(0, Ordering::Release);
+        self.word(BASE_AT).store(skip, Ordering::Release);
+        self.word(ITEM_AT).store(0, Ordering::Release);
+    }
+
+    #[inline]
+    fn word(&self, field: usize) -> &std::sync::atomic::AtomicU64 {
+        self.slots.block.u64_at(self.area + field)
+    }
+
+    /// The task's items begin, from item `i`: from here on, the item after the last
+    /// one committed is the one running. (One mark for all, not one per item: a death
+    /// between committing an item and calling the next counts as the next one's.)
+    pub(crate) fn begin_items(&self, i: u64) {
+        self.word(ITEM_AT).store(i + 1, Ordering::Release);
+    }
+
+    /// The item begun last finished with this result (an encoded `Item<R>`).
+    fn commit(&mut self, item: &[u8]) {
+        if item.len() > RESULTS_LEN - self.used && self.count > 0 {
+            self.send_ahead();
+        }
+        if item.len() > RESULTS_LEN {
+            // Larger than the whole area: it goes alone, its send is its commit.
+            let mut results = Vec::with_capacity(item.len() + 1);
+            seq_prefix(1, &mut results);
+            results.extend_from_slice(item);
+            if let Err(e) = self.put_part(self.base, 1, results) {
+                let mut results = Vec::new();
+                seq_prefix(1, &mut results);
+                let message = format!("result: cannot send it back: {e}");
+                let _ = postcard::to_io(&ItemRef::<()>::Codec(&message), &mut results);
+                let _ = self.put_part(self.base, 1, results);
+            }
+            self.base += 1;
+            self.word(BASE_AT).store(self.base, Ordering::Release);
+            return;
+        }
+        let at = self.area + RESULTS_AT + self.used;
+        self.slots
+            .block
+            .map()
+            .write_with(at, item.len(), |bytes| bytes.copy_from_slice(item));
+        self.committed(item.len());
+    }
+
+    /// The item begun last finished with `item` as its result, if `item` encodes
+    /// straight into the room left in the area (the way of small results: no copy);
+    /// `false` if it does not fit or does not encode (then nothing is committed).
+    #[inline]
+    fn commit_in_place<T: Serialize>(&mut self, item: &T) -> bool {
+        let at = self.area + RESULTS_AT + self.used;
+        let room = RESULTS_LEN - self.used;
+        let written = self.slots.block.map().write_with(at, room, |bytes| {
+            postcard::serialize_with_flavor(item, Room { bytes, used: 0 })
+        });
+        match written {
+            Ok(len) => {
+                self.committed(len);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// `len` more bytes of the area hold one more result: published.
+    #[inline]
+    fn committed(&mut self, len: usize) {
+        self.used += len;
+        self.count += 1;
+        self.word(COMMIT_AT)
+            .store(self.count << 32 | self.used as u64, Ordering::Release);
+    }
+
+    /// Sends the results the area holds on the reply queue, then empties the area: the
+    /// count first, so that a death between the two leaves an empty area at the old
+    /// base (never old results under a new base).
+    fn send_ahead(&mut self) {
+        let results = self.results();
+        // Only a failing queue refuses 64 KiB of bytes; the parent then finds these
+        // items missing when the task's reply comes, and fails them.
+        let _ = self.put_part(self.base, self.count, results);
+        self.word(COMMIT_AT).store(0, Ordering::Release);
+        self.base += self.count;
+        self.word(BASE_AT).store(self.base, Ordering::Release);
+        (self.count, self.used) = (0, 0);
+    }
+
+    fn put_part(&self, first: u64, count: u64, results: Vec<u8>) -> Result<(), String> {
+        self.replies
+            .put(Reply::Part {
+                worker: self.index,
+                generation: self.generation,
+                id: self.id,
+                first,
+                count,
+                results,
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    /// The results the area holds, as the body of a `Vec<Item<R>>`.
+    fn results(&self) -> Vec<u8> {
+        let mut results = Vec::with_capacity(self.used + 10);
+        seq_prefix(self.count, &mut results);
+        let from = self.area + RESULTS_AT;
+        results.extend_from_slice(&self.slots.block.map().as_slice()[from..from + self.used]);
+        results
+    }
+}
+
 impl Serialize for Slots {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         (self.len as u64, SerBlock(&self.block)).serialize(serializer)
@@ -404,7 +762,7 @@ impl<'de> Deserialize<'de> for Slots {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let (len, DeBlock(block)) = <(u64, DeBlock)>::deserialize(deserializer)?;
         let len = len as usize;
-        if block.len() < block::BODY + SLOT * len {
+        if len > 1 << 20 || block.len() < block_len(len) {
             return Err(serde::de::Error::custom("pool slots: block too small"));
         }
         Ok(Slots {
@@ -534,13 +892,16 @@ fn worker_loop(parts: Parts, proof: Verified) {
         ..
     } = parts;
     let worker = index as usize;
+    let mut ledger = Ledger::new(slots.clone(), replies.clone(), index, generation);
     while let Ok(TaskMsg::Run {
         id,
         entry,
         target,
         args,
+        skip,
     }) = tasks.get()
     {
+        ledger.open(id, skip);
         let started = slots.begin(worker, id);
         if slots.take_cancelled(worker, id) {
             // Cancelled while it waited in this worker's queue: it never starts.
@@ -549,22 +910,31 @@ fn worker_loop(parts: Parts, proof: Verified) {
                 generation,
                 id,
                 busy_ns: 0,
+                first: skip,
                 items: Vec::new(),
             });
             slots.end(worker, id);
             continue;
         }
         let entry: TaskEntry = sys::entry::resolve(&proof, entry);
-        let items = entry(TaskCall {
+        let Ran {
+            items,
+            ledger: back,
+        } = entry(TaskCall {
             proof,
             target,
             args,
+            skip,
+            ledger,
         });
+        ledger = back;
+        let first = ledger.base;
         let reply = Reply::Done {
             worker: index,
             generation,
             id,
             busy_ns: monotonic_ns().saturating_sub(started),
+            first,
             items,
         };
         if let Err(e) = replies.put(reply) {
@@ -575,6 +945,7 @@ fn worker_loop(parts: Parts, proof: Verified) {
                 generation,
                 id,
                 busy_ns: 0,
+                first,
                 items: vec![Outcome::Codec(message)],
             });
         }
@@ -676,7 +1047,12 @@ mod tests {
     fn an_item_that_does_not_decode_fails_under_its_own_index() {
         let body = codec::encode(&vec![2u32, 4, 5, 6]).unwrap();
         let chunk = decode_chunk::<Even>(&body).unwrap();
-        let items = decoded(run_decoded_chunk(chunk, |Even(n)| n * 10));
+        let items = decoded(run_decoded_chunk(
+            chunk,
+            0,
+            &mut Ledger::for_test(),
+            |Even(n)| n * 10,
+        ));
         assert_eq!(values(&items), [Some(20), Some(40), None, None]);
         assert!(
             matches!(&items[2], Item::Codec(m) if m.starts_with("cannot decode the task's arguments") && m.ends_with(": odd 5")),
@@ -692,6 +1068,8 @@ mod tests {
         let body = codec::encode(&vec![2u32, 4]).unwrap();
         let items = decoded(run_decoded_chunk(
             decode_chunk::<Even>(&body).unwrap(),
+            0,
+            &mut Ledger::for_test(),
             |Even(n)| n,
         ));
         assert_eq!(values(&items), [Some(2), Some(4)]);
@@ -741,5 +1119,110 @@ mod tests {
         for odd in [&items[1], &items[3]] {
             assert!(matches!(odd, Item::Codec(m) if *m == want), "{odd:?}");
         }
+    }
+
+    fn encoded(item: &Item<Vec<u8>>) -> Vec<u8> {
+        postcard::to_allocvec(item).unwrap()
+    }
+
+    fn results(blob: &[u8]) -> Vec<Vec<u8>> {
+        codec::decode::<Vec<Item<Vec<u8>>>>(blob)
+            .unwrap()
+            .into_iter()
+            .map(|item| match item {
+                Item::Ok(v) => v,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    /// What the parent reads of a worker that died in item 2 of a chunk: the two
+    /// results it committed, and the item it began. A task's ledger starts empty.
+    #[test]
+    fn a_dead_workers_ledger_holds_the_results_it_committed_and_the_item_it_began() {
+        let mut ledger = Ledger::for_test();
+        ledger.open(7, 0);
+        assert_eq!(ledger.slots.progress(0).begun, None, "no item begun yet");
+        ledger.begin_items(0);
+        for i in 0..2u8 {
+            ledger.commit(&encoded(&Item::Ok(vec![i; 3])));
+        }
+        // Item 2, the one after the last committed, is the one it died in.
+        let progress = ledger.slots.progress(0);
+        assert_eq!(progress.begun, Some(0));
+        assert_eq!((progress.base, progress.count), (0, 2));
+        assert_eq!(results(&progress.results), [vec![0; 3], vec![1; 3]]);
+        // The rest of the chunk, sent again from item 3: nothing of the last task.
+        ledger.open(7, 3);
+        let progress = ledger.slots.progress(0);
+        assert_eq!(
+            (progress.begun, progress.base, progress.count),
+            (None, 3, 0)
+        );
+        assert_eq!(results(&progress.results), Vec::<Vec<u8>>::new());
+        assert!(ledger.replies.try_get().is_err(), "nothing was sent ahead");
+    }
+
+    /// Results that outgrow the area go ahead on the reply queue, in order, each once:
+    /// what the queue got and what the ledger holds are the items, with no overlap.
+    #[test]
+    fn results_larger_than_the_ledger_are_sent_ahead_in_parts() {
+        let mut ledger = Ledger::for_test();
+        ledger.open(9, 0);
+        let third = RESULTS_LEN / 3;
+        let sizes = [third, third, third, RESULTS_LEN + 1, 5];
+        ledger.begin_items(0);
+        for (i, &n) in sizes.iter().enumerate() {
+            ledger.commit(&encoded(&Item::Ok(vec![i as u8; n])));
+        }
+        let mut got = Vec::new();
+        while let Ok(reply) = ledger.replies.try_get() {
+            match reply {
+                Reply::Part {
+                    id: 9,
+                    first,
+                    count,
+                    results: blob,
+                    ..
+                } => {
+                    let items = results(&blob);
+                    assert_eq!(items.len() as u64, count);
+                    assert_eq!(first, got.len() as u64);
+                    got.extend(items);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Two of a third fit with their prefixes, the third does not; the oversized
+        // one goes alone; the small last one stays.
+        assert_eq!(got.len(), 4);
+        let progress = ledger.slots.progress(0);
+        assert_eq!((progress.base, progress.count), (4, 1));
+        assert_eq!(ledger.base, 4);
+        got.extend(results(&progress.results));
+        let want: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| vec![i as u8; n])
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    /// The rest of a chunk whose worker died runs from `skip`: the items before it do
+    /// not run again, and the reply says where its results start.
+    #[test]
+    fn a_chunk_sent_again_runs_only_the_items_after_skip() {
+        let runs = std::cell::RefCell::new(Vec::new());
+        let mut ledger = Ledger::for_test();
+        ledger.open(3, 2);
+        let body = codec::encode(&vec![10u32, 11, 12, 13]).unwrap();
+        let out = run_decoded_chunk(decode_chunk::<u32>(&body).unwrap(), 2, &mut ledger, |x| {
+            runs.borrow_mut().push(x);
+            x + 1
+        });
+        assert_eq!(runs.into_inner(), [12, 13]);
+        assert_eq!(values(&decoded(out)), [Some(13), Some(14)]);
+        assert_eq!(ledger.base, 2);
+        assert_eq!(ledger.slots.progress(0).begun, Some(2));
     }
 }
