@@ -51,6 +51,20 @@ impl fmt::Display for Address {
 
 impl Address {
     /// Connects a Unix stream to a local address (`None` for TCP).
+    /// Connects to a local address by `deadline` (a full backlog is waited for until
+    /// then, not for ever); `None` for a TCP address.
+    pub(crate) fn connect_unix_until(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Option<io::Result<UnixStream>> {
+        let target = match self {
+            Address::Abstract(name) => sys::fd::UnixTarget::Abstract(name.as_bytes()),
+            Address::Unix(path) => sys::fd::UnixTarget::Path(path),
+            Address::Tcp(_) => return None,
+        };
+        Some(sys::fd::connect_unix_until(target, deadline).map(UnixStream::from))
+    }
+
     pub(crate) fn connect_unix(&self) -> Option<io::Result<UnixStream>> {
         match self {
             Address::Abstract(name) => {
@@ -204,11 +218,15 @@ impl Settings {
         &self,
         stream: &mut T,
         me: Role,
+        within: Duration,
     ) -> Result<(), ListenerError> {
         let Some(key) = self.authkey.as_deref() else {
             return Ok(());
         };
-        let mut timed = auth::Deadline::new(stream, self.handshake_timeout());
+        if within.is_zero() {
+            return Err(ListenerError::Timeout);
+        }
+        let mut timed = auth::Deadline::new(stream, within);
         let done = if me == Role::Listener {
             auth::deliver_challenge(&mut timed, key, me)
                 .and_then(|()| auth::answer_challenge(&mut timed, key, me))
@@ -289,6 +307,7 @@ impl ListenerBuilder {
             }
             Some(Address::Tcp(addr)) => {
                 let listener = TcpListener::bind(addr)?;
+                listener.set_nonblocking(true)?;
                 let bound = listener.local_addr()?;
                 (Socket::Tcp(listener), Address::Tcp(bound), None)
             }
@@ -305,6 +324,8 @@ impl ListenerBuilder {
 /// A Unix listener bound to `addr` with `backlog` (std's `bind_addr` listens with 128).
 fn listen_unix(addr: &std::os::unix::net::SocketAddr, backlog: u32) -> io::Result<UnixListener> {
     let listener = UnixListener::bind_addr(addr)?;
+    // `accept` waits in `poll`, then takes what is there without blocking.
+    listener.set_nonblocking(true)?;
     if backlog != 128 {
         sys::fd::listen(listener.as_fd(), backlog)?;
     }
@@ -358,7 +379,10 @@ impl Listener {
         &self,
         timeout: Duration,
     ) -> Result<Connection<S, R>, ListenerError> {
-        self.accept_until(Some(Instant::now() + timeout))
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.accept_until(Some(deadline)),
+            None => self.accept_until(None),
+        }
     }
 
     fn accept_until<S, R>(
@@ -366,25 +390,43 @@ impl Listener {
         deadline: Option<Instant>,
     ) -> Result<Connection<S, R>, ListenerError> {
         let socket = self.socket.as_ref().ok_or(ListenerError::Closed)?;
+        let within = self.settings.handshake_timeout();
+        // The listening socket does not block: a connection another thread accepted
+        // first (both saw the socket ready) sends this one back to its wait.
+        let taken = |accepted: io::Result<OwnedFd>| match accepted {
+            Ok(fd) => Ok(Some(fd)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        };
         loop {
-            if deadline.is_some() && !sys::fd::poll_two(self.fd(socket), None, deadline)?.first {
+            if !sys::fd::poll_two(self.fd(socket), None, deadline)?.first {
                 return Err(ListenerError::Timeout);
             }
             let fd = match socket {
                 Socket::Unix(listener) => {
-                    let (mut stream, _) = listener.accept()?;
+                    let Some(fd) = taken(listener.accept().map(|(s, _)| OwnedFd::from(s)))? else {
+                        continue;
+                    };
+                    let mut stream = UnixStream::from(fd);
+                    stream.set_nonblocking(false)?;
                     if matches!(self.address, Address::Abstract(_))
                         && !sys::fd::peer_is_same_user(stream.as_fd()).unwrap_or(false)
                     {
                         continue;
                     }
-                    self.settings.handshake(&mut stream, Role::Listener)?;
+                    self.settings
+                        .handshake(&mut stream, Role::Listener, within)?;
                     OwnedFd::from(stream)
                 }
                 Socket::Tcp(listener) => {
-                    let (mut stream, _) = listener.accept()?;
+                    let Some(fd) = taken(listener.accept().map(|(s, _)| OwnedFd::from(s)))? else {
+                        continue;
+                    };
+                    let mut stream = TcpStream::from(fd);
+                    stream.set_nonblocking(false)?;
                     stream.set_nodelay(true)?;
-                    self.settings.handshake(&mut stream, Role::Listener)?;
+                    self.settings
+                        .handshake(&mut stream, Role::Listener, within)?;
                     OwnedFd::from(stream)
                 }
             };
@@ -462,17 +504,29 @@ impl Client {
     /// Connects to `address` and runs the handshake; the connection sends `S` and
     /// receives `R`.
     pub fn connect<S, R>(&self, address: &Address) -> Result<Connection<S, R>, ListenerError> {
+        // One deadline for connecting and the handshake.
+        let within = self.settings.handshake_timeout();
+        let deadline = Instant::now().checked_add(within);
+        let left = || deadline.map_or(within, |d| d.saturating_duration_since(Instant::now()));
+        let timed_out = |e: io::Error| match e.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => ListenerError::Timeout,
+            _ => ListenerError::Io(e),
+        };
         let fd = match address {
             Address::Tcp(addr) => {
-                let mut stream =
-                    TcpStream::connect_timeout(addr, self.settings.handshake_timeout())?;
+                let mut stream = TcpStream::connect_timeout(addr, within).map_err(timed_out)?;
                 stream.set_nodelay(true)?;
-                self.settings.handshake(&mut stream, Role::Connector)?;
+                self.settings
+                    .handshake(&mut stream, Role::Connector, left())?;
                 OwnedFd::from(stream)
             }
             local => {
-                let mut stream = local.connect_unix().expect("a local address")?;
-                self.settings.handshake(&mut stream, Role::Connector)?;
+                let mut stream = local
+                    .connect_unix_until(deadline)
+                    .expect("a local address")
+                    .map_err(timed_out)?;
+                self.settings
+                    .handshake(&mut stream, Role::Connector, left())?;
                 OwnedFd::from(stream)
             }
         };

@@ -77,7 +77,7 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> io::Result<
     if objects.is_empty() {
         return Ok(Vec::new());
     }
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let shared = objects.iter().any(|o| o.in_shared_memory());
     let mut nap = Duration::from_micros(20);
     loop {

@@ -216,9 +216,59 @@ pub(crate) fn poll_many(
     }
 }
 
+/// Where [`connect_unix_until`] connects.
+pub(crate) enum UnixTarget<'a> {
+    /// A socket file.
+    Path(&'a std::path::Path),
+    /// A name in the abstract namespace.
+    Abstract(&'a [u8]),
+}
+
+/// Connects a Unix stream socket (close-on-exec) to `target` by `deadline` (`None`: no
+/// limit). A listener whose backlog is full makes a blocking `connect` wait for ever;
+/// here the socket does not block, and a full backlog (`EAGAIN`) is tried again, a
+/// little later each time (at most 10 ms), until the deadline: then `TimedOut`. The
+/// socket returned blocks.
+pub(crate) fn connect_unix_until(
+    target: UnixTarget<'_>,
+    deadline: Option<Instant>,
+) -> io::Result<OwnedFd> {
+    let addr = match target {
+        UnixTarget::Path(path) => rustix::net::SocketAddrUnix::new(path)?,
+        UnixTarget::Abstract(name) => rustix::net::SocketAddrUnix::new_abstract_name(name)?,
+    };
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    let mut nap = Duration::from_micros(100);
+    loop {
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) => break,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) => {
+                let left = super::mem::time_left(deadline);
+                if left == Some(Duration::ZERO) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the listener's backlog stayed full until the deadline",
+                    ));
+                }
+                std::thread::sleep(left.map_or(nap, |l| l.min(nap)));
+                nap = (nap * 2).min(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    set_nonblocking(fd.as_fd(), false)?;
+    Ok(fd)
+}
+
 /// Waits up to `timeout` for `fd` to become readable.
 pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     Ok(poll_two(fd, None, deadline)?.first)
 }
 
