@@ -67,7 +67,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use crate::future::{Future, TaskError, WaitError};
-pub(crate) use core::{Core, Refused};
+pub(crate) use core::{Core, Refused, Sink};
 pub use map::{IMap, Indexed, MapResult, Mapper};
 pub use task::AsyncResult;
 pub(crate) use task::submit_one;
