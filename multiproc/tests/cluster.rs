@@ -106,7 +106,12 @@ impl Server {
         if !matches!(s.read(&mut buf), Ok(n) if n > 0) {
             return false;
         }
-        let mut out = b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n".to_vec();
+        let user = self.flag("--user").unwrap_or_default();
+        let pass = self.flag("--pass").unwrap_or_default();
+        let mut out = format!(
+            "CONNECT {{\"verbose\":false,\"pedantic\":false,\"user\":\"{user}\",\"pass\":\"{pass}\"}}\r\n"
+        )
+        .into_bytes();
         out.extend_from_slice(commands);
         out.extend_from_slice(b"PING\r\n");
         if s.write_all(&out).is_err() {
@@ -122,6 +127,12 @@ impl Server {
             }
         }
         false
+    }
+
+    /// The value given after `flag` in the server's extra arguments.
+    fn flag(&self, flag: &str) -> Option<String> {
+        let at = self.extra.iter().position(|a| a == flag)?;
+        self.extra.get(at + 1).cloned()
     }
 
     fn url(&self) -> String {

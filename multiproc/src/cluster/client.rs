@@ -96,8 +96,9 @@ impl ClusterBuilder {
         let names = Names::new(&self.namespace)?;
         let exe = wire::exe_identity().map_err(ClusterError::Runtime)?;
         let runtime = super::runtime("cluster-client", 2)?;
+        let id = super::random_token();
         let setup = runtime.block_on(async {
-            let client = super::connect(url, self.connect_timeout).await?;
+            let client = super::connect(url, self.connect_timeout, &id).await?;
             let js = jetstream::new(client.clone());
             let (_consumer, results) =
                 super::streams(&js, &names, self.ack_wait, self.max_deliver).await?;
@@ -110,7 +111,6 @@ impl ClusterBuilder {
                 return Err(e);
             }
         };
-        let id = client.new_inbox().rsplit('.').next().unwrap_or("client").to_string();
         let shared = Arc::new(Shared {
             js,
             task_subject: names.task_subject(),

@@ -182,15 +182,50 @@ impl Names {
     }
 }
 
+/// A fresh random token (from the kernel: a forked process does not repeat its
+/// parent's, as it would with a user-space generator's state copied by the fork).
+pub(crate) fn random_token() -> String {
+    let mut bytes = [0u8; 12];
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes[..8].copy_from_slice(&(nanos as u64).to_le_bytes());
+        bytes[8..].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Connects within `timeout`, reconnecting for ever afterwards (a server restart is
-/// waited out, not an error).
-pub(crate) async fn connect(url: &str, timeout: Duration) -> Result<async_nats::Client, ClusterError> {
+/// waited out, not an error). The connection's inboxes live under `_INBOX.<token>`,
+/// `token` fresh from the kernel: async-nats names inboxes from a generator whose
+/// state a forked worker would share with its parent and siblings, and two
+/// connections with one inbox prefix receive each other's replies.
+pub(crate) async fn connect(
+    url: &str,
+    timeout: Duration,
+    token: &str,
+) -> Result<async_nats::Client, ClusterError> {
     use async_nats::ConnectErrorKind as K;
-    let options = async_nats::ConnectOptions::new()
+    let addr: async_nats::ServerAddr = url.parse().map_err(|e| ClusterError::Disconnected {
+        url: url.to_string(),
+        reason: format!("not a server address: {e}"),
+    })?;
+    let mut options = async_nats::ConnectOptions::new();
+    // Credentials in the URL: `user:password@` or a token alone, `token@`.
+    match (addr.username(), addr.password()) {
+        (Some(user), Some(pass)) => {
+            options = options.user_and_password(user.to_string(), pass.to_string())
+        }
+        (Some(token), None) => options = options.token(token.to_string()),
+        _ => {}
+    }
+    let options = options
+        .custom_inbox_prefix(format!("_INBOX.{token}"))
         .connection_timeout(timeout)
         .max_reconnects(None)
         .request_timeout(Some(Duration::from_secs(10)));
-    match tokio::time::timeout(timeout, options.connect(url)).await {
+    match tokio::time::timeout(timeout, options.connect(addr)).await {
         Err(_) => Err(ClusterError::Timeout {
             what: format!("a connection to the NATS server at {url}"),
             after: timeout,

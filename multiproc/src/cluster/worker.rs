@@ -108,7 +108,8 @@ async fn serve(
     exe: [u8; 16],
     core: &Arc<Core>,
 ) -> Result<(), ClusterError> {
-    let client = super::connect(&options.url, options.connect_timeout).await?;
+    let me = super::random_token();
+    let client = super::connect(&options.url, options.connect_timeout, &me).await?;
     let js = jetstream::new(client.clone());
     let (mut consumer, _results) =
         super::streams(&js, names, options.ack_wait, options.max_deliver).await?;
@@ -130,7 +131,6 @@ async fn serve(
             url: options.url.clone(),
             reason: e.to_string(),
         })?;
-    let me = client.new_inbox();
     let answerer = client.clone();
     let pings = tokio::spawn(async move {
         while let Some(m) = ping.next().await {
