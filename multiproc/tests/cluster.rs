@@ -474,3 +474,41 @@ fn cluster_connect_errors_are_typed() {
     }
     leaks.assert_clean();
 }
+
+#[test]
+fn cluster_server_restarted_mid_map_the_map_completes() {
+    let Some(mut server) = Server::start("restart", &[]) else {
+        return;
+    };
+    for (m, method) in StartMethod::ALL.into_iter().enumerate() {
+        let leaks = multiproc::testing::LeakCheck::start();
+        let ns = format!("rs{m}");
+        let ex = ClusterExecutor::builder()
+            .namespace(&ns)
+            .ack_wait(Duration::from_secs(2))
+            .map_buffer(256)
+            .connect(&server.url())
+            .unwrap();
+        let workers = start_workers(&server, &ns, m, 2, 2);
+        assert_eq!(ex.wait_for_workers(2, PROMPT).unwrap(), 2);
+
+        const N: u64 = 2_000;
+        let mut results = ex.map(square, 0..N).unwrap();
+        let mut got: Vec<u64> = results.by_ref().take(300).map(Result::unwrap).collect();
+        // Killed (file storage: what it acked is on disk), then started again on the
+        // same port and store while tasks, results and acks are in flight.
+        server.kill();
+        let restarted = Instant::now();
+        server.run();
+        got.extend(results.map(|r| r.unwrap()));
+        eprintln!("{method:?}: the map finished {:?} after the server restarted", restarted.elapsed());
+        assert_eq!(got, (0..N).map(|x| x * x).collect::<Vec<_>>(), "{method:?}");
+
+        stop_workers(&ex, workers);
+        drop(ex);
+        // The restarted server is a child the check did not see at its start.
+        server.kill();
+        leaks.assert_clean();
+        server.run();
+    }
+}

@@ -224,6 +224,10 @@ pub(crate) async fn connect(
         .custom_inbox_prefix(format!("_INBOX.{token}"))
         .connection_timeout(timeout)
         .max_reconnects(None)
+        // Back soon after a server restart: 50 ms, doubling to at most 1 s.
+        .reconnect_delay_callback(|attempts| {
+            Duration::from_millis(50u64 << attempts.min(5)).min(Duration::from_secs(1))
+        })
         .request_timeout(Some(Duration::from_secs(10)));
     match tokio::time::timeout(timeout, options.connect(addr)).await {
         Err(_) => Err(ClusterError::Timeout {
