@@ -12,9 +12,9 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use multiproc::StartMethod;
 use multiproc::cluster::{ClusterError, ClusterExecutor, WorkerOptions};
 use multiproc::executor::{Executor, TaskError, WaitError};
-use multiproc::StartMethod;
 
 use common::{PROMPT, wait_until};
 
@@ -75,7 +75,14 @@ impl Server {
 
     fn run(&mut self) {
         let child = std::process::Command::new(&self.bin)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(&self.store)
             .args(&self.extra)
             .stdin(std::process::Stdio::null())
@@ -193,7 +200,10 @@ fn start_workers(
 fn stop_workers(ex: &ClusterExecutor, workers: Vec<common::Child<bool>>) {
     ex.stop_workers().unwrap();
     for mut w in workers {
-        assert!(w.join_timeout(PROMPT).unwrap(), "the worker returned an error");
+        assert!(
+            w.join_timeout(PROMPT).unwrap(),
+            "the worker returned an error"
+        );
     }
 }
 
@@ -223,7 +233,11 @@ fn abort_worker(_: u32) -> u32 {
 fn hold(dir: String) -> u32 {
     let dir = Path::new(&dir);
     let parent = std::os::unix::process::parent_id();
-    std::fs::write(dir.join(format!("started-{}", std::process::id())), parent.to_string()).unwrap();
+    std::fs::write(
+        dir.join(format!("started-{}", std::process::id())),
+        parent.to_string(),
+    )
+    .unwrap();
     let start = Instant::now();
     while !dir.join("release").exists() {
         assert!(start.elapsed() < PROMPT, "never released");
@@ -239,7 +253,11 @@ fn slow(args: (String, u64)) -> u32 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    std::fs::write(Path::new(&dir).join(format!("ran-{}-{nanos}", std::process::id())), b"").unwrap();
+    std::fs::write(
+        Path::new(&dir).join(format!("ran-{}-{nanos}", std::process::id())),
+        b"",
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(ms));
     1
 }
@@ -274,14 +292,27 @@ fn cluster_submit_and_map_round_trip() {
         assert_eq!(ex.wait_for_workers(2, PROMPT).unwrap(), 2, "{method:?}");
 
         assert_eq!(ex.submit(square, 12).unwrap().result().unwrap(), 144);
-        let squares: Vec<u64> = ex.map(square, 0..300u64).unwrap().map(Result::unwrap).collect();
-        assert_eq!(squares, (0..300u64).map(|x| x * x).collect::<Vec<_>>(), "{method:?}");
+        let squares: Vec<u64> = ex
+            .map(square, 0..300u64)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            squares,
+            (0..300u64).map(|x| x * x).collect::<Vec<_>>(),
+            "{method:?}"
+        );
         // Through the trait, as code written for the local executors would.
-        let total: u64 = Executor::map(&ex, square, 1..=4u64).unwrap().map(Result::unwrap).sum();
+        let total: u64 = Executor::map(&ex, square, 1..=4u64)
+            .unwrap()
+            .map(Result::unwrap)
+            .sum();
         assert_eq!(total, 30);
         // A panic is the task's fate, carried back with its message.
         match ex.submit(boom, 3).unwrap().result() {
-            Err(WaitError::Task(TaskError::Panicked { message })) => assert!(message.contains("boom 3")),
+            Err(WaitError::Task(TaskError::Panicked { message })) => {
+                assert!(message.contains("boom 3"))
+            }
             other => panic!("{method:?}: {other:?}"),
         }
         // `.await` works: the future is a std Future.
@@ -311,7 +342,10 @@ fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
         if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
             return v;
         }
-        assert!(start.elapsed() < PROMPT, "the awaited future never completed");
+        assert!(
+            start.elapsed() < PROMPT,
+            "the awaited future never completed"
+        );
         std::thread::park_timeout(Duration::from_millis(100));
     }
 }
@@ -330,10 +364,15 @@ fn cluster_worker_sigkilled_mid_task_its_task_completes_elsewhere() {
         assert_eq!(ex.wait_for_workers(2, PROMPT).unwrap(), 2);
 
         let held = ex.submit(hold, dir.to_string_lossy().into_owned()).unwrap();
-        wait_until("the held task to start", || !files_starting(&dir, "started-").is_empty());
+        wait_until("the held task to start", || {
+            !files_starting(&dir, "started-").is_empty()
+        });
         let first = &files_starting(&dir, "started-")[0];
         let victim_pid: u32 = std::fs::read_to_string(first).unwrap().parse().unwrap();
-        let victim = workers.iter().position(|w| w.pid() == victim_pid).expect("a worker ran it");
+        let victim = workers
+            .iter()
+            .position(|w| w.pid() == victim_pid)
+            .expect("a worker ran it");
         let mut victim = workers.remove(victim);
         victim.kill().unwrap();
         common::assert_killed_by(&mut victim, libc::SIGKILL, "the worker");
@@ -350,7 +389,9 @@ fn cluster_worker_sigkilled_mid_task_its_task_completes_elsewhere() {
         // It ran twice (at-least-once), its second run in the surviving worker.
         let runs = files_starting(&dir, "started-");
         assert_eq!(runs.len(), 2, "{method:?}: {runs:?}");
-        eprintln!("{method:?}: the killed worker's task completed {redelivered_after:?} after the kill (ack_wait 2 s)");
+        eprintln!(
+            "{method:?}: the killed worker's task completed {redelivered_after:?} after the kill (ack_wait 2 s)"
+        );
         assert!(redelivered_after < Duration::from_secs(30));
 
         stop_workers(&ex, workers);
@@ -372,11 +413,25 @@ fn cluster_task_that_kills_every_worker_fails_with_killed_worker() {
         let workers = start_workers(&server, &ns, m, 2, 1);
         assert_eq!(ex.wait_for_workers(2, PROMPT).unwrap(), 2);
 
-        let err = ex.submit(abort_worker, 1).unwrap().result_timeout(PROMPT).unwrap_err();
-        assert_eq!(err, WaitError::Task(TaskError::KilledWorker { attempts: 3 }), "{method:?}");
-        assert_eq!(err.to_string().contains("3 attempts"), true, "{err}");
+        let err = ex
+            .submit(abort_worker, 1)
+            .unwrap()
+            .result_timeout(PROMPT)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            WaitError::Task(TaskError::KilledWorker { attempts: 3 }),
+            "{method:?}"
+        );
+        assert!(err.to_string().contains("3 attempts"), "{err}");
         // The workers carry on.
-        assert_eq!(ex.submit(square, 9).unwrap().result_timeout(PROMPT).unwrap(), 81);
+        assert_eq!(
+            ex.submit(square, 9)
+                .unwrap()
+                .result_timeout(PROMPT)
+                .unwrap(),
+            81
+        );
 
         stop_workers(&ex, workers);
         drop(ex);
@@ -399,10 +454,17 @@ fn cluster_slow_task_with_heartbeats_is_not_redelivered() {
 
         // 2.5 × ack_wait (2 s): without heartbeats the server would hand it to the
         // other (idle) worker after 2 s.
-        let f = ex.submit(slow, (dir.to_string_lossy().into_owned(), 5_000)).unwrap();
+        let f = ex
+            .submit(slow, (dir.to_string_lossy().into_owned(), 5_000))
+            .unwrap();
         assert_eq!(f.result_timeout(PROMPT).unwrap(), 1);
         let runs = files_starting(&dir, "ran-");
-        assert_eq!(runs.len(), 1, "{method:?}: ran {} times: {runs:?}", runs.len());
+        assert_eq!(
+            runs.len(),
+            1,
+            "{method:?}: ran {} times: {runs:?}",
+            runs.len()
+        );
 
         stop_workers(&ex, workers);
         drop(ex);
@@ -429,7 +491,13 @@ fn cluster_garbage_on_the_task_subject_is_terminated_and_the_worker_lives() {
         bad.extend_from_slice(b"\xff\xff\r\n");
         assert!(server.send_raw(&bad));
         for i in 0..5u64 {
-            assert_eq!(ex.submit(square, i).unwrap().result_timeout(PROMPT).unwrap(), i * i);
+            assert_eq!(
+                ex.submit(square, i)
+                    .unwrap()
+                    .result_timeout(PROMPT)
+                    .unwrap(),
+                i * i
+            );
         }
         assert!(workers[0].is_alive(), "{method:?}");
         // The work queue is empty: the garbage was terminated, not left for ever.
@@ -447,19 +515,32 @@ fn cluster_garbage_on_the_task_subject_is_terminated_and_the_worker_lives() {
 fn cluster_connect_errors_are_typed() {
     let leaks = multiproc::testing::LeakCheck::start();
     // Nothing listens on this port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let started = Instant::now();
     let err = ClusterExecutor::builder()
         .connect_timeout(Duration::from_secs(2))
         .connect(&format!("nats://127.0.0.1:{port}"))
         .unwrap_err();
     assert!(
-        matches!(err, ClusterError::Disconnected { .. } | ClusterError::Timeout { .. }),
+        matches!(
+            err,
+            ClusterError::Disconnected { .. } | ClusterError::Timeout { .. }
+        ),
         "{err:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(30), "connect took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "connect took {:?}",
+        started.elapsed()
+    );
     assert!(matches!(
-        ClusterExecutor::builder().namespace("a.b").connect("nats://127.0.0.1:1"),
+        ClusterExecutor::builder()
+            .namespace("a.b")
+            .connect("nats://127.0.0.1:1"),
         Err(ClusterError::Invalid(_))
     ));
     if let Some(server) = Server::start("auth", &["--user", "u", "--pass", "right"]) {
@@ -501,7 +582,10 @@ fn cluster_server_restarted_mid_map_the_map_completes() {
         let restarted = Instant::now();
         server.run();
         got.extend(results.map(|r| r.unwrap()));
-        eprintln!("{method:?}: the map finished {:?} after the server restarted", restarted.elapsed());
+        eprintln!(
+            "{method:?}: the map finished {:?} after the server restarted",
+            restarted.elapsed()
+        );
         assert_eq!(got, (0..N).map(|x| x * x).collect::<Vec<_>>(), "{method:?}");
 
         stop_workers(&ex, workers);

@@ -85,13 +85,17 @@ impl ClusterBuilder {
             return Err(ClusterError::Invalid("max_deliver must be at least 1"));
         }
         if self.task_timeout.is_some_and(|t| t.is_zero()) {
-            return Err(ClusterError::Invalid("task_timeout must be longer than zero"));
+            return Err(ClusterError::Invalid(
+                "task_timeout must be longer than zero",
+            ));
         }
         if self.map_buffer == 0 {
             return Err(ClusterError::Invalid("map_buffer must be at least 1"));
         }
         if self.connect_timeout.is_zero() {
-            return Err(ClusterError::Invalid("connect_timeout must be longer than zero"));
+            return Err(ClusterError::Invalid(
+                "connect_timeout must be longer than zero",
+            ));
         }
         let names = Names::new(&self.namespace)?;
         let exe = wire::exe_identity().map_err(ClusterError::Runtime)?;
@@ -232,7 +236,12 @@ impl ClusterExecutor {
         };
         let args = match crate::codec::encode(&arg) {
             Ok(b) => b,
-            Err(e) => return Ok(Future::failed(TaskError::codec("cannot send the arguments", e))),
+            Err(e) => {
+                return Ok(Future::failed(TaskError::codec(
+                    "cannot send the arguments",
+                    e,
+                )));
+            }
         };
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let entry: TaskEntry = entry_one::<A, R>;
@@ -268,8 +277,12 @@ impl ClusterExecutor {
                     Err(e) => completer
                         .set_exception(TaskError::codec("cannot decode the task's result", e)),
                 },
-                Ending::Panicked(message) => completer.set_exception(TaskError::Panicked { message }),
-                Ending::Codec(message) => completer.set_exception(TaskError::serialization(message)),
+                Ending::Panicked(message) => {
+                    completer.set_exception(TaskError::Panicked { message })
+                }
+                Ending::Codec(message) => {
+                    completer.set_exception(TaskError::serialization(message))
+                }
                 Ending::TimedOut(limit) => completer.set_exception(TaskError::TimedOut { limit }),
                 Ending::KilledWorker(attempts) => {
                     completer.set_exception(TaskError::KilledWorker { attempts })
@@ -346,14 +359,18 @@ impl ClusterExecutor {
         };
         let client = self.client.clone();
         let subject = self.shared.stop_subject.clone();
-        runtime.block_on(async move {
-            client.publish(subject, bytes::Bytes::new()).await.map_err(|e| e.to_string())?;
-            client.flush().await.map_err(|e| e.to_string())
-        })
-        .map_err(|reason| ClusterError::Disconnected {
-            url: "(connected server)".into(),
-            reason,
-        })
+        runtime
+            .block_on(async move {
+                client
+                    .publish(subject, bytes::Bytes::new())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                client.flush().await.map_err(|e| e.to_string())
+            })
+            .map_err(|reason| ClusterError::Disconnected {
+                url: "(connected server)".into(),
+                reason,
+            })
     }
 
     /// Waits until at least `n` workers of the namespace answer, at most `timeout`
@@ -372,7 +389,10 @@ impl ClusterExecutor {
         };
         runtime.block_on(async move {
             let inbox = client.new_inbox();
-            let mut answers = client.subscribe(inbox.clone()).await.map_err(|e| disconnected(&e))?;
+            let mut answers = client
+                .subscribe(inbox.clone())
+                .await
+                .map_err(|e| disconnected(&e))?;
             let deadline = tokio::time::Instant::now() + timeout;
             let mut seen = std::collections::HashSet::new();
             loop {
@@ -380,7 +400,8 @@ impl ClusterExecutor {
                     .publish_with_reply(subject.clone(), inbox.clone(), bytes::Bytes::new())
                     .await
                     .map_err(|e| disconnected(&e))?;
-                let round = (tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline);
+                let round =
+                    (tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline);
                 while let Ok(Some(answer)) = tokio::time::timeout_at(round, answers.next()).await {
                     // Not the "no responders" status the server sends while no worker
                     // listens.
@@ -410,12 +431,13 @@ impl ClusterExecutor {
         };
         let js = self.shared.js.clone();
         let name = self.shared.task_stream.clone();
-        runtime.block_on(async move {
-            let mut stream = js.get_stream(name).await.map_err(|e| e.to_string())?;
-            let info = stream.info().await.map_err(|e| e.to_string())?;
-            Ok(info.state.messages)
-        })
-        .map_err(|reason| ClusterError::JetStream { reason })
+        runtime
+            .block_on(async move {
+                let mut stream = js.get_stream(name).await.map_err(|e| e.to_string())?;
+                let info = stream.info().await.map_err(|e| e.to_string())?;
+                Ok(info.state.messages)
+            })
+            .map_err(|reason| ClusterError::JetStream { reason })
     }
 
     /// Purges this client's results, disconnects and stops the runtime.
@@ -484,7 +506,11 @@ async fn publish_task(shared: Arc<Shared>, id: u64, bytes: bytes::Bytes) {
         let publish = jetstream::message::PublishMessage::build()
             .payload(bytes.clone())
             .message_id(&msg_id);
-        if let Ok(ack) = shared.js.send_publish(shared.task_subject.clone(), publish).await {
+        if let Ok(ack) = shared
+            .js
+            .send_publish(shared.task_subject.clone(), publish)
+            .await
+        {
             if ack.await.is_ok() {
                 return;
             }
@@ -568,7 +594,8 @@ where
             let Some(input) = self.input.as_mut() else {
                 return Ok(());
             };
-            let item = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| input.next())) {
+            let item = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| input.next()))
+            {
                 Ok(Some(item)) => item,
                 Ok(None) => {
                     self.input = None;

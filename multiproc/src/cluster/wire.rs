@@ -117,10 +117,17 @@ mod tests {
             attempts: 3,
         };
         let back: TaskMsg = decode(&encode(&task).unwrap()).unwrap();
-        assert_eq!((back.client.as_str(), back.id, back.args), ("c1", 7, vec![1, 2, 3]));
+        assert_eq!(
+            (back.client.as_str(), back.id, back.args),
+            ("c1", 7, vec![1, 2, 3])
+        );
         assert_eq!(back.limit, Some(Duration::from_millis(1500)));
         assert_eq!(back.exe, task.exe);
-        assert!(decode::<TaskMsg>(b"hello").unwrap_err().contains("not a multiproc"));
+        assert!(
+            decode::<TaskMsg>(b"hello")
+                .unwrap_err()
+                .contains("not a multiproc")
+        );
         assert!(decode::<TaskMsg>(b"MPC1\xff").is_err());
     }
 }

@@ -117,20 +117,22 @@ async fn serve(
         Ok(info) => info.config.ack_wait,
         Err(_) => options.ack_wait,
     };
-    let mut stop = client
-        .subscribe(names.stop_subject())
-        .await
-        .map_err(|e| ClusterError::Disconnected {
-            url: options.url.clone(),
-            reason: e.to_string(),
-        })?;
-    let mut ping = client
-        .subscribe(names.ping_subject())
-        .await
-        .map_err(|e| ClusterError::Disconnected {
-            url: options.url.clone(),
-            reason: e.to_string(),
-        })?;
+    let mut stop =
+        client
+            .subscribe(names.stop_subject())
+            .await
+            .map_err(|e| ClusterError::Disconnected {
+                url: options.url.clone(),
+                reason: e.to_string(),
+            })?;
+    let mut ping =
+        client
+            .subscribe(names.ping_subject())
+            .await
+            .map_err(|e| ClusterError::Disconnected {
+                url: options.url.clone(),
+                reason: e.to_string(),
+            })?;
     let answerer = client.clone();
     let pings = tokio::spawn(async move {
         while let Some(m) = ping.next().await {
@@ -254,7 +256,10 @@ async fn run(slots: &Slots, msg: jetstream::Message) -> bool {
             hex(&slots.exe),
             hex(&task.exe)
         );
-        eprintln!("multiproc cluster worker: refused task {}.{}: {reason}", task.client, task.id);
+        eprintln!(
+            "multiproc cluster worker: refused task {}.{}: {reason}",
+            task.client, task.id
+        );
         report(slots, &task, Ending::Refused(reason)).await;
         let _ = msg.ack_with(AckKind::Term).await;
         return true;
@@ -357,11 +362,10 @@ fn hex(bytes: &[u8]) -> String {
 /// [`init`](crate::init), so that every host runs the user's own binary.
 ///
 /// ```no_run
-/// fn main() {
-///     multiproc::init();
-///     multiproc::cluster::worker_main_if_requested();
-///     // ... the application, which may submit to the cluster ...
-/// }
+/// // First in `main`:
+/// multiproc::init();
+/// multiproc::cluster::worker_main_if_requested();
+/// // ... the application, which may submit to the cluster ...
 /// ```
 pub fn worker_main_if_requested() {
     let args: Vec<String> = std::env::args().collect();
@@ -386,7 +390,8 @@ pub fn worker_main_if_requested() {
 
 /// The options after `--multiproc-worker`.
 fn parse_worker_args(args: &[String]) -> Result<WorkerOptions, String> {
-    const USAGE: &str = "usage: --multiproc-worker nats://host:port [--processes N] [--namespace NS]";
+    const USAGE: &str =
+        "usage: --multiproc-worker nats://host:port [--processes N] [--namespace NS]";
     let mut options = WorkerOptions::default();
     let mut it = args.iter();
     options.url = it.next().ok_or(USAGE)?.clone();
@@ -415,9 +420,16 @@ mod tests {
             .map(String::from)
             .into();
         let o = parse_worker_args(&args).unwrap();
-        assert_eq!((o.url.as_str(), o.processes, o.namespace.as_str()), ("nats://h:1", 3, "ns"));
+        assert_eq!(
+            (o.url.as_str(), o.processes, o.namespace.as_str()),
+            ("nats://h:1", 3, "ns")
+        );
         let bad: Vec<String> = ["nats://h:1", "--processes", "x"].map(String::from).into();
-        assert!(parse_worker_args(&bad).unwrap_err().contains("--processes x"));
+        assert!(
+            parse_worker_args(&bad)
+                .unwrap_err()
+                .contains("--processes x")
+        );
         assert!(parse_worker_args(&[]).unwrap_err().starts_with("usage"));
     }
 }
