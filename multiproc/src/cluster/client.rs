@@ -101,8 +101,15 @@ impl ClusterBuilder {
         let exe = wire::exe_identity().map_err(ClusterError::Runtime)?;
         let runtime = super::runtime("cluster-client", 2)?;
         let id = super::random_token();
+        let reconnected = Arc::new(tokio::sync::Notify::new());
         let setup = runtime.block_on(async {
-            let client = super::connect(url, self.connect_timeout, &id).await?;
+            let client = super::connect(
+                url,
+                self.connect_timeout,
+                &id,
+                Some(Arc::clone(&reconnected)),
+            )
+            .await?;
             let js = jetstream::new(client.clone());
             let (_consumer, results) =
                 super::streams(&js, &names, self.ack_wait, self.max_deliver).await?;
@@ -130,7 +137,11 @@ impl ClusterBuilder {
             drained: Condvar::new(),
             shut: AtomicBool::new(false),
         });
-        let reader = runtime.spawn(read_results(Arc::clone(&shared), results.clone()));
+        let reader = runtime.spawn(read_results(
+            Arc::clone(&shared),
+            results.clone(),
+            reconnected,
+        ));
         Ok(ClusterExecutor {
             shared,
             results,
@@ -525,7 +536,11 @@ async fn publish_task(shared: Arc<Shared>, id: u64, bytes: bytes::Bytes) {
 
 /// Reads this client's results subject through an ordered consumer (made again from
 /// the last sequence seen if it ends), completing futures.
-async fn read_results(shared: Arc<Shared>, results: jetstream::stream::Stream) {
+async fn read_results(
+    shared: Arc<Shared>,
+    results: jetstream::stream::Stream,
+    reconnected: Arc<tokio::sync::Notify>,
+) {
     use jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
     let mut next_seq = 0u64;
     loop {
@@ -556,7 +571,13 @@ async fn read_results(shared: Arc<Shared>, results: jetstream::stream::Stream) {
                 continue;
             }
         };
-        while let Some(next) = messages.next().await {
+        loop {
+            let next = tokio::select! {
+                next = messages.next() => next,
+                // The server may have restarted without this consumer: make it again.
+                _ = reconnected.notified() => break,
+            };
+            let Some(next) = next else { break };
             let Ok(msg) = next else { continue };
             if let Ok(info) = msg.info() {
                 next_seq = info.stream_sequence + 1;

@@ -205,6 +205,7 @@ pub(crate) async fn connect(
     url: &str,
     timeout: Duration,
     token: &str,
+    reconnected: Option<std::sync::Arc<tokio::sync::Notify>>,
 ) -> Result<async_nats::Client, ClusterError> {
     use async_nats::ConnectErrorKind as K;
     let addr: async_nats::ServerAddr = url.parse().map_err(|e| ClusterError::Disconnected {
@@ -228,7 +229,18 @@ pub(crate) async fn connect(
         .reconnect_delay_callback(|attempts| {
             Duration::from_millis(50u64 << attempts.min(5)).min(Duration::from_secs(1))
         })
-        .request_timeout(Some(Duration::from_secs(10)));
+        .request_timeout(Some(Duration::from_secs(10)))
+        // Told at each reconnection: a consumer that lived in the server before a
+        // restart is made again at once, not after async-nats's 15 s of missed
+        // heartbeats.
+        .event_callback(move |event| {
+            let reconnected = reconnected.clone();
+            async move {
+                if let (async_nats::Event::Connected, Some(n)) = (event, reconnected) {
+                    n.notify_one();
+                }
+            }
+        });
     match tokio::time::timeout(timeout, options.connect(addr)).await {
         Err(_) => Err(ClusterError::Timeout {
             what: format!("a connection to the NATS server at {url}"),

@@ -109,7 +109,7 @@ async fn serve(
     core: &Arc<Core>,
 ) -> Result<(), ClusterError> {
     let me = super::random_token();
-    let client = super::connect(&options.url, options.connect_timeout, &me).await?;
+    let client = super::connect(&options.url, options.connect_timeout, &me, None).await?;
     let js = jetstream::new(client.clone());
     let (mut consumer, _results) =
         super::streams(&js, names, options.ack_wait, options.max_deliver).await?;
