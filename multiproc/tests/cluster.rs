@@ -35,8 +35,13 @@ fn server_binary() -> Option<PathBuf> {
     })
 }
 
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A `nats-server -js` of this test, killed and reaped on drop.
 struct Server {
+    /// Held for the test's length (see [`Server::start`]); released after `Drop`
+    /// has killed and reaped the server.
+    _serial: std::sync::MutexGuard<'static, ()>,
     bin: PathBuf,
     port: u16,
     store: PathBuf,
@@ -47,6 +52,12 @@ struct Server {
 impl Server {
     /// Starts a server, or says why not and gives `None`.
     fn start(test: &str, extra: &[&str]) -> Option<Server> {
+        // One test at a time: a server is a child of this process, and started while
+        // another test's leak check runs, it would count as that test's leak.
+        let serial = match SERIAL.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         let Some(bin) = server_binary() else {
             eprintln!(
                 "{test}: SKIPPED: no nats-server (set NATS_SERVER_BIN, or run .ci/nats-server.sh)"
@@ -63,6 +74,7 @@ impl Server {
             std::process::id()
         ));
         let mut server = Server {
+            _serial: serial,
             bin,
             port,
             store,
@@ -513,6 +525,8 @@ fn cluster_garbage_on_the_task_subject_is_terminated_and_the_worker_lives() {
 
 #[test]
 fn cluster_connect_errors_are_typed() {
+    // Started first: it holds the tests' lock, and is in the leak check's baseline.
+    let server = Server::start("auth", &["--user", "u", "--pass", "right"]);
     let leaks = multiproc::testing::LeakCheck::start();
     // Nothing listens on this port.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -543,7 +557,7 @@ fn cluster_connect_errors_are_typed() {
             .connect("nats://127.0.0.1:1"),
         Err(ClusterError::Invalid(_))
     ));
-    if let Some(server) = Server::start("auth", &["--user", "u", "--pass", "right"]) {
+    if let Some(server) = &server {
         let err = ClusterExecutor::builder()
             .connect(&format!("nats://u:wrong@127.0.0.1:{}", server.port))
             .unwrap_err();
@@ -554,6 +568,7 @@ fn cluster_connect_errors_are_typed() {
         drop(ex);
     }
     leaks.assert_clean();
+    drop(server);
 }
 
 #[test]
