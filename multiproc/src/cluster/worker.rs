@@ -32,6 +32,11 @@ pub struct WorkerOptions {
     pub ack_wait: Duration,
     /// Used when this worker is the first to make the consumer. Default 3.
     pub max_deliver: u32,
+    /// How many tasks the worker holds at once: running, or waiting in the local pool
+    /// for a process (Celery's prefetch): more pipelines better, but a task waiting
+    /// behind a long one is not free for another worker. At least `processes`.
+    /// Default: 2 × the default `processes`.
+    pub prefetch: usize,
     /// The local pool's start method; `None` for the global one.
     pub start_method: Option<StartMethod>,
     /// How long to wait for the server at start. Default 5 s.
@@ -43,6 +48,7 @@ impl Default for WorkerOptions {
         WorkerOptions {
             url: "nats://127.0.0.1:4222".into(),
             processes: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            prefetch: 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
             namespace: "multiproc".into(),
             ack_wait: Duration::from_secs(10),
             max_deliver: 3,
@@ -57,8 +63,8 @@ impl Default for WorkerOptions {
 /// process is killed (its tasks then go to other workers after `ack_wait`). Blocking;
 /// call it from `main` after [`init`](crate::init).
 ///
-/// Each of `processes` slots pulls one task at a time from the shared durable
-/// consumer, runs it in the local crash-safe pool, sends `AckProgress` every third of
+/// The worker pulls tasks from the shared durable consumer while it holds fewer than
+/// `prefetch`, runs each in the local crash-safe pool of `processes`, sends `AckProgress` every third of
 /// `ack_wait` while it runs, publishes the result (waiting for the server's ack) and
 /// then acks the task. A task whose local process dies is handed back (`Nak`) for
 /// another try, until its attempts are used up: then its result is
@@ -151,16 +157,14 @@ async fn serve(
         stop: AtomicBool::new(false),
         broken: Mutex::new(None),
     });
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..options.processes {
-        tasks.spawn(slot(Arc::clone(&slots)));
-    }
+    let window = options.prefetch.max(options.processes);
+    let mut puller = tokio::spawn(pull(Arc::clone(&slots), window));
     tokio::select! {
         _ = stop.next() => {}
-        _ = tasks.join_next() => {} // a slot only ends when the pool broke
+        _ = &mut puller => {} // it ends before a stop only when the pool broke
     }
     slots.stop.store(true, Ordering::Release);
-    while tasks.join_next().await.is_some() {}
+    let _ = puller.await;
     pings.abort();
     let _ = client.drain().await;
     match slots.broken.lock().take() {
@@ -169,13 +173,29 @@ async fn serve(
     }
 }
 
-/// One local process's worth of work: pull a task, run it, report it, again.
-async fn slot(slots: Arc<Slots>) {
+/// Pulls tasks while fewer than `window` are held (running or queued in the local pool,
+/// each kept alive by its heartbeats), one pull request for as many as there is room
+/// for; runs each as its own tokio task. Ends at a stop, or when the local pool broke.
+async fn pull(slots: Arc<Slots>, window: usize) {
+    let room = Arc::new(tokio::sync::Semaphore::new(window));
+    let mut running = tokio::task::JoinSet::new();
     while !slots.stop.load(Ordering::Acquire) {
+        while let Some(done) = running.try_join_next() {
+            if let Ok(false) = done {
+                slots.stop.store(true, Ordering::Release);
+            }
+        }
+        let Ok(first) = Arc::clone(&room).acquire_owned().await else {
+            break;
+        };
+        let mut held = vec![first];
+        while let Ok(p) = Arc::clone(&room).try_acquire_owned() {
+            held.push(p);
+        }
         let batch = slots
             .consumer
             .batch()
-            .max_messages(1)
+            .max_messages(held.len())
             .expires(Duration::from_secs(1))
             .messages()
             .await;
@@ -188,14 +208,23 @@ async fn slot(slots: Arc<Slots>) {
             }
         };
         while let Some(next) = batch.next().await {
-            match next {
-                Ok(msg) => {
-                    if !run(&slots, msg).await {
-                        return;
-                    }
-                }
-                Err(_) => break,
-            }
+            let Ok(msg) = next else { break };
+            let Some(permit) = held.pop() else {
+                // More than asked for: hand it back for another.
+                let _ = msg.ack_with(AckKind::Nak(None)).await;
+                continue;
+            };
+            let slots = Arc::clone(&slots);
+            running.spawn(async move {
+                let ok = run(&slots, msg).await;
+                drop(permit);
+                ok
+            });
+        }
+    }
+    while let Some(done) = running.join_next().await {
+        if let Ok(false) = done {
+            slots.stop.store(true, Ordering::Release);
         }
     }
 }
@@ -357,7 +386,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Becomes a worker if the process was started as `<exe> --multiproc-worker URL
-/// [--processes N] [--namespace NS]`: runs [`worker`] and exits (0 when stopped, 1
+/// [--processes N] [--prefetch N] [--namespace NS]`: runs [`worker`] and exits (0 when stopped, 1
 /// with the error on stderr); returns at once otherwise. Call it in `main` right after
 /// [`init`](crate::init), so that every host runs the user's own binary.
 ///
@@ -404,6 +433,11 @@ fn parse_worker_args(args: &[String]) -> Result<WorkerOptions, String> {
                     .map_err(|_| format!("--processes {value}: not a number; {USAGE}"))?
             }
             "--namespace" => options.namespace = value.clone(),
+            "--prefetch" => {
+                options.prefetch = value
+                    .parse()
+                    .map_err(|_| format!("--prefetch {value}: not a number; {USAGE}"))?
+            }
             _ => return Err(format!("unknown option {flag}; {USAGE}")),
         }
     }
