@@ -611,3 +611,70 @@ fn cluster_server_restarted_mid_map_the_map_completes() {
         server.run();
     }
 }
+
+/// SIGKILLs the cluster worker running it (its parent), then waits to die with it.
+fn kill_my_worker(_: u32) -> u32 {
+    let parent = std::os::unix::process::parent_id();
+    let status = std::process::Command::new("kill")
+        .args(["-9", &parent.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::thread::sleep(PROMPT);
+    0
+}
+
+#[test]
+fn cluster_task_that_sigkills_each_whole_worker_fails_with_killed_worker() {
+    let Some(server) = Server::start("killed_whole", &[]) else {
+        return;
+    };
+    for (m, method) in StartMethod::ALL.into_iter().enumerate() {
+        let leaks = multiproc::testing::LeakCheck::start();
+        let ns = format!("kww{m}");
+        let ex = ClusterExecutor::builder()
+            .namespace(&ns)
+            .ack_wait(Duration::from_secs(2))
+            .max_deliver(2)
+            .connect(&server.url())
+            .unwrap();
+        // Two attempts, each killing its worker; the third delivery only reports.
+        let mut workers = start_workers(&server, &ns, m, 3, 1);
+        assert_eq!(ex.wait_for_workers(3, PROMPT).unwrap(), 3);
+
+        let started = Instant::now();
+        let err = ex
+            .submit(kill_my_worker, 1)
+            .unwrap()
+            .result_timeout(PROMPT)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            WaitError::Task(TaskError::KilledWorker { attempts: 2 }),
+            "{method:?}"
+        );
+        eprintln!("{method:?}: KilledWorker after {:?}", started.elapsed());
+        let mut dead = 0;
+        let mut alive = Vec::new();
+        for mut w in workers.drain(..) {
+            if w.is_alive() {
+                alive.push(w);
+            } else {
+                common::assert_killed_by(&mut w, libc::SIGKILL, "a worker the task killed");
+                dead += 1;
+            }
+        }
+        assert_eq!(dead, 2, "{method:?}");
+        assert_eq!(
+            ex.submit(square, 4)
+                .unwrap()
+                .result_timeout(PROMPT)
+                .unwrap(),
+            16
+        );
+
+        stop_workers(&ex, alive);
+        drop(ex);
+        leaks.assert_clean();
+    }
+}

@@ -67,9 +67,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use crate::future::{Future, TaskError, WaitError};
-pub(crate) use core::{Core, Refused};
 #[cfg(feature = "cluster")]
 pub(crate) use core::Sink;
+pub(crate) use core::{Core, Refused};
 pub use map::{IMap, Indexed, MapResult, Mapper};
 pub use task::AsyncResult;
 pub(crate) use task::submit_one;
