@@ -476,7 +476,9 @@ impl ClusterExecutor {
 
 impl Drop for ClusterExecutor {
     fn drop(&mut self) {
-        self.shutdown(true, false);
+        // Unwinding: no waiting for workers that may never come; the futures fail.
+        let unwinding = std::thread::panicking();
+        self.shutdown(!unwinding, unwinding);
         self.close();
     }
 }
