@@ -33,7 +33,8 @@ impl Drop for Server {
 
 fn server_binary() -> Option<PathBuf> {
     if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
-        return Some(PathBuf::from(bin));
+        // Set but naming no file: no server here (skipped, not failed).
+        return Some(PathBuf::from(bin)).filter(|p| p.is_file());
     }
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/nats-venv/bin/nats-server");
     if venv.is_file() {
