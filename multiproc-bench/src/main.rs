@@ -12,6 +12,8 @@
 //! when `--scale` > 1) ends the whole run with status 1 (its children die with it).
 
 mod cli;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod metrics;
 
 use std::io::Write;
@@ -31,6 +33,9 @@ multiproc::test_support!();
 fn main() -> ExitCode {
     // First thing: a spawn child or the forkserver does its job here and never returns.
     multiproc::init();
+    // Started as a cluster worker by the cluster metrics: be one, then exit.
+    #[cfg(feature = "cluster")]
+    multiproc::cluster::worker_main_if_requested();
 
     let args = match cli::parse_args(std::env::args().skip(1)) {
         Ok(Parsed::Run(a)) => a,
@@ -90,6 +95,9 @@ fn run(args: &Args) -> ExitCode {
         match run_metric(m, &ctx, args, limit) {
             Ok(values) if !args.raw => print_line(m, cli::median(&values)),
             Ok(_) => {}
+            Err(e) if e.starts_with(metrics::SKIPPED) => {
+                eprintln!("multiproc-bench: {} {e}", m.name);
+            }
             Err(e) => {
                 eprintln!("multiproc-bench: {} failed: {e}", m.name);
                 failed.push(m.name);

@@ -204,7 +204,27 @@ pub(crate) const METRICS: &[Metric] = &[
         desc: "subprocess::run([\"true\"]).check().output()",
         run: subprocess_run_true,
     },
+    // ---- cluster (feature `cluster`; skipped without a NATS server)
+    #[cfg(feature = "cluster")]
+    Metric {
+        name: "cluster_submit",
+        unit: "tasks/s",
+        desc: "ClusterExecutor::map(inc, 0..N) on NATS JetStream, 2 local workers of 1 process",
+        run: crate::cluster::cluster_submit,
+    },
+    #[cfg(feature = "cluster")]
+    Metric {
+        name: "cluster_rtt",
+        unit: "ms",
+        desc: "ClusterExecutor::submit(inc, i).result(), one at a time, 2 local workers",
+        run: crate::cluster::cluster_rtt,
+    },
 ];
+
+/// The start of a metric's error that means "not run here" (no server, say): the bench
+/// prints no line for it and does not count it as failed.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) const SKIPPED: &str = "skipped";
 
 // ---- helpers (pybench's) ---------------------------------------------------------
 

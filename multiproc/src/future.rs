@@ -50,6 +50,13 @@ pub enum TaskError {
         /// The limit it ran over.
         limit: Duration,
     },
+    /// The task was delivered `attempts` times across a cluster and the worker running
+    /// it died each time (Dask's `KilledWorker`): it is not tried again.
+    #[error("the task's worker died on each of its {attempts} attempts")]
+    KilledWorker {
+        /// How many times it was tried.
+        attempts: u32,
+    },
     /// The pool was terminated (or dropped) before the task finished.
     #[error("the pool was terminated before the task finished")]
     Terminated,

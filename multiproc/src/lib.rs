@@ -85,6 +85,8 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub(crate) mod block;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod codec;
 pub mod connection;
 pub mod context;

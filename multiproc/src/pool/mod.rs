@@ -69,6 +69,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use crate::future::{Future, TaskError, WaitError};
+#[cfg(feature = "cluster")]
+pub(crate) use core::Sink;
 pub(crate) use core::{Core, Refused};
 pub use map::{IMap, Indexed, MapResult, Mapper};
 pub use task::AsyncResult;
