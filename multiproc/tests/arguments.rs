@@ -146,7 +146,11 @@ fn schedule_with_a_zero_limit_is_refused_and_submits_nothing() {
             "limit must be longer than zero",
             "{method}"
         );
-        assert_eq!(ex.worker_pids(), [], "{method}: no worker started for it");
+        assert_eq!(
+            ex.worker_pids(),
+            [0u32; 0],
+            "{method}: no worker started for it"
+        );
         let f = ex.schedule(square, 5, PROMPT).unwrap();
         assert_eq!(f.result_timeout(PROMPT).unwrap(), 25, "{method}");
         ex.shutdown(true, false);
@@ -255,7 +259,7 @@ fn join_on_an_open_pool_is_still_running_and_closes_nothing() {
         p.close();
         p.join().unwrap();
         p.join().unwrap();
-        assert_eq!(p.worker_pids(), [], "{method}");
+        assert_eq!(p.worker_pids(), [0u32; 0], "{method}");
 
         let p = Pool::builder()
             .processes(1)

@@ -54,7 +54,11 @@ fn three_sequential_tasks_leave_one_worker_process() {
     let check = LeakCheck::start();
     for method in StartMethod::ALL {
         let ex = executor(method, 4);
-        assert_eq!(ex.worker_pids(), [], "{method}: no worker before a task");
+        assert_eq!(
+            ex.worker_pids(),
+            [0u32; 0],
+            "{method}: no worker before a task"
+        );
         let pids: Vec<u32> = (0..3)
             .map(|_| ex.submit(pid, ()).unwrap().result_timeout(PROMPT).unwrap())
             .collect();
@@ -64,7 +68,7 @@ fn three_sequential_tasks_leave_one_worker_process() {
         );
         assert_eq!(ex.worker_pids(), [pids[0]], "{method}");
         ex.shutdown(true, false);
-        assert_eq!(ex.worker_pids(), [], "{method}");
+        assert_eq!(ex.worker_pids(), [0u32; 0], "{method}");
     }
     check.assert_clean();
 }

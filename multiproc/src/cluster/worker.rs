@@ -244,18 +244,18 @@ impl Sink for Relay {
     fn start(&self) -> bool {
         true
     }
-    fn complete(&self, items: Vec<Outcome>) {
+    fn complete(&self, _items: std::ops::Range<usize>, outcomes: Vec<Outcome>) {
         self.send(
-            items
+            outcomes
                 .into_iter()
                 .next()
                 .ok_or_else(|| TaskError::serialization("the worker sent no result")),
         );
     }
-    fn fail(&self, error: TaskError) {
+    fn fail(&self, _items: std::ops::Range<usize>, error: TaskError) {
         self.send(Err(error));
     }
-    fn cancel(&self) {
+    fn cancel(&self, _items: std::ops::Range<usize>) {
         self.send(Err(TaskError::Cancelled));
     }
 }
