@@ -87,3 +87,41 @@ fn releasing_a_supplied_lock_under_a_guard_does_not_free_the_value() {
     release_under_a_guard_keeps_the_value_held(v, || rlock.release().is_ok());
     assert!(!rlock.locked());
 }
+
+/// Finding 8: `RawArray`/`RawValue` items are copied with relaxed atomics, a word at a
+/// time where the alignment allows, so threads writing and reading at once only tear
+/// (each aligned word is whole) and items of odd sizes still round-trip. The former
+/// volatile copies were a data race (undefined behaviour), which no assertion can show;
+/// this pins the behaviour the new copies promise.
+#[test]
+fn raw_items_are_copied_word_by_word_and_round_trip_at_every_size() {
+    use multiproc::shared::{RawArray, RawValue};
+
+    let odd = RawArray::<[u8; 3]>::zeroed(5).unwrap();
+    for i in 0..5 {
+        assert!(odd.set(i, [i as u8, 10 + i as u8, 20 + i as u8]));
+    }
+    assert_eq!(odd.get(4), Some([4, 14, 24]));
+    assert_eq!(odd.to_vec()[1], [1, 11, 21]);
+    let halves = RawValue::new([1u16, 2, 3]).unwrap();
+    halves.set([4, 5, 6]);
+    assert_eq!(halves.get(), [4, 5, 6]);
+
+    let pairs = RawArray::<[u64; 2]>::zeroed(1).unwrap();
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            for k in 1..=20_000u64 {
+                pairs.set(0, [k, k]);
+            }
+        });
+        let mut seen = 0;
+        while !writer.is_finished() {
+            let [a, b] = pairs.get(0).unwrap();
+            assert!(a <= 20_000 && b <= 20_000, "a word came out torn: {a:#x} {b:#x}");
+            seen = seen.max(a);
+        }
+        writer.join().unwrap();
+        assert!(seen <= 20_000);
+    });
+    assert_eq!(pairs.get(0), Some([20_000, 20_000]));
+}
