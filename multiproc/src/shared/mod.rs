@@ -789,6 +789,19 @@ impl SharedMemory {
         })
     }
 
+    /// The (device, inode) of a named segment: the file, whatever its name leads to
+    /// later. `Unsupported` for an anonymous block.
+    fn file_identity(&self) -> io::Result<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        match &*self.memory {
+            Memory::Anonymous(_) => Err(io::ErrorKind::Unsupported.into()),
+            Memory::Named { fd, .. } => {
+                let meta = std::fs::File::from(fd.try_clone()?).metadata()?;
+                Ok((meta.dev(), meta.ino()))
+            }
+        }
+    }
+
     /// Its size in bytes (Python's `size`).
     pub fn len(&self) -> usize {
         self.size
