@@ -7,13 +7,14 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use multiproc::StartMethod;
-use multiproc::shared::{Array, SharedMemory, SharedMemoryManager, Value};
-use multiproc::sync::{Lock, LockError, RLock};
+use multiproc::shared::{Array, SharedMemoryManager, Value};
+use multiproc::sync::{Barrier, BrokenBarrier, Lock, LockError, RLock};
 use multiproc::testing::LeakCheck;
 
 multiproc::test_support!();
 
 mod common;
+use common::{PROMPT, builder, wait_until};
 
 /// Finding 1: a value under a supplied `RLock` gave its holder a second guard, hence a
 /// second `&mut` to the same `u64`. Now the value's own mutex is taken under the
@@ -235,6 +236,90 @@ fn a_creation_racing_shutdown_leaves_no_name() {
                 "{method:?} round {round}: names left {left:?}"
             );
         }
+    }
+    leaks.assert_clean();
+}
+
+/// A barrier action that SIGKILLs its own process.
+fn kill_myself() {
+    let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+}
+
+/// Arrives last at `barrier`, so that this process runs its action.
+fn arrive_last(barrier: Barrier) {
+    let _ = barrier.wait();
+}
+
+/// Finding 5: the last party, killed in the action, left the "releasing" bit set, and
+/// every waiter without a timeout slept for ever. Now the sleepers see the releaser's
+/// process gone and the barrier breaks for all of them.
+#[test]
+fn a_releaser_killed_in_the_action_breaks_the_barrier_for_everyone() {
+    let leaks = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let barrier = Barrier::builder(3).action(kill_myself).build().unwrap();
+        let (done, results) = std::sync::mpsc::channel();
+        for _ in 0..2 {
+            let (barrier, done) = (barrier.clone(), done.clone());
+            std::thread::spawn(move || {
+                let _ = done.send(barrier.wait());
+            });
+        }
+        wait_until("both parties to wait", || barrier.n_waiting() == 2);
+        let mut last = builder(method).start(arrive_last, barrier.clone()).unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                results.recv_timeout(PROMPT),
+                Ok(Err(BrokenBarrier)),
+                "{method}: a waiter left with the releaser dead"
+            );
+        }
+        common::assert_killed_by(&mut last, libc::SIGKILL, "the releaser");
+        assert!(barrier.broken());
+        assert_eq!(barrier.wait_timeout(PROMPT), Err(BrokenBarrier));
+        barrier.reset();
+        assert!(!barrier.broken());
+    }
+    leaks.assert_clean();
+}
+
+/// The deadline of the waiter that times out, for the action to outlast it.
+static WAITER_DEADLINE: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+const SHORT: Duration = Duration::from_millis(100);
+
+/// An action that runs until the short-timeout waiter's deadline has passed.
+fn outlast_the_timeout() {
+    let deadline = WAITER_DEADLINE
+        .lock()
+        .unwrap()
+        .expect("the deadline is set first");
+    // Not synchronisation: the scenario needs the timeout to pass during the action.
+    std::thread::sleep(deadline.saturating_duration_since(std::time::Instant::now()) + SHORT);
+}
+
+/// Finding 5, second part: a waiter whose timeout passed while the action ran broke a
+/// round in which everyone had arrived. Now it waits for the release and passes, as in
+/// Python (whose action runs under the barrier's lock).
+#[test]
+fn a_timeout_passing_during_the_action_does_not_break_a_complete_round() {
+    let leaks = LeakCheck::start();
+    {
+        let barrier = Barrier::builder(2)
+            .action(outlast_the_timeout)
+            .build()
+            .unwrap();
+        *WAITER_DEADLINE.lock().unwrap() = Some(std::time::Instant::now() + SHORT);
+        let waiter = {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || barrier.wait_timeout(SHORT))
+        };
+        wait_until("the waiter to wait", || barrier.n_waiting() == 1);
+        let mine = barrier.wait();
+        let theirs = waiter.join().unwrap();
+        let mut both = [mine.unwrap(), theirs.expect("the waiter passed")];
+        both.sort();
+        assert_eq!(both, [0, 1]);
+        assert!(!barrier.broken());
     }
     leaks.assert_clean();
 }
