@@ -363,7 +363,7 @@ unsafe fn atomic_load_bytes(src: *const u8, dst: *mut u8, len: usize) {
     while i < len {
         let at = src as usize + i;
         let left = len - i;
-        // SAFETY (each arm): `src + i .. + width` is inside the caller's range and
+        // SAFETY: for each arm, `src + i .. + width` is inside the caller's range and
         // aligned to `width` (tested); `dst + i` is writable for `width` bytes, written
         // unaligned.
         unsafe {
@@ -405,7 +405,7 @@ unsafe fn atomic_store_bytes(dst: *mut u8, bytes: &[u8]) {
             w[..n].copy_from_slice(&bytes[i..i + n]);
             w
         };
-        // SAFETY (each arm): `dst + i .. + width` is inside the caller's range and
+        // SAFETY: for each arm, `dst + i .. + width` is inside the caller's range and
         // aligned to `width` (tested).
         unsafe {
             if at % 8 == 0 && left >= 8 {
