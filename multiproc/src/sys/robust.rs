@@ -400,21 +400,15 @@ unsafe fn atomic_store_bytes(dst: *mut u8, bytes: &[u8]) {
     while i < bytes.len() {
         let at = dst as usize + i;
         let left = bytes.len() - i;
-        let word = |n: usize| -> [u8; 8] {
-            let mut w = [0u8; 8];
-            w[..n].copy_from_slice(&bytes[i..i + n]);
-            w
-        };
         // SAFETY: for each arm, `dst + i .. + width` is inside the caller's range and
         // aligned to `width` (tested).
         unsafe {
             if at % 8 == 0 && left >= 8 {
-                let v = u64::from_ne_bytes(word(8));
+                let v = u64::from_ne_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
                 AtomicU64::from_ptr(dst.add(i).cast()).store(v, Ordering::Relaxed);
                 i += 8;
             } else if at % 4 == 0 && left >= 4 {
-                let w = word(4);
-                let v = u32::from_ne_bytes([w[0], w[1], w[2], w[3]]);
+                let v = u32::from_ne_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
                 AtomicU32::from_ptr(dst.add(i).cast()).store(v, Ordering::Relaxed);
                 i += 4;
             } else if at % 2 == 0 && left >= 2 {
