@@ -16,15 +16,38 @@ multiproc::test_support!();
 mod common;
 use common::{PROMPT, start, wait_until};
 
-/// Whether `pid` is asleep in the kernel (where a blocked `get`, `put` or `join` waits,
-/// on a futex).
-fn asleep(pid: u32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next())
-        .and_then(|s| s.chars().next());
-    state == Some('S')
+/// Whether the main thread of `pid` (where the child runs its target) is asleep in a
+/// `futex` wait on a word of the library's shared memory whose memfd is called
+/// `memfd` (`multiproc-queue`: a ring of the queue). Once the child has said it
+/// started, its target makes no other such wait than the blocked `get`, `put` or
+/// `join`: this proves the call is blocked, not merely that the process sleeps.
+fn blocked_on(pid: u32, memfd: &str) -> bool {
+    // "<nr> <arg0> ...", or "running" (needs the ptrace access a parent has).
+    let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+    let mut fields = syscall.split_whitespace();
+    let nr = fields.next().and_then(|n| n.parse::<i64>().ok());
+    let addr = fields
+        .next()
+        .and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok());
+    let (Some(nr), Some(addr)) = (nr, addr) else {
+        return false;
+    };
+    if nr != libc::SYS_futex {
+        return false;
+    }
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    maps.lines().any(|line| {
+        let mut parts = line.split_whitespace();
+        let range = parts.next().unwrap_or("");
+        let path = parts.nth(4).unwrap_or("");
+        let Some((lo, hi)) = range.split_once('-') else {
+            return false;
+        };
+        let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) else {
+            return false;
+        };
+        (lo..hi).contains(&addr) && path.starts_with(&format!("/memfd:{memfd}"))
+    })
 }
 
 /// What a blocked call in a child ended with, as text the parent can compare.
@@ -80,7 +103,9 @@ fn shutdown_immediate_wakes_getters_blocked_in_other_processes() {
             let child = start(method, getter, (q.clone(), started.clone()));
             assert!(started.wait_timeout(PROMPT), "{method}: the getter started");
             let pid = child.pid();
-            wait_until("the getter to block in get", || asleep(pid));
+            wait_until("the getter to block in get", || {
+                blocked_on(pid, "multiproc-queue")
+            });
             children.push(child);
         }
         q.shutdown(true);
@@ -106,7 +131,9 @@ fn shutdown_immediate_drops_the_items_and_wakes_putters_blocked_in_other_process
         let mut child = start(method, putter, (q.clone(), started.clone(), 8));
         assert!(started.wait_timeout(PROMPT), "{method}: the putter started");
         let pid = child.pid();
-        wait_until("the putter to block in put", || asleep(pid));
+        wait_until("the putter to block in put", || {
+            blocked_on(pid, "multiproc-queue")
+        });
         assert_eq!(q.qsize(), 1, "{method}: the queue is full, the put waits");
 
         q.shutdown(true);
@@ -135,7 +162,9 @@ fn shutdown_immediate_releases_a_join_waiting_in_another_process() {
         let mut child = start(method, joiner, (q.clone(), started.clone()));
         assert!(started.wait_timeout(PROMPT), "{method}: the joiner started");
         let pid = child.pid();
-        wait_until("the joiner to block in join", || asleep(pid));
+        wait_until("the joiner to block in join", || {
+            blocked_on(pid, "multiproc-")
+        });
         assert_eq!(q.unfinished_tasks(), 2);
 
         q.shutdown(true);

@@ -8,7 +8,7 @@
 
 use std::io::ErrorKind;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use multiproc::queue::Queue;
 use multiproc::shared::{
@@ -278,9 +278,7 @@ fn the_default_timeout_given_at_construction_bounds_every_wait() {
             (barrier.clone(), started.clone()),
         );
         assert!(started.wait_timeout(PROMPT));
-        let begun = Instant::now();
         assert_eq!(barrier.wait(), Err(BrokenBarrier), "{method}");
-        assert!(begun.elapsed() < PROMPT);
         assert!(
             child.join_timeout(PROMPT).unwrap(),
             "{method}: broken for the child too"

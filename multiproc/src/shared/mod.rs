@@ -83,7 +83,7 @@ use bytemuck::Pod;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::block::{self, BODY, Block};
-use crate::sync::{Lock, LockError, RLock, acquired};
+use crate::sync::{Lock, LockError, LockGuard, RLock, acquired};
 use crate::sys::robust::{self, PodGuard, Wait};
 
 mod atomic;
@@ -154,25 +154,61 @@ impl SuppliedLock {
     }
 }
 
-/// Locks the data of `block` with its own mutex, or with `supplied`'s.
+/// The holds behind a value's guard: its own mutex, and the supplied lock when there is
+/// one. `own` is declared first, so it is released first (the reverse of taking).
+struct Held<'a, T> {
+    own: PodGuard<'a, T>,
+    _supplied: Option<LockGuard<'a>>,
+}
+
+/// Locks the data of `block`: first the `supplied` lock, if any (it groups several
+/// values), then always the value's own error-checking mutex, which alone gives the
+/// `&mut` access. A holder of an [`RLock`] may take it again, but a second hold of the
+/// same value is [`LockError::WouldDeadlock`], whatever the supplied lock: two guards
+/// of one value would alias. A hold the supplied lock loses (its `release()` called
+/// under a guard) does not free the value either.
 fn lock<'a, T: Pod>(
     block: &'a Block,
     supplied: Option<&'a SuppliedLock>,
     count: usize,
     wait: Wait,
-) -> Result<PodGuard<'a, T>, LockError<PodGuard<'a, T>>> {
-    let (mutex_map, mutex_at) = match supplied {
-        None => (block.map(), MUTEX_AT),
-        Some(lock) => (lock.block().map(), crate::sync::MUTEX_AT),
+) -> Result<Held<'a, T>, LockError<Held<'a, T>>> {
+    let (supplied, mut died) = match supplied {
+        None => (None, false),
+        Some(lock) => match crate::sync::lock_block(lock.block(), wait) {
+            Ok(guard) => (Some(guard), false),
+            Err(LockError::OwnerDied(guard)) => (Some(guard), true),
+            Err(LockError::WouldDeadlock) => return Err(LockError::WouldDeadlock),
+            Err(LockError::WouldBlock) => return Err(LockError::WouldBlock),
+            Err(LockError::Timeout) => return Err(LockError::Timeout),
+        },
     };
-    acquired(robust::lock_data_in::<T>(
-        mutex_map,
-        mutex_at,
+    let own = match acquired(robust::lock_data::<T>(
         block.map(),
+        MUTEX_AT,
         DATA_AT,
         count,
         wait,
-    ))
+    )) {
+        Ok(own) => own,
+        Err(LockError::OwnerDied(own)) => {
+            died = true;
+            own
+        }
+        // `supplied` is dropped on return: its hold ends with the failed call.
+        Err(LockError::WouldDeadlock) => return Err(LockError::WouldDeadlock),
+        Err(LockError::WouldBlock) => return Err(LockError::WouldBlock),
+        Err(LockError::Timeout) => return Err(LockError::Timeout),
+    };
+    let held = Held {
+        own,
+        _supplied: supplied,
+    };
+    if died {
+        Err(LockError::OwnerDied(held))
+    } else {
+        Ok(held)
+    }
 }
 
 /// Takes the guard whatever happened to the previous holder: what `get`/`set` do.
@@ -180,7 +216,7 @@ fn lock_anyway<'a, T: Pod>(
     block: &'a Block,
     supplied: Option<&'a SuppliedLock>,
     count: usize,
-) -> PodGuard<'a, T> {
+) -> Held<'a, T> {
     match lock::<T>(block, supplied, count, Wait::Forever) {
         Ok(guard) => guard,
         Err(LockError::OwnerDied(guard)) => guard,
@@ -218,19 +254,19 @@ impl<T: Pod + fmt::Debug> fmt::Debug for Value<T> {
 
 /// The locked `T` of a [`Value`]; unlocks on drop.
 pub struct ValueGuard<'a, T> {
-    inner: PodGuard<'a, T>,
+    inner: Held<'a, T>,
 }
 
 impl<T> Deref for ValueGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        &self.inner[0]
+        &self.inner.own[0]
     }
 }
 
 impl<T> DerefMut for ValueGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        &mut self.inner[0]
+        &mut self.inner.own[0]
     }
 }
 
@@ -256,7 +292,11 @@ impl<T: Pod> Value<T> {
     /// `Value('i', 0, lock=lock)`): values and arrays made with the same lock are
     /// updated together under one acquisition. With an [`RLock`], hold it and call
     /// `get`/`set` of each (the way Python's `with lock:` works); with a [`Lock`], each
-    /// call takes it in turn.
+    /// call takes it in turn. The value keeps a mutex of its own too, taken after the
+    /// supplied lock: [`lock`](Self::lock) twice on one value is
+    /// [`LockError::WouldDeadlock`] even under an `RLock` (two guards would be two
+    /// `&mut T`), and a `release()` of the supplied lock under a guard does not let
+    /// anyone else in before the guard is dropped.
     ///
     /// ```
     /// use multiproc::shared::{Array, Value};
@@ -320,15 +360,17 @@ impl<T: Pod> Value<T> {
     /// The value, read under the lock (Python's `v.value`).
     ///
     /// # Panics
-    /// If the calling thread holds the lock through [`Value::lock`] (Python's lock is
-    /// re-entrant; here two ways to the same `T` at once would alias): use the guard.
+    /// If the calling thread holds this value's guard ([`Value::lock`]; Python's lock is
+    /// re-entrant, but here two ways to the same `T` at once would alias): use the
+    /// guard. Holding a supplied [`RLock`] is fine: `get`/`set` take the value's own
+    /// mutex under it.
     pub fn get(&self) -> T {
-        lock_anyway::<T>(&self.block, self.supplied(), 1)[0]
+        lock_anyway::<T>(&self.block, self.supplied(), 1).own[0]
     }
 
     /// Stores `value` under the lock (Python's `v.value = x`).
     pub fn set(&self, value: T) {
-        lock_anyway::<T>(&self.block, self.supplied(), 1)[0] = value;
+        lock_anyway::<T>(&self.block, self.supplied(), 1).own[0] = value;
     }
 
     /// The value read without the lock (Python's `RawValue`): a `T` wider than a machine
@@ -442,19 +484,19 @@ impl<T: Pod + fmt::Debug> fmt::Debug for Array<T> {
 
 /// The locked items of an [`Array`]; derefs to `[T]`; unlocks on drop.
 pub struct ArrayGuard<'a, T> {
-    inner: PodGuard<'a, T>,
+    inner: Held<'a, T>,
 }
 
 impl<T> Deref for ArrayGuard<'_, T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        &self.inner
+        &self.inner.own
     }
 }
 
 impl<T> DerefMut for ArrayGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut [T] {
-        &mut self.inner
+        &mut self.inner.own
     }
 }
 
@@ -495,7 +537,7 @@ impl<T: Pod> Array<T> {
     /// The items of `values` (Python's `Array('i', range(10))`).
     pub fn from_slice(values: &[T]) -> io::Result<Array<T>> {
         let a = Array::zeroed(values.len())?;
-        a.lock_anyway().copy_from_slice(values);
+        a.lock_anyway().own.copy_from_slice(values);
         Ok(a)
     }
 
@@ -505,7 +547,7 @@ impl<T: Pod> Array<T> {
         Array::from_slice(&values.into_iter().collect::<Vec<T>>())
     }
 
-    fn lock_anyway(&self) -> PodGuard<'_, T> {
+    fn lock_anyway(&self) -> Held<'_, T> {
         lock_anyway::<T>(&self.block, self.supplied.as_deref(), self.len)
     }
 
@@ -533,12 +575,12 @@ impl<T: Pod> Array<T> {
 
     /// Item `i`, read under the lock (Python's `arr[i]`).
     pub fn get(&self, i: usize) -> Option<T> {
-        self.lock_anyway().get(i).copied()
+        self.lock_anyway().own.get(i).copied()
     }
 
     /// Stores item `i` under the lock (Python's `arr[i] = x`); `false` if out of range.
     pub fn set(&self, i: usize, value: T) -> bool {
-        match self.lock_anyway().get_mut(i) {
+        match self.lock_anyway().own.get_mut(i) {
             Some(slot) => {
                 *slot = value;
                 true
@@ -549,7 +591,7 @@ impl<T: Pod> Array<T> {
 
     /// A copy of all items, taken under the lock (Python's `arr[:]`).
     pub fn to_vec(&self) -> Vec<T> {
-        self.lock_anyway().to_vec()
+        self.lock_anyway().own.to_vec()
     }
 
     /// A copy taken without the lock (Python's `RawArray`): items may be mid-update.
@@ -745,6 +787,19 @@ impl SharedMemory {
             let _ = crate::sys::mem::shm_unlink(name);
             named::note_unlinked(name);
         })
+    }
+
+    /// The (device, inode) of a named segment: the file, whatever its name leads to
+    /// later. `Unsupported` for an anonymous block.
+    fn file_identity(&self) -> io::Result<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        match &*self.memory {
+            Memory::Anonymous(_) => Err(io::ErrorKind::Unsupported.into()),
+            Memory::Named { fd, .. } => {
+                let meta = std::fs::File::from(fd.try_clone()?).metadata()?;
+                Ok((meta.dev(), meta.ino()))
+            }
+        }
     }
 
     /// Its size in bytes (Python's `size`).

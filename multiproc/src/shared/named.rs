@@ -3,8 +3,9 @@
 //! process removes the names it made when it ends, even if its owner is killed.
 
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -12,10 +13,12 @@ use super::SharedMemory;
 use crate::process::{Process, StartMethod};
 use crate::queue::Queue;
 use crate::sync::Event;
+use crate::sys::cell::ForkMutex;
 use crate::sys::{mem, proc};
 
-/// Names of `/dev/shm` segments made by this process and not unlinked by it.
-static CREATED: parking_lot::Mutex<Vec<String>> = parking_lot::Mutex::new(Vec::new());
+/// Names of `/dev/shm` segments made by this process and not unlinked by it. A
+/// [`ForkMutex`]: a child forked while another thread held it can still take it.
+static CREATED: ForkMutex<Vec<String>> = ForkMutex::new(Vec::new());
 
 pub(super) fn note_created(name: &str) {
     CREATED
@@ -38,13 +41,75 @@ pub(crate) fn created_names() -> Vec<String> {
 const LOOK_EVERY: Duration = Duration::from_millis(50);
 /// How long the owner waits for a new watcher, and for a watcher to finish.
 const WATCHER_PATIENCE: Duration = Duration::from_secs(30);
+/// How far a segment's change time may lag the clock read before its creation: the
+/// kernel stamps files with a coarse clock (one tick, a few ms).
+const CLOCK_SLACK: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Watch {
-    /// About to create this name: remove it at the end.
-    Name(String),
+    /// About to create this name (the owner's clock read before the creation, in
+    /// nanoseconds since the epoch).
+    Intent(String, u64),
+    /// Created: the segment's (device, inode), the only file this name may be removed
+    /// as.
+    Created(String, (u64, u64)),
+    /// The creation failed: the name is not ours.
+    Forget(String),
     /// The manager ends: remove every name now.
     Stop,
+}
+
+/// What the watcher knows of one name.
+enum Known {
+    /// Announced, not confirmed (the owner died in between, or is about to confirm):
+    /// removed only if its file changed no earlier than the announcement.
+    Announced(u64),
+    /// Created as this (device, inode).
+    Created((u64, u64)),
+}
+
+fn nanos_since_epoch(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Removes `name` if the file there now is the one the watcher was told about: never a
+/// segment another program made under a name this manager failed to take, or made
+/// again after this manager's segment was unlinked.
+fn remove_if_ours(name: &str, known: &Known) {
+    let Ok(meta) = std::fs::symlink_metadata(format!("/dev/shm/{name}")) else {
+        return;
+    };
+    let ours = match *known {
+        Known::Created(id) => (meta.dev(), meta.ino()) == id,
+        Known::Announced(at) => {
+            let changed = (meta.ctime().max(0) as u64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.ctime_nsec().max(0) as u64);
+            changed.saturating_add(CLOCK_SLACK.as_nanos() as u64) >= at
+        }
+    };
+    if ours {
+        let _ = mem::shm_unlink(name);
+    }
+}
+
+/// Records what `message` says of a name.
+fn note(message: Watch, names: &mut Vec<(String, Known)>) {
+    match message {
+        Watch::Intent(name, at) => names.push((name, Known::Announced(at))),
+        Watch::Created(name, id) => {
+            if let Some(entry) = names.iter_mut().rev().find(|(n, _)| *n == name) {
+                entry.1 = Known::Created(id);
+            }
+        }
+        Watch::Forget(name) => {
+            if let Some(i) = names.iter().rposition(|(n, _)| *n == name) {
+                names.remove(i);
+            }
+        }
+        Watch::Stop => {}
+    }
 }
 
 /// The watcher: records the names its owner announces, and removes them all when the
@@ -54,16 +119,16 @@ fn watch((inbox, ready, owner): (Queue<Watch>, Event, u64)) {
     // before `ready`, so no name is announced while the watcher could still die first.
     proc::outlive_parent();
     ready.set();
-    let mut names = Vec::new();
+    let mut names: Vec<(String, Known)> = Vec::new();
     loop {
         match inbox.get_timeout(LOOK_EVERY) {
-            Ok(Watch::Name(name)) => names.push(name),
             Ok(Watch::Stop) => break,
+            Ok(message) => note(message, &mut names),
             Err(e) if e.is_empty() => {
                 if !proc::identity_alive(owner) {
                     // What the owner published before it died is still in the queue.
-                    while let Ok(Watch::Name(name)) = inbox.try_get() {
-                        names.push(name);
+                    while let Ok(message) = inbox.try_get() {
+                        note(message, &mut names);
                     }
                     break;
                 }
@@ -71,8 +136,8 @@ fn watch((inbox, ready, owner): (Queue<Watch>, Event, u64)) {
             Err(_) => break,
         }
     }
-    for name in names {
-        let _ = mem::shm_unlink(&name);
+    for (name, known) in &names {
+        remove_if_ours(name, known);
     }
 }
 
@@ -82,8 +147,9 @@ fn watch((inbox, ready, owner): (Queue<Watch>, Event, u64)) {
 /// dies in any way, `SIGKILL` included (Python's manager leaves them behind then).
 ///
 /// A watcher process does the removal: started with the manager, told each name before
-/// the segment exists, it removes them all when asked to, or when it sees that its
-/// owner is gone (within 50 ms). It is the one child that does not die with its parent.
+/// the segment exists and its device and inode after, it removes them all when asked
+/// to, or when it sees that its owner is gone (within 50 ms), each only while the name
+/// still leads to that segment. It is the one child that does not die with its parent.
 /// The segments stay mapped wherever they are in use; only the names go.
 ///
 /// ```
@@ -107,9 +173,11 @@ fn watch((inbox, ready, owner): (Queue<Watch>, Event, u64)) {
 #[derive(Debug)]
 pub struct SharedMemoryManager {
     inbox: Queue<Watch>,
-    watcher: parking_lot::Mutex<Option<Process<()>>>,
+    /// The watcher; read-locked by each creation, so that `shutdown` (write) waits
+    /// for creations under way and later ones see it gone.
+    watcher: parking_lot::RwLock<Option<Process<()>>>,
     next: AtomicU64,
-    /// The names announced to the watcher.
+    /// The names created and confirmed to the watcher.
     names: parking_lot::Mutex<Vec<String>>,
 }
 
@@ -143,7 +211,7 @@ impl SharedMemoryManager {
         }
         Ok(SharedMemoryManager {
             inbox,
-            watcher: parking_lot::Mutex::new(Some(watcher)),
+            watcher: parking_lot::RwLock::new(Some(watcher)),
             next: AtomicU64::new(0),
             names: parking_lot::Mutex::default(),
         })
@@ -161,24 +229,56 @@ impl SharedMemoryManager {
     }
 
     /// A new segment called `name` (as [`SharedMemory::create`]), whose name is removed
-    /// when the manager ends.
+    /// when the manager ends: only while it is this segment's. A name that was taken
+    /// already (`AlreadyExists`) is left alone, and so is a segment another program
+    /// makes under the name after this one was unlinked (the watcher compares device
+    /// and inode). A creation racing [`shutdown`](Self::shutdown) either ends before
+    /// it starts, its name removed with the others, or fails.
     pub fn shared_memory_named(&self, name: &str, size: usize) -> io::Result<SharedMemory> {
-        if self.watcher.lock().is_none() {
+        // Held through the creation and its announcements: `shutdown` waits for them.
+        let watcher = self.watcher.read();
+        if watcher.is_none() {
             return Err(io::Error::other("the shared memory manager was shut down"));
         }
+        let put = |message: Watch| {
+            self.inbox
+                .put(message)
+                .map_err(|e| io::Error::other(e.to_string()))
+        };
         // Announced first: an owner killed right after the creation has told its watcher.
         let bare = name.trim_start_matches('/').to_string();
-        self.inbox
-            .put(Watch::Name(bare.clone()))
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        self.names.lock().push(bare);
-        SharedMemory::create(name, size)
+        put(Watch::Intent(
+            bare.clone(),
+            nanos_since_epoch(SystemTime::now()),
+        ))?;
+        let created = SharedMemory::create(name, size).and_then(|shm| match shm.file_identity() {
+            Ok(id) => Ok((shm, id)),
+            Err(e) => {
+                let _ = shm.unlink();
+                Err(e)
+            }
+        });
+        match created {
+            Ok((shm, id)) => {
+                if let Err(e) = put(Watch::Created(bare.clone(), id)) {
+                    let _ = shm.unlink();
+                    let _ = put(Watch::Forget(bare));
+                    return Err(e);
+                }
+                self.names.lock().push(bare);
+                Ok(shm)
+            }
+            Err(e) => {
+                let _ = put(Watch::Forget(bare));
+                Err(e)
+            }
+        }
     }
 
     /// Removes the name of every segment made here and ends the watcher (Python's
     /// `shutdown()`); dropping the manager does the same. Later calls do nothing.
     pub fn shutdown(&self) -> io::Result<()> {
-        let Some(mut watcher) = self.watcher.lock().take() else {
+        let Some(mut watcher) = self.watcher.write().take() else {
             return Ok(());
         };
         let _ = self.inbox.put(Watch::Stop);

@@ -23,7 +23,9 @@ const DATA_AT: usize = BODY + 64;
 /// a message, or use [`Array`](super::Array) (locked) or [`Atomic`](super::Atomic)
 /// (lock-free and whole). Items are any [`Pod`] type, `#[repr(C)]` structs included
 /// (Python's ctypes `Structure`s): every bit pattern a half-done write leaves is a
-/// valid `T`.
+/// valid `T`. Items are copied with relaxed atomic loads and stores, a machine word at a
+/// time where the alignment allows: threads of one process racing on an item get a
+/// torn value, never undefined behaviour, and an aligned word is never torn.
 ///
 /// ```
 /// # multiproc::init();

@@ -25,6 +25,13 @@ const TIMEOUT_AT: usize = BODY + 16;
 /// Set in the arrival count while the last arrival runs the action: later arrivals
 /// (of the next round) wait for the release instead of counting themselves in.
 const RELEASING: u32 = 1 << 15;
+/// The process identity ([`proc::my_identity`]) of the party that set [`RELEASING`]
+/// and runs the action (0: none, or not written yet). Sleepers check that it lives: a
+/// releaser killed in the action breaks the barrier instead of leaving the bit set for
+/// ever. Cleared before the bit is.
+const RELEASER_AT: usize = BODY + 24;
+/// How often a sleeper checks that the releaser lives, while the action runs.
+const CHECK_RELEASER_EVERY: Duration = Duration::from_millis(20);
 
 /// Why [`Barrier::wait`] did not complete (Python's `BrokenBarrierError`): a waiter
 /// timed out, or someone called [`Barrier::abort`].
@@ -90,7 +97,10 @@ impl BarrierBuilder {
     /// again by address in every process (the same executable), as a `Process` target
     /// is. If it panics, that party's `wait` returns [`BrokenBarrier`] and the barrier
     /// breaks for everyone (Python: the action's exception propagates, the barrier
-    /// breaks).
+    /// breaks). If its process dies in it (even by `SIGKILL`), the waiting parties see
+    /// it within 20 ms and the barrier breaks for them too (Python's waiters would
+    /// wait for ever). While it runs, the round is complete: a waiter whose timeout
+    /// passes meanwhile waits for the release and passes, as in Python.
     pub fn action(mut self, action: fn()) -> BarrierBuilder {
         self.action = Some(action);
         self
@@ -111,7 +121,7 @@ impl BarrierBuilder {
                 "parties: a barrier needs 1 to 32767 parties",
             ));
         }
-        let block = Block::new(barrier_kind(), TIMEOUT_AT + 8)?;
+        let block = Block::new(barrier_kind(), RELEASER_AT + 8)?;
         block
             .u32_at(PARTIES_AT)
             .store(u32::from(self.parties), Ordering::Release);
@@ -198,14 +208,21 @@ impl Barrier {
     /// then releases them, or breaks the barrier if the action panicked.
     fn release(&self, now: u32, index: u32) -> Result<u32, BrokenBarrier> {
         let state = self.block.u32_at(STATE_AT);
+        let releaser = self.block.u64_at(RELEASER_AT);
+        releaser.store(proc::my_identity(), Ordering::Release);
+        if self.action.is_some() {
+            // The sleepers nap in slices from now on, to see this process die in it.
+            mem::futex_wake_all(state);
+        }
         if let Some(action) = self.action
             && std::panic::catch_unwind(action).is_err()
         {
             self.abort();
             return Err(BrokenBarrier);
         }
+        releaser.store(0, Ordering::Release);
         let next = ((now >> 16).wrapping_add(1) & 0xffff) << 16;
-        // A waiter that timed out meanwhile broke the round: it stays broken.
+        // An abort or reset meanwhile broke the round: it stays broken.
         if state
             .compare_exchange(now | RELEASING, next, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
@@ -214,6 +231,44 @@ impl Barrier {
         }
         mem::futex_wake_all(state);
         Ok(index)
+    }
+
+    /// While `now` says the action runs: `true` if its releaser is known and dead (then
+    /// the round is broken here, for everyone), `false` if it may still release.
+    fn releaser_died(&self, now: u32) -> bool {
+        let releaser = self.block.u64_at(RELEASER_AT).load(Ordering::Acquire);
+        if releaser == 0 || proc::identity_alive(releaser) {
+            return false;
+        }
+        let state = self.block.u32_at(STATE_AT);
+        self.block.u32_at(BROKEN_AT).store(1, Ordering::Release);
+        self.block
+            .u32_at(ABANDONED_AT)
+            .store((now >> 16) | ABANDONED, Ordering::Release);
+        // One sleeper ends the round; the others find it ended (or broken).
+        if state
+            .compare_exchange(
+                now,
+                ((now >> 16).wrapping_add(1) & 0xffff) << 16,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+        {
+            self.block.u64_at(RELEASER_AT).store(0, Ordering::Release);
+            mem::futex_wake_all(state);
+        }
+        true
+    }
+
+    /// Sleeps while the state word is `now` and the action runs, for a slice after which
+    /// the releaser is checked again. The deadline is not enforced here: a round in
+    /// which everyone arrived is not broken by a timeout (Python's waiters re-check
+    /// after the action, under its lock, and pass).
+    fn nap_while_releasing(&self, now: u32, deadline: Option<Instant>) {
+        let left = mem::time_left(deadline).filter(|l| !l.is_zero());
+        let nap = left.map_or(CHECK_RELEASER_EVERY, |l| l.min(CHECK_RELEASER_EVERY));
+        mem::futex_wait(self.block.u32_at(STATE_AT), now, Some(nap));
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> Result<u32, BrokenBarrier> {
@@ -228,13 +283,12 @@ impl Barrier {
             let now = state.load(Ordering::Acquire);
             let (generation, arrived) = (now >> 16, now & 0xffff);
             if arrived & RELEASING != 0 {
-                // The action of the round before runs: wait for its release.
-                let left = mem::time_left(deadline);
-                if left == Some(Duration::ZERO) {
-                    self.abort();
+                // The action of the round before runs: wait for its release (not
+                // breaking that complete round if this caller's timeout passes).
+                if self.releaser_died(now) {
                     return Err(BrokenBarrier);
                 }
-                mem::futex_wait(state, now, left);
+                self.nap_while_releasing(now, deadline);
                 continue;
             }
             if arrived + 1 == parties {
@@ -266,6 +320,15 @@ impl Barrier {
             if self.broken() {
                 return Err(BrokenBarrier);
             }
+            if now & RELEASING != 0 {
+                // Everyone arrived; the action runs. Wait for it, whatever the timeout,
+                // unless its process died.
+                if self.releaser_died(now) {
+                    return Err(BrokenBarrier);
+                }
+                self.nap_while_releasing(now, deadline);
+                continue;
+            }
             let left = mem::time_left(deadline);
             if left == Some(Duration::ZERO) {
                 self.abort();
@@ -293,6 +356,7 @@ impl Barrier {
         self.block
             .u32_at(ABANDONED_AT)
             .store((now >> 16) | ABANDONED, Ordering::Release);
+        self.block.u64_at(RELEASER_AT).store(0, Ordering::Release);
         state.store(
             ((now >> 16).wrapping_add(1) & 0xffff) << 16,
             Ordering::Release,

@@ -174,7 +174,10 @@ macro_rules! raw_lock_methods {
         /// [`NotOwner`](crate::sync::NotOwner) (Python's `RuntimeError`/`ValueError`),
         /// and the lock is left as it was. Calling it while a guard of this thread is
         /// alive releases that hold: the guard's drop then finds the lock not its own
-        /// and does nothing, so do not mix the two on one acquisition.
+        /// and does nothing, so do not mix the two on one acquisition. A
+        /// [`Value`](crate::shared::Value) or [`Array`](crate::shared::Array) guard made
+        /// under this lock stays exclusive all the same: it also holds the value's own
+        /// mutex.
         pub fn release(&self) -> Result<(), $crate::sync::NotOwner> {
             $crate::sync::mutex_of(&self.block)
                 .unlock()
@@ -338,7 +341,7 @@ fn new_mutex_block(kind: u64, recursive: bool) -> io::Result<Block> {
     Ok(block)
 }
 
-fn lock_block(block: &Block, wait: Wait) -> LockResult<'_> {
+pub(crate) fn lock_block(block: &Block, wait: Wait) -> LockResult<'_> {
     acquired(
         robust::lock_data::<u8>(block.map(), MUTEX_AT, MUTEX_AT, 0, wait)
             .map(|(g, a)| (LockGuard { _inner: g }, a)),

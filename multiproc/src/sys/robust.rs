@@ -348,9 +348,106 @@ impl<T> Drop for PodGuard<'_, T> {
     }
 }
 
+/// Copies the `len` bytes at `src` (shared memory) to `dst` (private) with relaxed
+/// atomic loads, each as wide as the address of the bytes it reads allows (8, 4, 2 or 1
+/// bytes). The widths depend only on `src` and `len`, so that the stores of
+/// [`atomic_store_bytes`] on the same item use the very same ones (racing atomics of
+/// mixed sizes are not allowed either).
+///
+/// # Safety
+/// `src` is valid for `len` bytes of reads, in memory that is accessed only atomically
+/// (or by other processes); `dst` is valid for `len` bytes of writes.
+unsafe fn atomic_load_bytes(src: *const u8, dst: *mut u8, len: usize) {
+    use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU64};
+    let mut i = 0;
+    while i < len {
+        let at = src as usize + i;
+        let left = len - i;
+        // SAFETY: for each arm, `src + i .. + width` is inside the caller's range and
+        // aligned to `width` (tested); `dst + i` is writable for `width` bytes, written
+        // unaligned.
+        unsafe {
+            if at % 8 == 0 && left >= 8 {
+                let v = AtomicU64::from_ptr(src.add(i).cast_mut().cast()).load(Ordering::Relaxed);
+                std::ptr::write_unaligned(dst.add(i).cast::<u64>(), v);
+                i += 8;
+            } else if at % 4 == 0 && left >= 4 {
+                let v = AtomicU32::from_ptr(src.add(i).cast_mut().cast()).load(Ordering::Relaxed);
+                std::ptr::write_unaligned(dst.add(i).cast::<u32>(), v);
+                i += 4;
+            } else if at % 2 == 0 && left >= 2 {
+                let v = AtomicU16::from_ptr(src.add(i).cast_mut().cast()).load(Ordering::Relaxed);
+                std::ptr::write_unaligned(dst.add(i).cast::<u16>(), v);
+                i += 2;
+            } else {
+                let v = AtomicU8::from_ptr(src.add(i).cast_mut()).load(Ordering::Relaxed);
+                *dst.add(i) = v;
+                i += 1;
+            }
+        }
+    }
+}
+
+/// Copies `bytes` to `dst` (shared memory) with relaxed atomic stores, in the widths
+/// [`atomic_load_bytes`] uses for the same address and length.
+///
+/// # Safety
+/// `dst` is valid for `bytes.len()` bytes of writes, in memory that is accessed only
+/// atomically (or by other processes).
+unsafe fn atomic_store_bytes(dst: *mut u8, bytes: &[u8]) {
+    use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU64};
+    let mut i = 0;
+    while i < bytes.len() {
+        let at = dst as usize + i;
+        let left = bytes.len() - i;
+        // SAFETY: for each arm, `dst + i .. + width` is inside the caller's range and
+        // aligned to `width` (tested).
+        unsafe {
+            if at % 8 == 0 && left >= 8 {
+                let v = u64::from_ne_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+                AtomicU64::from_ptr(dst.add(i).cast()).store(v, Ordering::Relaxed);
+                i += 8;
+            } else if at % 4 == 0 && left >= 4 {
+                let v = u32::from_ne_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
+                AtomicU32::from_ptr(dst.add(i).cast()).store(v, Ordering::Relaxed);
+                i += 4;
+            } else if at % 2 == 0 && left >= 2 {
+                let v = u16::from_ne_bytes([bytes[i], bytes[i + 1]]);
+                AtomicU16::from_ptr(dst.add(i).cast()).store(v, Ordering::Relaxed);
+                i += 2;
+            } else {
+                AtomicU8::from_ptr(dst.add(i)).store(bytes[i], Ordering::Relaxed);
+                i += 1;
+            }
+        }
+    }
+}
+
+/// Reads the `T` at `ptr` with [`atomic_load_bytes`].
+///
+/// # Safety
+/// `ptr` is valid and aligned for reading a `T`, in memory accessed only atomically.
+unsafe fn load_racy<T: bytemuck::Pod>(ptr: *const T) -> T {
+    let mut out = T::zeroed();
+    // SAFETY: the caller's contract for `ptr`; `out` is a private `T`, writable for its
+    // size, and any bytes are a valid `T` (`Pod`).
+    unsafe {
+        atomic_load_bytes(
+            ptr.cast::<u8>(),
+            (&mut out as *mut T).cast::<u8>(),
+            std::mem::size_of::<T>(),
+        )
+    };
+    out
+}
+
 /// Reads `count` `T`s at `offset` of `map` without any lock (Python's `RawValue` and
-/// `RawArray`): another process may be writing them, so a value wider than a machine
-/// word can come out torn; any bit pattern is still a valid `T` (`Pod`).
+/// `RawArray`): another process (or thread) may be writing them, so a value wider than
+/// a machine word can come out torn; any bit pattern is still a valid `T` (`Pod`).
+///
+/// Every byte is read with a relaxed atomic load (a word at a time where the alignment
+/// allows), never a plain or volatile read: concurrent plain accesses would be a data
+/// race, undefined behaviour; relaxed atomics only tear.
 pub(crate) fn read_racy<T: bytemuck::Pod>(map: &Mapping, offset: usize, count: usize) -> Vec<T> {
     let ptr = map
         .ptr_at(
@@ -359,10 +456,10 @@ pub(crate) fn read_racy<T: bytemuck::Pod>(map: &Mapping, offset: usize, count: u
             std::mem::align_of::<T>(),
         )
         .cast::<T>();
-    // SAFETY: in bounds and aligned (checked); each element is read volatile, so the
-    // compiler assumes nothing about memory another process writes; `T: Pod`.
+    // SAFETY: in bounds and aligned (checked); the racy views access these bytes only
+    // atomically (`load_racy`, `write_racy_at`).
     (0..count)
-        .map(|i| unsafe { std::ptr::read_volatile(ptr.add(i)) })
+        .map(|i| unsafe { load_racy(ptr.add(i)) })
         .collect()
 }
 
@@ -373,13 +470,14 @@ pub(crate) fn read_racy_at<T: bytemuck::Pod>(map: &Mapping, offset: usize, index
     let ptr = map
         .ptr_at(offset + index * size, size, std::mem::align_of::<T>())
         .cast::<T>();
-    // SAFETY: in bounds and aligned (checked); read volatile, as in `read_racy`; `T: Pod`.
-    unsafe { std::ptr::read_volatile(ptr) }
+    // SAFETY: in bounds and aligned (checked); read atomically, as in `read_racy`.
+    unsafe { load_racy(ptr) }
 }
 
 /// Writes `value` as item `index` of the `T`s at `offset` of `map` without any lock
 /// (Python's `RawArray` item assignment): a reader in another process may see a value
 /// wider than a machine word half-written; every bit pattern is still a valid `T`.
+/// Written with relaxed atomic stores, as [`read_racy`] reads.
 pub(crate) fn write_racy_at<T: bytemuck::Pod>(
     map: &Mapping,
     offset: usize,
@@ -389,9 +487,8 @@ pub(crate) fn write_racy_at<T: bytemuck::Pod>(
     let size = std::mem::size_of::<T>();
     let ptr = map
         .ptr_at(offset + index * size, size, std::mem::align_of::<T>())
-        .cast::<T>();
+        .cast::<u8>();
     // SAFETY: in bounds and aligned (checked); the mapping is shared read-write memory
-    // that no Rust reference covers (every access goes through raw pointers or atomics);
-    // written volatile so the store is not elided; `T: Pod` has no drop glue.
-    unsafe { std::ptr::write_volatile(ptr, value) }
+    // that no Rust reference covers, and the racy views touch it only atomically.
+    unsafe { atomic_store_bytes(ptr, bytemuck::bytes_of(&value)) }
 }
