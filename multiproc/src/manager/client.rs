@@ -106,6 +106,9 @@ pub(crate) struct Client {
     pub(crate) authkey: Vec<u8>,
     pub(crate) limits: Limits,
     pool: ForkMutex<Pool>,
+    /// The server is known gone (or shut down by its owner): dropped proxies do not
+    /// try to reach it to give their references back.
+    gone: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Client {
@@ -127,6 +130,7 @@ impl Client {
                 session: new_session(),
                 idle: Vec::new(),
             }),
+            gone: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -235,8 +239,19 @@ impl Client {
             gone
         };
         for client in gone {
+            client.mark_gone();
             client.close_idle();
         }
+    }
+
+    /// Notes that the server is gone.
+    pub(crate) fn mark_gone(&self) {
+        self.gone.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the server is known gone.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.gone.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// An idle connection of this process, or a new one.
@@ -290,6 +305,7 @@ impl Client {
                 ManagerError::Connect { .. }
                 | ManagerError::Authentication(AuthenticationError::Io(_)),
             ) => {
+                self.mark_gone();
                 Client::forget(&self.address);
                 return Err(ManagerError::Disconnected);
             }
@@ -351,6 +367,18 @@ impl Client {
     }
 }
 
+/// A number for the calling thread, unique in its process (the owner of a manager
+/// `RLock` or `Condition` is a thread of a client session, as in Python, where it is
+/// the server thread serving that client's connection).
+pub(crate) fn thread_token() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TOKEN: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    TOKEN.with(|t| *t)
+}
+
 impl From<Failure> for ManagerError {
     fn from(f: Failure) -> Self {
         match f {
@@ -364,6 +392,14 @@ impl From<Failure> for ManagerError {
             Failure::NotLocked => ManagerError::NotLocked,
             Failure::Panicked(message) => ManagerError::Panicked(message),
             Failure::BadRequest(message) => ManagerError::Protocol(message),
+            Failure::NoSuchMethod(name) => ManagerError::NoSuchMethod(name),
+            Failure::Remote { kind, message } => {
+                ManagerError::Remote(super::RemoteError { kind, message })
+            }
+            Failure::NotOwner => ManagerError::NotOwner,
+            Failure::TooManyReleases => ManagerError::TooManyReleases,
+            Failure::TooManyTaskDone => ManagerError::TooManyTaskDone,
+            Failure::BrokenBarrier => ManagerError::BrokenBarrier,
         }
     }
 }
