@@ -556,8 +556,17 @@ impl ManagerBuilder {
             max_message: limits.max_message as u64,
             handshake_timeout,
             init: self.initializer.as_ref().map(|f| f()).transpose()?,
+            ready: None,
         };
-        let has_init = args.init.is_some();
+        let mut args = args;
+        let ready = match args.init {
+            Some(_) => {
+                let (mine, theirs) = crate::connection::pipe::<()>()?;
+                args.ready = Some(theirs);
+                Some(mine)
+            }
+            None => None,
+        };
         let mut cleanup = Cleanup { socket_file };
         let process = match builder.start(server::run, args) {
             Ok(p) => p,
@@ -573,8 +582,8 @@ impl ManagerBuilder {
             owner_pid: sys::proc::getpid(),
             exit_status: None,
         };
-        if has_init {
-            manager.await_initializer()?;
+        if let Some(ready) = ready {
+            manager.await_initializer(&ready)?;
         }
         Ok(manager)
     }
@@ -905,31 +914,51 @@ impl Manager {
         })
     }
 
-    /// Waits until the server has run its initializer: the server accepts its first
-    /// connection only after it, and closes its listener (by exiting) if it fails.
-    fn await_initializer(&mut self) -> Result<(), ManagerError> {
+    /// Waits until the server says its initializer has run, or has exited (its death
+    /// is watched through its pidfd: a copy of the pipe's end that a process forked
+    /// meanwhile inherited would keep the pipe from reporting it).
+    fn await_initializer(&mut self, ready: &crate::connection::Connection<()>) -> Result<(), ManagerError> {
         loop {
-            match self.client.probe() {
-                Ok(()) => return Ok(()),
-                Err(probe_error) => {
-                    let Some(server) = self.server.as_mut() else {
-                        return Err(probe_error);
-                    };
-                    // Still initializing (longer than a handshake may take): again.
-                    if server.wait_timeout(Duration::ZERO)?.is_none() {
-                        continue;
-                    }
-                    let mut server = self.server.take().expect("checked above");
-                    self.client.mark_gone();
-                    self.cleanup.run();
-                    self.exit_status = server.wait().ok();
-                    return Err(match server.join() {
-                        Ok(Err(message)) => ManagerError::Initializer(message),
-                        Ok(Ok(())) => probe_error,
-                        Err(e) => ManagerError::Initializer(format!("the server failed: {e}")),
-                    });
-                }
+            if ready.poll(Some(Duration::from_millis(20)))? && ready.recv().is_ok() {
+                return Ok(());
             }
+            let Some(server) = self.server.as_mut() else {
+                return Err(ManagerError::Disconnected);
+            };
+            if server.wait_timeout(Duration::ZERO)?.is_none() {
+                continue;
+            }
+            let mut server = self.server.take().expect("checked above");
+            self.client.mark_gone();
+            self.cleanup.run();
+            self.exit_status = server.wait().ok();
+            return Err(match server.join() {
+                Ok(Err(message)) => ManagerError::Initializer(message),
+                Ok(Ok(())) => ManagerError::Disconnected,
+                Err(e) => ManagerError::Initializer(format!("the server failed: {e}")),
+            });
+        }
+    }
+
+    /// How many objects the server holds now (Python's `_number_of_objects()`): those
+    /// a proxy still names, and the named ones.
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// let m = multiproc::manager::Manager::start().unwrap();
+    /// let l = m.list([1, 2, 3]).unwrap();
+    /// let l2 = l.clone(); // the same reference
+    /// assert_eq!(m.number_of_objects().unwrap(), 1);
+    /// drop(l);
+    /// drop(l2); // the last proxy: the list is freed in the server
+    /// assert_eq!(m.number_of_objects().unwrap(), 0);
+    /// ```
+    pub fn number_of_objects(&self) -> Result<usize, ManagerError> {
+        match self.client.call(&Request::NumberOfObjects)? {
+            Reply::Count(n) => Ok(n as usize),
+            other => Err(ManagerError::Protocol(format!(
+                "unexpected reply to number_of_objects: {other:?}"
+            ))),
         }
     }
 

@@ -46,6 +46,8 @@ pub(crate) enum Request {
     /// one taken by `IncRef`. The object is freed when none is left (named objects
     /// never are).
     DecRef { id: u64, owned: bool },
+    /// How many objects the server holds (reply `Count`).
+    NumberOfObjects,
 }
 
 /// A new object and its initial contents.

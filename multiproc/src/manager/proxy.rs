@@ -100,7 +100,11 @@ struct Wire {
 /// has its copy. A server that is gone takes none (the receiver's calls then say so).
 impl Serialize for ObjectRef {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if !self.client.is_gone() {
+        // The ring measures a value (postcard's `Size` flavour) before it writes it:
+        // only the write takes a reference, or every proxy sent would leak one.
+        let measuring = std::any::type_name::<S>()
+            == std::any::type_name::<&mut postcard::Serializer<postcard::ser_flavors::Size>>();
+        if !measuring && !self.client.is_gone() {
             let _ = self.client.call(&Request::IncRef { id: self.id });
         }
         Wire {
@@ -1286,21 +1290,79 @@ impl<T: Shared> SharedProxy<T> {
 /// An iterator living in the manager's server, made by a registered type's iterator
 /// method ([`SharedProxy::iter`]; Python's iterator proxy): each `next` is one request.
 /// It passes to other processes like any proxy; the iterator is freed in the server
-/// when its last proxy is dropped.
+/// when its last proxy is dropped. An error (the iterator's panic, a server that is
+/// gone) is yielded once and ends this proxy's iteration.
 pub struct IterProxy<X> {
     obj: ObjectRef,
+    done: bool,
     _types: PhantomData<fn(X) -> X>,
 }
 
-proxy_impls!(IterProxy<X>, "iterator");
+impl<X> Clone for IterProxy<X> {
+    fn clone(&self) -> Self {
+        IterProxy {
+            obj: self.obj.clone(),
+            done: self.done,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<X> std::fmt::Debug for IterProxy<X> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "<iterator proxy of object {} at {}>",
+            self.obj.id, self.obj.client.address
+        )
+    }
+}
+
+/// Passes to other processes as the other proxies do.
+impl<X> Serialize for IterProxy<X> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.obj.serialize(serializer)
+    }
+}
+
+impl<'de, X> Deserialize<'de> for IterProxy<X> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(IterProxy::from_ref(ObjectRef::deserialize(deserializer)?))
+    }
+}
+
+impl<X> IterProxy<X> {
+    fn from_ref(obj: ObjectRef) -> Self {
+        IterProxy {
+            obj,
+            done: false,
+            _types: PhantomData,
+        }
+    }
+
+    /// The iterator's id in its server.
+    pub fn id(&self) -> u64 {
+        self.obj.id
+    }
+
+    /// The address of the server that holds the iterator.
+    pub fn address(&self) -> &Address {
+        &self.obj.client.address
+    }
+}
 
 impl<X: DeserializeOwned> Iterator for IterProxy<X> {
     type Item = Result<X, ManagerError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self.obj.call(Op::IterNext) {
+        if self.done {
+            return None;
+        }
+        let item = match self.obj.call(Op::IterNext) {
             Ok(reply) => reply.maybe().transpose(),
             Err(e) => Some(Err(e)),
-        }
+        };
+        self.done = !matches!(item, Some(Ok(_)));
+        item
     }
 }

@@ -52,6 +52,8 @@ pub(crate) struct ServerArgs {
     pub(crate) handshake_timeout: Duration,
     /// The user's initializer, run before the first connection is accepted.
     pub(crate) init: Option<Init>,
+    /// Told `()` once the initializer has run.
+    pub(crate) ready: Option<Connection<()>>,
 }
 
 /// A manager initializer (Python's `BaseManager.start(initializer, initargs)`): `call`
@@ -128,6 +130,10 @@ impl<'de> Deserialize<'de> for Listener {
 /// it, before any connection was accepted).
 pub(crate) fn run(args: ServerArgs) -> Result<(), String> {
     run_init(args.init)?;
+    if let Some(ready) = args.ready {
+        // An owner that is gone does not need to know.
+        let _ = ready.send(&());
+    }
     quiet_user_panics();
     let server = Arc::new(Server {
         objects: Mutex::new(Objects::default()),
@@ -644,6 +650,9 @@ impl Server {
                     } else {
                         Reply::Error(Failure::NoSuchObject(id))
                     }
+                }
+                Request::NumberOfObjects => {
+                    Reply::Count(lock(&self.objects).by_id.len() as u64)
                 }
                 Request::DecRef { id, owned } => {
                     lock(&self.objects).decref(id, owned.then_some(conn.session));
