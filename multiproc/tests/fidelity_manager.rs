@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use multiproc::StartMethod;
 use multiproc::manager::{
-    ArrayProxy, BarrierProxy, ConditionProxy, EventProxy, JoinableQueueProxy, ListProxy,
-    Manager, ManagerError, Methods, RLockProxy, RemoteError, SemaphoreProxy, Shared,
-    SharedProxy, ValueProxy,
+    ArrayProxy, BarrierProxy, ConditionProxy, EventProxy, JoinableQueueProxy, ListProxy, Manager,
+    ManagerError, Methods, RLockProxy, RemoteError, SemaphoreProxy, Shared, SharedProxy,
+    ValueProxy,
 };
 use multiproc::testing::LeakCheck;
 use serde::{Deserialize, Serialize};
@@ -255,7 +255,11 @@ fn condition_waits_and_notifies_across_processes() {
                 .unwrap(),
             "{method}"
         );
-        assert_eq!(child.join_timeout(PROMPT).unwrap(), 1, "{method}: one waiter woken");
+        assert_eq!(
+            child.join_timeout(PROMPT).unwrap(),
+            1,
+            "{method}: one waiter woken"
+        );
         drop(inner);
         drop(outer);
         assert!(matches!(c.release(), Err(ManagerError::NotOwner)));
@@ -329,7 +333,10 @@ fn barrier_passes_parties_breaks_on_abort_timeout_and_a_dead_party() {
         let mut c1 = start(method, barrier_party, b.clone());
         wait_until("the child to wait", || b.n_waiting().unwrap() == 1);
         b.abort().unwrap();
-        assert_eq!(c1.join_timeout(PROMPT).unwrap(), Err("BrokenBarrier".into()));
+        assert_eq!(
+            c1.join_timeout(PROMPT).unwrap(),
+            Err("BrokenBarrier".into())
+        );
         b.reset().unwrap();
 
         // A waiting party that dies breaks it (Python's would wait for ever).
@@ -344,7 +351,10 @@ fn barrier_passes_parties_breaks_on_abort_timeout_and_a_dead_party() {
             matches!(b.wait_timeout(PROMPT), Err(ManagerError::BrokenBarrier)),
             "{method}"
         );
-        assert_eq!(c2.join_timeout(PROMPT).unwrap(), Err("BrokenBarrier".into()));
+        assert_eq!(
+            c2.join_timeout(PROMPT).unwrap(),
+            Err("BrokenBarrier".into())
+        );
     }
     leaks.assert_clean();
 }
@@ -383,7 +393,11 @@ fn initializer_runs_in_the_server_before_it_serves_and_its_failure_is_typed() {
             .unwrap();
         let probe = m.create(LevelProbe).unwrap();
         assert_eq!(probe.call(()).unwrap(), 7, "{method}");
-        assert_eq!(LEVEL.load(Ordering::SeqCst), 0, "ran in the server, not here");
+        assert_eq!(
+            LEVEL.load(Ordering::SeqCst),
+            0,
+            "ran in the server, not here"
+        );
         drop(probe);
         m.shutdown().unwrap();
         assert_eq!(m.exit_status().unwrap().code(), Some(0), "{method}");
@@ -394,7 +408,10 @@ fn initializer_runs_in_the_server_before_it_serves_and_its_failure_is_typed() {
             .start()
         {
             Err(ManagerError::Initializer(message)) => {
-                assert!(message.contains("level 12 is too high"), "{method}: {message}");
+                assert!(
+                    message.contains("level 12 is too high"),
+                    "{method}: {message}"
+                );
             }
             other => panic!("{method}: expected Initializer, got {other:?}"),
         }
@@ -440,7 +457,13 @@ impl Shared for Catalogue {
             (from..items.len()).map(move |i| items[i].to_uppercase())
         });
         m.iter("bad_iter", |_: &mut Catalogue, ()| {
-            (0..3).map(|i| if i == 1 { panic!("iterator failed at {i}") } else { i })
+            (0..3).map(|i| {
+                if i == 1 {
+                    panic!("iterator failed at {i}")
+                } else {
+                    i
+                }
+            })
         });
     }
 }
@@ -467,14 +490,19 @@ fn registered_type_exposes_named_methods_remote_errors_and_iterators() {
             .unwrap();
         assert_eq!(
             c.exposed().unwrap(),
-            ["add", "len", "get", "parse", "boom", "items", "upper", "bad_iter"]
+            [
+                "add", "len", "get", "parse", "boom", "items", "upper", "bad_iter"
+            ]
         );
         assert_eq!(c.method::<usize>("add", &"b").unwrap(), 2);
         assert_eq!(c.method::<usize>("len", &()).unwrap(), 2);
         assert_eq!(c.method::<String>("get", &1usize).unwrap(), "b");
         match c.method::<String>("get", &5usize) {
             Err(ManagerError::Remote(e)) => {
-                assert_eq!((e.kind.as_str(), e.message.as_str()), ("IndexError", "no item 5"));
+                assert_eq!(
+                    (e.kind.as_str(), e.message.as_str()),
+                    ("IndexError", "no item 5")
+                );
             }
             other => panic!("{method}: {other:?}"),
         }
@@ -489,7 +517,10 @@ fn registered_type_exposes_named_methods_remote_errors_and_iterators() {
         assert_eq!(c.method::<i64>("parse", &"-42").unwrap(), -42);
         match c.method::<u8>("boom", &()) {
             Err(ManagerError::Remote(e)) => {
-                assert_eq!((e.kind.as_str(), e.message.as_str()), ("Panic", "boom in the server"));
+                assert_eq!(
+                    (e.kind.as_str(), e.message.as_str()),
+                    ("Panic", "boom in the server")
+                );
             }
             other => panic!("{method}: {other:?}"),
         }
@@ -514,7 +545,10 @@ fn registered_type_exposes_named_methods_remote_errors_and_iterators() {
         assert_eq!(bad.next().unwrap().unwrap(), 0);
         match bad.next() {
             Some(Err(ManagerError::Remote(e))) => {
-                assert_eq!((e.kind.as_str(), e.message.as_str()), ("Panic", "iterator failed at 1"));
+                assert_eq!(
+                    (e.kind.as_str(), e.message.as_str()),
+                    ("Panic", "iterator failed at 1")
+                );
             }
             other => panic!("{method}: {other:?}"),
         }
@@ -624,7 +658,11 @@ fn a_proxy_in_flight_or_in_a_child_keeps_its_object() {
         let l = m.list([1u32, 2, 3]).unwrap();
         q.put(l).unwrap(); // moved: the sender has no proxy left
         wait_until("the child to hold the list", || q.empty());
-        assert_eq!(m.number_of_objects().unwrap(), 2, "{method}: the event and the list");
+        assert_eq!(
+            m.number_of_objects().unwrap(),
+            2,
+            "{method}: the event and the list"
+        );
         go.set().unwrap();
         assert_eq!(child.join_timeout(PROMPT).unwrap(), [1, 2, 3], "{method}");
         objects_become(&m, 1); // the receiver's drop freed the list
@@ -679,7 +717,11 @@ fn the_servers_exit_status_is_readable_after_shutdown() {
         let l = m.list([1]).unwrap();
         m.shutdown().unwrap();
         let status = m.exit_status().unwrap();
-        assert_eq!((status.code(), status.signal()), (Some(0), None), "{method}");
+        assert_eq!(
+            (status.code(), status.signal()),
+            (Some(0), None),
+            "{method}"
+        );
         assert!(matches!(l.len(), Err(ManagerError::Disconnected)));
         drop(l); // the server is gone: no attempt to reach it
 

@@ -917,7 +917,10 @@ impl Manager {
     /// Waits until the server says its initializer has run, or has exited (its death
     /// is watched through its pidfd: a copy of the pipe's end that a process forked
     /// meanwhile inherited would keep the pipe from reporting it).
-    fn await_initializer(&mut self, ready: &crate::connection::Connection<()>) -> Result<(), ManagerError> {
+    fn await_initializer(
+        &mut self,
+        ready: &crate::connection::Connection<()>,
+    ) -> Result<(), ManagerError> {
         loop {
             if ready.poll(Some(Duration::from_millis(20)))? && ready.recv().is_ok() {
                 return Ok(());

@@ -276,9 +276,17 @@ pub(crate) enum Reply {
     OwnerDied,
     /// A barrier arrival: the caller's index, and the generation it waits in (if the
     /// barrier did not pass at once).
-    Arrived { index: u64, generation: u64, passed: bool },
+    Arrived {
+        index: u64,
+        generation: u64,
+        passed: bool,
+    },
     /// barrier: (parties, waiting, broken).
-    BarrierState { parties: u64, waiting: u64, broken: bool },
+    BarrierState {
+        parties: u64,
+        waiting: u64,
+        broken: bool,
+    },
 }
 
 /// Why the server refused a request.

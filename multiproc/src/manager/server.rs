@@ -77,8 +77,7 @@ pub(crate) fn call_init<A: DeserializeOwned>(
     args: Vec<u8>,
 ) -> Result<(), String> {
     let proof = sys::entry::verify(exe).map_err(|e| e.to_string())?;
-    let args: A =
-        codec::decode(&args).map_err(|e| format!("the initializer's arguments: {e}"))?;
+    let args: A = codec::decode(&args).map_err(|e| format!("the initializer's arguments: {e}"))?;
     let f: fn(A) = sys::entry::resolve(&proof, f);
     catch_unwind(AssertUnwindSafe(|| f(args)))
         .map_err(|payload| crate::codec::panic_message(payload.as_ref()))
@@ -305,12 +304,7 @@ impl Objects {
         };
         entry.refs += 1;
         if let Some(session) = session {
-            *self
-                .held
-                .entry(session)
-                .or_default()
-                .entry(id)
-                .or_default() += 1;
+            *self.held.entry(session).or_default().entry(id).or_default() += 1;
         }
         true
     }
@@ -505,8 +499,13 @@ pub(crate) fn user_code<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
 pub(crate) fn make_shared<T: Shared>(init: Vec<u8>) -> Result<Box<dyn ErasedShared>, String> {
     let value: T = decode_any(&init)?;
     let mut methods = super::methods::Methods::new();
-    user_code(|| T::methods(&mut methods))
-        .map_err(|p| format!("{}::methods panicked: {}", std::any::type_name::<T>(), crate::codec::panic_message(p.as_ref())))?;
+    user_code(|| T::methods(&mut methods)).map_err(|p| {
+        format!(
+            "{}::methods panicked: {}",
+            std::any::type_name::<T>(),
+            crate::codec::panic_message(p.as_ref())
+        )
+    })?;
     Ok(Box::new(Holder { value, methods }))
 }
 
@@ -651,9 +650,7 @@ impl Server {
                         Reply::Error(Failure::NoSuchObject(id))
                     }
                 }
-                Request::NumberOfObjects => {
-                    Reply::Count(lock(&self.objects).by_id.len() as u64)
-                }
+                Request::NumberOfObjects => Reply::Count(lock(&self.objects).by_id.len() as u64),
                 Request::DecRef { id, owned } => {
                     lock(&self.objects).decref(id, owned.then_some(conn.session));
                     conn.cache.remove(&id);
