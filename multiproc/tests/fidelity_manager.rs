@@ -706,6 +706,34 @@ fn a_proxy_in_flight_or_in_a_child_keeps_its_object() {
     leaks.assert_clean();
 }
 
+fn gate_then_use((l, go): (ListProxy<u32>, EventProxy)) -> usize {
+    assert!(go.wait_timeout(PROMPT).unwrap());
+    l.len().unwrap()
+}
+
+#[test]
+fn a_proxy_moved_into_a_child_is_the_childs_to_give_back() {
+    let leaks = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let m = manager(method);
+        let go = m.event().unwrap();
+        // The parent keeps no proxy of the list: under `fork` the argument is moved
+        // into the child's job (not serialised), and the parent drops the job right
+        // after the fork, before the child has used the list.
+        let mut child = start(
+            method,
+            gate_then_use,
+            (m.list([1u32, 2, 3]).unwrap(), go.clone()),
+        );
+        assert_eq!(m.number_of_objects().unwrap(), 2, "{method}: the list lives");
+        go.set().unwrap();
+        assert_eq!(child.join_timeout(PROMPT).unwrap(), 3, "{method}");
+        // The child's drop gave the list's reference back.
+        objects_become(&m, 1);
+    }
+    leaks.assert_clean();
+}
+
 // ---- exit status --------------------------------------------------------------------
 
 #[test]

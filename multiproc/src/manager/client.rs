@@ -282,6 +282,11 @@ impl Client {
         }
     }
 
+    /// This process's session with the server (see [`Request::Hello`]).
+    pub(crate) fn session(&self) -> u64 {
+        self.pool.lock().session
+    }
+
     /// Opens a connection now (to report a wrong address or key at once).
     pub(crate) fn probe(&self) -> Result<(), ManagerError> {
         let t = self.checkout()?;

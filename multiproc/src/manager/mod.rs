@@ -80,10 +80,12 @@
 //! server ends (as Python's does). Objects made with [`Manager::named`] live as long
 //! as the server.
 //!
-//! A proxy a `fork` child inherits (a `Process` argument under `fork` is moved, not
-//! serialised) uses the parent's reference: keep a proxy in the parent until the
-//! child is done with it, as in Python (whose proxies incref after the fork, with the
-//! same race).
+//! Under `fork` a `Process` argument is moved into the child, not serialised: a proxy
+//! the parent moved there (it kept no clone) hands its reference to the child, which
+//! gives it back when it drops the proxy; a proxy the parent kept a clone of stays the
+//! parent's. So the object lives whichever side drops first (Python's proxies incref
+//! only after the fork, in the child, and lose that race). Copies a raw
+//! [`fork`](crate::sys::fork) child inherits stay the parent's.
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};

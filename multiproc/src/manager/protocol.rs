@@ -42,10 +42,11 @@ pub(crate) enum Request {
     /// process (Python's `incref` when a proxy is pickled). The receiver gives it back
     /// with `DecRef { owned: false }`.
     IncRef { id: u64 },
-    /// One reference to `id` fewer: the session's own (`owned`, made by `Create`), or
-    /// one taken by `IncRef`. The object is freed when none is left (named objects
-    /// never are).
-    DecRef { id: u64, owned: bool },
+    /// One reference to `id` fewer: that of the client session `session` (made by its
+    /// `Create`: a `fork` child gives back the one its parent handed over with the
+    /// child's job), or, with `None`, one taken by `IncRef`. The object is freed when
+    /// none is left (named objects never are).
+    DecRef { id: u64, session: Option<u64> },
     /// How many objects the server holds (reply `Count`).
     NumberOfObjects,
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_bytes::ByteBuf;
 
 use crate::codec::{self, Limits};
+use crate::process::start::fork;
 use crate::sys;
 
 use super::client::Client;
@@ -30,35 +31,50 @@ pub(crate) struct ObjectRef {
 }
 
 /// A reference to an object in its server, given back when dropped (Python's
-/// `decref` in a proxy's finalizer) by the process that holds it: a copy a `fork`
-/// child inherited belongs to the parent.
+/// `decref` in a proxy's finalizer) by the process that holds it.
+///
+/// A `fork` child inherits copies of its parent's references. Those the parent moved
+/// into the child's job (a `Process` argument, a captured value) are the child's: the
+/// parent, dropping the job after the fork, keeps its hands off them, and the child
+/// gives them back when it drops them (only what the job held is ever dropped in the
+/// child: the rest of the copied memory is never freed there). Copies a raw `fork`
+/// child inherited stay the parent's.
 #[derive(Debug)]
 struct Reference {
     client: Arc<Client>,
     id: u64,
     pid: u32,
-    /// Made by this process's `Create` (its session's), not received.
-    owned: bool,
+    /// The session whose `Create` made it (`None`: taken for this process by its
+    /// sender).
+    session: Option<u64>,
 }
 
 impl Drop for Reference {
     fn drop(&mut self) {
-        if self.pid == sys::proc::cached_pid() && !self.client.is_gone() {
-            let _ = self.client.call(&Request::DecRef {
-                id: self.id,
-                owned: self.owned,
-            });
+        if self.client.is_gone() {
+            return;
         }
+        if self.pid == sys::proc::cached_pid() {
+            if fork::handing_over() {
+                return; // the child just forked holds it now
+            }
+        } else if fork::job_parent() != Some(self.pid) {
+            return; // inherited, and still the parent's
+        }
+        let _ = self.client.call(&Request::DecRef {
+            id: self.id,
+            session: self.session,
+        });
     }
 }
 
 impl ObjectRef {
     fn new(client: Arc<Client>, id: u64, owned: bool) -> ObjectRef {
         let reference = Reference {
+            session: owned.then(|| client.session()),
             client: client.clone(),
             id,
             pid: sys::proc::cached_pid(),
-            owned,
         };
         ObjectRef {
             client,

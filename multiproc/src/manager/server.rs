@@ -651,8 +651,8 @@ impl Server {
                     }
                 }
                 Request::NumberOfObjects => Reply::Count(lock(&self.objects).by_id.len() as u64),
-                Request::DecRef { id, owned } => {
-                    lock(&self.objects).decref(id, owned.then_some(conn.session));
+                Request::DecRef { id, session } => {
+                    lock(&self.objects).decref(id, session);
                     conn.cache.remove(&id);
                     Reply::Unit
                 }
