@@ -725,10 +725,40 @@ fn a_proxy_moved_into_a_child_is_the_childs_to_give_back() {
             gate_then_use,
             (m.list([1u32, 2, 3]).unwrap(), go.clone()),
         );
-        assert_eq!(m.number_of_objects().unwrap(), 2, "{method}: the list lives");
+        assert_eq!(
+            m.number_of_objects().unwrap(),
+            2,
+            "{method}: the list lives"
+        );
         go.set().unwrap();
         assert_eq!(child.join_timeout(PROMPT).unwrap(), 3, "{method}");
         // The child's drop gave the list's reference back.
+        objects_become(&m, 1);
+    }
+    leaks.assert_clean();
+}
+
+fn use_then_die((q, used): (multiproc::Queue<ListProxy<u32>>, EventProxy)) {
+    let l = q.get().unwrap();
+    assert_eq!(l.len().unwrap(), 2);
+    used.set().unwrap();
+    // No destructor runs: the proxy is never dropped here.
+    multiproc::process::exit_now(0);
+}
+
+#[test]
+fn a_received_proxy_goes_with_its_killed_receiver() {
+    let leaks = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let m = manager(method);
+        let used = m.event().unwrap();
+        let q = multiproc::Queue::new().unwrap();
+        let mut child = start(method, use_then_die, (q.clone(), used.clone()));
+        q.put(m.list([1u32, 2]).unwrap()).unwrap();
+        assert!(used.wait_timeout(PROMPT).unwrap());
+        child.join_timeout(PROMPT).unwrap();
+        // The receiver's session ended with it, and the reference it had made its own
+        // with it (Python's server keeps such an object until it shuts down).
         objects_become(&m, 1);
     }
     leaks.assert_clean();

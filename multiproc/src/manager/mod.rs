@@ -74,11 +74,13 @@
 //! another process (as an argument under `spawn`/`forkserver`, through a queue or a
 //! pipe) takes a reference for the receiver when it is serialised, so the object
 //! survives a sender that drops its proxy before the receiver has it; the receiver
-//! gives it back when its copy is dropped. The references a client process made go
-//! when its last connection ends, so a client killed outright leaks nothing it made;
-//! one that dies holding a proxy that was *sent* to it leaks that object until the
-//! server ends (as Python's does). Objects made with [`Manager::named`] live as long
-//! as the server.
+//! gives it back when its copy is dropped, or makes it its own at its first use there.
+//! The references a client process owns go when its last connection ends, so a client
+//! killed outright leaks nothing it made or used (Python's server keeps such objects
+//! until it shuts down); only a proxy received and never used by a process that is
+//! then killed keeps its object until the server ends. Objects made with
+//! [`Manager::named`] live as long as the server. One serialisation is for one
+//! receiver: decoding the same bytes twice gives two proxies and one reference.
 //!
 //! Under `fork` a `Process` argument is moved into the child, not serialised: a proxy
 //! the parent moved there (it kept no clone) hands its reference to the child, which

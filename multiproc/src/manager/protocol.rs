@@ -49,6 +49,10 @@ pub(crate) enum Request {
     DecRef { id: u64, session: Option<u64> },
     /// How many objects the server holds (reply `Count`).
     NumberOfObjects,
+    /// Makes a reference taken by `IncRef` (a proxy received) the session's, so that
+    /// it goes when the session ends even if the proxy is never dropped (its process
+    /// was killed).
+    Adopt { id: u64 },
 }
 
 /// A new object and its initial contents.

@@ -47,6 +47,24 @@ struct Reference {
     /// The session whose `Create` made it (`None`: taken for this process by its
     /// sender).
     session: Option<u64>,
+    /// A received reference, once this process's session made it its own (at its
+    /// first use): it then goes with the session, should this process be killed.
+    adopted: std::sync::OnceLock<u64>,
+}
+
+impl Reference {
+    /// Makes a received reference this session's, once, at its first use here.
+    fn adopt(&self) {
+        if self.session.is_some()
+            || self.adopted.get().is_some()
+            || self.pid != sys::proc::cached_pid()
+        {
+            return;
+        }
+        if self.client.call(&Request::Adopt { id: self.id }).is_ok() {
+            let _ = self.adopted.set(self.client.session());
+        }
+    }
 }
 
 impl Drop for Reference {
@@ -63,7 +81,7 @@ impl Drop for Reference {
         }
         let _ = self.client.call(&Request::DecRef {
             id: self.id,
-            session: self.session,
+            session: self.session.or(self.adopted.get().copied()),
         });
     }
 }
@@ -75,6 +93,7 @@ impl ObjectRef {
             client: client.clone(),
             id,
             pid: sys::proc::cached_pid(),
+            adopted: std::sync::OnceLock::new(),
         };
         ObjectRef {
             client,
@@ -89,6 +108,7 @@ impl ObjectRef {
     }
 
     pub(crate) fn call(&self, op: Op) -> Result<Reply, ManagerError> {
+        self._reference.adopt();
         self.client.call(&Request::Call { id: self.id, op })
     }
 
@@ -97,6 +117,7 @@ impl ObjectRef {
         deadline: Option<Instant>,
         op: impl FnMut(u32) -> Op,
     ) -> Result<Option<Reply>, ManagerError> {
+        self._reference.adopt();
         self.client.call_waiting(self.id, deadline, op)
     }
 }

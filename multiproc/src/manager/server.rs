@@ -79,8 +79,8 @@ pub(crate) fn call_init<A: DeserializeOwned>(
     let proof = sys::entry::verify(exe).map_err(|e| e.to_string())?;
     let args: A = codec::decode(&args).map_err(|e| format!("the initializer's arguments: {e}"))?;
     let f: fn(A) = sys::entry::resolve(&proof, f);
-    catch_unwind(AssertUnwindSafe(|| f(args)))
-        .map_err(|payload| crate::codec::panic_message(payload.as_ref()))
+    // The owner's `start` reports the panic: the server does not print it too.
+    user_code(|| f(args)).map_err(|payload| crate::codec::panic_message(payload.as_ref()))
 }
 
 /// Runs the initializer, if any.
@@ -128,12 +128,12 @@ impl<'de> Deserialize<'de> for Listener {
 /// failing initializer ends it at once with the failure (the listener closes with
 /// it, before any connection was accepted).
 pub(crate) fn run(args: ServerArgs) -> Result<(), String> {
+    quiet_user_panics();
     run_init(args.init)?;
     if let Some(ready) = args.ready {
         // An owner that is gone does not need to know.
         let _ = ready.send(&());
     }
-    quiet_user_panics();
     let server = Arc::new(Server {
         objects: Mutex::new(Objects::default()),
         next_object: AtomicU64::new(1),
@@ -306,6 +306,15 @@ impl Objects {
         if let Some(session) = session {
             *self.held.entry(session).or_default().entry(id).or_default() += 1;
         }
+        true
+    }
+
+    /// Makes one reference taken by `IncRef` `session`'s.
+    fn adopt(&mut self, id: u64, session: u64) -> bool {
+        if !self.by_id.contains_key(&id) {
+            return false;
+        }
+        *self.held.entry(session).or_default().entry(id).or_default() += 1;
         true
     }
 
@@ -645,6 +654,13 @@ impl Server {
                 },
                 Request::IncRef { id } => {
                     if lock(&self.objects).incref(id, None) {
+                        Reply::Unit
+                    } else {
+                        Reply::Error(Failure::NoSuchObject(id))
+                    }
+                }
+                Request::Adopt { id } => {
+                    if lock(&self.objects).adopt(id, conn.session) {
                         Reply::Unit
                     } else {
                         Reply::Error(Failure::NoSuchObject(id))
