@@ -78,7 +78,8 @@
 //! The references a client process owns go when its last connection ends, so a client
 //! killed outright leaks nothing it made or used (Python's server keeps such objects
 //! until it shuts down); only a proxy received and never used by a process that is
-//! then killed keeps its object until the server ends. Objects made with
+//! then killed keeps its object until the server ends (and one a `fork` child was
+//! handed, below, until its parent's session ends). Objects made with
 //! [`Manager::named`] live as long as the server. One serialisation is for one
 //! receiver: decoding the same bytes twice gives two proxies and one reference.
 //!

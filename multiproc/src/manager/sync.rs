@@ -363,7 +363,9 @@ impl ConditionProxy {
 /// It breaks ([`ManagerError::BrokenBarrier`] for every waiter, and for later calls
 /// until [`reset`](Self::reset)) when [`abort`](Self::abort) is called, when a
 /// `wait_timeout` runs out (as in Python), and when a waiting party's process dies
-/// (Python's barrier would pass with the dead party counted, or hang).
+/// (Python's barrier would pass with the dead party counted, or hang). The server
+/// notices a death when the party's current wait slice ends (100 ms at most): the last
+/// parties arriving within that window still pass with the dead one counted.
 ///
 /// ```
 /// # multiproc::init();
