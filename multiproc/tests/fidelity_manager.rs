@@ -806,3 +806,39 @@ fn the_servers_exit_status_is_readable_after_shutdown() {
     }
     leaks.assert_clean();
 }
+
+// ---- restart (CPython's _TestManagerRestart.test_rapid_restart) ----------------------
+
+#[test]
+fn a_manager_restarts_at_once_on_the_same_address() {
+    let leaks = LeakCheck::start();
+    for method in StartMethod::ALL {
+        multiproc::process::set_fork_warning(false);
+        let tcp = Manager::builder()
+            .start_method(method)
+            .address(multiproc::manager::Address::Tcp("127.0.0.1:0".parse().unwrap()))
+            .start()
+            .unwrap();
+        let abstract_name = format!("multiproc-restart-{}-{method}", std::process::id());
+        let addresses = [
+            tcp.address().clone(),
+            multiproc::manager::Address::Abstract(abstract_name),
+        ];
+        drop(tcp);
+        for address in addresses {
+            for round in 0..3 {
+                let mut m = Manager::builder()
+                    .start_method(method)
+                    .address(address.clone())
+                    .start()
+                    .unwrap_or_else(|e| panic!("{method} {address} round {round}: {e}"));
+                let q = m.named("q").queue::<u32>().unwrap();
+                assert!(q.empty().unwrap(), "{method}: a new server, a new queue");
+                q.put(round).unwrap();
+                m.shutdown().unwrap();
+                assert_eq!(m.exit_status().unwrap().code(), Some(0));
+            }
+        }
+    }
+    leaks.assert_clean();
+}
