@@ -816,7 +816,9 @@ fn a_manager_restarts_at_once_on_the_same_address() {
         multiproc::process::set_fork_warning(false);
         let tcp = Manager::builder()
             .start_method(method)
-            .address(multiproc::manager::Address::Tcp("127.0.0.1:0".parse().unwrap()))
+            .address(multiproc::manager::Address::Tcp(
+                "127.0.0.1:0".parse().unwrap(),
+            ))
             .start()
             .unwrap();
         let abstract_name = format!("multiproc-restart-{}-{method}", std::process::id());

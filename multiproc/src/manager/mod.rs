@@ -1,8 +1,9 @@
 //! Managers: Python's `multiprocessing.Manager()` and `BaseManager` (S42).
 //!
-//! [`Manager::start`] starts a server process that owns shared objects — lists,
-//! dictionaries, values, namespaces, queues, locks, events and objects of your own types
-//! ([`Shared`]) — and hands out typed proxies to them. A proxy is a handle: pass it to
+//! [`Manager::start`] starts a server process that owns shared objects — lists, arrays,
+//! dictionaries, values, namespaces, queues and joinable queues, locks, reentrant locks,
+//! semaphores, conditions, events, barriers and objects of your own types ([`Shared`],
+//! with methods callable by name) — and hands out typed proxies to them. A proxy is a handle: pass it to
 //! a child [`Process`] (any start method) and the child's calls act on
 //! the same object.
 //!
