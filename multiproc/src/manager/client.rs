@@ -340,10 +340,12 @@ impl Client {
     /// Repeats a waiting operation (each request waits at most [`MAX_WAIT_MS`] in the
     /// server) until it gives something other than `Timeout`, or `deadline` passes
     /// (`Ok(None)`). `None` waits for ever; `Some(now)` asks once without waiting.
+    /// With `adopt`, the first request is an `AdoptCall` (see [`Request::AdoptCall`]).
     pub(crate) fn call_waiting(
         &self,
         id: u64,
         deadline: Option<Instant>,
+        mut adopt: bool,
         mut op: impl FnMut(u32) -> Op,
     ) -> Result<Option<Reply>, ManagerError> {
         loop {
@@ -356,9 +358,11 @@ impl Client {
                     ms.min(u128::from(MAX_WAIT_MS)) as u32
                 }
             };
-            let request = Request::Call {
-                id,
-                op: op(wait_ms),
+            let op = op(wait_ms);
+            let request = if std::mem::take(&mut adopt) {
+                Request::AdoptCall { id, op }
+            } else {
+                Request::Call { id, op }
             };
             match self.call(&request)? {
                 Reply::Timeout => {

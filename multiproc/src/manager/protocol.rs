@@ -49,10 +49,10 @@ pub(crate) enum Request {
     DecRef { id: u64, session: Option<u64> },
     /// How many objects the server holds (reply `Count`).
     NumberOfObjects,
-    /// Makes a reference taken by `IncRef` (a proxy received) the session's, so that
-    /// it goes when the session ends even if the proxy is never dropped (its process
-    /// was killed).
-    Adopt { id: u64 },
+    /// `Call`, after making a reference to `id` taken by `IncRef` (a proxy received)
+    /// the session's, so that it goes when the session ends even if the proxy is never
+    /// dropped (its process was killed): a received proxy's first call.
+    AdoptCall { id: u64, op: Op },
 }
 
 /// A new object and its initial contents.

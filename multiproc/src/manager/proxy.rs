@@ -53,15 +53,28 @@ struct Reference {
 }
 
 impl Reference {
-    /// Makes a received reference this session's, once, at its first use here.
-    fn adopt(&self) {
-        if self.session.is_some()
-            || self.adopted.get().is_some()
-            || self.pid != sys::proc::cached_pid()
-        {
-            return;
-        }
-        if self.client.call(&Request::Adopt { id: self.id }).is_ok() {
+    /// Whether this is a received reference that this process's session has not made
+    /// its own yet (its next call does, see [`Request::AdoptCall`]).
+    fn unadopted(&self) -> bool {
+        self.session.is_none()
+            && self.adopted.get().is_none()
+            && self.pid == sys::proc::cached_pid()
+    }
+
+    /// Notes that an `AdoptCall` reached the server (whatever the call's own outcome).
+    fn adopted_if_delivered<T>(&self, result: &Result<T, ManagerError>) {
+        let delivered = match result {
+            Ok(_) => true,
+            Err(e) => !matches!(
+                e,
+                ManagerError::Disconnected
+                    | ManagerError::Codec(_)
+                    | ManagerError::Connect { .. }
+                    | ManagerError::Authentication(_)
+                    | ManagerError::Io(_)
+            ),
+        };
+        if delivered {
             let _ = self.adopted.set(self.client.session());
         }
     }
@@ -108,7 +121,11 @@ impl ObjectRef {
     }
 
     pub(crate) fn call(&self, op: Op) -> Result<Reply, ManagerError> {
-        self._reference.adopt();
+        if self._reference.unadopted() {
+            let result = self.client.call(&Request::AdoptCall { id: self.id, op });
+            self._reference.adopted_if_delivered(&result);
+            return result;
+        }
         self.client.call(&Request::Call { id: self.id, op })
     }
 
@@ -117,8 +134,12 @@ impl ObjectRef {
         deadline: Option<Instant>,
         op: impl FnMut(u32) -> Op,
     ) -> Result<Option<Reply>, ManagerError> {
-        self._reference.adopt();
-        self.client.call_waiting(self.id, deadline, op)
+        let adopt = self._reference.unadopted();
+        let result = self.client.call_waiting(self.id, deadline, adopt, op);
+        if adopt {
+            self._reference.adopted_if_delivered(&result);
+        }
+        result
     }
 }
 

@@ -630,6 +630,13 @@ impl Server {
         };
         self.enter_session(conn.session);
         while let Some(request) = transport.recv() {
+            let request = match request {
+                Request::AdoptCall { id, op } => {
+                    lock(&self.objects).adopt(id, conn.session);
+                    Request::Call { id, op }
+                }
+                request => request,
+            };
             let reply = match request {
                 Request::Hello { session } => {
                     let session = session & !OWN_SESSION;
@@ -659,19 +666,13 @@ impl Server {
                         Reply::Error(Failure::NoSuchObject(id))
                     }
                 }
-                Request::Adopt { id } => {
-                    if lock(&self.objects).adopt(id, conn.session) {
-                        Reply::Unit
-                    } else {
-                        Reply::Error(Failure::NoSuchObject(id))
-                    }
-                }
                 Request::NumberOfObjects => Reply::Count(lock(&self.objects).by_id.len() as u64),
                 Request::DecRef { id, session } => {
                     lock(&self.objects).decref(id, session);
                     conn.cache.remove(&id);
                     Reply::Unit
                 }
+                Request::AdoptCall { .. } => unreachable!("made a `Call` above"),
                 Request::Shutdown => {
                     transport.send(&Reply::Unit);
                     sys::proc::exit_now(0);
