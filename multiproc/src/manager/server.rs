@@ -278,13 +278,21 @@ impl Objects {
     /// Drops one reference to `id` (of `session`, if `owned`); frees the object when
     /// none is left.
     fn decref(&mut self, id: u64, session: Option<u64>) {
-        if let Some(session) = session
-            && let Some(held) = self.held.get_mut(&session)
-            && let Some(n) = held.get_mut(&id)
-        {
+        if let Some(session) = session {
+            // A session's reference that is not there went when the session ended (a
+            // `fork` child giving back what its dead parent's session held).
+            let Some(held) = self.held.get_mut(&session) else {
+                return;
+            };
+            let Some(n) = held.get_mut(&id) else {
+                return;
+            };
             *n -= 1;
             if *n == 0 {
                 held.remove(&id);
+                if held.is_empty() {
+                    self.held.remove(&session);
+                }
             }
         }
         let Some(entry) = self.by_id.get_mut(&id) else {
