@@ -1302,7 +1302,7 @@ impl Conn {
 
             // ---- semaphore
             (State::Semaphore { value, bound }, Op::SemRelease) => {
-                if bound.is_some_and(|b| *value >= b) {
+                if bound.is_some_and(|b| *value >= b) || *value == u64::MAX {
                     Reply::Error(Failure::TooManyReleases)
                 } else {
                     *value += 1;
