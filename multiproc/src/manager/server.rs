@@ -638,13 +638,6 @@ impl Server {
         };
         self.enter_session(conn.session);
         while let Some(request) = transport.recv() {
-            let request = match request {
-                Request::AdoptCall { id, op } => {
-                    lock(&self.objects).adopt(id, conn.session);
-                    Request::Call { id, op }
-                }
-                request => request,
-            };
             let reply = match request {
                 Request::Hello { session } => {
                     let session = session & !OWN_SESSION;
@@ -656,17 +649,11 @@ impl Server {
                     Reply::Count(self.limits.max_message as u64)
                 }
                 Request::Create { kind, ty, name } => self.create(kind, ty, name, conn.session),
-                Request::Call {
-                    id,
-                    op: Op::CustomIter { name, args },
-                } => match self.object(&mut conn, id) {
-                    Some(object) => self.make_iter(&object, &name, &args, conn.session),
-                    None => Reply::Error(Failure::NoSuchObject(id)),
-                },
-                Request::Call { id, op } => match self.object(&mut conn, id) {
-                    Some(object) => conn.apply(&object, op, &|| transport.peer_alive()),
-                    None => Reply::Error(Failure::NoSuchObject(id)),
-                },
+                Request::Call { id, op } => self.call(&mut conn, id, op, &transport),
+                Request::AdoptCall { id, op } => {
+                    lock(&self.objects).adopt(id, conn.session);
+                    self.call(&mut conn, id, op, &transport)
+                }
                 Request::IncRef { id } => {
                     if lock(&self.objects).incref(id, None) {
                         Reply::Unit
@@ -680,7 +667,6 @@ impl Server {
                     conn.cache.remove(&id);
                     Reply::Unit
                 }
-                Request::AdoptCall { .. } => unreachable!("made a `Call` above"),
                 Request::Shutdown => {
                     transport.send(&Reply::Unit);
                     sys::proc::exit_now(0);
@@ -704,6 +690,17 @@ impl Server {
             }
         }
         self.leave_session(&mut conn);
+    }
+
+    /// An operation on the object `id`.
+    fn call(&self, conn: &mut Conn, id: u64, op: Op, transport: &impl Transport) -> Reply {
+        let Some(object) = self.object(conn, id) else {
+            return Reply::Error(Failure::NoSuchObject(id));
+        };
+        match op {
+            Op::CustomIter { name, args } => self.make_iter(&object, &name, &args, conn.session),
+            op => conn.apply(&object, op, &|| transport.peer_alive()),
+        }
     }
 
     fn enter_session(&self, session: u64) {
