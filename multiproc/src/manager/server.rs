@@ -1027,39 +1027,13 @@ impl Conn {
             Op::QueueGet { wait_ms } => return Self::get(object, wait_ms, alive),
             Op::LockAcquire { wait_ms } => return self.acquire(object, wait_ms, alive),
             Op::EventWait { wait_ms } => return Self::wait(object, wait_ms, alive),
-            Op::QueueJoin { wait_ms } => {
-                return wait_for(object, wait_ms, alive, |s| match s {
-                    State::Joinable { unfinished: 0, .. } => Some(Reply::Unit),
-                    State::Joinable { .. } => None,
-                    _ => Some(not_a(object, "joinable queue")),
-                });
-            }
-            Op::RLockAcquire { wait_ms, thread } => {
-                return self.acquire_rlock(object, wait_ms, thread, alive);
-            }
-            Op::SemAcquire { wait_ms } => {
-                return wait_for(object, wait_ms, alive, |s| match s {
-                    State::Semaphore { value: 0, .. } => None,
-                    State::Semaphore { value, .. } => {
-                        *value -= 1;
-                        Some(Reply::Bool(true))
-                    }
-                    _ => Some(not_a(object, "semaphore")),
-                });
-            }
-            Op::CondWaitPoll {
-                ticket,
-                wait_ms,
-                give_up,
-            } => return Self::cond_poll(object, ticket, wait_ms, give_up, alive),
-            Op::BarrierPoll {
-                generation,
-                wait_ms,
-                give_up,
-            } => return Self::barrier_poll(object, generation, wait_ms, give_up, alive),
+            op @ (Op::QueueJoin { .. }
+            | Op::RLockAcquire { .. }
+            | Op::SemAcquire { .. }
+            | Op::CondWaitPoll { .. }
+            | Op::BarrierPoll { .. }) => return self.apply_wait(object, op, alive),
             op => op,
         };
-        let me = self.session;
         let mut state = lock(&object.state);
         match (&mut *state, op) {
             // ---- shared
@@ -1210,6 +1184,53 @@ impl Conn {
                 Err(f) => Reply::Error(f),
             },
 
+            // The operations of the later kinds, out of line (the ones above are the
+            // hot path of the common objects).
+            (state, op) => self.apply_more(object, state, op),
+        }
+    }
+
+    /// The waits of the later kinds (joinable queue, rlock, semaphore, condition,
+    /// barrier), out of line.
+    #[inline(never)]
+    fn apply_wait(&mut self, object: &Arc<Object>, op: Op, alive: &dyn Fn() -> bool) -> Reply {
+        match op {
+            Op::QueueJoin { wait_ms } => wait_for(object, wait_ms, alive, |s| match s {
+                State::Joinable { unfinished: 0, .. } => Some(Reply::Unit),
+                State::Joinable { .. } => None,
+                _ => Some(not_a(object, "joinable queue")),
+            }),
+            Op::RLockAcquire { wait_ms, thread } => {
+                self.acquire_rlock(object, wait_ms, thread, alive)
+            }
+            Op::SemAcquire { wait_ms } => wait_for(object, wait_ms, alive, |s| match s {
+                State::Semaphore { value: 0, .. } => None,
+                State::Semaphore { value, .. } => {
+                    *value -= 1;
+                    Some(Reply::Bool(true))
+                }
+                _ => Some(not_a(object, "semaphore")),
+            }),
+            Op::CondWaitPoll {
+                ticket,
+                wait_ms,
+                give_up,
+            } => Self::cond_poll(object, ticket, wait_ms, give_up, alive),
+            Op::BarrierPoll {
+                generation,
+                wait_ms,
+                give_up,
+            } => Self::barrier_poll(object, generation, wait_ms, give_up, alive),
+            op => Reply::Error(Failure::BadRequest(format!("{op:?} is not a wait"))),
+        }
+    }
+
+    /// The operations of the later kinds and registered types' named methods, out of
+    /// line; anything else is not an operation of the object's kind.
+    #[inline(never)]
+    fn apply_more(&mut self, object: &Arc<Object>, state: &mut State, op: Op) -> Reply {
+        let me = self.session;
+        match (state, op) {
             (State::Custom(c), Op::CustomMethod { name, args }) => match c.method(&name, &args) {
                 Ok(bytes) => Reply::Bytes(ByteBuf::from(bytes)),
                 Err(f) => Reply::Error(f),
