@@ -74,7 +74,7 @@ fn s42_list_methods() {
         l.push(12).unwrap();
         assert_eq!(l.count(&12).unwrap(), 2);
         l.reverse().unwrap();
-        let items: Vec<i32> = l.iter().unwrap().collect();
+        let items: Vec<i32> = l.iter().collect::<Result<_, _>>().unwrap();
         assert_eq!(items, [12, 12, 11, 10, 9, 8, 7, 6, 4, 3, 2, 1, -1]);
         l.clear().unwrap();
         assert!(l.is_empty().unwrap());

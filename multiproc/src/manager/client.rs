@@ -106,6 +106,9 @@ pub(crate) struct Client {
     pub(crate) authkey: Vec<u8>,
     pub(crate) limits: Limits,
     pool: ForkMutex<Pool>,
+    /// The server is known gone (or shut down by its owner): dropped proxies do not
+    /// try to reach it to give their references back.
+    gone: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Client {
@@ -127,6 +130,7 @@ impl Client {
                 session: new_session(),
                 idle: Vec::new(),
             }),
+            gone: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -235,8 +239,19 @@ impl Client {
             gone
         };
         for client in gone {
+            client.mark_gone();
             client.close_idle();
         }
+    }
+
+    /// Notes that the server is gone.
+    pub(crate) fn mark_gone(&self) {
+        self.gone.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the server is known gone.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.gone.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// An idle connection of this process, or a new one.
@@ -267,6 +282,11 @@ impl Client {
         }
     }
 
+    /// This process's session with the server (see [`Request::Hello`]).
+    pub(crate) fn session(&self) -> u64 {
+        self.pool.lock().session
+    }
+
     /// Opens a connection now (to report a wrong address or key at once).
     pub(crate) fn probe(&self) -> Result<(), ManagerError> {
         let t = self.checkout()?;
@@ -290,6 +310,7 @@ impl Client {
                 ManagerError::Connect { .. }
                 | ManagerError::Authentication(AuthenticationError::Io(_)),
             ) => {
+                self.mark_gone();
                 Client::forget(&self.address);
                 return Err(ManagerError::Disconnected);
             }
@@ -319,10 +340,12 @@ impl Client {
     /// Repeats a waiting operation (each request waits at most [`MAX_WAIT_MS`] in the
     /// server) until it gives something other than `Timeout`, or `deadline` passes
     /// (`Ok(None)`). `None` waits for ever; `Some(now)` asks once without waiting.
+    /// With `adopt`, the first request is an `AdoptCall` (see [`Request::AdoptCall`]).
     pub(crate) fn call_waiting(
         &self,
         id: u64,
         deadline: Option<Instant>,
+        mut adopt: bool,
         mut op: impl FnMut(u32) -> Op,
     ) -> Result<Option<Reply>, ManagerError> {
         loop {
@@ -335,9 +358,11 @@ impl Client {
                     ms.min(u128::from(MAX_WAIT_MS)) as u32
                 }
             };
-            let request = Request::Call {
-                id,
-                op: op(wait_ms),
+            let op = op(wait_ms);
+            let request = if std::mem::take(&mut adopt) {
+                Request::AdoptCall { id, op }
+            } else {
+                Request::Call { id, op }
             };
             match self.call(&request)? {
                 Reply::Timeout => {
@@ -349,6 +374,18 @@ impl Client {
             }
         }
     }
+}
+
+/// A number for the calling thread, unique in its process (the owner of a manager
+/// `RLock` or `Condition` is a thread of a client session, as in Python, where it is
+/// the server thread serving that client's connection).
+pub(crate) fn thread_token() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TOKEN: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    TOKEN.with(|t| *t)
 }
 
 impl From<Failure> for ManagerError {
@@ -364,6 +401,14 @@ impl From<Failure> for ManagerError {
             Failure::NotLocked => ManagerError::NotLocked,
             Failure::Panicked(message) => ManagerError::Panicked(message),
             Failure::BadRequest(message) => ManagerError::Protocol(message),
+            Failure::NoSuchMethod(name) => ManagerError::NoSuchMethod(name),
+            Failure::Remote { kind, message } => {
+                ManagerError::Remote(super::RemoteError { kind, message })
+            }
+            Failure::NotOwner => ManagerError::NotOwner,
+            Failure::TooManyReleases => ManagerError::TooManyReleases,
+            Failure::TooManyTaskDone => ManagerError::TooManyTaskDone,
+            Failure::BrokenBarrier => ManagerError::BrokenBarrier,
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Managers: Python's `multiprocessing.Manager()` and `BaseManager` (S42).
 //!
-//! [`Manager::start`] starts a server process that owns shared objects — lists,
-//! dictionaries, values, namespaces, queues, locks, events and objects of your own types
-//! ([`Shared`]) — and hands out typed proxies to them. A proxy is a handle: pass it to
+//! [`Manager::start`] starts a server process that owns shared objects — lists, arrays,
+//! dictionaries, values, namespaces, queues and joinable queues, locks, reentrant locks,
+//! semaphores, conditions, events, barriers and objects of your own types ([`Shared`],
+//! with methods callable by name) — and hands out typed proxies to them. A proxy is a handle: pass it to
 //! a child [`Process`] (any start method) and the child's calls act on
 //! the same object.
 //!
@@ -62,8 +63,33 @@
 //! | a client dies while waiting in a queue `get` | the server checks that a client that waited is still connected before it hands it an item (or a lock), so an item put later stays for the living |
 //! | a registered method panics | that call returns [`ManagerError::Panicked`]; the server carries on |
 //! | a proxy moves into a `fork` child | the child opens its own connections on its first call |
+//! | a client dies waiting at a manager barrier | the barrier breaks: the other parties get [`ManagerError::BrokenBarrier`] (Python's would pass with a dead party counted, or wait for ever) |
+//! | a client dies holding an `RLock` or a `Condition`'s lock, or waiting on a condition | the lock is released (the next acquirer is told: `OwnerDied`); its wait is forgotten, so a `notify` is not spent on it |
+//! | a registered method returns an error or panics | that call returns [`ManagerError::Remote`] with the kind and message ([`SharedProxy::call`]'s panic: [`ManagerError::Panicked`]); the server carries on |
 //!
-//! Objects live as long as the server: there is no reference counting of proxies.
+//! # Reference counting
+//!
+//! An object lives while a proxy names it (Python's `incref`/`decref`): the proxies of
+//! one process share one reference, given back when the last of them is dropped, and
+//! the object is freed in the server when no reference is left. A proxy sent to
+//! another process (as an argument under `spawn`/`forkserver`, through a queue or a
+//! pipe) takes a reference for the receiver when it is serialised, so the object
+//! survives a sender that drops its proxy before the receiver has it; the receiver
+//! gives it back when its copy is dropped, or makes it its own at its first use there.
+//! The references a client process owns go when its last connection ends, so a client
+//! killed outright leaks nothing it made or used (Python's server keeps such objects
+//! until it shuts down); only a proxy received and never used by a process that is
+//! then killed keeps its object until the server ends (and one a `fork` child was
+//! handed, below, until its parent's session ends). Objects made with
+//! [`Manager::named`] live as long as the server. One serialisation is for one
+//! receiver: decoding the same bytes twice gives two proxies and one reference.
+//!
+//! Under `fork` a `Process` argument is moved into the child, not serialised: a proxy
+//! the parent moved there (it kept no clone) hands its reference to the child, which
+//! gives it back when it drops the proxy; a proxy the parent kept a clone of stays the
+//! parent's. So the object lives whichever side drops first (Python's proxies incref
+//! only after the fork, in the child, and lose that race). Copies a raw
+//! [`fork`](crate::sys::fork) child inherits stay the parent's.
 
 use std::fmt;
 use std::net::ToSocketAddrs;
@@ -85,15 +111,22 @@ use crate::sys;
 
 mod auth;
 mod client;
+mod methods;
 pub(crate) mod protocol;
 mod proxy;
 mod server;
+mod sync;
 mod wire;
 
 pub use auth::AuthenticationError;
+pub use methods::{Methods, RemoteError};
 pub use proxy::{
-    DictProxy, EventProxy, ListProxy, LockProxy, ManagerLockError, ManagerLockGuard,
-    NamespaceProxy, QueueProxy, SharedProxy, ValueProxy,
+    ArrayProxy, DictProxy, EventProxy, IterProxy, JoinableQueueProxy, ListIter, ListProxy,
+    LockProxy, ManagerLockError, ManagerLockGuard, NamespaceProxy, QueueProxy, SharedProxy,
+    ValueProxy,
+};
+pub use sync::{
+    BarrierProxy, ConditionProxy, RLockGuard, RLockProxy, SemaphoreGuard, SemaphoreProxy,
 };
 
 use client::Client;
@@ -192,6 +225,32 @@ pub enum ManagerError {
     /// The server sent, or was sent, something that is not the protocol.
     #[error("manager protocol: {0}")]
     Protocol(String),
+    /// A registered type has no method of this name (Python's `AttributeError` for a
+    /// name not in `exposed=`).
+    #[error("the registered type has no method {0:?}")]
+    NoSuchMethod(String),
+    /// A registered type's named method returned an error or panicked in the server
+    /// (Python re-raises the server's exception): its kind and message.
+    #[error("the method failed in the manager: {0}")]
+    Remote(RemoteError),
+    /// `release` (or `wait`, `notify`) of a manager `RLock` or `Condition` that the
+    /// calling thread does not hold (Python's `RuntimeError`).
+    #[error("the calling thread does not hold the manager's lock")]
+    NotOwner,
+    /// A `BoundedSemaphore` released more often than acquired (Python's `ValueError`).
+    #[error("the semaphore was released too many times")]
+    TooManyReleases,
+    /// `task_done` called more often than items were put (Python's `ValueError`).
+    #[error("task_done() called too many times")]
+    TooManyTaskDone,
+    /// The manager barrier is broken (aborted, reset, timed out or a party died;
+    /// Python's `BrokenBarrierError`).
+    #[error("the manager barrier is broken")]
+    BrokenBarrier,
+    /// The manager's initializer panicked (or its arguments did not decode) in the
+    /// server: the message. The server has exited.
+    #[error("the manager's initializer failed: {0}")]
+    Initializer(String),
 }
 
 /// A user type whose objects live in a manager's server (Python's
@@ -240,6 +299,59 @@ pub trait Shared: Serialize + DeserializeOwned + Send + 'static {
     type Reply: Serialize + DeserializeOwned;
     /// Runs one call in the server (calls on one object never overlap).
     fn call(&mut self, call: Self::Call) -> Self::Reply;
+
+    /// The methods callable by name (Python's `exposed=`), run in the server like
+    /// `call`: see [`Methods`]. None by default.
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use multiproc::manager::{Manager, ManagerError, Methods, Shared};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Inventory { items: Vec<(String, u32)> }
+    ///
+    /// impl Shared for Inventory {
+    ///     type Call = ();
+    ///     type Reply = usize;
+    ///     fn call(&mut self, (): ()) -> usize { self.items.len() }
+    ///     fn methods(m: &mut Methods<Self>) {
+    ///         m.method("add", |inv: &mut Inventory, (name, n): (String, u32)| {
+    ///             inv.items.push((name, n));
+    ///         });
+    ///         m.fallible("count", |inv: &mut Inventory, name: String| {
+    ///             match inv.items.iter().find(|(n, _)| *n == name) {
+    ///                 Some((_, k)) => Ok(*k),
+    ///                 None => Err(format!("no {name}")),
+    ///             }
+    ///         });
+    ///         m.iter("names", |inv: &mut Inventory, ()| {
+    ///             inv.items.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()
+    ///         });
+    ///     }
+    /// }
+    ///
+    /// let m = Manager::start().unwrap();
+    /// let inv = m.create(Inventory { items: vec![] }).unwrap();
+    /// inv.method::<()>("add", &("pens".to_string(), 3u32)).unwrap();
+    /// inv.method::<()>("add", &("ink".to_string(), 1u32)).unwrap();
+    /// assert_eq!(inv.method::<u32>("count", &"pens").unwrap(), 3);
+    /// match inv.method::<u32>("count", &"paper") {
+    ///     Err(ManagerError::Remote(e)) => {
+    ///         assert_eq!((e.kind.as_str(), e.message.as_str()), ("String", "no paper"));
+    ///     }
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// let names: Vec<String> = inv.iter("names", &()).unwrap().collect::<Result<_, _>>().unwrap();
+    /// assert_eq!(names, ["pens", "ink"]);
+    /// assert_eq!(inv.exposed().unwrap(), ["add", "count", "names"]);
+    /// ```
+    fn methods(methods: &mut Methods<Self>)
+    where
+        Self: Sized,
+    {
+        let _ = methods;
+    }
 }
 
 /// Configuration of a manager before it starts.
@@ -251,6 +363,7 @@ pub struct ManagerBuilder {
     method: Option<StartMethod>,
     max_message: Option<usize>,
     handshake_timeout: Option<Duration>,
+    initializer: Option<Arc<dyn Fn() -> Result<server::Init, ManagerError> + Send + Sync>>,
 }
 
 /// Shows everything but the authkey.
@@ -262,6 +375,7 @@ impl fmt::Debug for ManagerBuilder {
             .field("method", &self.method)
             .field("max_message", &self.max_message)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("initializer", &self.initializer.is_some())
             .finish()
     }
 }
@@ -298,6 +412,43 @@ impl ManagerBuilder {
     /// listen backlog. Zero is refused by [`start`](Self::start).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = Some(timeout);
+        self
+    }
+
+    /// The server process runs `f(args)` before it serves anyone (Python's
+    /// `BaseManager.start(initializer, initargs)`): [`start`](Self::start) returns
+    /// once it has, so every client sees what it set up. If `f` panics, `start` fails
+    /// with [`ManagerError::Initializer`] carrying the panic message, and the server
+    /// has exited (Python's `start` gives an `EOFError` that does not say why).
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use multiproc::manager::{Manager, ManagerError};
+    ///
+    /// fn setup(level: u32) {
+    ///     assert!(level < 10, "level {level} is too high");
+    /// }
+    ///
+    /// let m = Manager::builder().initializer(setup, 3).start().unwrap();
+    /// drop(m);
+    /// match Manager::builder().initializer(setup, 12).start() {
+    ///     Err(ManagerError::Initializer(message)) => assert!(message.contains("level 12")),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// ```
+    pub fn initializer<A>(mut self, f: fn(A), args: A) -> Self
+    where
+        A: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let call: server::InitFn = server::call_init::<A>;
+        self.initializer = Some(Arc::new(move || {
+            Ok(server::Init {
+                exe: sys::proc::exe_identity()?,
+                call: sys::entry::FnAddr::of(call),
+                f: sys::entry::FnAddr::of(f),
+                args: enc(&args)?,
+            })
+        }));
         self
     }
 
@@ -358,15 +509,37 @@ impl ManagerBuilder {
             authkey: ByteBuf::from(authkey.clone()),
             max_message: limits.max_message as u64,
             handshake_timeout,
+            init: self.initializer.as_ref().map(|f| f()).transpose()?,
+            ready: None,
         };
-        let cleanup = Cleanup { socket_file };
-        let process = builder.start(server::run, args)?;
-        Ok(Manager {
+        let mut args = args;
+        let ready = match args.init {
+            Some(_) => {
+                let (mine, theirs) = crate::connection::pipe::<()>()?;
+                args.ready = Some(theirs);
+                Some(mine)
+            }
+            None => None,
+        };
+        let mut cleanup = Cleanup { socket_file };
+        let process = match builder.start(server::run, args) {
+            Ok(p) => p,
+            Err(e) => {
+                cleanup.run();
+                return Err(e.into());
+            }
+        };
+        let mut manager = Manager {
             client: Arc::new(Client::new(address, authkey, limits)),
             server: Some(process),
             cleanup,
             owner_pid: sys::proc::getpid(),
-        })
+            exit_status: None,
+        };
+        if let Some(ready) = ready {
+            manager.await_initializer(&ready)?;
+        }
+        Ok(manager)
     }
 }
 
@@ -417,11 +590,13 @@ impl Cleanup {
 #[derive(Debug)]
 pub struct Manager {
     client: Arc<Client>,
-    server: Option<Process<()>>,
+    server: Option<Process<Result<(), String>>>,
     cleanup: Cleanup,
     /// The process that made it: a `fork` child that inherited a copy (a closure
     /// capturing it) must not shut the server down when its copy is dropped.
     owner_pid: u32,
+    /// How the server ended, once it has.
+    exit_status: Option<crate::process::ExitStatus>,
 }
 
 /// Makes objects in a manager's server, optionally under a name
@@ -440,10 +615,7 @@ impl Objects<'_> {
             name: self.name.map(str::to_string),
         };
         match self.client.call(&request)? {
-            Reply::Id(id) => Ok(ObjectRef {
-                client: self.client.clone(),
-                id,
-            }),
+            Reply::Id(id) => Ok(ObjectRef::owned(self.client.clone(), id)),
             other => Err(ManagerError::Protocol(format!(
                 "unexpected reply to create: {other:?}"
             ))),
@@ -544,6 +716,86 @@ impl Objects<'_> {
         Ok(EventProxy::from_ref(obj))
     }
 
+    /// An array of fixed length holding `items` (Python's `manager.Array(typecode,
+    /// seq)`): see [`ArrayProxy`].
+    pub fn array<T: Serialize + DeserializeOwned>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+    ) -> Result<ArrayProxy<T>, ManagerError> {
+        let items = items
+            .into_iter()
+            .map(|x| enc(&x))
+            .collect::<Result<_, _>>()?;
+        let obj = self.make(Kind::Array(items), codec::fingerprint::<ArrayProxy<T>>())?;
+        Ok(ArrayProxy::from_ref(obj))
+    }
+
+    /// A joinable queue of at most `maxsize` items, 0 for no bound (Python's
+    /// `manager.JoinableQueue(maxsize)`): see [`JoinableQueueProxy`].
+    pub fn joinable_queue<T: Serialize + DeserializeOwned>(
+        &self,
+        maxsize: usize,
+    ) -> Result<JoinableQueueProxy<T>, ManagerError> {
+        let obj = self.make(
+            Kind::JoinableQueue {
+                maxsize: maxsize as u64,
+            },
+            codec::fingerprint::<JoinableQueueProxy<T>>(),
+        )?;
+        Ok(JoinableQueueProxy::from_ref(obj))
+    }
+
+    /// A reentrant lock (Python's `manager.RLock()`): see [`RLockProxy`].
+    pub fn rlock(&self) -> Result<RLockProxy, ManagerError> {
+        let obj = self.make(Kind::RLock, codec::fingerprint::<RLockProxy>())?;
+        Ok(RLockProxy::from_ref(obj))
+    }
+
+    /// A semaphore holding `value` permits (Python's `manager.Semaphore(value)`).
+    pub fn semaphore(&self, value: u32) -> Result<SemaphoreProxy, ManagerError> {
+        let kind = Kind::Semaphore {
+            value: value.into(),
+            bound: None,
+        };
+        let obj = self.make(kind, codec::fingerprint::<SemaphoreProxy>())?;
+        Ok(SemaphoreProxy::from_ref(obj))
+    }
+
+    /// A semaphore that refuses to hold more than `value` permits (Python's
+    /// `manager.BoundedSemaphore(value)`): a release past it is
+    /// [`ManagerError::TooManyReleases`].
+    pub fn bounded_semaphore(&self, value: u32) -> Result<SemaphoreProxy, ManagerError> {
+        let kind = Kind::Semaphore {
+            value: value.into(),
+            bound: Some(value.into()),
+        };
+        let obj = self.make(kind, codec::fingerprint::<SemaphoreProxy>())?;
+        Ok(SemaphoreProxy::from_ref(obj))
+    }
+
+    /// A condition variable with a reentrant lock of its own (Python's
+    /// `manager.Condition()`): see [`ConditionProxy`].
+    pub fn condition(&self) -> Result<ConditionProxy, ManagerError> {
+        let obj = self.make(Kind::Condition, codec::fingerprint::<ConditionProxy>())?;
+        Ok(ConditionProxy::from_ref(obj))
+    }
+
+    /// A barrier for `parties` threads or processes (Python's `manager.Barrier(n)`):
+    /// see [`BarrierProxy`]. Zero parties is refused (Python's `ValueError`).
+    pub fn barrier(&self, parties: u32) -> Result<BarrierProxy, ManagerError> {
+        if parties == 0 {
+            return Err(ManagerError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "parties must be more than zero",
+            )));
+        }
+        let kind = Kind::Barrier {
+            parties: parties.into(),
+        };
+        let obj = self.make(kind, codec::fingerprint::<BarrierProxy>())?;
+        Ok(BarrierProxy::from_ref(obj))
+    }
+
     /// An object of a registered user type (see [`Shared`]).
     pub fn create<T: Shared>(&self, value: T) -> Result<SharedProxy<T>, ManagerError> {
         let make: server::MakeFn = server::make_shared::<T>;
@@ -612,7 +864,75 @@ impl Manager {
             server: None,
             cleanup: Cleanup::default(),
             owner_pid: sys::proc::getpid(),
+            exit_status: None,
         })
+    }
+
+    /// Waits until the server says its initializer has run, or has exited (its death
+    /// is watched through its pidfd: a copy of the pipe's end that a process forked
+    /// meanwhile inherited would keep the pipe from reporting it).
+    fn await_initializer(
+        &mut self,
+        ready: &crate::connection::Connection<()>,
+    ) -> Result<(), ManagerError> {
+        loop {
+            if ready.poll(Some(Duration::from_millis(20)))? && ready.recv().is_ok() {
+                return Ok(());
+            }
+            let Some(server) = self.server.as_mut() else {
+                return Err(ManagerError::Disconnected);
+            };
+            if server.wait_timeout(Duration::ZERO)?.is_none() {
+                continue;
+            }
+            let mut server = self.server.take().expect("checked above");
+            self.client.mark_gone();
+            self.cleanup.run();
+            self.exit_status = server.wait().ok();
+            return Err(match server.join() {
+                Ok(Err(message)) => ManagerError::Initializer(message),
+                Ok(Ok(())) => ManagerError::Disconnected,
+                Err(e) => ManagerError::Initializer(format!("the server failed: {e}")),
+            });
+        }
+    }
+
+    /// How many objects the server holds now (Python's `_number_of_objects()`): those
+    /// a proxy still names, and the named ones.
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// let m = multiproc::manager::Manager::start().unwrap();
+    /// let l = m.list([1, 2, 3]).unwrap();
+    /// let l2 = l.clone(); // the same reference
+    /// assert_eq!(m.number_of_objects().unwrap(), 1);
+    /// drop(l);
+    /// drop(l2); // the last proxy: the list is freed in the server
+    /// assert_eq!(m.number_of_objects().unwrap(), 0);
+    /// ```
+    pub fn number_of_objects(&self) -> Result<usize, ManagerError> {
+        match self.client.call(&Request::NumberOfObjects)? {
+            Reply::Count(n) => Ok(n as usize),
+            other => Err(ManagerError::Protocol(format!(
+                "unexpected reply to number_of_objects: {other:?}"
+            ))),
+        }
+    }
+
+    /// How the server process ended (Python's `manager._process.exitcode`): `None`
+    /// while it runs, and for a manager that does not own its server
+    /// ([`connect`](Self::connect)). After [`shutdown`](Self::shutdown) it is a clean
+    /// exit (code 0), unless the server had to be killed or had died.
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// let mut m = multiproc::manager::Manager::start().unwrap();
+    /// assert!(m.exit_status().is_none());
+    /// m.shutdown().unwrap();
+    /// assert_eq!(m.exit_status().unwrap().code(), Some(0));
+    /// ```
+    pub fn exit_status(&self) -> Option<crate::process::ExitStatus> {
+        self.exit_status
     }
 
     /// Where the server listens (with the actual port of a TCP address bound to 0).
@@ -731,6 +1051,49 @@ impl Manager {
         self.objects().create(value)
     }
 
+    /// An array of fixed length holding `items` (Python's `manager.Array(typecode,
+    /// seq)`): see [`ArrayProxy`].
+    pub fn array<T: Serialize + DeserializeOwned>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+    ) -> Result<ArrayProxy<T>, ManagerError> {
+        self.objects().array(items)
+    }
+
+    /// A joinable queue, 0 for no bound (Python's `manager.JoinableQueue(maxsize)`):
+    /// see [`JoinableQueueProxy`].
+    pub fn joinable_queue<T: Serialize + DeserializeOwned>(
+        &self,
+        maxsize: usize,
+    ) -> Result<JoinableQueueProxy<T>, ManagerError> {
+        self.objects().joinable_queue(maxsize)
+    }
+
+    /// A reentrant lock (Python's `manager.RLock()`): see [`RLockProxy`].
+    pub fn rlock(&self) -> Result<RLockProxy, ManagerError> {
+        self.objects().rlock()
+    }
+
+    /// A semaphore (Python's `manager.Semaphore(value)`): see [`SemaphoreProxy`].
+    pub fn semaphore(&self, value: u32) -> Result<SemaphoreProxy, ManagerError> {
+        self.objects().semaphore(value)
+    }
+
+    /// A bounded semaphore (Python's `manager.BoundedSemaphore(value)`).
+    pub fn bounded_semaphore(&self, value: u32) -> Result<SemaphoreProxy, ManagerError> {
+        self.objects().bounded_semaphore(value)
+    }
+
+    /// A condition variable (Python's `manager.Condition()`): see [`ConditionProxy`].
+    pub fn condition(&self) -> Result<ConditionProxy, ManagerError> {
+        self.objects().condition()
+    }
+
+    /// A barrier (Python's `manager.Barrier(parties)`): see [`BarrierProxy`].
+    pub fn barrier(&self, parties: u32) -> Result<BarrierProxy, ManagerError> {
+        self.objects().barrier(parties)
+    }
+
     /// Stops the server and waits for it, then removes the socket file if the manager
     /// was given one (Python's `shutdown()`). Proxies left over get
     /// [`ManagerError::Disconnected`] afterwards. A manager from
@@ -745,18 +1108,29 @@ impl Manager {
             return Ok(());
         }
         let Some(mut server) = self.server.take() else {
-            self.client.close_idle();
+            // Proxies of this manager keep its connections (and with them the
+            // session's references and locks).
+            if Arc::strong_count(&self.client) == 1 {
+                self.client.close_idle();
+            }
             return Ok(());
         };
         // A server that died already cannot answer; it is reaped all the same.
         let _ = self.client.call(&Request::Shutdown);
+        self.client.mark_gone();
         self.client.close_idle();
         Client::forget(&self.client.address);
         let result = match server.wait_timeout(SHUTDOWN_GRACE) {
-            Ok(Some(_)) => Ok(()),
+            Ok(Some(status)) => {
+                self.exit_status = Some(status);
+                Ok(())
+            }
             Ok(None) | Err(_) => {
                 let _ = server.kill();
-                server.wait().map(drop).map_err(ManagerError::Io)
+                server
+                    .wait()
+                    .map(|status| self.exit_status = Some(status))
+                    .map_err(ManagerError::Io)
             }
         };
         self.cleanup.run();

@@ -38,6 +38,21 @@ pub(crate) enum Request {
     /// whichever of its connections acquired them. The reply is the server's size limit
     /// (`Count`): a client refuses a larger request itself and keeps its connection.
     Hello { session: u64 },
+    /// One more reference to `id`, held by no session: a proxy being sent to another
+    /// process (Python's `incref` when a proxy is pickled). The receiver gives it back
+    /// with `DecRef { owned: false }`.
+    IncRef { id: u64 },
+    /// One reference to `id` fewer: that of the client session `session` (made by its
+    /// `Create`: a `fork` child gives back the one its parent handed over with the
+    /// child's job), or, with `None`, one taken by `IncRef`. The object is freed when
+    /// none is left (named objects never are).
+    DecRef { id: u64, session: Option<u64> },
+    /// How many objects the server holds (reply `Count`).
+    NumberOfObjects,
+    /// `Call`, after making a reference to `id` taken by `IncRef` (a proxy received)
+    /// the session's, so that it goes when the session ends even if the proxy is never
+    /// dropped (its process was killed): a received proxy's first call.
+    AdoptCall { id: u64, op: Op },
 }
 
 /// A new object and its initial contents.
@@ -60,6 +75,23 @@ pub(crate) enum Kind {
         make: FnAddr,
         init: Bytes,
     },
+    /// A list of fixed length (`manager.Array`).
+    Array(Vec<Bytes>),
+    /// A queue that counts unfinished tasks (`manager.JoinableQueue`).
+    JoinableQueue {
+        maxsize: u64,
+    },
+    RLock,
+    /// `bound`: the most `value` may reach (a `BoundedSemaphore`).
+    Semaphore {
+        value: u64,
+        bound: Option<u64>,
+    },
+    /// A condition over a reentrant lock of its own.
+    Condition,
+    Barrier {
+        parties: u64,
+    },
 }
 
 impl Kind {
@@ -73,6 +105,13 @@ impl Kind {
             Kind::Lock => "lock",
             Kind::Event => "event",
             Kind::Custom { .. } => "registered type",
+            Kind::Array(_) => "array",
+            Kind::JoinableQueue { .. } => "joinable queue",
+            Kind::RLock => "rlock",
+            Kind::Semaphore { bound: None, .. } => "semaphore",
+            Kind::Semaphore { bound: Some(_), .. } => "bounded semaphore",
+            Kind::Condition => "condition",
+            Kind::Barrier { .. } => "barrier",
         }
     }
 }
@@ -148,6 +187,78 @@ pub(crate) enum Op {
     },
 
     CustomCall(Bytes),
+
+    /// A registered type's method by name, with its encoded arguments.
+    CustomMethod {
+        name: String,
+        args: Bytes,
+    },
+    /// A registered type's iterator method by name: the reply is the `Id` of a new
+    /// iterator object (one reference, the session's).
+    CustomIter {
+        name: String,
+        args: Bytes,
+    },
+    /// The names of a registered type's methods (Python's `_exposed_`).
+    CustomExposed,
+    /// iterator: the next item (`MaybeBytes`, `None` at the end).
+    IterNext,
+
+    /// joinable queue: one task done.
+    QueueTaskDone,
+    /// joinable queue: waits until every task put is done.
+    QueueJoin {
+        wait_ms: u32,
+    },
+    /// joinable queue: the count of unfinished tasks.
+    QueueUnfinished,
+
+    /// rlock and condition: acquires for the caller's `thread` of its session.
+    RLockAcquire {
+        wait_ms: u32,
+        thread: u64,
+    },
+    RLockRelease {
+        thread: u64,
+    },
+
+    SemAcquire {
+        wait_ms: u32,
+    },
+    SemRelease,
+    SemValue,
+
+    /// condition: releases the lock (which `thread` must hold) and waits on ticket the
+    /// reply (`Count`) names.
+    CondWaitBegin {
+        thread: u64,
+    },
+    /// condition: waits until the ticket is notified (or, with `give_up`, stops
+    /// waiting for that), then takes the lock back; replies `Bool(notified)`.
+    CondWaitPoll {
+        ticket: u64,
+        wait_ms: u32,
+        give_up: bool,
+    },
+    /// condition: wakes at most `n` waiters (the caller must hold the lock).
+    CondNotify {
+        thread: u64,
+        n: u64,
+    },
+
+    /// barrier: arrives (reply `Arrived`).
+    BarrierArrive,
+    /// barrier: waits until the `generation` arrived at passes (`Unit`) or breaks; a
+    /// `give_up` breaks it (the caller's wait ran out, as in Python).
+    BarrierPoll {
+        generation: u64,
+        wait_ms: u32,
+        give_up: bool,
+    },
+    BarrierAbort,
+    BarrierReset,
+    /// barrier: (parties, waiting, broken).
+    BarrierState,
 }
 
 /// The server's answer.
@@ -168,6 +279,19 @@ pub(crate) enum Reply {
     /// A lock was acquired whose previous holder's connection ended while it held it.
     /// (Last, so that the variants before it keep their codes on the wire.)
     OwnerDied,
+    /// A barrier arrival: the caller's index, and the generation it waits in (if the
+    /// barrier did not pass at once).
+    Arrived {
+        index: u64,
+        generation: u64,
+        passed: bool,
+    },
+    /// barrier: (parties, waiting, broken).
+    BarrierState {
+        parties: u64,
+        waiting: u64,
+        broken: bool,
+    },
 }
 
 /// Why the server refused a request.
@@ -191,4 +315,14 @@ pub(crate) enum Failure {
     NotLocked,
     Panicked(String),
     BadRequest(String),
+    NoSuchMethod(String),
+    /// A registered method returned an error (or panicked: kind `"Panic"`).
+    Remote {
+        kind: String,
+        message: String,
+    },
+    NotOwner,
+    TooManyReleases,
+    TooManyTaskDone,
+    BrokenBarrier,
 }

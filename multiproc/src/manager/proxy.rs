@@ -10,6 +10,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_bytes::ByteBuf;
 
 use crate::codec::{self, Limits};
+use crate::process::start::fork;
+use crate::sys;
 
 use super::client::Client;
 use super::protocol::{Op, Reply, Request};
@@ -19,24 +21,125 @@ use crate::queue::mp::{GetError, PutError};
 /// Ties a proxy to its item types (invariant, `Send` and `Sync` whatever they are).
 type Invariant<T> = fn(T) -> T;
 
-/// One object of one server: what every proxy holds.
-#[derive(Clone)]
+/// One object of one server: what every proxy holds. Its clones share one reference
+/// to the object (see [`Reference`]).
+#[derive(Clone, Debug)]
 pub(crate) struct ObjectRef {
     pub(crate) client: Arc<Client>,
     pub(crate) id: u64,
+    _reference: Arc<Reference>,
+}
+
+/// A reference to an object in its server, given back when dropped (Python's
+/// `decref` in a proxy's finalizer) by the process that holds it.
+///
+/// A `fork` child inherits copies of its parent's references. Those the parent moved
+/// into the child's job (a `Process` argument, a captured value) are the child's: the
+/// parent, dropping the job after the fork, keeps its hands off them, and the child
+/// gives them back when it drops them (only what the job held is ever dropped in the
+/// child: the rest of the copied memory is never freed there). Copies a raw `fork`
+/// child inherited stay the parent's.
+#[derive(Debug)]
+struct Reference {
+    client: Arc<Client>,
+    id: u64,
+    pid: u32,
+    /// The session whose `Create` made it (`None`: taken for this process by its
+    /// sender).
+    session: Option<u64>,
+    /// A received reference, once this process's session made it its own (at its
+    /// first use): it then goes with the session, should this process be killed.
+    adopted: std::sync::OnceLock<u64>,
+}
+
+impl Reference {
+    /// Whether this is a received reference that this process's session has not made
+    /// its own yet (its next call does, see [`Request::AdoptCall`]).
+    fn unadopted(&self) -> bool {
+        self.session.is_none()
+            && self.adopted.get().is_none()
+            && self.pid == sys::proc::cached_pid()
+    }
+
+    /// Notes that an `AdoptCall` reached the server (whatever the call's own outcome).
+    fn adopted_if_delivered<T>(&self, result: &Result<T, ManagerError>) {
+        let delivered = match result {
+            Ok(_) => true,
+            Err(e) => !matches!(
+                e,
+                ManagerError::Disconnected
+                    | ManagerError::Codec(_)
+                    | ManagerError::Connect { .. }
+                    | ManagerError::Authentication(_)
+                    | ManagerError::Io(_)
+            ),
+        };
+        if delivered {
+            let _ = self.adopted.set(self.client.session());
+        }
+    }
+}
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        if self.client.is_gone() {
+            return;
+        }
+        if self.pid == sys::proc::cached_pid() {
+            if fork::handing_over() {
+                return; // the child just forked holds it now
+            }
+        } else if fork::job_parent() != Some(self.pid) {
+            return; // inherited, and still the parent's
+        }
+        let _ = self.client.call(&Request::DecRef {
+            id: self.id,
+            session: self.session.or(self.adopted.get().copied()),
+        });
+    }
 }
 
 impl ObjectRef {
-    fn call(&self, op: Op) -> Result<Reply, ManagerError> {
+    fn new(client: Arc<Client>, id: u64, owned: bool) -> ObjectRef {
+        let reference = Reference {
+            session: owned.then(|| client.session()),
+            client: client.clone(),
+            id,
+            pid: sys::proc::cached_pid(),
+            adopted: std::sync::OnceLock::new(),
+        };
+        ObjectRef {
+            client,
+            id,
+            _reference: Arc::new(reference),
+        }
+    }
+
+    /// The reference a `Create` made, this session's.
+    pub(crate) fn owned(client: Arc<Client>, id: u64) -> ObjectRef {
+        ObjectRef::new(client, id, true)
+    }
+
+    pub(crate) fn call(&self, op: Op) -> Result<Reply, ManagerError> {
+        if self._reference.unadopted() {
+            let result = self.client.call(&Request::AdoptCall { id: self.id, op });
+            self._reference.adopted_if_delivered(&result);
+            return result;
+        }
         self.client.call(&Request::Call { id: self.id, op })
     }
 
-    fn call_waiting(
+    pub(crate) fn call_waiting(
         &self,
         deadline: Option<Instant>,
         op: impl FnMut(u32) -> Op,
     ) -> Result<Option<Reply>, ManagerError> {
-        self.client.call_waiting(self.id, deadline, op)
+        let adopt = self._reference.unadopted();
+        let result = self.client.call_waiting(self.id, deadline, adopt, op);
+        if adopt {
+            self._reference.adopted_if_delivered(&result);
+        }
+        result
     }
 }
 
@@ -50,8 +153,18 @@ struct Wire {
     id: u64,
 }
 
+/// Serialising takes a reference for the receiver (Python's `incref` when a proxy is
+/// pickled): the object stays even if this side drops its proxy before the receiver
+/// has its copy. A server that is gone takes none (the receiver's calls then say so).
 impl Serialize for ObjectRef {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // The ring measures a value (postcard's `Size` flavour) before it writes it:
+        // only the write takes a reference, or every proxy sent would leak one.
+        let measuring = std::any::type_name::<S>()
+            == std::any::type_name::<&mut postcard::Serializer<postcard::ser_flavors::Size>>();
+        if !measuring && !self.client.is_gone() {
+            let _ = self.client.call(&Request::IncRef { id: self.id });
+        }
         Wire {
             address: self.client.address.clone(),
             authkey: ByteBuf::from(self.client.authkey.clone()),
@@ -65,14 +178,13 @@ impl Serialize for ObjectRef {
 impl<'de> Deserialize<'de> for ObjectRef {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let w = Wire::deserialize(deserializer)?;
-        Ok(ObjectRef {
-            client: Client::shared(
-                w.address,
-                w.authkey.into_vec(),
-                Limits::with_max_message(w.max_message as usize),
-            ),
-            id: w.id,
-        })
+        let client = Client::shared(
+            w.address,
+            w.authkey.into_vec(),
+            Limits::with_max_message(w.max_message as usize),
+        );
+        // The reference the sender took for us.
+        Ok(ObjectRef::new(client, w.id, false))
     }
 }
 
@@ -80,55 +192,55 @@ pub(crate) fn enc<T: Serialize + ?Sized>(value: &T) -> Result<ByteBuf, ManagerEr
     Ok(ByteBuf::from(codec::encode(value)?))
 }
 
-fn dec<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ManagerError> {
+pub(super) fn dec<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ManagerError> {
     Ok(codec::decode(bytes)?)
 }
 
-fn unexpected(reply: Reply) -> ManagerError {
+pub(super) fn unexpected(reply: Reply) -> ManagerError {
     ManagerError::Protocol(format!("unexpected reply from the manager: {reply:?}"))
 }
 
 impl Reply {
-    fn unit(self) -> Result<(), ManagerError> {
+    pub(super) fn unit(self) -> Result<(), ManagerError> {
         match self {
             Reply::Unit => Ok(()),
             r => Err(unexpected(r)),
         }
     }
 
-    fn flag(self) -> Result<bool, ManagerError> {
+    pub(super) fn flag(self) -> Result<bool, ManagerError> {
         match self {
             Reply::Bool(b) => Ok(b),
             r => Err(unexpected(r)),
         }
     }
 
-    fn count(self) -> Result<usize, ManagerError> {
+    pub(super) fn count(self) -> Result<usize, ManagerError> {
         match self {
             Reply::Count(n) => Ok(n as usize),
             r => Err(unexpected(r)),
         }
     }
 
-    fn bytes(self) -> Result<ByteBuf, ManagerError> {
+    pub(super) fn bytes(self) -> Result<ByteBuf, ManagerError> {
         match self {
             Reply::Bytes(b) => Ok(b),
             r => Err(unexpected(r)),
         }
     }
 
-    fn value<T: DeserializeOwned>(self) -> Result<T, ManagerError> {
+    pub(super) fn value<T: DeserializeOwned>(self) -> Result<T, ManagerError> {
         dec(&self.bytes()?)
     }
 
-    fn maybe<T: DeserializeOwned>(self) -> Result<Option<T>, ManagerError> {
+    pub(super) fn maybe<T: DeserializeOwned>(self) -> Result<Option<T>, ManagerError> {
         match self {
             Reply::MaybeBytes(b) => b.map(|b| dec(&b)).transpose(),
             r => Err(unexpected(r)),
         }
     }
 
-    fn many<T: DeserializeOwned>(self) -> Result<Vec<T>, ManagerError> {
+    pub(super) fn many<T: DeserializeOwned>(self) -> Result<Vec<T>, ManagerError> {
         match self {
             Reply::Many(items) => items.iter().map(|b| dec(b)).collect(),
             r => Err(unexpected(r)),
@@ -143,6 +255,7 @@ impl Reply {
     }
 }
 
+/// The common impls of a proxy type with fields `obj` and `_types`.
 macro_rules! proxy_impls {
     ($name:ident $(< $($p:ident),* >)?, $what:literal) => {
         impl $(< $($p),* >)? Clone for $name $(< $($p),* >)? {
@@ -189,6 +302,7 @@ macro_rules! proxy_impls {
         }
     };
 }
+pub(super) use proxy_impls;
 
 // ---- list --------------------------------------------------------------------------
 
@@ -313,9 +427,146 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
         self.obj.call(Op::Snapshot)?.many()
     }
 
-    /// Iterates over a copy of the items taken now (`for x in l`).
-    pub fn iter(&self) -> Result<std::vec::IntoIter<T>, ManagerError> {
-        Ok(self.to_vec()?.into_iter())
+    /// Iterates over the live list, one request per item (`for x in l`, which
+    /// Python's list proxy runs through `l[i]` for i = 0, 1, … until `IndexError`):
+    /// items pushed while iterating are seen, and an item removed before the cursor
+    /// shifts the rest under it, as in Python. For a snapshot, iterate over
+    /// [`to_vec`](Self::to_vec) (one request in all).
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// let m = multiproc::manager::Manager::start().unwrap();
+    /// let l = m.list([1, 2]).unwrap();
+    /// let mut seen = Vec::new();
+    /// for x in l.iter() {
+    ///     let x = x.unwrap();
+    ///     if x < 4 {
+    ///         l.push(x + 2).unwrap(); // the iterator reaches it
+    ///     }
+    ///     seen.push(x);
+    /// }
+    /// assert_eq!(seen, [1, 2, 3, 4, 5]);
+    /// ```
+    pub fn iter(&self) -> ListIter<'_, T> {
+        ListIter::new(&self.obj)
+    }
+}
+
+impl<'a, T: Serialize + DeserializeOwned> IntoIterator for &'a ListProxy<T> {
+    type Item = Result<T, ManagerError>;
+    type IntoIter = ListIter<'a, T>;
+    fn into_iter(self) -> ListIter<'a, T> {
+        self.iter()
+    }
+}
+
+/// An iterator over a live [`ListProxy`] or [`ArrayProxy`]: asks the server for item
+/// 0, 1, … until one is out of range. An error other than that ends it after being
+/// yielded.
+pub struct ListIter<'a, T> {
+    obj: &'a ObjectRef,
+    next: u64,
+    done: bool,
+    _types: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for ListIter<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListIter")
+            .field("object", &self.obj.id)
+            .field("next", &self.next)
+            .finish()
+    }
+}
+
+impl<'a, T> ListIter<'a, T> {
+    fn new(obj: &'a ObjectRef) -> Self {
+        ListIter {
+            obj,
+            next: 0,
+            done: false,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Iterator for ListIter<'_, T> {
+    type Item = Result<T, ManagerError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.obj.call(Op::ListGet(self.next)) {
+            Ok(reply) => {
+                self.next += 1;
+                Some(reply.value())
+            }
+            Err(ManagerError::IndexOutOfRange { .. }) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+// ---- array -------------------------------------------------------------------------
+
+/// An array of fixed length in the manager's server (Python's `manager.Array(typecode,
+/// seq)`): items are read and replaced in place; its length never changes.
+///
+/// ```
+/// # multiproc::init();
+/// let m = multiproc::manager::Manager::start().unwrap();
+/// let a = m.array([0u8; 4]).unwrap();
+/// a.set(2, 7).unwrap();
+/// assert_eq!(a.len().unwrap(), 4);
+/// assert_eq!(a.get(2).unwrap(), 7);
+/// assert!(a.set(4, 1).is_err()); // IndexOutOfRange: it does not grow
+/// assert_eq!(a.iter().collect::<Result<Vec<_>, _>>().unwrap(), [0, 0, 7, 0]);
+/// ```
+pub struct ArrayProxy<T> {
+    obj: ObjectRef,
+    _types: PhantomData<fn(T) -> T>,
+}
+
+proxy_impls!(ArrayProxy<T>, "array");
+
+impl<T: Serialize + DeserializeOwned> ArrayProxy<T> {
+    /// Number of items (`len(a)`).
+    pub fn len(&self) -> Result<usize, ManagerError> {
+        self.obj.call(Op::Len)?.count()
+    }
+
+    /// Whether the array has no item.
+    pub fn is_empty(&self) -> Result<bool, ManagerError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// The item at `index` (`a[i]`); [`ManagerError::IndexOutOfRange`] past the end.
+    pub fn get(&self, index: usize) -> Result<T, ManagerError> {
+        self.obj.call(Op::ListGet(index as u64))?.value()
+    }
+
+    /// Replaces the item at `index` (`a[i] = x`).
+    pub fn set(&self, index: usize, item: T) -> Result<(), ManagerError> {
+        self.obj
+            .call(Op::ListSet(index as u64, enc(&item)?))?
+            .unit()
+    }
+
+    /// A copy of every item, in one request (`a[:]`).
+    pub fn to_vec(&self) -> Result<Vec<T>, ManagerError> {
+        self.obj.call(Op::Snapshot)?.many()
+    }
+
+    /// Iterates over the live array, one request per item (as [`ListProxy::iter`]).
+    pub fn iter(&self) -> ListIter<'_, T> {
+        ListIter::new(&self.obj)
     }
 }
 
@@ -661,6 +912,117 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     }
 }
 
+/// A joinable queue in the manager's server (Python's `manager.JoinableQueue()`): a
+/// [`QueueProxy`] (it derefs to one) that counts the items put and not yet marked
+/// done with [`task_done`](Self::task_done); [`join`](Self::join) waits until there
+/// are none.
+///
+/// ```
+/// # multiproc::init();
+/// use multiproc::manager::{JoinableQueueProxy, Manager};
+/// use multiproc::Process;
+///
+/// fn worker(q: JoinableQueueProxy<u32>) {
+///     for _ in 0..3 {
+///         let _job = q.get().unwrap();
+///         q.task_done().unwrap();
+///     }
+/// }
+///
+/// let m = Manager::start().unwrap();
+/// let q = m.joinable_queue::<u32>(0).unwrap();
+/// for job in 0..3 {
+///     q.put(job).unwrap();
+/// }
+/// let mut p = Process::start(worker, q.clone()).unwrap();
+/// q.join().unwrap(); // every job done
+/// assert_eq!(q.unfinished_tasks().unwrap(), 0);
+/// p.join().unwrap();
+/// ```
+pub struct JoinableQueueProxy<T> {
+    queue: QueueProxy<T>,
+}
+
+impl<T> Clone for JoinableQueueProxy<T> {
+    fn clone(&self) -> Self {
+        JoinableQueueProxy {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for JoinableQueueProxy<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "<joinable queue proxy of object {} at {}>",
+            self.queue.obj.id, self.queue.obj.client.address
+        )
+    }
+}
+
+/// Passes to other processes as a [`QueueProxy`] does.
+impl<T> Serialize for JoinableQueueProxy<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.queue.serialize(serializer)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for JoinableQueueProxy<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(JoinableQueueProxy {
+            queue: QueueProxy::deserialize(deserializer)?,
+        })
+    }
+}
+
+impl<T> std::ops::Deref for JoinableQueueProxy<T> {
+    type Target = QueueProxy<T>;
+    fn deref(&self) -> &QueueProxy<T> {
+        &self.queue
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> JoinableQueueProxy<T> {
+    pub(crate) fn from_ref(obj: ObjectRef) -> Self {
+        JoinableQueueProxy {
+            queue: QueueProxy::from_ref(obj),
+        }
+    }
+
+    /// Marks one item taken as done (`q.task_done()`);
+    /// [`ManagerError::TooManyTaskDone`] if every item put is already done.
+    pub fn task_done(&self) -> Result<(), ManagerError> {
+        self.queue.obj.call(Op::QueueTaskDone)?.unit()
+    }
+
+    /// Waits until every item put is marked done (`q.join()`).
+    pub fn join(&self) -> Result<(), ManagerError> {
+        self.queue
+            .obj
+            .call_waiting(None, |wait_ms| Op::QueueJoin { wait_ms })?;
+        Ok(())
+    }
+
+    /// As [`join`](Self::join), at most `timeout` ([`ManagerError::Timeout`]).
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), ManagerError> {
+        let deadline = Instant::now().checked_add(timeout);
+        match self
+            .queue
+            .obj
+            .call_waiting(deadline, |wait_ms| Op::QueueJoin { wait_ms })?
+        {
+            Some(_) => Ok(()),
+            None => Err(ManagerError::Timeout),
+        }
+    }
+
+    /// How many items put are not yet marked done (`q.unfinished_tasks`).
+    pub fn unfinished_tasks(&self) -> Result<u64, ManagerError> {
+        Ok(self.queue.obj.call(Op::QueueUnfinished)?.count()? as u64)
+    }
+}
+
 /// A manager failure as the queue's error: a server that is gone is `Disconnected`, a
 /// value that does not encode or decode is `Codec`; anything else (which only a broken
 /// server or protocol causes) is `Io`, with the [`ManagerError`] inside.
@@ -924,5 +1286,141 @@ impl<T: Shared> SharedProxy<T> {
     /// A copy of the object's current state.
     pub fn get(&self) -> Result<T, ManagerError> {
         self.obj.call(Op::Snapshot)?.value()
+    }
+
+    /// Calls the method `name` (registered in [`Shared::methods`]) with `args` (a
+    /// tuple for several) and decodes its result as `R` (Python's
+    /// `proxy._callmethod(name, args)`). A name not registered is
+    /// [`ManagerError::NoSuchMethod`]; an error the method returns, or its panic, is
+    /// [`ManagerError::Remote`] with its kind and message; arguments or a result of
+    /// other types than the method's are [`ManagerError::Protocol`] or
+    /// [`ManagerError::Codec`].
+    pub fn method<R: DeserializeOwned>(
+        &self,
+        name: &str,
+        args: &impl Serialize,
+    ) -> Result<R, ManagerError> {
+        self.obj
+            .call(Op::CustomMethod {
+                name: name.to_string(),
+                args: enc(args)?,
+            })?
+            .value()
+    }
+
+    /// Calls the iterator method `name` (registered with
+    /// [`Methods::iter`](super::Methods::iter)): a proxy to the iterator, a new object
+    /// in the server, freed when the proxy is dropped.
+    pub fn iter<X: DeserializeOwned>(
+        &self,
+        name: &str,
+        args: &impl Serialize,
+    ) -> Result<IterProxy<X>, ManagerError> {
+        let op = Op::CustomIter {
+            name: name.to_string(),
+            args: enc(args)?,
+        };
+        match self.obj.call(op)? {
+            Reply::Id(id) => Ok(IterProxy::from_ref(ObjectRef::owned(
+                self.obj.client.clone(),
+                id,
+            ))),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// The names of the methods callable by name (Python's `_exposed_`), in the
+    /// order [`Shared::methods`] registered them.
+    pub fn exposed(&self) -> Result<Vec<String>, ManagerError> {
+        match self.obj.call(Op::CustomExposed)? {
+            Reply::Many(names) => names
+                .into_iter()
+                .map(|n| {
+                    String::from_utf8(n.into_vec())
+                        .map_err(|e| ManagerError::Protocol(e.to_string()))
+                })
+                .collect(),
+            r => Err(unexpected(r)),
+        }
+    }
+}
+
+/// An iterator living in the manager's server, made by a registered type's iterator
+/// method ([`SharedProxy::iter`]; Python's iterator proxy): each `next` is one request.
+/// It passes to other processes like any proxy; the iterator is freed in the server
+/// when its last proxy is dropped. An error (the iterator's panic, a server that is
+/// gone) is yielded once and ends this proxy's iteration.
+pub struct IterProxy<X> {
+    obj: ObjectRef,
+    done: bool,
+    _types: PhantomData<fn(X) -> X>,
+}
+
+impl<X> Clone for IterProxy<X> {
+    fn clone(&self) -> Self {
+        IterProxy {
+            obj: self.obj.clone(),
+            done: self.done,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<X> std::fmt::Debug for IterProxy<X> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "<iterator proxy of object {} at {}>",
+            self.obj.id, self.obj.client.address
+        )
+    }
+}
+
+/// Passes to other processes as the other proxies do.
+impl<X> Serialize for IterProxy<X> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.obj.serialize(serializer)
+    }
+}
+
+impl<'de, X> Deserialize<'de> for IterProxy<X> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(IterProxy::from_ref(ObjectRef::deserialize(deserializer)?))
+    }
+}
+
+impl<X> IterProxy<X> {
+    fn from_ref(obj: ObjectRef) -> Self {
+        IterProxy {
+            obj,
+            done: false,
+            _types: PhantomData,
+        }
+    }
+
+    /// The iterator's id in its server.
+    pub fn id(&self) -> u64 {
+        self.obj.id
+    }
+
+    /// The address of the server that holds the iterator.
+    pub fn address(&self) -> &Address {
+        &self.obj.client.address
+    }
+}
+
+impl<X: DeserializeOwned> Iterator for IterProxy<X> {
+    type Item = Result<X, ManagerError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let item = match self.obj.call(Op::IterNext) {
+            Ok(reply) => reply.maybe().transpose(),
+            Err(e) => Some(Err(e)),
+        };
+        self.done = !matches!(item, Some(Ok(_)));
+        item
     }
 }
