@@ -151,7 +151,12 @@ impl ProcessPoolExecutor {
         A: Arg,
         R: Ret,
     {
-        match crate::pool::submit_one(&self.core, f, &arg, limit) {
+        self.submitted(crate::pool::submit_one(&self.core, f, &arg, limit))
+    }
+
+    /// What `submit` returns for what the pool said.
+    fn submitted<R: Ret>(&self, submitted: Result<Future<R>, PoolError>) -> Result<Future<R>, ShutDown> {
+        match submitted {
             Ok(future) => Ok(future),
             Err(PoolError::ShutDown) => Err(ShutDown),
             // Python raises these from `submit` too; here the future carries them, so
@@ -175,6 +180,37 @@ impl ProcessPoolExecutor {
         R: Ret,
     {
         self.submit_limited(f, arg, None)
+    }
+
+    /// As [`submit`](Self::submit) for `f` returning a `Result`: its `Err` becomes
+    /// [`TaskError::Failed`] with the error's kind ([`ErrorKind`](crate::executor::ErrorKind)),
+    /// message and the worker's traceback (Python: the exception `result()` raises,
+    /// with its `_RemoteTraceback`), not an `Ok(Err(..))`. The same kinds as
+    /// [`ThreadPoolExecutor::try_submit`](crate::executor::ThreadPoolExecutor::try_submit).
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use multiproc::executor::{ProcessPoolExecutor, TaskError, WaitError};
+    ///
+    /// fn parse(s: String) -> Result<u32, std::num::ParseIntError> { s.parse() }
+    ///
+    /// let pool = ProcessPoolExecutor::new(1)?;
+    /// assert_eq!(pool.try_submit(parse, "7".into())?.result(), Ok(7));
+    /// let Err(WaitError::Task(e)) = pool.try_submit(parse, "x".into())?.result() else {
+    ///     panic!()
+    /// };
+    /// assert_eq!(e.kind(), "ParseIntError");
+    /// assert_eq!(e.to_string(), "ParseIntError: invalid digit found in string");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_submit<A, R, E>(&self, f: fn(A) -> Result<R, E>, arg: A) -> Result<Future<R>, ShutDown>
+    where
+        A: Arg,
+        R: Ret,
+        E: crate::future::ErrorKind + 'static,
+    {
+        let submitted = crate::pool::submit_try(&self.core, f, &arg, None);
+        self.submitted(submitted)
     }
 
     /// As [`submit`](Self::submit), stopping the task (killing its worker) if it runs

@@ -68,11 +68,11 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use crate::future::{Future, TaskError, WaitError};
+pub use crate::future::{ErrorKind, Future, RemoteError, TaskError, WaitError};
 pub(crate) use core::{Core, Refused};
 pub use map::{IMap, Indexed, MapResult, Mapper};
 pub use task::AsyncResult;
-pub(crate) use task::submit_one;
+pub(crate) use task::{submit_one, submit_try};
 
 use crate::codec::CodecError;
 use crate::process::{StartError, StartMethod};
