@@ -198,10 +198,7 @@ fn thread_executor_try_submit_gives_the_same_kinds() {
         .result_timeout(PROMPT)
         .unwrap_err();
     assert_eq!(e.task().unwrap().kind(), "Panic");
-    assert_eq!(
-        ex.try_submit(|| small(2)).unwrap().result().unwrap().0,
-        2
-    );
+    assert_eq!(ex.try_submit(|| small(2)).unwrap().result().unwrap().0, 2);
     // The default kind is the type's name without its path, generics kept short.
     let e = ex
         .try_submit(|| -> Result<(), std::io::Error> { Err(std::io::Error::other("disk")) })

@@ -39,7 +39,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
-pub use crate::future::{Completer, ErrorKind, Future, InvalidState, RemoteError, TaskError, WaitError};
+pub use crate::future::{
+    Completer, ErrorKind, Future, InvalidState, RemoteError, TaskError, WaitError,
+};
 use crate::future::{HasInner, Inner};
 pub use process::{Executor, ProcessPoolBuilder, ProcessPoolExecutor};
 

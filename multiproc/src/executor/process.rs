@@ -155,7 +155,10 @@ impl ProcessPoolExecutor {
     }
 
     /// What `submit` returns for what the pool said.
-    fn submitted<R: Ret>(&self, submitted: Result<Future<R>, PoolError>) -> Result<Future<R>, ShutDown> {
+    fn submitted<R: Ret>(
+        &self,
+        submitted: Result<Future<R>, PoolError>,
+    ) -> Result<Future<R>, ShutDown> {
         match submitted {
             Ok(future) => Ok(future),
             Err(PoolError::ShutDown) => Err(ShutDown),
@@ -203,7 +206,11 @@ impl ProcessPoolExecutor {
     /// assert_eq!(e.to_string(), "ParseIntError: invalid digit found in string");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn try_submit<A, R, E>(&self, f: fn(A) -> Result<R, E>, arg: A) -> Result<Future<R>, ShutDown>
+    pub fn try_submit<A, R, E>(
+        &self,
+        f: fn(A) -> Result<R, E>,
+        arg: A,
+    ) -> Result<Future<R>, ShutDown>
     where
         A: Arg,
         R: Ret,

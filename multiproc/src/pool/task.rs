@@ -26,8 +26,7 @@ pub(crate) struct TaskCell<R> {
 
 /// The reply of a [`worker::entry_try`] task: `Result<R, RemoteError>`.
 fn decode_try<R: DeserializeOwned>(outcome: Outcome) -> Result<R, TaskError> {
-    decode_outcome::<Result<R, RemoteError>>(outcome)?
-        .map_err(|e| TaskError::Failed(Box::new(e)))
+    decode_outcome::<Result<R, RemoteError>>(outcome)?.map_err(|e| TaskError::Failed(Box::new(e)))
 }
 
 impl<R: Send> HasInner<R> for TaskCell<R> {
@@ -77,7 +76,14 @@ where
     R: Ret,
 {
     let entry: worker::TaskEntry = worker::entry_one::<A, R>;
-    submit_entry(core, entry, FnAddr::of(target), decode_outcome::<R>, args, timeout)
+    submit_entry(
+        core,
+        entry,
+        FnAddr::of(target),
+        decode_outcome::<R>,
+        args,
+        timeout,
+    )
 }
 
 /// As [`submit_one`] for `target` returning `Result<R, E>`: an `Err` is
@@ -94,7 +100,14 @@ where
     E: ErrorKind + 'static,
 {
     let entry: worker::TaskEntry = worker::entry_try::<A, R, E>;
-    submit_entry(core, entry, FnAddr::of(target), decode_try::<R>, args, timeout)
+    submit_entry(
+        core,
+        entry,
+        FnAddr::of(target),
+        decode_try::<R>,
+        args,
+        timeout,
+    )
 }
 
 fn submit_entry<A: Arg, R: Ret>(
@@ -114,11 +127,8 @@ fn submit_entry<A: Arg, R: Ret>(
     });
     let bytes = codec::encode(args)?;
     let sink: Arc<dyn Sink> = cell.clone();
-    core.submit(
-        [(id, FnAddr::of(entry), target, bytes, sink)],
-        timeout,
-    )
-    .map_err(PoolError::refused)?;
+    core.submit([(id, FnAddr::of(entry), target, bytes, sink)], timeout)
+        .map_err(PoolError::refused)?;
     Ok(Future::from_cell(cell))
 }
 
