@@ -60,6 +60,17 @@ pub enum TaskError {
         /// Why.
         reason: String,
     },
+    /// A worker process died abruptly in a pool built with `fail_fast(true)`
+    /// (concurrent.futures' `BrokenProcessPool`, loky's `TerminatedWorkerError`): the
+    /// pool is broken; every task pending or running then fails with this, naming the
+    /// worker and how it ended, and so does every later submit.
+    #[error("the pool is broken: its worker process {pid} died abruptly: {status}")]
+    BrokenPool {
+        /// The dead worker's pid.
+        pid: u32,
+        /// How it ended.
+        status: crate::process::ExitStatus,
+    },
     /// The input iterator of a map panicked while it was read, in the caller's thread,
     /// before this item (Python: the exception the iterable raised, which ends the
     /// map). The results before it come first; the map ends after it.
@@ -266,6 +277,7 @@ impl TaskError {
             TaskError::TimedOut { .. } => "TimedOut",
             TaskError::Terminated => "Terminated",
             TaskError::Broken { .. } => "Broken",
+            TaskError::BrokenPool { .. } => "BrokenPool",
             TaskError::Input { .. } => "Input",
             TaskError::Serialization { .. } => "Serialization",
             TaskError::Failed(e) => e.kind(),

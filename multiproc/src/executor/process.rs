@@ -65,6 +65,16 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// Fail-fast mode (off by default), CPython's and loky's semantics: a worker that
+    /// dies abruptly breaks the executor; every pending and running future fails with
+    /// [`TaskError::BrokenPool`] naming its pid and exit status, and so does every
+    /// later `submit` (Python's `BrokenProcessPool`). Off, only the dead worker's task
+    /// fails. See [`PoolBuilder::fail_fast`](crate::pool::PoolBuilder::fail_fast).
+    pub fn fail_fast(mut self, on: bool) -> Self {
+        self.pool = self.pool.fail_fast(on);
+        self
+    }
+
     /// Checks the settings (one out of range is [`PoolError::Invalid`] naming it) and
     /// makes the executor. No worker starts yet: each starts when a task is submitted
     /// and no worker is idle, up to `max_workers` (CPython ≥ 3.9).
@@ -164,7 +174,11 @@ impl ProcessPoolExecutor {
             Err(PoolError::ShutDown) => Err(ShutDown),
             // Python raises these from `submit` too; here the future carries them, so
             // that every failure is read in the same place.
-            Err(PoolError::Broken { reason }) => Ok(Future::failed(TaskError::Broken { reason })),
+            Err(PoolError::Broken { reason }) => Ok(Future::failed(
+                self.core
+                    .broken_error()
+                    .unwrap_or(TaskError::Broken { reason }),
+            )),
             Err(PoolError::Arguments(e)) => Ok(Future::failed(TaskError::codec(
                 "cannot send the arguments",
                 e,

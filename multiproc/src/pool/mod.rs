@@ -190,6 +190,7 @@ pub struct PoolBuilder {
     timeout: Option<Duration>,
     prefix: &'static str,
     on_demand: bool,
+    fail_fast: bool,
 }
 
 /// What [`PoolBuilder::build`] says of each setting out of range, in the words of the
@@ -244,6 +245,7 @@ impl Default for PoolBuilder {
             timeout: None,
             prefix: "PoolWorker",
             on_demand: false,
+            fail_fast: false,
         }
     }
 }
@@ -327,6 +329,20 @@ impl PoolBuilder {
         self
     }
 
+    /// Fail-fast mode (off by default): a worker process that dies while the pool did
+    /// not stop it (a crash, an abort, a signal, an exit in a task or in its arguments'
+    /// or result's (de)serialisation) breaks the pool, as a dead worker breaks
+    /// CPython's `ProcessPoolExecutor` (`BrokenProcessPool`) and loky's: every task
+    /// pending or running fails with [`TaskError::BrokenPool`] naming the worker's pid
+    /// and exit status, the other workers are killed, and later submits fail with
+    /// [`PoolError::Broken`]. Off, only the task the worker ran fails
+    /// ([`TaskError::WorkerDied`]) and a new worker takes over. Workers the pool stops
+    /// itself (time limits, `max_tasks`, cancelling a running task) never break it.
+    pub fn fail_fast(mut self, on: bool) -> Self {
+        self.fail_fast = on;
+        self
+    }
+
     pub(crate) fn prefix(mut self, prefix: &'static str) -> Self {
         self.prefix = prefix;
         self
@@ -363,6 +379,7 @@ impl PoolBuilder {
             timeout: self.timeout,
             prefix: self.prefix,
             on_demand: self.on_demand,
+            fail_fast: self.fail_fast,
         })?)
     }
 
