@@ -100,7 +100,7 @@ impl ProcessPoolBuilder {
 /// idle starts one, up to `max_workers`; an idle worker takes the next task. Unlike
 /// Python's, one worker dying does not break the executor: only the future of the task
 /// it ran fails ([`TaskError::WorkerDied`]), and the next task that finds no idle
-/// worker starts a replacement. Dropping it is Python's `with` exit:
+/// worker starts a replacement ([`ProcessPoolBuilder::fail_fast`] gives Python's way). Dropping it is Python's `with` exit:
 /// `shutdown(wait=True)`.
 ///
 /// ```

@@ -338,6 +338,24 @@ impl PoolBuilder {
     /// [`PoolError::Broken`]. Off, only the task the worker ran fails
     /// ([`TaskError::WorkerDied`]) and a new worker takes over. Workers the pool stops
     /// itself (time limits, `max_tasks`, cancelling a running task) never break it.
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use multiproc::pool::{Pool, PoolError, TaskError, WaitError};
+    ///
+    /// fn exit_3(_: ()) -> u32 { std::process::exit(3) }
+    /// fn double(x: u32) -> u32 { x * 2 }
+    ///
+    /// let pool = Pool::builder().processes(1).fail_fast(true).build()?;
+    /// let dead = pool.apply_async(exit_3, ())?;
+    /// let pending = pool.apply_async(double, 2)?;
+    /// let Err(WaitError::Task(e @ TaskError::BrokenPool { .. })) = dead.get() else { panic!() };
+    /// let TaskError::BrokenPool { status, .. } = &e else { unreachable!() };
+    /// assert_eq!(status.code(), Some(3));
+    /// assert_eq!(pending.get(), Err(WaitError::Task(e.clone())));
+    /// assert!(matches!(pool.apply(double, 3), Err(PoolError::Broken { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn fail_fast(mut self, on: bool) -> Self {
         self.fail_fast = on;
         self
