@@ -699,10 +699,7 @@ impl Engine {
         {
             // Fail-fast: a death the pool did not cause breaks it. The jobs the worker
             // held are still in `w.sent`: they fail with the rest.
-            let error = TaskError::BrokenPool {
-                pid,
-                status: status.clone(),
-            };
+            let error = TaskError::BrokenPool { pid, status };
             self.break_pool_with(st, error.to_string(), error, finished);
             return;
         }
