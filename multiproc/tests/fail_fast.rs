@@ -294,6 +294,41 @@ fn a_worker_the_pool_stops_does_not_break_a_fail_fast_pool() {
     leaks.assert_clean();
 }
 
+/// A worker that retires on its own between tasks (`max_memory_per_child`, billiard's
+/// way: it exits with status 0) does not break a fail-fast pool either.
+#[test]
+fn a_worker_that_retires_does_not_break_a_fail_fast_pool() {
+    multiproc::process::set_fork_warning(false);
+    let leaks = LeakCheck::start();
+    for method in StartMethod::ALL {
+        let ex = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .start_method(method)
+            .max_memory_per_child(1)
+            .fail_fast(true)
+            .build()
+            .unwrap();
+        let mut pids = std::collections::HashSet::new();
+        for i in 0..4 {
+            let (n, pid) = ex
+                .submit(double_pid, i)
+                .unwrap()
+                .result_timeout(PROMPT)
+                .unwrap();
+            assert_eq!(n, i * 2, "{method:?}");
+            pids.insert(pid);
+        }
+        // Every task ran in a fresh worker: each retired, none broke the pool.
+        assert_eq!(pids.len(), 4, "{method:?}");
+        ex.shutdown(true, false);
+    }
+    leaks.assert_clean();
+}
+
+fn double_pid(x: u32) -> (u32, u32) {
+    (x * 2, std::process::id())
+}
+
 fn sleep_ms(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));
     ms

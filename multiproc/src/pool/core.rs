@@ -691,7 +691,9 @@ impl Engine {
             .wait()
             .ok()
             .unwrap_or_else(|| crate::process::ExitStatus::from_raw((None, Some(libc::SIGKILL))));
+        // Status 0: the worker retired by itself (`max_memory`), between tasks.
         if self.config.fail_fast
+            && !status.success()
             && !w.killed
             && !w.stopping
             && !st.terminated

@@ -337,7 +337,9 @@ impl PoolBuilder {
     /// and exit status, the other workers are killed, and later submits fail with
     /// [`PoolError::Broken`]. Off, only the task the worker ran fails
     /// ([`TaskError::WorkerDied`]) and a new worker takes over. Workers the pool stops
-    /// itself (time limits, `max_tasks`, cancelling a running task) never break it.
+    /// itself (time limits, `max_tasks`, cancelling a running task) never break it,
+    /// nor does one that exits with status 0 (it retired by `max_memory_per_child`; a
+    /// task that calls `exit(0)` then fails alone, [`TaskError::WorkerDied`]).
     ///
     /// ```
     /// # multiproc::init();
