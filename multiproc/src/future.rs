@@ -67,6 +67,17 @@ pub enum TaskError {
         /// Why.
         reason: String,
     },
+    /// A worker process died abruptly in a pool built with `fail_fast(true)`
+    /// (concurrent.futures' `BrokenProcessPool`, loky's `TerminatedWorkerError`): the
+    /// pool is broken; every task pending or running then fails with this, naming the
+    /// worker and how it ended, and so does every later submit.
+    #[error("the pool is broken: its worker process {pid} died abruptly: {status}")]
+    BrokenPool {
+        /// The dead worker's pid.
+        pid: u32,
+        /// How it ended.
+        status: crate::process::ExitStatus,
+    },
     /// The input iterator of a map panicked while it was read, in the caller's thread,
     /// before this item (Python: the exception the iterable raised, which ends the
     /// map). The results before it come first; the map ends after it.
@@ -88,6 +99,156 @@ pub enum TaskError {
         #[source]
         source: Option<Box<crate::codec::CodecError>>,
     },
+    /// The task returned an `Err` (a task given to `try_submit`, `try_apply`…): its
+    /// kind, message and where it was seen, as Python re-raises a worker's exception
+    /// with its `_RemoteTraceback`. Boxed: a task's error stays small.
+    #[error(transparent)]
+    Failed(Box<RemoteError>),
+}
+
+/// A task's `Err`, as it crossed from the worker (Python's `_RemoteTraceback`): its
+/// kind ([`ErrorKind::error_kind`], by default the error's type name), its message (its
+/// `Display`) and the worker's traceback text.
+///
+/// `{}` shows `kind: message`; `{:#}` adds the remote traceback, as Python prints the
+/// `_RemoteTraceback` as the cause of the error `result()` raises.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RemoteError {
+    kind: String,
+    message: String,
+    traceback: String,
+}
+
+impl RemoteError {
+    /// Captures `error` where it was seen: its kind, its message and, as
+    /// `RUST_BACKTRACE` says (std's rules), the backtrace of this thread here.
+    pub(crate) fn capture<E: ErrorKind + ?Sized>(error: &E) -> RemoteError {
+        use std::backtrace::{Backtrace, BacktraceStatus};
+        use std::fmt::Write as _;
+        let kind = error.error_kind().into_owned();
+        let message = error.to_string();
+        let thread = std::thread::current();
+        let mut traceback = format!(
+            "{kind}: {message}\n  returned by the task in process {}, thread '{}'\n",
+            std::process::id(),
+            thread.name().unwrap_or("<unnamed>"),
+        );
+        let backtrace = Backtrace::capture();
+        if backtrace.status() == BacktraceStatus::Captured {
+            let _ = write!(traceback, "stack backtrace:\n{backtrace}");
+        } else {
+            traceback.push_str(
+                "note: run with `RUST_BACKTRACE=1` environment variable to capture a backtrace\n",
+            );
+        }
+        RemoteError {
+            kind,
+            message,
+            traceback,
+        }
+    }
+
+    /// The error's kind: its type name, or the kind its [`ErrorKind`] impl chose
+    /// (Python: the exception's class).
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The error's message (its `Display`; Python: `str(exc)`).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The worker's traceback text (Python's `remote_traceback`): the kind and message,
+    /// the process and thread that saw the error, and a backtrace when `RUST_BACKTRACE`
+    /// asks for one.
+    pub fn traceback(&self) -> &str {
+        &self.traceback
+    }
+}
+
+impl fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)?;
+        if f.alternate() {
+            write!(f, "\n\nremote traceback:\n{}", self.traceback)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RemoteError {}
+
+/// What a task's `Err` is called once it left the task: its kind (Python: the
+/// exception's class name). The default is the type's name without its path
+/// (`ParseIntError`); implement [`error_kind`](Self::error_kind) to choose another.
+///
+/// ```
+/// use multiproc::executor::ErrorKind;
+/// use std::borrow::Cow;
+///
+/// #[derive(Debug)]
+/// struct TooBig(u32);
+/// impl std::fmt::Display for TooBig {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         write!(f, "{} is too big", self.0)
+///     }
+/// }
+/// impl ErrorKind for TooBig {
+///     fn error_kind(&self) -> Cow<'static, str> {
+///         "ValueError".into()
+///     }
+/// }
+/// assert_eq!(TooBig(7).error_kind(), "ValueError");
+/// assert_eq!("x".parse::<u8>().unwrap_err().error_kind(), "ParseIntError");
+/// ```
+pub trait ErrorKind: fmt::Display {
+    /// The kind; by default the type's name without its module path.
+    fn error_kind(&self) -> std::borrow::Cow<'static, str> {
+        short_type_name(std::any::type_name::<Self>()).into()
+    }
+}
+
+/// `a::b::C<d::E>` → `C<E>`: each path in a type name cut to its last segment.
+fn short_type_name(full: &str) -> String {
+    let mut out = String::with_capacity(full.len());
+    let mut segment = String::new();
+    for c in full.chars() {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            segment.push(c);
+        } else {
+            out.push_str(segment.rsplit("::").next().unwrap_or(""));
+            segment.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(segment.rsplit("::").next().unwrap_or(""));
+    out
+}
+
+impl ErrorKind for String {}
+impl ErrorKind for &str {
+    fn error_kind(&self) -> std::borrow::Cow<'static, str> {
+        "str".into()
+    }
+}
+impl ErrorKind for std::io::Error {}
+impl ErrorKind for std::fmt::Error {}
+impl ErrorKind for std::num::ParseIntError {}
+impl ErrorKind for std::num::ParseFloatError {}
+impl ErrorKind for std::num::TryFromIntError {}
+impl ErrorKind for std::str::ParseBoolError {}
+impl ErrorKind for std::str::Utf8Error {}
+impl ErrorKind for std::string::FromUtf8Error {}
+impl ErrorKind for RemoteError {
+    fn error_kind(&self) -> std::borrow::Cow<'static, str> {
+        self.kind.clone().into()
+    }
+}
+impl ErrorKind for Box<dyn std::error::Error + Send + Sync> {
+    fn error_kind(&self) -> std::borrow::Cow<'static, str> {
+        "Error".into()
+    }
 }
 
 impl TaskError {
@@ -104,6 +265,46 @@ impl TaskError {
         TaskError::Serialization {
             message: format!("{context}: {error}"),
             source: Some(Box::new(error)),
+        }
+    }
+
+    /// A task's `Err`, captured where it was seen.
+    pub(crate) fn failed<E: ErrorKind + ?Sized>(error: &E) -> TaskError {
+        TaskError::Failed(Box::new(RemoteError::capture(error)))
+    }
+
+    /// What failed (Python: the exception's class name): `"Panic"` for a panic, the
+    /// [`RemoteError::kind`] of a task's `Err`, and for the pool's own fates their
+    /// variant's name (`"WorkerDied"`, `"TimedOut"`, `"Cancelled"`, …).
+    pub fn kind(&self) -> &str {
+        match self {
+            TaskError::Panicked { .. } => "Panic",
+            TaskError::Cancelled => "Cancelled",
+            TaskError::WorkerDied { .. } => "WorkerDied",
+            TaskError::TimedOut { .. } => "TimedOut",
+            TaskError::Terminated => "Terminated",
+            TaskError::Broken { .. } => "Broken",
+            TaskError::BrokenPool { .. } => "BrokenPool",
+            TaskError::KilledWorker { .. } => "KilledWorker",
+            TaskError::Input { .. } => "Input",
+            TaskError::Serialization { .. } => "Serialization",
+            TaskError::Failed(e) => e.kind(),
+        }
+    }
+
+    /// The worker's traceback (Python's `remote_traceback`), for a task's `Err`.
+    pub fn traceback(&self) -> Option<&str> {
+        match self {
+            TaskError::Failed(e) => Some(e.traceback()),
+            _ => None,
+        }
+    }
+
+    /// The task's `Err` with its kind and traceback, if that is how it failed.
+    pub fn remote(&self) -> Option<&RemoteError> {
+        match self {
+            TaskError::Failed(e) => Some(e),
+            _ => None,
         }
     }
 }

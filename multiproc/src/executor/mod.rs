@@ -39,7 +39,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
-pub use crate::future::{Completer, Future, InvalidState, TaskError, WaitError};
+pub use crate::future::{
+    Completer, ErrorKind, Future, InvalidState, RemoteError, TaskError, WaitError,
+};
 use crate::future::{HasInner, Inner};
 pub use process::{Executor, ProcessPoolBuilder, ProcessPoolExecutor};
 
@@ -74,7 +76,7 @@ impl<T: Send, F: Send> HasInner<T> for Cell<T, F> {
     }
 }
 
-impl<T: Send, F: FnOnce() -> T + Send> Task for Cell<T, F> {
+impl<T: Send, F: FnOnce() -> Result<T, TaskError> + Send> Task for Cell<T, F> {
     fn run(&self, ran: &dyn Fn()) {
         let Some(task) = self.task.lock().take() else {
             ran();
@@ -84,11 +86,11 @@ impl<T: Send, F: FnOnce() -> T + Send> Task for Cell<T, F> {
             ran();
             return;
         }
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)).map_err(|p| {
-            TaskError::Panicked {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task))
+            .map_err(|p| TaskError::Panicked {
                 message: crate::codec::panic_message(p.as_ref()),
-            }
-        });
+            })
+            .and_then(|returned| returned);
         ran();
         self.inner.finish(outcome);
     }
@@ -410,6 +412,40 @@ impl ThreadPoolExecutor {
     pub fn submit<T, F>(&self, task: F) -> Result<Future<T>, ShutDown>
     where
         F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.submit_cell(move || Ok(task()))
+    }
+
+    /// As [`submit`](Self::submit) for a task that returns a `Result`: its `Err`
+    /// becomes [`TaskError::Failed`], with the error's kind ([`ErrorKind`]), message and
+    /// the traceback of the thread that ran it (Python: the exception `result()`
+    /// raises), instead of an `Ok(Err(..))`. The same kinds as
+    /// [`ProcessPoolExecutor::try_submit`].
+    ///
+    /// ```
+    /// use multiproc::executor::{TaskError, ThreadPoolExecutor, WaitError};
+    ///
+    /// let pool = ThreadPoolExecutor::new(1);
+    /// let bad = pool.try_submit(|| "x".parse::<u32>()).unwrap();
+    /// let Err(WaitError::Task(e @ TaskError::Failed(_))) = bad.result() else { panic!() };
+    /// assert_eq!(e.kind(), "ParseIntError");
+    /// assert_eq!(e.to_string(), "ParseIntError: invalid digit found in string");
+    /// assert!(format!("{e:#}").contains("remote traceback:"));
+    /// assert_eq!(pool.try_submit(|| "7".parse::<u32>()).unwrap().result(), Ok(7));
+    /// ```
+    pub fn try_submit<T, E, F>(&self, task: F) -> Result<Future<T>, ShutDown>
+    where
+        F: FnOnce() -> Result<T, E> + Send + 'static,
+        E: ErrorKind,
+        T: Send + 'static,
+    {
+        self.submit_cell(move || task().map_err(|e| TaskError::failed(&e)))
+    }
+
+    fn submit_cell<T, F>(&self, task: F) -> Result<Future<T>, ShutDown>
+    where
+        F: FnOnce() -> Result<T, TaskError> + Send + 'static,
         T: Send + 'static,
     {
         let cell = Arc::new(Cell {

@@ -65,6 +65,16 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// Fail-fast mode (off by default), CPython's and loky's semantics: a worker that
+    /// dies abruptly breaks the executor; every pending and running future fails with
+    /// [`TaskError::BrokenPool`] naming its pid and exit status, and so does every
+    /// later `submit` (Python's `BrokenProcessPool`). Off, only the dead worker's task
+    /// fails. See [`PoolBuilder::fail_fast`](crate::pool::PoolBuilder::fail_fast).
+    pub fn fail_fast(mut self, on: bool) -> Self {
+        self.pool = self.pool.fail_fast(on);
+        self
+    }
+
     /// Checks the settings (one out of range is [`PoolError::Invalid`] naming it) and
     /// makes the executor. No worker starts yet: each starts when a task is submitted
     /// and no worker is idle, up to `max_workers` (CPython ≥ 3.9).
@@ -90,7 +100,7 @@ impl ProcessPoolBuilder {
 /// idle starts one, up to `max_workers`; an idle worker takes the next task. Unlike
 /// Python's, one worker dying does not break the executor: only the future of the task
 /// it ran fails ([`TaskError::WorkerDied`]), and the next task that finds no idle
-/// worker starts a replacement. Dropping it is Python's `with` exit:
+/// worker starts a replacement ([`ProcessPoolBuilder::fail_fast`] gives Python's way). Dropping it is Python's `with` exit:
 /// `shutdown(wait=True)`.
 ///
 /// ```
@@ -151,12 +161,24 @@ impl ProcessPoolExecutor {
         A: Arg,
         R: Ret,
     {
-        match crate::pool::submit_one(&self.core, f, &arg, limit) {
+        self.submitted(crate::pool::submit_one(&self.core, f, &arg, limit))
+    }
+
+    /// What `submit` returns for what the pool said.
+    fn submitted<R: Ret>(
+        &self,
+        submitted: Result<Future<R>, PoolError>,
+    ) -> Result<Future<R>, ShutDown> {
+        match submitted {
             Ok(future) => Ok(future),
             Err(PoolError::ShutDown) => Err(ShutDown),
             // Python raises these from `submit` too; here the future carries them, so
             // that every failure is read in the same place.
-            Err(PoolError::Broken { reason }) => Ok(Future::failed(TaskError::Broken { reason })),
+            Err(PoolError::Broken { reason }) => Ok(Future::failed(
+                self.core
+                    .broken_error()
+                    .unwrap_or(TaskError::Broken { reason }),
+            )),
             Err(PoolError::Arguments(e)) => Ok(Future::failed(TaskError::codec(
                 "cannot send the arguments",
                 e,
@@ -175,6 +197,41 @@ impl ProcessPoolExecutor {
         R: Ret,
     {
         self.submit_limited(f, arg, None)
+    }
+
+    /// As [`submit`](Self::submit) for `f` returning a `Result`: its `Err` becomes
+    /// [`TaskError::Failed`] with the error's kind ([`ErrorKind`](crate::executor::ErrorKind)),
+    /// message and the worker's traceback (Python: the exception `result()` raises,
+    /// with its `_RemoteTraceback`), not an `Ok(Err(..))`. The same kinds as
+    /// [`ThreadPoolExecutor::try_submit`](crate::executor::ThreadPoolExecutor::try_submit).
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use multiproc::executor::{ProcessPoolExecutor, TaskError, WaitError};
+    ///
+    /// fn parse(s: String) -> Result<u32, std::num::ParseIntError> { s.parse() }
+    ///
+    /// let pool = ProcessPoolExecutor::new(1)?;
+    /// assert_eq!(pool.try_submit(parse, "7".into())?.result(), Ok(7));
+    /// let Err(WaitError::Task(e)) = pool.try_submit(parse, "x".into())?.result() else {
+    ///     panic!()
+    /// };
+    /// assert_eq!(e.kind(), "ParseIntError");
+    /// assert_eq!(e.to_string(), "ParseIntError: invalid digit found in string");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_submit<A, R, E>(
+        &self,
+        f: fn(A) -> Result<R, E>,
+        arg: A,
+    ) -> Result<Future<R>, ShutDown>
+    where
+        A: Arg,
+        R: Ret,
+        E: crate::future::ErrorKind + 'static,
+    {
+        let submitted = crate::pool::submit_try(&self.core, f, &arg, None);
+        self.submitted(submitted)
     }
 
     /// As [`submit`](Self::submit), stopping the task (killing its worker) if it runs

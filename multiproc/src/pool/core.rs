@@ -94,6 +94,9 @@ pub(crate) struct Config {
     pub(crate) prefix: &'static str,
     /// Workers start when tasks need them (the executor), not all at once (the pool).
     pub(crate) on_demand: bool,
+    /// A worker's death breaks the pool (CPython's and loky's way), instead of failing
+    /// the one task it ran.
+    pub(crate) fail_fast: bool,
 }
 
 /// Why a task could not be submitted.
@@ -166,6 +169,8 @@ struct State {
     closed: bool,
     terminated: bool,
     broken: Option<String>,
+    /// What the tasks of a broken pool failed with.
+    broken_error: Option<TaskError>,
     /// The collector has reaped every worker and ended.
     done: bool,
     /// Moving average of how long a task runs, in nanoseconds.
@@ -232,6 +237,7 @@ impl Core {
                 closed: false,
                 terminated: false,
                 broken: None,
+                broken_error: None,
                 done: false,
                 avg_busy_ns: f64::INFINITY,
                 window: 1,
@@ -388,6 +394,11 @@ impl Core {
         finish_all(failed);
         self.shared.wake();
         self.join();
+    }
+
+    /// What the tasks of the pool failed with when it broke, if it did.
+    pub(crate) fn broken_error(&self) -> Option<TaskError> {
+        self.shared.state.lock().broken_error.clone()
     }
 
     /// The pids of the live workers.
@@ -613,7 +624,19 @@ impl Engine {
         let error = TaskError::Broken {
             reason: reason.clone(),
         };
+        self.break_pool_with(st, reason, error, finished);
+    }
+
+    /// As [`break_pool`](Self::break_pool), the tasks failing with `error`.
+    fn break_pool_with(
+        &self,
+        st: &mut State,
+        reason: String,
+        error: TaskError,
+        finished: &mut Finished,
+    ) {
         st.broken = Some(reason);
+        st.broken_error = Some(error.clone());
         for job in st.pending.drain(..) {
             finished.push(job.failed(error.clone()));
         }
@@ -668,6 +691,20 @@ impl Engine {
             .wait()
             .ok()
             .unwrap_or_else(|| crate::process::ExitStatus::from_raw((None, Some(libc::SIGKILL))));
+        // Status 0: the worker retired by itself (`max_memory`), between tasks.
+        if self.config.fail_fast
+            && !status.success()
+            && !w.killed
+            && !w.stopping
+            && !st.terminated
+            && st.broken.is_none()
+        {
+            // Fail-fast: a death the pool did not cause breaks it. The jobs the worker
+            // held are still in `w.sent`: they fail with the rest.
+            let error = TaskError::BrokenPool { pid, status };
+            self.break_pool_with(st, error.to_string(), error, finished);
+            return;
+        }
         let died = TaskError::WorkerDied { pid, status };
         let (current, _) = self.slots.current(i);
         let mut sent = std::mem::take(&mut w.sent);

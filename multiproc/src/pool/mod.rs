@@ -68,13 +68,13 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use crate::future::{Future, TaskError, WaitError};
+pub use crate::future::{ErrorKind, Future, RemoteError, TaskError, WaitError};
 #[cfg(feature = "cluster")]
 pub(crate) use core::Sink;
 pub(crate) use core::{Core, Refused};
 pub use map::{IMap, Indexed, MapResult, Mapper};
 pub use task::AsyncResult;
-pub(crate) use task::submit_one;
+pub(crate) use task::{submit_one, submit_try};
 
 use crate::codec::CodecError;
 use crate::process::{StartError, StartMethod};
@@ -192,6 +192,7 @@ pub struct PoolBuilder {
     timeout: Option<Duration>,
     prefix: &'static str,
     on_demand: bool,
+    fail_fast: bool,
 }
 
 /// What [`PoolBuilder::build`] says of each setting out of range, in the words of the
@@ -246,6 +247,7 @@ impl Default for PoolBuilder {
             timeout: None,
             prefix: "PoolWorker",
             on_demand: false,
+            fail_fast: false,
         }
     }
 }
@@ -329,6 +331,40 @@ impl PoolBuilder {
         self
     }
 
+    /// Fail-fast mode (off by default): a worker process that dies while the pool did
+    /// not stop it (a crash, an abort, a signal, an exit in a task or in its arguments'
+    /// or result's (de)serialisation) breaks the pool, as a dead worker breaks
+    /// CPython's `ProcessPoolExecutor` (`BrokenProcessPool`) and loky's: every task
+    /// pending or running fails with [`TaskError::BrokenPool`] naming the worker's pid
+    /// and exit status, the other workers are killed, and later submits fail with
+    /// [`PoolError::Broken`]. Off, only the task the worker ran fails
+    /// ([`TaskError::WorkerDied`]) and a new worker takes over. Workers the pool stops
+    /// itself (time limits, `max_tasks`, cancelling a running task) never break it,
+    /// nor does one that exits with status 0 (it retired by `max_memory_per_child`; a
+    /// task that calls `exit(0)` then fails alone, [`TaskError::WorkerDied`]).
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use multiproc::pool::{Pool, PoolError, TaskError, WaitError};
+    ///
+    /// fn exit_3(_: ()) -> u32 { std::process::exit(3) }
+    /// fn double(x: u32) -> u32 { x * 2 }
+    ///
+    /// let pool = Pool::builder().processes(1).fail_fast(true).build()?;
+    /// let dead = pool.apply_async(exit_3, ())?;
+    /// let pending = pool.apply_async(double, 2)?;
+    /// let Err(WaitError::Task(e @ TaskError::BrokenPool { .. })) = dead.get() else { panic!() };
+    /// let TaskError::BrokenPool { status, .. } = &e else { unreachable!() };
+    /// assert_eq!(status.code(), Some(3));
+    /// assert_eq!(pending.get(), Err(WaitError::Task(e.clone())));
+    /// assert!(matches!(pool.apply(double, 3), Err(PoolError::Broken { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fail_fast(mut self, on: bool) -> Self {
+        self.fail_fast = on;
+        self
+    }
+
     pub(crate) fn prefix(mut self, prefix: &'static str) -> Self {
         self.prefix = prefix;
         self
@@ -365,6 +401,7 @@ impl PoolBuilder {
             timeout: self.timeout,
             prefix: self.prefix,
             on_demand: self.on_demand,
+            fail_fast: self.fail_fast,
         })?)
     }
 

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use super::core::{self, Core, Sink, decode_outcome, stop_task};
 use super::{Arg, Pool, PoolError, Ret, worker};
 use crate::codec;
-use crate::future::{Future, HasInner, Inner, TaskError, WaitError};
+use crate::future::{ErrorKind, Future, HasInner, Inner, RemoteError, TaskError, WaitError};
 use crate::process::child::Outcome;
 use crate::sys::entry::FnAddr;
 
@@ -20,6 +20,13 @@ pub(crate) struct TaskCell<R> {
     inner: Inner<R>,
     pool: std::sync::Weak<core::Engine>,
     id: u64,
+    /// Reads the worker's reply: [`decode_outcome`], or [`decode_try`] for `try_*`.
+    decode: fn(Outcome) -> Result<R, TaskError>,
+}
+
+/// The reply of a [`worker::entry_try`] task: `Result<R, RemoteError>`.
+fn decode_try<R: DeserializeOwned>(outcome: Outcome) -> Result<R, TaskError> {
+    decode_outcome::<Result<R, RemoteError>>(outcome)?.map_err(|e| TaskError::Failed(Box::new(e)))
 }
 
 impl<R: Send> HasInner<R> for TaskCell<R> {
@@ -38,7 +45,7 @@ impl<R: DeserializeOwned + Send> Sink for TaskCell<R> {
     }
     fn complete(&self, _: Range<usize>, outcomes: Vec<Outcome>) {
         let outcome = match outcomes.into_iter().next() {
-            Some(o) => decode_outcome::<R>(o),
+            Some(o) => (self.decode)(o),
             None => Err(TaskError::serialization("the worker sent no result")),
         };
         self.inner.finish(outcome);
@@ -68,20 +75,60 @@ where
     A: Arg,
     R: Ret,
 {
+    let entry: worker::TaskEntry = worker::entry_one::<A, R>;
+    submit_entry(
+        core,
+        entry,
+        FnAddr::of(target),
+        decode_outcome::<R>,
+        args,
+        timeout,
+    )
+}
+
+/// As [`submit_one`] for `target` returning `Result<R, E>`: an `Err` is
+/// [`TaskError::Failed`].
+pub(crate) fn submit_try<A, R, E>(
+    core: &Core,
+    target: fn(A) -> Result<R, E>,
+    args: &A,
+    timeout: Option<Duration>,
+) -> Result<Future<R>, PoolError>
+where
+    A: Arg,
+    R: Ret,
+    E: ErrorKind + 'static,
+{
+    let entry: worker::TaskEntry = worker::entry_try::<A, R, E>;
+    submit_entry(
+        core,
+        entry,
+        FnAddr::of(target),
+        decode_try::<R>,
+        args,
+        timeout,
+    )
+}
+
+fn submit_entry<A: Arg, R: Ret>(
+    core: &Core,
+    entry: worker::TaskEntry,
+    target: FnAddr,
+    decode: fn(Outcome) -> Result<R, TaskError>,
+    args: &A,
+    timeout: Option<Duration>,
+) -> Result<Future<R>, PoolError> {
     let id = core.next_id();
     let cell = Arc::new(TaskCell::<R> {
         inner: Inner::new(),
         pool: core.weak(),
         id,
+        decode,
     });
     let bytes = codec::encode(args)?;
-    let entry: worker::TaskEntry = worker::entry_one::<A, R>;
     let sink: Arc<dyn Sink> = cell.clone();
-    core.submit(
-        [(id, FnAddr::of(entry), FnAddr::of(target), bytes, sink)],
-        timeout,
-    )
-    .map_err(PoolError::refused)?;
+    core.submit([(id, FnAddr::of(entry), target, bytes, sink)], timeout)
+        .map_err(PoolError::refused)?;
     Ok(Future::from_cell(cell))
 }
 
@@ -93,6 +140,48 @@ impl Pool {
         R: Ret,
     {
         Ok(self.apply_async(f, args)?.get()?)
+    }
+
+    /// As [`apply`](Self::apply) for `f` returning a `Result`: its `Err` is
+    /// [`TaskError::Failed`] with the error's kind ([`ErrorKind`]), message and the
+    /// worker's traceback (Python re-raises the worker's exception, its
+    /// `_RemoteTraceback` as the cause), not an `Ok(Err(..))`.
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use multiproc::pool::{Pool, PoolError, TaskError, WaitError};
+    ///
+    /// fn parse(s: String) -> Result<u32, std::num::ParseIntError> { s.parse() }
+    ///
+    /// let pool = Pool::new(1)?;
+    /// assert_eq!(pool.try_apply(parse, "7".into())?, 7);
+    /// let Err(PoolError::Task(e)) = pool.try_apply(parse, "x".into()) else { panic!() };
+    /// assert_eq!(e.kind(), "ParseIntError");
+    /// assert!(e.traceback().unwrap().contains("returned by the task in process"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_apply<A, R, E>(&self, f: fn(A) -> Result<R, E>, args: A) -> Result<R, PoolError>
+    where
+        A: Arg,
+        R: Ret,
+        E: ErrorKind + 'static,
+    {
+        Ok(self.try_apply_async(f, args)?.get()?)
+    }
+
+    /// As [`apply_async`](Self::apply_async) for `f` returning a `Result`: an `Err`
+    /// is [`TaskError::Failed`] (see [`try_apply`](Self::try_apply)).
+    pub fn try_apply_async<A, R, E>(
+        &self,
+        f: fn(A) -> Result<R, E>,
+        args: A,
+    ) -> Result<AsyncResult<R>, PoolError>
+    where
+        A: Arg,
+        R: Ret,
+        E: ErrorKind + 'static,
+    {
+        submit_try(&self.core, f, &args, None).map(AsyncResult)
     }
 
     /// Submits `f(args)` and returns at once (Python's `apply_async`). Fails only if

@@ -122,6 +122,26 @@ pub(crate) fn entry_one<A: DeserializeOwned, R: Serialize>(call: TaskCall) -> Ra
     }
 }
 
+/// `f(args)` for a task that returns a `Result`: its `Err` is captured here, in the
+/// worker, as a [`RemoteError`](crate::future::RemoteError) (kind, message, this
+/// worker's traceback) and sent as `Result<R, RemoteError>`.
+pub(crate) fn entry_try<A, R, E>(call: TaskCall) -> Ran
+where
+    A: DeserializeOwned,
+    R: Serialize,
+    E: crate::future::ErrorKind,
+{
+    let f: fn(A) -> Result<R, E> = sys::entry::resolve(&call.proof, call.target);
+    call.ledger.begin_items(0);
+    Ran {
+        items: vec![match codec::decode::<A>(&call.args) {
+            Ok(a) => run_task(move || f(a).map_err(|e| crate::future::RemoteError::capture(&e))),
+            Err(e) => bad_args(e),
+        }],
+        ledger: call.ledger,
+    }
+}
+
 /// The outcome of one item of a chunk. A whole chunk comes back as one
 /// `Outcome::Returned` holding the postcard encoding of a `Vec<Item<R>>`: one buffer for
 /// the chunk, not one per item.
