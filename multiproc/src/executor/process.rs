@@ -268,6 +268,38 @@ impl ProcessPoolExecutor {
             self.core.join();
         }
     }
+
+    /// Stops every worker now with SIGTERM (Python 3.14's `terminate_workers()`) and
+    /// returns once each is reaped. Every future not done fails with
+    /// [`TaskError::Terminated`], the running ones and the pending ones alike (Python
+    /// cancels the pending ones and breaks the running ones with `BrokenProcessPool`);
+    /// the executor is shut down after: `submit` gives [`ShutDown`]. A worker that
+    /// ignores SIGTERM is killed after 30 s.
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use std::time::Duration;
+    /// use multiproc::executor::{ProcessPoolExecutor, ShutDown, TaskError, WaitError};
+    ///
+    /// fn sleepy(d: Duration) { std::thread::sleep(d) }
+    ///
+    /// let ex = ProcessPoolExecutor::new(1)?;
+    /// let f = ex.submit(sleepy, Duration::from_secs(3600))?;
+    /// ex.terminate_workers();
+    /// assert_eq!(f.result(), Err(WaitError::Task(TaskError::Terminated)));
+    /// assert!(ex.worker_pids().is_empty());
+    /// assert_eq!(ex.submit(sleepy, Duration::ZERO).unwrap_err(), ShutDown);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn terminate_workers(&self) {
+        self.core.terminate_with(false);
+    }
+
+    /// As [`terminate_workers`](Self::terminate_workers) with SIGKILL (Python 3.14's
+    /// `kill_workers()`).
+    pub fn kill_workers(&self) {
+        self.core.terminate_with(true);
+    }
 }
 
 impl Drop for ProcessPoolExecutor {

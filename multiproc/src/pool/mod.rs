@@ -128,7 +128,8 @@ pub enum PoolError {
     /// `ValueError: Pool is still running`).
     #[error("the pool is still running: close or terminate it before join")]
     StillRunning,
-    /// A `_timeout` wait ran out (the map goes on and can be waited for again).
+    /// A `_timeout` wait ran out (the map goes on and can be waited for again;
+    /// [`Pool::join_timeout`]: the pool goes on winding down).
     #[error("timed out waiting for the results")]
     Timeout,
     /// The results were already taken by an earlier `get`.
@@ -440,6 +441,39 @@ impl Pool {
         }
         self.core.join();
         Ok(())
+    }
+
+    /// As [`join`](Self::join), waiting at most `timeout` (Python's `Pool.join` takes
+    /// none; its `Process.join(timeout)` does): [`PoolError::Timeout`] if tasks still
+    /// run or workers are still exiting by then. They go on; join again later, or
+    /// [`terminate`](Self::terminate). A pool still open is
+    /// [`PoolError::StillRunning`], as for `join`.
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use std::time::Duration;
+    /// use multiproc::pool::{Pool, PoolError};
+    ///
+    /// fn sleepy(d: Duration) { std::thread::sleep(d) }
+    ///
+    /// let pool = Pool::new(1)?;
+    /// let r = pool.apply_async(sleepy, Duration::from_secs(3600))?;
+    /// pool.close();
+    /// assert!(matches!(pool.join_timeout(Duration::from_millis(50)), Err(PoolError::Timeout)));
+    /// pool.terminate();
+    /// pool.join_timeout(Duration::from_secs(60))?;
+    /// # drop(r);
+    /// # Ok::<(), PoolError>(())
+    /// ```
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), PoolError> {
+        if !self.core.is_closed() {
+            return Err(PoolError::StillRunning);
+        }
+        if self.core.join_timeout(timeout) {
+            Ok(())
+        } else {
+            Err(PoolError::Timeout)
+        }
     }
 
     /// Kills the workers at once; tasks not done fail with [`TaskError::Terminated`]
