@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Future, ShutDown, TaskError};
+use super::{Future, MapOptions, MapWith, ShutDown, TaskError, WaitError};
 use crate::pool::{Arg, Core, PoolBuilder, PoolError, Ret, SettingWords};
 use crate::process::StartMethod;
 
@@ -257,6 +257,54 @@ impl ProcessPoolExecutor {
                 },
             })),
         }
+    }
+
+    /// [`map`](Self::map) with [`MapOptions`] (Python's `map(fn, it, timeout=…,
+    /// chunksize=…)`): `chunksize` items per task, as [`map_chunked`](Self::map_chunked);
+    /// results not ready by the deadline (counted from this call) are
+    /// [`WaitError::Timeout`], which ends them, reads the input no further and
+    /// cancels the tasks no worker holds yet; running ones, and those a worker holds
+    /// already (its read-ahead, Python's call queue), finish unseen, as in Python. A
+    /// failed task is
+    /// [`WaitError::Task`] and the results go on.
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use std::num::NonZeroUsize;
+    /// use std::time::Duration;
+    /// use multiproc::executor::{MapOptions, ProcessPoolExecutor, WaitError};
+    ///
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    ///
+    /// let ex = ProcessPoolExecutor::new(1)?;
+    /// let opts = MapOptions::new().chunksize(NonZeroUsize::new(2).unwrap());
+    /// let got: Vec<u64> = ex.map_with(nap, [1, 2, 3], opts)?.map(Result::unwrap).collect();
+    /// assert_eq!(got, [1, 2, 3]);
+    /// let opts = opts.timeout(Duration::from_millis(200));
+    /// let got: Vec<_> = ex.map_with(nap, [0, 3_000, 0], opts)?.collect();
+    /// assert_eq!(got, [Ok(0), Err(WaitError::Timeout)]);
+    /// # ex.kill_workers();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map_with<'a, A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A, IntoIter: 'a>,
+        options: MapOptions,
+    ) -> Result<MapWith<'a, R>, ShutDown>
+    where
+        A: Arg,
+        R: Ret,
+    {
+        let deadline = options.deadline();
+        let mut map = self.map_chunked(f, items, options.get_chunksize().get())?;
+        Ok(MapWith::new(
+            move |by: Option<std::time::Instant>| match by {
+                None => map.next().map(|r| r.map_err(WaitError::Task)),
+                Some(d) => map.next_timeout(d.saturating_duration_since(std::time::Instant::now())),
+            },
+            deadline,
+        ))
     }
 
     /// Stops taking tasks (Python's `shutdown`): with `cancel_futures`, tasks no worker
