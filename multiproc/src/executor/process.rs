@@ -280,7 +280,8 @@ impl ProcessPoolExecutor {
     /// let opts = MapOptions::new().chunksize(NonZeroUsize::new(2).unwrap());
     /// let got: Vec<u64> = ex.map_with(nap, [1, 2, 3], opts)?.map(Result::unwrap).collect();
     /// assert_eq!(got, [1, 2, 3]);
-    /// let opts = opts.timeout(Duration::from_millis(200));
+    /// // A chunk's results come together: one item per task here.
+    /// let opts = MapOptions::new().timeout(Duration::from_millis(200));
     /// let got: Vec<_> = ex.map_with(nap, [0, 3_000, 0], opts)?.collect();
     /// assert_eq!(got, [Ok(0), Err(WaitError::Timeout)]);
     /// # ex.kill_workers();
