@@ -22,6 +22,8 @@
 //! | `ex.submit(fn, *args)` | [`ThreadPoolExecutor::submit`] (a closure) → [`Future`] |
 //! | `ex.map(fn, iterable, buffersize=2 * n)` | [`ThreadPoolExecutor::map`]: results in input order, the input read as they are taken |
 //! | `ex.shutdown(wait, cancel_futures)`, `with ex:` | [`ThreadPoolExecutor::shutdown`], `Drop` |
+//! | `ex.map(fn, it, timeout=t, chunksize=n)` | [`ThreadPoolExecutor::map_with`], [`ProcessPoolExecutor::map_with`] with [`MapOptions`] → [`MapWith`] |
+//! | `ProcessPoolExecutor.terminate_workers()`, `kill_workers()` (3.14) | [`ProcessPoolExecutor::terminate_workers`], [`ProcessPoolExecutor::kill_workers`] |
 //! | `f.done()`, `f.running()`, `f.cancel()`, `f.cancelled()` | same names |
 //! | `f.result()`, `f.result(timeout)`, `f.exception()`, `f.exception(timeout)` | [`Future::result`], [`Future::result_timeout`], [`Future::exception`], [`Future::exception_timeout`] |
 //! | `Future()`, `f.set_result(v)`, `f.set_exception(e)`, `f.set_running_or_notify_cancel()`, `InvalidStateError` | [`Future::pending`] → ([`Future`], [`Completer`]): [`Completer::set_result`], [`Completer::set_exception`], [`Completer::set_running_or_notify_cancel`], [`InvalidState`] |

@@ -53,6 +53,9 @@
 //! | `pool.imap(f, xs)`, `imap_unordered(f, xs)` | [`Pool::imap`], [`Pool::imap_unordered`] (iterators of `Result`) |
 //! | `pool.starmap(f, [(a, b), …])` | [`Pool::starmap`] (`fn(A, B) -> R`), [`Pool::starmap3`] |
 //! | `pool.close()`, `pool.join()`, `pool.terminate()`, `with Pool() as p:` | same names (`join` on an open pool is [`PoolError::StillRunning`]), `Drop` terminates |
+//! | `pool.starmap_async(f, xs)` | [`Pool::starmap_async`] → [`MapResult`] |
+//! | `map_async(…, callback=cb, error_callback=ecb)` | [`MapResult::callbacks`] |
+//! | (none) cancel a running `map_async`; `join` with a timeout | [`MapResult::cancel`]; [`Pool::join_timeout`] |
 //! | pebble's `schedule(f, args, timeout=…)` | [`Pool::schedule`] |
 //! | billiard's `max_memory_per_child` | [`PoolBuilder::max_memory_per_child`] |
 //! | tqdm / mpire's `progress_bar=True` | [`Pool::with_progress_bar`], [`IMap::completed`] |
