@@ -174,3 +174,66 @@ fn terminate_workers_and_kill_workers_stop_everything_and_shut_the_executor_down
     }
     leaks.assert_clean();
 }
+
+/// Waits (at most a minute) until the executor has no worker.
+fn until_no_worker(ex: &ProcessPoolExecutor) -> bool {
+    let deadline = Instant::now() + PROMPT;
+    while !ex.worker_pids().is_empty() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+#[test]
+fn idle_workers_exit_after_the_idle_timeout_and_start_again_on_demand() {
+    let leaks = LeakCheck::start();
+    assert!(matches!(
+        ProcessPoolExecutor::builder()
+            .idle_worker_timeout(Duration::ZERO)
+            .build(),
+        Err(multiproc::pool::PoolError::Invalid(_))
+    ));
+    let idle = Duration::from_millis(200);
+    for method in StartMethod::ALL {
+        multiproc::process::set_fork_warning(false);
+        let shared = gates();
+        let (began, gate, _) = shared.clone();
+        let ex = ProcessPoolExecutor::builder()
+            .max_workers(2)
+            .start_method(method)
+            .initializer(install, shared.clone())
+            .idle_worker_timeout(idle)
+            .build()
+            .unwrap();
+        // A worker busy for longer than the idle timeout is not stopped.
+        let held = ex.submit(hold_one, 1).unwrap();
+        assert!(began.wait_timeout(PROMPT));
+        let first = ex.worker_pids();
+        assert_eq!(first.len(), 1);
+        std::thread::sleep(3 * idle);
+        assert_eq!(
+            ex.worker_pids(),
+            first,
+            "{method:?}: a busy worker was stopped"
+        );
+        gate.set();
+        assert_eq!(held.result_timeout(PROMPT), Ok(1));
+        // Idle, it exits (and is reaped) ...
+        assert!(
+            until_no_worker(&ex),
+            "{method:?}: the idle worker never exited"
+        );
+        // ... and a new one starts for the next task.
+        let again = ex.submit(hold_one, 7).unwrap();
+        assert_eq!(again.result_timeout(PROMPT), Ok(7), "{method:?}");
+        let second = ex.worker_pids();
+        assert_eq!(second.len(), 1);
+        assert_ne!(second, first, "{method:?}");
+        assert!(until_no_worker(&ex), "{method:?}");
+        ex.shutdown(true, false);
+    }
+    leaks.assert_clean();
+}

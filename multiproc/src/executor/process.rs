@@ -65,6 +65,36 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// A worker that holds no task for `limit` exits (loky's `idle_worker_timeout`);
+    /// a later task that finds no idle worker starts one again, up to `max_workers`.
+    /// It is noticed at the executor's checks, up to 0.1 s late. Zero is refused by
+    /// [`build`](Self::build).
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use std::time::{Duration, Instant};
+    /// use multiproc::executor::ProcessPoolExecutor;
+    ///
+    /// fn id(x: u32) -> u32 { x }
+    ///
+    /// let ex = ProcessPoolExecutor::builder()
+    ///     .max_workers(1)
+    ///     .idle_worker_timeout(Duration::from_millis(100))
+    ///     .build()?;
+    /// assert_eq!(ex.submit(id, 1)?.result()?, 1);
+    /// let deadline = Instant::now() + Duration::from_secs(60);
+    /// while !ex.worker_pids().is_empty() && Instant::now() < deadline {
+    ///     std::thread::sleep(Duration::from_millis(10));
+    /// }
+    /// assert!(ex.worker_pids().is_empty()); // it exited, idle
+    /// assert_eq!(ex.submit(id, 2)?.result()?, 2); // and a new one started
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn idle_worker_timeout(mut self, limit: Duration) -> Self {
+        self.pool = self.pool.idle_timeout(limit);
+        self
+    }
+
     /// Checks the settings (one out of range is [`PoolError::Invalid`] naming it) and
     /// makes the executor. No worker starts yet: each starts when a task is submitted
     /// and no worker is idle, up to `max_workers` (CPython ≥ 3.9).

@@ -99,6 +99,8 @@ pub(crate) struct Config {
     pub(crate) prefix: &'static str,
     /// Workers start when tasks need them (the executor), not all at once (the pool).
     pub(crate) on_demand: bool,
+    /// A worker idle this long is stopped (loky's `idle_worker_timeout`; on demand).
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 /// Why a task could not be submitted.
@@ -161,6 +163,8 @@ struct Worker {
     /// The pool killed it (a verdict may have been cleared since by the task's reply:
     /// then the task it died in was not the one meant).
     killed: bool,
+    /// When it was last seen holding a task (for `idle_timeout`).
+    last_busy: Instant,
 }
 
 struct State {
@@ -468,6 +472,7 @@ impl Engine {
             stopping: false,
             verdict: None,
             killed: false,
+            last_busy: Instant::now(),
         })
     }
 
@@ -554,6 +559,9 @@ impl Engine {
                 continue;
             }
             job.sent_from = job.next;
+            if self.config.idle_timeout.is_some() {
+                worker.last_busy = Instant::now();
+            }
             worker.dispatched += 1;
             worker.sent.push_back(job);
             if self
@@ -902,6 +910,25 @@ impl Engine {
         self.changed.notify_all();
     }
 
+    /// Stops the workers that held no task for `idle_timeout` (seen at the collector's
+    /// checks, so up to a tick late); on demand, others start when tasks need them.
+    fn retire_idle(&self, st: &mut State, now: Instant) {
+        let Some(limit) = self.config.idle_timeout else {
+            return;
+        };
+        for w in &mut st.workers {
+            if w.process.is_none() || w.stopping {
+                continue;
+            }
+            if !w.sent.is_empty() {
+                w.last_busy = now;
+            } else if now.saturating_duration_since(w.last_busy) >= limit {
+                w.stopping = true;
+                let _ = w.tasks.put(TaskMsg::Stop);
+            }
+        }
+    }
+
     fn on_collector(&self) -> bool {
         self.collector.get() == Some(&std::thread::current().id())
     }
@@ -1091,6 +1118,7 @@ fn collect(shared: &Engine) {
             if finished.is_empty() || now.duration_since(last_check) >= BUSY_TICK {
                 last_check = now;
                 shared.check_workers(&mut st, &mut finished);
+                shared.retire_idle(&mut st, now);
             }
             shared.pump(&mut st, &mut finished);
             shared.stop_workers(&mut st)

@@ -192,6 +192,7 @@ pub struct PoolBuilder {
     max_tasks: Option<usize>,
     max_memory: Option<u64>,
     timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
     prefix: &'static str,
     on_demand: bool,
 }
@@ -224,6 +225,7 @@ impl std::fmt::Debug for PoolBuilder {
             .field("method", &self.method)
             .field("max_tasks", &self.max_tasks)
             .field("timeout", &self.timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -246,6 +248,7 @@ impl Default for PoolBuilder {
             max_tasks: None,
             max_memory: None,
             timeout: None,
+            idle_timeout: None,
             prefix: "PoolWorker",
             on_demand: false,
         }
@@ -342,6 +345,12 @@ impl PoolBuilder {
         self
     }
 
+    /// Workers idle this long exit (with [`on_demand`](Self::on_demand)).
+    pub(crate) fn idle_timeout(mut self, limit: Duration) -> Self {
+        self.idle_timeout = Some(limit);
+        self
+    }
+
     /// Checks the settings, naming a bad one as `words` say, and starts the engine.
     pub(crate) fn start_core(self, words: &SettingWords) -> Result<Core, PoolError> {
         if self.processes == 0 {
@@ -358,6 +367,9 @@ impl PoolBuilder {
         if let Some(limit) = self.timeout {
             check_limit(limit, "task_timeout must be longer than zero")?;
         }
+        if let Some(limit) = self.idle_timeout {
+            check_limit(limit, "idle_worker_timeout must be longer than zero")?;
+        }
         Ok(Core::start(Config {
             processes: self.processes,
             method: self.method,
@@ -367,6 +379,7 @@ impl PoolBuilder {
             timeout: self.timeout,
             prefix: self.prefix,
             on_demand: self.on_demand,
+            idle_timeout: self.idle_timeout,
         })?)
     }
 
