@@ -24,6 +24,7 @@
 //! | `ex.shutdown(wait, cancel_futures)`, `with ex:` | [`ThreadPoolExecutor::shutdown`], `Drop` |
 //! | `ex.map(fn, it, timeout=t, chunksize=n)` | [`ThreadPoolExecutor::map_with`], [`ProcessPoolExecutor::map_with`] with [`MapOptions`] → [`MapWith`] |
 //! | `ProcessPoolExecutor.terminate_workers()`, `kill_workers()` (3.14) | [`ProcessPoolExecutor::terminate_workers`], [`ProcessPoolExecutor::kill_workers`] |
+//! | loky's `idle_worker_timeout` for processes | [`ProcessPoolBuilder::idle_worker_timeout`] |
 //! | `f.done()`, `f.running()`, `f.cancel()`, `f.cancelled()` | same names |
 //! | `f.result()`, `f.result(timeout)`, `f.exception()`, `f.exception(timeout)` | [`Future::result`], [`Future::result_timeout`], [`Future::exception`], [`Future::exception_timeout`] |
 //! | `Future()`, `f.set_result(v)`, `f.set_exception(e)`, `f.set_running_or_notify_cancel()`, `InvalidStateError` | [`Future::pending`] → ([`Future`], [`Completer`]): [`Completer::set_result`], [`Completer::set_exception`], [`Completer::set_running_or_notify_cancel`], [`InvalidState`] |
