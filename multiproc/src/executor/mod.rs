@@ -22,6 +22,9 @@
 //! | `ex.submit(fn, *args)` | [`ThreadPoolExecutor::submit`] (a closure) → [`Future`] |
 //! | `ex.map(fn, iterable, buffersize=2 * n)` | [`ThreadPoolExecutor::map`]: results in input order, the input read as they are taken |
 //! | `ex.shutdown(wait, cancel_futures)`, `with ex:` | [`ThreadPoolExecutor::shutdown`], `Drop` |
+//! | `ex.map(fn, it, timeout=t, chunksize=n)` | [`ThreadPoolExecutor::map_with`], [`ProcessPoolExecutor::map_with`] with [`MapOptions`] → [`MapWith`] |
+//! | `ProcessPoolExecutor.terminate_workers()`, `kill_workers()` (3.14) | [`ProcessPoolExecutor::terminate_workers`], [`ProcessPoolExecutor::kill_workers`] |
+//! | loky's `idle_worker_timeout` for processes | [`ProcessPoolBuilder::idle_worker_timeout`] |
 //! | `f.done()`, `f.running()`, `f.cancel()`, `f.cancelled()` | same names |
 //! | `f.result()`, `f.result(timeout)`, `f.exception()`, `f.exception(timeout)` | [`Future::result`], [`Future::result_timeout`], [`Future::exception`], [`Future::exception_timeout`] |
 //! | `Future()`, `f.set_result(v)`, `f.set_exception(e)`, `f.set_running_or_notify_cancel()`, `InvalidStateError` | [`Future::pending`] → ([`Future`], [`Completer`]): [`Completer::set_result`], [`Completer::set_exception`], [`Completer::set_running_or_notify_cancel`], [`InvalidState`] |
@@ -44,6 +47,126 @@ pub use crate::future::{
 };
 use crate::future::{HasInner, Inner};
 pub use process::{Executor, ProcessPoolBuilder, ProcessPoolExecutor};
+
+/// The options of [`ProcessPoolExecutor::map_with`] and [`ThreadPoolExecutor::map_with`]
+/// (Python's `Executor.map(fn, *iterables, timeout=None, chunksize=1)`).
+///
+/// ```
+/// use std::num::NonZeroUsize;
+/// use std::time::Duration;
+/// use multiproc::executor::MapOptions;
+///
+/// let opts = MapOptions::new()
+///     .timeout(Duration::from_secs(10))
+///     .chunksize(NonZeroUsize::new(64).unwrap());
+/// assert_eq!(opts.get_chunksize().get(), 64);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct MapOptions {
+    timeout: Option<Duration>,
+    chunksize: std::num::NonZeroUsize,
+}
+
+impl Default for MapOptions {
+    fn default() -> MapOptions {
+        MapOptions::new()
+    }
+}
+
+impl MapOptions {
+    /// No deadline, one item per task (Python's defaults).
+    pub fn new() -> MapOptions {
+        MapOptions {
+            timeout: None,
+            chunksize: std::num::NonZeroUsize::MIN,
+        }
+    }
+
+    /// Every result must be ready within `timeout` of the `map_with` call (Python's
+    /// `timeout`: the deadline counts from the call, not per result). The first one
+    /// that is not is [`WaitError::Timeout`]; the results end there and the tasks not
+    /// started are cancelled, as Python's generator does when it raises `TimeoutError`.
+    pub fn timeout(mut self, timeout: Duration) -> MapOptions {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Items per task (Python's `chunksize`; not zero, by its type, where Python
+    /// raises `ValueError`). On a [`ThreadPoolExecutor`] it has no effect, as in
+    /// Python: a thread takes items from the input one by one at no cost to send them.
+    pub fn chunksize(mut self, chunksize: std::num::NonZeroUsize) -> MapOptions {
+        self.chunksize = chunksize;
+        self
+    }
+
+    /// The chunk size set.
+    pub fn get_chunksize(&self) -> std::num::NonZeroUsize {
+        self.chunksize
+    }
+
+    /// The timeout set.
+    pub fn get_timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// The deadline of a map called now.
+    fn deadline(&self) -> Option<Instant> {
+        self.timeout.and_then(|t| Instant::now().checked_add(t))
+    }
+}
+
+/// The results of `map_with` on either executor, in input order: a result not ready
+/// by the deadline is [`WaitError::Timeout`] and ends them (the tasks not started are
+/// cancelled); a failed task is [`WaitError::Task`] and the results go on.
+pub struct MapWith<'a, T> {
+    /// The next result by a deadline; `None` once the results ended.
+    next: Option<NextBy<'a, T>>,
+    deadline: Option<Instant>,
+}
+
+type NextBy<'a, T> = Box<dyn FnMut(Option<Instant>) -> Option<Result<T, WaitError>> + 'a>;
+
+impl<T> std::fmt::Debug for MapWith<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapWith")
+            .field("deadline", &self.deadline)
+            .field("ended", &self.next.is_none())
+            .finish()
+    }
+}
+
+impl<'a, T> MapWith<'a, T> {
+    fn new(
+        next: impl FnMut(Option<Instant>) -> Option<Result<T, WaitError>> + 'a,
+        deadline: Option<Instant>,
+    ) -> MapWith<'a, T> {
+        MapWith {
+            next: Some(Box::new(next)),
+            deadline,
+        }
+    }
+}
+
+impl<T> Iterator for MapWith<'_, T> {
+    type Item = Result<T, WaitError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let next = self.next.as_mut()?;
+        match next(self.deadline) {
+            Some(Err(WaitError::Timeout)) => {
+                // Dropping the map cancels what has not started.
+                self.next = None;
+                Some(Err(WaitError::Timeout))
+            }
+            None => {
+                self.next = None;
+                None
+            }
+            other => other,
+        }
+    }
+}
 
 /// `submit` after [`ThreadPoolExecutor::shutdown`] (Python raises `RuntimeError`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -540,6 +663,49 @@ impl ThreadPoolExecutor {
         Ok(map)
     }
 
+    /// [`map`](Self::map) with [`MapOptions`] (Python's `map(fn, it, timeout=…)`):
+    /// results not ready by the deadline are [`WaitError::Timeout`], which ends them
+    /// and cancels the tasks not started (a running thread cannot be stopped: it
+    /// finishes unseen, as in Python). The chunk size has no effect on threads.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::executor::{MapOptions, ThreadPoolExecutor, WaitError};
+    ///
+    /// let pool = ThreadPoolExecutor::new(1);
+    /// let opts = MapOptions::new().timeout(Duration::from_millis(100));
+    /// let nap = |ms: u64| std::thread::sleep(Duration::from_millis(ms));
+    /// let got: Vec<_> = pool.map_with(nap, [0, 1_000, 0], opts)?.collect();
+    /// assert_eq!(got, [Ok(()), Err(WaitError::Timeout)]);
+    /// # Ok::<(), multiproc::executor::ShutDown>(())
+    /// ```
+    pub fn map_with<'a, I, T, F>(
+        &'a self,
+        task: F,
+        items: I,
+        options: MapOptions,
+    ) -> Result<MapWith<'a, T>, ShutDown>
+    where
+        I: IntoIterator,
+        I::IntoIter: 'a,
+        I::Item: Send + 'static,
+        F: Fn(I::Item) -> T + Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        let deadline = options.deadline();
+        let buffer = 2 * self.shared.max_workers;
+        let mut map = ThreadMap {
+            executor: self,
+            input: Some(items.into_iter()),
+            task: Arc::new(task),
+            futures: std::collections::VecDeque::with_capacity(buffer),
+            buffer,
+            tail: None,
+        };
+        map.fill()?;
+        Ok(MapWith::new(move |by| map.next_by(by), deadline))
+    }
+
     /// Stops taking tasks (Python's `shutdown`). With `cancel_futures`, tasks not yet
     /// started are cancelled; with `wait`, returns once the running (and remaining) tasks
     /// are done and the threads have ended.
@@ -613,6 +779,26 @@ where
             }
         }
         Ok(())
+    }
+
+    /// The next result, waiting until `deadline` at most; one not ready by then is
+    /// cancelled (if it has not started) and is [`WaitError::Timeout`].
+    fn next_by(&mut self, deadline: Option<Instant>) -> Option<Result<T, WaitError>> {
+        let Some(deadline) = deadline else {
+            return self.next().map(|r| r.map_err(WaitError::Task));
+        };
+        let _ = self.fill();
+        match self.futures.pop_front() {
+            Some(future) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let got = future.result_timeout(left);
+                if matches!(got, Err(WaitError::Timeout)) {
+                    future.cancel();
+                }
+                Some(got)
+            }
+            None => self.tail.take().map(|e| Err(WaitError::Task(e))),
+        }
     }
 
     /// Drops the input (a panic in its `Drop` is not the caller's either).

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Future, ShutDown, TaskError};
+use super::{Future, MapOptions, MapWith, ShutDown, TaskError, WaitError};
 use crate::pool::{Arg, Core, PoolBuilder, PoolError, Ret, SettingWords};
 use crate::process::StartMethod;
 
@@ -72,6 +72,36 @@ impl ProcessPoolBuilder {
     /// fails. See [`PoolBuilder::fail_fast`](crate::pool::PoolBuilder::fail_fast).
     pub fn fail_fast(mut self, on: bool) -> Self {
         self.pool = self.pool.fail_fast(on);
+        self
+    }
+
+    /// A worker that holds no task for `limit` exits (loky's `idle_worker_timeout`);
+    /// a later task that finds no idle worker starts one again, up to `max_workers`.
+    /// It is noticed at the executor's checks, up to 0.1 s late. Zero is refused by
+    /// [`build`](Self::build).
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use std::time::{Duration, Instant};
+    /// use multiproc::executor::ProcessPoolExecutor;
+    ///
+    /// fn id(x: u32) -> u32 { x }
+    ///
+    /// let ex = ProcessPoolExecutor::builder()
+    ///     .max_workers(1)
+    ///     .idle_worker_timeout(Duration::from_millis(100))
+    ///     .build()?;
+    /// assert_eq!(ex.submit(id, 1)?.result()?, 1);
+    /// let deadline = Instant::now() + Duration::from_secs(60);
+    /// while !ex.worker_pids().is_empty() && Instant::now() < deadline {
+    ///     std::thread::sleep(Duration::from_millis(10));
+    /// }
+    /// assert!(ex.worker_pids().is_empty()); // it exited, idle
+    /// assert_eq!(ex.submit(id, 2)?.result()?, 2); // and a new one started
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn idle_worker_timeout(mut self, limit: Duration) -> Self {
+        self.pool = self.pool.idle_timeout(limit);
         self
     }
 
@@ -316,6 +346,55 @@ impl ProcessPoolExecutor {
         }
     }
 
+    /// [`map`](Self::map) with [`MapOptions`] (Python's `map(fn, it, timeout=…,
+    /// chunksize=…)`): `chunksize` items per task, as [`map_chunked`](Self::map_chunked);
+    /// results not ready by the deadline (counted from this call) are
+    /// [`WaitError::Timeout`], which ends them, reads the input no further and
+    /// cancels the tasks no worker holds yet; running ones, and those a worker holds
+    /// already (its read-ahead, Python's call queue), finish unseen, as in Python. A
+    /// failed task is
+    /// [`WaitError::Task`] and the results go on.
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use std::num::NonZeroUsize;
+    /// use std::time::Duration;
+    /// use multiproc::executor::{MapOptions, ProcessPoolExecutor, WaitError};
+    ///
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    ///
+    /// let ex = ProcessPoolExecutor::new(1)?;
+    /// let opts = MapOptions::new().chunksize(NonZeroUsize::new(2).unwrap());
+    /// let got: Vec<u64> = ex.map_with(nap, [1, 2, 3], opts)?.map(Result::unwrap).collect();
+    /// assert_eq!(got, [1, 2, 3]);
+    /// // A chunk's results come together: one item per task here.
+    /// let opts = MapOptions::new().timeout(Duration::from_millis(200));
+    /// let got: Vec<_> = ex.map_with(nap, [0, 3_000, 0], opts)?.collect();
+    /// assert_eq!(got, [Ok(0), Err(WaitError::Timeout)]);
+    /// # ex.kill_workers();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map_with<'a, A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A, IntoIter: 'a>,
+        options: MapOptions,
+    ) -> Result<MapWith<'a, R>, ShutDown>
+    where
+        A: Arg,
+        R: Ret,
+    {
+        let deadline = options.deadline();
+        let mut map = self.map_chunked(f, items, options.get_chunksize().get())?;
+        Ok(MapWith::new(
+            move |by: Option<std::time::Instant>| match by {
+                None => map.next().map(|r| r.map_err(WaitError::Task)),
+                Some(d) => map.next_timeout(d.saturating_duration_since(std::time::Instant::now())),
+            },
+            deadline,
+        ))
+    }
+
     /// Stops taking tasks (Python's `shutdown`): with `cancel_futures`, tasks no worker
     /// has started are cancelled; with `wait`, returns once the rest are done and the
     /// workers have exited.
@@ -324,6 +403,38 @@ impl ProcessPoolExecutor {
         if wait {
             self.core.join();
         }
+    }
+
+    /// Stops every worker now with SIGTERM (Python 3.14's `terminate_workers()`) and
+    /// returns once each is reaped. Every future not done fails with
+    /// [`TaskError::Terminated`], the running ones and the pending ones alike (Python
+    /// cancels the pending ones and breaks the running ones with `BrokenProcessPool`);
+    /// the executor is shut down after: `submit` gives [`ShutDown`]. A worker that
+    /// ignores SIGTERM is killed after 30 s.
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use std::time::Duration;
+    /// use multiproc::executor::{ProcessPoolExecutor, ShutDown, TaskError, WaitError};
+    ///
+    /// fn sleepy(d: Duration) { std::thread::sleep(d) }
+    ///
+    /// let ex = ProcessPoolExecutor::new(1)?;
+    /// let f = ex.submit(sleepy, Duration::from_secs(3600))?;
+    /// ex.terminate_workers();
+    /// assert_eq!(f.result(), Err(WaitError::Task(TaskError::Terminated)));
+    /// assert!(ex.worker_pids().is_empty());
+    /// assert_eq!(ex.submit(sleepy, Duration::ZERO).unwrap_err(), ShutDown);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn terminate_workers(&self) {
+        self.core.terminate_with(false);
+    }
+
+    /// As [`terminate_workers`](Self::terminate_workers) with SIGKILL (Python 3.14's
+    /// `kill_workers()`).
+    pub fn kill_workers(&self) {
+        self.core.terminate_with(true);
     }
 }
 

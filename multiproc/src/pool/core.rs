@@ -74,6 +74,11 @@ pub(crate) trait Sink: Send + Sync {
     fn len(&self) -> usize {
         1
     }
+    /// Which call the task belongs to (the chunks of one map share it; 0: none), for
+    /// [`stop_group`].
+    fn group(&self) -> usize {
+        0
+    }
 }
 
 /// Starts one worker process (the initializer's type is inside).
@@ -97,6 +102,8 @@ pub(crate) struct Config {
     /// A worker's death breaks the pool (CPython's and loky's way), instead of failing
     /// the one task it ran.
     pub(crate) fail_fast: bool,
+    /// A worker idle this long is stopped (loky's `idle_worker_timeout`; on demand).
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 /// Why a task could not be submitted.
@@ -159,6 +166,8 @@ struct Worker {
     /// The pool killed it (a verdict may have been cleared since by the task's reply:
     /// then the task it died in was not the one meant).
     killed: bool,
+    /// When it was last seen holding a task (for `idle_timeout`).
+    last_busy: Instant,
 }
 
 struct State {
@@ -370,6 +379,11 @@ impl Core {
     /// Kills every worker and fails every task not done with `Terminated`; returns once
     /// the workers are reaped.
     pub(crate) fn terminate(&self) {
+        self.terminate_with(true);
+    }
+
+    /// As [`Core::terminate`], stopping the workers with SIGKILL (`hard`) or SIGTERM.
+    pub(crate) fn terminate_with(&self, hard: bool) {
         let mut failed = Vec::new();
         {
             let mut st = self.shared.state.lock();
@@ -385,7 +399,7 @@ impl Core {
                         failed.push(job.failed(TaskError::Terminated));
                     }
                     if let Some(p) = &w.process {
-                        let _ = p.kill();
+                        let _ = if hard { p.kill() } else { p.terminate() };
                     }
                 }
                 st.in_flight = 0;
@@ -399,6 +413,33 @@ impl Core {
     /// What the tasks of the pool failed with when it broke, if it did.
     pub(crate) fn broken_error(&self) -> Option<TaskError> {
         self.shared.state.lock().broken_error.clone()
+    }
+
+    /// As [`Core::join`], waiting at most `timeout`: whether every task is done and
+    /// every worker reaped.
+    pub(crate) fn join_timeout(&self, timeout: Duration) -> bool {
+        self.close(false);
+        if self.shared.on_collector() {
+            return false;
+        }
+        let deadline = std::time::Instant::now().checked_add(timeout);
+        {
+            let mut st = self.shared.state.lock();
+            while !st.done {
+                match deadline {
+                    None => self.shared.changed.wait(&mut st),
+                    Some(d) => {
+                        if self.shared.changed.wait_until(&mut st, d).timed_out() && !st.done {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(h) = self.collector.lock().take() {
+            let _ = h.join();
+        }
+        true
     }
 
     /// The pids of the live workers.
@@ -442,6 +483,7 @@ impl Engine {
             stopping: false,
             verdict: None,
             killed: false,
+            last_busy: Instant::now(),
         })
     }
 
@@ -509,12 +551,16 @@ impl Engine {
             let mut job = st.pending.pop_front().expect("not empty");
             if !job.started {
                 if !job.sink.start() {
+                    // Its items are delivered as cancelled: a cancelled map waits for
+                    // every item (outside the lock, as every delivery).
                     st.in_flight -= 1;
+                    failed.push(job.failed(TaskError::Cancelled));
                     continue;
                 }
                 job.started = true;
             } else if !job.sink.wanted() {
                 st.in_flight -= 1;
+                failed.push(job.failed(TaskError::Cancelled));
                 continue;
             }
             let worker = &mut st.workers[w];
@@ -524,6 +570,9 @@ impl Engine {
                 continue;
             }
             job.sent_from = job.next;
+            if self.config.idle_timeout.is_some() {
+                worker.last_busy = Instant::now();
+            }
             worker.dispatched += 1;
             worker.sent.push_back(job);
             if self
@@ -898,6 +947,25 @@ impl Engine {
         self.changed.notify_all();
     }
 
+    /// Stops the workers that held no task for `idle_timeout` (seen at the collector's
+    /// checks, so up to a tick late); on demand, others start when tasks need them.
+    fn retire_idle(&self, st: &mut State, now: Instant) {
+        let Some(limit) = self.config.idle_timeout else {
+            return;
+        };
+        for w in &mut st.workers {
+            if w.process.is_none() || w.stopping {
+                continue;
+            }
+            if !w.sent.is_empty() {
+                w.last_busy = now;
+            } else if now.saturating_duration_since(w.last_busy) >= limit {
+                w.stopping = true;
+                let _ = w.tasks.put(TaskMsg::Stop);
+            }
+        }
+    }
+
     fn on_collector(&self) -> bool {
         self.collector.get() == Some(&std::thread::current().id())
     }
@@ -1087,6 +1155,7 @@ fn collect(shared: &Engine) {
             if finished.is_empty() || now.duration_since(last_check) >= BUSY_TICK {
                 last_check = now;
                 shared.check_workers(&mut st, &mut finished);
+                shared.retire_idle(&mut st, now);
             }
             shared.pump(&mut st, &mut finished);
             shared.stop_workers(&mut st)
@@ -1188,15 +1257,37 @@ impl Engine {
 /// queued skips it when it comes. `false` if it cannot be stopped now (its worker's
 /// list of skipped tasks is full).
 pub(crate) fn stop_task(shared: &Weak<Engine>, id: u64) -> bool {
+    stop_where(shared, |j| j.id == id)
+}
+
+/// Stops every task of `group` a worker holds (see [`Sink::group`]), as [`stop_task`].
+/// The caller has made the group's sinks refuse to start first, so that none is sent
+/// meanwhile.
+pub(crate) fn stop_group(shared: &Weak<Engine>, group: usize) -> bool {
+    stop_where(shared, |j| j.sink.group() == group)
+}
+
+fn stop_where(shared: &Weak<Engine>, which: impl Fn(&Job) -> bool) -> bool {
     let Some(shared) = shared.upgrade() else {
         return true;
     };
     let mut st = shared.state.lock();
     let mut stopped = true;
     for (i, w) in st.workers.iter_mut().enumerate() {
-        if !w.sent.iter().any(|j| j.id == id) {
-            continue;
+        let ids: Vec<u64> = w.sent.iter().filter(|j| which(j)).map(|j| j.id).collect();
+        for id in ids {
+            stopped &= stop_on(&shared, w, i, id);
         }
+    }
+    drop(st);
+    shared.wake();
+    stopped
+}
+
+/// Stops task `id`, which worker `i` holds.
+fn stop_on(shared: &Engine, w: &mut Worker, i: usize, id: u64) -> bool {
+    let mut stopped = true;
+    {
         let running = |slots: &Slots| slots.current(i).0 == id;
         let kill = if running(&shared.slots) {
             true
@@ -1215,8 +1306,6 @@ pub(crate) fn stop_task(shared: &Weak<Engine>, id: u64) -> bool {
             }
         }
     }
-    drop(st);
-    shared.wake();
     stopped
 }
 

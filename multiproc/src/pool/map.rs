@@ -97,7 +97,7 @@ map_methods! {
         entry: worker::entry_chunk::<A, R>,
         order: Order::Input,
         first: First::All,
-        finish: |map: IMap<'_, R>| Ok(MapResult { map: Mutex::new(Some(map.results)) }),
+        finish: MapResult::new,
     }
 
     /// The results of `f(item)` in input order, as they come (Python's `imap`); a
@@ -154,6 +154,27 @@ map_methods! {
         order: Order::Input,
         first: First::Window,
         finish: IMap::collect_all,
+    }
+
+    /// As [`starmap`](Self::starmap), returning at once (Python's `starmap_async`); the
+    /// input is read whole at the call, as for [`map_async`](Self::map_async).
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use multiproc::pool::Pool;
+    ///
+    /// fn power(base: u64, exp: u32) -> u64 { base.pow(exp) }
+    ///
+    /// let pool = Pool::new(2)?;
+    /// let r = pool.starmap_async(power, [(2, 3), (3, 2)])?;
+    /// assert_eq!(r.get()?, [8, 9]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn starmap_async<'a, A: Arg, B: Arg, R: Ret>(f: fn(A, B) -> R, items: (A, B)) -> MapResult<R> {
+        entry: worker::entry_star2::<A, B, R>,
+        order: Order::Input,
+        first: First::All,
+        finish: MapResult::new,
     }
 
     /// `f(a, b, c)` for every `(a, b, c)`, in input order (Python's `starmap`); the
@@ -342,7 +363,7 @@ impl<'p> Mapper<'p> {
             }
         };
         let ahead_chunks = (2 * processes).max(MAX_AHEAD_TASKS.min(MAX_AHEAD_ITEMS / chunksize));
-        let state = Arc::new(MapState::<R>::new(order, self.progress));
+        let state = Arc::new(MapState::<R>::new(order, self.progress, self.core.weak()));
         if let Some(n) = total {
             state.set_total(n);
         }
@@ -651,6 +672,11 @@ struct MapState<R> {
     total: AtomicUsize,
     /// The iterator was dropped: chunks not started are skipped.
     abandoned: AtomicBool,
+    /// The pool, to stop the running chunks of a cancelled map.
+    engine: Weak<Engine>,
+    /// Run on the collector once every item is done ([`MapResult::callbacks`]).
+    hook: Mutex<Option<Hook<R>>>,
+    hooked: AtomicBool,
     #[cfg(feature = "progress")]
     bar: Option<indicatif::ProgressBar>,
 }
@@ -666,7 +692,7 @@ struct MapSlots<R> {
 }
 
 impl<R> MapState<R> {
-    fn new(order: Order, progress: bool) -> MapState<R> {
+    fn new(order: Order, progress: bool, engine: Weak<Engine>) -> MapState<R> {
         let _ = progress;
         MapState {
             slots: Mutex::new(MapSlots {
@@ -679,6 +705,9 @@ impl<R> MapState<R> {
             completed: AtomicUsize::new(0),
             total: AtomicUsize::new(UNKNOWN),
             abandoned: AtomicBool::new(false),
+            engine,
+            hook: Mutex::new(None),
+            hooked: AtomicBool::new(false),
             #[cfg(feature = "progress")]
             bar: progress.then(|| {
                 let bar = indicatif::ProgressBar::no_length();
@@ -698,6 +727,7 @@ impl<R> MapState<R> {
         // Sequentially consistent with `store`'s count and look: of the two, at least
         // the later sees both, so the bar is finished.
         self.total.store(total, Ordering::SeqCst);
+        self.fire();
         #[cfg(feature = "progress")]
         if let Some(bar) = &self.bar {
             bar.set_length(total as u64);
@@ -747,8 +777,33 @@ impl<R> MapState<R> {
             }
         }
         let _ = done;
+        self.fire();
+    }
+
+    /// Runs the hook if one is set and every item is done (once: it is taken).
+    fn fire(&self) {
+        if !self.hooked.load(Ordering::SeqCst) {
+            return;
+        }
+        let total = self.total.load(Ordering::SeqCst);
+        if total == UNKNOWN || self.completed.load(Ordering::SeqCst) < total {
+            return;
+        }
+        let Some(hook) = self.hook.lock().take() else {
+            return;
+        };
+        let values: Vec<Option<Result<R, TaskError>>> = {
+            let mut slots = self.slots.lock();
+            slots.base += slots.window.len();
+            slots.window.drain(..).collect()
+        };
+        hook(values);
     }
 }
+
+/// What [`MapResult::callbacks`] runs once every item is done: the results in input
+/// order.
+type Hook<R> = Box<dyn FnOnce(Vec<Option<Result<R, TaskError>>>) + Send>;
 
 /// One chunk of a map: items `start..start + len` of the input. The engine delivers
 /// each of its items once, in ranges (all at once, or the items a worker finished
@@ -771,6 +826,10 @@ impl<R: DeserializeOwned + Send> Sink for ChunkSink<R> {
         !self.map.abandoned.load(Ordering::Relaxed)
     }
     fn complete(&self, items: Range<usize>, outcomes: Vec<Outcome>) {
+        if outcomes.is_empty() {
+            // Its worker skipped it, cancelled while queued ([`MapResult::cancel`]).
+            return self.cancel(items);
+        }
         let error = match <[Outcome; 1]>::try_from(outcomes) {
             Ok([Outcome::Returned(blob)]) => match worker::decode_items::<R>(&blob) {
                 Ok(results) if results.len() == items.len() && items.end <= self.len => {
@@ -811,6 +870,9 @@ impl<R: DeserializeOwned + Send> Sink for ChunkSink<R> {
     }
     fn len(&self) -> usize {
         self.len
+    }
+    fn group(&self) -> usize {
+        Arc::as_ptr(&self.map).cast::<()>() as usize
     }
 }
 
@@ -912,7 +974,7 @@ impl<'a, R> IMap<'a, R> {
     /// A map that failed as a whole with `error` (a broken pool): it yields the error
     /// once, then ends.
     pub(crate) fn failed(error: TaskError) -> IMap<'static, R> {
-        let state = Arc::new(MapState::new(Order::Input, false));
+        let state = Arc::new(MapState::new(Order::Input, false, Weak::new()));
         state.set_total(0);
         IMap {
             results: Results {
@@ -1123,13 +1185,19 @@ impl<R> Iterator for IMap<'_, R> {
 
 impl<R> Drop for Results<R> {
     fn drop(&mut self) {
-        self.state.abandoned.store(true, Ordering::Relaxed);
+        // A map with callbacks runs to its end, as Python's does, whoever holds it.
+        if !self.state.hooked.load(Ordering::SeqCst) {
+            self.state.abandoned.store(true, Ordering::Relaxed);
+        }
     }
 }
 
-/// The result of [`Pool::map_async`] (Python's `MapResult`).
+/// The result of [`Pool::map_async`] and [`Pool::starmap_async`] (Python's
+/// `MapResult`).
 pub struct MapResult<R> {
     map: Mutex<Option<Results<R>>>,
+    /// With [`callbacks`](MapResult::callbacks): the outcome, once they ran.
+    done: Option<Arc<Done<R>>>,
 }
 
 impl<R> std::fmt::Debug for MapResult<R> {
@@ -1150,7 +1218,148 @@ impl<R> Results<R> {
     }
 }
 
+/// A callback and an error callback of [`MapResult::callbacks`].
+type Callbacks<R> = (
+    Box<dyn FnOnce(&[R]) + Send>,
+    Box<dyn FnOnce(&PoolError) + Send>,
+);
+
+/// A map's outcome once its callbacks ran.
+struct Done<R> {
+    state: Mutex<DoneState<R>>,
+    ready: Condvar,
+}
+
+enum DoneState<R> {
+    /// Items still run; these callbacks wait for them.
+    Running(Vec<Callbacks<R>>),
+    /// Every item is done and the callbacks ran (or run now, outside the lock:
+    /// `Ready(None)`).
+    Ready(Option<Result<Vec<R>, PoolError>>),
+    /// `get` took it.
+    Taken,
+}
+
+fn run_callbacks<R>(callbacks: Vec<Callbacks<R>>, outcome: &Result<Vec<R>, PoolError>) {
+    for (callback, error_callback) in callbacks {
+        // A callback that panics must not take the pool's collector with it, nor
+        // keep the other callbacks from running (Python prints it and goes on).
+        let _ = catch_unwind(AssertUnwindSafe(|| match outcome {
+            Ok(values) => callback(values),
+            Err(e) => error_callback(e),
+        }));
+    }
+}
+
+impl<R> Done<R> {
+    /// Every item is done: runs the callbacks waiting, then lets `get` have it.
+    fn complete(&self, outcome: Result<Vec<R>, PoolError>) {
+        let callbacks = match &mut *self.state.lock() {
+            DoneState::Running(callbacks) => std::mem::take(callbacks),
+            _ => return,
+        };
+        run_callbacks(callbacks, &outcome);
+        *self.state.lock() = DoneState::Ready(Some(outcome));
+        self.ready.notify_all();
+    }
+
+    /// Runs `callbacks` once every item is done: now, in this thread, if they are.
+    fn add(&self, callbacks: Callbacks<R>) {
+        let mut state = self.state.lock();
+        loop {
+            match &mut *state {
+                DoneState::Running(waiting) => {
+                    waiting.push(callbacks);
+                    return;
+                }
+                DoneState::Ready(outcome) => {
+                    let Some(outcome) = outcome.take() else {
+                        // Another thread runs its callbacks with it now.
+                        self.ready.wait(&mut state);
+                        continue;
+                    };
+                    drop(state);
+                    run_callbacks(vec![callbacks], &outcome);
+                    *self.state.lock() = DoneState::Ready(Some(outcome));
+                    self.ready.notify_all();
+                    return;
+                }
+                DoneState::Taken => {
+                    drop(state);
+                    run_callbacks(vec![callbacks], &Err(PoolError::Taken));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Waits until the callbacks ran, or `deadline`; whether they did.
+    fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        let mut state = self.state.lock();
+        loop {
+            if matches!(&*state, DoneState::Ready(Some(_)) | DoneState::Taken) {
+                return true;
+            }
+            match deadline {
+                None => self.ready.wait(&mut state),
+                Some(d) => {
+                    if self.ready.wait_until(&mut state, d).timed_out() {
+                        return matches!(&*state, DoneState::Ready(Some(_)) | DoneState::Taken);
+                    }
+                }
+            }
+        }
+    }
+
+    fn take(&self) -> Result<Vec<R>, PoolError> {
+        self.wait_until(None);
+        match std::mem::replace(&mut *self.state.lock(), DoneState::Taken) {
+            DoneState::Ready(Some(outcome)) => outcome,
+            _ => Err(PoolError::Taken),
+        }
+    }
+}
+
+/// The outcome of a map from its results in input order (`get`'s), `tail` after them.
+fn outcome_of<R>(
+    values: Vec<Option<Result<R, TaskError>>>,
+    tail: Option<TaskError>,
+) -> Result<Vec<R>, PoolError> {
+    let mut out = Vec::with_capacity(values.len());
+    for v in values {
+        match v {
+            Some(Ok(v)) => out.push(v),
+            Some(Err(error)) => {
+                return Err(PoolError::Item {
+                    index: out.len(),
+                    error,
+                });
+            }
+            None => {
+                return Err(PoolError::Item {
+                    index: out.len(),
+                    error: TaskError::serialization("the map lost a result"),
+                });
+            }
+        }
+    }
+    match tail {
+        Some(error) => Err(PoolError::Item {
+            index: out.len(),
+            error,
+        }),
+        None => Ok(out),
+    }
+}
+
 impl<R> MapResult<R> {
+    fn new(map: IMap<'_, R>) -> Result<MapResult<R>, PoolError> {
+        Ok(MapResult {
+            map: Mutex::new(Some(map.results)),
+            done: None,
+        })
+    }
+
     fn with<T>(&self, f: impl FnOnce(&Results<R>) -> T, taken: T) -> T {
         match self.map.lock().as_ref() {
             Some(m) => f(m),
@@ -1158,9 +1367,12 @@ impl<R> MapResult<R> {
         }
     }
 
-    /// Whether every item is done.
+    /// Whether every item is done (with [`callbacks`](Self::callbacks): and they ran).
     pub fn ready(&self) -> bool {
-        self.with(Results::all_done, true)
+        match &self.done {
+            Some(done) => done.wait_until(Some(Instant::now())),
+            None => self.with(Results::all_done, true),
+        }
     }
 
     /// How many items are done.
@@ -1168,9 +1380,13 @@ impl<R> MapResult<R> {
         self.with(Results::completed, 0)
     }
 
-    /// Waits at most `timeout` for every item; whether they are all done.
+    /// Waits at most `timeout` for every item; whether they are all done (with
+    /// [`callbacks`](Self::callbacks): and they ran).
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         let deadline = Instant::now().checked_add(timeout);
+        if let Some(done) = &self.done {
+            return done.wait_until(deadline);
+        }
         let guard = self.map.lock();
         let Some(m) = guard.as_ref() else { return true };
         let mut slots = m.state.slots.lock();
@@ -1193,8 +1409,12 @@ impl<R> MapResult<R> {
     }
 
     /// Waits and takes the results in input order, or the first failure (Python's
-    /// `get()`); later calls give [`PoolError::Taken`].
+    /// `get()`); later calls give [`PoolError::Taken`]. With
+    /// [`callbacks`](Self::callbacks), they have run when it returns.
     pub fn get(&self) -> Result<Vec<R>, PoolError> {
+        if let Some(done) = &self.done {
+            return done.take();
+        }
         match self.map.lock().take() {
             Some(results) => IMap {
                 results,
@@ -1217,6 +1437,102 @@ impl<R> MapResult<R> {
         } else {
             Err(PoolError::Timeout)
         }
+    }
+
+    /// Stops the map: its chunks not started are skipped and those running are
+    /// stopped, their workers killed and replaced (Python's `MapResult` cannot be
+    /// cancelled; this is [`Future::cancel_running`](crate::future::Future::cancel_running)
+    /// for a map). The items that finished keep their results; the others fail with
+    /// [`TaskError::Cancelled`], so [`get`](Self::get) gives the first of them as
+    /// [`PoolError::Item`]. Whether every running chunk could be stopped now (`false`
+    /// only if a worker's list of skipped tasks was full: that chunk runs to its end).
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use std::time::Duration;
+    /// use multiproc::pool::{Pool, PoolError, TaskError};
+    ///
+    /// fn sleepy(d: Duration) { std::thread::sleep(d) }
+    ///
+    /// let pool = Pool::new(2)?;
+    /// let r = pool.map_async(sleepy, vec![Duration::from_secs(3600); 8])?;
+    /// assert!(r.cancel());
+    /// assert!(matches!(r.get(), Err(PoolError::Item { error: TaskError::Cancelled, .. })));
+    /// pool.apply(sleepy, Duration::ZERO)?; // the killed workers were replaced
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn cancel(&self) -> bool {
+        let guard = self.map.lock();
+        let Some(m) = guard.as_ref() else {
+            return true;
+        };
+        let state = Arc::clone(&m.state);
+        drop(guard);
+        // First: no chunk of it starts from now on, so none is sent while the
+        // running ones are stopped.
+        state.abandoned.store(true, Ordering::SeqCst);
+        let group = Arc::as_ptr(&state).cast::<()>() as usize;
+        super::core::stop_group(&state.engine, group)
+    }
+}
+
+impl<R: Send + 'static> MapResult<R> {
+    /// Runs `callback` with the results in input order once every item succeeded,
+    /// or `error_callback` with the first failure (Python's `callback` and
+    /// `error_callback` of `map_async` and `starmap_async`). They run on the pool's
+    /// collector thread (Python's result handler), so they should be quick; they have
+    /// run by the time [`get`](Self::get) returns. Called when the map is done already,
+    /// they run now in the caller's thread; after `get` took the results,
+    /// `error_callback` gets [`PoolError::Taken`]. A callback that panics is ignored.
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use std::sync::{Arc, Mutex};
+    /// use multiproc::pool::Pool;
+    ///
+    /// fn square(x: u64) -> u64 { x * x }
+    ///
+    /// let pool = Pool::new(2)?;
+    /// let total = Arc::new(Mutex::new(0));
+    /// let t = Arc::clone(&total);
+    /// let r = pool
+    ///     .map_async(square, 1..=3)?
+    ///     .callbacks(move |v| *t.lock().unwrap() = v.iter().sum(), |e| panic!("{e}"));
+    /// assert_eq!(r.get()?, [1, 4, 9]);
+    /// assert_eq!(*total.lock().unwrap(), 14);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn callbacks(
+        mut self,
+        callback: impl FnOnce(&[R]) + Send + 'static,
+        error_callback: impl FnOnce(&PoolError) + Send + 'static,
+    ) -> MapResult<R> {
+        let pair: Callbacks<R> = (Box::new(callback), Box::new(error_callback));
+        if let Some(done) = &self.done {
+            done.add(pair);
+            return self;
+        }
+        let done = Arc::new(Done {
+            state: Mutex::new(DoneState::Running(vec![pair])),
+            ready: Condvar::new(),
+        });
+        self.done = Some(Arc::clone(&done));
+        let guard = self.map.lock();
+        let Some(m) = guard.as_ref() else {
+            drop(guard);
+            done.complete(Err(PoolError::Taken));
+            return self;
+        };
+        let tail = m.tail.clone();
+        let state = Arc::clone(&m.state);
+        drop(guard);
+        *state.hook.lock() = Some(Box::new(move |values| {
+            done.complete(outcome_of(values, tail));
+        }));
+        state.hooked.store(true, Ordering::SeqCst);
+        // Every item may be done already: then nothing else fires it.
+        state.fire();
+        self
     }
 }
 

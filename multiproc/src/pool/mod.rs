@@ -53,6 +53,9 @@
 //! | `pool.imap(f, xs)`, `imap_unordered(f, xs)` | [`Pool::imap`], [`Pool::imap_unordered`] (iterators of `Result`) |
 //! | `pool.starmap(f, [(a, b), …])` | [`Pool::starmap`] (`fn(A, B) -> R`), [`Pool::starmap3`] |
 //! | `pool.close()`, `pool.join()`, `pool.terminate()`, `with Pool() as p:` | same names (`join` on an open pool is [`PoolError::StillRunning`]), `Drop` terminates |
+//! | `pool.starmap_async(f, xs)` | [`Pool::starmap_async`] → [`MapResult`] |
+//! | `map_async(…, callback=cb, error_callback=ecb)` | [`MapResult::callbacks`] |
+//! | (none) cancel a running `map_async`; `join` with a timeout | [`MapResult::cancel`]; [`Pool::join_timeout`] |
 //! | pebble's `schedule(f, args, timeout=…)` | [`Pool::schedule`] |
 //! | billiard's `max_memory_per_child` | [`PoolBuilder::max_memory_per_child`] |
 //! | tqdm / mpire's `progress_bar=True` | [`Pool::with_progress_bar`], [`IMap::completed`] |
@@ -130,7 +133,8 @@ pub enum PoolError {
     /// `ValueError: Pool is still running`).
     #[error("the pool is still running: close or terminate it before join")]
     StillRunning,
-    /// A `_timeout` wait ran out (the map goes on and can be waited for again).
+    /// A `_timeout` wait ran out (the map goes on and can be waited for again;
+    /// [`Pool::join_timeout`]: the pool goes on winding down).
     #[error("timed out waiting for the results")]
     Timeout,
     /// The results were already taken by an earlier `get`.
@@ -190,6 +194,7 @@ pub struct PoolBuilder {
     max_tasks: Option<usize>,
     max_memory: Option<u64>,
     timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
     prefix: &'static str,
     on_demand: bool,
     fail_fast: bool,
@@ -223,6 +228,7 @@ impl std::fmt::Debug for PoolBuilder {
             .field("method", &self.method)
             .field("max_tasks", &self.max_tasks)
             .field("timeout", &self.timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -245,6 +251,7 @@ impl Default for PoolBuilder {
             max_tasks: None,
             max_memory: None,
             timeout: None,
+            idle_timeout: None,
             prefix: "PoolWorker",
             on_demand: false,
             fail_fast: false,
@@ -376,6 +383,12 @@ impl PoolBuilder {
         self
     }
 
+    /// Workers idle this long exit (with [`on_demand`](Self::on_demand)).
+    pub(crate) fn idle_timeout(mut self, limit: Duration) -> Self {
+        self.idle_timeout = Some(limit);
+        self
+    }
+
     /// Checks the settings, naming a bad one as `words` say, and starts the engine.
     pub(crate) fn start_core(self, words: &SettingWords) -> Result<Core, PoolError> {
         if self.processes == 0 {
@@ -392,6 +405,9 @@ impl PoolBuilder {
         if let Some(limit) = self.timeout {
             check_limit(limit, "task_timeout must be longer than zero")?;
         }
+        if let Some(limit) = self.idle_timeout {
+            check_limit(limit, "idle_worker_timeout must be longer than zero")?;
+        }
         Ok(Core::start(Config {
             processes: self.processes,
             method: self.method,
@@ -402,6 +418,7 @@ impl PoolBuilder {
             prefix: self.prefix,
             on_demand: self.on_demand,
             fail_fast: self.fail_fast,
+            idle_timeout: self.idle_timeout,
         })?)
     }
 
@@ -479,6 +496,39 @@ impl Pool {
         }
         self.core.join();
         Ok(())
+    }
+
+    /// As [`join`](Self::join), waiting at most `timeout` (Python's `Pool.join` takes
+    /// none; its `Process.join(timeout)` does): [`PoolError::Timeout`] if tasks still
+    /// run or workers are still exiting by then. They go on; join again later, or
+    /// [`terminate`](Self::terminate). A pool still open is
+    /// [`PoolError::StillRunning`], as for `join`.
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// use std::time::Duration;
+    /// use multiproc::pool::{Pool, PoolError};
+    ///
+    /// fn sleepy(d: Duration) { std::thread::sleep(d) }
+    ///
+    /// let pool = Pool::new(1)?;
+    /// let r = pool.apply_async(sleepy, Duration::from_secs(3600))?;
+    /// pool.close();
+    /// assert!(matches!(pool.join_timeout(Duration::from_millis(50)), Err(PoolError::Timeout)));
+    /// pool.terminate();
+    /// pool.join_timeout(Duration::from_secs(60))?;
+    /// # drop(r);
+    /// # Ok::<(), PoolError>(())
+    /// ```
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), PoolError> {
+        if !self.core.is_closed() {
+            return Err(PoolError::StillRunning);
+        }
+        if self.core.join_timeout(timeout) {
+            Ok(())
+        } else {
+            Err(PoolError::Timeout)
+        }
     }
 
     /// Kills the workers at once; tasks not done fail with [`TaskError::Terminated`]
