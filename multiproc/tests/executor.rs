@@ -280,7 +280,10 @@ fn a_failure_stays_readable_and_a_cancelled_future_says_cancelled() {
     let pool = ThreadPoolExecutor::new(1);
     let bad = pool.submit(|| -> u32 { panic!("boom") }).unwrap();
     let boom = bad.exception().expect("the task failed");
-    assert!(matches!(&boom, TaskError::Panicked { message, .. } if message == "boom"), "{boom:?}");
+    assert!(
+        matches!(&boom, TaskError::Panicked { message, .. } if message == "boom"),
+        "{boom:?}"
+    );
     assert_eq!(bad.result(), Err(WaitError::Task(boom.clone())));
     assert_eq!(
         bad.result(),

@@ -68,7 +68,9 @@ fn check_panic(e: &TaskError, n: u32, traced: bool, pid: Option<u32>, what: &str
         assert_eq!(traceback, &None, "{what}: RUST_BACKTRACE=0");
         return;
     }
-    let traceback = traceback.as_deref().unwrap_or_else(|| panic!("{what}: no traceback"));
+    let traceback = traceback
+        .as_deref()
+        .unwrap_or_else(|| panic!("{what}: no traceback"));
     let here = format!("panic_traceback.rs:{EXPLODE_LINE}:");
     let (header, frames) = traceback
         .split_once("stack backtrace:\n")
@@ -111,7 +113,13 @@ fn pool_cases(method: StartMethod, traced: bool) {
     let WaitError::Task(e) = e else {
         panic!("{method:?}: {e:?}")
     };
-    check_panic(&e, 1, traced, Some(worker), &format!("{method:?} apply_async"));
+    check_panic(
+        &e,
+        1,
+        traced,
+        Some(worker),
+        &format!("{method:?} apply_async"),
+    );
     match p.map(explode_here, [2, 3]) {
         Err(PoolError::Item { index: 0, error }) => {
             check_panic(&error, 2, traced, Some(worker), &format!("{method:?} map"))

@@ -780,7 +780,7 @@ impl<R: DeserializeOwned + Send> Sink for ChunkSink<R> {
                             worker::Item::Ok(v) => Ok(v),
                             worker::Item::Panicked(message, traceback) => {
                                 Err(TaskError::Panicked { message, traceback })
-                            },
+                            }
                             worker::Item::Codec(message) => Err(TaskError::serialization(message)),
                         }),
                     );
