@@ -188,7 +188,8 @@ thread_local! {
 /// unset or `0`: no backtrace, the traceback is `None`; `full`: every frame; any other
 /// value: the frames between std's short-backtrace markers), read at each panic rather
 /// than once per process as std caches it, so a program may change its mind. A success
-/// costs two thread-local writes: nothing is captured unless a panic happens.
+/// costs a check that the hook is installed and two thread-local writes: nothing is
+/// captured unless a panic happens.
 ///
 /// The hook that records is installed once per process and chains the hook it found
 /// (user hooks and std's message still run); a hook set later with `set_hook` that
@@ -249,12 +250,16 @@ pub(crate) fn install_capture_hook() {
     INSTALLED.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if CAPTURING.with(Cell::get) && backtrace_wanted() {
-                let location = info
-                    .location()
-                    .map_or_else(|| "<unknown>".to_string(), ToString::to_string);
-                let backtrace = Backtrace::force_capture();
-                RECORDED.with(|r| *r.borrow_mut() = Some((location, backtrace)));
+            if CAPTURING.with(Cell::get) {
+                // Each panic replaces the record, even with nothing: a panic the task
+                // caught itself leaves no stale backtrace for a later one.
+                let record = backtrace_wanted().then(|| {
+                    let location = info
+                        .location()
+                        .map_or_else(|| "<unknown>".to_string(), ToString::to_string);
+                    (location, Backtrace::force_capture())
+                });
+                RECORDED.with(|r| *r.borrow_mut() = record);
             }
             previous(info);
         }));
