@@ -29,6 +29,14 @@ fn explode_here(n: u32) -> u32 {
     panic!("explode {n}")
 }
 
+/// Panics and catches it, then panics in [`explode_here`]: the traceback is the last
+/// panic's.
+fn caught_then_explodes(n: u32) -> u32 {
+    let caught = std::panic::catch_unwind(|| -> u32 { panic!("caught inside the task") });
+    assert!(caught.is_err());
+    explode_here(n)
+}
+
 /// Sets `RUST_BACKTRACE` for this process and the workers it starts from now on.
 fn set_rust_backtrace(value: &str) {
     // SAFETY: the single test of this binary runs alone; every pool of the previous
@@ -126,6 +134,21 @@ fn pool_cases(method: StartMethod, traced: bool) {
         }
         other => panic!("{method:?} map: {other:?}"),
     }
+    let e = p
+        .apply_async(caught_then_explodes, 7)
+        .unwrap()
+        .get_timeout(PROMPT)
+        .unwrap_err();
+    let WaitError::Task(e) = e else {
+        panic!("{method:?}: {e:?}")
+    };
+    check_panic(
+        &e,
+        7,
+        traced,
+        Some(worker),
+        &format!("{method:?} last panic"),
+    );
     // The worker goes on.
     assert_eq!(p.apply(|()| std::process::id(), ()).unwrap(), worker);
     p.close();
@@ -164,6 +187,21 @@ fn thread_case(traced: bool) {
         panic!("{e:?}")
     };
     check_panic(&e, 5, traced, Some(std::process::id()), "thread submit");
+    let e = ex
+        .submit(|| caught_then_explodes(6))
+        .unwrap()
+        .result_timeout(PROMPT)
+        .unwrap_err();
+    let WaitError::Task(e) = e else {
+        panic!("{e:?}")
+    };
+    check_panic(
+        &e,
+        6,
+        traced,
+        Some(std::process::id()),
+        "thread, last panic",
+    );
     ex.shutdown(true, false);
 }
 
