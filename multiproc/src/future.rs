@@ -22,11 +22,18 @@ use parking_lot::{Condvar, Mutex};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TaskError {
-    /// The task panicked; the panic message (Python: the task's exception).
+    /// The task panicked; the panic message and where it happened (Python: the task's
+    /// exception and its `remote_traceback`).
     #[error("the task panicked: {message}")]
     Panicked {
         /// The panic payload, if it was a string.
         message: String,
+        /// The worker's traceback, captured in the panicking thread while it panicked:
+        /// `Panic: message`, the panic's `file:line:col`, the process and thread, and
+        /// the stack backtrace (function names and `file:line`). `None` when
+        /// `RUST_BACKTRACE` / `RUST_LIB_BACKTRACE` leave capture off, by std's rules
+        /// (see [`TaskError::traceback`]).
+        traceback: Option<String>,
     },
     /// The task was cancelled before it started (or, by
     /// [`Future::cancel_running`], while it ran in a process).
@@ -292,10 +299,20 @@ impl TaskError {
         }
     }
 
-    /// The worker's traceback (Python's `remote_traceback`), for a task's `Err`.
+    /// The worker's traceback (Python's `remote_traceback`), for a task's `Err` and for
+    /// a panic.
+    ///
+    /// A panic's traceback is captured where it happened, by a panic hook that chains
+    /// the one it found (user hooks still run), and only when std's `Backtrace::capture`
+    /// rules ask for one: `RUST_LIB_BACKTRACE`, else `RUST_BACKTRACE`, set and not
+    /// `0` (`full`: every frame; otherwise std's short backtrace). The variables are
+    /// read at each panic, in the worker: a `forkserver` worker sees the environment
+    /// the forkserver started with, as in Python. A task that does not panic pays
+    /// nothing for it.
     pub fn traceback(&self) -> Option<&str> {
         match self {
             TaskError::Failed(e) => Some(e.traceback()),
+            TaskError::Panicked { traceback, .. } => traceback.as_deref(),
             _ => None,
         }
     }
@@ -323,7 +340,7 @@ impl TaskError {
 /// assert_eq!(slow.result_timeout(Duration::ZERO), Err(WaitError::Timeout)); // still running
 /// let bad = pool.submit(|| -> u32 { panic!("boom") }).unwrap();
 /// match bad.result() {
-///     Err(WaitError::Task(TaskError::Panicked { message })) => assert_eq!(message, "boom"),
+///     Err(WaitError::Task(TaskError::Panicked { message, .. })) => assert_eq!(message, "boom"),
 ///     other => panic!("{other:?}"),
 /// }
 /// assert_eq!(bad.result(), bad.result()); // a failure stays readable, as in Python
@@ -646,7 +663,7 @@ impl<T> Future<T> {
     /// assert_eq!(future.result(), Ok(42));
     ///
     /// let (future, completer) = Future::<u32>::pending();
-    /// completer.set_exception(TaskError::Panicked { message: "bad".into() }).unwrap();
+    /// completer.set_exception(TaskError::Panicked { message: "bad".into(), traceback: None }).unwrap();
     /// assert_eq!(completer.set_result(1), Err(InvalidState::Finished)); // once only
     /// assert!(future.exception().is_some());
     /// ```

@@ -322,7 +322,7 @@ fn cluster_submit_and_map_round_trip() {
         assert_eq!(total, 30);
         // A panic is the task's fate, carried back with its message.
         match ex.submit(boom, 3).unwrap().result() {
-            Err(WaitError::Task(TaskError::Panicked { message })) => {
+            Err(WaitError::Task(TaskError::Panicked { message, .. })) => {
                 assert!(message.contains("boom 3"))
             }
             other => panic!("{method:?}: {other:?}"),

@@ -131,7 +131,7 @@ fn double(x: u32) -> u32 {
 /// What the crashing task's failure must be, in the mode `fail_fast`.
 fn check_crash_error(e: &TaskError, crash: Crash, place: Place, fail_fast: bool, what: &str) {
     match (crash, e) {
-        (Crash::Panic, TaskError::Panicked { message }) if place == Place::Task => {
+        (Crash::Panic, TaskError::Panicked { message, .. }) if place == Place::Task => {
             assert_eq!(message, "crash-panic", "{what}")
         }
         (Crash::Panic, TaskError::Serialization { message, .. }) => {

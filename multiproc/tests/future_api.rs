@@ -36,6 +36,7 @@ fn a_pending_future_completes_once_through_its_completer() {
     let err = completer
         .set_exception(TaskError::Panicked {
             message: "late".into(),
+            traceback: None,
         })
         .unwrap_err();
     assert_eq!(err, InvalidState::Finished);
@@ -50,13 +51,15 @@ fn set_exception_fails_the_future_and_runs_its_callbacks() {
     completer
         .set_exception(TaskError::Panicked {
             message: "bad input".into(),
+            traceback: None,
         })
         .unwrap();
     assert_eq!(rx.recv_timeout(PROMPT), Ok("called"));
     assert_eq!(
         future.exception(),
         Some(TaskError::Panicked {
-            message: "bad input".into()
+            message: "bad input".into(),
+            traceback: None,
         })
     );
     assert_eq!(future.successful(), Some(false));

@@ -290,7 +290,7 @@ fn a_panic_fails_only_its_item_and_the_iteration_goes_on() {
             for (i, r) in got.iter().enumerate() {
                 if i == 3 {
                     match r {
-                        Err(TaskError::Panicked { message }) => {
+                        Err(TaskError::Panicked { message, .. }) => {
                             assert!(message.contains("three is not allowed"))
                         }
                         other => panic!("{other:?}"),

@@ -125,7 +125,7 @@ fn submit_result_map_as_completed_and_wait() {
         let w = wait(&fs, ReturnWhen::AllCompleted, Some(PROMPT));
         assert_eq!(w.done.len(), 2);
         match fs[0].exception() {
-            Some(TaskError::Panicked { message }) => assert_eq!(message, "boom"),
+            Some(TaskError::Panicked { message, .. }) => assert_eq!(message, "boom"),
             other => panic!("{other:?}"),
         }
         ex.shutdown(true, false);

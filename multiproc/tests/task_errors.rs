@@ -124,7 +124,7 @@ fn process_executor_try_submit() {
         let panicked = panicked.task().unwrap();
         assert_eq!(panicked.kind(), "Panic");
         assert!(
-            matches!(panicked, TaskError::Panicked { message } if message == "explode 5"),
+            matches!(panicked, TaskError::Panicked { message, .. } if message == "explode 5"),
             "{panicked:?}"
         );
 

@@ -288,9 +288,10 @@ impl ClusterExecutor {
                     Err(e) => completer
                         .set_exception(TaskError::codec("cannot decode the task's result", e)),
                 },
-                Ending::Panicked(message) => {
-                    completer.set_exception(TaskError::Panicked { message })
-                }
+                Ending::Panicked(message) => completer.set_exception(TaskError::Panicked {
+                    message,
+                    traceback: None,
+                }),
                 Ending::Codec(message) => {
                     completer.set_exception(TaskError::serialization(message))
                 }

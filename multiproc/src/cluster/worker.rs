@@ -322,7 +322,7 @@ async fn run(slots: &Slots, msg: jetstream::Message) -> bool {
     };
     let ending = match outcome {
         Ok(Outcome::Returned(body)) => Ending::Returned(body),
-        Ok(Outcome::Panicked(m)) => Ending::Panicked(m),
+        Ok(Outcome::Panicked(m, _)) => Ending::Panicked(m),
         Ok(Outcome::Codec(m)) | Ok(Outcome::Bootstrap(m)) => Ending::Codec(m),
         Err(TaskError::TimedOut { limit }) => Ending::TimedOut(limit),
         Err(TaskError::WorkerDied { pid, status }) => {

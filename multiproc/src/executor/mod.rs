@@ -209,9 +209,10 @@ impl<T: Send, F: FnOnce() -> Result<T, TaskError> + Send> Task for Cell<T, F> {
             ran();
             return;
         }
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task))
-            .map_err(|p| TaskError::Panicked {
-                message: crate::codec::panic_message(p.as_ref()),
+        let outcome = crate::process::child::catch_traced(task)
+            .map_err(|caught| TaskError::Panicked {
+                message: caught.message,
+                traceback: caught.traceback,
             })
             .and_then(|returned| returned);
         ran();

@@ -1185,7 +1185,7 @@ pub(crate) fn decode_outcome<R: serde::de::DeserializeOwned>(
     match outcome {
         Outcome::Returned(bytes) => crate::codec::decode::<R>(&bytes)
             .map_err(|e| TaskError::codec("cannot decode the task's result", e)),
-        Outcome::Panicked(message) => Err(TaskError::Panicked { message }),
+        Outcome::Panicked(message, traceback) => Err(TaskError::Panicked { message, traceback }),
         Outcome::Codec(message) | Outcome::Bootstrap(message) => {
             Err(TaskError::serialization(message))
         }

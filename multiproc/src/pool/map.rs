@@ -837,7 +837,9 @@ impl<R: DeserializeOwned + Send> Sink for ChunkSink<R> {
                         items.start,
                         results.into_iter().map(|item| match item {
                             worker::Item::Ok(v) => Ok(v),
-                            worker::Item::Panicked(message) => Err(TaskError::Panicked { message }),
+                            worker::Item::Panicked(message, traceback) => {
+                                Err(TaskError::Panicked { message, traceback })
+                            }
                             worker::Item::Codec(message) => Err(TaskError::serialization(message)),
                         }),
                     );

@@ -24,7 +24,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::block::{self, Block};
 use crate::codec::{self, panic_message};
-use crate::process::child::{Outcome, run_task};
+use crate::process::child::{Caught, Outcome, catch_traced, run_task};
 use crate::queue::mp::Queue;
 use crate::sys;
 use crate::sys::entry::{FnAddr, Verified};
@@ -148,7 +148,8 @@ where
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Item<R> {
     Ok(R),
-    Panicked(String),
+    /// The panic's message and traceback.
+    Panicked(String, Option<String>),
     Codec(String),
 }
 
@@ -156,7 +157,7 @@ pub(crate) enum Item<R> {
 #[derive(Serialize)]
 enum ItemRef<'a, R> {
     Ok(&'a R),
-    Panicked(&'a str),
+    Panicked(&'a str, Option<&'a str>),
     Codec(&'a str),
 }
 
@@ -277,7 +278,7 @@ fn run_decoded_chunk<T, R: Serialize>(
     ledger.begin_items(skip as u64);
     for item in items.into_iter().skip(skip) {
         buf.clear();
-        let written = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(item))) {
+        let written = match catch_traced(|| call(item)) {
             // The result's `Serialize` is user code: a panic there fails this item, as
             // one in `call` does, instead of unwinding out of the worker (which died
             // of it, and the item with it, without the panic's text). A result that
@@ -291,9 +292,9 @@ fn run_decoded_chunk<T, R: Serialize>(
             }))
             .map_err(|payload| codec::encode_panicked::<R>(panic_message(payload.as_ref())))
             .and_then(|written| written.map_err(|e| codec::encode_error(&value, e))),
-            Err(payload) => {
-                let message = panic_message(payload.as_ref());
-                postcard::to_io(&ItemRef::<R>::Panicked(&message), &mut buf)
+            Err(Caught { message, traceback }) => {
+                let panicked = ItemRef::<R>::Panicked(&message, traceback.as_deref());
+                postcard::to_io(&panicked, &mut buf)
                     .map(|_| false)
                     .map_err(|e| codec::encode_error(&message, e))
             }
@@ -872,7 +873,7 @@ pub(crate) fn worker_main<A: DeserializeOwned>(args: WorkerArgs<A>) {
             }
         };
         let f: fn(A) = sys::entry::resolve(&proof, target);
-        if let Outcome::Panicked(m) = run_task(move || f(a)) {
+        if let Outcome::Panicked(m, _) = run_task(move || f(a)) {
             return init_failed(&parts, format!("the initializer panicked: {m}"));
         }
     }
@@ -886,7 +887,7 @@ pub(crate) fn worker_with_closure(parts: Parts, init: impl FnOnce()) {
         Ok(proof) => proof,
         Err(e) => return init_failed(&parts, e.to_string()),
     };
-    if let Outcome::Panicked(m) = run_task(init) {
+    if let Outcome::Panicked(m, _) = run_task(init) {
         return init_failed(&parts, format!("the initializer panicked: {m}"));
     }
     worker_loop(parts, proof);
@@ -1124,7 +1125,7 @@ mod tests {
             x
         }));
         assert_eq!(values(&items), [Some(1), None, Some(3)]);
-        assert!(matches!(&items[1], Item::Panicked(m) if m == "item 2 refused"));
+        assert!(matches!(&items[1], Item::Panicked(m, _) if m == "item 2 refused"));
     }
 
     #[test]

@@ -8,8 +8,11 @@
 //! A child that dies before step 2 leaves no (or a truncated) outcome; the parent then
 //! reports the exit status instead.
 
+use std::backtrace::Backtrace;
+use std::cell::{Cell, RefCell};
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
+use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::de::DeserializeOwned;
@@ -43,8 +46,9 @@ pub(crate) struct Bootstrap {
 pub(crate) enum Outcome {
     /// Returned normally; the postcard body of the return value.
     Returned(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// Panicked with this message.
-    Panicked(String),
+    /// Panicked with this message and, when `RUST_BACKTRACE` asks, its traceback text
+    /// (see [`catch_traced`]).
+    Panicked(String, Option<String>),
     /// The arguments could not be decoded, or the result encoded.
     Codec(String),
     /// The bootstrap failed before the target ran.
@@ -55,7 +59,7 @@ impl Outcome {
     fn exit_code(&self) -> i32 {
         match self {
             Outcome::Returned(_) => 0,
-            Outcome::Panicked(_) | Outcome::Codec(_) => EXIT_PANIC,
+            Outcome::Panicked(..) | Outcome::Codec(_) => EXIT_PANIC,
             Outcome::Bootstrap(_) => EXIT_BOOTSTRAP,
         }
     }
@@ -141,23 +145,126 @@ pub(crate) fn run_caught<R: Serialize>(f: impl FnOnce() -> R) -> Ending {
             }
             Err(e) => Outcome::Codec(format!("result: {e}")).into(),
         },
-        Err(payload) => Outcome::Panicked(panic_message(payload.as_ref())).into(),
+        Err(payload) => Outcome::Panicked(panic_message(payload.as_ref()), None).into(),
     }
 }
 
 /// Runs a pool task `f`, catching a panic, and encodes its result: an `Err` it returns
 /// is the task's value and nothing more (the worker goes on, as Python's pool does).
 pub(crate) fn run_task<R: Serialize>(f: impl FnOnce() -> R) -> Outcome {
-    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+    match catch_traced(f) {
         Ok(value) => match codec::encode(&value) {
             Ok(bytes) => Outcome::Returned(bytes),
             Err(e) => Outcome::Codec(format!("result: {e}")),
         },
-        Err(payload) => Outcome::Panicked(panic_message(payload.as_ref())),
+        Err(Caught { message, traceback }) => Outcome::Panicked(message, traceback),
     }
 }
 
 use crate::codec::panic_message;
+
+/// A panic caught by [`catch_traced`]: its message and, when `RUST_BACKTRACE` asks for
+/// one, its traceback text.
+#[derive(Debug)]
+pub(crate) struct Caught {
+    pub(crate) message: String,
+    pub(crate) traceback: Option<String>,
+}
+
+thread_local! {
+    /// Whether this thread runs inside [`catch_traced`]: only then does the hook record.
+    static CAPTURING: Cell<bool> = const { Cell::new(false) };
+    /// Where the last panic of this thread inside [`catch_traced`] happened, and its
+    /// backtrace, as the hook recorded them.
+    static RECORDED: RefCell<Option<(String, Backtrace)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f`, catching a panic as its message and a traceback captured where it
+/// happened (Python's `remote_traceback`): the kind, the message, the panic's
+/// `file:line:col`, this process and thread, and the backtrace of the panicking thread
+/// taken by the panic hook, while the panicking frames are still on the stack.
+///
+/// `RUST_BACKTRACE` rules as std's `Backtrace::capture` (`RUST_LIB_BACKTRACE` first;
+/// unset or `0`: no backtrace, the traceback is `None`; `full`: every frame; any other
+/// value: the frames between std's short-backtrace markers), read at each panic rather
+/// than once per process as std caches it, so a program may change its mind. A success
+/// costs a check that the hook is installed and two thread-local writes: nothing is
+/// captured unless a panic happens.
+///
+/// The hook that records is installed once per process and chains the hook it found
+/// (user hooks and std's message still run); a hook set later with `set_hook` that
+/// does not chain replaces it, and the traceback is then `None`.
+pub(crate) fn catch_traced<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
+    install_capture_hook();
+    let outer = CAPTURING.with(|c| c.replace(true));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(f));
+    CAPTURING.with(|c| c.set(outer));
+    result.map_err(|payload| {
+        let message = panic_message(payload.as_ref());
+        let traceback = RECORDED
+            .with(|r| r.borrow_mut().take())
+            .map(|(location, backtrace)| traceback_text(&message, &location, &backtrace));
+        Caught { message, traceback }
+    })
+}
+
+/// Whether std's `Backtrace::capture` would capture, by its rules, now.
+fn backtrace_wanted() -> bool {
+    let value = match std::env::var_os("RUST_LIB_BACKTRACE") {
+        Some(v) => v,
+        None => match std::env::var_os("RUST_BACKTRACE") {
+            Some(v) => v,
+            None => return false,
+        },
+    };
+    value != "0"
+}
+
+/// The traceback of a caught panic: a header as
+/// [`RemoteError`](crate::future::RemoteError)'s (`Panic: message`, where, which
+/// process and thread) and the backtrace.
+fn traceback_text(message: &str, location: &str, backtrace: &Backtrace) -> String {
+    let thread = std::thread::current();
+    let full = matches!(
+        std::env::var("RUST_LIB_BACKTRACE").or_else(|_| std::env::var("RUST_BACKTRACE")),
+        Ok(v) if v == "full"
+    );
+    let frames = if full {
+        format!("{backtrace:#}")
+    } else {
+        short_backtrace(&backtrace.to_string())
+    };
+    format!(
+        "Panic: {message}\n  panicked at {location} in process {}, thread '{}'\n\
+         stack backtrace:\n{frames}",
+        std::process::id(),
+        thread.name().unwrap_or("<unnamed>"),
+    )
+}
+
+/// Installs, once per process, the panic hook that records a backtrace for
+/// [`catch_traced`], chaining the hook it finds. Called from `init` (so that forked
+/// children inherit it and never take the hook's lock) and on first use.
+pub(crate) fn install_capture_hook() {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if CAPTURING.with(Cell::get) {
+                // Each panic replaces the record, even with nothing: a panic the task
+                // caught itself leaves no stale backtrace for a later one.
+                let record = backtrace_wanted().then(|| {
+                    let location = info
+                        .location()
+                        .map_or_else(|| "<unknown>".to_string(), ToString::to_string);
+                    (location, Backtrace::force_capture())
+                });
+                RECORDED.with(|r| *r.borrow_mut() = record);
+            }
+            previous(info);
+        }));
+    });
+}
 
 /// Writes `text` to descriptor 2 itself: not through `eprint!`, which a test harness's
 /// capture (inherited by a forked child from the thread that forked) would swallow, and
@@ -206,6 +313,7 @@ pub(crate) fn install_panic_hook() {
             default(info);
         }
     }));
+    install_capture_hook();
 }
 
 /// What std's default hook prints for `info`: `thread '<name>' (<tid>) panicked at

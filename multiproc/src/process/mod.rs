@@ -970,7 +970,7 @@ impl<R: DeserializeOwned + 'static> Process<R> {
         };
         match outcome {
             Outcome::Returned(bytes) => Ok(codec::decode::<R>(&bytes)?),
-            Outcome::Panicked(message) => Err(ProcessError::Panicked { pid, message }),
+            Outcome::Panicked(message, _) => Err(ProcessError::Panicked { pid, message }),
             Outcome::Codec(message) => Err(ProcessError::Serialization { pid, message }),
             Outcome::Bootstrap(message) => Err(ProcessError::Bootstrap { pid, message }),
         }
