@@ -140,6 +140,14 @@ impl RemoteError {
             std::process::id(),
             thread.name().unwrap_or("<unnamed>"),
         );
+        if !crate::sys::proc::backtrace_lock_usable() {
+            traceback.push_str(crate::sys::proc::NO_BACKTRACE_IN_FORK_CHILD);
+            return RemoteError {
+                kind,
+                message,
+                traceback,
+            };
+        }
         let backtrace = Backtrace::capture();
         if backtrace.status() == BacktraceStatus::Captured {
             let _ = write!(traceback, "stack backtrace:\n{backtrace}");

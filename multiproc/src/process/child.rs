@@ -176,7 +176,7 @@ thread_local! {
     static CAPTURING: Cell<bool> = const { Cell::new(false) };
     /// Where the last panic of this thread inside [`catch_traced`] happened, and its
     /// backtrace, as the hook recorded them.
-    static RECORDED: RefCell<Option<(String, Backtrace)>> = const { RefCell::new(None) };
+    static RECORDED: RefCell<Option<(String, Option<Backtrace>)>> = const { RefCell::new(None) };
 }
 
 /// Runs `f`, catching a panic as its message and a traceback captured where it
@@ -223,12 +223,20 @@ fn backtrace_wanted() -> bool {
 /// The traceback of a caught panic: a header as
 /// [`RemoteError`](crate::future::RemoteError)'s (`Panic: message`, where, which
 /// process and thread) and the backtrace.
-fn traceback_text(message: &str, location: &str, backtrace: &Backtrace) -> String {
+fn traceback_text(message: &str, location: &str, backtrace: &Option<Backtrace>) -> String {
     let thread = std::thread::current();
     let full = matches!(
         std::env::var("RUST_LIB_BACKTRACE").or_else(|_| std::env::var("RUST_BACKTRACE")),
         Ok(v) if v == "full"
     );
+    let Some(backtrace) = backtrace else {
+        return format!(
+            "Panic: {message}\n  panicked at {location} in process {}, thread '{}'\n{}",
+            std::process::id(),
+            thread.name().unwrap_or("<unnamed>"),
+            crate::sys::proc::NO_BACKTRACE_IN_FORK_CHILD,
+        );
+    };
     let frames = if full {
         format!("{backtrace:#}")
     } else {
@@ -257,7 +265,10 @@ pub(crate) fn install_capture_hook() {
                     let location = info
                         .location()
                         .map_or_else(|| "<unknown>".to_string(), ToString::to_string);
-                    (location, Backtrace::force_capture())
+                    // Not in a fork child: std's backtrace lock may be held for ever there.
+                    let backtrace =
+                        crate::sys::proc::backtrace_lock_usable().then(Backtrace::force_capture);
+                    (location, backtrace)
                 });
                 RECORDED.with(|r| *r.borrow_mut() = record);
             }
@@ -336,6 +347,10 @@ fn panic_text(info: &std::panic::PanicHookInfo<'_>) -> String {
     }
     let _ = writeln!(text, ":\n{message}");
     match std::env::var("RUST_BACKTRACE").as_deref() {
+        // std's backtrace lock may be held for ever in a fork child: no backtrace.
+        Ok(v) if v != "0" && !sys::proc::backtrace_lock_usable() => {
+            text.push_str(sys::proc::NO_BACKTRACE_IN_FORK_CHILD);
+        }
         Ok("0") | Err(_) => {
             if FIRST_PANIC.swap(false, Ordering::Relaxed) {
                 text.push_str(

@@ -677,3 +677,23 @@ pub(crate) fn remove_role_var(key: &str) {
     // `getenv` can observe the environment while it is modified.
     unsafe { std::env::remove_var(key) }
 }
+
+/// Set in a child of the fork start method: a copy of a parent that may have had other
+/// threads, one of which may have held std's backtrace lock at the fork (a panic being
+/// printed, a backtrace being captured). That lock is never released in the child, so
+/// a child must not take it: no `std::backtrace` capture there.
+static FORK_CHILD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Marks this process as a child of the fork start method (see [`FORK_CHILD`]).
+pub(crate) fn mark_fork_child() {
+    FORK_CHILD.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether std's backtrace lock may be taken in this process: not in a child of the
+/// fork start method, where another thread of the parent may have held it at the fork.
+pub(crate) fn backtrace_lock_usable() -> bool {
+    !FORK_CHILD.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The note a traceback carries in place of a backtrace that could not be taken.
+pub(crate) const NO_BACKTRACE_IN_FORK_CHILD: &str = "note: no backtrace in a child of the fork start method: another thread of the parent may have held std's backtrace lock at the fork (use spawn or forkserver for backtraces)\n";

@@ -53,6 +53,7 @@ impl Starter for Fork {
             HANDING_OVER.with(|h| h.set(false));
             JOB_PARENT.store(parent_pid, std::sync::atomic::Ordering::Relaxed);
             child::mark_child();
+            sys::proc::mark_fork_child();
             sys::fd::close_inherited(parent_end_raw);
             sys::proc::die_with_parent(parent_pid);
             info::become_child(info);
