@@ -106,7 +106,7 @@ fn starmap_async_and_map_async_run_their_callback_with_the_whole_list_before_get
             );
         let err = r.get().unwrap_err();
         assert!(
-            matches!(&err, PoolError::Item { index: 2, error: TaskError::Panicked { message } } if message.contains("even 4")),
+            matches!(&err, PoolError::Item { index: 2, error: TaskError::Panicked { message, .. } } if message.contains("even 4")),
             "{method:?}: {err:?}"
         );
         assert_eq!(failed.lock().unwrap().clone(), Some(err.to_string()));
