@@ -262,7 +262,11 @@ fn a_releaser_killed_in_the_action_breaks_the_barrier_for_everyone() {
         for _ in 0..2 {
             let (barrier, done) = (barrier.clone(), done.clone());
             std::thread::spawn(move || {
-                let _ = done.send(barrier.wait());
+                let result = barrier.wait();
+                // Its handle goes before the result does: the leak check at the end
+                // must not find a waiter thread's mapping still there.
+                drop(barrier);
+                let _ = done.send(result);
             });
         }
         wait_until("both parties to wait", || barrier.n_waiting() == 2);
