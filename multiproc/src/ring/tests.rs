@@ -14,6 +14,19 @@ fn queue(fingerprint: u64) -> RingMap {
     .unwrap()
 }
 
+/// A queue of one lane with a 64 KiB ring.
+fn one_lane() -> RingMap {
+    RingMap::create(Config {
+        lanes: 1,
+        ring: 64 << 10,
+        maxsize: 0,
+        max_message: 1 << 30,
+        joinable: false,
+        fingerprint: 0,
+    })
+    .unwrap()
+}
+
 fn allocated(q: &RingMap) -> u64 {
     rustix::fs::fstat(q.fd()).unwrap().st_blocks as u64 * 512
 }
@@ -100,15 +113,7 @@ fn consumed_blobs_and_drained_bursts_give_their_memory_back() {
 
 #[test]
 fn a_full_lane_spills_into_blobs_instead_of_blocking() {
-    let q = RingMap::create(Config {
-        lanes: 1,
-        ring: 64 << 10,
-        maxsize: 0,
-        max_message: 1 << 30,
-        joinable: false,
-        fingerprint: 0,
-    })
-    .unwrap();
+    let q = one_lane();
     let item = vec![5u8; 1000];
     for _ in 0..200 {
         q.put(&item, Some(Instant::now() + Duration::from_secs(10)))
@@ -128,15 +133,7 @@ const DEAD_OWNER: u64 = 0x7fff_fff0 << 32 | 1;
 /// count, offset 0), `w` not yet. The owner's identity then names no living process,
 /// and its private producer state is gone with it.
 fn lane_torn_mid_rewind() -> RingMap {
-    let q = RingMap::create(Config {
-        lanes: 1,
-        ring: 64 << 10,
-        maxsize: 0,
-        max_message: 1 << 30,
-        joinable: false,
-        fingerprint: 0,
-    })
-    .unwrap();
+    let q = one_lane();
     for i in 1..=3u32 {
         q.put(&i, None).unwrap();
     }
@@ -424,15 +421,7 @@ impl serde::Serialize for PanicsOnWrite {
 /// next put into that lane goes through (it would wait for ever on a lock left held).
 #[test]
 fn a_serialize_that_panics_on_the_shared_lane_leaves_its_lock_free() {
-    let q = RingMap::create(Config {
-        lanes: 1,
-        ring: 64 << 10,
-        maxsize: 0,
-        max_message: 1 << 30,
-        joinable: false,
-        fingerprint: 0,
-    })
-    .unwrap();
+    let q = one_lane();
     // The one lane belongs to a live process (init): this process puts to the shared lane.
     q.owner(0)
         .store(crate::sys::proc::identity(1), Ordering::SeqCst);
